@@ -1,0 +1,29 @@
+//! The balancer's error type.
+
+use crate::node::Network;
+
+/// Everything that can go wrong while placing, reading or deleting fragments.
+#[derive(Debug, thiserror::Error)]
+pub enum BalancerError {
+    /// Not enough healthy nodes with free space accepted a replica.
+    #[error("not enough {network} nodes with free space: {placed} of {needed} replicas of {key} placed")]
+    InsufficientNodes {
+        network: Network,
+        key: String,
+        needed: usize,
+        placed: usize,
+    },
+    /// No replica of a fragment could be read and verified.
+    #[error("no replica of {key} could be read ({tried} tried): {last}")]
+    Unreadable {
+        key: String,
+        tried: usize,
+        last: String,
+    },
+    /// A request to one node failed.
+    #[error("node {node}: {message}")]
+    Node { node: i64, message: String },
+    /// A node id the registry does not know.
+    #[error("unknown node {0}")]
+    UnknownNode(i64),
+}

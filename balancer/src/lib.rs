@@ -1,0 +1,20 @@
+//! The Tenfold node balancer: the fabric of storage nodes behind the gateway.
+//!
+//! It keeps the registry of nodes with their health, capacity and latency
+//! ([`registry`]), places each fragment on distinct nodes of each network
+//! chosen at random with failover to the next candidate ([`placement`]),
+//! and reads a fragment back from the best replica that verifies
+//! ([`replica_read`]). It speaks nothing but plain S3 to the nodes
+//! ([`node_client`]), so any S3-compatible server can be a node.
+
+pub mod error;
+pub mod node;
+pub mod node_client;
+pub mod placement;
+pub mod registry;
+pub mod replica_read;
+
+pub use error::BalancerError;
+pub use node::{Network, NodeSpec};
+pub use placement::{Placement, ReplicaPolicy};
+pub use registry::{Balancer, NodeStatus};

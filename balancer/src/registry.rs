@@ -1,0 +1,325 @@
+//! The registry of storage nodes: health, capacity and latency, refreshed by
+//! periodic probes and by every transfer.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::SharedHttpClient;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::node::{Network, NodeSpec};
+use crate::node_client::{self, NodeFailure};
+use crate::placement::ReplicaPolicy;
+
+/// How long a node that failed a request is skipped (a successful probe
+/// brings it back sooner).
+pub const DOWN_FOR: Duration = Duration::from_secs(10);
+/// How long a node that returned corrupt bytes is read last, whatever its
+/// probes say.
+pub const DEMOTED_FOR: Duration = Duration::from_secs(300);
+/// How long a node that said it is full gets no new replicas, unless its
+/// health report shows free space again.
+pub const FULL_FOR: Duration = Duration::from_secs(30);
+/// Time allowed for a health probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+struct NodeState {
+    /// Capacity and usage the node reported on `/health` (Tenfold nodes).
+    reported: Option<(u64, u64)>,
+    /// Bytes placed on the node since its usage was last known.
+    placed_since: u64,
+    down_until: Option<Instant>,
+    demoted_until: Option<Instant>,
+    full_until: Option<Instant>,
+    bucket_ready: bool,
+    /// Exponentially weighted mean of request latency, in milliseconds.
+    latency_ms: Option<f64>,
+    last_error: Option<String>,
+}
+
+/// One node: its registration, its S3 client and its live state.
+#[derive(Debug)]
+pub struct NodeHandle {
+    pub spec: NodeSpec,
+    pub(crate) client: Client,
+    state: Mutex<NodeState>,
+}
+
+/// A node's state as shown by `tenfold nodes list` and `status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    pub id: i64,
+    pub name: String,
+    pub endpoint: String,
+    pub network: Network,
+    pub healthy: bool,
+    pub capacity: u64,
+    pub used: u64,
+    pub latency_ms: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+fn still(until: Option<Instant>, now: Instant) -> bool {
+    until.is_some_and(|t| t > now)
+}
+
+impl NodeHandle {
+    fn state(&self) -> std::sync::MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Capacity and bytes used as best known now.
+    pub fn usage(&self) -> (u64, u64) {
+        let st = self.state();
+        match st.reported {
+            Some((cap, used)) => (cap.min(self.spec.capacity), used + st.placed_since),
+            None => (self.spec.capacity, self.spec.stored_bytes + st.placed_since),
+        }
+    }
+
+    /// Whether the node may take a new replica of `len` bytes now.
+    pub fn can_take(&self, len: u64) -> bool {
+        let now = Instant::now();
+        {
+            let st = self.state();
+            if still(st.down_until, now) || still(st.full_until, now) {
+                return false;
+            }
+        }
+        let (cap, used) = self.usage();
+        used.saturating_add(len) <= cap
+    }
+
+    /// Sort key for reads: usable nodes first, then by latency.
+    pub(crate) fn read_rank(&self) -> (u8, u64) {
+        let now = Instant::now();
+        let st = self.state();
+        let penalty = u8::from(still(st.down_until, now)) * 2 + u8::from(still(st.demoted_until, now));
+        // Unknown latency ranks like a fast node, so new nodes get tried.
+        let latency = st.latency_ms.unwrap_or(0.0).max(0.0);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        (penalty, (latency * 1000.0) as u64)
+    }
+
+    pub(crate) fn record_success(&self, started: Instant) {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut st = self.state();
+        st.latency_ms = Some(st.latency_ms.map_or(ms, |m| 0.8 * m + 0.2 * ms));
+        st.down_until = None;
+    }
+
+    pub(crate) fn record_placed(&self, len: u64) {
+        self.state().placed_since += len;
+    }
+
+    pub(crate) fn record_failure(&self, failure: &NodeFailure) {
+        let now = Instant::now();
+        let mut st = self.state();
+        st.last_error = Some(failure.to_string());
+        match failure {
+            NodeFailure::Full(_) => st.full_until = Some(now + FULL_FOR),
+            NodeFailure::Corrupt => st.demoted_until = Some(now + DEMOTED_FOR),
+            NodeFailure::Missing => {}
+            NodeFailure::Other(_) => st.down_until = Some(now + DOWN_FOR),
+        }
+    }
+
+    pub(crate) async fn ensure_bucket(&self) -> Result<(), NodeFailure> {
+        let ready = self.state().bucket_ready;
+        if ready {
+            return Ok(());
+        }
+        node_client::ensure_bucket(&self.client, &self.spec.bucket).await?;
+        self.state().bucket_ready = true;
+        Ok(())
+    }
+
+    fn status(&self) -> NodeStatus {
+        let (capacity, used) = self.usage();
+        let now = Instant::now();
+        let st = self.state();
+        NodeStatus {
+            id: self.spec.id,
+            name: self.spec.name.clone(),
+            endpoint: self.spec.endpoint.clone(),
+            network: self.spec.network,
+            healthy: !still(st.down_until, now),
+            capacity,
+            used,
+            latency_ms: st.latency_ms,
+            last_error: st.last_error.clone(),
+        }
+    }
+}
+
+/// The node balancer: shared by every request of a gateway.
+#[derive(Debug)]
+pub struct Balancer {
+    http: SharedHttpClient,
+    probe_http: HyperClient<HttpConnector, Empty<Bytes>>,
+    nodes: RwLock<BTreeMap<i64, Arc<NodeHandle>>>,
+    pub(crate) policy: ReplicaPolicy,
+}
+
+impl Balancer {
+    /// A balancer with no nodes yet.
+    pub fn new(policy: ReplicaPolicy) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(PROBE_TIMEOUT));
+        Self {
+            http: node_client::shared_http_client(),
+            probe_http: HyperClient::builder(TokioExecutor::new()).build(connector),
+            nodes: RwLock::new(BTreeMap::new()),
+            policy,
+        }
+    }
+
+    /// The replica policy in force.
+    pub fn policy(&self) -> ReplicaPolicy {
+        self.policy
+    }
+
+    /// Replaces the node set with what the index lists, keeping the live
+    /// state of nodes whose registration did not change.
+    pub fn set_nodes(&self, specs: Vec<NodeSpec>) {
+        let mut nodes = self.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = BTreeMap::new();
+        for spec in specs {
+            let handle = match nodes.remove(&spec.id) {
+                Some(old) if old.spec == spec => old,
+                Some(old) if same_endpoint(&old.spec, &spec) => {
+                    // Only the recorded usage changed: keep the live state.
+                    let state = std::mem::take(&mut *old.state());
+                    let mut state = state;
+                    if state.reported.is_none() {
+                        state.placed_since = 0;
+                    }
+                    Arc::new(NodeHandle {
+                        client: old.client.clone(),
+                        spec,
+                        state: Mutex::new(state),
+                    })
+                }
+                _ => Arc::new(NodeHandle {
+                    client: node_client::node_s3_client(&spec, self.http.clone()),
+                    spec,
+                    state: Mutex::new(NodeState::default()),
+                }),
+            };
+            next.insert(handle.spec.id, handle);
+        }
+        *nodes = next;
+    }
+
+    /// The node with this id.
+    ///
+    /// # Errors
+    /// [`crate::BalancerError::UnknownNode`] when it is not registered.
+    pub fn node(&self, id: i64) -> Result<Arc<NodeHandle>, crate::BalancerError> {
+        self.nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+            .ok_or(crate::BalancerError::UnknownNode(id))
+    }
+
+    pub(crate) fn nodes_in(&self, network: Network) -> Vec<Arc<NodeHandle>> {
+        self.nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter(|n| n.spec.network == network)
+            .cloned()
+            .collect()
+    }
+
+    /// Every node's live status.
+    pub fn status(&self) -> Vec<NodeStatus> {
+        self.nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|n| n.status())
+            .collect()
+    }
+
+    /// Probes every node once, concurrently: `/health` for usage where the
+    /// node offers it, and the fragment bucket for plain S3 nodes.
+    pub async fn probe_all(&self) {
+        let nodes: Vec<_> = self
+            .nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        futures::future::join_all(nodes.iter().map(|n| self.probe(n))).await;
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(node = node.spec.id))]
+    async fn probe(&self, node: &NodeHandle) {
+        let started = Instant::now();
+        let report = tokio::time::timeout(PROBE_TIMEOUT, self.health_report(&node.spec)).await;
+        let result = match report {
+            Ok(Some(usage)) => {
+                {
+                    let mut st = node.state();
+                    st.reported = Some(usage);
+                    st.placed_since = 0;
+                    if usage.0 > usage.1 {
+                        st.full_until = None;
+                    }
+                }
+                tokio::time::timeout(PROBE_TIMEOUT, node.ensure_bucket())
+                    .await
+                    .unwrap_or_else(|_| Err(NodeFailure::Other("probe timed out".into())))
+            }
+            // No /health: a plain S3 node, alive if its bucket answers.
+            Ok(None) => {
+                node.state().bucket_ready = false;
+                tokio::time::timeout(PROBE_TIMEOUT, node.ensure_bucket())
+                    .await
+                    .unwrap_or_else(|_| Err(NodeFailure::Other("probe timed out".into())))
+            }
+            Err(_) => Err(NodeFailure::Other("health probe timed out".into())),
+        };
+        match result {
+            Ok(()) => node.record_success(started),
+            Err(failure) => {
+                tracing::warn!(node = node.spec.id, %failure, "node probe failed");
+                node.record_failure(&NodeFailure::Other(failure.to_string()));
+            }
+        }
+    }
+
+    /// Reads a Tenfold node's `/health` report: `(capacity, used)`.
+    async fn health_report(&self, spec: &NodeSpec) -> Option<(u64, u64)> {
+        let uri: http::Uri = format!("{}/health", spec.endpoint.trim_end_matches('/'))
+            .parse()
+            .ok()?;
+        let resp = self.probe_http.get(uri).await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        Some((json.get("capacity")?.as_u64()?, json.get("used")?.as_u64()?))
+    }
+}
+
+fn same_endpoint(a: &NodeSpec, b: &NodeSpec) -> bool {
+    a.endpoint == b.endpoint
+        && a.access_key == b.access_key
+        && a.secret_key == b.secret_key
+        && a.bucket == b.bucket
+        && a.network == b.network
+}

@@ -1,0 +1,170 @@
+//! Gateway configuration: the `tenfold serve --config FILE` TOML file and the
+//! storage policy shared with `tenfold dev`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer};
+use tenfold_balancer::ReplicaPolicy;
+use tenfold_node::size::parse_size;
+
+use crate::error::GatewayError;
+use crate::fragment::SegmentCodec;
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(n) => Ok(n),
+        Size::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// How objects are cut, compressed and replicated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoragePolicy {
+    /// Fragments per segment.
+    pub fragments: u16,
+    /// Replicas of each fragment on mainnet nodes.
+    pub mainnet_replicas: usize,
+    /// Replicas of each fragment on testnet nodes.
+    pub testnet_replicas: usize,
+    /// zstd compression level.
+    pub zstd_level: i32,
+    /// Plaintext bytes per segment: the unit of streaming and of memory use.
+    #[serde(deserialize_with = "size")]
+    pub segment_size: u64,
+    /// Plaintext bytes per zstd frame.
+    #[serde(deserialize_with = "size")]
+    pub frame_size: u64,
+    /// Smallest fragment worth a node round trip: a small object gets fewer
+    /// fragments so that a 4 KiB PUT is not forty node writes.
+    #[serde(deserialize_with = "size")]
+    pub min_fragment_size: u64,
+}
+
+impl Default for StoragePolicy {
+    fn default() -> Self {
+        Self {
+            fragments: 10,
+            mainnet_replicas: 3,
+            testnet_replicas: 1,
+            zstd_level: 3,
+            segment_size: 8 << 20,
+            frame_size: 1 << 20,
+            min_fragment_size: 16 << 10,
+        }
+    }
+}
+
+impl StoragePolicy {
+    /// The replica policy the balancer applies.
+    pub fn replicas(&self) -> ReplicaPolicy {
+        ReplicaPolicy {
+            mainnet: self.mainnet_replicas,
+            testnet: self.testnet_replicas,
+        }
+    }
+
+    /// The segment codec.
+    pub fn codec(&self) -> SegmentCodec {
+        SegmentCodec {
+            fragments: self.fragments,
+            min_fragment_size: usize::try_from(self.min_fragment_size).unwrap_or(usize::MAX),
+            frame_size: usize::try_from(self.frame_size).unwrap_or(usize::MAX),
+            level: self.zstd_level,
+        }
+    }
+
+    /// Checks the values make sense.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] naming the bad value.
+    pub fn validate(&self) -> Result<(), GatewayError> {
+        let bad = |m: &str| Err(GatewayError::Config(m.to_owned()));
+        if self.fragments == 0 {
+            return bad("storage.fragments must be at least 1");
+        }
+        if self.mainnet_replicas + self.testnet_replicas == 0 {
+            return bad("at least one replica is needed");
+        }
+        if self.segment_size == 0 || self.segment_size > 256 << 20 {
+            return bad("storage.segment_size must be between 1 byte and 256MiB");
+        }
+        if self.frame_size == 0 {
+            return bad("storage.frame_size must be at least 1 byte");
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return bad("storage.zstd_level must be between 1 and 22");
+        }
+        Ok(())
+    }
+}
+
+/// The `tenfold serve` configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address the S3 API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The index, e.g. `sqlite:///var/lib/tenfold/index.db`.
+    pub index_url: String,
+    /// S3 credentials clients sign with (`TENFOLD_ACCESS_KEY` and
+    /// `TENFOLD_SECRET_KEY` override them).
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    /// Seconds between node health probes and registry refreshes.
+    #[serde(default = "default_refresh")]
+    pub refresh_seconds: u64,
+    #[serde(default)]
+    pub storage: StoragePolicy,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9000".into()
+}
+
+fn default_refresh() -> u64 {
+    2
+}
+
+impl ServeConfig {
+    /// Reads and checks a configuration file.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] when it cannot be read or is invalid.
+    pub fn load(path: &Path) -> Result<Self, GatewayError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+        let config: Self = toml::from_str(&text)
+            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+        config.storage.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes_and_defaults() {
+        let c: ServeConfig = toml::from_str(
+            "index_url = 'sqlite:///tmp/x.db'\n[storage]\nsegment_size = '4MiB'\nfragments = 6\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.storage.segment_size, 4 << 20);
+        assert_eq!(c.storage.fragments, 6);
+        assert_eq!(c.storage.mainnet_replicas, 3);
+        c.storage.validate().unwrap();
+        assert!(toml::from_str::<ServeConfig>("index_url = 'x'\nbogus = 1\n").is_err());
+        let bad = StoragePolicy { zstd_level: 99, ..StoragePolicy::default() };
+        assert!(bad.validate().is_err());
+    }
+}

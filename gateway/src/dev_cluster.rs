@@ -1,0 +1,113 @@
+//! `tenfold dev`: a whole cluster on loopback: four mainnet and two testnet
+//! storage nodes (the `tenfold-node` code, in process) and a gateway, with
+//! the index and the nodes' data under one folder.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tenfold_balancer::Network;
+use tenfold_node::{NodeConfig, run_node};
+use tokio::net::TcpListener;
+
+use crate::config::StoragePolicy;
+use crate::error::GatewayError;
+use crate::index::{Index, NewNode, sqlite_url_for_dir};
+use crate::server::{GatewaySettings, run_gateway};
+
+/// Local nodes per network.
+const DEV_NODES: [(Network, usize); 2] = [(Network::Mainnet, 4), (Network::Testnet, 2)];
+
+/// Options of `tenfold dev`.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    pub data: PathBuf,
+    pub listen: String,
+    pub node_capacity: u64,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+async fn bind_preferring(previous: Option<&str>) -> std::io::Result<TcpListener> {
+    if let Some(addr) = previous.and_then(|e| e.strip_prefix("http://"))
+        && let Ok(l) = TcpListener::bind(addr).await
+    {
+        return Ok(l);
+    }
+    TcpListener::bind("127.0.0.1:0").await
+}
+
+fn random_secret() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Runs the dev cluster until the process ends.
+///
+/// # Errors
+/// [`GatewayError`] when the folder, the index or a port cannot be used.
+pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
+    let io = |e: std::io::Error| GatewayError::Config(e.to_string());
+    std::fs::create_dir_all(&opts.data).map_err(io)?;
+    let index = Index::open(&sqlite_url_for_dir(&opts.data)).await?;
+    let gateway = TcpListener::bind(&opts.listen)
+        .await
+        .map_err(|e| GatewayError::Config(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let registered = index.nodes().await?;
+    for (network, count) in DEV_NODES {
+        for i in 0..count {
+            let name = format!("dev-{network}-{i}");
+            let previous = registered.iter().find(|n| n.name == name);
+            let listener = bind_preferring(previous.map(|n| n.endpoint.as_str())).await.map_err(io)?;
+            let endpoint = format!("http://{}", listener.local_addr().map_err(io)?);
+            let (access_key, secret_key) = match previous {
+                Some(node) => {
+                    index.update_node(node.id, &endpoint, opts.node_capacity).await?;
+                    (node.access_key.clone(), node.secret_key.clone())
+                }
+                None => {
+                    let node = NewNode {
+                        name: name.clone(),
+                        endpoint,
+                        network,
+                        capacity: opts.node_capacity,
+                        access_key: format!("node-{}", &random_secret()[..12]),
+                        secret_key: random_secret(),
+                        bucket: "tenfold".into(),
+                    };
+                    index.add_node(&node).await?;
+                    (node.access_key, node.secret_key)
+                }
+            };
+            let config = NodeConfig {
+                data: opts.data.join("nodes").join(&name),
+                capacity: opts.node_capacity,
+                access_key,
+                secret_key,
+            };
+            tokio::spawn(async move {
+                if let Err(e) = run_node(config, listener).await {
+                    tracing::error!(node = %name, error = %e, "dev node stopped");
+                }
+            });
+        }
+    }
+    let addr = gateway.local_addr().map_err(io)?;
+    let endpoint = format!("http://{addr}");
+    let info = serde_json::json!({ "endpoint": endpoint });
+    std::fs::write(opts.data.join("gateway.json"), info.to_string()).map_err(io)?;
+    println!("Tenfold dev cluster is up: 4 mainnet + 2 testnet nodes, index in {}", opts.data.display());
+    println!("  endpoint:   {endpoint}");
+    println!("  access key: {}", opts.access_key);
+    println!("  secret key: {}", opts.secret_key);
+    println!("Try:");
+    println!("  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION=us-east-1", opts.access_key, opts.secret_key);
+    println!("  aws --endpoint-url {endpoint} s3 mb s3://demo");
+    println!("  aws --endpoint-url {endpoint} s3 cp ./README.md s3://demo/");
+    println!("  tenfold inspect demo README.md --data {} --json", opts.data.display());
+    let settings = GatewaySettings {
+        access_key: opts.access_key,
+        secret_key: opts.secret_key,
+        policy: StoragePolicy::default(),
+        refresh: Duration::from_secs(2),
+    };
+    run_gateway(gateway, index, settings).await
+}

@@ -1,0 +1,91 @@
+//! The gateway's error type and its one mapping onto S3 errors.
+
+use s3s::{S3Error, S3ErrorCode};
+use tenfold_balancer::BalancerError;
+
+use crate::fragment::FragmentError;
+
+/// Everything that can go wrong in the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("bucket {0:?} does not exist")]
+    NoSuchBucket(String),
+    #[error("key {0:?} does not exist")]
+    NoSuchKey(String),
+    #[error("bucket {0:?} already exists")]
+    BucketExists(String),
+    #[error("bucket {0:?} is not empty")]
+    BucketNotEmpty(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("the Content-MD5 you specified did not match what was received")]
+    BadDigest,
+    #[error("the Content-MD5 you specified is not valid")]
+    InvalidDigest,
+    #[error("body ended after {got} of {expected} bytes")]
+    IncompleteBody { got: u64, expected: u64 },
+    #[error("reading the request body: {0}")]
+    Body(String),
+    #[error("the requested range is not satisfiable")]
+    InvalidRange,
+    /// Not enough storage nodes took the object.
+    #[error("not enough storage: {0}")]
+    InsufficientStorage(BalancerError),
+    /// Stored data could not be read back.
+    #[error("object data unavailable: {0}")]
+    Unavailable(String),
+    #[error("index: {0}")]
+    Index(#[from] sqlx::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<FragmentError> for GatewayError {
+    fn from(e: FragmentError) -> Self {
+        GatewayError::Unavailable(e.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for GatewayError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        GatewayError::Internal(e.to_string())
+    }
+}
+
+fn with_status(code: &str, status: http::StatusCode, msg: String) -> S3Error {
+    let mut err = S3Error::with_message(code.parse().unwrap_or(S3ErrorCode::InternalError), msg);
+    err.set_status_code(status);
+    err
+}
+
+impl From<GatewayError> for S3Error {
+    fn from(e: GatewayError) -> Self {
+        let msg = e.to_string();
+        let code = match e {
+            GatewayError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
+            GatewayError::NoSuchKey(_) => S3ErrorCode::NoSuchKey,
+            GatewayError::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
+            GatewayError::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
+            GatewayError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
+            GatewayError::BadDigest => S3ErrorCode::BadDigest,
+            GatewayError::InvalidDigest => S3ErrorCode::InvalidDigest,
+            GatewayError::IncompleteBody { .. } | GatewayError::Body(_) => S3ErrorCode::IncompleteBody,
+            GatewayError::InvalidRange => S3ErrorCode::InvalidRange,
+            GatewayError::InsufficientStorage(_) => {
+                tracing::warn!(error = %msg, "refusing upload");
+                return with_status("InsufficientStorage", http::StatusCode::INSUFFICIENT_STORAGE, msg);
+            }
+            GatewayError::Unavailable(_) | GatewayError::Index(_) => {
+                tracing::error!(error = %msg, "service unavailable");
+                S3ErrorCode::ServiceUnavailable
+            }
+            GatewayError::Config(_) | GatewayError::Internal(_) => {
+                tracing::error!(error = %msg, "internal error");
+                S3ErrorCode::InternalError
+            }
+        };
+        S3Error::with_message(code, msg)
+    }
+}

@@ -1,0 +1,265 @@
+//! The stored form of a segment: zstd frames, cut into fragments that each
+//! carry a small self-describing header.
+//!
+//! A segment's plaintext is compressed as independent zstd frames of at most
+//! `frame_size` bytes each (so a later range read can decode only the frames
+//! it needs), and the compressed bytes are split into up to `fragments`
+//! nearly equal pieces. Every fragment starts with a [`FragmentHeader`], so
+//! the format can evolve (codec, cipher) without migrating old data.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use md5::{Digest, Md5};
+
+/// Magic number opening every fragment.
+pub const MAGIC: &[u8; 4] = b"TFF1";
+/// Current header version.
+pub const VERSION: u8 = 1;
+/// Encoded header length in bytes.
+pub const HEADER_LEN: usize = 24;
+/// Codec id of zstd.
+pub const CODEC_ZSTD: u8 = 1;
+/// Cipher id of "no encryption".
+pub const CIPHER_NONE: u8 = 0;
+
+/// The header at the start of every stored fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentHeader {
+    pub codec: u8,
+    pub cipher: u8,
+    /// Segment number within the object.
+    pub segment: u32,
+    /// Fragment number within the segment.
+    pub index: u16,
+    /// Number of fragments the segment was cut into.
+    pub count: u16,
+    /// Plaintext bytes of the whole segment.
+    pub segment_plain_len: u32,
+    /// Payload bytes following this header.
+    pub payload_len: u32,
+}
+
+/// Why stored bytes are not a valid fragment.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FragmentError {
+    #[error("fragment shorter than its header")]
+    Truncated,
+    #[error("not a Tenfold fragment (bad magic)")]
+    BadMagic,
+    #[error("unsupported fragment version {0}")]
+    Version(u8),
+    #[error("fragment payload length {declared} does not match the {actual} bytes stored")]
+    Length { declared: u32, actual: usize },
+    #[error("fragment is {got:?}, expected {expected:?}")]
+    Mismatch { got: (u32, u16, u16), expected: (u32, u16, u16) },
+    #[error("segment decompressed to {got} bytes, expected {expected}")]
+    PlainLength { got: usize, expected: usize },
+    #[error("zstd: {0}")]
+    Zstd(String),
+}
+
+impl FragmentHeader {
+    /// Writes the header.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_slice(MAGIC);
+        out.put_u8(VERSION);
+        out.put_u8(self.codec);
+        out.put_u8(self.cipher);
+        out.put_u8(0);
+        out.put_u32_le(self.segment);
+        out.put_u16_le(self.index);
+        out.put_u16_le(self.count);
+        out.put_u32_le(self.segment_plain_len);
+        out.put_u32_le(self.payload_len);
+    }
+
+    /// Reads a header from the start of a stored fragment and checks that
+    /// the payload that follows has the declared length.
+    ///
+    /// # Errors
+    /// A [`FragmentError`] for anything that is not a whole fragment.
+    pub fn decode(stored: &[u8]) -> Result<Self, FragmentError> {
+        let h = stored.get(..HEADER_LEN).ok_or(FragmentError::Truncated)?;
+        if &h[..4] != MAGIC {
+            return Err(FragmentError::BadMagic);
+        }
+        if h[4] != VERSION {
+            return Err(FragmentError::Version(h[4]));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+        let header = Self {
+            codec: h[5],
+            cipher: h[6],
+            segment: u32_at(8),
+            index: u16_at(12),
+            count: u16_at(14),
+            segment_plain_len: u32_at(16),
+            payload_len: u32_at(20),
+        };
+        let actual = stored.len() - HEADER_LEN;
+        if header.payload_len as usize != actual {
+            return Err(FragmentError::Length {
+                declared: header.payload_len,
+                actual,
+            });
+        }
+        Ok(header)
+    }
+}
+
+/// One fragment ready to be placed.
+#[derive(Debug, Clone)]
+pub struct EncodedFragment {
+    pub index: u16,
+    /// Header and payload, as stored on the nodes.
+    pub bytes: Bytes,
+    /// MD5 of `bytes`: checked by the nodes on write and by the gateway on read.
+    pub md5: [u8; 16],
+}
+
+/// How segments are cut and compressed.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentCodec {
+    /// Fragments per segment (10 in the seed).
+    pub fragments: u16,
+    /// Fragments smaller than this are merged: a tiny segment gets fewer.
+    pub min_fragment_size: usize,
+    /// Plaintext bytes per zstd frame.
+    pub frame_size: usize,
+    /// zstd level.
+    pub level: i32,
+}
+
+impl SegmentCodec {
+    /// Compresses one segment and cuts it into fragments (CPU-bound: run it
+    /// on a blocking thread).
+    ///
+    /// # Errors
+    /// [`FragmentError::Zstd`] when compression fails.
+    pub fn encode(&self, segment: u32, plain: &[u8]) -> Result<Vec<EncodedFragment>, FragmentError> {
+        let plain_len = u32::try_from(plain.len()).map_err(|_| FragmentError::Zstd("segment over 4 GiB".into()))?;
+        let mut compressed = Vec::with_capacity(plain.len() / 2 + 64);
+        for frame in plain.chunks(self.frame_size.max(1)) {
+            let c = zstd::bulk::compress(frame, self.level).map_err(|e| FragmentError::Zstd(e.to_string()))?;
+            compressed.extend_from_slice(&c);
+        }
+        let count = self.fragment_count(compressed.len());
+        let piece = compressed.len().div_ceil(usize::from(count)).max(1);
+        let mut out = Vec::with_capacity(usize::from(count));
+        for index in 0..count {
+            let start = (usize::from(index) * piece).min(compressed.len());
+            let end = (start + piece).min(compressed.len());
+            let payload = &compressed[start..end];
+            let mut buf = BytesMut::with_capacity(HEADER_LEN + payload.len());
+            FragmentHeader {
+                codec: CODEC_ZSTD,
+                cipher: CIPHER_NONE,
+                segment,
+                index,
+                count,
+                segment_plain_len: plain_len,
+                payload_len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+            }
+            .encode(&mut buf);
+            buf.put_slice(payload);
+            let bytes = buf.freeze();
+            let md5: [u8; 16] = Md5::digest(&bytes).into();
+            out.push(EncodedFragment { index, bytes, md5 });
+        }
+        Ok(out)
+    }
+
+    /// How many fragments a segment of `compressed_len` bytes is cut into.
+    pub fn fragment_count(&self, compressed_len: usize) -> u16 {
+        let by_size = compressed_len.div_ceil(self.min_fragment_size.max(1)).max(1);
+        u16::try_from(by_size).unwrap_or(u16::MAX).min(self.fragments.max(1))
+    }
+}
+
+/// Reassembles a segment from its fragments (in index order) and
+/// decompresses it (CPU-bound: run it on a blocking thread).
+///
+/// # Errors
+/// A [`FragmentError`] when a fragment is not the one expected or the
+/// plaintext does not have the recorded length.
+pub fn decode_segment(segment: u32, stored: &[Bytes], plain_len: usize) -> Result<Vec<u8>, FragmentError> {
+    let count = u16::try_from(stored.len()).unwrap_or(u16::MAX);
+    let mut compressed = Vec::with_capacity(stored.iter().map(Bytes::len).sum());
+    for (i, frag) in stored.iter().enumerate() {
+        let h = FragmentHeader::decode(frag)?;
+        let expected = (segment, u16::try_from(i).unwrap_or(u16::MAX), count);
+        let got = (h.segment, h.index, h.count);
+        if got != expected || h.codec != CODEC_ZSTD || h.cipher != CIPHER_NONE {
+            return Err(FragmentError::Mismatch { got, expected });
+        }
+        compressed.extend_from_slice(&frag[HEADER_LEN..]);
+    }
+    let mut plain = Vec::with_capacity(plain_len);
+    let mut decoder = zstd::stream::read::Decoder::new(compressed.as_slice()).map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    std::io::copy(&mut decoder, &mut plain).map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    if plain.len() != plain_len {
+        return Err(FragmentError::PlainLength {
+            got: plain.len(),
+            expected: plain_len,
+        });
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec() -> SegmentCodec {
+        SegmentCodec { fragments: 10, min_fragment_size: 1024, frame_size: 64 * 1024, level: 3 }
+    }
+
+    fn random(n: usize) -> Vec<u8> {
+        (0..n).map(|_| rand::random::<u8>()).collect()
+    }
+
+    #[test]
+    fn round_trip_random_and_compressible() {
+        for data in [random(300_000), b"tenfold ".repeat(40_000), vec![], vec![42]] {
+            let frags = codec().encode(7, &data).unwrap();
+            let stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
+            for f in &frags {
+                assert_eq!(f.md5, <[u8; 16]>::from(Md5::digest(&f.bytes)));
+            }
+            assert_eq!(decode_segment(7, &stored, data.len()).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn fragment_counts() {
+        let c = codec();
+        assert_eq!(c.fragment_count(0), 1);
+        assert_eq!(c.fragment_count(1024), 1);
+        assert_eq!(c.fragment_count(3000), 3);
+        assert_eq!(c.fragment_count(1 << 20), 10);
+        assert_eq!(codec().encode(0, &random(200_000)).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn wrong_or_damaged_fragments_are_refused() {
+        let data = random(50_000);
+        let frags = codec().encode(1, &data).unwrap();
+        let mut stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
+        stored.swap(0, 1);
+        assert!(matches!(decode_segment(1, &stored, data.len()), Err(FragmentError::Mismatch { .. })));
+        stored.swap(0, 1);
+        assert!(matches!(decode_segment(2, &stored, data.len()), Err(FragmentError::Mismatch { .. })));
+        assert!(matches!(decode_segment(1, &stored, data.len() + 1), Err(FragmentError::PlainLength { .. })));
+        assert_eq!(FragmentHeader::decode(b"TFF1"), Err(FragmentError::Truncated));
+        let mut bad = stored[0].to_vec();
+        bad[0] = b'X';
+        assert_eq!(FragmentHeader::decode(&bad), Err(FragmentError::BadMagic));
+        let short = &stored[0][..stored[0].len() - 1];
+        assert!(matches!(FragmentHeader::decode(short), Err(FragmentError::Length { .. })));
+    }
+}
+
+/// The key a fragment is stored under on its nodes.
+pub fn node_key(object_id: &str, segment: u32, index: u16) -> String {
+    format!("{object_id}/{segment}/{index}")
+}

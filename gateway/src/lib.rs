@@ -1,0 +1,21 @@
+//! Tenfold: an S3 gateway that keeps every object as compressed fragments
+//! replicated over independently operated storage nodes.
+//!
+//! The upload path reads [`s3_api`] → [`upload`] → [`fragment`] and the
+//! balancer's placement; the download path [`s3_api`] → [`download`] →
+//! [`fragment`] and the balancer's replica reads. The [`index`] records
+//! everything; [`garbage`] removes replicas nothing references.
+
+pub mod config;
+pub mod dev_cluster;
+pub mod download;
+pub mod error;
+pub mod fragment;
+pub mod garbage;
+pub mod index;
+pub mod object_store;
+pub mod s3_api;
+pub mod server;
+pub mod upload;
+
+pub use error::GatewayError;

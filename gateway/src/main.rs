@@ -1,0 +1,260 @@
+//! `tenfold`: the gateway, its dev cluster and its admin commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tenfold::GatewayError;
+use tenfold::config::ServeConfig;
+use tenfold::dev_cluster::{DevOptions, run_dev};
+use tenfold::index::{Index, NewNode, sqlite_url_for_dir};
+use tenfold::server::{GatewaySettings, run_gateway};
+use tenfold_balancer::Network;
+use tenfold_node::size::parse_size;
+
+#[derive(Debug, Parser)]
+#[command(name = "tenfold", version, about = "S3 gateway over independently operated storage nodes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the index is: a data folder (SQLite inside) or an index URL.
+#[derive(Debug, Args)]
+struct IndexArgs {
+    /// Data folder of a `tenfold dev` cluster.
+    #[arg(long, default_value = "./tenfold-data")]
+    data: PathBuf,
+    /// Index URL (overrides --data), e.g. sqlite:///var/lib/tenfold/index.db.
+    #[arg(long, env = "TENFOLD_INDEX_URL")]
+    index_url: Option<String>,
+}
+
+impl IndexArgs {
+    async fn open(&self) -> Result<Index, GatewayError> {
+        let url = match &self.index_url {
+            Some(url) => url.clone(),
+            None => {
+                if !self.data.join("index.db").exists() {
+                    return Err(GatewayError::Config(format!(
+                        "no index in {} (run `tenfold dev --data {0}` first, or pass --index-url)",
+                        self.data.display()
+                    )));
+                }
+                sqlite_url_for_dir(&self.data)
+            }
+        };
+        Index::open(&url).await
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a whole local cluster: gateway, 4 mainnet and 2 testnet nodes.
+    Dev {
+        /// Folder for the index and the nodes' data.
+        #[arg(long, default_value = "./tenfold-data")]
+        data: PathBuf,
+        /// Address of the S3 endpoint.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: String,
+        /// Capacity of each local node.
+        #[arg(long, default_value = "10GiB", value_parser = parse_size)]
+        node_capacity: u64,
+        #[arg(long, env = "TENFOLD_ACCESS_KEY", default_value = "tenfold")]
+        access_key: String,
+        #[arg(long, env = "TENFOLD_SECRET_KEY", default_value = "tenfold-secret", hide_env_values = true)]
+        secret_key: String,
+    },
+    /// Run the production gateway.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manage the registered storage nodes.
+    Nodes {
+        #[command(subcommand)]
+        command: NodesCommand,
+    },
+    /// Show where an object's fragments live.
+    Inspect {
+        bucket: String,
+        key: String,
+        /// Print JSON (the only format for now).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodesCommand {
+    /// Register a storage node (any S3-compatible server).
+    Add {
+        /// The node's S3 endpoint, e.g. http://10.0.0.5:9100.
+        #[arg(long)]
+        endpoint: String,
+        /// mainnet or testnet.
+        #[arg(long)]
+        network: Network,
+        /// How much Tenfold may store on it (for example 500GiB).
+        #[arg(long, value_parser = parse_size)]
+        capacity: u64,
+        #[arg(long)]
+        access_key: String,
+        #[arg(long)]
+        secret_key: String,
+        /// A unique name (defaults to the endpoint).
+        #[arg(long)]
+        name: Option<String>,
+        /// The bucket on the node that holds fragments (created if missing).
+        #[arg(long, default_value = "tenfold")]
+        bucket: String,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+    /// List the registered nodes.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+    /// Unregister a node that holds no fragments.
+    Remove {
+        id: i64,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<(), GatewayError> {
+    match cli.command {
+        Command::Dev { data, listen, node_capacity, access_key, secret_key } => {
+            run_dev(DevOptions { data, listen, node_capacity, access_key, secret_key }).await
+        }
+        Command::Serve { config } => {
+            let config = ServeConfig::load(&config)?;
+            let access_key = std::env::var("TENFOLD_ACCESS_KEY").ok().or(config.access_key);
+            let secret_key = std::env::var("TENFOLD_SECRET_KEY").ok().or(config.secret_key);
+            let (Some(access_key), Some(secret_key)) = (access_key, secret_key) else {
+                return Err(GatewayError::Config(
+                    "credentials missing: set access_key and secret_key in the config or TENFOLD_ACCESS_KEY / TENFOLD_SECRET_KEY".into(),
+                ));
+            };
+            let index = Index::open(&config.index_url).await?;
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .map_err(|e| GatewayError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+            let settings = GatewaySettings {
+                access_key,
+                secret_key,
+                policy: config.storage,
+                refresh: Duration::from_secs(config.refresh_seconds.max(1)),
+            };
+            run_gateway(listener, index, settings).await
+        }
+        Command::Nodes { command } => nodes(command).await,
+        Command::Inspect { bucket, key, json: _, index } => {
+            let index = index.open().await?;
+            let row = index
+                .get_object(&bucket, &key)
+                .await?
+                .ok_or_else(|| GatewayError::NoSuchKey(format!("{bucket}/{key}")))?;
+            let fragments: Vec<serde_json::Value> = index
+                .layout(&row.id)
+                .await?
+                .iter()
+                .flat_map(|s| {
+                    s.fragments.iter().map(move |f| {
+                        serde_json::json!({
+                            "segment": s.seq,
+                            "index": f.index,
+                            "size": f.size,
+                            "placements": f.placements,
+                        })
+                    })
+                })
+                .collect();
+            let out = serde_json::json!({
+                "bucket": row.bucket,
+                "key": row.key,
+                "size": row.size,
+                "etag": row.etag,
+                "fragments": fragments,
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            Ok(())
+        }
+    }
+}
+
+async fn nodes(command: NodesCommand) -> Result<(), GatewayError> {
+    match command {
+        NodesCommand::Add { endpoint, network, capacity, access_key, secret_key, name, bucket, index } => {
+            let index = index.open().await?;
+            let node = NewNode {
+                name: name.unwrap_or_else(|| endpoint.clone()),
+                endpoint,
+                network,
+                capacity,
+                access_key,
+                secret_key,
+                bucket,
+            };
+            let id = index.add_node(&node).await?;
+            println!("{id}");
+            Ok(())
+        }
+        NodesCommand::List { json, index } => {
+            let nodes = index.open().await?.nodes().await?;
+            if json {
+                let list: Vec<_> = nodes
+                    .iter()
+                    .map(|n| {
+                        serde_json::json!({
+                            "id": n.id, "name": n.name, "endpoint": n.endpoint,
+                            "network": n.network, "capacity": n.capacity, "stored": n.stored_bytes,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+            } else {
+                println!("{:>4}  {:<8}  {:>14}  {:>14}  {:<24}  ENDPOINT", "ID", "NETWORK", "CAPACITY", "STORED", "NAME");
+                for n in nodes {
+                    println!(
+                        "{:>4}  {:<8}  {:>14}  {:>14}  {:<24}  {}",
+                        n.id, n.network, n.capacity, n.stored_bytes, n.name, n.endpoint
+                    );
+                }
+            }
+            Ok(())
+        }
+        NodesCommand::Remove { id, index } => index.open().await?.remove_node(id).await,
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tenfold: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The upload path: stream the body into segments, compress and fragment
+//! each, have the balancer place every fragment, then commit the object to
+//! the index in one transaction. A failed upload removes what it wrote.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use md5::{Digest, Md5};
+use tenfold_balancer::placement::PlacementFailure;
+use tracing::Instrument;
+
+use crate::error::GatewayError;
+use crate::fragment::node_key;
+use crate::index::{FragmentRow, ObjectRow, PlacementRow, SegmentRow, now_ms};
+use crate::object_store::{ObjectStore, new_object_id};
+
+/// Segments compressed and placed at once per upload, besides the one being
+/// read: bounds memory to a few segments whatever the object size.
+const PIPELINE: usize = 2;
+
+/// What a client sent with its PUT.
+#[derive(Debug, Clone, Default)]
+pub struct PutRequest {
+    pub bucket: String,
+    pub key: String,
+    pub content_type: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub content_length: Option<u64>,
+    pub content_md5: Option<[u8; 16]>,
+}
+
+/// A body stream as s3s hands it over.
+pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+/// Cuts a body stream into segments of a fixed plaintext size.
+struct SegmentReader {
+    body: BodyStream,
+    segment_size: usize,
+    leftover: Bytes,
+    done: bool,
+}
+
+impl SegmentReader {
+    async fn next_segment(&mut self) -> Result<Option<Bytes>, GatewayError> {
+        let mut buf = BytesMut::new();
+        loop {
+            if !self.leftover.is_empty() {
+                let take = (self.segment_size - buf.len()).min(self.leftover.len());
+                let piece = self.leftover.split_to(take);
+                if buf.is_empty() && piece.len() == self.segment_size {
+                    return Ok(Some(piece));
+                }
+                buf.extend_from_slice(&piece);
+            }
+            if buf.len() == self.segment_size {
+                return Ok(Some(buf.freeze()));
+            }
+            if self.done {
+                return Ok((!buf.is_empty()).then(|| buf.freeze()));
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.leftover = chunk,
+                Some(Err(e)) => return Err(GatewayError::Body(e)),
+                None => self.done = true,
+            }
+        }
+    }
+}
+
+/// A segment that could not be placed, with the replicas it wrote anyway.
+struct SegmentFailure {
+    error: GatewayError,
+    written: Vec<(i64, String)>,
+}
+
+fn replicas_of(object_id: &str, segment: &SegmentRow) -> impl Iterator<Item = (i64, String)> {
+    segment.fragments.iter().flat_map(move |f| {
+        f.placements
+            .iter()
+            .filter_map(move |p| p.node.map(|n| (n, node_key(object_id, segment.seq, f.index))))
+    })
+}
+
+impl ObjectStore {
+    /// Stores an object and makes it visible, replacing any object at the key.
+    ///
+    /// The work runs in its own task, so a client that hangs up mid-upload
+    /// still has its partial fragments cleaned up.
+    ///
+    /// # Errors
+    /// `NoSuchBucket`, digest and length errors, `InsufficientStorage` when
+    /// the nodes cannot hold it.
+    pub async fn put_object(self: &Arc<Self>, req: PutRequest, body: BodyStream) -> Result<ObjectRow, GatewayError> {
+        self.index.require_bucket(&req.bucket).await?;
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.upload(req, body).await }.in_current_span()).await?
+    }
+
+    async fn upload(self: Arc<Self>, req: PutRequest, body: BodyStream) -> Result<ObjectRow, GatewayError> {
+        let object_id = new_object_id();
+        let mut written = Vec::new();
+        let stored = self.upload_segments(&object_id, &req, body, &mut written).await;
+        let result = match stored {
+            Ok((size, md5, segments)) => {
+                let row = ObjectRow {
+                    id: object_id.clone(),
+                    bucket: req.bucket,
+                    key: req.key,
+                    size,
+                    etag: hex::encode(md5),
+                    content_type: req.content_type,
+                    metadata: req.metadata,
+                    last_modified: now_ms(),
+                };
+                self.index.commit_object(&row, &segments).await.map(|()| row)
+            }
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(row) => {
+                tracing::info!(object = %object_id, size = row.size, "object stored");
+                // The replaced object's replicas are queued: collect them.
+                self.garbage_ready.notify_one();
+            }
+            Err(e) => {
+                tracing::warn!(object = %object_id, error = %e, replicas = written.len(), "upload failed, removing its replicas");
+                self.discard_replicas(written).await;
+            }
+        }
+        result
+    }
+
+    async fn upload_segments(
+        self: &Arc<Self>,
+        object_id: &str,
+        req: &PutRequest,
+        body: BodyStream,
+        written: &mut Vec<(i64, String)>,
+    ) -> Result<(u64, [u8; 16], Vec<SegmentRow>), GatewayError> {
+        let mut reader = SegmentReader {
+            body,
+            segment_size: self.segment_size,
+            leftover: Bytes::new(),
+            done: false,
+        };
+        let mut md5 = Md5::new();
+        let mut inflight = VecDeque::new();
+        let mut segments = Vec::new();
+        let mut first_error = None;
+        let mut offset = 0u64;
+        let mut seq = 0u32;
+        while first_error.is_none() {
+            let plain = match reader.next_segment().await {
+                Ok(Some(plain)) => plain,
+                Ok(None) => break,
+                Err(e) => {
+                    first_error = Some(e);
+                    break;
+                }
+            };
+            md5.update(&plain);
+            let len = plain.len() as u64;
+            let this = Arc::clone(self);
+            let id = object_id.to_owned();
+            inflight.push_back(tokio::spawn(
+                async move { this.store_segment(&id, seq, offset, plain).await }.in_current_span(),
+            ));
+            offset += len;
+            seq += 1;
+            while inflight.len() > PIPELINE {
+                if let Some(task) = inflight.pop_front() {
+                    collect(task.await, object_id, &mut segments, written, &mut first_error);
+                }
+            }
+        }
+        // Wait for every segment in flight, even after an error, so that
+        // everything written is known and can be removed.
+        while let Some(task) = inflight.pop_front() {
+            collect(task.await, object_id, &mut segments, written, &mut first_error);
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if let Some(expected) = req.content_length
+            && expected != offset
+        {
+            return Err(GatewayError::IncompleteBody { got: offset, expected });
+        }
+        let md5: [u8; 16] = md5.finalize().into();
+        if req.content_md5.is_some_and(|m| m != md5) {
+            return Err(GatewayError::BadDigest);
+        }
+        Ok((offset, md5, segments))
+    }
+
+    #[tracing::instrument(skip(self, plain), fields(len = plain.len()))]
+    async fn store_segment(
+        self: Arc<Self>,
+        object_id: &str,
+        seq: u32,
+        offset: u64,
+        plain: Bytes,
+    ) -> Result<SegmentRow, SegmentFailure> {
+        let plain_size = plain.len() as u64;
+        let codec = self.codec;
+        let encoded = tokio::task::spawn_blocking(move || codec.encode(seq, &plain))
+            .await
+            .map_err(GatewayError::from)
+            .and_then(|r| r.map_err(GatewayError::from));
+        let fragments = encoded.map_err(|error| SegmentFailure { error, written: Vec::new() })?;
+        let balancer = &self.balancer;
+        let placed = futures::future::join_all(fragments.iter().map(|f| async move {
+            let key = node_key(object_id, seq, f.index);
+            balancer.place(&key, f.bytes.clone(), f.md5).await
+        }))
+        .await;
+        let mut rows = Vec::with_capacity(fragments.len());
+        let mut failure: Option<SegmentFailure> = None;
+        for (f, result) in fragments.iter().zip(placed) {
+            let key = node_key(object_id, seq, f.index);
+            match result {
+                Ok(placements) => rows.push(FragmentRow {
+                    index: f.index,
+                    size: f.bytes.len() as u64,
+                    md5: f.md5,
+                    placements: placements
+                        .iter()
+                        .map(|p| PlacementRow {
+                            network: p.network.as_str().to_owned(),
+                            node: Some(p.node_id),
+                            cid: None,
+                        })
+                        .collect(),
+                }),
+                Err(PlacementFailure { error, written }) => {
+                    let fail = failure.get_or_insert_with(|| SegmentFailure {
+                        error: GatewayError::InsufficientStorage(error),
+                        written: Vec::new(),
+                    });
+                    fail.written.extend(written.iter().map(|p| (p.node_id, key.clone())));
+                }
+            }
+        }
+        let segment = SegmentRow {
+            seq,
+            plain_offset: offset,
+            plain_size,
+            fragments: rows,
+        };
+        match failure {
+            None => Ok(segment),
+            Some(mut fail) => {
+                fail.written.extend(replicas_of(object_id, &segment));
+                Err(fail)
+            }
+        }
+    }
+}
+
+fn collect(
+    joined: Result<Result<SegmentRow, SegmentFailure>, tokio::task::JoinError>,
+    object_id: &str,
+    segments: &mut Vec<SegmentRow>,
+    written: &mut Vec<(i64, String)>,
+    first_error: &mut Option<GatewayError>,
+) {
+    match joined {
+        Ok(Ok(segment)) => {
+            written.extend(replicas_of(object_id, &segment));
+            segments.push(segment);
+        }
+        Ok(Err(fail)) => {
+            written.extend(fail.written);
+            first_error.get_or_insert(fail.error);
+        }
+        Err(e) => {
+            first_error.get_or_insert(GatewayError::from(e));
+        }
+    }
+}

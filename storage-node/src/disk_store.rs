@@ -1,0 +1,563 @@
+//! On-disk layout of a storage node: one folder per bucket, one file per object.
+//!
+//! An object key is hex-encoded and cut into path components of at most
+//! [`COMPONENT_HEX`] characters, so no key (`../x`, `/abs`, NUL bytes, 1 KiB
+//! long) can name anything outside its bucket folder. Each object file holds
+//! the data followed by a JSON trailer with its metadata, then the trailer's
+//! length and a magic number: one file, written to `tmp/`, fsynced and renamed
+//! into place, so a crash never leaves a half-written object visible.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+use tokio::fs;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::error::StoreError;
+
+/// Hex characters per path component: well under the 255-byte file name limit.
+const COMPONENT_HEX: usize = 200;
+/// Suffix of object files, so that a key never collides with a folder.
+const OBJECT_SUFFIX: &str = ".obj";
+/// Magic number closing every object file.
+const MAGIC: &[u8; 4] = b"TFN1";
+/// Longest S3 object key, in bytes.
+const MAX_KEY_LEN: usize = 1024;
+
+/// What a node knows about one stored object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub size: u64,
+    /// Hex MD5 of the data, the S3 ETag of a single PUT.
+    pub etag: String,
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+    /// Seconds since the Unix epoch.
+    pub last_modified: i64,
+}
+
+/// Attributes a client sets on PUT.
+#[derive(Debug, Default, Clone)]
+pub struct PutAttributes {
+    pub content_type: Option<String>,
+    pub metadata: HashMap<String, String>,
+    /// The Content-Length the client announced, checked against the body.
+    pub content_length: Option<u64>,
+    /// The Content-MD5 the client sent, checked against the body.
+    pub content_md5: Option<[u8; 16]>,
+}
+
+/// A node's object store on local disk, with a capacity limit.
+#[derive(Debug)]
+pub struct DiskStore {
+    root: PathBuf,
+    capacity: u64,
+    used: AtomicU64,
+}
+
+impl DiskStore {
+    /// Opens (or creates) a store under `root`, removing temporary files a
+    /// crash left behind and measuring the bytes in use.
+    ///
+    /// # Errors
+    /// Fails when the folders cannot be created or read.
+    pub async fn open(root: &Path, capacity: u64) -> Result<Self, StoreError> {
+        fs::create_dir_all(root.join("buckets")).await?;
+        let tmp = root.join("tmp");
+        if fs::try_exists(&tmp).await? {
+            fs::remove_dir_all(&tmp).await?;
+        }
+        fs::create_dir_all(&tmp).await?;
+        let buckets = root.join("buckets");
+        let used = tokio::task::spawn_blocking(move || disk_usage(&buckets))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        Ok(Self {
+            root: root.to_path_buf(),
+            capacity,
+            used: AtomicU64::new(used),
+        })
+    }
+
+    /// The configured capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes currently stored (including writes in progress).
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.root.join("buckets").join(bucket)
+    }
+
+    async fn existing_bucket_dir(&self, bucket: &str) -> Result<PathBuf, StoreError> {
+        let dir = self.bucket_dir(bucket);
+        if fs::try_exists(&dir).await? {
+            Ok(dir)
+        } else {
+            Err(StoreError::NoSuchBucket(bucket.to_owned()))
+        }
+    }
+
+    /// Creates a bucket.
+    ///
+    /// # Errors
+    /// [`StoreError::BucketExists`] when it is already there.
+    pub async fn create_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        match fs::create_dir(self.bucket_dir(bucket)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(StoreError::BucketExists(bucket.to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks that a bucket exists.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchBucket`] when it does not.
+    pub async fn head_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        self.existing_bucket_dir(bucket).await.map(|_| ())
+    }
+
+    /// Deletes an empty bucket.
+    ///
+    /// # Errors
+    /// [`StoreError::BucketNotEmpty`] when it holds objects.
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        let dir = self.existing_bucket_dir(bucket).await?;
+        if fs::read_dir(&dir).await?.next_entry().await?.is_some() {
+            return Err(StoreError::BucketNotEmpty(bucket.to_owned()));
+        }
+        fs::remove_dir(&dir).await?;
+        Ok(())
+    }
+
+    /// Lists buckets with their creation times, sorted by name.
+    ///
+    /// # Errors
+    /// Fails when the folder cannot be read.
+    pub async fn list_buckets(&self) -> Result<Vec<(String, SystemTime)>, StoreError> {
+        let mut out = Vec::new();
+        let mut dir = fs::read_dir(self.root.join("buckets")).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            if let Ok(name) = entry.file_name().into_string() {
+                let created = entry.metadata().await?.modified()?;
+                out.push((name, created));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn object_path(&self, bucket: &str, key: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.bucket_dir(bucket).join(key_to_relative_path(key)?))
+    }
+
+    /// Reserves `n` bytes of capacity, or reports the node full.
+    fn reserve(&self, n: u64) -> Result<(), StoreError> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.capacity)
+            })
+            .map(|_| ())
+            .map_err(|used| StoreError::InsufficientStorage {
+                needed: n,
+                available: self.capacity.saturating_sub(used),
+            })
+    }
+
+    fn release(&self, n: u64) {
+        // Saturating, so a miscount can never wrap the counter.
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    /// Stores an object from a body stream, atomically and durably.
+    ///
+    /// Capacity is reserved before each chunk is written, so a write that
+    /// would pass the limit is refused and leaves nothing behind.
+    ///
+    /// # Errors
+    /// [`StoreError::InsufficientStorage`] when the node is full, digest and
+    /// length errors when the body does not match what the client announced.
+    pub async fn put_object<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: PutAttributes,
+        body: S,
+    ) -> Result<ObjectMeta, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = self.object_path(bucket, key)?;
+        self.existing_bucket_dir(bucket).await?;
+        if let Some(len) = attrs.content_length {
+            // Refuse early, before reading a byte of the body.
+            let available = self.capacity.saturating_sub(self.used());
+            if len > available {
+                return Err(StoreError::InsufficientStorage {
+                    needed: len,
+                    available,
+                });
+            }
+        }
+        let tmp = self.root.join("tmp").join(format!("{:032x}", rand::random::<u128>()));
+        let mut reserved = 0u64;
+        let result = self
+            .write_tmp(&tmp, &attrs, body, &mut reserved)
+            .await;
+        let meta = match result {
+            Ok(meta) => meta,
+            Err(e) => {
+                self.release(reserved);
+                let _ = fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        let file_len = reserved;
+        let old_len = match fs::metadata(&path).await {
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        };
+        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
+        let commit = async {
+            fs::create_dir_all(&parent).await?;
+            fs::rename(&tmp, &path).await?;
+            fs::File::open(&parent).await?.sync_all().await
+        };
+        if let Err(e) = commit.await {
+            self.release(file_len);
+            let _ = fs::remove_file(&tmp).await;
+            return Err(e.into());
+        }
+        self.release(old_len);
+        Ok(meta)
+    }
+
+    async fn write_tmp<S, E>(
+        &self,
+        tmp: &Path,
+        attrs: &PutAttributes,
+        mut body: S,
+        reserved: &mut u64,
+    ) -> Result<ObjectMeta, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut file = fs::File::create(tmp).await?;
+        let mut md5 = Md5::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+            self.reserve(chunk.len() as u64)?;
+            *reserved += chunk.len() as u64;
+            md5.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await?;
+        }
+        if let Some(expected) = attrs.content_length
+            && expected != size
+        {
+            return Err(StoreError::IncompleteBody {
+                got: size,
+                expected,
+            });
+        }
+        let digest: [u8; 16] = md5.finalize().into();
+        if let Some(expected) = attrs.content_md5
+            && expected != digest
+        {
+            return Err(StoreError::BadDigest);
+        }
+        let meta = ObjectMeta {
+            size,
+            etag: hex::encode(digest),
+            content_type: attrs.content_type.clone(),
+            metadata: attrs.metadata.clone(),
+            last_modified: time::OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        let trailer = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
+        let trailer_len = u32::try_from(trailer.len()).map_err(std::io::Error::other)?;
+        let extra = trailer.len() as u64 + 8;
+        self.reserve(extra)?;
+        *reserved += extra;
+        file.write_all(&trailer).await?;
+        file.write_all(&trailer_len.to_le_bytes()).await?;
+        file.write_all(MAGIC).await?;
+        file.sync_all().await?;
+        Ok(meta)
+    }
+
+    /// Opens an object for reading: its metadata and the file, positioned at
+    /// the first data byte.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchKey`] or [`StoreError::NoSuchBucket`].
+    pub async fn open_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectMeta, fs::File), StoreError> {
+        let path = self.object_path(bucket, key)?;
+        let mut file = match fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.existing_bucket_dir(bucket).await?;
+                return Err(StoreError::NoSuchKey {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let meta = read_trailer(&mut file, &path).await?;
+        file.seek(SeekFrom::Start(0)).await?;
+        Ok((meta, file))
+    }
+
+    /// Deletes an object; deleting a missing key succeeds, as in S3.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchBucket`] or a disk error.
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        let bucket_dir = self.existing_bucket_dir(bucket).await?;
+        let path = self.object_path(bucket, key)?;
+        let len = match fs::metadata(&path).await {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        match fs::remove_file(&path).await {
+            Ok(()) => self.release(len),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        // Prune the folders the key's hex components made, up to the bucket.
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == bucket_dir || fs::remove_dir(&d).await.is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+        Ok(())
+    }
+
+    /// Lists the objects of a bucket whose keys start with `prefix` and come
+    /// after `after`, sorted by key, at most `limit` (plus one, to tell the
+    /// caller whether there are more).
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchBucket`] or a disk error.
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<(String, ObjectMeta)>, StoreError> {
+        let dir = self.existing_bucket_dir(bucket).await?;
+        let keys = tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            walk_keys(&dir, String::new(), &mut keys)?;
+            Ok::<_, std::io::Error>(keys)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        let mut keys: Vec<String> = keys
+            .into_iter()
+            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+            .collect();
+        keys.sort();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.open_object(bucket, &key).await {
+                Ok((meta, _)) => out.push((key, meta)),
+                // Deleted while we listed.
+                Err(StoreError::NoSuchKey { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Maps a key to its path below the bucket folder.
+fn key_to_relative_path(key: &str) -> Result<PathBuf, StoreError> {
+    if key.is_empty() {
+        return Err(StoreError::InvalidKey("empty key"));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(StoreError::KeyTooLong);
+    }
+    let hex = hex::encode(key.as_bytes());
+    let mut path = PathBuf::new();
+    let chunks: Vec<&[u8]> = hex.as_bytes().chunks(COMPONENT_HEX).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let part = std::str::from_utf8(chunk).unwrap_or_default();
+        if i + 1 == chunks.len() {
+            path.push(format!("{part}{OBJECT_SUFFIX}"));
+        } else {
+            path.push(part);
+        }
+    }
+    Ok(path)
+}
+
+/// Collects the keys of every object file below `dir` (blocking).
+fn walk_keys(dir: &Path, hex_prefix: String, out: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if entry.file_type()?.is_dir() {
+            walk_keys(&entry.path(), format!("{hex_prefix}{name}"), out)?;
+        } else if let Some(stem) = name.strip_suffix(OBJECT_SUFFIX)
+            && let Ok(bytes) = hex::decode(format!("{hex_prefix}{stem}"))
+            && let Ok(key) = String::from_utf8(bytes)
+        {
+            out.push(key);
+        }
+    }
+    Ok(())
+}
+
+/// Sums the sizes of all files below `dir` (blocking).
+fn disk_usage(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+async fn read_trailer(file: &mut fs::File, path: &Path) -> Result<ObjectMeta, StoreError> {
+    let corrupt = || StoreError::Corrupt(path.display().to_string());
+    let len = file.metadata().await?.len();
+    if len < 8 {
+        return Err(corrupt());
+    }
+    let mut tail = [0u8; 8];
+    file.seek(SeekFrom::Start(len - 8)).await?;
+    file.read_exact(&mut tail).await?;
+    if &tail[4..] != MAGIC {
+        return Err(corrupt());
+    }
+    let trailer_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if trailer_len + 8 > len {
+        return Err(corrupt());
+    }
+    let mut trailer = vec![0u8; usize::try_from(trailer_len).map_err(|_| corrupt())?];
+    file.seek(SeekFrom::Start(len - 8 - trailer_len)).await?;
+    file.read_exact(&mut trailer).await?;
+    let meta: ObjectMeta = serde_json::from_slice(&trailer).map_err(|_| corrupt())?;
+    if meta.size + trailer_len + 8 != len {
+        return Err(corrupt());
+    }
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(chunks: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
+        futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok(Bytes::from_static(c)))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn hostile_keys_stay_inside_the_bucket() {
+        for key in ["../../x", "/etc/passwd", "a/../../b", "..", "\0", "a\\b"] {
+            let p = key_to_relative_path(key).unwrap();
+            assert_eq!(p.components().count(), 1, "{key}");
+            let s = p.to_str().unwrap();
+            assert!(s.chars().all(|c| c.is_ascii_hexdigit() || c == '.' || c.is_ascii_alphabetic()));
+            assert!(!s.starts_with('.'));
+        }
+        let long = "k".repeat(1024);
+        assert_eq!(key_to_relative_path(&long).unwrap().components().count(), 11);
+        assert!(matches!(key_to_relative_path(&"k".repeat(1025)), Err(StoreError::KeyTooLong)));
+        assert!(key_to_relative_path("").is_err());
+    }
+
+    #[tokio::test]
+    async fn put_get_list_delete_and_capacity() {
+        let dir = std::env::temp_dir().join(format!("tfnode-{:x}", rand::random::<u64>()));
+        let store = DiskStore::open(&dir, 4096).await.unwrap();
+        store.create_bucket("b").await.unwrap();
+        assert!(matches!(store.create_bucket("b").await, Err(StoreError::BucketExists(_))));
+        let meta = store
+            .put_object("b", "a/../x", PutAttributes::default(), body(&[b"hello ", b"world"]))
+            .await
+            .unwrap();
+        assert_eq!(meta.size, 11);
+        assert_eq!(meta.etag, "5eb63bbbe01eeed093cb22bb8f5acdc3");
+        let (m, mut f) = store.open_object("b", "a/../x").await.unwrap();
+        let mut data = vec![0; usize::try_from(m.size).unwrap()];
+        f.read_exact(&mut data).await.unwrap();
+        assert_eq!(data, b"hello world");
+        let used = store.used();
+        assert!(used > 11);
+
+        // Too big: refused up front, and nothing is left behind.
+        let attrs = PutAttributes { content_length: Some(5000), ..Default::default() };
+        let big: &'static [u8] = Box::leak(vec![7u8; 5000].into_boxed_slice());
+        let err = store.put_object("b", "big", attrs, body(&[big])).await.unwrap_err();
+        assert!(matches!(err, StoreError::InsufficientStorage { .. }));
+        // Too big without a length: refused while streaming.
+        let err = store.put_object("b", "big", PutAttributes::default(), body(&[big])).await.unwrap_err();
+        assert!(matches!(err, StoreError::InsufficientStorage { .. }));
+        assert_eq!(store.used(), used);
+        assert!(matches!(store.open_object("b", "big").await, Err(StoreError::NoSuchKey { .. })));
+
+        // A wrong Content-MD5 stores nothing.
+        let attrs = PutAttributes { content_md5: Some([0; 16]), ..Default::default() };
+        let err = store.put_object("b", "md5", attrs, body(&[b"x"])).await.unwrap_err();
+        assert!(matches!(err, StoreError::BadDigest));
+
+        let listed = store.list_objects("b", "", None).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0, "a/../x");
+        assert!(matches!(store.delete_bucket("b").await, Err(StoreError::BucketNotEmpty(_))));
+        store.delete_object("b", "a/../x").await.unwrap();
+        store.delete_object("b", "a/../x").await.unwrap();
+        assert_eq!(store.used(), 0);
+        store.delete_bucket("b").await.unwrap();
+
+        // Reopening measures what is on disk.
+        drop(store);
+        let store = DiskStore::open(&dir, 4096).await.unwrap();
+        assert_eq!(store.used(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

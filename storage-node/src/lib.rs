@@ -1,0 +1,18 @@
+//! `tenfold-node`: a standalone S3-compatible storage node for Tenfold operators.
+//!
+//! Objects live as plain files under a data directory ([`disk_store`]), written
+//! atomically and durably, within a capacity limit. The S3 API ([`s3_api`]) is
+//! served by `s3s` with SigV4 authentication; `GET /health` reports capacity
+//! and usage as JSON ([`server`]).
+
+pub mod disk_store;
+pub mod error;
+pub mod listing;
+pub mod s3_api;
+pub mod server;
+pub mod size;
+
+pub use disk_store::DiskStore;
+pub use error::StoreError;
+pub use s3_api::NodeS3;
+pub use server::{NodeConfig, run_node, serve_http};

@@ -1,0 +1,59 @@
+//! `tenfold-node`: run a Tenfold storage node.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use tenfold_node::size::parse_size;
+use tenfold_node::{NodeConfig, run_node};
+
+/// A standalone S3-compatible storage node for Tenfold.
+#[derive(Debug, Parser)]
+#[command(name = "tenfold-node", version)]
+struct Args {
+    /// Folder for the node's data.
+    #[arg(long)]
+    data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    listen: String,
+    /// Most bytes the node stores (for example 500MiB, 10GiB).
+    #[arg(long, value_parser = parse_size)]
+    capacity: u64,
+    /// S3 access key clients sign with.
+    #[arg(long, env = "TENFOLD_NODE_ACCESS_KEY")]
+    access_key: String,
+    /// S3 secret key clients sign with.
+    #[arg(long, env = "TENFOLD_NODE_SECRET_KEY", hide_env_values = true)]
+    secret_key: String,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tenfold-node: cannot listen on {}: {e}", args.listen);
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let config = NodeConfig {
+        data: args.data,
+        capacity: args.capacity,
+        access_key: args.access_key,
+        secret_key: args.secret_key,
+    };
+    match run_node(config, listener).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tenfold-node: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! HTTP serving: the accept loop shared by the node and the gateway (request
+//! ids, tracing spans, `TCP_NODELAY`), and the node's own `/health` route.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use s3s::Body;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::disk_store::DiskStore;
+use crate::error::StoreError;
+use crate::s3_api::NodeS3;
+
+/// Everything a storage node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Folder holding the node's objects.
+    pub data: PathBuf,
+    /// Capacity in bytes.
+    pub capacity: u64,
+    /// S3 access key the balancer signs with.
+    pub access_key: String,
+    /// S3 secret key.
+    pub secret_key: String,
+}
+
+/// Serves HTTP/1 and HTTP/2 on `listener`, calling `handler` for every
+/// request inside a `request` span that carries a fresh request id, which is
+/// also returned to the client as `x-amz-request-id`.
+pub async fn serve_http<H, Fut>(listener: TcpListener, handler: H)
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // A small request must not wait on a delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let handler = handler.clone();
+                let request_id = format!("{:016X}", rand::random::<u64>());
+                let span = tracing::info_span!(
+                    "request",
+                    id = %request_id,
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                );
+                async move {
+                    let mut resp = handler(req).await;
+                    tracing::debug!(status = resp.status().as_u16(), "response");
+                    if let Ok(v) = request_id.parse() {
+                        resp.headers_mut().insert("x-amz-request-id", v);
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
+                .instrument(span)
+            });
+            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = conn.serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+/// Turns an `s3s` service result into a response (s3s already renders S3
+/// errors; what is left is a transport failure).
+pub fn into_response(result: Result<s3s::HttpResponse, s3s::HttpError>) -> Response<Body> {
+    result.unwrap_or_else(|e| {
+        tracing::error!(error = ?e, "request failed");
+        plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })
+}
+
+/// A small response with a text body.
+pub fn plain_response(status: StatusCode, text: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::from(text.to_owned()));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// A JSON response.
+pub fn json_response(value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(Body::from(value.to_string()));
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Runs a storage node on `listener` until the process ends.
+///
+/// # Errors
+/// Fails when the data directory cannot be opened.
+pub async fn run_node(config: NodeConfig, listener: TcpListener) -> Result<(), StoreError> {
+    let store = Arc::new(DiskStore::open(&config.data, config.capacity).await?);
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, data = %config.data.display(), capacity = config.capacity, "storage node listening");
+    let mut builder = S3ServiceBuilder::new(NodeS3::new(Arc::clone(&store)));
+    builder.set_auth(SimpleAuth::from_single(config.access_key, config.secret_key));
+    let s3 = builder.build();
+    serve_http(listener, move |req: Request<Incoming>| {
+        let s3 = s3.clone();
+        let store = Arc::clone(&store);
+        async move {
+            if req.method() == http::Method::GET && req.uri().path() == "/health" {
+                let (capacity, used) = (store.capacity(), store.used());
+                return json_response(&serde_json::json!({
+                    "status": "ok",
+                    "capacity": capacity,
+                    "used": used,
+                    "available": capacity.saturating_sub(used),
+                }));
+            }
+            into_response(s3.call(req.map(Body::from)).await)
+        }
+    })
+    .await;
+    Ok(())
+}
