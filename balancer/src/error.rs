@@ -6,7 +6,9 @@ use crate::node::Network;
 #[derive(Debug, thiserror::Error)]
 pub enum BalancerError {
     /// Not enough healthy nodes with free space accepted a replica.
-    #[error("not enough {network} nodes with free space: {placed} of {needed} replicas of {key} placed")]
+    #[error(
+        "not enough {network} nodes with free space: {placed} of {needed} replicas of {key} placed"
+    )]
     InsufficientNodes {
         network: Network,
         key: String,

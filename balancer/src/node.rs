@@ -34,7 +34,9 @@ impl FromStr for Network {
         match s {
             "mainnet" => Ok(Network::Mainnet),
             "testnet" => Ok(Network::Testnet),
-            other => Err(format!("unknown network {other:?} (expected mainnet or testnet)")),
+            other => Err(format!(
+                "unknown network {other:?} (expected mainnet or testnet)"
+            )),
         }
     }
 }

@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     SharedHttpClient, StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
 use bytes::Bytes;
 
 use crate::node::NodeSpec;
@@ -45,17 +45,17 @@ impl std::fmt::Display for NodeFailure {
     }
 }
 
-fn classify<E, R>(
-    err: &SdkError<E, R>,
-    status: Option<u16>,
-) -> NodeFailure
+fn classify<E, R>(err: &SdkError<E, R>, status: Option<u16>) -> NodeFailure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
     let code = err.code().unwrap_or_default();
     if status == Some(507)
-        || matches!(code, "InsufficientStorage" | "XMinioStorageFull" | "StorageFull")
+        || matches!(
+            code,
+            "InsufficientStorage" | "XMinioStorageFull" | "StorageFull"
+        )
     {
         return NodeFailure::Full(err.message().unwrap_or(code).to_owned());
     }
@@ -194,7 +194,14 @@ pub async fn ensure_bucket(client: &Client, bucket: &str) -> Result<(), NodeFail
     }
     match client.create_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
+        Err(e)
+            if matches!(
+                e.code(),
+                Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+            ) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(classify(&e, status_of(&e))),
     }
 }

@@ -101,7 +101,9 @@ impl Balancer {
         let mut inflight = FuturesUnordered::new();
         let mut placed = Vec::with_capacity(needed);
         while inflight.len() < needed {
-            let Some(node) = candidates.pop_front() else { break };
+            let Some(node) = candidates.pop_front() else {
+                break;
+            };
             inflight.push(put_replica(node, key, data.clone(), md5));
         }
         while let Some((node, result)) = inflight.next().await {

@@ -72,7 +72,9 @@ fn still(until: Option<Instant>, now: Instant) -> bool {
 
 impl NodeHandle {
     fn state(&self) -> std::sync::MutexGuard<'_, NodeState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Capacity and bytes used as best known now.
@@ -101,7 +103,8 @@ impl NodeHandle {
     pub(crate) fn read_rank(&self) -> (u8, u64) {
         let now = Instant::now();
         let st = self.state();
-        let penalty = u8::from(still(st.down_until, now)) * 2 + u8::from(still(st.demoted_until, now));
+        let penalty =
+            u8::from(still(st.down_until, now)) * 2 + u8::from(still(st.demoted_until, now));
         // Unknown latency ranks like a fast node, so new nodes get tried.
         let latency = st.latency_ms.unwrap_or(0.0).max(0.0);
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -190,7 +193,10 @@ impl Balancer {
     /// Replaces the node set with what the index lists, keeping the live
     /// state of nodes whose registration did not change.
     pub fn set_nodes(&self, specs: Vec<NodeSpec>) {
-        let mut nodes = self.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut nodes = self
+            .nodes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = BTreeMap::new();
         for spec in specs {
             let handle = match nodes.remove(&spec.id) {

@@ -27,7 +27,10 @@ impl Balancer {
         replicas: &[i64],
         md5: [u8; 16],
     ) -> Result<Bytes, BalancerError> {
-        let mut nodes: Vec<_> = replicas.iter().filter_map(|id| self.node(*id).ok()).collect();
+        let mut nodes: Vec<_> = replicas
+            .iter()
+            .filter_map(|id| self.node(*id).ok())
+            .collect();
         nodes.sort_by_key(|n| n.read_rank());
         let mut last = String::from("no registered node holds it");
         for node in &nodes {
@@ -38,7 +41,11 @@ impl Balancer {
                 .await
                 .and_then(|data| {
                     let digest: [u8; 16] = Md5::digest(&data).into();
-                    if digest == md5 { Ok(data) } else { Err(NodeFailure::Corrupt) }
+                    if digest == md5 {
+                        Ok(data)
+                    } else {
+                        Err(NodeFailure::Corrupt)
+                    }
                 });
             match result {
                 Ok(data) => {

@@ -164,7 +164,10 @@ mod tests {
         assert_eq!(c.storage.mainnet_replicas, 3);
         c.storage.validate().unwrap();
         assert!(toml::from_str::<ServeConfig>("index_url = 'x'\nbogus = 1\n").is_err());
-        let bad = StoragePolicy { zstd_level: 99, ..StoragePolicy::default() };
+        let bad = StoragePolicy {
+            zstd_level: 99,
+            ..StoragePolicy::default()
+        };
         assert!(bad.validate().is_err());
     }
 }

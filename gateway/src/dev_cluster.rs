@@ -56,11 +56,15 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         for i in 0..count {
             let name = format!("dev-{network}-{i}");
             let previous = registered.iter().find(|n| n.name == name);
-            let listener = bind_preferring(previous.map(|n| n.endpoint.as_str())).await.map_err(io)?;
+            let listener = bind_preferring(previous.map(|n| n.endpoint.as_str()))
+                .await
+                .map_err(io)?;
             let endpoint = format!("http://{}", listener.local_addr().map_err(io)?);
             let (access_key, secret_key) = match previous {
                 Some(node) => {
-                    index.update_node(node.id, &endpoint, opts.node_capacity).await?;
+                    index
+                        .update_node(node.id, &endpoint, opts.node_capacity)
+                        .await?;
                     (node.access_key.clone(), node.secret_key.clone())
                 }
                 None => {
@@ -94,15 +98,24 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
     let endpoint = format!("http://{addr}");
     let info = serde_json::json!({ "endpoint": endpoint });
     std::fs::write(opts.data.join("gateway.json"), info.to_string()).map_err(io)?;
-    println!("Tenfold dev cluster is up: 4 mainnet + 2 testnet nodes, index in {}", opts.data.display());
+    println!(
+        "Tenfold dev cluster is up: 4 mainnet + 2 testnet nodes, index in {}",
+        opts.data.display()
+    );
     println!("  endpoint:   {endpoint}");
     println!("  access key: {}", opts.access_key);
     println!("  secret key: {}", opts.secret_key);
     println!("Try:");
-    println!("  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION=us-east-1", opts.access_key, opts.secret_key);
+    println!(
+        "  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION=us-east-1",
+        opts.access_key, opts.secret_key
+    );
     println!("  aws --endpoint-url {endpoint} s3 mb s3://demo");
     println!("  aws --endpoint-url {endpoint} s3 cp ./README.md s3://demo/");
-    println!("  tenfold inspect demo README.md --data {} --json", opts.data.display());
+    println!(
+        "  tenfold inspect demo README.md --data {} --json",
+        opts.data.display()
+    );
     let settings = GatewaySettings {
         access_key: opts.access_key,
         secret_key: opts.secret_key,

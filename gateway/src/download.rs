@@ -41,7 +41,8 @@ impl ObjectStore {
                     let offset = segment.plain_offset;
                     let plain = this.fetch_segment(&object_id, segment).await?;
                     let start = usize::try_from(range.start.saturating_sub(offset)).unwrap_or(0);
-                    let end = usize::try_from((range.end - offset).min(plain.len() as u64)).unwrap_or(0);
+                    let end =
+                        usize::try_from((range.end - offset).min(plain.len() as u64)).unwrap_or(0);
                     Ok(plain.slice(start.min(end)..end))
                 }
                 .instrument(span.clone())
@@ -54,7 +55,11 @@ impl ObjectStore {
     /// # Errors
     /// [`GatewayError::Unavailable`] when a fragment has no readable replica.
     #[tracing::instrument(skip_all, fields(object = object_id, segment = segment.seq))]
-    pub async fn fetch_segment(&self, object_id: &str, segment: SegmentRow) -> Result<Bytes, GatewayError> {
+    pub async fn fetch_segment(
+        &self,
+        object_id: &str,
+        segment: SegmentRow,
+    ) -> Result<Bytes, GatewayError> {
         let reads = segment.fragments.iter().map(|f| {
             let key = node_key(object_id, segment.seq, f.index);
             let nodes: Vec<i64> = f.placements.iter().filter_map(|p| p.node).collect();
@@ -64,7 +69,8 @@ impl ObjectStore {
         let stored = futures::future::try_join_all(reads).await?;
         let seq = segment.seq;
         let plain_len = usize::try_from(segment.plain_size).unwrap_or(usize::MAX);
-        let plain = tokio::task::spawn_blocking(move || decode_segment(seq, &stored, plain_len)).await??;
+        let plain =
+            tokio::task::spawn_blocking(move || decode_segment(seq, &stored, plain_len)).await??;
         Ok(Bytes::from(plain))
     }
 }

@@ -71,11 +71,17 @@ impl From<GatewayError> for S3Error {
             GatewayError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
             GatewayError::BadDigest => S3ErrorCode::BadDigest,
             GatewayError::InvalidDigest => S3ErrorCode::InvalidDigest,
-            GatewayError::IncompleteBody { .. } | GatewayError::Body(_) => S3ErrorCode::IncompleteBody,
+            GatewayError::IncompleteBody { .. } | GatewayError::Body(_) => {
+                S3ErrorCode::IncompleteBody
+            }
             GatewayError::InvalidRange => S3ErrorCode::InvalidRange,
             GatewayError::InsufficientStorage(_) => {
                 tracing::warn!(error = %msg, "refusing upload");
-                return with_status("InsufficientStorage", http::StatusCode::INSUFFICIENT_STORAGE, msg);
+                return with_status(
+                    "InsufficientStorage",
+                    http::StatusCode::INSUFFICIENT_STORAGE,
+                    msg,
+                );
             }
             GatewayError::Unavailable(_) | GatewayError::Index(_) => {
                 tracing::error!(error = %msg, "service unavailable");

@@ -50,7 +50,10 @@ pub enum FragmentError {
     #[error("fragment payload length {declared} does not match the {actual} bytes stored")]
     Length { declared: u32, actual: usize },
     #[error("fragment is {got:?}, expected {expected:?}")]
-    Mismatch { got: (u32, u16, u16), expected: (u32, u16, u16) },
+    Mismatch {
+        got: (u32, u16, u16),
+        expected: (u32, u16, u16),
+    },
     #[error("segment decompressed to {got} bytes, expected {expected}")]
     PlainLength { got: usize, expected: usize },
     #[error("zstd: {0}")]
@@ -136,11 +139,17 @@ impl SegmentCodec {
     ///
     /// # Errors
     /// [`FragmentError::Zstd`] when compression fails.
-    pub fn encode(&self, segment: u32, plain: &[u8]) -> Result<Vec<EncodedFragment>, FragmentError> {
-        let plain_len = u32::try_from(plain.len()).map_err(|_| FragmentError::Zstd("segment over 4 GiB".into()))?;
+    pub fn encode(
+        &self,
+        segment: u32,
+        plain: &[u8],
+    ) -> Result<Vec<EncodedFragment>, FragmentError> {
+        let plain_len = u32::try_from(plain.len())
+            .map_err(|_| FragmentError::Zstd("segment over 4 GiB".into()))?;
         let mut compressed = Vec::with_capacity(plain.len() / 2 + 64);
         for frame in plain.chunks(self.frame_size.max(1)) {
-            let c = zstd::bulk::compress(frame, self.level).map_err(|e| FragmentError::Zstd(e.to_string()))?;
+            let c = zstd::bulk::compress(frame, self.level)
+                .map_err(|e| FragmentError::Zstd(e.to_string()))?;
             compressed.extend_from_slice(&c);
         }
         let count = self.fragment_count(compressed.len());
@@ -171,8 +180,12 @@ impl SegmentCodec {
 
     /// How many fragments a segment of `compressed_len` bytes is cut into.
     pub fn fragment_count(&self, compressed_len: usize) -> u16 {
-        let by_size = compressed_len.div_ceil(self.min_fragment_size.max(1)).max(1);
-        u16::try_from(by_size).unwrap_or(u16::MAX).min(self.fragments.max(1))
+        let by_size = compressed_len
+            .div_ceil(self.min_fragment_size.max(1))
+            .max(1);
+        u16::try_from(by_size)
+            .unwrap_or(u16::MAX)
+            .min(self.fragments.max(1))
     }
 }
 
@@ -182,7 +195,11 @@ impl SegmentCodec {
 /// # Errors
 /// A [`FragmentError`] when a fragment is not the one expected or the
 /// plaintext does not have the recorded length.
-pub fn decode_segment(segment: u32, stored: &[Bytes], plain_len: usize) -> Result<Vec<u8>, FragmentError> {
+pub fn decode_segment(
+    segment: u32,
+    stored: &[Bytes],
+    plain_len: usize,
+) -> Result<Vec<u8>, FragmentError> {
     let count = u16::try_from(stored.len()).unwrap_or(u16::MAX);
     let mut compressed = Vec::with_capacity(stored.iter().map(Bytes::len).sum());
     for (i, frag) in stored.iter().enumerate() {
@@ -195,8 +212,17 @@ pub fn decode_segment(segment: u32, stored: &[Bytes], plain_len: usize) -> Resul
         compressed.extend_from_slice(&frag[HEADER_LEN..]);
     }
     let mut plain = Vec::with_capacity(plain_len);
-    let mut decoder = zstd::stream::read::Decoder::new(compressed.as_slice()).map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    if compressed.is_empty() {
+        // An empty segment has no zstd frame at all.
+        return check_len(plain, plain_len);
+    }
+    let mut decoder = zstd::stream::read::Decoder::new(compressed.as_slice())
+        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
     std::io::copy(&mut decoder, &mut plain).map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    check_len(plain, plain_len)
+}
+
+fn check_len(plain: Vec<u8>, plain_len: usize) -> Result<Vec<u8>, FragmentError> {
     if plain.len() != plain_len {
         return Err(FragmentError::PlainLength {
             got: plain.len(),
@@ -206,12 +232,22 @@ pub fn decode_segment(segment: u32, stored: &[Bytes], plain_len: usize) -> Resul
     Ok(plain)
 }
 
+/// The key a fragment is stored under on its nodes.
+pub fn node_key(object_id: &str, segment: u32, index: u16) -> String {
+    format!("{object_id}/{segment}/{index}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn codec() -> SegmentCodec {
-        SegmentCodec { fragments: 10, min_fragment_size: 1024, frame_size: 64 * 1024, level: 3 }
+        SegmentCodec {
+            fragments: 10,
+            min_fragment_size: 1024,
+            frame_size: 64 * 1024,
+            level: 3,
+        }
     }
 
     fn random(n: usize) -> Vec<u8> {
@@ -220,7 +256,12 @@ mod tests {
 
     #[test]
     fn round_trip_random_and_compressible() {
-        for data in [random(300_000), b"tenfold ".repeat(40_000), vec![], vec![42]] {
+        for data in [
+            random(300_000),
+            b"tenfold ".repeat(40_000),
+            vec![],
+            vec![42],
+        ] {
             let frags = codec().encode(7, &data).unwrap();
             let stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
             for f in &frags {
@@ -246,20 +287,30 @@ mod tests {
         let frags = codec().encode(1, &data).unwrap();
         let mut stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
         stored.swap(0, 1);
-        assert!(matches!(decode_segment(1, &stored, data.len()), Err(FragmentError::Mismatch { .. })));
+        assert!(matches!(
+            decode_segment(1, &stored, data.len()),
+            Err(FragmentError::Mismatch { .. })
+        ));
         stored.swap(0, 1);
-        assert!(matches!(decode_segment(2, &stored, data.len()), Err(FragmentError::Mismatch { .. })));
-        assert!(matches!(decode_segment(1, &stored, data.len() + 1), Err(FragmentError::PlainLength { .. })));
-        assert_eq!(FragmentHeader::decode(b"TFF1"), Err(FragmentError::Truncated));
+        assert!(matches!(
+            decode_segment(2, &stored, data.len()),
+            Err(FragmentError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            decode_segment(1, &stored, data.len() + 1),
+            Err(FragmentError::PlainLength { .. })
+        ));
+        assert_eq!(
+            FragmentHeader::decode(b"TFF1"),
+            Err(FragmentError::Truncated)
+        );
         let mut bad = stored[0].to_vec();
         bad[0] = b'X';
         assert_eq!(FragmentHeader::decode(&bad), Err(FragmentError::BadMagic));
         let short = &stored[0][..stored[0].len() - 1];
-        assert!(matches!(FragmentHeader::decode(short), Err(FragmentError::Length { .. })));
+        assert!(matches!(
+            FragmentHeader::decode(short),
+            Err(FragmentError::Length { .. })
+        ));
     }
-}
-
-/// The key a fragment is stored under on its nodes.
-pub fn node_key(object_id: &str, segment: u32, index: u16) -> String {
-    format!("{object_id}/{segment}/{index}")
 }

@@ -123,7 +123,11 @@ impl Index {
         sqlx::migrate!("../migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|e| GatewayError::Config(format!("index migration failed (is the index newer than this binary?): {e}")))?;
+            .map_err(|e| {
+                GatewayError::Config(format!(
+                    "index migration failed (is the index newer than this binary?): {e}"
+                ))
+            })?;
         Ok(Self { pool })
     }
 
@@ -140,11 +144,13 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn create_bucket(&self, name: &str) -> Result<bool, GatewayError> {
-        let done = sqlx::query("INSERT INTO buckets (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "INSERT INTO buckets (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -202,9 +208,11 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn list_buckets(&self) -> Result<Vec<(String, i64)>, GatewayError> {
-        Ok(sqlx::query_as("SELECT name, created_at FROM buckets ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT name, created_at FROM buckets ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     // ---- objects ----
@@ -227,7 +235,11 @@ impl Index {
     ///
     /// # Errors
     /// [`GatewayError::Index`].
-    pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRow>, GatewayError> {
+    pub async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRow>, GatewayError> {
         let row = sqlx::query(
             "SELECT id, bucket, key, size, etag, content_type, metadata, last_modified \
              FROM objects WHERE bucket = $1 AND key = $2",
@@ -290,14 +302,18 @@ impl Index {
                     fragments: Vec::new(),
                 });
             }
-            let segment = segments.last_mut().ok_or_else(|| GatewayError::Internal("layout".into()))?;
+            let segment = segments
+                .last_mut()
+                .ok_or_else(|| GatewayError::Internal("layout".into()))?;
             let index = u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX);
             if segment.fragments.last().is_none_or(|f| f.index != index) {
                 let md5_hex: String = row.try_get("md5")?;
                 let md5 = hex::decode(&md5_hex)
                     .ok()
                     .and_then(|v| <[u8; 16]>::try_from(v).ok())
-                    .ok_or_else(|| GatewayError::Internal(format!("bad md5 in index: {md5_hex}")))?;
+                    .ok_or_else(|| {
+                        GatewayError::Internal(format!("bad md5 in index: {md5_hex}"))
+                    })?;
                 segment.fragments.push(FragmentRow {
                     index,
                     size: to_u64(row.try_get("size")?),
@@ -306,7 +322,10 @@ impl Index {
                 });
             }
             if let Some(network) = row.try_get::<Option<String>, _>("network")? {
-                let fragment = segment.fragments.last_mut().ok_or_else(|| GatewayError::Internal("layout".into()))?;
+                let fragment = segment
+                    .fragments
+                    .last_mut()
+                    .ok_or_else(|| GatewayError::Internal("layout".into()))?;
                 fragment.placements.push(PlacementRow {
                     network,
                     node: row.try_get("node_id")?,
@@ -323,7 +342,11 @@ impl Index {
     /// # Errors
     /// [`GatewayError::NoSuchBucket`] when the bucket went away meanwhile,
     /// [`GatewayError::Index`].
-    pub async fn commit_object(&self, object: &ObjectRow, segments: &[SegmentRow]) -> Result<(), GatewayError> {
+    pub async fn commit_object(
+        &self,
+        object: &ObjectRow,
+        segments: &[SegmentRow],
+    ) -> Result<(), GatewayError> {
         let mut tx = self.begin_write().await?;
         let bucket_exists = sqlx::query("SELECT 1 FROM buckets WHERE name = $1")
             .bind(&object.bucket)
@@ -333,11 +356,12 @@ impl Index {
         if !bucket_exists {
             return Err(GatewayError::NoSuchBucket(object.bucket.clone()));
         }
-        let old: Option<String> = sqlx::query_scalar("SELECT id FROM objects WHERE bucket = $1 AND key = $2")
-            .bind(&object.bucket)
-            .bind(&object.key)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT id FROM objects WHERE bucket = $1 AND key = $2")
+                .bind(&object.bucket)
+                .bind(&object.key)
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(old_id) = old {
             Self::discard_in(&mut tx, &old_id).await?;
         }
@@ -395,7 +419,10 @@ impl Index {
     }
 
     /// Moves an object's replicas to the garbage queue and deletes its rows.
-    async fn discard_in(tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, object_id: &str) -> Result<(), GatewayError> {
+    async fn discard_in(
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        object_id: &str,
+    ) -> Result<(), GatewayError> {
         let replicas: Vec<(i64, i64, i64)> = sqlx::query_as(
             "SELECT node_id, seq, idx FROM placements WHERE object_id = $1 AND node_id IS NOT NULL",
         )
@@ -404,7 +431,11 @@ impl Index {
         .await?;
         let now = now_ms();
         for (node, seq, idx) in replicas {
-            let key = node_key(object_id, u32::try_from(seq).unwrap_or(0), u16::try_from(idx).unwrap_or(0));
+            let key = node_key(
+                object_id,
+                u32::try_from(seq).unwrap_or(0),
+                u16::try_from(idx).unwrap_or(0),
+            );
             sqlx::query("INSERT INTO garbage (node_id, node_key, created_at) VALUES ($1, $2, $3)")
                 .bind(node)
                 .bind(key)
@@ -426,11 +457,12 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, GatewayError> {
         let mut tx = self.begin_write().await?;
-        let id: Option<String> = sqlx::query_scalar("SELECT id FROM objects WHERE bucket = $1 AND key = $2")
-            .bind(bucket)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM objects WHERE bucket = $1 AND key = $2")
+                .bind(bucket)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(id) = id else { return Ok(false) };
         Self::discard_in(&mut tx, &id).await?;
         tx.commit().await?;
@@ -463,10 +495,12 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn garbage(&self, limit: i64) -> Result<Vec<(i64, i64, String)>, GatewayError> {
-        Ok(sqlx::query_as("SELECT id, node_id, node_key FROM garbage ORDER BY id LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT id, node_id, node_key FROM garbage ORDER BY id LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Number of replicas waiting for deletion.
@@ -474,7 +508,9 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn garbage_len(&self) -> Result<i64, GatewayError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM garbage").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM garbage")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Forgets a queued replica once its node confirmed the deletion.
@@ -482,7 +518,10 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn remove_garbage(&self, id: i64) -> Result<(), GatewayError> {
-        sqlx::query("DELETE FROM garbage WHERE id = $1").bind(id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM garbage WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -507,7 +546,12 @@ impl Index {
         .bind(now_ms())
         .fetch_optional(&self.pool)
         .await?;
-        id.ok_or_else(|| GatewayError::InvalidArgument(format!("a node named {:?} is already registered", node.name)))
+        id.ok_or_else(|| {
+            GatewayError::InvalidArgument(format!(
+                "a node named {:?} is already registered",
+                node.name
+            ))
+        })
     }
 
     /// Updates a registered node's endpoint and capacity (a `tenfold dev`
@@ -515,7 +559,12 @@ impl Index {
     ///
     /// # Errors
     /// [`GatewayError::Index`].
-    pub async fn update_node(&self, id: i64, endpoint: &str, capacity: u64) -> Result<(), GatewayError> {
+    pub async fn update_node(
+        &self,
+        id: i64,
+        endpoint: &str,
+        capacity: u64,
+    ) -> Result<(), GatewayError> {
         sqlx::query("UPDATE nodes SET endpoint = $1, capacity = $2 WHERE id = $3")
             .bind(endpoint)
             .bind(to_i64(capacity))
@@ -573,10 +622,18 @@ impl Index {
                 "node {id} still holds {held} replicas; it cannot be removed yet"
             )));
         }
-        sqlx::query("DELETE FROM garbage WHERE node_id = $1").bind(id).execute(&mut *tx).await?;
-        let done = sqlx::query("DELETE FROM nodes WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM garbage WHERE node_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM nodes WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
-            return Err(GatewayError::InvalidArgument(format!("no node with id {id}")));
+            return Err(GatewayError::InvalidArgument(format!(
+                "no node with id {id}"
+            )));
         }
         tx.commit().await?;
         Ok(())

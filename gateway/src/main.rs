@@ -14,7 +14,11 @@ use tenfold_balancer::Network;
 use tenfold_node::size::parse_size;
 
 #[derive(Debug, Parser)]
-#[command(name = "tenfold", version, about = "S3 gateway over independently operated storage nodes")]
+#[command(
+    name = "tenfold",
+    version,
+    about = "S3 gateway over independently operated storage nodes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,12 @@ enum Command {
         node_capacity: u64,
         #[arg(long, env = "TENFOLD_ACCESS_KEY", default_value = "tenfold")]
         access_key: String,
-        #[arg(long, env = "TENFOLD_SECRET_KEY", default_value = "tenfold-secret", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "TENFOLD_SECRET_KEY",
+            default_value = "tenfold-secret",
+            hide_env_values = true
+        )]
         secret_key: String,
     },
     /// Run the production gateway.
@@ -142,13 +151,30 @@ fn init_tracing() {
 
 async fn run(cli: Cli) -> Result<(), GatewayError> {
     match cli.command {
-        Command::Dev { data, listen, node_capacity, access_key, secret_key } => {
-            run_dev(DevOptions { data, listen, node_capacity, access_key, secret_key }).await
+        Command::Dev {
+            data,
+            listen,
+            node_capacity,
+            access_key,
+            secret_key,
+        } => {
+            run_dev(DevOptions {
+                data,
+                listen,
+                node_capacity,
+                access_key,
+                secret_key,
+            })
+            .await
         }
         Command::Serve { config } => {
             let config = ServeConfig::load(&config)?;
-            let access_key = std::env::var("TENFOLD_ACCESS_KEY").ok().or(config.access_key);
-            let secret_key = std::env::var("TENFOLD_SECRET_KEY").ok().or(config.secret_key);
+            let access_key = std::env::var("TENFOLD_ACCESS_KEY")
+                .ok()
+                .or(config.access_key);
+            let secret_key = std::env::var("TENFOLD_SECRET_KEY")
+                .ok()
+                .or(config.secret_key);
             let (Some(access_key), Some(secret_key)) = (access_key, secret_key) else {
                 return Err(GatewayError::Config(
                     "credentials missing: set access_key and secret_key in the config or TENFOLD_ACCESS_KEY / TENFOLD_SECRET_KEY".into(),
@@ -157,7 +183,9 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
             let index = Index::open(&config.index_url).await?;
             let listener = tokio::net::TcpListener::bind(&config.listen)
                 .await
-                .map_err(|e| GatewayError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+                .map_err(|e| {
+                    GatewayError::Config(format!("cannot listen on {}: {e}", config.listen))
+                })?;
             let settings = GatewaySettings {
                 access_key,
                 secret_key,
@@ -167,7 +195,12 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
             run_gateway(listener, index, settings).await
         }
         Command::Nodes { command } => nodes(command).await,
-        Command::Inspect { bucket, key, json: _, index } => {
+        Command::Inspect {
+            bucket,
+            key,
+            json: _,
+            index,
+        } => {
             let index = index.open().await?;
             let row = index
                 .get_object(&bucket, &key)
@@ -203,7 +236,16 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
 
 async fn nodes(command: NodesCommand) -> Result<(), GatewayError> {
     match command {
-        NodesCommand::Add { endpoint, network, capacity, access_key, secret_key, name, bucket, index } => {
+        NodesCommand::Add {
+            endpoint,
+            network,
+            capacity,
+            access_key,
+            secret_key,
+            name,
+            bucket,
+            index,
+        } => {
             let index = index.open().await?;
             let node = NewNode {
                 name: name.unwrap_or_else(|| endpoint.clone()),
@@ -230,9 +272,15 @@ async fn nodes(command: NodesCommand) -> Result<(), GatewayError> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).unwrap_or_default()
+                );
             } else {
-                println!("{:>4}  {:<8}  {:>14}  {:>14}  {:<24}  ENDPOINT", "ID", "NETWORK", "CAPACITY", "STORED", "NAME");
+                println!(
+                    "{:>4}  {:<8}  {:>14}  {:>14}  {:<24}  ENDPOINT",
+                    "ID", "NETWORK", "CAPACITY", "STORED", "NAME"
+                );
                 for n in nodes {
                     println!(
                         "{:>4}  {:<8}  {:>14}  {:>14}  {:<24}  {}",

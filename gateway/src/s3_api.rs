@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use s3s::dto::{
-    Bucket, CommonPrefix, CreateBucketInput, CreateBucketOutput, DeleteBucketInput, DeleteBucketOutput,
-    DeleteObjectInput, DeleteObjectOutput, ETag, GetBucketLocationInput, GetBucketLocationOutput,
-    GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
-    ListBucketsInput, ListBucketsOutput, ListObjectsV2Input, ListObjectsV2Output, Object, PutObjectInput,
-    PutObjectOutput, StreamingBlob, Timestamp,
+    Bucket, CommonPrefix, CreateBucketInput, CreateBucketOutput, DeleteBucketInput,
+    DeleteBucketOutput, DeleteObjectInput, DeleteObjectOutput, ETag, GetBucketLocationInput,
+    GetBucketLocationOutput, GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput,
+    HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListObjectsV2Input,
+    ListObjectsV2Output, Object, PutObjectInput, PutObjectOutput, StreamingBlob, Timestamp,
 };
 use s3s::{S3, S3Request, S3Response, S3Result};
 use tenfold_node::listing::{Listing, Step, decode_token, encode_token};
@@ -52,7 +52,11 @@ fn decode_content_md5(b64: &str) -> Result<[u8; 16], GatewayError> {
     bytes.try_into().map_err(|_| GatewayError::InvalidDigest)
 }
 
-async fn existing_object(store: &ObjectStore, bucket: &str, key: &str) -> Result<ObjectRow, GatewayError> {
+async fn existing_object(
+    store: &ObjectStore,
+    bucket: &str,
+    key: &str,
+) -> Result<ObjectRow, GatewayError> {
     match store.index.get_object(bucket, key).await? {
         Some(row) => Ok(row),
         None => {
@@ -64,7 +68,10 @@ async fn existing_object(store: &ObjectStore, bucket: &str, key: &str) -> Result
 
 #[async_trait::async_trait]
 impl S3 for GatewayS3 {
-    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         let buckets = self
             .store
             .index
@@ -84,7 +91,10 @@ impl S3 for GatewayS3 {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         let bucket = req.input.bucket;
         if !self.store.index.create_bucket(&bucket).await? {
             return Err(GatewayError::BucketExists(bucket).into());
@@ -94,7 +104,10 @@ impl S3 for GatewayS3 {
         }))
     }
 
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         self.store.index.require_bucket(&req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
@@ -108,13 +121,19 @@ impl S3 for GatewayS3 {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
-    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
         self.store.index.delete_bucket(&req.input.bucket).await?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         let put = PutRequest {
             bucket: input.bucket,
@@ -122,7 +141,11 @@ impl S3 for GatewayS3 {
             content_type: input.content_type.map(|c| c.to_string()),
             metadata: input.metadata.unwrap_or_default(),
             content_length: input.content_length.and_then(|n| u64::try_from(n).ok()),
-            content_md5: input.content_md5.as_deref().map(decode_content_md5).transpose()?,
+            content_md5: input
+                .content_md5
+                .as_deref()
+                .map(decode_content_md5)
+                .transpose()?,
         };
         let body: BodyStream = match input.body {
             Some(blob) => Box::pin(blob.map(|r| r.map_err(|e| e.to_string()))),
@@ -137,7 +160,10 @@ impl S3 for GatewayS3 {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
         let row = existing_object(&self.store, &input.bucket, &input.key).await?;
         let range = match &input.range {
@@ -145,9 +171,14 @@ impl S3 for GatewayS3 {
             Some(r) => r.check(row.size).map_err(|_| GatewayError::InvalidRange)?,
         };
         let segments = self.store.index.layout(&row.id).await?;
-        let content_range = input
-            .range
-            .map(|_| format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), row.size));
+        let content_range = input.range.map(|_| {
+            format!(
+                "bytes {}-{}/{}",
+                range.start,
+                range.end.saturating_sub(1),
+                row.size
+            )
+        });
         let length = range.end - range.start;
         let body = self.store.object_stream(row.id.clone(), segments, range);
         Ok(S3Response::new(GetObjectOutput {
@@ -164,7 +195,10 @@ impl S3 for GatewayS3 {
         }))
     }
 
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         let row = existing_object(&self.store, &req.input.bucket, &req.input.key).await?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(size_i64(row.size)),
@@ -178,32 +212,56 @@ impl S3 for GatewayS3 {
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
         self.store.index.require_bucket(&input.bucket).await?;
         // Deleting a missing key succeeds, as in S3.
-        if self.store.index.delete_object(&input.bucket, &input.key).await? {
+        if self
+            .store
+            .index
+            .delete_object(&input.bucket, &input.key)
+            .await?
+        {
             self.store.garbage_ready.notify_one();
         }
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
         self.store.index.require_bucket(&input.bucket).await?;
-        let max_keys = input.max_keys.unwrap_or(MAX_LIST_KEYS).clamp(0, MAX_LIST_KEYS);
+        let max_keys = input
+            .max_keys
+            .unwrap_or(MAX_LIST_KEYS)
+            .clamp(0, MAX_LIST_KEYS);
         let prefix = input.prefix.clone().unwrap_or_default();
         let mut cursor = match &input.continuation_token {
-            Some(t) => decode_token(t)
-                .ok_or_else(|| GatewayError::InvalidArgument("the continuation token is not valid".into()))?,
+            Some(t) => decode_token(t).ok_or_else(|| {
+                GatewayError::InvalidArgument("the continuation token is not valid".into())
+            })?,
             None => input.start_after.clone().unwrap_or_default(),
         };
-        let mut listing = Listing::new(&prefix, input.delimiter.as_deref(), usize::try_from(max_keys).unwrap_or(0));
+        let mut listing = Listing::new(
+            &prefix,
+            input.delimiter.as_deref(),
+            usize::try_from(max_keys).unwrap_or(0),
+        );
         'pages: loop {
             let rows = self
                 .store
                 .index
-                .list_objects(&input.bucket, &prefix, &cursor, i64::from(MAX_LIST_KEYS) + 1)
+                .list_objects(
+                    &input.bucket,
+                    &prefix,
+                    &cursor,
+                    i64::from(MAX_LIST_KEYS) + 1,
+                )
                 .await?;
             if rows.is_empty() {
                 break;
@@ -234,7 +292,9 @@ impl S3 for GatewayS3 {
         let common_prefixes: Vec<CommonPrefix> = listing
             .prefixes
             .iter()
-            .map(|p| CommonPrefix { prefix: Some(p.clone()) })
+            .map(|p| CommonPrefix {
+                prefix: Some(p.clone()),
+            })
             .collect();
         let key_count = i32::try_from(contents.len() + common_prefixes.len()).unwrap_or(i32::MAX);
         Ok(S3Response::new(ListObjectsV2Output {

@@ -7,9 +7,9 @@ use std::time::Duration;
 use http::Request;
 use hyper::body::Incoming;
 use s3s::Body;
-use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tenfold_balancer::Balancer;
+use tenfold_node::auth::StaticKey;
 use tenfold_node::server::{into_response, serve_http};
 use tokio::net::TcpListener;
 
@@ -33,7 +33,11 @@ pub struct GatewaySettings {
 ///
 /// # Errors
 /// [`GatewayError`] when the index cannot be read at start.
-pub async fn run_gateway(listener: TcpListener, index: Index, settings: GatewaySettings) -> Result<(), GatewayError> {
+pub async fn run_gateway(
+    listener: TcpListener,
+    index: Index,
+    settings: GatewaySettings,
+) -> Result<(), GatewayError> {
     settings.policy.validate()?;
     let balancer = Arc::new(Balancer::new(settings.policy.replicas()));
     balancer.set_nodes(index.nodes().await?);
@@ -44,7 +48,7 @@ pub async fn run_gateway(listener: TcpListener, index: Index, settings: GatewayS
     store.spawn_garbage_collector();
 
     let mut builder = S3ServiceBuilder::new(GatewayS3::new(store));
-    builder.set_auth(SimpleAuth::from_single(settings.access_key, settings.secret_key));
+    builder.set_auth(StaticKey::new(settings.access_key, settings.secret_key));
     let s3 = builder.build();
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
     serve_http(listener, move |req: Request<Incoming>| {

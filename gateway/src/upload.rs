@@ -77,9 +77,10 @@ struct SegmentFailure {
 
 fn replicas_of(object_id: &str, segment: &SegmentRow) -> impl Iterator<Item = (i64, String)> {
     segment.fragments.iter().flat_map(move |f| {
-        f.placements
-            .iter()
-            .filter_map(move |p| p.node.map(|n| (n, node_key(object_id, segment.seq, f.index))))
+        f.placements.iter().filter_map(move |p| {
+            p.node
+                .map(|n| (n, node_key(object_id, segment.seq, f.index)))
+        })
     })
 }
 
@@ -92,16 +93,26 @@ impl ObjectStore {
     /// # Errors
     /// `NoSuchBucket`, digest and length errors, `InsufficientStorage` when
     /// the nodes cannot hold it.
-    pub async fn put_object(self: &Arc<Self>, req: PutRequest, body: BodyStream) -> Result<ObjectRow, GatewayError> {
+    pub async fn put_object(
+        self: &Arc<Self>,
+        req: PutRequest,
+        body: BodyStream,
+    ) -> Result<ObjectRow, GatewayError> {
         self.index.require_bucket(&req.bucket).await?;
         let this = Arc::clone(self);
         tokio::spawn(async move { this.upload(req, body).await }.in_current_span()).await?
     }
 
-    async fn upload(self: Arc<Self>, req: PutRequest, body: BodyStream) -> Result<ObjectRow, GatewayError> {
+    async fn upload(
+        self: Arc<Self>,
+        req: PutRequest,
+        body: BodyStream,
+    ) -> Result<ObjectRow, GatewayError> {
         let object_id = new_object_id();
         let mut written = Vec::new();
-        let stored = self.upload_segments(&object_id, &req, body, &mut written).await;
+        let stored = self
+            .upload_segments(&object_id, &req, body, &mut written)
+            .await;
         let result = match stored {
             Ok((size, md5, segments)) => {
                 let row = ObjectRow {
@@ -114,7 +125,10 @@ impl ObjectStore {
                     metadata: req.metadata,
                     last_modified: now_ms(),
                 };
-                self.index.commit_object(&row, &segments).await.map(|()| row)
+                self.index
+                    .commit_object(&row, &segments)
+                    .await
+                    .map(|()| row)
             }
             Err(e) => Err(e),
         };
@@ -171,14 +185,26 @@ impl ObjectStore {
             seq += 1;
             while inflight.len() > PIPELINE {
                 if let Some(task) = inflight.pop_front() {
-                    collect(task.await, object_id, &mut segments, written, &mut first_error);
+                    collect(
+                        task.await,
+                        object_id,
+                        &mut segments,
+                        written,
+                        &mut first_error,
+                    );
                 }
             }
         }
         // Wait for every segment in flight, even after an error, so that
         // everything written is known and can be removed.
         while let Some(task) = inflight.pop_front() {
-            collect(task.await, object_id, &mut segments, written, &mut first_error);
+            collect(
+                task.await,
+                object_id,
+                &mut segments,
+                written,
+                &mut first_error,
+            );
         }
         if let Some(e) = first_error {
             return Err(e);
@@ -186,7 +212,10 @@ impl ObjectStore {
         if let Some(expected) = req.content_length
             && expected != offset
         {
-            return Err(GatewayError::IncompleteBody { got: offset, expected });
+            return Err(GatewayError::IncompleteBody {
+                got: offset,
+                expected,
+            });
         }
         let md5: [u8; 16] = md5.finalize().into();
         if req.content_md5.is_some_and(|m| m != md5) {
@@ -209,7 +238,10 @@ impl ObjectStore {
             .await
             .map_err(GatewayError::from)
             .and_then(|r| r.map_err(GatewayError::from));
-        let fragments = encoded.map_err(|error| SegmentFailure { error, written: Vec::new() })?;
+        let fragments = encoded.map_err(|error| SegmentFailure {
+            error,
+            written: Vec::new(),
+        })?;
         let balancer = &self.balancer;
         let placed = futures::future::join_all(fragments.iter().map(|f| async move {
             let key = node_key(object_id, seq, f.index);
@@ -239,7 +271,8 @@ impl ObjectStore {
                         error: GatewayError::InsufficientStorage(error),
                         written: Vec::new(),
                     });
-                    fail.written.extend(written.iter().map(|p| (p.node_id, key.clone())));
+                    fail.written
+                        .extend(written.iter().map(|p| (p.node_id, key.clone())));
                 }
             }
         }

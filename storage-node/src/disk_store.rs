@@ -219,11 +219,12 @@ impl DiskStore {
                 });
             }
         }
-        let tmp = self.root.join("tmp").join(format!("{:032x}", rand::random::<u128>()));
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{:032x}", rand::random::<u128>()));
         let mut reserved = 0u64;
-        let result = self
-            .write_tmp(&tmp, &attrs, body, &mut reserved)
-            .await;
+        let result = self.write_tmp(&tmp, &attrs, body, &mut reserved).await;
         let meta = match result {
             Ok(meta) => meta,
             Err(e) => {
@@ -501,12 +502,21 @@ mod tests {
             let p = key_to_relative_path(key).unwrap();
             assert_eq!(p.components().count(), 1, "{key}");
             let s = p.to_str().unwrap();
-            assert!(s.chars().all(|c| c.is_ascii_hexdigit() || c == '.' || c.is_ascii_alphabetic()));
+            assert!(
+                s.chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == '.' || c.is_ascii_alphabetic())
+            );
             assert!(!s.starts_with('.'));
         }
         let long = "k".repeat(1024);
-        assert_eq!(key_to_relative_path(&long).unwrap().components().count(), 11);
-        assert!(matches!(key_to_relative_path(&"k".repeat(1025)), Err(StoreError::KeyTooLong)));
+        assert_eq!(
+            key_to_relative_path(&long).unwrap().components().count(),
+            11
+        );
+        assert!(matches!(
+            key_to_relative_path(&"k".repeat(1025)),
+            Err(StoreError::KeyTooLong)
+        ));
         assert!(key_to_relative_path("").is_err());
     }
 
@@ -515,9 +525,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tfnode-{:x}", rand::random::<u64>()));
         let store = DiskStore::open(&dir, 4096).await.unwrap();
         store.create_bucket("b").await.unwrap();
-        assert!(matches!(store.create_bucket("b").await, Err(StoreError::BucketExists(_))));
+        assert!(matches!(
+            store.create_bucket("b").await,
+            Err(StoreError::BucketExists(_))
+        ));
         let meta = store
-            .put_object("b", "a/../x", PutAttributes::default(), body(&[b"hello ", b"world"]))
+            .put_object(
+                "b",
+                "a/../x",
+                PutAttributes::default(),
+                body(&[b"hello ", b"world"]),
+            )
             .await
             .unwrap();
         assert_eq!(meta.size, 11);
@@ -530,25 +548,46 @@ mod tests {
         assert!(used > 11);
 
         // Too big: refused up front, and nothing is left behind.
-        let attrs = PutAttributes { content_length: Some(5000), ..Default::default() };
+        let attrs = PutAttributes {
+            content_length: Some(5000),
+            ..Default::default()
+        };
         let big: &'static [u8] = Box::leak(vec![7u8; 5000].into_boxed_slice());
-        let err = store.put_object("b", "big", attrs, body(&[big])).await.unwrap_err();
+        let err = store
+            .put_object("b", "big", attrs, body(&[big]))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::InsufficientStorage { .. }));
         // Too big without a length: refused while streaming.
-        let err = store.put_object("b", "big", PutAttributes::default(), body(&[big])).await.unwrap_err();
+        let err = store
+            .put_object("b", "big", PutAttributes::default(), body(&[big]))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::InsufficientStorage { .. }));
         assert_eq!(store.used(), used);
-        assert!(matches!(store.open_object("b", "big").await, Err(StoreError::NoSuchKey { .. })));
+        assert!(matches!(
+            store.open_object("b", "big").await,
+            Err(StoreError::NoSuchKey { .. })
+        ));
 
         // A wrong Content-MD5 stores nothing.
-        let attrs = PutAttributes { content_md5: Some([0; 16]), ..Default::default() };
-        let err = store.put_object("b", "md5", attrs, body(&[b"x"])).await.unwrap_err();
+        let attrs = PutAttributes {
+            content_md5: Some([0; 16]),
+            ..Default::default()
+        };
+        let err = store
+            .put_object("b", "md5", attrs, body(&[b"x"]))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::BadDigest));
 
         let listed = store.list_objects("b", "", None).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].0, "a/../x");
-        assert!(matches!(store.delete_bucket("b").await, Err(StoreError::BucketNotEmpty(_))));
+        assert!(matches!(
+            store.delete_bucket("b").await,
+            Err(StoreError::BucketNotEmpty(_))
+        ));
         store.delete_object("b", "a/../x").await.unwrap();
         store.delete_object("b", "a/../x").await.unwrap();
         assert_eq!(store.used(), 0);

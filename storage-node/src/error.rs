@@ -49,7 +49,9 @@ impl From<StoreError> for S3Error {
             StoreError::KeyTooLong => S3ErrorCode::KeyTooLongError,
             StoreError::InsufficientStorage { .. } => {
                 let mut err = S3Error::with_message(
-                    INSUFFICIENT_STORAGE.parse().unwrap_or(S3ErrorCode::InternalError),
+                    INSUFFICIENT_STORAGE
+                        .parse()
+                        .unwrap_or(S3ErrorCode::InternalError),
                     msg,
                 );
                 err.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);

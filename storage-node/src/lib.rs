@@ -5,6 +5,7 @@
 //! served by `s3s` with SigV4 authentication; `GET /health` reports capacity
 //! and usage as JSON ([`server`]).
 
+pub mod auth;
 pub mod disk_store;
 pub mod error;
 pub mod listing;

@@ -105,7 +105,13 @@ pub fn decode_token(token: &str) -> Option<Cursor> {
 mod tests {
     use super::*;
 
-    fn run(keys: &[&str], prefix: &str, delim: Option<&str>, max: usize, after: Option<&str>) -> Listing<()> {
+    fn run(
+        keys: &[&str],
+        prefix: &str,
+        delim: Option<&str>,
+        max: usize,
+        after: Option<&str>,
+    ) -> Listing<()> {
         let mut l = Listing::new(prefix, delim, max);
         let mut skip: Option<String> = after.map(str::to_owned);
         for k in keys {

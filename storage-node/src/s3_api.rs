@@ -63,7 +63,10 @@ pub fn resolve_range(range: Option<&s3s::dto::Range>, size: u64) -> S3Result<std
     match range {
         None => Ok(0..size),
         Some(r) => r.check(size).map_err(|_| {
-            s3_error!(InvalidRange, "the range is not satisfiable for an object of {size} bytes")
+            s3_error!(
+                InvalidRange,
+                "the range is not satisfiable for an object of {size} bytes"
+            )
         }),
     }
 }
@@ -133,14 +136,12 @@ impl S3 for NodeS3 {
         let attrs = PutAttributes {
             content_type: input.content_type.map(|m| m.to_string()),
             metadata: input.metadata.unwrap_or_default(),
-            content_length: input
-                .content_length
-                .and_then(|n| u64::try_from(n).ok()),
+            content_length: input.content_length.and_then(|n| u64::try_from(n).ok()),
             content_md5,
         };
-        let body = input
-            .body
-            .unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
+        let body = input.body.unwrap_or_else(|| {
+            StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
+        });
         let meta = self
             .store
             .put_object(&input.bucket, &input.key, attrs, body)
@@ -166,9 +167,14 @@ impl S3 for NodeS3 {
             .await
             .map_err(StoreError::from)?;
         let body = ReaderStream::with_capacity(file.take(len), 64 * 1024);
-        let content_range = input
-            .range
-            .map(|_| format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), meta.size));
+        let content_range = input.range.map(|_| {
+            format!(
+                "bytes {}-{}/{}",
+                range.start,
+                range.end.saturating_sub(1),
+                meta.size
+            )
+        });
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(body)),
             content_length: Some(size_i64(len)),
@@ -217,7 +223,10 @@ impl S3 for NodeS3 {
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
-        let max_keys = input.max_keys.unwrap_or(MAX_LIST_KEYS).clamp(0, MAX_LIST_KEYS);
+        let max_keys = input
+            .max_keys
+            .unwrap_or(MAX_LIST_KEYS)
+            .clamp(0, MAX_LIST_KEYS);
         let prefix = input.prefix.clone().unwrap_or_default();
         let mut skip = match &input.continuation_token {
             Some(t) => Some(decode_token(t).ok_or_else(|| {

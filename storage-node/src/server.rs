@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::auth::StaticKey;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use s3s::Body;
-use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -101,8 +101,10 @@ pub fn plain_response(status: StatusCode, text: &str) -> Response<Body> {
 /// A JSON response.
 pub fn json_response(value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(Body::from(value.to_string()));
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -115,7 +117,7 @@ pub async fn run_node(config: NodeConfig, listener: TcpListener) -> Result<(), S
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, data = %config.data.display(), capacity = config.capacity, "storage node listening");
     let mut builder = S3ServiceBuilder::new(NodeS3::new(Arc::clone(&store)));
-    builder.set_auth(SimpleAuth::from_single(config.access_key, config.secret_key));
+    builder.set_auth(StaticKey::new(config.access_key, config.secret_key));
     let s3 = builder.build();
     serve_http(listener, move |req: Request<Incoming>| {
         let s3 = s3.clone();

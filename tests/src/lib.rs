@@ -1,1 +1,460 @@
+//! The system-test harness: real `tenfold` and `tenfold-node` processes on
+//! loopback ports, driven by the real `aws` CLI.
+//!
+//! The binaries must be built first (`cargo build --bins`, which the
+//! README's test command does); they are found next to the test executable.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// Access key the test gateways accept.
+pub const ACCESS_KEY: &str = "test-access";
+/// Secret key the test gateways accept.
+pub const SECRET_KEY: &str = "test-secret";
+
+/// The folder holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// The path of a workspace binary, checked to exist.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A fresh temporary folder, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tenfold-{tag}-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub fn wait_for_port(addr: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("process exited before listening on {addr}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listening on {addr} after 30 s");
+}
+
+/// Polls `check` until it holds or `timeout` passes; returns whether it held.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed on drop.
+#[derive(Debug)]
+pub struct Proc(pub Child);
+
+impl Proc {
+    /// Kills the process now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(dir.join(name)).expect("log file"))
+}
+
+/// One `tenfold-node` process.
+#[derive(Debug)]
+pub struct Node {
+    pub proc: Proc,
+    pub addr: String,
+    pub data: PathBuf,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl Node {
+    /// Starts a node under `dir` with the given capacity (e.g. `1GiB`).
+    pub fn start(dir: &Path, name: &str, capacity: &str) -> Self {
+        let data = dir.join(name);
+        let addr = format!("127.0.0.1:{}", free_port());
+        let access_key = format!("{name}-key");
+        let secret_key = format!("{name}-secret");
+        let child = Command::new(bin("tenfold-node"))
+            .args([
+                "--data",
+                data.to_str().unwrap(),
+                "--listen",
+                &addr,
+                "--capacity",
+                capacity,
+            ])
+            .args(["--access-key", &access_key, "--secret-key", &secret_key])
+            .stdout(Stdio::null())
+            .stderr(log_file(dir, &format!("{name}.log")))
+            .spawn()
+            .expect("spawn tenfold-node");
+        let mut proc = Proc(child);
+        wait_for_port(&addr, &mut proc.0);
+        Self {
+            proc,
+            addr,
+            data,
+            access_key,
+            secret_key,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Files holding fragments on this node.
+    pub fn object_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "obj") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data.join("buckets"), &mut out);
+        out
+    }
+}
+
+/// A `tenfold serve` gateway with its own SQLite index and `tenfold-node`
+/// processes registered in it.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: TempDir,
+    pub gateway: Proc,
+    pub endpoint: String,
+    pub index_url: String,
+    /// `(network, node, id in the index)`.
+    pub nodes: Vec<(String, Node, i64)>,
+}
+
+impl Cluster {
+    /// Starts `mainnet` + `testnet` nodes of `capacity` and a gateway.
+    pub fn start(mainnet: usize, testnet: usize, capacity: &str) -> Self {
+        Self::start_with(mainnet, testnet, capacity, "")
+    }
+
+    /// Like [`Cluster::start`], with extra lines for the config's `[storage]`.
+    pub fn start_with(mainnet: usize, testnet: usize, capacity: &str, storage: &str) -> Self {
+        let dir = TempDir::new("cluster");
+        let index_url = format!("sqlite://{}", dir.path().join("index.db").display());
+        let port = free_port();
+        let config = dir.path().join("tenfold.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nrefresh_seconds = 1\n[storage]\n{storage}\n"
+            ),
+        )
+        .expect("write config");
+        let mut cluster_nodes = Vec::new();
+        for (network, count) in [("mainnet", mainnet), ("testnet", testnet)] {
+            for i in 0..count {
+                let node = Node::start(dir.path(), &format!("{network}-{i}"), capacity);
+                cluster_nodes.push((network.to_owned(), node));
+            }
+        }
+        let mut nodes = Vec::new();
+        for (network, node) in cluster_nodes {
+            let id = register_node(&index_url, &node, &network, capacity);
+            nodes.push((network, node, id));
+        }
+        let child = Command::new(bin("tenfold"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env_remove("TENFOLD_ACCESS_KEY")
+            .env_remove("TENFOLD_SECRET_KEY")
+            .env("RUST_LOG", "info,tenfold=debug,tenfold_balancer=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file(dir.path(), "gateway.log"))
+            .spawn()
+            .expect("spawn tenfold serve");
+        let mut gateway = Proc(child);
+        let addr = format!("127.0.0.1:{port}");
+        wait_for_port(&addr, &mut gateway.0);
+        Self {
+            dir,
+            gateway,
+            endpoint: format!("http://{addr}"),
+            index_url,
+            nodes,
+        }
+    }
+
+    pub fn aws(&self) -> Aws {
+        Aws::new(&self.endpoint, ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// `tenfold inspect BUCKET KEY --json` against this cluster's index.
+    pub fn inspect(&self, bucket: &str, key: &str) -> serde_json::Value {
+        inspect(&["--index-url", &self.index_url], bucket, key)
+    }
+
+    /// The node with this index id.
+    pub fn node(&mut self, id: i64) -> &mut Node {
+        &mut self
+            .nodes
+            .iter_mut()
+            .find(|n| n.2 == id)
+            .expect("node id")
+            .1
+    }
+
+    /// The gateway's log so far (for assertion messages).
+    pub fn gateway_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+}
+
+/// Registers a node with `tenfold nodes add`; returns its id.
+pub fn register_node(index_url: &str, node: &Node, network: &str, capacity: &str) -> i64 {
+    register_endpoint(
+        index_url,
+        &node.endpoint(),
+        network,
+        capacity,
+        &node.access_key,
+        &node.secret_key,
+    )
+}
+
+/// Registers any S3 endpoint as a node; returns its id.
+pub fn register_endpoint(
+    index_url: &str,
+    endpoint: &str,
+    network: &str,
+    capacity: &str,
+    key: &str,
+    secret: &str,
+) -> i64 {
+    let out = run(Command::new(bin("tenfold")).args([
+        "nodes",
+        "add",
+        "--index-url",
+        index_url,
+        "--endpoint",
+        endpoint,
+        "--network",
+        network,
+        "--capacity",
+        capacity,
+        "--access-key",
+        key,
+        "--secret-key",
+        secret,
+    ]));
+    assert!(
+        out.status.success(),
+        "nodes add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("node id")
+}
+
+/// `tenfold inspect` with the given index arguments, parsed.
+pub fn inspect(index_args: &[&str], bucket: &str, key: &str) -> serde_json::Value {
+    let out = run(Command::new(bin("tenfold"))
+        .arg("inspect")
+        .arg(bucket)
+        .arg(key)
+        .arg("--json")
+        .args(index_args));
+    assert!(
+        out.status.success(),
+        "inspect failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("inspect JSON")
+}
+
+/// Runs a command to completion, capturing its output.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run command")
+}
+
+/// The `aws` CLI pointed at one endpoint with one set of credentials.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    endpoint: String,
+    access_key: String,
+    secret_key: String,
+}
+
+impl Aws {
+    pub fn new(endpoint: &str, access_key: &str, secret_key: &str) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+        }
+    }
+
+    /// Runs `aws --endpoint-url E ARGS...`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        run(Command::new("aws")
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &self.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env("AWS_PAGER", "")
+            // Plain-http endpoints: some clients choke on a CA bundle here.
+            .env_remove("AWS_CA_BUNDLE")
+            .env_remove("SSL_CERT_FILE"))
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "aws {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs, asserts failure, and returns stderr (which names the S3 error).
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "aws {args:?} unexpectedly succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs an `s3api` call that prints JSON, and parses it.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        if out.trim().is_empty() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_str(&out).expect("aws JSON output")
+    }
+}
+
+/// Writes `len` bytes to `path`: random, or compressible text.
+pub fn write_file(path: &Path, len: usize, compressible: bool) {
+    let data: Vec<u8> = if compressible {
+        b"Tenfold keeps ten fragments of everything. "
+            .iter()
+            .copied()
+            .cycle()
+            .take(len)
+            .collect()
+    } else {
+        (0..len).map(|_| rand::random::<u8>()).collect()
+    };
+    std::fs::write(path, data).expect("write test file");
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).expect("read file")))
+}
+
+/// Checks an `inspect` report: every fragment has exactly `mainnet`
+/// distinct mainnet nodes and `testnet` distinct testnet nodes. Returns the
+/// number of fragments.
+pub fn assert_placements(report: &serde_json::Value, mainnet: usize, testnet: usize) -> usize {
+    let fragments = report["fragments"].as_array().expect("fragments");
+    for f in fragments {
+        let placements = f["placements"].as_array().expect("placements");
+        for (network, want) in [("mainnet", mainnet), ("testnet", testnet)] {
+            let mut nodes: Vec<i64> = placements
+                .iter()
+                .filter(|p| p["network"] == network)
+                .map(|p| p["node"].as_i64().expect("node id"))
+                .collect();
+            let count = nodes.len();
+            nodes.sort_unstable();
+            nodes.dedup();
+            assert_eq!(
+                count, want,
+                "fragment {f} should have {want} {network} replicas"
+            );
+            assert_eq!(
+                nodes.len(),
+                want,
+                "fragment {f} has a repeated {network} node"
+            );
+        }
+    }
+    fragments.len()
+}

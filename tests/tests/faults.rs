@@ -1,0 +1,202 @@
+//! Faults, tested rather than assumed: dead nodes, corrupt replicas, full
+//! nodes, and too few nodes, against a `tenfold serve` gateway and real
+//! `tenfold-node` processes.
+
+use std::time::Duration;
+
+use tests::{
+    Cluster, Node, TempDir, assert_placements, eventually, register_node, sha256_file, write_file,
+};
+
+fn placement_nodes(report: &serde_json::Value) -> Vec<i64> {
+    let mut ids: Vec<i64> = report["fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            f["placements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["node"].as_i64().unwrap())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+#[test]
+fn dead_nodes_before_put_and_before_get() {
+    let mut cluster = Cluster::start(4, 2, "1GiB");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("dead");
+    aws.ok(&["s3", "mb", "s3://dead"]);
+    let src = tmp.path().join("src");
+    write_file(&src, 5 << 20, false);
+
+    // One mainnet node dies before the PUT: the survivors take every replica.
+    let killed = cluster.nodes[0].2;
+    cluster.node(killed).proc.kill();
+    aws.ok(&["s3", "cp", src.to_str().unwrap(), "s3://dead/obj"]);
+    let report = cluster.inspect("dead", "obj");
+    assert_eq!(assert_placements(&report, 3, 1), 10);
+    assert!(
+        !placement_nodes(&report).contains(&killed),
+        "a replica was placed on the dead node: {report}"
+    );
+
+    // One more mainnet node dies: every fragment still has replicas left.
+    let second = cluster.nodes[1].2;
+    cluster.node(second).proc.kill();
+    let dst = tmp.path().join("dst");
+    aws.ok(&["s3", "cp", "s3://dead/obj", dst.to_str().unwrap()]);
+    assert_eq!(sha256_file(&src), sha256_file(&dst));
+}
+
+#[test]
+fn corrupt_replicas_are_skipped() {
+    let cluster = Cluster::start(3, 1, "1GiB");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("corrupt");
+    aws.ok(&["s3", "mb", "s3://corrupt"]);
+    let src = tmp.path().join("src");
+    write_file(&src, 3 << 20, false);
+    aws.ok(&["s3", "cp", src.to_str().unwrap(), "s3://corrupt/obj"]);
+    // Flip payload bytes of every replica on all nodes but one mainnet node:
+    // each fragment then has one good replica among four.
+    let mut corrupted = 0;
+    for (_, node, _) in cluster.nodes.iter().skip(1) {
+        for file in node.object_files() {
+            let mut bytes = std::fs::read(&file).unwrap();
+            for b in &mut bytes[30..60] {
+                *b ^= 0xff;
+            }
+            std::fs::write(&file, bytes).unwrap();
+            corrupted += 1;
+        }
+    }
+    assert_eq!(corrupted, 30, "3 corrupted nodes x 10 fragments");
+    for round in 0..2 {
+        let dst = tmp.path().join(format!("dst{round}"));
+        aws.ok(&["s3", "cp", "s3://corrupt/obj", dst.to_str().unwrap()]);
+        assert_eq!(sha256_file(&src), sha256_file(&dst), "round {round}");
+    }
+    let log = cluster.gateway_log();
+    assert!(
+        log.contains("checksum mismatch"),
+        "no corrupt replica was ever read, the test proved nothing"
+    );
+}
+
+#[test]
+fn a_full_node_refuses_and_the_balancer_places_elsewhere() {
+    let cluster = Cluster::start(3, 1, "1GiB");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("full");
+    // A fourth mainnet node with room for a few fragments only.
+    let tiny = Node::start(cluster.dir.path(), "tiny", "300KiB");
+    let tiny_id = register_node(&cluster.index_url, &tiny, "mainnet", "300KiB");
+    // Wait for the gateway to pick the new node up.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // Writing to the node directly: refused with a clear S3 error.
+    let direct = tests::Aws::new(&tiny.endpoint(), &tiny.access_key, &tiny.secret_key);
+    direct.ok(&["s3", "mb", "s3://direct"]);
+    let big = tmp.path().join("big");
+    write_file(&big, 400 << 10, false);
+    let err = direct.fails(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "direct",
+        "--key",
+        "k",
+        "--body",
+        big.to_str().unwrap(),
+    ]);
+    assert!(err.contains("InsufficientStorage"), "{err}");
+    let listed = direct.ok(&["s3", "ls", "s3://direct"]);
+    assert!(listed.trim().is_empty(), "a refused write left {listed}");
+
+    aws.ok(&["s3", "mb", "s3://full"]);
+    let mut sources = Vec::new();
+    for i in 0..6 {
+        let src = tmp.path().join(format!("src{i}"));
+        write_file(&src, 1 << 20, false);
+        aws.ok(&[
+            "s3",
+            "cp",
+            src.to_str().unwrap(),
+            &format!("s3://full/o{i}"),
+        ]);
+        sources.push(src);
+    }
+    let mut on_tiny = 0;
+    for i in 0..6 {
+        let report = cluster.inspect("full", &format!("o{i}"));
+        assert_eq!(assert_placements(&report, 3, 1), 10);
+        on_tiny += report["fragments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|f| f["placements"].as_array().unwrap().iter())
+            .filter(|p| p["node"] == tiny_id)
+            .count();
+        let dst = tmp.path().join(format!("dst{i}"));
+        aws.ok(&[
+            "s3",
+            "cp",
+            &format!("s3://full/o{i}"),
+            dst.to_str().unwrap(),
+        ]);
+        assert_eq!(sha256_file(&sources[i]), sha256_file(&dst));
+    }
+    // ~100 KiB fragments: the tiny node holds at most two of the 60.
+    assert!(on_tiny <= 2, "{on_tiny} replicas on a 300 KiB node");
+    let stored: u64 = tiny
+        .object_files()
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(stored <= 300 << 10, "tiny node holds {stored} bytes");
+}
+
+#[test]
+fn too_few_nodes_fails_cleanly_and_leaves_nothing_behind() {
+    // Two mainnet nodes cannot hold three mainnet replicas.
+    let cluster = Cluster::start(2, 1, "1GiB");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("few");
+    aws.ok(&["s3", "mb", "s3://few"]);
+    let src = tmp.path().join("src");
+    write_file(&src, 2 << 20, false);
+    let err = aws.fails(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "few",
+        "--key",
+        "k",
+        "--body",
+        src.to_str().unwrap(),
+    ]);
+    assert!(err.contains("InsufficientStorage"), "{err}");
+    let listed = aws.ok(&["s3", "ls", "s3://few"]);
+    assert!(
+        listed.trim().is_empty(),
+        "a failed PUT is visible: {listed}"
+    );
+    let leftovers = || {
+        cluster
+            .nodes
+            .iter()
+            .map(|(_, n, _)| n.object_files().len())
+            .sum::<usize>()
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || leftovers() == 0),
+        "{} orphan fragments",
+        leftovers()
+    );
+}

@@ -1,0 +1,230 @@
+//! `tenfold-node` on its own, as an operator runs it, driven by the `aws`
+//! CLI: the S3 operations, ranges, `/health`, auth, capacity and crash
+//! atomicity.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tests::{Aws, Node, Proc, TempDir, bin, eventually, sha256_file, wait_for_port, write_file};
+
+fn health(addr: &str) -> serde_json::Value {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    serde_json::from_str(body).unwrap()
+}
+
+#[test]
+fn s3_operations_ranges_and_health() {
+    let tmp = TempDir::new("node");
+    let node = Node::start(tmp.path(), "n", "50MiB");
+    let aws = Aws::new(&node.endpoint(), &node.access_key, &node.secret_key);
+    aws.ok(&["s3", "mb", "s3://frag"]);
+    aws.json(&["s3api", "head-bucket", "--bucket", "frag"]);
+    let src = tmp.path().join("src");
+    write_file(&src, 3 << 20, false);
+    aws.ok(&["s3", "cp", src.to_str().unwrap(), "s3://frag/x/../y"]);
+    let dst = tmp.path().join("dst");
+    aws.ok(&["s3", "cp", "s3://frag/x/../y", dst.to_str().unwrap()]);
+    assert_eq!(sha256_file(&src), sha256_file(&dst));
+    // The key is a name, not a path: nothing lands outside the data folder.
+    assert!(
+        !tmp.path()
+            .join("n")
+            .join("buckets")
+            .join("frag")
+            .join("y")
+            .exists()
+    );
+
+    let part = tmp.path().join("part");
+    let got = aws.json(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "frag",
+        "--key",
+        "x/../y",
+        "--range",
+        "bytes=1000-1999",
+        part.to_str().unwrap(),
+    ]);
+    assert_eq!(got["ContentRange"], format!("bytes 1000-1999/{}", 3 << 20));
+    assert_eq!(
+        std::fs::read(&part).unwrap(),
+        std::fs::read(&src).unwrap()[1000..2000]
+    );
+    let suffix = tmp.path().join("suffix");
+    aws.ok(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "frag",
+        "--key",
+        "x/../y",
+        "--range",
+        "bytes=-10",
+        suffix.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(&suffix).unwrap(),
+        std::fs::read(&src).unwrap()[(3 << 20) - 10..]
+    );
+
+    let head = aws.json(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "frag",
+        "--key",
+        "x/../y",
+    ]);
+    assert_eq!(head["ContentLength"], 3 << 20);
+    let list = aws.json(&[
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        "frag",
+        "--prefix",
+        "x/",
+    ]);
+    assert_eq!(list["Contents"][0]["Key"], "x/../y");
+
+    let h = health(&node.addr);
+    assert_eq!(h["capacity"], 50 << 20);
+    let used = h["used"].as_u64().unwrap();
+    assert!(used >= 3 << 20 && used < (3 << 20) + 4096, "used {used}");
+
+    let wrong = Aws::new(&node.endpoint(), &node.access_key, "wrong");
+    assert!(
+        wrong
+            .fails(&["s3", "ls", "s3://frag"])
+            .contains("SignatureDoesNotMatch")
+    );
+
+    aws.ok(&["s3", "rm", "s3://frag/x/../y"]);
+    assert_eq!(health(&node.addr)["used"], 0);
+    let err = aws.fails(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "frag",
+        "--key",
+        "x/../y",
+    ]);
+    assert!(err.contains("404") || err.contains("Not Found"), "{err}");
+    aws.ok(&["s3", "rb", "s3://frag"]);
+}
+
+#[test]
+fn refuses_writes_past_capacity() {
+    let tmp = TempDir::new("cap");
+    let node = Node::start(tmp.path(), "n", "1MiB");
+    let aws = Aws::new(&node.endpoint(), &node.access_key, &node.secret_key);
+    aws.ok(&["s3", "mb", "s3://cap"]);
+    let small = tmp.path().join("small");
+    write_file(&small, 600 << 10, false);
+    aws.ok(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "cap",
+        "--key",
+        "a",
+        "--body",
+        small.to_str().unwrap(),
+    ]);
+    let err = aws.fails(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "cap",
+        "--key",
+        "b",
+        "--body",
+        small.to_str().unwrap(),
+    ]);
+    assert!(err.contains("InsufficientStorage"), "{err}");
+    let listed = aws.json(&["s3api", "list-objects-v2", "--bucket", "cap"]);
+    assert_eq!(listed["Contents"].as_array().unwrap().len(), 1);
+    assert!(health(&node.addr)["used"].as_u64().unwrap() <= 1 << 20);
+}
+
+#[test]
+fn a_crash_mid_write_leaves_no_half_object() {
+    let tmp = TempDir::new("crash");
+    let mut node = Node::start(tmp.path(), "n", "10GiB");
+    let aws = Aws::new(&node.endpoint(), &node.access_key, &node.secret_key);
+    aws.ok(&["s3", "mb", "s3://crash"]);
+    let src = tmp.path().join("src");
+    write_file(&src, 300 << 20, true);
+    let upload = std::thread::spawn({
+        let aws = aws.clone();
+        let src = src.clone();
+        move || {
+            aws.run(&[
+                "s3api",
+                "put-object",
+                "--bucket",
+                "crash",
+                "--key",
+                "big",
+                "--body",
+                src.to_str().unwrap(),
+            ])
+        }
+    });
+    // Kill the node once part of the body is on disk.
+    let tmp_dir = node.data.join("tmp");
+    let started = eventually(Duration::from_secs(30), || {
+        std::fs::read_dir(&tmp_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.metadata().map(|m| m.len() > 1 << 20).unwrap_or(false))
+            })
+            .unwrap_or(false)
+    });
+    assert!(started, "the upload never reached the disk");
+    node.proc.kill();
+    let out = upload.join().unwrap();
+    assert!(!out.status.success(), "the upload cannot have succeeded");
+
+    // Restart on the same folder and port: no trace of the half write.
+    let child = Command::new(bin("tenfold-node"))
+        .args([
+            "--data",
+            node.data.to_str().unwrap(),
+            "--listen",
+            &node.addr,
+            "--capacity",
+            "10GiB",
+        ])
+        .args([
+            "--access-key",
+            &node.access_key,
+            "--secret-key",
+            &node.secret_key,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut restarted = Proc(child);
+    wait_for_port(&node.addr, &mut restarted.0);
+    let listed = aws.json(&["s3api", "list-objects-v2", "--bucket", "crash"]);
+    assert!(
+        listed
+            .get("Contents")
+            .is_none_or(|c| c.as_array().unwrap().is_empty()),
+        "{listed}"
+    );
+    assert_eq!(health(&node.addr)["used"], 0);
+}
