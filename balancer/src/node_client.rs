@@ -17,8 +17,10 @@ use crate::node::NodeSpec;
 
 /// How long a node may take to accept a connection before it counts as down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one fragment transfer may take: fragments are at most a few MiB.
-pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one fragment transfer may take before the node counts as
+/// stalled: fragments are about a MiB (an 8 MiB segment in ten pieces), so
+/// even a slow link moves one in well under this.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why one request to a node failed.
 #[derive(Debug)]

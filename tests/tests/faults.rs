@@ -133,7 +133,7 @@ fn a_full_node_refuses_and_the_balancer_places_elsewhere() {
         sources.push(src);
     }
     let mut on_tiny = 0;
-    for i in 0..6 {
+    for (i, src) in sources.iter().enumerate() {
         let report = cluster.inspect("full", &format!("o{i}"));
         assert_eq!(assert_placements(&report, 3, 1), 10);
         on_tiny += report["fragments"]
@@ -150,7 +150,7 @@ fn a_full_node_refuses_and_the_balancer_places_elsewhere() {
             &format!("s3://full/o{i}"),
             dst.to_str().unwrap(),
         ]);
-        assert_eq!(sha256_file(&sources[i]), sha256_file(&dst));
+        assert_eq!(sha256_file(src), sha256_file(&dst));
     }
     // ~100 KiB fragments: the tiny node holds at most two of the 60.
     assert!(on_tiny <= 2, "{on_tiny} replicas on a 300 KiB node");
@@ -199,4 +199,54 @@ fn too_few_nodes_fails_cleanly_and_leaves_nothing_behind() {
         "{} orphan fragments",
         leftovers()
     );
+}
+
+#[test]
+fn a_stalled_node_is_passed_over() {
+    let cluster = Cluster::start(3, 1, "1GiB");
+    // A "node" that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let stalled = tests::register_endpoint(
+        &cluster.index_url,
+        &format!("http://{addr}"),
+        "mainnet",
+        "1GiB",
+        "k",
+        "s",
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let aws = cluster.aws();
+    let tmp = TempDir::new("stall");
+    aws.ok(&["s3", "mb", "s3://stall"]);
+    for i in 0..3 {
+        let src = tmp.path().join(format!("src{i}"));
+        write_file(&src, 1 << 20, false);
+        aws.ok(&[
+            "s3",
+            "cp",
+            src.to_str().unwrap(),
+            &format!("s3://stall/o{i}"),
+        ]);
+        let report = cluster.inspect("stall", &format!("o{i}"));
+        assert_eq!(assert_placements(&report, 3, 1), 10);
+        assert!(
+            !placement_nodes(&report).contains(&stalled),
+            "a replica counted on the stalled node"
+        );
+        let dst = tmp.path().join(format!("dst{i}"));
+        aws.ok(&[
+            "s3",
+            "cp",
+            &format!("s3://stall/o{i}"),
+            dst.to_str().unwrap(),
+        ]);
+        assert_eq!(sha256_file(&src), sha256_file(&dst));
+    }
 }

@@ -101,7 +101,7 @@ fn s3_operations_ranges_and_health() {
     let h = health(&node.addr);
     assert_eq!(h["capacity"], 50 << 20);
     let used = h["used"].as_u64().unwrap();
-    assert!(used >= 3 << 20 && used < (3 << 20) + 4096, "used {used}");
+    assert!(((3 << 20)..(3 << 20) + 4096).contains(&used), "used {used}");
 
     let wrong = Aws::new(&node.endpoint(), &node.access_key, "wrong");
     assert!(
