@@ -45,6 +45,9 @@ pub struct StoragePolicy {
     /// fragments so that a 4 KiB PUT is not forty node writes.
     #[serde(deserialize_with = "size")]
     pub min_fragment_size: u64,
+    /// Multipart uploads idle this long (seconds since they started) are
+    /// aborted and their parts removed.
+    pub abandoned_upload_seconds: u64,
 }
 
 impl Default for StoragePolicy {
@@ -57,6 +60,7 @@ impl Default for StoragePolicy {
             segment_size: 8 << 20,
             frame_size: 1 << 20,
             min_fragment_size: 16 << 10,
+            abandoned_upload_seconds: 7 * 24 * 3600,
         }
     }
 }

@@ -22,7 +22,6 @@ impl ObjectStore {
     /// fetching only the segments that overlap the range.
     pub fn object_stream(
         self: &Arc<Self>,
-        object_id: String,
         segments: Vec<SegmentRow>,
         range: Range<u64>,
     ) -> impl Stream<Item = Result<Bytes, GatewayError>> + Send + 'static {
@@ -35,11 +34,10 @@ impl ObjectStore {
         futures::stream::iter(needed)
             .map(move |segment| {
                 let this = Arc::clone(&this);
-                let object_id = object_id.clone();
                 let range = range.clone();
                 async move {
                     let offset = segment.plain_offset;
-                    let plain = this.fetch_segment(&object_id, segment).await?;
+                    let plain = this.fetch_segment(segment).await?;
                     let start = usize::try_from(range.start.saturating_sub(offset)).unwrap_or(0);
                     let end =
                         usize::try_from((range.end - offset).min(plain.len() as u64)).unwrap_or(0);
@@ -54,14 +52,10 @@ impl ObjectStore {
     ///
     /// # Errors
     /// [`GatewayError::Unavailable`] when a fragment has no readable replica.
-    #[tracing::instrument(skip_all, fields(object = object_id, segment = segment.seq))]
-    pub async fn fetch_segment(
-        &self,
-        object_id: &str,
-        segment: SegmentRow,
-    ) -> Result<Bytes, GatewayError> {
+    #[tracing::instrument(skip_all, fields(data = %segment.data_id, segment = segment.seq))]
+    pub async fn fetch_segment(&self, segment: SegmentRow) -> Result<Bytes, GatewayError> {
         let reads = segment.fragments.iter().map(|f| {
-            let key = node_key(object_id, segment.seq, f.index);
+            let key = node_key(&segment.data_id, segment.seq, f.index);
             let nodes: Vec<i64> = f.placements.iter().filter_map(|p| p.node).collect();
             async move { self.balancer.read(&key, &nodes, f.md5).await }
                 .map_err(|e| GatewayError::Unavailable(e.to_string()))

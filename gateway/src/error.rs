@@ -18,6 +18,16 @@ pub enum GatewayError {
     BucketNotEmpty(String),
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("upload {0:?} does not exist (completed or aborted?)")]
+    NoSuchUpload(String),
+    #[error("part {0} was not uploaded or its ETag does not match")]
+    InvalidPart(u32),
+    #[error("the parts must be listed in ascending order of part number")]
+    InvalidPartOrder,
+    #[error("part {0} is smaller than the 5 MiB minimum of every part but the last")]
+    EntityTooSmall(u32),
+    #[error("malformed request: {0}")]
+    MalformedXml(String),
     #[error("the Content-MD5 you specified did not match what was received")]
     BadDigest,
     #[error("the Content-MD5 you specified is not valid")]
@@ -69,6 +79,11 @@ impl From<GatewayError> for S3Error {
             GatewayError::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
             GatewayError::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
             GatewayError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
+            GatewayError::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
+            GatewayError::InvalidPart(_) => S3ErrorCode::InvalidPart,
+            GatewayError::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
+            GatewayError::EntityTooSmall(_) => S3ErrorCode::EntityTooSmall,
+            GatewayError::MalformedXml(_) => S3ErrorCode::MalformedXML,
             GatewayError::BadDigest => S3ErrorCode::BadDigest,
             GatewayError::InvalidDigest => S3ErrorCode::InvalidDigest,
             GatewayError::IncompleteBody { .. } | GatewayError::Body(_) => {

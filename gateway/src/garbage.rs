@@ -68,12 +68,28 @@ impl ObjectStore {
             .await
     }
 
-    /// Runs the collector for as long as the store lives.
+    /// Aborts multipart uploads older than the configured age.
+    pub async fn abort_abandoned_uploads(&self) {
+        let age_ms = i64::try_from(self.abandoned_after.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .index
+            .abort_uploads_before(crate::index::now_ms().saturating_sub(age_ms))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "aborted abandoned multipart uploads"),
+            Err(e) => tracing::warn!(error = %e, "aborting abandoned uploads"),
+        }
+    }
+
+    /// Runs the collector (and the abandoned-upload sweep) for as long as
+    /// the store lives.
     pub fn spawn_garbage_collector(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 let Some(store) = weak.upgrade() else { return };
+                store.abort_abandoned_uploads().await;
                 let deleted = store.collect_garbage().await;
                 if deleted > 0 {
                     tracing::debug!(deleted, "garbage collected");

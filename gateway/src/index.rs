@@ -8,6 +8,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use md5::{Digest, Md5};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tenfold_balancer::{Network, NodeSpec};
@@ -41,11 +42,14 @@ pub struct ObjectRow {
     pub bucket: String,
     pub key: String,
     pub size: u64,
+    /// Hex MD5 for a PUT, `md5-of-part-md5s-N` for a multipart object.
     pub etag: String,
     pub content_type: Option<String>,
     pub metadata: HashMap<String, String>,
     /// Milliseconds since the Unix epoch.
     pub last_modified: i64,
+    /// Number of parts of a multipart object.
+    pub parts_count: Option<u32>,
 }
 
 /// Where one replica of a fragment is.
@@ -65,14 +69,68 @@ pub struct FragmentRow {
     pub placements: Vec<PlacementRow>,
 }
 
-/// One segment of an object, with its fragments in index order.
+/// One segment, with its fragments in index order.
 #[derive(Debug, Clone)]
 pub struct SegmentRow {
+    /// The stored data the segment belongs to (names its fragments).
+    pub data_id: String,
     pub seq: u32,
+    /// Offset of the segment's first byte: within its data when stored,
+    /// within the whole object in a [`Index::layout`].
     pub plain_offset: u64,
     pub plain_size: u64,
     pub fragments: Vec<FragmentRow>,
 }
+
+/// The bytes of one PUT or one part, fully placed, not yet referenced.
+#[derive(Debug, Clone)]
+pub struct StoredData {
+    pub data_id: String,
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub segments: Vec<SegmentRow>,
+}
+
+impl StoredData {
+    /// Every replica of this data: `(node, key on the node)`.
+    pub fn replicas(&self) -> Vec<(i64, String)> {
+        self.segments
+            .iter()
+            .flat_map(|s| {
+                s.fragments.iter().flat_map(move |f| {
+                    f.placements.iter().filter_map(move |p| {
+                        p.node.map(|n| (n, node_key(&s.data_id, s.seq, f.index)))
+                    })
+                })
+            })
+            .collect()
+    }
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone)]
+pub struct UploadRow {
+    pub id: String,
+    pub bucket: String,
+    pub key: String,
+    pub content_type: Option<String>,
+    pub metadata: HashMap<String, String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone)]
+pub struct PartRow {
+    pub part_number: u32,
+    pub size: u64,
+    pub etag: String,
+    /// Milliseconds since the Unix epoch.
+    pub last_modified: i64,
+}
+
+/// Smallest part S3 accepts, but for the last.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
 
 /// A node registration as given to `tenfold nodes add`.
 #[derive(Debug, Clone)]
@@ -87,6 +145,8 @@ pub struct NewNode {
 }
 
 /// The index database.
+type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
 #[derive(Debug, Clone)]
 pub struct Index {
     pool: SqlitePool,
@@ -131,7 +191,7 @@ impl Index {
         Ok(Self { pool })
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, GatewayError> {
+    async fn begin_write(&self) -> Result<Tx, GatewayError> {
         // IMMEDIATE takes the write lock up front, so two writers queue on the
         // busy timeout instead of failing to upgrade a read lock.
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
@@ -192,6 +252,14 @@ impl Index {
         if has_objects {
             return Err(GatewayError::BucketNotEmpty(name.to_owned()));
         }
+        // Uploads in progress do not keep a bucket alive: abort them.
+        let uploads: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE bucket = $1")
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+        for id in uploads {
+            Self::abort_upload_in(&mut tx, &id).await?;
+        }
         let done = sqlx::query("DELETE FROM buckets WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -228,6 +296,9 @@ impl Index {
             content_type: row.try_get("content_type")?,
             metadata: serde_json::from_str(&metadata).unwrap_or_default(),
             last_modified: row.try_get("last_modified")?,
+            parts_count: row
+                .try_get::<Option<i64>, _>("parts_count")?
+                .and_then(|n| u32::try_from(n).ok()),
         })
     }
 
@@ -241,7 +312,7 @@ impl Index {
         key: &str,
     ) -> Result<Option<ObjectRow>, GatewayError> {
         let row = sqlx::query(
-            "SELECT id, bucket, key, size, etag, content_type, metadata, last_modified \
+            "SELECT id, bucket, key, size, etag, content_type, metadata, last_modified, parts_count \
              FROM objects WHERE bucket = $1 AND key = $2",
         )
         .bind(bucket)
@@ -264,7 +335,7 @@ impl Index {
         limit: i64,
     ) -> Result<Vec<ObjectRow>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT id, bucket, key, size, etag, content_type, metadata, last_modified \
+            "SELECT id, bucket, key, size, etag, content_type, metadata, last_modified, parts_count \
              FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT $4",
         )
         .bind(bucket)
@@ -276,26 +347,34 @@ impl Index {
         rows.iter().map(Self::object_from_row).collect()
     }
 
-    /// The segments of an object with their fragments and placements.
+    /// The segments of an object, in order, with their fragments and
+    /// placements; offsets are within the object.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn layout(&self, object_id: &str) -> Result<Vec<SegmentRow>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT s.seq, s.plain_offset, s.plain_size, f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
-             FROM segments s \
-             JOIN fragments f ON f.object_id = s.object_id AND f.seq = s.seq \
-             LEFT JOIN placements p ON p.object_id = f.object_id AND p.seq = f.seq AND p.idx = f.idx \
-             WHERE s.object_id = $1 ORDER BY s.seq, f.idx",
+            "SELECT s.data_id, s.seq, op.plain_offset + s.plain_offset AS plain_offset, s.plain_size, \
+                    f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
+             FROM object_parts op \
+             JOIN segments s ON s.data_id = op.data_id \
+             JOIN fragments f ON f.data_id = s.data_id AND f.seq = s.seq \
+             LEFT JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
+             WHERE op.object_id = $1 ORDER BY op.part_number, s.seq, f.idx",
         )
         .bind(object_id)
         .fetch_all(&self.pool)
         .await?;
         let mut segments: Vec<SegmentRow> = Vec::new();
         for row in &rows {
+            let data_id: String = row.try_get("data_id")?;
             let seq = u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX);
-            if segments.last().is_none_or(|s| s.seq != seq) {
+            if segments
+                .last()
+                .is_none_or(|s| s.seq != seq || s.data_id != data_id)
+            {
                 segments.push(SegmentRow {
+                    data_id,
                     seq,
                     plain_offset: to_u64(row.try_get("plain_offset")?),
                     plain_size: to_u64(row.try_get("plain_size")?),
@@ -336,103 +415,71 @@ impl Index {
         Ok(segments)
     }
 
-    /// Makes a fully placed object visible, replacing any object at the same
-    /// key, whose replicas go to the garbage queue, all in one transaction.
-    ///
-    /// # Errors
-    /// [`GatewayError::NoSuchBucket`] when the bucket went away meanwhile,
-    /// [`GatewayError::Index`].
-    pub async fn commit_object(
-        &self,
-        object: &ObjectRow,
-        segments: &[SegmentRow],
-    ) -> Result<(), GatewayError> {
-        let mut tx = self.begin_write().await?;
-        let bucket_exists = sqlx::query("SELECT 1 FROM buckets WHERE name = $1")
-            .bind(&object.bucket)
-            .fetch_optional(&mut *tx)
+    async fn bucket_exists_in(tx: &mut Tx, bucket: &str) -> Result<(), GatewayError> {
+        let exists = sqlx::query("SELECT 1 FROM buckets WHERE name = $1")
+            .bind(bucket)
+            .fetch_optional(&mut **tx)
             .await?
             .is_some();
-        if !bucket_exists {
-            return Err(GatewayError::NoSuchBucket(object.bucket.clone()));
+        if exists {
+            Ok(())
+        } else {
+            Err(GatewayError::NoSuchBucket(bucket.to_owned()))
         }
-        let old: Option<String> =
-            sqlx::query_scalar("SELECT id FROM objects WHERE bucket = $1 AND key = $2")
-                .bind(&object.bucket)
-                .bind(&object.key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(old_id) = old {
-            Self::discard_in(&mut tx, &old_id).await?;
-        }
-        sqlx::query(
-            "INSERT INTO objects (id, bucket, key, size, etag, content_type, metadata, last_modified) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&object.id)
-        .bind(&object.bucket)
-        .bind(&object.key)
-        .bind(to_i64(object.size))
-        .bind(&object.etag)
-        .bind(&object.content_type)
-        .bind(serde_json::to_string(&object.metadata).unwrap_or_else(|_| "{}".into()))
-        .bind(object.last_modified)
-        .execute(&mut *tx)
-        .await?;
-        for s in segments {
+    }
+
+    /// Records placed data: its segments, fragments and placements.
+    async fn insert_data_in(tx: &mut Tx, data: &StoredData) -> Result<(), GatewayError> {
+        for s in &data.segments {
             sqlx::query(
-                "INSERT INTO segments (object_id, seq, plain_offset, plain_size, fragment_count) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO segments (data_id, seq, plain_offset, plain_size, fragment_count) VALUES ($1, $2, $3, $4, $5)",
             )
-            .bind(&object.id)
+            .bind(&data.data_id)
             .bind(i64::from(s.seq))
             .bind(to_i64(s.plain_offset))
             .bind(to_i64(s.plain_size))
             .bind(i64::try_from(s.fragments.len()).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             for f in &s.fragments {
-                sqlx::query("INSERT INTO fragments (object_id, seq, idx, size, md5) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(&object.id)
+                sqlx::query("INSERT INTO fragments (data_id, seq, idx, size, md5) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&data.data_id)
                     .bind(i64::from(s.seq))
                     .bind(i64::from(f.index))
                     .bind(to_i64(f.size))
                     .bind(hex::encode(f.md5))
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 for p in &f.placements {
                     sqlx::query(
-                        "INSERT INTO placements (object_id, seq, idx, network, node_id, cid) VALUES ($1, $2, $3, $4, $5, $6)",
+                        "INSERT INTO placements (data_id, seq, idx, network, node_id, cid) VALUES ($1, $2, $3, $4, $5, $6)",
                     )
-                    .bind(&object.id)
+                    .bind(&data.data_id)
                     .bind(i64::from(s.seq))
                     .bind(i64::from(f.index))
                     .bind(&p.network)
                     .bind(p.node)
                     .bind(&p.cid)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
             }
         }
-        tx.commit().await?;
         Ok(())
     }
 
-    /// Moves an object's replicas to the garbage queue and deletes its rows.
-    async fn discard_in(
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        object_id: &str,
-    ) -> Result<(), GatewayError> {
+    /// Moves a piece of data's replicas to the garbage queue and forgets it.
+    async fn discard_data_in(tx: &mut Tx, data_id: &str) -> Result<(), GatewayError> {
         let replicas: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT node_id, seq, idx FROM placements WHERE object_id = $1 AND node_id IS NOT NULL",
+            "SELECT node_id, seq, idx FROM placements WHERE data_id = $1 AND node_id IS NOT NULL",
         )
-        .bind(object_id)
+        .bind(data_id)
         .fetch_all(&mut **tx)
         .await?;
         let now = now_ms();
         for (node, seq, idx) in replicas {
             let key = node_key(
-                object_id,
+                data_id,
                 u32::try_from(seq).unwrap_or(0),
                 u16::try_from(idx).unwrap_or(0),
             );
@@ -443,10 +490,115 @@ impl Index {
                 .execute(&mut **tx)
                 .await?;
         }
+        sqlx::query("DELETE FROM segments WHERE data_id = $1")
+            .bind(data_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes an object and discards its data.
+    async fn discard_object_in(tx: &mut Tx, object_id: &str) -> Result<(), GatewayError> {
+        let data: Vec<String> =
+            sqlx::query_scalar("SELECT data_id FROM object_parts WHERE object_id = $1")
+                .bind(object_id)
+                .fetch_all(&mut **tx)
+                .await?;
+        for data_id in data {
+            Self::discard_data_in(tx, &data_id).await?;
+        }
         sqlx::query("DELETE FROM objects WHERE id = $1")
             .bind(object_id)
             .execute(&mut **tx)
             .await?;
+        Ok(())
+    }
+
+    /// Discards whatever object is at `bucket`/`key`; `false` when none.
+    async fn replace_in(tx: &mut Tx, bucket: &str, key: &str) -> Result<bool, GatewayError> {
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT id FROM objects WHERE bucket = $1 AND key = $2")
+                .bind(bucket)
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?;
+        match old {
+            Some(id) => Self::discard_object_in(tx, &id).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    async fn insert_object_in(tx: &mut Tx, object: &ObjectRow) -> Result<(), GatewayError> {
+        sqlx::query(
+            "INSERT INTO objects (id, bucket, key, size, etag, content_type, metadata, last_modified, parts_count) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&object.id)
+        .bind(&object.bucket)
+        .bind(&object.key)
+        .bind(to_i64(object.size))
+        .bind(&object.etag)
+        .bind(&object.content_type)
+        .bind(serde_json::to_string(&object.metadata).unwrap_or_else(|_| "{}".into()))
+        .bind(object.last_modified)
+        .bind(object.parts_count.map(i64::from))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_object_part_in(
+        tx: &mut Tx,
+        object_id: &str,
+        part_number: u32,
+        data_id: &str,
+        offset: u64,
+        size: u64,
+        etag: &str,
+    ) -> Result<(), GatewayError> {
+        sqlx::query(
+            "INSERT INTO object_parts (object_id, part_number, data_id, plain_offset, size, etag) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(object_id)
+        .bind(i64::from(part_number))
+        .bind(data_id)
+        .bind(to_i64(offset))
+        .bind(to_i64(size))
+        .bind(etag)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Makes a fully placed single-PUT object visible, replacing any object
+    /// at the same key (whose replicas go to the garbage queue), in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchBucket`] when the bucket went away meanwhile,
+    /// [`GatewayError::Index`].
+    pub async fn commit_object(
+        &self,
+        object: &ObjectRow,
+        data: &StoredData,
+    ) -> Result<(), GatewayError> {
+        let mut tx = self.begin_write().await?;
+        Self::bucket_exists_in(&mut tx, &object.bucket).await?;
+        Self::replace_in(&mut tx, &object.bucket, &object.key).await?;
+        Self::insert_object_in(&mut tx, object).await?;
+        Self::insert_data_in(&mut tx, data).await?;
+        Self::insert_object_part_in(
+            &mut tx,
+            &object.id,
+            1,
+            &data.data_id,
+            0,
+            data.size,
+            &object.etag,
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -457,16 +609,316 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, GatewayError> {
         let mut tx = self.begin_write().await?;
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT id FROM objects WHERE bucket = $1 AND key = $2")
-                .bind(bucket)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(id) = id else { return Ok(false) };
-        Self::discard_in(&mut tx, &id).await?;
+        let deleted = Self::replace_in(&mut tx, bucket, key).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(deleted)
+    }
+
+    // ---- multipart uploads ----
+
+    /// Starts a multipart upload.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchBucket`], [`GatewayError::Index`].
+    pub async fn create_upload(&self, upload: &UploadRow) -> Result<(), GatewayError> {
+        let mut tx = self.begin_write().await?;
+        Self::bucket_exists_in(&mut tx, &upload.bucket).await?;
+        sqlx::query(
+            "INSERT INTO uploads (id, bucket, key, content_type, metadata, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&upload.id)
+        .bind(&upload.bucket)
+        .bind(&upload.key)
+        .bind(&upload.content_type)
+        .bind(serde_json::to_string(&upload.metadata).unwrap_or_else(|_| "{}".into()))
+        .bind(upload.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn upload_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UploadRow, GatewayError> {
+        let metadata: String = row.try_get("metadata")?;
+        Ok(UploadRow {
+            id: row.try_get("id")?,
+            bucket: row.try_get("bucket")?,
+            key: row.try_get("key")?,
+            content_type: row.try_get("content_type")?,
+            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    /// The upload `id` of `bucket`/`key`.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchUpload`] when there is no such upload (or it is
+    /// for another key), [`GatewayError::Index`].
+    pub async fn get_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<UploadRow, GatewayError> {
+        let row = sqlx::query(
+            "SELECT id, bucket, key, content_type, metadata, created_at FROM uploads WHERE id = $1 AND bucket = $2 AND key = $3",
+        )
+        .bind(id)
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Self::upload_from_row(&row),
+            None => Err(GatewayError::NoSuchUpload(id.to_owned())),
+        }
+    }
+
+    /// Records an uploaded part, replacing an earlier upload of the same
+    /// part number.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchUpload`] when the upload was completed or
+    /// aborted meanwhile.
+    pub async fn commit_part(
+        &self,
+        upload_id: &str,
+        part_number: u32,
+        data: &StoredData,
+    ) -> Result<(), GatewayError> {
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
+            .bind(upload_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            return Err(GatewayError::NoSuchUpload(upload_id.to_owned()));
+        }
+        let old: Option<String> = sqlx::query_scalar(
+            "SELECT data_id FROM upload_parts WHERE upload_id = $1 AND part_number = $2",
+        )
+        .bind(upload_id)
+        .bind(i64::from(part_number))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(old) = old {
+            Self::discard_data_in(&mut tx, &old).await?;
+            sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1 AND part_number = $2")
+                .bind(upload_id)
+                .bind(i64::from(part_number))
+                .execute(&mut *tx)
+                .await?;
+        }
+        Self::insert_data_in(&mut tx, data).await?;
+        sqlx::query(
+            "INSERT INTO upload_parts (upload_id, part_number, data_id, size, etag, last_modified) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(upload_id)
+        .bind(i64::from(part_number))
+        .bind(&data.data_id)
+        .bind(to_i64(data.size))
+        .bind(hex::encode(data.md5))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Parts of an upload with numbers above `after`, at most `limit`.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn list_parts(
+        &self,
+        upload_id: &str,
+        after: u32,
+        limit: i64,
+    ) -> Result<Vec<PartRow>, GatewayError> {
+        let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
+            "SELECT part_number, size, etag, last_modified FROM upload_parts \
+             WHERE upload_id = $1 AND part_number > $2 ORDER BY part_number LIMIT $3",
+        )
+        .bind(upload_id)
+        .bind(i64::from(after))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(n, size, etag, last_modified)| PartRow {
+                part_number: u32::try_from(n).unwrap_or(0),
+                size: to_u64(size),
+                etag,
+                last_modified,
+            })
+            .collect())
+    }
+
+    /// Uploads in progress in a bucket, by key then id, after the markers.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        key_marker: &str,
+        id_marker: &str,
+        limit: i64,
+    ) -> Result<Vec<UploadRow>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT id, bucket, key, content_type, metadata, created_at FROM uploads \
+             WHERE bucket = $1 AND key >= $2 AND (key > $3 OR (key = $3 AND id > $4)) \
+             ORDER BY key, id LIMIT $5",
+        )
+        .bind(bucket)
+        .bind(prefix)
+        .bind(key_marker)
+        .bind(id_marker)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(Self::upload_from_row)
+            .filter(|u| u.as_ref().map_or(true, |u| u.key.starts_with(prefix)))
+            .collect()
+    }
+
+    /// Completes an upload: the chosen parts (number and ETag, ascending)
+    /// become the object at the upload's key, replacing any object there;
+    /// the parts not chosen are discarded.
+    ///
+    /// # Errors
+    /// `InvalidPart`, `InvalidPartOrder`, `EntityTooSmall` as S3 checks
+    /// them, [`GatewayError::NoSuchUpload`].
+    pub async fn complete_upload(
+        &self,
+        upload: &UploadRow,
+        chosen: &[(u32, String)],
+    ) -> Result<ObjectRow, GatewayError> {
+        if chosen.is_empty() {
+            return Err(GatewayError::MalformedXml(
+                "you must specify at least one part".into(),
+            ));
+        }
+        if chosen.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(GatewayError::InvalidPartOrder);
+        }
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
+            .bind(&upload.id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            return Err(GatewayError::NoSuchUpload(upload.id.clone()));
+        }
+        let stored: Vec<(i64, String, i64, String)> = sqlx::query_as(
+            "SELECT part_number, data_id, size, etag FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
+        )
+        .bind(&upload.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let by_number: HashMap<u32, (String, u64, String)> = stored
+            .into_iter()
+            .map(|(n, data, size, etag)| {
+                (u32::try_from(n).unwrap_or(0), (data, to_u64(size), etag))
+            })
+            .collect();
+        let mut parts = Vec::with_capacity(chosen.len());
+        let mut md5s = Md5::new();
+        for (i, (number, etag)) in chosen.iter().enumerate() {
+            let Some((data_id, size, stored_etag)) = by_number.get(number) else {
+                return Err(GatewayError::InvalidPart(*number));
+            };
+            if !etag.trim_matches('"').eq_ignore_ascii_case(stored_etag) {
+                return Err(GatewayError::InvalidPart(*number));
+            }
+            if i + 1 < chosen.len() && *size < MIN_PART_SIZE {
+                return Err(GatewayError::EntityTooSmall(*number));
+            }
+            md5s.update(hex::decode(stored_etag).unwrap_or_default());
+            parts.push((*number, data_id.clone(), *size, stored_etag.clone()));
+        }
+        let object = ObjectRow {
+            id: crate::object_store::new_object_id(),
+            bucket: upload.bucket.clone(),
+            key: upload.key.clone(),
+            size: parts.iter().map(|p| p.2).sum(),
+            etag: format!("{}-{}", hex::encode(md5s.finalize()), parts.len()),
+            content_type: upload.content_type.clone(),
+            metadata: upload.metadata.clone(),
+            last_modified: now_ms(),
+            parts_count: u32::try_from(parts.len()).ok(),
+        };
+        Self::replace_in(&mut tx, &object.bucket, &object.key).await?;
+        Self::insert_object_in(&mut tx, &object).await?;
+        let mut offset = 0;
+        for (number, data_id, size, etag) in &parts {
+            Self::insert_object_part_in(&mut tx, &object.id, *number, data_id, offset, *size, etag)
+                .await?;
+            offset += size;
+        }
+        for (number, (data_id, _, _)) in &by_number {
+            if !chosen.iter().any(|(n, _)| n == number) {
+                Self::discard_data_in(&mut tx, data_id).await?;
+            }
+        }
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(&upload.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(object)
+    }
+
+    async fn abort_upload_in(tx: &mut Tx, upload_id: &str) -> Result<bool, GatewayError> {
+        let parts: Vec<String> =
+            sqlx::query_scalar("SELECT data_id FROM upload_parts WHERE upload_id = $1")
+                .bind(upload_id)
+                .fetch_all(&mut **tx)
+                .await?;
+        for data_id in parts {
+            Self::discard_data_in(tx, &data_id).await?;
+        }
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(upload_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Aborts an upload; its parts' replicas go to the garbage queue.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchUpload`], [`GatewayError::Index`].
+    pub async fn abort_upload(&self, upload_id: &str) -> Result<(), GatewayError> {
+        let mut tx = self.begin_write().await?;
+        if !Self::abort_upload_in(&mut tx, upload_id).await? {
+            return Err(GatewayError::NoSuchUpload(upload_id.to_owned()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Aborts every upload started before `before_ms`; returns how many.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn abort_uploads_before(&self, before_ms: i64) -> Result<usize, GatewayError> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE created_at < $1")
+            .bind(before_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        for id in &ids {
+            let mut tx = self.begin_write().await?;
+            Self::abort_upload_in(&mut tx, id).await?;
+            tx.commit().await?;
+        }
+        Ok(ids.len())
     }
 
     // ---- garbage ----
@@ -582,7 +1034,7 @@ impl Index {
         let rows = sqlx::query(
             "SELECT n.id, n.name, n.endpoint, n.network, n.capacity, n.access_key, n.secret_key, n.bucket, \
                     COALESCE((SELECT SUM(f.size) FROM placements p JOIN fragments f \
-                              ON f.object_id = p.object_id AND f.seq = p.seq AND f.idx = p.idx \
+                              ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx \
                               WHERE p.node_id = n.id), 0) AS stored \
              FROM nodes n ORDER BY n.id",
         )

@@ -210,10 +210,11 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                 .layout(&row.id)
                 .await?
                 .iter()
-                .flat_map(|s| {
+                .enumerate()
+                .flat_map(|(segment, s)| {
                     s.fragments.iter().map(move |f| {
                         serde_json::json!({
-                            "segment": s.seq,
+                            "segment": segment,
                             "index": f.index,
                             "size": f.size,
                             "placements": f.placements,

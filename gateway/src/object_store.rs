@@ -3,6 +3,7 @@
 //! [`crate::download`], replica clean-up in [`crate::garbage`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tenfold_balancer::Balancer;
 use tokio::sync::Notify;
@@ -21,6 +22,8 @@ pub struct ObjectStore {
     pub segment_size: usize,
     /// Wakes the garbage collector when replicas were queued for deletion.
     pub garbage_ready: Notify,
+    /// Age at which an unfinished multipart upload is aborted.
+    pub abandoned_after: Duration,
 }
 
 impl ObjectStore {
@@ -32,6 +35,7 @@ impl ObjectStore {
             codec: policy.codec(),
             segment_size: usize::try_from(policy.segment_size).unwrap_or(usize::MAX),
             garbage_ready: Notify::new(),
+            abandoned_after: Duration::from_secs(policy.abandoned_upload_seconds),
         }
     }
 }

@@ -1,8 +1,10 @@
-//! The upload path: stream the body into segments, compress and fragment
-//! each, have the balancer place every fragment, then commit the object to
-//! the index in one transaction. A failed upload removes what it wrote.
+//! The upload path: stream a body into segments, compress and fragment
+//! each, have the balancer place every fragment, then commit to the index
+//! in one transaction: a whole object for a PUT, one part for UploadPart.
+//! A failed upload removes what it wrote.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -13,12 +15,24 @@ use tracing::Instrument;
 
 use crate::error::GatewayError;
 use crate::fragment::node_key;
-use crate::index::{FragmentRow, ObjectRow, PlacementRow, SegmentRow, now_ms};
+use crate::index::{
+    FragmentRow, ObjectRow, PlacementRow, SegmentRow, StoredData, UploadRow, now_ms,
+};
 use crate::object_store::{ObjectStore, new_object_id};
 
 /// Segments compressed and placed at once per upload, besides the one being
 /// read: bounds memory to a few segments whatever the object size.
 const PIPELINE: usize = 2;
+
+/// A body stream as s3s hands it over.
+pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+/// What the client announced about a body, checked once it is read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BodyChecks {
+    pub content_length: Option<u64>,
+    pub content_md5: Option<[u8; 16]>,
+}
 
 /// What a client sent with its PUT.
 #[derive(Debug, Clone, Default)]
@@ -27,12 +41,8 @@ pub struct PutRequest {
     pub key: String,
     pub content_type: Option<String>,
     pub metadata: HashMap<String, String>,
-    pub content_length: Option<u64>,
-    pub content_md5: Option<[u8; 16]>,
+    pub checks: BodyChecks,
 }
-
-/// A body stream as s3s hands it over.
-pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
 /// Cuts a body stream into segments of a fixed plaintext size.
 struct SegmentReader {
@@ -75,20 +85,17 @@ struct SegmentFailure {
     written: Vec<(i64, String)>,
 }
 
-fn replicas_of(object_id: &str, segment: &SegmentRow) -> impl Iterator<Item = (i64, String)> {
+fn segment_replicas(segment: &SegmentRow) -> impl Iterator<Item = (i64, String)> + '_ {
     segment.fragments.iter().flat_map(move |f| {
         f.placements.iter().filter_map(move |p| {
             p.node
-                .map(|n| (n, node_key(object_id, segment.seq, f.index)))
+                .map(|n| (n, node_key(&segment.data_id, segment.seq, f.index)))
         })
     })
 }
 
 impl ObjectStore {
     /// Stores an object and makes it visible, replacing any object at the key.
-    ///
-    /// The work runs in its own task, so a client that hangs up mid-upload
-    /// still has its partial fragments cleaned up.
     ///
     /// # Errors
     /// `NoSuchBucket`, digest and length errors, `InsufficientStorage` when
@@ -99,60 +106,109 @@ impl ObjectStore {
         body: BodyStream,
     ) -> Result<ObjectRow, GatewayError> {
         self.index.require_bucket(&req.bucket).await?;
-        let this = Arc::clone(self);
-        tokio::spawn(async move { this.upload(req, body).await }.in_current_span()).await?
+        self.detached(move |store| async move {
+            let data = store.ingest(body, req.checks).await?;
+            let row = ObjectRow {
+                id: new_object_id(),
+                bucket: req.bucket,
+                key: req.key,
+                size: data.size,
+                etag: hex::encode(data.md5),
+                content_type: req.content_type,
+                metadata: req.metadata,
+                last_modified: now_ms(),
+                parts_count: None,
+            };
+            store
+                .commit_or_discard(&data, store.index.commit_object(&row, &data))
+                .await?;
+            tracing::info!(object = %row.id, size = row.size, "object stored");
+            Ok(row)
+        })
+        .await
     }
 
-    async fn upload(
-        self: Arc<Self>,
-        req: PutRequest,
+    /// Stores one part of a multipart upload; returns its ETag (hex MD5).
+    ///
+    /// # Errors
+    /// `NoSuchUpload`, digest and length errors, `InsufficientStorage`.
+    pub async fn upload_part(
+        self: &Arc<Self>,
+        upload: UploadRow,
+        part_number: u32,
+        checks: BodyChecks,
         body: BodyStream,
-    ) -> Result<ObjectRow, GatewayError> {
-        let object_id = new_object_id();
-        let mut written = Vec::new();
-        let stored = self
-            .upload_segments(&object_id, &req, body, &mut written)
-            .await;
-        let result = match stored {
-            Ok((size, md5, segments)) => {
-                let row = ObjectRow {
-                    id: object_id.clone(),
-                    bucket: req.bucket,
-                    key: req.key,
-                    size,
-                    etag: hex::encode(md5),
-                    content_type: req.content_type,
-                    metadata: req.metadata,
-                    last_modified: now_ms(),
-                };
-                self.index
-                    .commit_object(&row, &segments)
-                    .await
-                    .map(|()| row)
-            }
-            Err(e) => Err(e),
-        };
-        match &result {
-            Ok(row) => {
-                tracing::info!(object = %object_id, size = row.size, "object stored");
-                // The replaced object's replicas are queued: collect them.
+    ) -> Result<String, GatewayError> {
+        self.detached(move |store| async move {
+            let data = store.ingest(body, checks).await?;
+            store
+                .commit_or_discard(
+                    &data,
+                    store.index.commit_part(&upload.id, part_number, &data),
+                )
+                .await?;
+            tracing::info!(upload = %upload.id, part_number, size = data.size, "part stored");
+            Ok(hex::encode(data.md5))
+        })
+        .await
+    }
+
+    /// Runs `work` in its own task, so that a client that hangs up
+    /// mid-upload still has its partial fragments cleaned up.
+    async fn detached<T, F, Fut>(self: &Arc<Self>, work: F) -> Result<T, GatewayError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Self>) -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>> + Send + 'static,
+    {
+        tokio::spawn(work(Arc::clone(self)).in_current_span()).await?
+    }
+
+    /// Commits placed data, or deletes its replicas when the commit fails.
+    async fn commit_or_discard(
+        &self,
+        data: &StoredData,
+        commit: impl Future<Output = Result<(), GatewayError>>,
+    ) -> Result<(), GatewayError> {
+        match commit.await {
+            Ok(()) => {
+                // Whatever the commit replaced was queued: collect it.
                 self.garbage_ready.notify_one();
+                Ok(())
             }
             Err(e) => {
-                tracing::warn!(object = %object_id, error = %e, replicas = written.len(), "upload failed, removing its replicas");
-                self.discard_replicas(written).await;
+                self.discard_replicas(data.replicas()).await;
+                Err(e)
             }
+        }
+    }
+
+    /// Reads a body to its end, placing every segment; on failure removes
+    /// every replica it wrote.
+    async fn ingest(
+        self: &Arc<Self>,
+        body: BodyStream,
+        checks: BodyChecks,
+    ) -> Result<StoredData, GatewayError> {
+        let data_id = new_object_id();
+        let mut written = Vec::new();
+        let result = self
+            .place_segments(&data_id, body, checks, &mut written)
+            .await;
+        if let Err(e) = &result {
+            tracing::warn!(data = %data_id, error = %e, replicas = written.len(), "upload failed, removing its replicas");
+            self.discard_replicas(written).await;
         }
         result
     }
 
-    async fn upload_segments(
+    async fn place_segments(
         self: &Arc<Self>,
-        object_id: &str,
-        req: &PutRequest,
+        data_id: &str,
         body: BodyStream,
+        checks: BodyChecks,
         written: &mut Vec<(i64, String)>,
-    ) -> Result<(u64, [u8; 16], Vec<SegmentRow>), GatewayError> {
+    ) -> Result<StoredData, GatewayError> {
         let mut reader = SegmentReader {
             body,
             segment_size: self.segment_size,
@@ -177,39 +233,27 @@ impl ObjectStore {
             md5.update(&plain);
             let len = plain.len() as u64;
             let this = Arc::clone(self);
-            let id = object_id.to_owned();
+            let id = data_id.to_owned();
             inflight.push_back(tokio::spawn(
-                async move { this.store_segment(&id, seq, offset, plain).await }.in_current_span(),
+                async move { this.store_segment(id, seq, offset, plain).await }.in_current_span(),
             ));
             offset += len;
             seq += 1;
             while inflight.len() > PIPELINE {
                 if let Some(task) = inflight.pop_front() {
-                    collect(
-                        task.await,
-                        object_id,
-                        &mut segments,
-                        written,
-                        &mut first_error,
-                    );
+                    collect(task.await, &mut segments, written, &mut first_error);
                 }
             }
         }
         // Wait for every segment in flight, even after an error, so that
         // everything written is known and can be removed.
         while let Some(task) = inflight.pop_front() {
-            collect(
-                task.await,
-                object_id,
-                &mut segments,
-                written,
-                &mut first_error,
-            );
+            collect(task.await, &mut segments, written, &mut first_error);
         }
         if let Some(e) = first_error {
             return Err(e);
         }
-        if let Some(expected) = req.content_length
+        if let Some(expected) = checks.content_length
             && expected != offset
         {
             return Err(GatewayError::IncompleteBody {
@@ -218,16 +262,21 @@ impl ObjectStore {
             });
         }
         let md5: [u8; 16] = md5.finalize().into();
-        if req.content_md5.is_some_and(|m| m != md5) {
+        if checks.content_md5.is_some_and(|m| m != md5) {
             return Err(GatewayError::BadDigest);
         }
-        Ok((offset, md5, segments))
+        Ok(StoredData {
+            data_id: data_id.to_owned(),
+            size: offset,
+            md5,
+            segments,
+        })
     }
 
     #[tracing::instrument(skip(self, plain), fields(len = plain.len()))]
     async fn store_segment(
         self: Arc<Self>,
-        object_id: &str,
+        data_id: String,
         seq: u32,
         offset: u64,
         plain: Bytes,
@@ -243,15 +292,15 @@ impl ObjectStore {
             written: Vec::new(),
         })?;
         let balancer = &self.balancer;
+        let data_id = &data_id;
         let placed = futures::future::join_all(fragments.iter().map(|f| async move {
-            let key = node_key(object_id, seq, f.index);
+            let key = node_key(data_id, seq, f.index);
             balancer.place(&key, f.bytes.clone(), f.md5).await
         }))
         .await;
         let mut rows = Vec::with_capacity(fragments.len());
         let mut failure: Option<SegmentFailure> = None;
         for (f, result) in fragments.iter().zip(placed) {
-            let key = node_key(object_id, seq, f.index);
             match result {
                 Ok(placements) => rows.push(FragmentRow {
                     index: f.index,
@@ -267,6 +316,7 @@ impl ObjectStore {
                         .collect(),
                 }),
                 Err(PlacementFailure { error, written }) => {
+                    let key = node_key(data_id, seq, f.index);
                     let fail = failure.get_or_insert_with(|| SegmentFailure {
                         error: GatewayError::InsufficientStorage(error),
                         written: Vec::new(),
@@ -277,6 +327,7 @@ impl ObjectStore {
             }
         }
         let segment = SegmentRow {
+            data_id: data_id.clone(),
             seq,
             plain_offset: offset,
             plain_size,
@@ -285,7 +336,7 @@ impl ObjectStore {
         match failure {
             None => Ok(segment),
             Some(mut fail) => {
-                fail.written.extend(replicas_of(object_id, &segment));
+                fail.written.extend(segment_replicas(&segment));
                 Err(fail)
             }
         }
@@ -294,14 +345,13 @@ impl ObjectStore {
 
 fn collect(
     joined: Result<Result<SegmentRow, SegmentFailure>, tokio::task::JoinError>,
-    object_id: &str,
     segments: &mut Vec<SegmentRow>,
     written: &mut Vec<(i64, String)>,
     first_error: &mut Option<GatewayError>,
 ) {
     match joined {
         Ok(Ok(segment)) => {
-            written.extend(replicas_of(object_id, &segment));
+            written.extend(segment_replicas(&segment));
             segments.push(segment);
         }
         Ok(Err(fail)) => {

@@ -1,0 +1,419 @@
+//! Multipart uploads through the `aws` CLI: `s3 cp` of large files, and
+//! every multipart call by hand, with the errors S3 gives.
+
+use std::time::Duration;
+
+use md5_digest::{Digest, Md5};
+use tests::{Cluster, TempDir, assert_placements, eventually, sha256_file, write_file};
+
+fn node_files(cluster: &Cluster) -> usize {
+    cluster
+        .nodes
+        .iter()
+        .map(|(_, n, _)| n.object_files().len())
+        .sum()
+}
+
+fn etag_of(v: &serde_json::Value) -> String {
+    v["ETag"]
+        .as_str()
+        .expect("ETag")
+        .trim_matches('"')
+        .to_owned()
+}
+
+#[test]
+fn s3_cp_of_a_large_file_goes_multipart_and_round_trips() {
+    let cluster = Cluster::start(4, 2, "4GiB");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("mpcp");
+    aws.ok(&["s3", "mb", "s3://mpcp"]);
+    let src = tmp.path().join("src");
+    write_file(&src, 40 << 20, false);
+    // aws s3 cp switches to multipart above 8 MiB, in 8 MiB parts.
+    aws.ok(&["s3", "cp", src.to_str().unwrap(), "s3://mpcp/big"]);
+    let head = aws.json(&["s3api", "head-object", "--bucket", "mpcp", "--key", "big"]);
+    assert_eq!(head["ContentLength"], 40 << 20);
+    assert!(etag_of(&head).ends_with("-5"), "multipart ETag: {head}");
+    let dst = tmp.path().join("dst");
+    aws.ok(&["s3", "cp", "s3://mpcp/big", dst.to_str().unwrap()]);
+    assert_eq!(sha256_file(&src), sha256_file(&dst));
+    let report = cluster.inspect("mpcp", "big");
+    assert_eq!(
+        assert_placements(&report, 3, 1),
+        50,
+        "five parts of ten fragments"
+    );
+    // A range across the boundary of parts 1 and 2.
+    let part = tmp.path().join("range");
+    let start = (8 << 20) - 1000;
+    aws.ok(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "mpcp",
+        "--key",
+        "big",
+        "--range",
+        &format!("bytes={start}-{}", start + 1999),
+        part.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(&part).unwrap(),
+        std::fs::read(&src).unwrap()[start..start + 2000]
+    );
+    // Overwriting it with a small object frees every part's fragments.
+    let before = node_files(&cluster);
+    let small = tmp.path().join("small");
+    write_file(&small, 1000, false);
+    aws.ok(&["s3", "cp", small.to_str().unwrap(), "s3://mpcp/big"]);
+    assert!(
+        eventually(Duration::from_secs(15), || node_files(&cluster)
+            < before / 10),
+        "old parts stay on the nodes"
+    );
+}
+
+#[test]
+fn multipart_calls_by_hand() {
+    let cluster = Cluster::start(3, 1, "4GiB");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("mphand");
+    aws.ok(&["s3", "mb", "s3://hand"]);
+    let create = aws.json(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        "--content-type",
+        "text/x-parts",
+        "--metadata",
+        "k=v",
+    ]);
+    let id = create["UploadId"].as_str().unwrap().to_owned();
+    let p1 = tmp.path().join("p1");
+    let p2 = tmp.path().join("p2");
+    write_file(&p1, 5 << 20, true);
+    write_file(&p2, 1 << 20, false);
+    let e1 = etag_of(&aws.json(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        "--upload-id",
+        &id,
+        "--part-number",
+        "1",
+        "--body",
+        p1.to_str().unwrap(),
+    ]));
+    // Re-uploading a part replaces it.
+    let e2_first = etag_of(&aws.json(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        "--upload-id",
+        &id,
+        "--part-number",
+        "2",
+        "--body",
+        p1.to_str().unwrap(),
+    ]));
+    let e2 = etag_of(&aws.json(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        "--upload-id",
+        &id,
+        "--part-number",
+        "2",
+        "--body",
+        p2.to_str().unwrap(),
+    ]));
+    assert_eq!(e1, e2_first);
+    assert_eq!(e1, hex::encode(Md5::digest(std::fs::read(&p1).unwrap())));
+
+    let parts = aws.json(&[
+        "s3api",
+        "list-parts",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        "--upload-id",
+        &id,
+    ]);
+    let listed: Vec<(u64, u64)> = parts["Parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["PartNumber"].as_u64().unwrap(),
+                p["Size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [(1, 5 << 20), (2, 1 << 20)]);
+    let uploads = aws.json(&["s3api", "list-multipart-uploads", "--bucket", "hand"]);
+    assert_eq!(uploads["Uploads"][0]["UploadId"], id.as_str());
+    assert_eq!(uploads["Uploads"][0]["Key"], "obj");
+
+    // Not visible before completion.
+    assert!(
+        aws.fails(&["s3api", "head-object", "--bucket", "hand", "--key", "obj"])
+            .contains("404")
+    );
+    let wrong = format!(
+        r#"{{"Parts":[{{"PartNumber":1,"ETag":"{e1}"}},{{"PartNumber":2,"ETag":"{e1}"}}]}}"#
+    );
+    let err = aws.fails(&[
+        "s3api",
+        "complete-multipart-upload",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        "--upload-id",
+        &id,
+        "--multipart-upload",
+        &wrong,
+    ]);
+    assert!(err.contains("InvalidPart"), "{err}");
+    let disordered = format!(
+        r#"{{"Parts":[{{"PartNumber":2,"ETag":"{e2}"}},{{"PartNumber":1,"ETag":"{e1}"}}]}}"#
+    );
+    let err = aws.fails(&[
+        "s3api",
+        "complete-multipart-upload",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        "--upload-id",
+        &id,
+        "--multipart-upload",
+        &disordered,
+    ]);
+    assert!(err.contains("InvalidPartOrder"), "{err}");
+    let good = format!(
+        r#"{{"Parts":[{{"PartNumber":1,"ETag":"{e1}"}},{{"PartNumber":2,"ETag":"{e2}"}}]}}"#
+    );
+    let done = aws.json(&[
+        "s3api",
+        "complete-multipart-upload",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        "--upload-id",
+        &id,
+        "--multipart-upload",
+        &good,
+    ]);
+    let mut md5s = Vec::new();
+    md5s.extend(hex::decode(&e1).unwrap());
+    md5s.extend(hex::decode(&e2).unwrap());
+    assert_eq!(
+        etag_of(&done),
+        format!("{}-2", hex::encode(Md5::digest(&md5s)))
+    );
+
+    let dst = tmp.path().join("dst");
+    let got = aws.json(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        dst.to_str().unwrap(),
+    ]);
+    let mut expected = std::fs::read(&p1).unwrap();
+    expected.extend(std::fs::read(&p2).unwrap());
+    assert_eq!(std::fs::read(&dst).unwrap(), expected);
+    assert_eq!(got["ContentType"], "text/x-parts");
+    assert_eq!(got["Metadata"]["k"], "v");
+    let uploads = aws.json(&["s3api", "list-multipart-uploads", "--bucket", "hand"]);
+    assert!(
+        uploads
+            .get("Uploads")
+            .is_none_or(|u| u.as_array().unwrap().is_empty()),
+        "{uploads}"
+    );
+    let err = aws.fails(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        "--upload-id",
+        &id,
+        "--part-number",
+        "3",
+        "--body",
+        p2.to_str().unwrap(),
+    ]);
+    assert!(err.contains("NoSuchUpload"), "{err}");
+
+    // Small parts but the last are refused.
+    let small = aws.json(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "hand",
+        "--key",
+        "small",
+    ]);
+    let sid = small["UploadId"].as_str().unwrap().to_owned();
+    let s1 = etag_of(&aws.json(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "hand",
+        "--key",
+        "small",
+        "--upload-id",
+        &sid,
+        "--part-number",
+        "1",
+        "--body",
+        p2.to_str().unwrap(),
+    ]));
+    let s2 = etag_of(&aws.json(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "hand",
+        "--key",
+        "small",
+        "--upload-id",
+        &sid,
+        "--part-number",
+        "2",
+        "--body",
+        p2.to_str().unwrap(),
+    ]));
+    let list = format!(
+        r#"{{"Parts":[{{"PartNumber":1,"ETag":"{s1}"}},{{"PartNumber":2,"ETag":"{s2}"}}]}}"#
+    );
+    let err = aws.fails(&[
+        "s3api",
+        "complete-multipart-upload",
+        "--bucket",
+        "hand",
+        "--key",
+        "small",
+        "--upload-id",
+        &sid,
+        "--multipart-upload",
+        &list,
+    ]);
+    assert!(err.contains("EntityTooSmall"), "{err}");
+    let err = aws.fails(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "hand",
+        "--key",
+        "small",
+        "--upload-id",
+        &sid,
+        "--part-number",
+        "0",
+        "--body",
+        p2.to_str().unwrap(),
+    ]);
+    assert!(err.contains("InvalidArgument"), "{err}");
+
+    // Abort frees every fragment the upload placed.
+    let before_abort = node_files(&cluster);
+    aws.ok(&[
+        "s3api",
+        "abort-multipart-upload",
+        "--bucket",
+        "hand",
+        "--key",
+        "small",
+        "--upload-id",
+        &sid,
+    ]);
+    assert!(
+        eventually(Duration::from_secs(15), || node_files(&cluster)
+            < before_abort),
+        "aborted parts stay on the nodes"
+    );
+    let err = aws.fails(&[
+        "s3api",
+        "list-parts",
+        "--bucket",
+        "hand",
+        "--key",
+        "small",
+        "--upload-id",
+        &sid,
+    ]);
+    assert!(err.contains("NoSuchUpload"), "{err}");
+    aws.ok(&["s3", "rm", "s3://hand/obj"]);
+    assert!(
+        eventually(Duration::from_secs(15), || node_files(&cluster) == 0),
+        "{} fragments left",
+        node_files(&cluster)
+    );
+}
+
+#[test]
+fn abandoned_uploads_are_cleaned_up() {
+    let cluster = Cluster::start_with(3, 1, "4GiB", "abandoned_upload_seconds = 6");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("abandon");
+    aws.ok(&["s3", "mb", "s3://gone"]);
+    let create = aws.json(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "gone",
+        "--key",
+        "k",
+    ]);
+    let id = create["UploadId"].as_str().unwrap().to_owned();
+    let p = tmp.path().join("p");
+    write_file(&p, 1 << 20, false);
+    aws.ok(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        "gone",
+        "--key",
+        "k",
+        "--upload-id",
+        &id,
+        "--part-number",
+        "1",
+        "--body",
+        p.to_str().unwrap(),
+    ]);
+    assert!(node_files(&cluster) > 0);
+    assert!(
+        eventually(Duration::from_secs(30), || node_files(&cluster) == 0),
+        "the abandoned upload's fragments were never removed"
+    );
+    let uploads = aws.json(&["s3api", "list-multipart-uploads", "--bucket", "gone"]);
+    assert!(
+        uploads
+            .get("Uploads")
+            .is_none_or(|u| u.as_array().unwrap().is_empty()),
+        "{uploads}"
+    );
+}
