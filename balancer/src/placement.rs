@@ -91,13 +91,20 @@ impl Balancer {
         md5: [u8; 16],
     ) -> Result<Vec<Placement>, PlacementFailure> {
         let len = data.len() as u64;
-        let mut candidates: Vec<Arc<NodeHandle>> = self
-            .nodes_in(network)
-            .into_iter()
-            .filter(|n| n.can_take(len))
-            .collect();
-        candidates.shuffle(&mut rand::rng());
-        let mut candidates = VecDeque::from(candidates);
+        // Random order among nodes that are up, then (as a last resort) among
+        // nodes that failed lately; full nodes are left out.
+        let (mut up, mut down): (Vec<Arc<NodeHandle>>, Vec<Arc<NodeHandle>>) =
+            (Vec::new(), Vec::new());
+        for node in self.nodes_in(network) {
+            match node.placement_choice(len) {
+                Some(true) => up.push(node),
+                Some(false) => down.push(node),
+                None => {}
+            }
+        }
+        up.shuffle(&mut rand::rng());
+        down.shuffle(&mut rand::rng());
+        let mut candidates: VecDeque<_> = up.into_iter().chain(down).collect();
         let mut inflight = FuturesUnordered::new();
         let mut placed = Vec::with_capacity(needed);
         while inflight.len() < needed {
@@ -143,6 +150,7 @@ impl Balancer {
     pub async fn delete(&self, node_id: i64, key: &str) -> Result<(), BalancerError> {
         let node = self.node(node_id)?;
         let span = tracing::debug_span!("node_delete", node = node_id, key);
+        let _slot = node.slots.acquire().await;
         node_client::delete(&node.client, &node.spec.bucket, key)
             .instrument(span)
             .await
@@ -161,6 +169,11 @@ async fn put_replica(
 ) -> (Arc<NodeHandle>, Result<(), NodeFailure>) {
     let span = tracing::debug_span!("node_put", node = node.spec.id, key, len = data.len());
     let result = async {
+        let _slot = node
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| NodeFailure::Other(e.to_string()))?;
         node.ensure_bucket().await?;
         let started = Instant::now();
         let len = data.len() as u64;

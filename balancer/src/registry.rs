@@ -26,6 +26,8 @@ pub const DEMOTED_FOR: Duration = Duration::from_secs(300);
 /// How long a node that said it is full gets no new replicas, unless its
 /// health report shows free space again.
 pub const FULL_FOR: Duration = Duration::from_secs(30);
+/// Requests in flight to one node at most.
+pub const NODE_CONCURRENCY: usize = 16;
 /// Time allowed for a health probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -50,6 +52,9 @@ pub struct NodeHandle {
     pub spec: NodeSpec,
     pub(crate) client: Client,
     state: Mutex<NodeState>,
+    /// Bounds the requests in flight to this node, so a burst queues here
+    /// instead of timing out at the node and marking it down.
+    pub(crate) slots: tokio::sync::Semaphore,
 }
 
 /// A node's state as shown by `tenfold nodes list` and `status`.
@@ -86,17 +91,20 @@ impl NodeHandle {
         }
     }
 
-    /// Whether the node may take a new replica of `len` bytes now.
-    pub fn can_take(&self, len: u64) -> bool {
+    /// Whether the node may take a new replica of `len` bytes: `None` when
+    /// it is full (or said so lately), else whether it is up (a node that
+    /// failed lately is only a last resort).
+    pub fn placement_choice(&self, len: u64) -> Option<bool> {
         let now = Instant::now();
-        {
+        let down = {
             let st = self.state();
-            if still(st.down_until, now) || still(st.full_until, now) {
-                return false;
+            if still(st.full_until, now) {
+                return None;
             }
-        }
+            still(st.down_until, now)
+        };
         let (cap, used) = self.usage();
-        used.saturating_add(len) <= cap
+        (used.saturating_add(len) <= cap).then_some(!down)
     }
 
     /// Sort key for reads: usable nodes first, then by latency.
@@ -212,12 +220,14 @@ impl Balancer {
                         client: old.client.clone(),
                         spec,
                         state: Mutex::new(state),
+                        slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
                     })
                 }
                 _ => Arc::new(NodeHandle {
                     client: node_client::node_s3_client(&spec, self.http.clone()),
                     spec,
                     state: Mutex::new(NodeState::default()),
+                    slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
                 }),
             };
             next.insert(handle.spec.id, handle);

@@ -35,6 +35,7 @@ impl Balancer {
         let mut last = String::from("no registered node holds it");
         for node in &nodes {
             let span = tracing::debug_span!("node_get", node = node.spec.id, key);
+            let _slot = node.slots.acquire().await;
             let started = Instant::now();
             let result = node_client::get(&node.client, &node.spec.bucket, key)
                 .instrument(span)

@@ -28,8 +28,20 @@ pub enum GatewayError {
     EntityTooSmall(u32),
     #[error("malformed request: {0}")]
     MalformedXml(String),
+    #[error("at least one of the preconditions you specified did not hold")]
+    PreconditionFailed,
+    #[error("not modified")]
+    NotModified,
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the requested part number is not satisfiable")]
+    InvalidPartNumber,
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
     #[error("the Content-MD5 you specified did not match what was received")]
     BadDigest,
+    #[error("the {0} you specified did not match the calculated checksum")]
+    ChecksumMismatch(&'static str),
     #[error("the Content-MD5 you specified is not valid")]
     InvalidDigest,
     #[error("body ended after {got} of {expected} bytes")]
@@ -84,7 +96,18 @@ impl From<GatewayError> for S3Error {
             GatewayError::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
             GatewayError::EntityTooSmall(_) => S3ErrorCode::EntityTooSmall,
             GatewayError::MalformedXml(_) => S3ErrorCode::MalformedXML,
-            GatewayError::BadDigest => S3ErrorCode::BadDigest,
+            GatewayError::PreconditionFailed => S3ErrorCode::PreconditionFailed,
+            GatewayError::NotModified => S3ErrorCode::NotModified,
+            GatewayError::InvalidRequest(_) => S3ErrorCode::InvalidRequest,
+            GatewayError::InvalidPartNumber => {
+                return with_status(
+                    "InvalidPartNumber",
+                    http::StatusCode::RANGE_NOT_SATISFIABLE,
+                    msg,
+                );
+            }
+            GatewayError::NotImplemented(_) => S3ErrorCode::NotImplemented,
+            GatewayError::BadDigest | GatewayError::ChecksumMismatch(_) => S3ErrorCode::BadDigest,
             GatewayError::InvalidDigest => S3ErrorCode::InvalidDigest,
             GatewayError::IncompleteBody { .. } | GatewayError::Body(_) => {
                 S3ErrorCode::IncompleteBody

@@ -15,6 +15,7 @@ use tenfold_balancer::{Network, NodeSpec};
 
 use crate::error::GatewayError;
 use crate::fragment::node_key;
+use crate::integrity::Checksums;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -35,6 +36,22 @@ fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// The standard headers an object keeps and returns on GET and HEAD.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectHeaders {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    /// `Expires`, in milliseconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
+}
+
 /// A visible object.
 #[derive(Debug, Clone)]
 pub struct ObjectRow {
@@ -46,6 +63,9 @@ pub struct ObjectRow {
     pub etag: String,
     pub content_type: Option<String>,
     pub metadata: HashMap<String, String>,
+    pub headers: ObjectHeaders,
+    /// The `x-amz-checksum-*` values computed when it was stored.
+    pub checksums: Checksums,
     /// Milliseconds since the Unix epoch.
     pub last_modified: i64,
     /// Number of parts of a multipart object.
@@ -88,6 +108,7 @@ pub struct StoredData {
     pub data_id: String,
     pub size: u64,
     pub md5: [u8; 16],
+    pub checksums: Checksums,
     pub segments: Vec<SegmentRow>,
 }
 
@@ -115,6 +136,7 @@ pub struct UploadRow {
     pub key: String,
     pub content_type: Option<String>,
     pub metadata: HashMap<String, String>,
+    pub headers: ObjectHeaders,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
 }
@@ -295,6 +317,10 @@ impl Index {
             etag: row.try_get("etag")?,
             content_type: row.try_get("content_type")?,
             metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+            headers: serde_json::from_str(&row.try_get::<String, _>("headers")?)
+                .unwrap_or_default(),
+            checksums: serde_json::from_str(&row.try_get::<String, _>("checksums")?)
+                .unwrap_or_default(),
             last_modified: row.try_get("last_modified")?,
             parts_count: row
                 .try_get::<Option<i64>, _>("parts_count")?
@@ -312,7 +338,7 @@ impl Index {
         key: &str,
     ) -> Result<Option<ObjectRow>, GatewayError> {
         let row = sqlx::query(
-            "SELECT id, bucket, key, size, etag, content_type, metadata, last_modified, parts_count \
+            "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count \
              FROM objects WHERE bucket = $1 AND key = $2",
         )
         .bind(bucket)
@@ -335,7 +361,7 @@ impl Index {
         limit: i64,
     ) -> Result<Vec<ObjectRow>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT id, bucket, key, size, etag, content_type, metadata, last_modified, parts_count \
+            "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count \
              FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT $4",
         )
         .bind(bucket)
@@ -530,8 +556,8 @@ impl Index {
 
     async fn insert_object_in(tx: &mut Tx, object: &ObjectRow) -> Result<(), GatewayError> {
         sqlx::query(
-            "INSERT INTO objects (id, bucket, key, size, etag, content_type, metadata, last_modified, parts_count) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO objects (id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&object.id)
         .bind(&object.bucket)
@@ -540,6 +566,8 @@ impl Index {
         .bind(&object.etag)
         .bind(&object.content_type)
         .bind(serde_json::to_string(&object.metadata).unwrap_or_else(|_| "{}".into()))
+        .bind(serde_json::to_string(&object.headers).unwrap_or_else(|_| "{}".into()))
+        .bind(serde_json::to_string(&object.checksums).unwrap_or_else(|_| "{}".into()))
         .bind(object.last_modified)
         .bind(object.parts_count.map(i64::from))
         .execute(&mut **tx)
@@ -573,18 +601,31 @@ impl Index {
 
     /// Makes a fully placed single-PUT object visible, replacing any object
     /// at the same key (whose replicas go to the garbage queue), in one
-    /// transaction.
+    /// transaction. With `if_absent` (`If-None-Match: *`) an existing
+    /// object wins instead.
     ///
     /// # Errors
     /// [`GatewayError::NoSuchBucket`] when the bucket went away meanwhile,
-    /// [`GatewayError::Index`].
+    /// [`GatewayError::PreconditionFailed`], [`GatewayError::Index`].
     pub async fn commit_object(
         &self,
         object: &ObjectRow,
         data: &StoredData,
+        if_absent: bool,
     ) -> Result<(), GatewayError> {
         let mut tx = self.begin_write().await?;
         Self::bucket_exists_in(&mut tx, &object.bucket).await?;
+        if if_absent {
+            let exists = sqlx::query("SELECT 1 FROM objects WHERE bucket = $1 AND key = $2")
+                .bind(&object.bucket)
+                .bind(&object.key)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if exists {
+                return Err(GatewayError::PreconditionFailed);
+            }
+        }
         Self::replace_in(&mut tx, &object.bucket, &object.key).await?;
         Self::insert_object_in(&mut tx, object).await?;
         Self::insert_data_in(&mut tx, data).await?;
@@ -614,6 +655,25 @@ impl Index {
         Ok(deleted)
     }
 
+    /// Offset and size of part `number` of an object.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn part_range(
+        &self,
+        object_id: &str,
+        number: u32,
+    ) -> Result<Option<(u64, u64)>, GatewayError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT plain_offset, size FROM object_parts WHERE object_id = $1 AND part_number = $2",
+        )
+        .bind(object_id)
+        .bind(i64::from(number))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(o, s)| (to_u64(o), to_u64(s))))
+    }
+
     // ---- multipart uploads ----
 
     /// Starts a multipart upload.
@@ -624,13 +684,14 @@ impl Index {
         let mut tx = self.begin_write().await?;
         Self::bucket_exists_in(&mut tx, &upload.bucket).await?;
         sqlx::query(
-            "INSERT INTO uploads (id, bucket, key, content_type, metadata, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO uploads (id, bucket, key, content_type, metadata, headers, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&upload.id)
         .bind(&upload.bucket)
         .bind(&upload.key)
         .bind(&upload.content_type)
         .bind(serde_json::to_string(&upload.metadata).unwrap_or_else(|_| "{}".into()))
+        .bind(serde_json::to_string(&upload.headers).unwrap_or_else(|_| "{}".into()))
         .bind(upload.created_at)
         .execute(&mut *tx)
         .await?;
@@ -646,6 +707,8 @@ impl Index {
             key: row.try_get("key")?,
             content_type: row.try_get("content_type")?,
             metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+            headers: serde_json::from_str(&row.try_get::<String, _>("headers")?)
+                .unwrap_or_default(),
             created_at: row.try_get("created_at")?,
         })
     }
@@ -662,7 +725,7 @@ impl Index {
         id: &str,
     ) -> Result<UploadRow, GatewayError> {
         let row = sqlx::query(
-            "SELECT id, bucket, key, content_type, metadata, created_at FROM uploads WHERE id = $1 AND bucket = $2 AND key = $3",
+            "SELECT id, bucket, key, content_type, metadata, headers, created_at FROM uploads WHERE id = $1 AND bucket = $2 AND key = $3",
         )
         .bind(id)
         .bind(bucket)
@@ -770,7 +833,7 @@ impl Index {
         limit: i64,
     ) -> Result<Vec<UploadRow>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT id, bucket, key, content_type, metadata, created_at FROM uploads \
+            "SELECT id, bucket, key, content_type, metadata, headers, created_at FROM uploads \
              WHERE bucket = $1 AND key >= $2 AND (key > $3 OR (key = $3 AND id > $4)) \
              ORDER BY key, id LIMIT $5",
         )
@@ -851,6 +914,8 @@ impl Index {
             etag: format!("{}-{}", hex::encode(md5s.finalize()), parts.len()),
             content_type: upload.content_type.clone(),
             metadata: upload.metadata.clone(),
+            headers: upload.headers.clone(),
+            checksums: Checksums::default(),
             last_modified: now_ms(),
             parts_count: u32::try_from(parts.len()).ok(),
         };

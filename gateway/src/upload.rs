@@ -16,8 +16,9 @@ use tracing::Instrument;
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 use crate::index::{
-    FragmentRow, ObjectRow, PlacementRow, SegmentRow, StoredData, UploadRow, now_ms,
+    FragmentRow, ObjectHeaders, ObjectRow, PlacementRow, SegmentRow, StoredData, UploadRow, now_ms,
 };
+use crate::integrity::ChecksumExpectation;
 use crate::object_store::{ObjectStore, new_object_id};
 
 /// Segments compressed and placed at once per upload, besides the one being
@@ -28,10 +29,11 @@ const PIPELINE: usize = 2;
 pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
 /// What the client announced about a body, checked once it is read.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BodyChecks {
     pub content_length: Option<u64>,
     pub content_md5: Option<[u8; 16]>,
+    pub checksums: ChecksumExpectation,
 }
 
 /// What a client sent with its PUT.
@@ -41,7 +43,10 @@ pub struct PutRequest {
     pub key: String,
     pub content_type: Option<String>,
     pub metadata: HashMap<String, String>,
+    pub headers: ObjectHeaders,
     pub checks: BodyChecks,
+    /// `If-None-Match: *`: store only if no object is at the key.
+    pub if_absent: bool,
 }
 
 /// Cuts a body stream into segments of a fixed plaintext size.
@@ -114,13 +119,15 @@ impl ObjectStore {
                 key: req.key,
                 size: data.size,
                 etag: hex::encode(data.md5),
+                checksums: data.checksums.clone(),
                 content_type: req.content_type,
                 metadata: req.metadata,
+                headers: req.headers,
                 last_modified: now_ms(),
                 parts_count: None,
             };
             store
-                .commit_or_discard(&data, store.index.commit_object(&row, &data))
+                .commit_or_discard(&data, store.index.commit_object(&row, &data, req.if_absent))
                 .await?;
             tracing::info!(object = %row.id, size = row.size, "object stored");
             Ok(row)
@@ -216,6 +223,7 @@ impl ObjectStore {
             done: false,
         };
         let mut md5 = Md5::new();
+        let mut checksums = checks.checksums.hasher();
         let mut inflight = VecDeque::new();
         let mut segments = Vec::new();
         let mut first_error = None;
@@ -231,6 +239,7 @@ impl ObjectStore {
                 }
             };
             md5.update(&plain);
+            checksums.update(&plain);
             let len = plain.len() as u64;
             let this = Arc::clone(self);
             let id = data_id.to_owned();
@@ -265,10 +274,12 @@ impl ObjectStore {
         if checks.content_md5.is_some_and(|m| m != md5) {
             return Err(GatewayError::BadDigest);
         }
+        let checksums = checks.checksums.verify(checksums)?;
         Ok(StoredData {
             data_id: data_id.to_owned(),
             size: offset,
             md5,
+            checksums,
             segments,
         })
     }

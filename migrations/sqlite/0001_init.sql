@@ -61,6 +61,8 @@ CREATE TABLE objects (
     etag          TEXT    NOT NULL,
     content_type  TEXT,
     metadata      TEXT    NOT NULL,
+    headers       TEXT    NOT NULL,
+    checksums     TEXT    NOT NULL,
     last_modified BIGINT  NOT NULL,
     parts_count   INTEGER,
     UNIQUE (bucket, key)
@@ -85,6 +87,7 @@ CREATE TABLE uploads (
     key           TEXT    NOT NULL,
     content_type  TEXT,
     metadata      TEXT    NOT NULL,
+    headers       TEXT    NOT NULL,
     created_at    BIGINT  NOT NULL
 );
 CREATE INDEX uploads_by_key ON uploads (bucket, key, id);

@@ -31,6 +31,9 @@ pub struct Listing<T> {
     /// Whether keys remain after this page.
     pub truncated: bool,
     last: Option<Cursor>,
+    /// A marker the listing resumes after: a common prefix up to it was
+    /// already listed.
+    after: Option<String>,
 }
 
 impl<T> Listing<T> {
@@ -44,7 +47,17 @@ impl<T> Listing<T> {
             prefixes: Vec::new(),
             truncated: false,
             last: None,
+            after: None,
         }
+    }
+
+    /// Resumes after `marker` (a v1 marker, a v2 start-after or a key
+    /// marker): keys up to it are not offered by the caller, and a common
+    /// prefix that is not past it is not listed again.
+    #[must_use]
+    pub fn resuming_after(mut self, marker: &str) -> Self {
+        self.after = Some(marker.to_owned()).filter(|m| !m.is_empty());
+        self
     }
 
     fn len(&self) -> usize {
@@ -72,6 +85,9 @@ impl<T> Listing<T> {
         {
             let common = format!("{}{}", self.prefix, &rest[..pos + d.len()]);
             let cursor = format!("{common}{}", char::MAX);
+            if self.after.as_deref().is_some_and(|a| common.as_str() <= a) {
+                return Step::SkipPast(cursor);
+            }
             self.prefixes.push(common);
             self.last = Some(cursor.clone());
             return Step::SkipPast(cursor);
@@ -163,5 +179,17 @@ mod tests {
         assert_eq!(l.objects[0].0, "d");
         assert!(!l.truncated);
         assert!(decode_token("zz").is_none());
+    }
+
+    #[test]
+    fn a_v1_marker_on_a_common_prefix_skips_it() {
+        let mut l = Listing::new("", Some("/"), 10).resuming_after("a/");
+        for k in ["a/1", "a/2", "b"] {
+            if l.offer(k.to_owned(), ()) == Step::Done {
+                break;
+            }
+        }
+        assert!(l.prefixes.is_empty());
+        assert_eq!(l.objects[0].0, "b");
     }
 }

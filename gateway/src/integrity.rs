@@ -1,0 +1,184 @@
+//! Body integrity beyond Content-MD5: the `x-amz-checksum-*` values a client
+//! sends as headers or as `aws-chunked` trailers (CRC32, CRC32C, CRC64NVME,
+//! SHA-1, SHA-256), computed over the body as it streams in, verified, and
+//! kept with the object.
+
+use s3s::TrailingHeaders;
+use s3s::checksum::ChecksumHasher;
+use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
+
+use crate::error::GatewayError;
+
+/// Base64 checksums of an object, by algorithm.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checksums {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl Checksums {
+    fn fields(&self) -> [(&'static str, &Option<String>); 5] {
+        [
+            ("CRC32", &self.crc32),
+            ("CRC32C", &self.crc32c),
+            ("CRC64NVME", &self.crc64nvme),
+            ("SHA1", &self.sha1),
+            ("SHA256", &self.sha256),
+        ]
+    }
+
+    fn from_dto(c: s3s::dto::Checksum) -> Self {
+        Self {
+            crc32: c.checksum_crc32,
+            crc32c: c.checksum_crc32c,
+            crc64nvme: c.checksum_crc64nvme,
+            sha1: c.checksum_sha1,
+            sha256: c.checksum_sha256,
+        }
+    }
+
+    /// Values from `x-amz-checksum-*` trailers override those of headers.
+    fn overlay_trailers(&mut self, trailers: &http::HeaderMap) {
+        let get = |name: &str| {
+            trailers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        for (slot, name) in [
+            (&mut self.crc32, "x-amz-checksum-crc32"),
+            (&mut self.crc32c, "x-amz-checksum-crc32c"),
+            (&mut self.crc64nvme, "x-amz-checksum-crc64nvme"),
+            (&mut self.sha1, "x-amz-checksum-sha1"),
+            (&mut self.sha256, "x-amz-checksum-sha256"),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = Some(v);
+            }
+        }
+    }
+}
+
+/// What a client declared about a body's checksums.
+#[derive(Debug, Clone, Default)]
+pub struct ChecksumExpectation {
+    /// Values sent as headers.
+    pub declared: Checksums,
+    /// The algorithm named by `x-amz-sdk-checksum-algorithm` (its value may
+    /// come in a trailer).
+    pub algorithm: Option<String>,
+    /// Trailers of an `aws-chunked` body, readable once it is consumed.
+    pub trailers: Option<TrailingHeaders>,
+}
+
+impl ChecksumExpectation {
+    /// From the fields s3s parsed out of a PUT or UploadPart.
+    pub fn new(
+        declared: [Option<String>; 5],
+        algorithm: Option<&str>,
+        trailers: Option<TrailingHeaders>,
+    ) -> Self {
+        let [crc32, crc32c, crc64nvme, sha1, sha256] = declared;
+        Self {
+            declared: Checksums {
+                crc32,
+                crc32c,
+                crc64nvme,
+                sha1,
+                sha256,
+            },
+            algorithm: algorithm.map(str::to_ascii_uppercase),
+            trailers,
+        }
+    }
+
+    fn wants(&self, name: &str, declared: &Option<String>) -> bool {
+        declared.is_some() || self.algorithm.as_deref() == Some(name)
+    }
+
+    /// A hasher computing every algorithm the client asked for.
+    pub fn hasher(&self) -> ChecksumHasher {
+        let d = &self.declared;
+        ChecksumHasher {
+            crc32: self.wants("CRC32", &d.crc32).then(Crc32::new),
+            crc32c: self.wants("CRC32C", &d.crc32c).then(Crc32c::new),
+            sha1: self.wants("SHA1", &d.sha1).then(Sha1::new),
+            sha256: self.wants("SHA256", &d.sha256).then(Sha256::new),
+            crc64nvme: self.wants("CRC64NVME", &d.crc64nvme).then(Crc64Nvme::new),
+        }
+    }
+
+    /// Checks what was computed against what the client sent (headers, then
+    /// trailers); returns the checksums to keep with the object.
+    ///
+    /// # Errors
+    /// [`GatewayError::ChecksumMismatch`] naming the algorithm.
+    pub fn verify(&self, hasher: ChecksumHasher) -> Result<Checksums, GatewayError> {
+        let computed = Checksums::from_dto(hasher.finalize());
+        let mut expected = self.declared.clone();
+        if let Some(trailers) = self.trailers.as_ref().and_then(TrailingHeaders::take) {
+            expected.overlay_trailers(&trailers);
+        }
+        for ((name, want), (_, got)) in expected.fields().into_iter().zip(computed.fields()) {
+            if let Some(want) = want
+                && got.as_deref() != Some(want.as_str())
+            {
+                return Err(GatewayError::ChecksumMismatch(name));
+            }
+        }
+        Ok(computed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifies_declared_checksums() {
+        // CRC32 of "hello" is 0x3610a686; SHA-256 from the standard vectors.
+        let ok = ChecksumExpectation::new(
+            [
+                Some("NhCmhg==".into()),
+                None,
+                None,
+                None,
+                Some("LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=".into()),
+            ],
+            None,
+            None,
+        );
+        let mut h = ok.hasher();
+        h.update(b"hel");
+        h.update(b"lo");
+        let kept = ok.verify(h).unwrap();
+        assert_eq!(kept.crc32.as_deref(), Some("NhCmhg=="));
+        assert!(kept.sha1.is_none());
+
+        let bad = ChecksumExpectation::new(
+            [Some("AAAAAA==".into()), None, None, None, None],
+            None,
+            None,
+        );
+        let mut h = bad.hasher();
+        h.update(b"hello");
+        assert!(matches!(
+            bad.verify(h),
+            Err(GatewayError::ChecksumMismatch("CRC32"))
+        ));
+
+        // An algorithm named without a value is computed and kept.
+        let named = ChecksumExpectation::new([None, None, None, None, None], Some("sha1"), None);
+        let mut h = named.hasher();
+        h.update(b"hello");
+        assert!(named.verify(h).unwrap().sha1.is_some());
+    }
+}

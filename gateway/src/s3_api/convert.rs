@@ -1,0 +1,118 @@
+//! Conversions between s3s's types and the index's rows.
+
+use s3s::dto::{ETag, StreamingBlob, Timestamp};
+
+use crate::error::GatewayError;
+use crate::index::{ObjectHeaders, ObjectRow};
+use crate::integrity::ChecksumExpectation;
+use crate::upload::{BodyChecks, BodyStream};
+
+/// Largest page a list answers, as in S3.
+pub const MAX_LIST_KEYS: i32 = 1000;
+
+/// Largest part number S3 accepts.
+pub const MAX_PART_NUMBER: i32 = 10_000;
+
+/// A timestamp from milliseconds since the Unix epoch.
+pub fn timestamp_ms(ms: i64) -> Timestamp {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .into()
+}
+
+/// Milliseconds since the Unix epoch of a timestamp.
+pub fn timestamp_to_ms(t: Timestamp) -> i64 {
+    i64::try_from(time::OffsetDateTime::from(t).unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+/// A size as S3's signed integer.
+pub fn size_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// An object's ETag.
+pub fn etag(row: &ObjectRow) -> ETag {
+    ETag::Strong(row.etag.clone())
+}
+
+fn decode_content_md5(b64: &str) -> Result<[u8; 16], GatewayError> {
+    let bytes = base64_simd::STANDARD
+        .decode_to_vec(b64)
+        .map_err(|_| GatewayError::InvalidDigest)?;
+    bytes.try_into().map_err(|_| GatewayError::InvalidDigest)
+}
+
+/// The length and digest a client announced for a body.
+///
+/// # Errors
+/// [`GatewayError::InvalidDigest`] for a Content-MD5 that is not 16 bytes
+/// of base64.
+pub fn body_checks(
+    content_length: Option<i64>,
+    content_md5: Option<&str>,
+    checksums: ChecksumExpectation,
+) -> Result<BodyChecks, GatewayError> {
+    Ok(BodyChecks {
+        content_length: content_length.and_then(|n| u64::try_from(n).ok()),
+        content_md5: content_md5.map(decode_content_md5).transpose()?,
+        checksums,
+    })
+}
+
+/// A request body as the upload pipeline reads it.
+pub fn body_stream(blob: Option<StreamingBlob>) -> BodyStream {
+    use futures::StreamExt;
+    match blob {
+        Some(blob) => Box::pin(blob.map(|r| r.map_err(|e| e.to_string()))),
+        None => Box::pin(futures::stream::empty()),
+    }
+}
+
+/// Checks a part number is within S3's 1..=10000.
+///
+/// # Errors
+/// [`GatewayError::InvalidArgument`] otherwise.
+pub fn part_number(n: i32) -> Result<u32, GatewayError> {
+    if (1..=MAX_PART_NUMBER).contains(&n) {
+        Ok(u32::try_from(n).unwrap_or(1))
+    } else {
+        Err(GatewayError::InvalidArgument(format!(
+            "part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive"
+        )))
+    }
+}
+
+/// The standard headers a PUT, copy or multipart upload sets.
+pub fn headers(
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    expires: Option<Timestamp>,
+) -> ObjectHeaders {
+    ObjectHeaders {
+        cache_control,
+        content_disposition,
+        content_encoding,
+        content_language,
+        expires: expires.map(timestamp_to_ms),
+    }
+}
+
+/// The checksums a PUT or UploadPart declares, in headers or trailers.
+macro_rules! checksum_expectation {
+    ($input:expr, $trailers:expr) => {
+        $crate::integrity::ChecksumExpectation::new(
+            [
+                $input.checksum_crc32.take(),
+                $input.checksum_crc32c.take(),
+                $input.checksum_crc64nvme.take(),
+                $input.checksum_sha1.take(),
+                $input.checksum_sha256.take(),
+            ],
+            $input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+            $trailers,
+        )
+    };
+}
+pub(crate) use checksum_expectation;

@@ -1,0 +1,213 @@
+//! Multipart uploads: parts are stored as they arrive; completion makes the
+//! chosen parts one object.
+
+use std::sync::Arc;
+
+use s3s::dto::{
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput,
+    CompleteMultipartUploadOutput, CreateMultipartUploadInput, CreateMultipartUploadOutput, ETag,
+    ListMultipartUploadsInput, ListMultipartUploadsOutput, ListPartsInput, ListPartsOutput,
+    MultipartUpload, Part, UploadPartInput, UploadPartOutput,
+};
+
+use s3s::TrailingHeaders;
+
+use super::convert::{
+    MAX_LIST_KEYS, body_checks, body_stream, checksum_expectation, headers, part_number, size_i64,
+    timestamp_ms,
+};
+use crate::error::GatewayError;
+use crate::index::{UploadRow, now_ms};
+use crate::object_store::{ObjectStore, new_object_id};
+
+pub async fn create(
+    store: &ObjectStore,
+    input: CreateMultipartUploadInput,
+) -> Result<CreateMultipartUploadOutput, GatewayError> {
+    let upload = UploadRow {
+        id: new_object_id(),
+        bucket: input.bucket.clone(),
+        key: input.key.clone(),
+        content_type: input.content_type.map(|c| c.to_string()),
+        metadata: input.metadata.unwrap_or_default(),
+        headers: headers(
+            input.cache_control,
+            input.content_disposition,
+            input.content_encoding,
+            input.content_language,
+            input.expires,
+        ),
+        created_at: now_ms(),
+    };
+    store.index.create_upload(&upload).await?;
+    Ok(CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(upload.id),
+        ..Default::default()
+    })
+}
+
+pub async fn upload_part(
+    store: &Arc<ObjectStore>,
+    mut input: UploadPartInput,
+    trailers: Option<TrailingHeaders>,
+) -> Result<UploadPartOutput, GatewayError> {
+    let number = part_number(input.part_number)?;
+    let upload = store
+        .index
+        .get_upload(&input.bucket, &input.key, &input.upload_id)
+        .await?;
+    let checks = body_checks(
+        input.content_length,
+        input.content_md5.as_deref(),
+        checksum_expectation!(input, trailers),
+    )?;
+    let etag = store
+        .upload_part(upload, number, checks, body_stream(input.body))
+        .await?;
+    Ok(UploadPartOutput {
+        e_tag: Some(ETag::Strong(etag)),
+        ..Default::default()
+    })
+}
+
+pub async fn complete(
+    store: &ObjectStore,
+    input: CompleteMultipartUploadInput,
+) -> Result<CompleteMultipartUploadOutput, GatewayError> {
+    let upload = store
+        .index
+        .get_upload(&input.bucket, &input.key, &input.upload_id)
+        .await?;
+    let mut chosen = Vec::new();
+    for part in input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .unwrap_or_default()
+    {
+        let number = part_number(part.part_number.unwrap_or(0))?;
+        chosen.push((number, part.e_tag.map(ETag::into_value).unwrap_or_default()));
+    }
+    let object = store.index.complete_upload(&upload, &chosen).await?;
+    store.garbage_ready.notify_one();
+    tracing::info!(object = %object.id, size = object.size, parts = chosen.len(), "multipart object stored");
+    Ok(CompleteMultipartUploadOutput {
+        bucket: Some(object.bucket),
+        key: Some(object.key),
+        e_tag: Some(ETag::Strong(object.etag)),
+        ..Default::default()
+    })
+}
+
+pub async fn abort(
+    store: &ObjectStore,
+    input: AbortMultipartUploadInput,
+) -> Result<AbortMultipartUploadOutput, GatewayError> {
+    let upload = store
+        .index
+        .get_upload(&input.bucket, &input.key, &input.upload_id)
+        .await?;
+    store.index.abort_upload(&upload.id).await?;
+    store.garbage_ready.notify_one();
+    Ok(AbortMultipartUploadOutput::default())
+}
+
+pub async fn list_parts(
+    store: &ObjectStore,
+    input: ListPartsInput,
+) -> Result<ListPartsOutput, GatewayError> {
+    let upload = store
+        .index
+        .get_upload(&input.bucket, &input.key, &input.upload_id)
+        .await?;
+    let max = input
+        .max_parts
+        .unwrap_or(MAX_LIST_KEYS)
+        .clamp(0, MAX_LIST_KEYS);
+    let limit = usize::try_from(max).unwrap_or(0);
+    let after = input
+        .part_number_marker
+        .and_then(|m| u32::try_from(m).ok())
+        .unwrap_or(0);
+    let mut parts = store
+        .index
+        .list_parts(&upload.id, after, i64::from(max) + 1)
+        .await?;
+    let truncated = parts.len() > limit;
+    parts.truncate(limit);
+    let next = parts
+        .last()
+        .filter(|_| truncated)
+        .and_then(|p| i32::try_from(p.part_number).ok());
+    Ok(ListPartsOutput {
+        bucket: Some(upload.bucket),
+        key: Some(upload.key),
+        upload_id: Some(upload.id),
+        max_parts: Some(max),
+        is_truncated: Some(truncated),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: next,
+        parts: Some(
+            parts
+                .into_iter()
+                .map(|p| Part {
+                    part_number: i32::try_from(p.part_number).ok(),
+                    size: Some(size_i64(p.size)),
+                    e_tag: Some(ETag::Strong(p.etag)),
+                    last_modified: Some(timestamp_ms(p.last_modified)),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    })
+}
+
+pub async fn list_uploads(
+    store: &ObjectStore,
+    input: ListMultipartUploadsInput,
+) -> Result<ListMultipartUploadsOutput, GatewayError> {
+    store.index.require_bucket(&input.bucket).await?;
+    let max = input
+        .max_uploads
+        .unwrap_or(MAX_LIST_KEYS)
+        .clamp(0, MAX_LIST_KEYS);
+    let limit = usize::try_from(max).unwrap_or(0);
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let mut uploads = store
+        .index
+        .list_uploads(
+            &input.bucket,
+            &prefix,
+            input.key_marker.as_deref().unwrap_or_default(),
+            input.upload_id_marker.as_deref().unwrap_or_default(),
+            i64::from(max) + 1,
+        )
+        .await?;
+    let truncated = uploads.len() > limit;
+    uploads.truncate(limit);
+    let last = uploads.last().filter(|_| truncated).cloned();
+    Ok(ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: input.prefix,
+        key_marker: input.key_marker,
+        upload_id_marker: input.upload_id_marker,
+        max_uploads: Some(max),
+        is_truncated: Some(truncated),
+        next_key_marker: last.as_ref().map(|u| u.key.clone()),
+        next_upload_id_marker: last.map(|u| u.id),
+        uploads: Some(
+            uploads
+                .into_iter()
+                .map(|u| MultipartUpload {
+                    key: Some(u.key),
+                    upload_id: Some(u.id),
+                    initiated: Some(timestamp_ms(u.created_at)),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    })
+}
