@@ -15,6 +15,9 @@ struct Args {
     size: usize,
     runs: usize,
     json: Option<String>,
+    /// Size in MiB of a file sent up and down with `aws s3 cp` (multipart)
+    /// while the gateway's peak memory is watched; 0 to skip.
+    cp_mib: usize,
 }
 
 fn parse_args() -> Args {
@@ -22,6 +25,7 @@ fn parse_args() -> Args {
         size: 256 << 20,
         runs: 3,
         json: None,
+        cp_mib: 1024,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -39,9 +43,17 @@ fn parse_args() -> Args {
                     .expect("--runs N")
             }
             "--json" => args.json = Some(it.next().expect("--json needs a file")),
+            "--cp-mib" => {
+                args.cp_mib = it
+                    .next()
+                    .expect("--cp-mib needs a value")
+                    .parse()
+                    .expect("--cp-mib N")
+            }
             "--smoke" => {
                 args.size = 1 << 20;
                 args.runs = 1;
+                args.cp_mib = 8;
             }
             other => panic!("unknown argument {other}"),
         }
@@ -106,6 +118,16 @@ fn measure(aws: &Aws, bucket: &str, file: &Path, size: usize, runs: usize) -> (S
     (stats(put), stats(get))
 }
 
+/// Peak resident memory of a process (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn main() {
     let args = parse_args();
     let cluster = Cluster::start(4, 2, "100GiB");
@@ -143,6 +165,25 @@ fn main() {
                 "ratio": ratio,
             }));
         }
+    }
+    if args.cp_mib > 0 {
+        let file = tmp.path().join("cp");
+        write_file(&file, args.cp_mib << 20, false);
+        let mib = args.cp_mib as f64;
+        let before = peak_rss_mib(cluster.gateway.0.id());
+        let up = timed(&gw, &["s3", "cp", file.to_str().unwrap(), "s3://bench/cp"]);
+        let down = timed(&gw, &["s3", "cp", "s3://bench/cp", "/dev/null"]);
+        let peak = peak_rss_mib(cluster.gateway.0.id());
+        println!(
+            "aws s3 cp of {} MiB: up {:.1} MiB/s, down {:.1} MiB/s; gateway peak RSS {peak:.0} MiB (before: {before:.0} MiB)",
+            args.cp_mib,
+            mib / up,
+            mib / down
+        );
+        rows.push(serde_json::json!({
+            "data": "random", "op": "aws s3 cp up+down", "size_bytes": args.cp_mib << 20,
+            "up_mib_s": mib / up, "down_mib_s": mib / down, "gateway_peak_rss_mib": peak,
+        }));
     }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap()).expect("write JSON");
