@@ -122,6 +122,9 @@ pub struct ServeConfig {
     /// `TENFOLD_SECRET_KEY` override them).
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
+    /// Base domain for virtual-hosted-style requests (`bucket.BASE`);
+    /// path-style always works.
+    pub base_domain: Option<String>,
     /// Seconds between node health probes and registry refreshes.
     #[serde(default = "default_refresh")]
     pub refresh_seconds: u64,

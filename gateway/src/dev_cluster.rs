@@ -121,6 +121,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         secret_key: opts.secret_key,
         policy: StoragePolicy::default(),
         refresh: Duration::from_secs(2),
+        base_domain: None,
     };
     run_gateway(gateway, index, settings).await
 }

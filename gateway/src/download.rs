@@ -11,8 +11,9 @@ use tracing::Instrument;
 
 use crate::error::GatewayError;
 use crate::fragment::{decode_segment, node_key};
-use crate::index::SegmentRow;
+use crate::index::{ObjectRow, SegmentRow};
 use crate::object_store::ObjectStore;
+use crate::upload::BodyStream;
 
 /// Segments fetched ahead of the one being sent: bounds memory per download.
 const PREFETCH: usize = 2;
@@ -46,6 +47,23 @@ impl ObjectStore {
                 .instrument(span.clone())
             })
             .buffered(PREFETCH)
+    }
+
+    /// Bytes `range` of a stored object as an upload body: the source of a
+    /// copy.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`] when the layout cannot be read.
+    pub async fn source_body(
+        self: &Arc<Self>,
+        source: &ObjectRow,
+        range: Range<u64>,
+    ) -> Result<BodyStream, GatewayError> {
+        let segments = self.index.layout(&source.id).await?;
+        Ok(Box::pin(
+            self.object_stream(segments, range)
+                .map(|r| r.map_err(|e| e.to_string())),
+        ))
     }
 
     /// Fetches and decodes one segment.

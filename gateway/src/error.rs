@@ -34,6 +34,8 @@ pub enum GatewayError {
     NotModified,
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("the object key is longer than 1024 bytes")]
+    KeyTooLong,
     #[error("the requested part number is not satisfiable")]
     InvalidPartNumber,
     #[error("not implemented: {0}")]
@@ -99,6 +101,7 @@ impl From<GatewayError> for S3Error {
             GatewayError::PreconditionFailed => S3ErrorCode::PreconditionFailed,
             GatewayError::NotModified => S3ErrorCode::NotModified,
             GatewayError::InvalidRequest(_) => S3ErrorCode::InvalidRequest,
+            GatewayError::KeyTooLong => S3ErrorCode::KeyTooLongError,
             GatewayError::InvalidPartNumber => {
                 return with_status(
                     "InvalidPartNumber",

@@ -6,6 +6,7 @@
 //! [`fragment`] and the balancer's replica reads. The [`index`] records
 //! everything; [`garbage`] removes replicas nothing references.
 
+pub mod addressing;
 pub mod config;
 pub mod dev_cluster;
 pub mod download;

@@ -191,6 +191,7 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                 secret_key,
                 policy: config.storage,
                 refresh: Duration::from_secs(config.refresh_seconds.max(1)),
+                base_domain: config.base_domain,
             };
             run_gateway(listener, index, settings).await
         }

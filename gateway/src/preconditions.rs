@@ -56,6 +56,20 @@ impl Conditions {
     }
 }
 
+impl Conditions {
+    /// The `x-amz-copy-source-if-*` variant: every failed condition is a
+    /// 412, never a 304, as S3 answers a copy.
+    ///
+    /// # Errors
+    /// [`GatewayError::PreconditionFailed`].
+    pub fn check_copy_source(&self, etag: &str, last_modified_ms: i64) -> Result<(), GatewayError> {
+        self.check(etag, last_modified_ms).map_err(|e| match e {
+            GatewayError::NotModified => GatewayError::PreconditionFailed,
+            other => other,
+        })
+    }
+}
+
 /// An `ETag` condition for a strong ETag value.
 pub fn etag_condition(value: &str) -> ETagCondition {
     ETagCondition::ETag(ETag::Strong(value.to_owned()))

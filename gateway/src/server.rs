@@ -13,6 +13,7 @@ use tenfold_node::auth::StaticKey;
 use tenfold_node::server::{into_response, serve_http};
 use tokio::net::TcpListener;
 
+use crate::addressing::BaseDomain;
 use crate::config::StoragePolicy;
 use crate::error::GatewayError;
 use crate::index::Index;
@@ -27,6 +28,8 @@ pub struct GatewaySettings {
     pub policy: StoragePolicy,
     /// How often the node registry is re-read and the nodes probed.
     pub refresh: Duration,
+    /// Base domain for virtual-hosted-style requests.
+    pub base_domain: Option<String>,
 }
 
 /// Serves the S3 API on `listener` until the process ends.
@@ -48,6 +51,9 @@ pub async fn run_gateway(
     store.spawn_garbage_collector();
 
     let mut builder = S3ServiceBuilder::new(GatewayS3::new(store));
+    if let Some(domain) = &settings.base_domain {
+        builder.set_host(BaseDomain::new(domain));
+    }
     builder.set_auth(StaticKey::new(settings.access_key, settings.secret_key));
     let s3 = builder.build();
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");

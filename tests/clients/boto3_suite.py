@@ -193,6 +193,80 @@ def checksums():
     check(error_code(s3.head_object, Bucket="sums", Key="bad")[1] == 404, "nothing is stored after a wrong checksum")
 
 
+def part_copy():
+    s3.create_bucket(Bucket="pcopy")
+    src = os.urandom(7 << 20)
+    put = s3.put_object(Bucket="pcopy", Key="src", Body=src)
+    up = s3.create_multipart_upload(Bucket="pcopy", Key="dst")
+    uid = up["UploadId"]
+    e1 = s3.upload_part_copy(Bucket="pcopy", Key="dst", UploadId=uid, PartNumber=1,
+                             CopySource={"Bucket": "pcopy", "Key": "src"},
+                             CopySourceRange="bytes=0-5242879")["CopyPartResult"]["ETag"]
+    e2 = s3.upload_part_copy(Bucket="pcopy", Key="dst", UploadId=uid, PartNumber=2,
+                             CopySource={"Bucket": "pcopy", "Key": "src"},
+                             CopySourceRange=f"bytes=5242880-{len(src) - 1}",
+                             CopySourceIfMatch=put["ETag"])["CopyPartResult"]["ETag"]
+    check(error_code(s3.upload_part_copy, Bucket="pcopy", Key="dst", UploadId=uid, PartNumber=3,
+                     CopySource={"Bucket": "pcopy", "Key": "src"}, CopySourceIfMatch='"0000"')[1] == 412,
+          "UploadPartCopy with a failing copy-source condition is 412")
+    check(error_code(s3.upload_part_copy, Bucket="pcopy", Key="dst", UploadId=uid, PartNumber=3,
+                     CopySource={"Bucket": "pcopy", "Key": "src"}, CopySourceRange=f"bytes={len(src)}-{len(src) + 5}")[0]
+          == "InvalidRange", "a copy range past the end is InvalidRange")
+    s3.complete_multipart_upload(Bucket="pcopy", Key="dst", UploadId=uid,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    check(s3.get_object(Bucket="pcopy", Key="dst")["Body"].read() == src, "UploadPartCopy ranges rebuild the source")
+    check(error_code(s3.copy_object, Bucket="pcopy", Key="x", CopySource={"Bucket": "pcopy", "Key": "src"},
+                     CopySourceIfNoneMatch=put["ETag"])[1] == 412,
+          "CopyObject with x-amz-copy-source-if-none-match on the ETag is 412")
+
+
+def virtual_hosted():
+    import subprocess
+    base = os.environ["TENFOLD_BASE_DOMAIN"]
+    port = ENDPOINT.rsplit(":", 1)[1]
+    vh = boto3.client("s3", endpoint_url=f"http://{base}:{port}", region_name="us-east-1",
+                      config=Config(s3={"addressing_style": "virtual"}, signature_version="s3v4"))
+    s3.create_bucket(Bucket="vhost")
+    s3.put_object(Bucket="vhost", Key="dir/file.txt", Body=b"virtually hosted")
+    url = vh.generate_presigned_url("get_object", Params={"Bucket": "vhost", "Key": "dir/file.txt"}, ExpiresIn=300)
+    check(url.startswith(f"http://vhost.{base}:{port}/dir/file.txt"), f"the URL is virtual-hosted-style ({url})")
+    out = subprocess.run(["curl", "-sf", "--resolve", f"vhost.{base}:{port}:127.0.0.1", url],
+                         capture_output=True, check=True)
+    check(out.stdout == b"virtually hosted", "a virtual-hosted-style request reads the object")
+    check(s3.get_object(Bucket="vhost", Key="dir/file.txt")["Body"].read() == b"virtually hosted",
+          "path-style still works beside it")
+
+
+def malformed_xml():
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    creds = boto3.Session().get_credentials()
+    s3.create_bucket(Bucket="xml")
+    s3.put_object(Bucket="xml", Key="keep", Body=b"kept")
+    up = s3.create_multipart_upload(Bucket="xml", Key="mp")
+
+    def raw(method, path, body):
+        req = AWSRequest(method=method, url=ENDPOINT + path, data=body,
+                         headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest()})
+        SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
+        r = urllib.request.Request(req.url, data=body, method=method, headers=dict(req.headers))
+        try:
+            with urllib.request.urlopen(r) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    for path, body in [("/xml?delete", b"<Delete><Object><Key>keep"),
+                       ("/xml/mp?uploadId=" + up["UploadId"], b"not xml at all"),
+                       ("/xml/mp?uploadId=" + up["UploadId"], b"<CompleteMultipartUpload></CompleteMultipartUpload>")]:
+        status, text = raw("POST", path, body)
+        check(status == 400 and "MalformedXML" in text, f"POST {path.split('?')[0]} with {body[:20]!r} is MalformedXML ({status})")
+    many = "<Delete>" + "".join(f"<Object><Key>k{i}</Key></Object>" for i in range(1001)) + "</Delete>"
+    status, text = raw("POST", "/xml?delete", many.encode())
+    check(status == 400 and "MalformedXML" in text, f"DeleteObjects of 1001 keys is MalformedXML ({status})")
+    check(s3.get_object(Bucket="xml", Key="keep")["Body"].read() == b"kept", "no stored data changed")
+
+
 def not_implemented():
     s3.create_bucket(Bucket="noimpl")
     code = error_code(s3.get_bucket_tagging, Bucket="noimpl")

@@ -202,11 +202,18 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `mainnet` + `testnet` nodes of `capacity` and a gateway.
     pub fn start(mainnet: usize, testnet: usize, capacity: &str) -> Self {
-        Self::start_with(mainnet, testnet, capacity, "")
+        Self::start_with(mainnet, testnet, capacity, "", "")
     }
 
-    /// Like [`Cluster::start`], with extra lines for the config's `[storage]`.
-    pub fn start_with(mainnet: usize, testnet: usize, capacity: &str, storage: &str) -> Self {
+    /// Like [`Cluster::start`], with extra lines for the config's top level
+    /// and its `[storage]` table.
+    pub fn start_with(
+        mainnet: usize,
+        testnet: usize,
+        capacity: &str,
+        top: &str,
+        storage: &str,
+    ) -> Self {
         let dir = TempDir::new("cluster");
         let index_url = format!("sqlite://{}", dir.path().join("index.db").display());
         let port = free_port();
@@ -214,7 +221,7 @@ impl Cluster {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nrefresh_seconds = 1\n[storage]\n{storage}\n"
+                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nrefresh_seconds = 1\n{top}\n[storage]\n{storage}\n"
             ),
         )
         .expect("write config");

@@ -12,6 +12,7 @@ fn boto3(cluster: &Cluster, cases: &[&str]) {
         .arg(script)
         .args(cases)
         .env("TENFOLD_ENDPOINT", &cluster.endpoint)
+        .env("TENFOLD_BASE_DOMAIN", "s3.tenfold.test")
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_CONFIG_FILE", "/dev/null")
@@ -60,4 +61,10 @@ fn boto3_parts_and_presigned_urls() {
 fn boto3_checksums() {
     let cluster = Cluster::start(3, 1, "2GiB");
     boto3(&cluster, &["checksums"]);
+}
+
+#[test]
+fn boto3_upload_part_copy_and_virtual_hosts() {
+    let cluster = Cluster::start_with(3, 1, "2GiB", "base_domain = \"s3.tenfold.test\"", "");
+    boto3(&cluster, &["part_copy", "virtual_hosted"]);
 }

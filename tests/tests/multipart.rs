@@ -375,7 +375,7 @@ fn multipart_calls_by_hand() {
 
 #[test]
 fn abandoned_uploads_are_cleaned_up() {
-    let cluster = Cluster::start_with(3, 1, "4GiB", "abandoned_upload_seconds = 6");
+    let cluster = Cluster::start_with(3, 1, "4GiB", "", "abandoned_upload_seconds = 6");
     let aws = cluster.aws();
     let tmp = TempDir::new("abandon");
     aws.ok(&["s3", "mb", "s3://gone"]);

@@ -68,6 +68,21 @@ pub fn body_stream(blob: Option<StreamingBlob>) -> BodyStream {
     }
 }
 
+/// Longest object key S3 accepts, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Checks a new object's key is not longer than S3 allows.
+///
+/// # Errors
+/// [`GatewayError::KeyTooLong`].
+pub fn check_key(key: &str) -> Result<(), GatewayError> {
+    if key.len() > MAX_KEY_LEN {
+        Err(GatewayError::KeyTooLong)
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks a part number is within S3's 1..=10000.
 ///
 /// # Errors

@@ -11,10 +11,15 @@ use s3s::dto::{
 };
 
 use s3s::TrailingHeaders;
+use s3s::dto::{CopyPartResult, CopySource, Range, UploadPartCopyInput, UploadPartCopyOutput};
+
+use super::objects::existing;
+use crate::preconditions::Conditions;
+use crate::upload::BodyChecks;
 
 use super::convert::{
-    MAX_LIST_KEYS, body_checks, body_stream, checksum_expectation, headers, part_number, size_i64,
-    timestamp_ms,
+    MAX_LIST_KEYS, body_checks, body_stream, check_key, checksum_expectation, headers, part_number,
+    size_i64, timestamp_ms,
 };
 use crate::error::GatewayError;
 use crate::index::{UploadRow, now_ms};
@@ -24,6 +29,7 @@ pub async fn create(
     store: &ObjectStore,
     input: CreateMultipartUploadInput,
 ) -> Result<CreateMultipartUploadOutput, GatewayError> {
+    check_key(&input.key)?;
     let upload = UploadRow {
         id: new_object_id(),
         bucket: input.bucket.clone(),
@@ -208,6 +214,53 @@ pub async fn list_uploads(
                 })
                 .collect(),
         ),
+        ..Default::default()
+    })
+}
+
+pub async fn upload_part_copy(
+    store: &Arc<ObjectStore>,
+    input: UploadPartCopyInput,
+) -> Result<UploadPartCopyOutput, GatewayError> {
+    let number = part_number(input.part_number)?;
+    let upload = store
+        .index
+        .get_upload(&input.bucket, &input.key, &input.upload_id)
+        .await?;
+    let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
+        return Err(GatewayError::NotImplemented(
+            "access point copy sources".into(),
+        ));
+    };
+    let source = existing(store, bucket, key).await?;
+    Conditions {
+        if_match: input.copy_source_if_match,
+        if_none_match: input.copy_source_if_none_match,
+        if_modified_since: input.copy_source_if_modified_since,
+        if_unmodified_since: input.copy_source_if_unmodified_since,
+    }
+    .check_copy_source(&source.etag, source.last_modified)?;
+    let range = match input.copy_source_range.as_deref() {
+        None => 0..source.size,
+        Some(header) => Range::parse(header)
+            .map_err(|_| {
+                GatewayError::InvalidArgument(format!("invalid x-amz-copy-source-range {header:?}"))
+            })?
+            .check(source.size)
+            .map_err(|_| GatewayError::InvalidRange)?,
+    };
+    let checks = BodyChecks {
+        content_length: Some(range.end - range.start),
+        ..Default::default()
+    };
+    let body = store.source_body(&source, range).await?;
+    let etag = store.upload_part(upload, number, checks, body).await?;
+    Ok(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(ETag::Strong(etag)),
+            last_modified: Some(timestamp_ms(now_ms())),
+            ..Default::default()
+        }),
         ..Default::default()
     })
 }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use s3s::dto::{
     ChecksumMode, CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource,
     DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, DeletedObject, ETag,
@@ -13,19 +12,23 @@ use s3s::dto::{
 use s3s::TrailingHeaders;
 
 use super::convert::{
-    body_checks, body_stream, checksum_expectation, etag, headers, part_number, size_i64,
-    timestamp_ms,
+    body_checks, body_stream, check_key, checksum_expectation, etag, headers, part_number,
+    size_i64, timestamp_ms,
 };
 use crate::error::GatewayError;
 use crate::index::ObjectRow;
 use crate::object_store::ObjectStore;
 use crate::preconditions::Conditions;
-use crate::upload::{BodyChecks, BodyStream, PutRequest};
+use crate::upload::{BodyChecks, PutRequest};
 
 /// Most keys one DeleteObjects may name, as in S3.
 const MAX_DELETE_KEYS: usize = 1000;
 
-async fn existing(store: &ObjectStore, bucket: &str, key: &str) -> Result<ObjectRow, GatewayError> {
+pub(super) async fn existing(
+    store: &ObjectStore,
+    bucket: &str,
+    key: &str,
+) -> Result<ObjectRow, GatewayError> {
     match store.index.get_object(bucket, key).await? {
         Some(row) => Ok(row),
         None => {
@@ -40,6 +43,7 @@ pub async fn put(
     mut input: PutObjectInput,
     trailers: Option<TrailingHeaders>,
 ) -> Result<PutObjectOutput, GatewayError> {
+    check_key(&input.key)?;
     let if_absent = match input.if_none_match {
         None => false,
         Some(ETagCondition::Any) => true,
@@ -273,7 +277,15 @@ pub async fn copy(
             "access point copy sources".into(),
         ));
     };
+    check_key(&input.key)?;
     let source = existing(store, src_bucket, src_key).await?;
+    Conditions {
+        if_match: input.copy_source_if_match,
+        if_none_match: input.copy_source_if_none_match,
+        if_modified_since: input.copy_source_if_modified_since,
+        if_unmodified_since: input.copy_source_if_unmodified_since,
+    }
+    .check_copy_source(&source.etag, source.last_modified)?;
     let replace = input
         .metadata_directive
         .as_ref()
@@ -302,12 +314,7 @@ pub async fn copy(
             source.headers.clone(),
         )
     };
-    let segments = store.index.layout(&source.id).await?;
-    let body: BodyStream = Box::pin(
-        store
-            .object_stream(segments, 0..source.size)
-            .map(|r| r.map_err(|e| e.to_string())),
-    );
+    let body = store.source_body(&source, 0..source.size).await?;
     let put = PutRequest {
         bucket: input.bucket,
         key: input.key,
