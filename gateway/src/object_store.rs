@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenfold_balancer::Balancer;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::config::StoragePolicy;
 use crate::fragment::SegmentCodec;
@@ -24,7 +24,16 @@ pub struct ObjectStore {
     pub garbage_ready: Notify,
     /// Age at which an unfinished multipart upload is aborted.
     pub abandoned_after: Duration,
+    /// Segments being read, compressed or placed, across all uploads.
+    pub segment_budget: Arc<Semaphore>,
 }
+
+/// Segments in flight at once across every upload of a gateway. Each holds
+/// its plaintext, its compressed form and its fragments (about three times
+/// the segment size), so this bounds upload memory however many clients
+/// send at once (ten concurrent `aws s3 cp` parts included); a client beyond
+/// it waits, its body held back by TCP flow control.
+pub const SEGMENTS_IN_FLIGHT: usize = 6;
 
 impl ObjectStore {
     /// Builds the pipeline for `policy`.
@@ -36,6 +45,7 @@ impl ObjectStore {
             segment_size: usize::try_from(policy.segment_size).unwrap_or(usize::MAX),
             garbage_ready: Notify::new(),
             abandoned_after: Duration::from_secs(policy.abandoned_upload_seconds),
+            segment_budget: Arc::new(Semaphore::new(SEGMENTS_IN_FLIGHT)),
         }
     }
 }

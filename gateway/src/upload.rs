@@ -230,6 +230,11 @@ impl ObjectStore {
         let mut offset = 0u64;
         let mut seq = 0u32;
         while first_error.is_none() {
+            // Take a slot before reading, so a waiting upload buffers nothing.
+            let slot = Arc::clone(&self.segment_budget)
+                .acquire_owned()
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
             let plain = match reader.next_segment().await {
                 Ok(Some(plain)) => plain,
                 Ok(None) => break,
@@ -244,7 +249,12 @@ impl ObjectStore {
             let this = Arc::clone(self);
             let id = data_id.to_owned();
             inflight.push_back(tokio::spawn(
-                async move { this.store_segment(id, seq, offset, plain).await }.in_current_span(),
+                async move {
+                    let stored = this.store_segment(id, seq, offset, plain).await;
+                    drop(slot);
+                    stored
+                }
+                .in_current_span(),
             ));
             offset += len;
             seq += 1;

@@ -17,6 +17,7 @@ use super::convert::{
 };
 use crate::error::GatewayError;
 use crate::index::ObjectRow;
+use crate::integrity::Checksums;
 use crate::object_store::ObjectStore;
 use crate::preconditions::Conditions;
 use crate::upload::{BodyChecks, PutRequest};
@@ -114,153 +115,179 @@ async fn requested_range(
     }
 }
 
-/// Fills the fields GetObjectOutput and HeadObjectOutput share.
-macro_rules! object_fields {
-    ($row:expr, $range:expr, $partial:expr, $part:expr) => {{
-        let row = $row;
-        let range = $range;
-        let expires = row.headers.expires.map(timestamp_ms);
-        (
-            Some(size_i64(range.end - range.start)),
-            $partial.then(|| {
-                format!(
-                    "bytes {}-{}/{}",
-                    range.start,
-                    range.end.saturating_sub(1),
-                    row.size
-                )
-            }),
-            Some(etag(&row)),
-            Some(timestamp_ms(row.last_modified)),
-            row.content_type.as_deref().and_then(|c| c.parse().ok()),
-            Some(row.metadata.clone()),
-            row.headers.clone(),
-            expires,
-            $part
+/// What a GET or HEAD answers about an object, once its conditions held.
+struct ReadView {
+    row: ObjectRow,
+    range: std::ops::Range<u64>,
+    content_range: Option<String>,
+    parts_count: Option<i32>,
+    /// The stored checksums, when asked for and the whole object is read
+    /// (a checksum is of the whole object: a range or part gets none, as in
+    /// S3).
+    checksums: Checksums,
+}
+
+impl ReadView {
+    async fn new(
+        store: &ObjectStore,
+        bucket: &str,
+        key: &str,
+        conditions: Conditions,
+        range: Option<&s3s::dto::Range>,
+        part: Option<i32>,
+        checksum_mode: Option<&ChecksumMode>,
+    ) -> Result<Self, GatewayError> {
+        let row = existing(store, bucket, key).await?;
+        conditions.check(&row.etag, row.last_modified)?;
+        let (range, partial) = requested_range(store, &row, range, part).await?;
+        let content_range = partial.then(|| {
+            format!(
+                "bytes {}-{}/{}",
+                range.start,
+                range.end.saturating_sub(1),
+                row.size
+            )
+        });
+        let wants_checksums = checksum_mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        Ok(Self {
+            parts_count: part
                 .and(row.parts_count)
                 .and_then(|n| i32::try_from(n).ok()),
-        )
-    }};
+            checksums: if wants_checksums && !partial {
+                row.checksums.clone()
+            } else {
+                Checksums::default()
+            },
+            content_range,
+            range,
+            row,
+        })
+    }
+
+    fn content_length(&self) -> Option<i64> {
+        Some(size_i64(self.range.end - self.range.start))
+    }
+
+    fn content_type(&self) -> Option<s3s::dto::ContentType> {
+        self.row
+            .content_type
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+    }
+
+    fn expires(&self) -> Option<s3s::dto::Timestamp> {
+        self.row.headers.expires.map(timestamp_ms)
+    }
 }
 
 pub async fn get(
     store: &Arc<ObjectStore>,
     input: GetObjectInput,
 ) -> Result<GetObjectOutput, GatewayError> {
-    let row = existing(store, &input.bucket, &input.key).await?;
-    Conditions {
+    let conditions = Conditions {
         if_match: input.if_match,
         if_none_match: input.if_none_match,
         if_modified_since: input.if_modified_since,
         if_unmodified_since: input.if_unmodified_since,
-    }
-    .check(&row.etag, row.last_modified)?;
-    let (range, partial) =
-        requested_range(store, &row, input.range.as_ref(), input.part_number).await?;
-    let segments = store.index.layout(&row.id).await?;
-    let (
-        content_length,
+    };
+    let view = ReadView::new(
+        store,
+        &input.bucket,
+        &input.key,
+        conditions,
+        input.range.as_ref(),
+        input.part_number,
+        input.checksum_mode.as_ref(),
+    )
+    .await?;
+    let segments = store.index.layout(&view.row.id).await?;
+    let body = store.object_stream(segments, view.range.clone());
+    let (content_length, content_type, expires) =
+        (view.content_length(), view.content_type(), view.expires());
+    let ReadView {
+        row,
         content_range,
-        e_tag,
-        last_modified,
-        content_type,
-        metadata,
-        h,
-        expires,
         parts_count,
-    ) = object_fields!(&row, &range, partial, input.part_number);
-    let body = store.object_stream(segments, range);
-    let mut out = GetObjectOutput {
+        checksums: c,
+        ..
+    } = view;
+    let h = row.headers;
+    Ok(GetObjectOutput {
         // s3s wants a `Sync` body; the stream is only ever polled by one task.
         body: Some(StreamingBlob::wrap(sync_wrapper::SyncStream::new(body))),
         content_length,
         content_range,
         accept_ranges: Some("bytes".into()),
-        e_tag,
-        last_modified,
+        e_tag: Some(ETag::Strong(row.etag)),
+        last_modified: Some(timestamp_ms(row.last_modified)),
         content_type: input.response_content_type.or(content_type),
-        metadata,
+        metadata: Some(row.metadata),
         cache_control: input.response_cache_control.or(h.cache_control),
         content_disposition: input.response_content_disposition.or(h.content_disposition),
         content_encoding: input.response_content_encoding.or(h.content_encoding),
         content_language: input.response_content_language.or(h.content_language),
         expires: input.response_expires.or(expires),
         parts_count,
+        checksum_crc32: c.crc32,
+        checksum_crc32c: c.crc32c,
+        checksum_crc64nvme: c.crc64nvme,
+        checksum_sha1: c.sha1,
+        checksum_sha256: c.sha256,
         ..Default::default()
-    };
-    // Checksums are of the whole object: a range or a part gets none, as in S3.
-    if !partial
-        && input
-            .checksum_mode
-            .as_ref()
-            .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
-    {
-        let c = row.checksums.clone();
-        out.checksum_crc32 = c.crc32;
-        out.checksum_crc32c = c.crc32c;
-        out.checksum_crc64nvme = c.crc64nvme;
-        out.checksum_sha1 = c.sha1;
-        out.checksum_sha256 = c.sha256;
-    }
-    Ok(out)
+    })
 }
 
 pub async fn head(
     store: &ObjectStore,
     input: HeadObjectInput,
 ) -> Result<HeadObjectOutput, GatewayError> {
-    let row = existing(store, &input.bucket, &input.key).await?;
-    Conditions {
+    let conditions = Conditions {
         if_match: input.if_match,
         if_none_match: input.if_none_match,
         if_modified_since: input.if_modified_since,
         if_unmodified_since: input.if_unmodified_since,
-    }
-    .check(&row.etag, row.last_modified)?;
-    let (range, partial) =
-        requested_range(store, &row, input.range.as_ref(), input.part_number).await?;
-    let (
-        content_length,
+    };
+    let view = ReadView::new(
+        store,
+        &input.bucket,
+        &input.key,
+        conditions,
+        input.range.as_ref(),
+        input.part_number,
+        input.checksum_mode.as_ref(),
+    )
+    .await?;
+    let (content_length, content_type, expires) =
+        (view.content_length(), view.content_type(), view.expires());
+    let ReadView {
+        row,
         content_range,
-        e_tag,
-        last_modified,
-        content_type,
-        metadata,
-        h,
-        expires,
         parts_count,
-    ) = object_fields!(&row, &range, partial, input.part_number);
-    let mut out = HeadObjectOutput {
+        checksums: c,
+        ..
+    } = view;
+    let h = row.headers;
+    Ok(HeadObjectOutput {
         content_length,
         content_range,
         accept_ranges: Some("bytes".into()),
-        e_tag,
-        last_modified,
+        e_tag: Some(ETag::Strong(row.etag)),
+        last_modified: Some(timestamp_ms(row.last_modified)),
         content_type,
-        metadata,
+        metadata: Some(row.metadata),
         cache_control: h.cache_control,
         content_disposition: h.content_disposition,
         content_encoding: h.content_encoding,
         content_language: h.content_language,
         expires,
         parts_count,
+        checksum_crc32: c.crc32,
+        checksum_crc32c: c.crc32c,
+        checksum_crc64nvme: c.crc64nvme,
+        checksum_sha1: c.sha1,
+        checksum_sha256: c.sha256,
         ..Default::default()
-    };
-    // Checksums are of the whole object: a range or a part gets none, as in S3.
-    if !partial
-        && input
-            .checksum_mode
-            .as_ref()
-            .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
-    {
-        let c = row.checksums.clone();
-        out.checksum_crc32 = c.crc32;
-        out.checksum_crc32c = c.crc32c;
-        out.checksum_crc64nvme = c.crc64nvme;
-        out.checksum_sha1 = c.sha1;
-        out.checksum_sha256 = c.sha256;
-    }
-    Ok(out)
+    })
 }
 
 pub async fn copy(
