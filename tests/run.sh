@@ -17,6 +17,8 @@ missing=()
 for tool in rclone s3cmd curl; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# Debian's awscli is v2; it installs as /usr/bin/aws beside PyPI's v1.
+[ -x /usr/bin/aws ] || missing+=(awscli)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

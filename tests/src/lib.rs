@@ -166,6 +166,26 @@ impl Node {
         format!("http://{}", self.addr)
     }
 
+    /// Files holding fragments on this node, with the object key each holds
+    /// (a node names a file by the hex of its key, cut into folders).
+    pub fn object_keys(&self) -> Vec<(PathBuf, String)> {
+        let root = self.data.join("buckets");
+        self.object_files()
+            .into_iter()
+            .filter_map(|file| {
+                let rel = file.strip_prefix(&root).ok()?;
+                // The first component is the bucket.
+                let hex: String = rel
+                    .iter()
+                    .skip(1)
+                    .map(|c| c.to_string_lossy().trim_end_matches(".obj").to_owned())
+                    .collect();
+                let key = String::from_utf8(hex::decode(hex).ok()?).ok()?;
+                Some((file, key))
+            })
+            .collect()
+    }
+
     /// Files holding fragments on this node.
     pub fn object_files(&self) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -355,6 +375,7 @@ pub fn run(cmd: &mut Command) -> Output {
 /// The `aws` CLI pointed at one endpoint with one set of credentials.
 #[derive(Debug, Clone)]
 pub struct Aws {
+    program: String,
     endpoint: String,
     access_key: String,
     secret_key: String,
@@ -363,15 +384,23 @@ pub struct Aws {
 impl Aws {
     pub fn new(endpoint: &str, access_key: &str, secret_key: &str) -> Self {
         Self {
+            program: "aws".into(),
             endpoint: endpoint.into(),
             access_key: access_key.into(),
             secret_key: secret_key.into(),
         }
     }
 
+    /// The same, with another `aws` executable (Debian's v2 is `/usr/bin/aws`).
+    #[must_use]
+    pub fn with_program(mut self, program: &str) -> Self {
+        self.program = program.into();
+        self
+    }
+
     /// Runs `aws --endpoint-url E ARGS...`.
     pub fn run(&self, args: &[&str]) -> Output {
-        run(Command::new("aws")
+        run(Command::new(&self.program)
             .arg("--endpoint-url")
             .arg(&self.endpoint)
             .args(args)

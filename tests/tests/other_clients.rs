@@ -317,3 +317,31 @@ fn aws_sync_both_ways_large_cp_and_presign() {
     let listed = aws.ok(&["s3", "ls", "--recursive", "s3://sync/"]);
     assert!(listed.trim().is_empty(), "{listed}");
 }
+
+#[test]
+fn aws_cli_v2_round_trips_and_multipart() {
+    let cluster = Cluster::start(3, 1, "4GiB");
+    let v2 = cluster.aws().with_program("/usr/bin/aws");
+    let version = v2.ok(&["--version"]);
+    assert!(version.starts_with("aws-cli/2"), "{version}");
+    let tmp = TempDir::new("awsv2");
+    v2.ok(&["s3", "mb", "s3://cli-v2"]);
+    for (i, size) in [0usize, 1024, 20 << 20].into_iter().enumerate() {
+        let src = tmp.path().join(format!("src{i}"));
+        write_file(&src, size, i == 1);
+        let url = format!("s3://cli-v2/o{i}");
+        v2.ok(&["s3", "cp", src.to_str().unwrap(), &url]);
+        let dst = tmp.path().join(format!("dst{i}"));
+        v2.ok(&["s3", "cp", &url, dst.to_str().unwrap()]);
+        assert_eq!(sha256_file(&src), sha256_file(&dst), "size {size}");
+    }
+    let head = v2.json(&["s3api", "head-object", "--bucket", "cli-v2", "--key", "o2"]);
+    assert!(
+        head["ETag"].as_str().unwrap().contains('-'),
+        "20 MiB through aws v2 goes multipart: {head}"
+    );
+    let listed = v2.ok(&["s3", "ls", "s3://cli-v2/"]);
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    v2.ok(&["s3", "rm", "--recursive", "s3://cli-v2/"]);
+    v2.ok(&["s3", "rb", "s3://cli-v2"]);
+}
