@@ -151,6 +151,16 @@ pub struct PartRow {
     pub last_modified: i64,
 }
 
+/// A completion's part list in a canonical form (numbers and bare,
+/// lowercase ETags), to recognise the same completion again.
+fn part_list_json(chosen: &[(u32, String)]) -> String {
+    let parts: Vec<(u32, String)> = chosen
+        .iter()
+        .map(|(n, e)| (*n, e.trim_matches('"').to_ascii_lowercase()))
+        .collect();
+    serde_json::to_string(&parts).unwrap_or_default()
+}
+
 /// Smallest part S3 accepts, but for the last.
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 
@@ -936,8 +946,49 @@ impl Index {
             .bind(&upload.id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "INSERT INTO completed_uploads (upload_id, bucket, key, object_id, parts, completed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&upload.id)
+        .bind(&object.bucket)
+        .bind(&object.key)
+        .bind(&object.id)
+        .bind(part_list_json(chosen))
+        .bind(object.last_modified)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(object)
+    }
+
+    /// The object an upload already completed into, when the same part list
+    /// completes it again and the object is still there.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn completed_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        chosen: &[(u32, String)],
+    ) -> Result<Option<ObjectRow>, GatewayError> {
+        let done: Option<(String, String)> = sqlx::query_as(
+            "SELECT object_id, parts FROM completed_uploads WHERE upload_id = $1 AND bucket = $2 AND key = $3",
+        )
+        .bind(upload_id)
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        match done {
+            Some((object_id, parts)) if parts == part_list_json(chosen) => Ok(self
+                .get_object(bucket, key)
+                .await?
+                .filter(|o| o.id == object_id)),
+            _ => Ok(None),
+        }
     }
 
     async fn abort_upload_in(tx: &mut Tx, upload_id: &str) -> Result<bool, GatewayError> {
@@ -983,6 +1034,10 @@ impl Index {
             Self::abort_upload_in(&mut tx, id).await?;
             tx.commit().await?;
         }
+        sqlx::query("DELETE FROM completed_uploads WHERE completed_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
         Ok(ids.len())
     }
 

@@ -102,6 +102,17 @@ CREATE TABLE upload_parts (
     PRIMARY KEY (upload_id, part_number)
 );
 
+-- Completed uploads, so that a CompleteMultipartUpload repeated with the
+-- same part list answers the same object again, as S3 does.
+CREATE TABLE completed_uploads (
+    upload_id     TEXT    PRIMARY KEY,
+    bucket        TEXT    NOT NULL,
+    key           TEXT    NOT NULL,
+    object_id     TEXT    NOT NULL,
+    parts         TEXT    NOT NULL,
+    completed_at  BIGINT  NOT NULL
+);
+
 -- Replicas nothing references any more, waiting to be deleted from their
 -- node (one that was down when its object was overwritten or deleted).
 CREATE TABLE garbage (

@@ -221,6 +221,35 @@ fn multipart_calls_by_hand() {
         "--multipart-upload",
         &good,
     ]);
+    // Completing again with the same list answers the same object; another
+    // list does not.
+    let again = aws.json(&[
+        "s3api",
+        "complete-multipart-upload",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        "--upload-id",
+        &id,
+        "--multipart-upload",
+        &good,
+    ]);
+    assert_eq!(etag_of(&again), etag_of(&done));
+    let other = format!(r#"{{"Parts":[{{"PartNumber":1,"ETag":"{e1}"}}]}}"#);
+    let err = aws.fails(&[
+        "s3api",
+        "complete-multipart-upload",
+        "--bucket",
+        "hand",
+        "--key",
+        "obj",
+        "--upload-id",
+        &id,
+        "--multipart-upload",
+        &other,
+    ]);
+    assert!(err.contains("NoSuchUpload"), "{err}");
     let mut md5s = Vec::new();
     md5s.extend(hex::decode(&e1).unwrap());
     md5s.extend(hex::decode(&e2).unwrap());

@@ -82,10 +82,6 @@ pub async fn complete(
     store: &ObjectStore,
     input: CompleteMultipartUploadInput,
 ) -> Result<CompleteMultipartUploadOutput, GatewayError> {
-    let upload = store
-        .index
-        .get_upload(&input.bucket, &input.key, &input.upload_id)
-        .await?;
     let mut chosen = Vec::new();
     for part in input
         .multipart_upload
@@ -95,9 +91,25 @@ pub async fn complete(
         let number = part_number(part.part_number.unwrap_or(0))?;
         chosen.push((number, part.e_tag.map(ETag::into_value).unwrap_or_default()));
     }
-    let object = store.index.complete_upload(&upload, &chosen).await?;
-    store.garbage_ready.notify_one();
-    tracing::info!(object = %object.id, size = object.size, parts = chosen.len(), "multipart object stored");
+    let object = match store
+        .index
+        .get_upload(&input.bucket, &input.key, &input.upload_id)
+        .await
+    {
+        Ok(upload) => {
+            let object = store.index.complete_upload(&upload, &chosen).await?;
+            store.garbage_ready.notify_one();
+            tracing::info!(object = %object.id, size = object.size, parts = chosen.len(), "multipart object stored");
+            object
+        }
+        // Completing again with the same parts answers the same object.
+        Err(GatewayError::NoSuchUpload(id)) => store
+            .index
+            .completed_object(&input.bucket, &input.key, &id, &chosen)
+            .await?
+            .ok_or(GatewayError::NoSuchUpload(id))?,
+        Err(e) => return Err(e),
+    };
     Ok(CompleteMultipartUploadOutput {
         bucket: Some(object.bucket),
         key: Some(object.key),
