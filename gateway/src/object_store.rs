@@ -28,11 +28,11 @@ pub struct ObjectStore {
     pub segment_budget: Arc<Semaphore>,
 }
 
-/// Segments in flight at once across every upload of a gateway. Each holds
-/// its plaintext, its compressed form and its fragments (about three times
-/// the segment size), so this bounds upload memory however many clients
-/// send at once (ten concurrent `aws s3 cp` parts included); a client beyond
-/// it waits, its body held back by TCP flow control.
+/// Segments compressed and placed at once across every upload of a gateway.
+/// Each holds its plaintext, its compressed form and its fragments (about
+/// three times the segment size); an upload waiting for a turn holds one
+/// segment read ahead. So upload memory is bounded by this plus one segment
+/// per concurrent upload, however the client splits its work.
 pub const SEGMENTS_IN_FLIGHT: usize = 6;
 
 impl ObjectStore {

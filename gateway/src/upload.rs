@@ -230,11 +230,6 @@ impl ObjectStore {
         let mut offset = 0u64;
         let mut seq = 0u32;
         while first_error.is_none() {
-            // Take a slot before reading, so a waiting upload buffers nothing.
-            let slot = Arc::clone(&self.segment_budget)
-                .acquire_owned()
-                .await
-                .map_err(|e| GatewayError::Internal(e.to_string()))?;
             let plain = match reader.next_segment().await {
                 Ok(Some(plain)) => plain,
                 Ok(None) => break,
@@ -243,6 +238,11 @@ impl ObjectStore {
                     break;
                 }
             };
+            // The segment waits here for its turn to be compressed and placed.
+            let slot = Arc::clone(&self.segment_budget)
+                .acquire_owned()
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
             md5.update(&plain);
             checksums.update(&plain);
             let len = plain.len() as u64;

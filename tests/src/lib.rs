@@ -55,8 +55,12 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Removes the folder, unless `TENFOLD_KEEP_TEST_DIRS` is set (to read
+    /// the logs of a failed test).
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::env::var_os("TENFOLD_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
