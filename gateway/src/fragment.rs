@@ -7,6 +7,8 @@
 //! nearly equal pieces. Every fragment starts with a [`FragmentHeader`], so
 //! the format can evolve (codec, cipher) without migrating old data.
 
+use std::io::Read;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use md5::{Digest, Md5};
 
@@ -201,7 +203,7 @@ pub fn decode_segment(
     plain_len: usize,
 ) -> Result<Vec<u8>, FragmentError> {
     let count = u16::try_from(stored.len()).unwrap_or(u16::MAX);
-    let mut compressed = Vec::with_capacity(stored.iter().map(Bytes::len).sum());
+    let mut payloads: Vec<&[u8]> = Vec::with_capacity(stored.len());
     for (i, frag) in stored.iter().enumerate() {
         let h = FragmentHeader::decode(frag)?;
         let expected = (segment, u16::try_from(i).unwrap_or(u16::MAX), count);
@@ -209,16 +211,24 @@ pub fn decode_segment(
         if got != expected || h.codec != CODEC_ZSTD || h.cipher != CIPHER_NONE {
             return Err(FragmentError::Mismatch { got, expected });
         }
-        compressed.extend_from_slice(&frag[HEADER_LEN..]);
+        payloads.push(&frag[HEADER_LEN..]);
     }
     let mut plain = Vec::with_capacity(plain_len);
-    if compressed.is_empty() {
+    if payloads.iter().all(|p| p.is_empty()) {
         // An empty segment has no zstd frame at all.
         return check_len(plain, plain_len);
     }
-    let mut decoder = zstd::stream::read::Decoder::new(compressed.as_slice())
+    // Decode straight from the fragments, without first copying them into
+    // one buffer, and never past the recorded length.
+    let compressed = payloads
+        .iter()
+        .fold(Box::new(std::io::empty()) as Box<dyn Read>, |r, p| {
+            Box::new(r.chain(*p))
+        });
+    let decoder = zstd::stream::read::Decoder::new(compressed)
         .map_err(|e| FragmentError::Zstd(e.to_string()))?;
-    std::io::copy(&mut decoder, &mut plain).map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    std::io::copy(&mut decoder.take(plain_len as u64 + 1), &mut plain)
+        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
     check_len(plain, plain_len)
 }
 

@@ -26,6 +26,8 @@ pub struct ObjectStore {
     pub abandoned_after: Duration,
     /// Segments being read, compressed or placed, across all uploads.
     pub segment_budget: Arc<Semaphore>,
+    /// Segments being fetched and decoded, across all downloads.
+    pub fetch_budget: Arc<Semaphore>,
 }
 
 /// Segments compressed and placed at once across every upload of a gateway.
@@ -34,6 +36,11 @@ pub struct ObjectStore {
 /// segment read ahead. So upload memory is bounded by this plus one segment
 /// per concurrent upload, however the client splits its work.
 pub const SEGMENTS_IN_FLIGHT: usize = 6;
+
+/// Segments fetched and decoded at once across every download (each holds
+/// its fragments and its plaintext while it decodes): ten concurrent ranged
+/// GETs of `aws s3 cp` queue here instead of all decoding at once.
+pub const FETCHES_IN_FLIGHT: usize = 6;
 
 impl ObjectStore {
     /// Builds the pipeline for `policy`.
@@ -46,6 +53,7 @@ impl ObjectStore {
             garbage_ready: Notify::new(),
             abandoned_after: Duration::from_secs(policy.abandoned_upload_seconds),
             segment_budget: Arc::new(Semaphore::new(SEGMENTS_IN_FLIGHT)),
+            fetch_budget: Arc::new(Semaphore::new(FETCHES_IN_FLIGHT)),
         }
     }
 }
