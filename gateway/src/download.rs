@@ -38,12 +38,7 @@ impl ObjectStore {
                 let range = range.clone();
                 async move {
                     let offset = segment.plain_offset;
-                    let slot = Arc::clone(&this.fetch_budget)
-                        .acquire_owned()
-                        .await
-                        .map_err(|e| GatewayError::Internal(e.to_string()))?;
                     let plain = this.fetch_segment(segment).await?;
-                    drop(slot);
                     let start = usize::try_from(range.start.saturating_sub(offset)).unwrap_or(0);
                     let end =
                         usize::try_from((range.end - offset).min(plain.len() as u64)).unwrap_or(0);

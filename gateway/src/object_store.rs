@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenfold_balancer::Balancer;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use crate::config::StoragePolicy;
 use crate::fragment::SegmentCodec;
@@ -24,23 +24,7 @@ pub struct ObjectStore {
     pub garbage_ready: Notify,
     /// Age at which an unfinished multipart upload is aborted.
     pub abandoned_after: Duration,
-    /// Segments being read, compressed or placed, across all uploads.
-    pub segment_budget: Arc<Semaphore>,
-    /// Segments being fetched and decoded, across all downloads.
-    pub fetch_budget: Arc<Semaphore>,
 }
-
-/// Segments compressed and placed at once across every upload of a gateway.
-/// Each holds its plaintext, its compressed form and its fragments (about
-/// three times the segment size); an upload waiting for a turn holds one
-/// segment read ahead. So upload memory is bounded by this plus one segment
-/// per concurrent upload, however the client splits its work.
-pub const SEGMENTS_IN_FLIGHT: usize = 6;
-
-/// Segments fetched and decoded at once across every download (each holds
-/// its fragments and its plaintext while it decodes): ten concurrent ranged
-/// GETs of `aws s3 cp` queue here instead of all decoding at once.
-pub const FETCHES_IN_FLIGHT: usize = 6;
 
 impl ObjectStore {
     /// Builds the pipeline for `policy`.
@@ -52,8 +36,6 @@ impl ObjectStore {
             segment_size: usize::try_from(policy.segment_size).unwrap_or(usize::MAX),
             garbage_ready: Notify::new(),
             abandoned_after: Duration::from_secs(policy.abandoned_upload_seconds),
-            segment_budget: Arc::new(Semaphore::new(SEGMENTS_IN_FLIGHT)),
-            fetch_budget: Arc::new(Semaphore::new(FETCHES_IN_FLIGHT)),
         }
     }
 }

@@ -238,23 +238,13 @@ impl ObjectStore {
                     break;
                 }
             };
-            // The segment waits here for its turn to be compressed and placed.
-            let slot = Arc::clone(&self.segment_budget)
-                .acquire_owned()
-                .await
-                .map_err(|e| GatewayError::Internal(e.to_string()))?;
             md5.update(&plain);
             checksums.update(&plain);
             let len = plain.len() as u64;
             let this = Arc::clone(self);
             let id = data_id.to_owned();
             inflight.push_back(tokio::spawn(
-                async move {
-                    let stored = this.store_segment(id, seq, offset, plain).await;
-                    drop(slot);
-                    stored
-                }
-                .in_current_span(),
+                async move { this.store_segment(id, seq, offset, plain).await }.in_current_span(),
             ));
             offset += len;
             seq += 1;
