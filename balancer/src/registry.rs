@@ -211,8 +211,7 @@ impl Balancer {
                 Some(old) if old.spec == spec => old,
                 Some(old) if same_endpoint(&old.spec, &spec) => {
                     // Only the recorded usage changed: keep the live state.
-                    let state = std::mem::take(&mut *old.state());
-                    let mut state = state;
+                    let mut state = std::mem::take(&mut *old.state());
                     if state.reported.is_none() {
                         state.placed_since = 0;
                     }

@@ -112,18 +112,24 @@ pub struct StoredData {
     pub segments: Vec<SegmentRow>,
 }
 
+impl SegmentRow {
+    /// Every node replica of this segment: `(node, key on the node)`.
+    pub fn replicas(&self) -> impl Iterator<Item = (i64, String)> + '_ {
+        self.fragments.iter().flat_map(move |f| {
+            f.placements.iter().filter_map(move |p| {
+                p.node
+                    .map(|n| (n, node_key(&self.data_id, self.seq, f.index)))
+            })
+        })
+    }
+}
+
 impl StoredData {
-    /// Every replica of this data: `(node, key on the node)`.
+    /// Every node replica of this data: `(node, key on the node)`.
     pub fn replicas(&self) -> Vec<(i64, String)> {
         self.segments
             .iter()
-            .flat_map(|s| {
-                s.fragments.iter().flat_map(move |f| {
-                    f.placements.iter().filter_map(move |p| {
-                        p.node.map(|n| (n, node_key(&s.data_id, s.seq, f.index)))
-                    })
-                })
-            })
+            .flat_map(SegmentRow::replicas)
             .collect()
     }
 }
@@ -748,6 +754,21 @@ impl Index {
         }
     }
 
+    /// Fails with `NoSuchUpload` unless the upload is still in progress
+    /// (it may have been completed or aborted meanwhile).
+    async fn upload_exists_in(tx: &mut Tx, upload_id: &str) -> Result<(), GatewayError> {
+        let exists = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
+            .bind(upload_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some();
+        if exists {
+            Ok(())
+        } else {
+            Err(GatewayError::NoSuchUpload(upload_id.to_owned()))
+        }
+    }
+
     /// Records an uploaded part, replacing an earlier upload of the same
     /// part number.
     ///
@@ -761,14 +782,7 @@ impl Index {
         data: &StoredData,
     ) -> Result<(), GatewayError> {
         let mut tx = self.begin_write().await?;
-        let exists = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
-            .bind(upload_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if !exists {
-            return Err(GatewayError::NoSuchUpload(upload_id.to_owned()));
-        }
+        Self::upload_exists_in(&mut tx, upload_id).await?;
         let old: Option<String> = sqlx::query_scalar(
             "SELECT data_id FROM upload_parts WHERE upload_id = $1 AND part_number = $2",
         )
@@ -881,14 +895,7 @@ impl Index {
             return Err(GatewayError::InvalidPartOrder);
         }
         let mut tx = self.begin_write().await?;
-        let exists = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
-            .bind(&upload.id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if !exists {
-            return Err(GatewayError::NoSuchUpload(upload.id.clone()));
-        }
+        Self::upload_exists_in(&mut tx, &upload.id).await?;
         let stored: Vec<(i64, String, i64, String)> = sqlx::query_as(
             "SELECT part_number, data_id, size, etag FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
         )

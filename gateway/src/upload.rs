@@ -90,15 +90,6 @@ struct SegmentFailure {
     written: Vec<(i64, String)>,
 }
 
-fn segment_replicas(segment: &SegmentRow) -> impl Iterator<Item = (i64, String)> + '_ {
-    segment.fragments.iter().flat_map(move |f| {
-        f.placements.iter().filter_map(move |p| {
-            p.node
-                .map(|n| (n, node_key(&segment.data_id, segment.seq, f.index)))
-        })
-    })
-}
-
 impl ObjectStore {
     /// Stores an object and makes it visible, replacing any object at the key.
     ///
@@ -347,7 +338,7 @@ impl ObjectStore {
         match failure {
             None => Ok(segment),
             Some(mut fail) => {
-                fail.written.extend(segment_replicas(&segment));
+                fail.written.extend(segment.replicas());
                 Err(fail)
             }
         }
@@ -362,7 +353,7 @@ fn collect(
 ) {
     match joined {
         Ok(Ok(segment)) => {
-            written.extend(segment_replicas(&segment));
+            written.extend(segment.replicas());
             segments.push(segment);
         }
         Ok(Err(fail)) => {
