@@ -81,7 +81,19 @@ impl Dev {
 #[test]
 fn dev_prints_endpoint_and_credentials() {
     let dev = Dev::start();
-    let printed = std::fs::read_to_string(dev.dir.path().join("stdout")).unwrap();
+    // The gateway's port opens before the nodes are up and the banner is
+    // printed: wait for the banner (and the recorded endpoint) to appear.
+    let stdout = dev.dir.path().join("stdout");
+    let gateway_json = dev.dir.path().join("data").join("gateway.json");
+    let ready = || {
+        std::fs::read_to_string(&stdout).is_ok_and(|s| s.contains("secret key"))
+            && gateway_json.exists()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), ready),
+        "tenfold dev printed no banner"
+    );
+    let printed = std::fs::read_to_string(&stdout).unwrap();
     assert!(printed.contains(&dev.endpoint), "{printed}");
     assert!(
         printed.contains("dev-key") && printed.contains("dev-secret"),
