@@ -86,6 +86,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
                 capacity: opts.node_capacity,
                 access_key,
                 secret_key,
+                delay: std::time::Duration::ZERO,
             };
             tokio::spawn(async move {
                 if let Err(e) = run_node(config, listener).await {

@@ -61,6 +61,7 @@ pub struct DiskStore {
     root: PathBuf,
     capacity: u64,
     used: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl DiskStore {
@@ -84,6 +85,7 @@ impl DiskStore {
             root: root.to_path_buf(),
             capacity,
             used: AtomicU64::new(used),
+            reads: AtomicU64::new(0),
         })
     }
 
@@ -95,6 +97,11 @@ impl DiskStore {
     /// Bytes currently stored (including writes in progress).
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
+    }
+
+    /// Objects opened for reading since the node started.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     fn bucket_dir(&self, bucket: &str) -> PathBuf {
@@ -319,6 +326,7 @@ impl DiskStore {
         key: &str,
     ) -> Result<(ObjectMeta, fs::File), StoreError> {
         let path = self.object_path(bucket, key)?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let mut file = match fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

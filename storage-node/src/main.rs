@@ -25,6 +25,10 @@ struct Args {
     /// S3 secret key clients sign with.
     #[arg(long, env = "TENFOLD_NODE_SECRET_KEY", hide_env_values = true)]
     secret_key: String,
+    /// Test only: wait this long before every answer (for example 200ms), to
+    /// play a slow node.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s", hide = true)]
+    test_delay: std::time::Duration,
 }
 
 #[tokio::main]
@@ -47,6 +51,7 @@ async fn main() -> std::process::ExitCode {
         capacity: args.capacity,
         access_key: args.access_key,
         secret_key: args.secret_key,
+        delay: args.test_delay,
     };
     match run_node(config, listener).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

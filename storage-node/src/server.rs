@@ -5,7 +5,11 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use crate::auth::StaticKey;
 use http::{Request, Response, StatusCode};
@@ -31,14 +35,23 @@ pub struct NodeConfig {
     pub access_key: String,
     /// S3 secret key.
     pub secret_key: String,
+    /// Extra time before every answer. For tests and benchmarks that need a
+    /// slow node; zero otherwise.
+    pub delay: Duration,
 }
 
 /// Serves HTTP/1 and HTTP/2 on `listener`, calling `handler` for every
 /// request inside a `request` span that carries a fresh request id, which is
 /// also returned to the client as `x-amz-request-id`.
+///
+/// A request that sent `Expect: 100-continue` and got its answer without a
+/// `100 Continue` first (its body was empty or not read) is answered with
+/// `Connection: close`. The client may then skip sending the body (RFC 9110,
+/// 10.1.1), and botocore keeps that answer's status line for the next
+/// response on the same connection, which then never ends.
 pub async fn serve_http<H, Fut>(listener: TcpListener, handler: H)
 where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    H: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     loop {
@@ -64,8 +77,27 @@ where
                     method = %req.method(),
                     path = %req.uri().path(),
                 );
+                let expects_continue = req
+                    .headers()
+                    .get(http::header::EXPECT)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+                // Hyper sends no `100 Continue` for an empty body.
+                let empty = http_body::Body::is_end_stream(req.body());
+                let read = Arc::new(AtomicBool::new(false));
+                let req = req.map(|inner| {
+                    Body::http_body(TrackedBody {
+                        inner,
+                        read: Arc::clone(&read),
+                    })
+                });
                 async move {
                     let mut resp = handler(req).await;
+                    if expects_continue && (empty || !read.load(Ordering::Acquire)) {
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
                     tracing::debug!(status = resp.status().as_u16(), "response");
                     if let Ok(v) = request_id.parse() {
                         resp.headers_mut().insert("x-amz-request-id", v);
@@ -79,6 +111,36 @@ where
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
+    }
+}
+
+/// A request body that records when it has been read to the end.
+struct TrackedBody {
+    inner: Incoming,
+    read: Arc<AtomicBool>,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -119,10 +181,14 @@ pub async fn run_node(config: NodeConfig, listener: TcpListener) -> Result<(), S
     let mut builder = S3ServiceBuilder::new(NodeS3::new(Arc::clone(&store)));
     builder.set_auth(StaticKey::new(config.access_key, config.secret_key));
     let s3 = builder.build();
-    serve_http(listener, move |req: Request<Incoming>| {
+    serve_http(listener, move |req: Request<Body>| {
         let s3 = s3.clone();
         let store = Arc::clone(&store);
+        let delay = config.delay;
         async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             if req.method() == http::Method::GET && req.uri().path() == "/health" {
                 let (capacity, used) = (store.capacity(), store.used());
                 return json_response(&serde_json::json!({
@@ -130,9 +196,10 @@ pub async fn run_node(config: NodeConfig, listener: TcpListener) -> Result<(), S
                     "capacity": capacity,
                     "used": used,
                     "available": capacity.saturating_sub(used),
+                    "objects_read": store.reads(),
                 }));
             }
-            into_response(s3.call(req.map(Body::from)).await)
+            into_response(s3.call(req).await)
         }
     })
     .await;
