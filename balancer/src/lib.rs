@@ -4,15 +4,15 @@
 //! ([`registry`]), places each fragment on distinct nodes of each network
 //! chosen at random with failover to the next candidate ([`placement`]),
 //! and reads a fragment back from the best replica that verifies
-//! ([`replica_read`]). It speaks nothing but plain S3 to the nodes
+//! ([`hedged_read`]). It speaks nothing but plain S3 to the nodes
 //! ([`node_client`]), so any S3-compatible server can be a node.
 
 pub mod error;
+pub mod hedged_read;
 pub mod node;
 pub mod node_client;
 pub mod placement;
 pub mod registry;
-pub mod replica_read;
 
 pub use error::BalancerError;
 pub use node::{Network, NodeSpec};

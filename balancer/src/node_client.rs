@@ -1,6 +1,6 @@
 //! Plain-S3 access to one node, over a connection pool shared by all nodes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -156,7 +156,8 @@ pub async fn put(
 ///
 /// # Errors
 /// A [`NodeFailure`] saying why the read failed.
-pub async fn get(client: &Client, bucket: &str, key: &str) -> Result<Bytes, NodeFailure> {
+pub async fn get(client: &Client, bucket: &str, key: &str) -> Result<Fetched, NodeFailure> {
+    let started = Instant::now();
     let out = client
         .get_object()
         .bucket(bucket)
@@ -164,11 +165,28 @@ pub async fn get(client: &Client, bucket: &str, key: &str) -> Result<Bytes, Node
         .send()
         .await
         .map_err(|e| classify(&e, status_of(&e)))?;
-    out.body
+    let first_byte = started.elapsed();
+    let data = out
+        .body
         .collect()
         .await
         .map(aws_sdk_s3::primitives::AggregatedBytes::into_bytes)
-        .map_err(|e| NodeFailure::Other(format!("reading body: {e}")))
+        .map_err(|e| NodeFailure::Other(format!("reading body: {e}")))?;
+    Ok(Fetched {
+        data,
+        first_byte,
+        total: started.elapsed(),
+    })
+}
+
+/// A fragment read from a node, with how long it took.
+#[derive(Debug)]
+pub struct Fetched {
+    pub data: Bytes,
+    /// Time until the response headers arrived.
+    pub first_byte: Duration,
+    /// Time until the whole body arrived.
+    pub total: Duration,
 }
 
 /// Deletes an object from a node (deleting a missing object succeeds).

@@ -1,7 +1,7 @@
 //! The registry of storage nodes: health, capacity and latency, refreshed by
 //! periodic probes and by every transfer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,16 @@ pub const FULL_FOR: Duration = Duration::from_secs(30);
 pub const NODE_CONCURRENCY: usize = 16;
 /// Time allowed for a health probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Recent fragment reads kept per node for the hedging percentile: enough
+/// for a stable 95th percentile, few enough to follow a node that slows down.
+pub const LATENCY_SAMPLES: usize = 64;
+/// Shortest wait before a read is hedged to the next replica: below this,
+/// loopback jitter alone would double the reads.
+pub const HEDGE_FLOOR: Duration = Duration::from_millis(15);
+/// Longest wait before hedging, whatever a node's history says.
+pub const HEDGE_CEILING: Duration = Duration::from_secs(2);
+/// Weight of a new observation in the moving averages.
+const EWMA_WEIGHT: f64 = 0.2;
 
 #[derive(Debug, Default)]
 struct NodeState {
@@ -41,9 +51,47 @@ struct NodeState {
     demoted_until: Option<Instant>,
     full_until: Option<Instant>,
     bucket_ready: bool,
-    /// Exponentially weighted mean of request latency, in milliseconds.
+    /// Moving average of time to first byte (reads and probes), in ms.
     latency_ms: Option<f64>,
+    /// Moving average of read throughput once the first byte arrived, in
+    /// bytes per second.
+    throughput: Option<f64>,
+    /// Whole-read times of the latest fragment reads, in ms, including
+    /// reads abandoned because another replica answered first (as the time
+    /// they had taken so far: a lower bound).
+    read_ms: VecDeque<f64>,
+    /// Failed requests since the node was registered.
+    errors: u64,
     last_error: Option<String>,
+}
+
+impl NodeState {
+    fn push_read(&mut self, ms: f64) {
+        if self.read_ms.len() == LATENCY_SAMPLES {
+            self.read_ms.pop_front();
+        }
+        self.read_ms.push_back(ms);
+    }
+
+    /// The `q` quantile of recent read times, if there are any.
+    fn read_quantile(&self, q: f64) -> Option<f64> {
+        if self.read_ms.is_empty() {
+            return None;
+        }
+        let mut sorted: Vec<f64> = self.read_ms.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let at = ((sorted.len() - 1) as f64 * q).round() as usize;
+        Some(sorted[at])
+    }
+}
+
+fn ewma(old: Option<f64>, sample: f64) -> f64 {
+    old.map_or(sample, |m| (1.0 - EWMA_WEIGHT) * m + EWMA_WEIGHT * sample)
 }
 
 /// One node: its registration, its S3 client and its live state.
@@ -67,7 +115,15 @@ pub struct NodeStatus {
     pub healthy: bool,
     pub capacity: u64,
     pub used: u64,
+    /// Moving average of time to first byte.
     pub latency_ms: Option<f64>,
+    /// 95th percentile of recent fragment reads.
+    pub read_p95_ms: Option<f64>,
+    /// Moving average of read throughput, bytes per second.
+    pub throughput: Option<f64>,
+    /// Whether the node returned corrupt bytes lately (read last).
+    pub demoted: bool,
+    pub errors: u64,
     pub last_error: Option<String>,
 }
 
@@ -107,23 +163,62 @@ impl NodeHandle {
         (used.saturating_add(len) <= cap).then_some(!down)
     }
 
-    /// Sort key for reads: usable nodes first, then by latency.
-    pub(crate) fn read_rank(&self) -> (u8, u64) {
+    /// Sort key for reading `len` bytes: usable nodes first (healthy, then
+    /// demoted, then down), then by the expected time of the read: time to
+    /// first byte plus `len` at the node's throughput.
+    pub(crate) fn read_rank(&self, len: u64) -> (u8, u64) {
         let now = Instant::now();
         let st = self.state();
         let penalty =
             u8::from(still(st.down_until, now)) * 2 + u8::from(still(st.demoted_until, now));
-        // Unknown latency ranks like a fast node, so new nodes get tried.
-        let latency = st.latency_ms.unwrap_or(0.0).max(0.0);
+        // Unknown figures rank like a fast node, so new nodes get tried.
+        let first_byte = st.latency_ms.unwrap_or(0.0).max(0.0);
+        #[allow(clippy::cast_precision_loss)]
+        let transfer = st.throughput.map_or(0.0, |bps| len as f64 / bps * 1000.0);
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        (penalty, (latency * 1000.0) as u64)
+        (penalty, ((first_byte + transfer) * 1000.0) as u64)
     }
 
+    /// How long a read from this node may take before the next replica is
+    /// asked too: the 95th percentile of its recent reads, within
+    /// [`HEDGE_FLOOR`] and [`HEDGE_CEILING`].
+    pub(crate) fn hedge_delay(&self) -> Duration {
+        let p95 = self.state().read_quantile(0.95);
+        p95.map_or(HEDGE_FLOOR * 4, |ms| Duration::from_secs_f64(ms / 1000.0))
+            .clamp(HEDGE_FLOOR, HEDGE_CEILING)
+    }
+
+    /// A probe or request answered after `started`.
     pub(crate) fn record_success(&self, started: Instant) {
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut st = self.state();
-        st.latency_ms = Some(st.latency_ms.map_or(ms, |m| 0.8 * m + 0.2 * ms));
+        st.latency_ms = Some(ewma(st.latency_ms, ms));
         st.down_until = None;
+    }
+
+    /// A fragment read that completed.
+    pub(crate) fn record_read(&self, len: usize, first_byte: Duration, total: Duration) {
+        let mut st = self.state();
+        st.latency_ms = Some(ewma(st.latency_ms, first_byte.as_secs_f64() * 1000.0));
+        let body = total.saturating_sub(first_byte).as_secs_f64();
+        // Tiny bodies say nothing about throughput.
+        if len >= 64 * 1024 && body > 0.0 {
+            #[allow(clippy::cast_precision_loss)]
+            let bps = len as f64 / body;
+            st.throughput = Some(ewma(st.throughput, bps));
+        }
+        st.push_read(total.as_secs_f64() * 1000.0);
+        st.down_until = None;
+    }
+
+    /// A read abandoned after `elapsed` because another replica answered
+    /// first: the node was at least this slow.
+    pub(crate) fn record_abandoned(&self, elapsed: Duration) {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        let mut st = self.state();
+        // It had not answered after `ms`: its latency is at least that.
+        st.latency_ms = Some(st.latency_ms.unwrap_or(0.0).max(ms));
+        st.push_read(ms);
     }
 
     pub(crate) fn record_placed(&self, len: u64) {
@@ -133,10 +228,14 @@ impl NodeHandle {
     pub(crate) fn record_failure(&self, failure: &NodeFailure) {
         let now = Instant::now();
         let mut st = self.state();
+        st.errors += 1;
         st.last_error = Some(failure.to_string());
         match failure {
             NodeFailure::Full(_) => st.full_until = Some(now + FULL_FOR),
-            NodeFailure::Corrupt => st.demoted_until = Some(now + DEMOTED_FOR),
+            NodeFailure::Corrupt => {
+                tracing::warn!(node = self.spec.id, "node returned corrupt bytes: demoted");
+                st.demoted_until = Some(now + DEMOTED_FOR);
+            }
             NodeFailure::Missing => {}
             NodeFailure::Other(_) => st.down_until = Some(now + DOWN_FOR),
         }
@@ -165,6 +264,10 @@ impl NodeHandle {
             capacity,
             used,
             latency_ms: st.latency_ms,
+            read_p95_ms: st.read_quantile(0.95),
+            throughput: st.throughput,
+            demoted: still(st.demoted_until, now),
+            errors: st.errors,
             last_error: st.last_error.clone(),
         }
     }
