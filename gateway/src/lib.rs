@@ -19,6 +19,8 @@ pub mod object_store;
 pub mod preconditions;
 pub mod s3_api;
 pub mod server;
+pub mod share;
 pub mod upload;
+pub mod zip_stream;
 
 pub use error::GatewayError;

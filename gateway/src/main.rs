@@ -10,6 +10,7 @@ use tenfold::config::ServeConfig;
 use tenfold::dev_cluster::{DevOptions, run_dev};
 use tenfold::index::{Index, NewNode, sqlite_url_for_dir};
 use tenfold::server::{GatewaySettings, run_gateway};
+use tenfold::share::{create_share, revoke_share, share_url};
 use tenfold_balancer::Network;
 use tenfold_node::size::parse_size;
 
@@ -94,6 +95,38 @@ enum Command {
         /// Print JSON (the only format for now).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+    /// Share links: one object or a whole prefix, for anyone with the link.
+    Share {
+        #[command(subcommand)]
+        command: ShareCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShareCommand {
+    /// Create a link and print its URL.
+    Create {
+        bucket: String,
+        /// A key, or a prefix such as `transfers/2024-06/` (empty: the
+        /// whole bucket).
+        #[arg(default_value = "")]
+        prefix: String,
+        /// How long the link works, e.g. 7d, 12h, 30m.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        expires: Duration,
+        /// The gateway's address as users reach it (default: the one
+        /// `tenfold dev` recorded in its data folder).
+        #[arg(long, env = "TENFOLD_PUBLIC_URL")]
+        public_url: Option<String>,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+    /// Revoke a link (give its URL or token).
+    Revoke {
+        link: String,
         #[command(flatten)]
         index: IndexArgs,
     },
@@ -196,6 +229,7 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
             run_gateway(listener, index, settings).await
         }
         Command::Nodes { command } => nodes(command).await,
+        Command::Share { command } => share(command).await,
         Command::Inspect {
             bucket,
             key,
@@ -294,6 +328,54 @@ async fn nodes(command: NodesCommand) -> Result<(), GatewayError> {
         }
         NodesCommand::Remove { id, index } => index.open().await?.remove_node(id).await,
     }
+}
+
+async fn share(command: ShareCommand) -> Result<(), GatewayError> {
+    match command {
+        ShareCommand::Create {
+            bucket,
+            prefix,
+            expires,
+            public_url,
+            index,
+        } => {
+            let public_url = match public_url {
+                Some(url) => url,
+                None => recorded_endpoint(&index.data)?,
+            };
+            let db = index.open().await?;
+            let token = create_share(&db, &bucket, &prefix, expires).await?;
+            println!("{}", share_url(&public_url, &token));
+            Ok(())
+        }
+        ShareCommand::Revoke { link, index } => {
+            if revoke_share(&index.open().await?, &link).await? {
+                Ok(())
+            } else {
+                Err(GatewayError::InvalidArgument(format!(
+                    "no such share link: {link}"
+                )))
+            }
+        }
+    }
+}
+
+/// The endpoint `tenfold dev` recorded in its data folder.
+fn recorded_endpoint(data: &std::path::Path) -> Result<String, GatewayError> {
+    let path = data.join("gateway.json");
+    let info: serde_json::Value = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            GatewayError::Config(format!(
+                "no gateway address recorded in {}: pass --public-url",
+                path.display()
+            ))
+        })?;
+    info.get("endpoint")
+        .and_then(|e| e.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| GatewayError::Config(format!("{} has no endpoint", path.display())))
 }
 
 #[tokio::main]

@@ -1,11 +1,10 @@
 //! Running a gateway: the balancer fed from the index, the garbage
-//! collector, and the S3 service on a listener.
+//! collector, and the S3 service (with share links beside it) on a listener.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-use hyper::body::Incoming;
 use s3s::Body;
 use s3s::service::S3ServiceBuilder;
 use tenfold_balancer::Balancer;
@@ -19,6 +18,8 @@ use crate::error::GatewayError;
 use crate::index::Index;
 use crate::object_store::ObjectStore;
 use crate::s3_api::GatewayS3;
+use crate::s3_api::zip_route::ZipRoute;
+use crate::share::{SHARE_PATH, serve_share};
 
 /// What a gateway needs besides its listener.
 #[derive(Debug, Clone)]
@@ -50,19 +51,43 @@ pub async fn run_gateway(
     let store = Arc::new(ObjectStore::new(index, balancer, &settings.policy));
     store.spawn_garbage_collector();
 
-    let mut builder = S3ServiceBuilder::new(GatewayS3::new(store));
-    if let Some(domain) = &settings.base_domain {
-        builder.set_host(BaseDomain::new(domain));
+    let base_domain = settings.base_domain.as_deref().map(BaseDomain::new);
+    let mut builder = S3ServiceBuilder::new(GatewayS3::new(Arc::clone(&store)));
+    if let Some(domain) = &base_domain {
+        builder.set_host(domain.clone());
     }
     builder.set_auth(StaticKey::new(settings.access_key, settings.secret_key));
+    builder.set_route(ZipRoute::new(Arc::clone(&store), base_domain.clone()));
     let s3 = builder.build();
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
-    serve_http(listener, move |req: Request<Incoming>| {
+    serve_http(listener, move |req: Request<Body>| {
         let s3 = s3.clone();
-        async move { into_response(s3.call(req.map(Body::from)).await) }
+        let store = Arc::clone(&store);
+        let share = is_share_request(&req, base_domain.as_ref());
+        async move {
+            if share {
+                serve_share(&store, req.method(), req.uri().path()).await
+            } else {
+                into_response(s3.call(req).await)
+            }
+        }
     })
     .await;
     Ok(())
+}
+
+/// Whether a request is for a share link rather than for S3: its path is
+/// under [`SHARE_PATH`] and its host is not a bucket's virtual host.
+fn is_share_request(req: &Request<Body>, base_domain: Option<&BaseDomain>) -> bool {
+    if !req.uri().path().starts_with(SHARE_PATH) {
+        return false;
+    }
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    host.zip(base_domain)
+        .is_none_or(|(host, domain)| domain.bucket_of(host).is_none())
 }
 
 /// Re-reads the node registry (nodes added or removed at run time, usage

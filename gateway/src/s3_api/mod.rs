@@ -1,13 +1,14 @@
 //! The gateway's S3 API, served by `s3s`. Each operation is a thin method
 //! here that calls the module holding its logic: [`buckets`], [`objects`],
 //! [`listing`], [`multipart`]; [`convert`] maps between s3s types and the
-//! index's rows.
+//! index's rows. [`zip_route`] adds one non-S3 request: a zip of a prefix.
 
 mod buckets;
 mod convert;
 mod listing;
 mod multipart;
 mod objects;
+pub mod zip_route;
 
 use std::sync::Arc;
 
