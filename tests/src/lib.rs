@@ -137,6 +137,11 @@ pub struct Node {
 impl Node {
     /// Starts a node under `dir` with the given capacity (e.g. `1GiB`).
     pub fn start(dir: &Path, name: &str, capacity: &str) -> Self {
+        Self::start_with(dir, name, capacity, &[])
+    }
+
+    /// Like [`Node::start`], with extra command-line arguments.
+    pub fn start_with(dir: &Path, name: &str, capacity: &str, extra: &[String]) -> Self {
         let data = dir.join(name);
         let addr = format!("127.0.0.1:{}", free_port());
         let access_key = format!("{name}-key");
@@ -151,6 +156,7 @@ impl Node {
                 capacity,
             ])
             .args(["--access-key", &access_key, "--secret-key", &secret_key])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log_file(dir, &format!("{name}.log")))
             .spawn()
@@ -168,6 +174,20 @@ impl Node {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The node's `/health` report.
+    pub fn health(&self) -> serde_json::Value {
+        let out = run(Command::new("curl").args(["-sf", &format!("{}/health", self.endpoint())]));
+        assert!(out.status.success(), "GET /health failed");
+        serde_json::from_slice(&out.stdout).expect("health JSON")
+    }
+
+    /// Objects the node has opened for reading since it started.
+    pub fn objects_read(&self) -> u64 {
+        self.health()["objects_read"]
+            .as_u64()
+            .expect("objects_read")
     }
 
     /// Files holding fragments on this node, with the object key each holds
@@ -238,6 +258,19 @@ impl Cluster {
         top: &str,
         storage: &str,
     ) -> Self {
+        Self::start_with_node_args(mainnet, testnet, capacity, top, storage, &|_, _| Vec::new())
+    }
+
+    /// Like [`Cluster::start_with`], with extra arguments for some nodes:
+    /// `node_args(network, i)` for the `i`th node of `network`.
+    pub fn start_with_node_args(
+        mainnet: usize,
+        testnet: usize,
+        capacity: &str,
+        top: &str,
+        storage: &str,
+        node_args: &dyn Fn(&str, usize) -> Vec<String>,
+    ) -> Self {
         let dir = TempDir::new("cluster");
         let index_url = format!("sqlite://{}", dir.path().join("index.db").display());
         let port = free_port();
@@ -252,7 +285,12 @@ impl Cluster {
         let mut cluster_nodes = Vec::new();
         for (network, count) in [("mainnet", mainnet), ("testnet", testnet)] {
             for i in 0..count {
-                let node = Node::start(dir.path(), &format!("{network}-{i}"), capacity);
+                let node = Node::start_with(
+                    dir.path(),
+                    &format!("{network}-{i}"),
+                    capacity,
+                    &node_args(network, i),
+                );
                 cluster_nodes.push((network.to_owned(), node));
             }
         }
