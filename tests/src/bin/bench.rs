@@ -3,13 +3,21 @@
 //! GET directly on one `tenfold-node`, with the same client (`aws s3api`),
 //! in the same run, so the ratio holds on a noisy machine.
 //!
+//! Then GET latency (p50/p99 of small-object GETs over one keep-alive
+//! connection) on a 3 + 1 cluster with every node healthy and with one node
+//! answering 100 ms late, and the gateway's peak memory while a 1 GiB
+//! transfer is zipped through a share link.
+//!
 //! `cargo build --release --bins && target/release/bench [--size 256MiB] [--runs 3] [--json FILE]`
 //! (`--smoke` runs tiny sizes once, for CI).
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
-use tests::{Aws, Cluster, Node, TempDir, write_file};
+use tests::{Aws, Cluster, Node, TempDir, bin, run, write_file};
 
 struct Args {
     size: usize,
@@ -18,6 +26,10 @@ struct Args {
     /// Size in MiB of a file sent up and down with `aws s3 cp` (multipart)
     /// while the gateway's peak memory is watched; 0 to skip.
     cp_mib: usize,
+    /// GETs timed for each latency figure; 0 to skip.
+    latency_gets: usize,
+    /// Size in MiB of the transfer zipped through a share link; 0 to skip.
+    zip_mib: usize,
 }
 
 fn parse_args() -> Args {
@@ -26,6 +38,8 @@ fn parse_args() -> Args {
         runs: 3,
         json: None,
         cp_mib: 1024,
+        latency_gets: 300,
+        zip_mib: 1024,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -50,10 +64,26 @@ fn parse_args() -> Args {
                     .parse()
                     .expect("--cp-mib N")
             }
+            "--latency-gets" => {
+                args.latency_gets = it
+                    .next()
+                    .expect("--latency-gets needs a value")
+                    .parse()
+                    .expect("--latency-gets N")
+            }
+            "--zip-mib" => {
+                args.zip_mib = it
+                    .next()
+                    .expect("--zip-mib needs a value")
+                    .parse()
+                    .expect("--zip-mib N")
+            }
             "--smoke" => {
                 args.size = 1 << 20;
                 args.runs = 1;
                 args.cp_mib = 8;
+                args.latency_gets = 20;
+                args.zip_mib = 8;
             }
             other => panic!("unknown argument {other}"),
         }
@@ -128,6 +158,107 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Sends `GET path` on a keep-alive connection and reads the whole answer;
+/// returns the body length.
+fn http_get(conn: &mut BufReader<TcpStream>, host: &str, path: &str) -> usize {
+    write!(
+        conn.get_mut(),
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    )
+    .expect("send");
+    let mut line = String::new();
+    conn.read_line(&mut line).expect("status line");
+    assert!(line.contains(" 200 "), "GET answered {line}");
+    let mut len = 0;
+    loop {
+        line.clear();
+        conn.read_line(&mut line).expect("header");
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            len = value.trim().parse().expect("content-length");
+        }
+    }
+    let mut body = vec![0; len];
+    conn.read_exact(&mut body).expect("body");
+    len
+}
+
+/// p50 and p99, in ms, of `gets` GETs of one 256 KiB object through a
+/// 3 + 1 gateway, the first mainnet node delayed by `delay` when given.
+fn get_latency(gets: usize, delay: Option<&str>) -> (f64, f64) {
+    let cluster = Cluster::start_with_node_args(3, 1, "10GiB", "", "", &|network, i| match delay {
+        Some(d) if network == "mainnet" && i == 0 => vec!["--test-delay".into(), d.into()],
+        _ => Vec::new(),
+    });
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://lat"]);
+    let tmp = TempDir::new("latency");
+    let file = tmp.path().join("obj");
+    write_file(&file, 256 << 10, false);
+    aws.ok(&["s3", "cp", file.to_str().unwrap(), "s3://lat/obj"]);
+    let url = aws.ok(&["s3", "presign", "s3://lat/obj"]);
+    let url = url.trim();
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_at(rest.find('/').expect("path"));
+    let mut conn = BufReader::new(TcpStream::connect(host).expect("connect"));
+    conn.get_ref().set_nodelay(true).ok();
+    for _ in 0..gets.min(20) {
+        http_get(&mut conn, host, path);
+    }
+    let mut ms: Vec<f64> = (0..gets)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(http_get(&mut conn, host, path), 256 << 10);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Peak gateway memory (MiB) while a transfer of `mib` MiB in 8 files is
+/// downloaded as one zip through a share link, and the zip's MiB/s.
+fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64) {
+    let per_file = (mib << 20) / 8;
+    for i in 0..8 {
+        let file = tmp.join(format!("zip{i}"));
+        write_file(&file, per_file, i % 2 == 0);
+        gw.ok(&[
+            "s3",
+            "cp",
+            file.to_str().unwrap(),
+            &format!("s3://bench/transfer/f{i}"),
+        ]);
+        std::fs::remove_file(&file).ok();
+    }
+    let out = run(Command::new(bin("tenfold")).args([
+        "share",
+        "create",
+        "bench",
+        "transfer/",
+        "--index-url",
+        &cluster.index_url,
+        "--public-url",
+        &cluster.endpoint,
+    ]));
+    assert!(out.status.success(), "share create failed");
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let pid = cluster.gateway.0.id();
+    // Reset the peak-RSS mark so the figure is the zip's alone.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
+    let t = Instant::now();
+    let out = run(Command::new("curl").args(["-sf", "-o", "/dev/null", &format!("{url}/zip")]));
+    assert!(out.status.success(), "zip download failed");
+    let secs = t.elapsed().as_secs_f64();
+    (peak_rss_mib(pid), mib as f64 / secs)
+}
+
 fn main() {
     let args = parse_args();
     let cluster = Cluster::start(4, 2, "100GiB");
@@ -183,6 +314,36 @@ fn main() {
         rows.push(serde_json::json!({
             "data": "random", "op": "aws s3 cp up+down", "size_bytes": args.cp_mib << 20,
             "up_mib_s": mib / up, "down_mib_s": mib / down, "gateway_peak_rss_mib": peak,
+        }));
+    }
+    if args.zip_mib > 0 {
+        let (peak, mibs) = zip_memory(&cluster, &gw, tmp.path(), args.zip_mib);
+        println!(
+            "zip of a {} MiB transfer (8 files) through a share link: {mibs:.1} MiB/s; gateway peak RSS {peak:.0} MiB",
+            args.zip_mib
+        );
+        rows.push(serde_json::json!({
+            "op": "share zip download", "size_bytes": args.zip_mib << 20,
+            "mib_s": mibs, "gateway_peak_rss_mib": peak,
+        }));
+    }
+    if args.latency_gets > 0 {
+        let (p50, p99) = get_latency(args.latency_gets, None);
+        let (slow_p50, slow_p99) = get_latency(args.latency_gets, Some("100ms"));
+        println!(
+            "GET latency of a 256 KiB object ({} GETs, one keep-alive connection), 3 + 1 nodes:",
+            args.latency_gets
+        );
+        println!("  all nodes healthy:        p50 {p50:.1} ms, p99 {p99:.1} ms");
+        println!(
+            "  one node 100 ms late:     p50 {slow_p50:.1} ms, p99 {slow_p99:.1} ms (p99 ratio {:.2})",
+            slow_p99 / p99
+        );
+        rows.push(serde_json::json!({
+            "op": "GET latency 256 KiB", "gets": args.latency_gets,
+            "healthy_ms": {"p50": p50, "p99": p99},
+            "one_slow_node_ms": {"p50": slow_p50, "p99": slow_p99},
+            "p99_ratio": slow_p99 / p99,
         }));
     }
     if let Some(path) = args.json {
