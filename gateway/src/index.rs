@@ -155,6 +155,9 @@ pub struct UploadRow {
     pub headers: ObjectHeaders,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// The checksum algorithm (uppercase) every part is given, and the
+    /// object a composite of.
+    pub checksum_algorithm: Option<String>,
 }
 
 /// One uploaded part.
@@ -163,6 +166,7 @@ pub struct PartRow {
     pub part_number: u32,
     pub size: u64,
     pub etag: String,
+    pub checksums: Checksums,
     /// Milliseconds since the Unix epoch.
     pub last_modified: i64,
 }
@@ -710,7 +714,8 @@ impl Index {
         let mut tx = self.begin_write().await?;
         Self::bucket_exists_in(&mut tx, &upload.bucket).await?;
         sqlx::query(
-            "INSERT INTO uploads (id, bucket, key, content_type, metadata, headers, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO uploads (id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&upload.id)
         .bind(&upload.bucket)
@@ -719,6 +724,7 @@ impl Index {
         .bind(serde_json::to_string(&upload.metadata).unwrap_or_else(|_| "{}".into()))
         .bind(serde_json::to_string(&upload.headers).unwrap_or_else(|_| "{}".into()))
         .bind(upload.created_at)
+        .bind(&upload.checksum_algorithm)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -736,6 +742,7 @@ impl Index {
             headers: serde_json::from_str(&row.try_get::<String, _>("headers")?)
                 .unwrap_or_default(),
             created_at: row.try_get("created_at")?,
+            checksum_algorithm: row.try_get("checksum_algorithm")?,
         })
     }
 
@@ -751,7 +758,7 @@ impl Index {
         id: &str,
     ) -> Result<UploadRow, GatewayError> {
         let row = sqlx::query(
-            "SELECT id, bucket, key, content_type, metadata, headers, created_at FROM uploads WHERE id = $1 AND bucket = $2 AND key = $3",
+            "SELECT id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm FROM uploads WHERE id = $1 AND bucket = $2 AND key = $3",
         )
         .bind(id)
         .bind(bucket)
@@ -810,7 +817,8 @@ impl Index {
         }
         Self::insert_data_in(&mut tx, data).await?;
         sqlx::query(
-            "INSERT INTO upload_parts (upload_id, part_number, data_id, size, etag, last_modified) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO upload_parts (upload_id, part_number, data_id, size, etag, last_modified, checksums) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(upload_id)
         .bind(i64::from(part_number))
@@ -818,6 +826,7 @@ impl Index {
         .bind(to_i64(data.size))
         .bind(hex::encode(data.md5))
         .bind(now_ms())
+        .bind(serde_json::to_string(&data.checksums).unwrap_or_else(|_| "{}".into()))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -834,8 +843,8 @@ impl Index {
         after: u32,
         limit: i64,
     ) -> Result<Vec<PartRow>, GatewayError> {
-        let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
-            "SELECT part_number, size, etag, last_modified FROM upload_parts \
+        let rows: Vec<(i64, i64, String, i64, String)> = sqlx::query_as(
+            "SELECT part_number, size, etag, last_modified, checksums FROM upload_parts \
              WHERE upload_id = $1 AND part_number > $2 ORDER BY part_number LIMIT $3",
         )
         .bind(upload_id)
@@ -845,10 +854,11 @@ impl Index {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(n, size, etag, last_modified)| PartRow {
+            .map(|(n, size, etag, last_modified, checksums)| PartRow {
                 part_number: u32::try_from(n).unwrap_or(0),
                 size: to_u64(size),
                 etag,
+                checksums: serde_json::from_str(&checksums).unwrap_or_default(),
                 last_modified,
             })
             .collect())
@@ -867,7 +877,7 @@ impl Index {
         limit: i64,
     ) -> Result<Vec<UploadRow>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT id, bucket, key, content_type, metadata, headers, created_at FROM uploads \
+            "SELECT id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm FROM uploads \
              WHERE bucket = $1 AND key >= $2 AND (key > $3 OR (key = $3 AND id > $4)) \
              ORDER BY key, id LIMIT $5",
         )
@@ -895,6 +905,7 @@ impl Index {
         &self,
         upload: &UploadRow,
         chosen: &[(u32, String)],
+        declared: &[Checksums],
     ) -> Result<ObjectRow, GatewayError> {
         if chosen.is_empty() {
             return Err(GatewayError::MalformedXml(
@@ -906,25 +917,38 @@ impl Index {
         }
         let mut tx = self.begin_write().await?;
         Self::upload_exists_in(&mut tx, &upload.id).await?;
-        let stored: Vec<(i64, String, i64, String)> = sqlx::query_as(
-            "SELECT part_number, data_id, size, etag FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
+        let stored: Vec<(i64, String, i64, String, String)> = sqlx::query_as(
+            "SELECT part_number, data_id, size, etag, checksums FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
         )
         .bind(&upload.id)
         .fetch_all(&mut *tx)
         .await?;
-        let by_number: HashMap<u32, (String, u64, String)> = stored
+        let by_number: HashMap<u32, (String, u64, String, Checksums)> = stored
             .into_iter()
-            .map(|(n, data, size, etag)| {
-                (u32::try_from(n).unwrap_or(0), (data, to_u64(size), etag))
+            .map(|(n, data, size, etag, checksums)| {
+                let checksums = serde_json::from_str(&checksums).unwrap_or_default();
+                (
+                    u32::try_from(n).unwrap_or(0),
+                    (data, to_u64(size), etag, checksums),
+                )
             })
             .collect();
         let mut parts = Vec::with_capacity(chosen.len());
         let mut md5s = Md5::new();
         for (i, (number, etag)) in chosen.iter().enumerate() {
-            let Some((data_id, size, stored_etag)) = by_number.get(number) else {
+            let Some((data_id, size, stored_etag, checksums)) = by_number.get(number) else {
                 return Err(GatewayError::InvalidPart(*number));
             };
             if !etag.trim_matches('"').eq_ignore_ascii_case(stored_etag) {
+                return Err(GatewayError::InvalidPart(*number));
+            }
+            // A checksum the client lists for a part must be the part's.
+            if let Some(listed) = declared.get(i)
+                && listed
+                    .fields()
+                    .into_iter()
+                    .any(|(name, v)| v.is_some() && v.as_deref() != checksums.get(name))
+            {
                 return Err(GatewayError::InvalidPart(*number));
             }
             if i + 1 < chosen.len() && *size < MIN_PART_SIZE {
@@ -933,6 +957,17 @@ impl Index {
             md5s.update(hex::decode(stored_etag).unwrap_or_default());
             parts.push((*number, data_id.clone(), *size, stored_etag.clone()));
         }
+        let checksums = upload
+            .checksum_algorithm
+            .as_deref()
+            .and_then(|algorithm| {
+                let part_sums: Vec<&Checksums> = chosen
+                    .iter()
+                    .filter_map(|(n, _)| by_number.get(n).map(|p| &p.3))
+                    .collect();
+                Checksums::composite(algorithm, part_sums.into_iter())
+            })
+            .unwrap_or_default();
         let object = ObjectRow {
             id: crate::object_store::new_object_id(),
             bucket: upload.bucket.clone(),
@@ -942,7 +977,7 @@ impl Index {
             content_type: upload.content_type.clone(),
             metadata: upload.metadata.clone(),
             headers: upload.headers.clone(),
-            checksums: Checksums::default(),
+            checksums,
             last_modified: now_ms(),
             parts_count: u32::try_from(parts.len()).ok(),
         };
@@ -954,7 +989,7 @@ impl Index {
                 .await?;
             offset += size;
         }
-        for (number, (data_id, _, _)) in &by_number {
+        for (number, (data_id, _, _, _)) in &by_number {
             if !chosen.iter().any(|(n, _)| n == number) {
                 Self::discard_data_in(&mut tx, data_id).await?;
             }

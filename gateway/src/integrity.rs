@@ -25,7 +25,66 @@ pub struct Checksums {
 }
 
 impl Checksums {
-    fn fields(&self) -> [(&'static str, &Option<String>); 5] {
+    /// The value of one algorithm (`CRC32`, `SHA256`, ...).
+    pub fn get(&self, algorithm: &str) -> Option<&str> {
+        self.fields()
+            .into_iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(algorithm))
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// Only the value of `algorithm`, if there is one.
+    pub fn only(&self, algorithm: &str) -> Self {
+        let mut out = Self::default();
+        if let Some(v) = self.get(algorithm) {
+            out.set(algorithm, v.to_owned());
+        }
+        out
+    }
+
+    fn set(&mut self, algorithm: &str, value: String) {
+        let slot = match algorithm.to_ascii_uppercase().as_str() {
+            "CRC32" => &mut self.crc32,
+            "CRC32C" => &mut self.crc32c,
+            "CRC64NVME" => &mut self.crc64nvme,
+            "SHA1" => &mut self.sha1,
+            "SHA256" => &mut self.sha256,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
+
+    /// The composite checksum of a multipart object, as S3 computes it:
+    /// `algorithm` over the concatenated binary checksums of the parts,
+    /// then `-N`. `None` when a part lacks the value, or for CRC64NVME,
+    /// which S3 only offers as a full-object checksum.
+    pub fn composite<'a>(
+        algorithm: &str,
+        parts: impl ExactSizeIterator<Item = &'a Checksums>,
+    ) -> Option<Self> {
+        let algorithm = algorithm.to_ascii_uppercase();
+        if algorithm == "CRC64NVME" {
+            return None;
+        }
+        let count = parts.len();
+        let only = ChecksumExpectation {
+            algorithm: Some(algorithm.clone()),
+            ..ChecksumExpectation::default()
+        };
+        let mut hasher = only.hasher();
+        for part in parts {
+            let raw = base64_simd::STANDARD
+                .decode_to_vec(part.get(&algorithm)?)
+                .ok()?;
+            hasher.update(&raw);
+        }
+        let whole = Checksums::from_dto(hasher.finalize());
+        let mut out = Self::default();
+        out.set(&algorithm, format!("{}-{count}", whole.get(&algorithm)?));
+        Some(out)
+    }
+
+    pub(crate) fn fields(&self) -> [(&'static str, &Option<String>); 5] {
         [
             ("CRC32", &self.crc32),
             ("CRC32C", &self.crc32c),
@@ -174,6 +233,20 @@ mod tests {
             bad.verify(h),
             Err(GatewayError::ChecksumMismatch("CRC32"))
         ));
+
+        // The composite of two parts' CRC32s: CRC32 of their 8 raw bytes.
+        let part = |v: &str| Checksums {
+            crc32: Some(v.into()),
+            ..Checksums::default()
+        };
+        let parts = [part("NhCmhg=="), part("AAAAAA==")];
+        let composite = Checksums::composite("crc32", parts.iter()).unwrap();
+        let mut h = ChecksumExpectation::new(Default::default(), Some("CRC32"), None).hasher();
+        h.update(&[0x36, 0x10, 0xa6, 0x86, 0, 0, 0, 0]);
+        let whole = h.finalize().checksum_crc32.unwrap();
+        assert_eq!(composite.crc32, Some(format!("{whole}-2")));
+        assert!(Checksums::composite("sha1", parts.iter()).is_none());
+        assert!(Checksums::composite("crc64nvme", parts.iter()).is_none());
 
         // An algorithm named without a value is computed and kept.
         let named = ChecksumExpectation::new([None, None, None, None, None], Some("sha1"), None);

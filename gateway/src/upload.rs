@@ -18,7 +18,7 @@ use crate::fragment::node_key;
 use crate::index::{
     FragmentRow, ObjectHeaders, ObjectRow, PlacementRow, SegmentRow, StoredData, UploadRow, now_ms,
 };
-use crate::integrity::ChecksumExpectation;
+use crate::integrity::{ChecksumExpectation, Checksums};
 use crate::object_store::{ObjectStore, new_object_id};
 
 /// Segments compressed and placed at once per upload, besides the one being
@@ -136,7 +136,16 @@ impl ObjectStore {
         part_number: u32,
         checks: BodyChecks,
         body: BodyStream,
-    ) -> Result<String, GatewayError> {
+    ) -> Result<(String, Checksums), GatewayError> {
+        let mut checks = checks;
+        if checks.checksums.algorithm.is_none() {
+            // Every part of an upload created with an algorithm gets its
+            // checksum, for the object's composite one.
+            checks
+                .checksums
+                .algorithm
+                .clone_from(&upload.checksum_algorithm);
+        }
         self.detached(move |store| async move {
             let data = store.ingest(body, checks).await?;
             store
@@ -146,7 +155,7 @@ impl ObjectStore {
                 )
                 .await?;
             tracing::info!(upload = %upload.id, part_number, size = data.size, "part stored");
-            Ok(hex::encode(data.md5))
+            Ok((hex::encode(data.md5), data.checksums))
         })
         .await
     }

@@ -11,16 +11,7 @@ async fn streamed_checksum_trailers_are_verified_and_kept() {
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(3, 1, "2GiB"))
         .await
         .unwrap();
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(&cluster.endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
-        .force_path_style(true)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
-        .build();
-    let s3 = aws_sdk_s3::Client::from_conf(config);
+    let s3 = client(&cluster.endpoint);
     s3.create_bucket().bucket("sdk").send().await.unwrap();
     let tmp = TempDir::new("sdk");
     let file = tmp.path().join("body");
@@ -85,6 +76,121 @@ async fn streamed_checksum_trailers_are_verified_and_kept() {
             .is_err()
     );
     drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_get_part_and_composite_checksums() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start(3, 1, "2GiB"))
+        .await
+        .unwrap();
+    let s3 = client(&cluster.endpoint);
+    s3.create_bucket().bucket("composite").send().await.unwrap();
+    let parts: Vec<Vec<u8>> = vec![vec![b'a'; 5 << 20], vec![b'b'; 1000]];
+    let create = s3
+        .create_multipart_upload()
+        .bucket("composite")
+        .key("obj")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .send()
+        .await
+        .unwrap();
+    let id = create.upload_id().unwrap();
+    let mut completed = Vec::new();
+    let mut raw = Vec::new();
+    for (i, data) in parts.iter().enumerate() {
+        let number = i32::try_from(i + 1).unwrap();
+        let out = s3
+            .upload_part()
+            .bucket("composite")
+            .key("obj")
+            .upload_id(id)
+            .part_number(number)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap();
+        let crc = out.checksum_crc32().expect("the part's CRC32");
+        assert_eq!(crc, base64_crc32(data), "part {number}");
+        raw.extend_from_slice(&crc32fast::hash(data).to_be_bytes());
+        completed.push((number, out.e_tag().unwrap().to_owned(), crc.to_owned()));
+    }
+    let list = |wrong: bool| {
+        let parts = completed
+            .iter()
+            .map(|(n, etag, crc)| {
+                let crc = if wrong && *n == 2 { "AAAAAA==" } else { crc };
+                CompletedPart::builder()
+                    .part_number(*n)
+                    .e_tag(etag)
+                    .checksum_crc32(crc)
+                    .build()
+            })
+            .collect();
+        CompletedMultipartUpload::builder()
+            .set_parts(Some(parts))
+            .build()
+    };
+    // A part listed with a checksum that is not its own is refused.
+    let err = s3
+        .complete_multipart_upload()
+        .bucket("composite")
+        .key("obj")
+        .upload_id(id)
+        .multipart_upload(list(true))
+        .send()
+        .await
+        .unwrap_err();
+    let code = err
+        .as_service_error()
+        .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
+        .map(str::to_owned);
+    assert_eq!(code.as_deref(), Some("InvalidPart"), "{err:?}");
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("composite")
+        .key("obj")
+        .upload_id(id)
+        .multipart_upload(list(false))
+        .send()
+        .await
+        .unwrap();
+    let composite = format!("{}-2", base64_crc32(&raw));
+    assert_eq!(done.checksum_crc32(), Some(composite.as_str()));
+    let head = s3
+        .head_object()
+        .bucket("composite")
+        .key("obj")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.checksum_crc32(), Some(composite.as_str()));
+    let got = s3
+        .get_object()
+        .bucket("composite")
+        .key("obj")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    let body = got.body.collect().await.unwrap().into_bytes();
+    assert_eq!(body.len(), (5 << 20) + 1000);
+    drop(cluster);
+}
+
+fn client(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+        .force_path_style(true)
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
 }
 
 fn base64_crc32(data: &[u8]) -> String {

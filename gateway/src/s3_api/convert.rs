@@ -131,3 +131,23 @@ macro_rules! checksum_expectation {
     };
 }
 pub(crate) use checksum_expectation;
+
+/// An S3 output struct with its `checksum_*` fields set from `Checksums`,
+/// the other fields as given, the rest default.
+macro_rules! with_checksums {
+    ($checksums:expr, $ty:ident { $($field:ident: $value:expr),* $(,)? }) => {{
+        let c: $crate::integrity::Checksums = $checksums;
+        #[allow(clippy::needless_update)]
+        let out = $ty {
+            checksum_crc32: c.crc32,
+            checksum_crc32c: c.crc32c,
+            checksum_crc64nvme: c.crc64nvme,
+            checksum_sha1: c.sha1,
+            checksum_sha256: c.sha256,
+            $($field: $value,)*
+            ..Default::default()
+        };
+        out
+    }};
+}
+pub(crate) use with_checksums;

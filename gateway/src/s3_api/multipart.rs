@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use s3s::dto::{
-    AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput,
-    CompleteMultipartUploadOutput, CreateMultipartUploadInput, CreateMultipartUploadOutput, ETag,
-    ListMultipartUploadsInput, ListMultipartUploadsOutput, ListPartsInput, ListPartsOutput,
-    MultipartUpload, Part, UploadPartInput, UploadPartOutput,
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, ChecksumType,
+    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CreateMultipartUploadInput,
+    CreateMultipartUploadOutput, ETag, ListMultipartUploadsInput, ListMultipartUploadsOutput,
+    ListPartsInput, ListPartsOutput, MultipartUpload, Part, UploadPartInput, UploadPartOutput,
 };
 
 use s3s::TrailingHeaders;
@@ -19,10 +19,11 @@ use crate::upload::BodyChecks;
 
 use super::convert::{
     MAX_LIST_KEYS, body_checks, body_stream, check_key, checksum_expectation, headers, part_number,
-    size_i64, timestamp_ms,
+    size_i64, timestamp_ms, with_checksums,
 };
 use crate::error::GatewayError;
 use crate::index::{UploadRow, now_ms};
+use crate::integrity::Checksums;
 use crate::object_store::{ObjectStore, new_object_id};
 
 pub async fn create(
@@ -44,12 +45,17 @@ pub async fn create(
             input.expires,
         ),
         created_at: now_ms(),
+        checksum_algorithm: input
+            .checksum_algorithm
+            .as_ref()
+            .map(|a| a.as_str().to_ascii_uppercase()),
     };
     store.index.create_upload(&upload).await?;
     Ok(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(upload.id),
+        checksum_algorithm: input.checksum_algorithm,
         ..Default::default()
     })
 }
@@ -69,13 +75,21 @@ pub async fn upload_part(
         input.content_md5.as_deref(),
         checksum_expectation!(input, trailers),
     )?;
-    let etag = store
+    let only = upload.checksum_algorithm.clone();
+    let (etag, checksums) = store
         .upload_part(upload, number, checks, body_stream(input.body))
         .await?;
-    Ok(UploadPartOutput {
-        e_tag: Some(ETag::Strong(etag)),
-        ..Default::default()
-    })
+    // The upload's algorithm, or what the client sent for this part.
+    let checksums = match only {
+        Some(algorithm) => checksums.only(&algorithm),
+        None => checksums,
+    };
+    Ok(with_checksums!(
+        checksums,
+        UploadPartOutput {
+            e_tag: Some(ETag::Strong(etag)),
+        }
+    ))
 }
 
 pub async fn complete(
@@ -83,6 +97,7 @@ pub async fn complete(
     input: CompleteMultipartUploadInput,
 ) -> Result<CompleteMultipartUploadOutput, GatewayError> {
     let mut chosen = Vec::new();
+    let mut declared = Vec::new();
     for part in input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -90,6 +105,13 @@ pub async fn complete(
     {
         let number = part_number(part.part_number.unwrap_or(0))?;
         chosen.push((number, part.e_tag.map(ETag::into_value).unwrap_or_default()));
+        declared.push(Checksums {
+            crc32: part.checksum_crc32,
+            crc32c: part.checksum_crc32c,
+            crc64nvme: part.checksum_crc64nvme,
+            sha1: part.checksum_sha1,
+            sha256: part.checksum_sha256,
+        });
     }
     let object = match store
         .index
@@ -97,7 +119,10 @@ pub async fn complete(
         .await
     {
         Ok(upload) => {
-            let object = store.index.complete_upload(&upload, &chosen).await?;
+            let object = store
+                .index
+                .complete_upload(&upload, &chosen, &declared)
+                .await?;
             store.garbage_ready.notify_one();
             tracing::info!(object = %object.id, size = object.size, parts = chosen.len(), "multipart object stored");
             object
@@ -110,12 +135,17 @@ pub async fn complete(
             .ok_or(GatewayError::NoSuchUpload(id))?,
         Err(e) => return Err(e),
     };
-    Ok(CompleteMultipartUploadOutput {
-        bucket: Some(object.bucket),
-        key: Some(object.key),
-        e_tag: Some(ETag::Strong(object.etag)),
-        ..Default::default()
-    })
+    let checksum_type = (object.checksums != Checksums::default())
+        .then(|| ChecksumType::from_static(ChecksumType::COMPOSITE));
+    Ok(with_checksums!(
+        object.checksums,
+        CompleteMultipartUploadOutput {
+            bucket: Some(object.bucket),
+            key: Some(object.key),
+            e_tag: Some(ETag::Strong(object.etag)),
+            checksum_type: checksum_type,
+        }
+    ))
 }
 
 pub async fn abort(
@@ -169,12 +199,16 @@ pub async fn list_parts(
         parts: Some(
             parts
                 .into_iter()
-                .map(|p| Part {
-                    part_number: i32::try_from(p.part_number).ok(),
-                    size: Some(size_i64(p.size)),
-                    e_tag: Some(ETag::Strong(p.etag)),
-                    last_modified: Some(timestamp_ms(p.last_modified)),
-                    ..Default::default()
+                .map(|p| {
+                    with_checksums!(
+                        p.checksums,
+                        Part {
+                            part_number: i32::try_from(p.part_number).ok(),
+                            size: Some(size_i64(p.size)),
+                            e_tag: Some(ETag::Strong(p.etag)),
+                            last_modified: Some(timestamp_ms(p.last_modified)),
+                        }
+                    )
                 })
                 .collect(),
         ),
@@ -266,7 +300,7 @@ pub async fn upload_part_copy(
         ..Default::default()
     };
     let body = store.source_body(&source, range).await?;
-    let etag = store.upload_part(upload, number, checks, body).await?;
+    let (etag, _) = store.upload_part(upload, number, checks, body).await?;
     Ok(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
             e_tag: Some(ETag::Strong(etag)),
