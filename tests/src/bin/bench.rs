@@ -150,10 +150,15 @@ fn measure(aws: &Aws, bucket: &str, file: &Path, size: usize, runs: usize) -> (S
 
 /// Peak resident memory of a process (`VmHWM`), in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
+    proc_status_mib(pid, "VmHWM:")
+}
+
+/// A memory figure of `/proc/PID/status` (`VmHWM:`, `VmRSS:`), in MiB.
+fn proc_status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -222,9 +227,10 @@ fn get_latency(gets: usize, delay: Option<&str>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// Peak gateway memory (MiB) while a transfer of `mib` MiB in 8 files is
-/// downloaded as one zip through a share link, and the zip's MiB/s.
-fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64) {
+/// Gateway memory (MiB) just before and at the peak while a transfer of
+/// `mib` MiB in 8 files is downloaded as one zip through a share link, and
+/// the zip's MiB/s.
+fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64, f64) {
     let per_file = (mib << 20) / 8;
     for i in 0..8 {
         let file = tmp.join(format!("zip{i}"));
@@ -252,11 +258,12 @@ fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64)
     let pid = cluster.gateway.0.id();
     // Reset the peak-RSS mark so the figure is the zip's alone.
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
+    let before = proc_status_mib(pid, "VmRSS:");
     let t = Instant::now();
     let out = run(Command::new("curl").args(["-sf", "-o", "/dev/null", &format!("{url}/zip")]));
     assert!(out.status.success(), "zip download failed");
     let secs = t.elapsed().as_secs_f64();
-    (peak_rss_mib(pid), mib as f64 / secs)
+    (before, peak_rss_mib(pid), mib as f64 / secs)
 }
 
 fn main() {
@@ -317,14 +324,14 @@ fn main() {
         }));
     }
     if args.zip_mib > 0 {
-        let (peak, mibs) = zip_memory(&cluster, &gw, tmp.path(), args.zip_mib);
+        let (before, peak, mibs) = zip_memory(&cluster, &gw, tmp.path(), args.zip_mib);
         println!(
-            "zip of a {} MiB transfer (8 files) through a share link: {mibs:.1} MiB/s; gateway peak RSS {peak:.0} MiB",
+            "zip of a {} MiB transfer (8 files) through a share link: {mibs:.1} MiB/s; gateway RSS {before:.0} MiB before, peak {peak:.0} MiB",
             args.zip_mib
         );
         rows.push(serde_json::json!({
             "op": "share zip download", "size_bytes": args.zip_mib << 20,
-            "mib_s": mibs, "gateway_peak_rss_mib": peak,
+            "mib_s": mibs, "gateway_rss_before_mib": before, "gateway_peak_rss_mib": peak,
         }));
     }
     if args.latency_gets > 0 {
