@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::error::GatewayError;
 use crate::fragment::{decode_segment, node_key};
 use crate::index::{ObjectRow, SegmentRow};
-use crate::object_store::ObjectStore;
+use crate::object_store::{DOWNLOAD_BUDGET_BYTES, ObjectStore, budget_units};
 use crate::upload::BodyStream;
 
 /// Segments fetched ahead of the one being sent: bounds memory per download.
@@ -38,7 +38,13 @@ impl ObjectStore {
                 let range = range.clone();
                 async move {
                     let offset = segment.plain_offset;
+                    let units = budget_units(segment.plain_size, DOWNLOAD_BUDGET_BYTES);
+                    let slot = Arc::clone(&this.fetch_budget)
+                        .acquire_many_owned(units)
+                        .await
+                        .map_err(|e| GatewayError::Internal(e.to_string()))?;
                     let plain = this.fetch_segment(segment).await?;
+                    drop(slot);
                     let start = usize::try_from(range.start.saturating_sub(offset)).unwrap_or(0);
                     let end =
                         usize::try_from((range.end - offset).min(plain.len() as u64)).unwrap_or(0);

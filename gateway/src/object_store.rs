@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenfold_balancer::Balancer;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::config::StoragePolicy;
 use crate::fragment::SegmentCodec;
@@ -24,6 +24,37 @@ pub struct ObjectStore {
     pub garbage_ready: Notify,
     /// Age at which an unfinished multipart upload is aborted.
     pub abandoned_after: Duration,
+    /// Plaintext bytes being compressed and placed, across all uploads, in
+    /// [`BUDGET_UNIT`]s.
+    pub segment_budget: Arc<Semaphore>,
+    /// Plaintext bytes being fetched and decoded, across all downloads.
+    pub fetch_budget: Arc<Semaphore>,
+}
+
+/// Plaintext compressed and placed at once across every upload of a
+/// gateway: six full segments. Each segment in flight also holds its
+/// compressed form and fragments (about three times its size); an upload
+/// waiting for a turn holds one segment read ahead. So upload memory is
+/// bounded by this plus one segment per concurrent upload, however the
+/// client splits its work, while small objects (one unit each) still go
+/// through hundreds at a time.
+pub const UPLOAD_BUDGET_BYTES: usize = 48 << 20;
+
+/// Plaintext fetched and decoded at once across every download (a segment
+/// holds its fragments and its plaintext while it decodes): ten concurrent
+/// ranged GETs of `aws s3 cp` queue here instead of all decoding at once.
+pub const DOWNLOAD_BUDGET_BYTES: usize = 48 << 20;
+
+/// The granularity of the budgets.
+pub const BUDGET_UNIT: usize = 64 << 10;
+
+/// Budget units for a segment of `len` plaintext bytes (at least one, at
+/// most the whole budget, so that no segment can wait forever).
+pub fn budget_units(len: u64, budget_bytes: usize) -> u32 {
+    let units = usize::try_from(len)
+        .unwrap_or(usize::MAX)
+        .div_ceil(BUDGET_UNIT);
+    u32::try_from(units.clamp(1, budget_bytes / BUDGET_UNIT)).unwrap_or(1)
 }
 
 impl ObjectStore {
@@ -36,6 +67,8 @@ impl ObjectStore {
             segment_size: usize::try_from(policy.segment_size).unwrap_or(usize::MAX),
             garbage_ready: Notify::new(),
             abandoned_after: Duration::from_secs(policy.abandoned_upload_seconds),
+            segment_budget: Arc::new(Semaphore::new(UPLOAD_BUDGET_BYTES / BUDGET_UNIT)),
+            fetch_budget: Arc::new(Semaphore::new(DOWNLOAD_BUDGET_BYTES / BUDGET_UNIT)),
         }
     }
 }

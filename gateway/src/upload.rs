@@ -19,7 +19,7 @@ use crate::index::{
     FragmentRow, ObjectHeaders, ObjectRow, PlacementRow, SegmentRow, StoredData, UploadRow, now_ms,
 };
 use crate::integrity::{ChecksumExpectation, Checksums};
-use crate::object_store::{ObjectStore, new_object_id};
+use crate::object_store::{ObjectStore, UPLOAD_BUDGET_BYTES, budget_units, new_object_id};
 
 /// Segments compressed and placed at once per upload, besides the one being
 /// read: bounds memory to a few segments whatever the object size.
@@ -238,13 +238,24 @@ impl ObjectStore {
                     break;
                 }
             };
+            // The segment waits here for its turn to be compressed and placed.
+            let units = budget_units(plain.len() as u64, UPLOAD_BUDGET_BYTES);
+            let slot = Arc::clone(&self.segment_budget)
+                .acquire_many_owned(units)
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
             md5.update(&plain);
             checksums.update(&plain);
             let len = plain.len() as u64;
             let this = Arc::clone(self);
             let id = data_id.to_owned();
             inflight.push_back(tokio::spawn(
-                async move { this.store_segment(id, seq, offset, plain).await }.in_current_span(),
+                async move {
+                    let stored = this.store_segment(id, seq, offset, plain).await;
+                    drop(slot);
+                    stored
+                }
+                .in_current_span(),
             ));
             offset += len;
             seq += 1;
