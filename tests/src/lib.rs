@@ -536,3 +536,21 @@ pub fn assert_placements(report: &serde_json::Value, mainnet: usize, testnet: us
     }
     fragments.len()
 }
+
+/// An `aws-sdk-s3` client for `endpoint` (path style, plain HTTP, pooled
+/// connections, checksums when the operation supports them).
+pub fn sdk_client(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            access_key, secret_key, None, None, "tests",
+        ))
+        .force_path_style(true)
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}

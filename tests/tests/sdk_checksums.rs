@@ -1,17 +1,16 @@
 //! The Rust AWS SDK as a client: it streams `aws-chunked` bodies with the
 //! checksum in a trailer, which the gateway verifies and keeps.
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
-use tests::{ACCESS_KEY, Cluster, SECRET_KEY, TempDir, write_file};
+use tests::{ACCESS_KEY, Cluster, SECRET_KEY, TempDir, sdk_client, write_file};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_checksum_trailers_are_verified_and_kept() {
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(3, 1, "2GiB"))
         .await
         .unwrap();
-    let s3 = client(&cluster.endpoint);
+    let s3 = sdk_client(&cluster.endpoint, ACCESS_KEY, SECRET_KEY);
     s3.create_bucket().bucket("sdk").send().await.unwrap();
     let tmp = TempDir::new("sdk");
     let file = tmp.path().join("body");
@@ -85,7 +84,7 @@ async fn multipart_uploads_get_part_and_composite_checksums() {
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(3, 1, "2GiB"))
         .await
         .unwrap();
-    let s3 = client(&cluster.endpoint);
+    let s3 = sdk_client(&cluster.endpoint, ACCESS_KEY, SECRET_KEY);
     s3.create_bucket().bucket("composite").send().await.unwrap();
     let parts: Vec<Vec<u8>> = vec![vec![b'a'; 5 << 20], vec![b'b'; 1000]];
     let create = s3
@@ -178,19 +177,6 @@ async fn multipart_uploads_get_part_and_composite_checksums() {
     let body = got.body.collect().await.unwrap().into_bytes();
     assert_eq!(body.len(), (5 << 20) + 1000);
     drop(cluster);
-}
-
-fn client(endpoint: &str) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
-        .force_path_style(true)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
 }
 
 fn base64_crc32(data: &[u8]) -> String {

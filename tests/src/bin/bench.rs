@@ -30,6 +30,10 @@ struct Args {
     latency_gets: usize,
     /// Size in MiB of the transfer zipped through a share link; 0 to skip.
     zip_mib: usize,
+    /// Operations timed per small-object figure; 0 to skip.
+    small_ops: usize,
+    /// Size in MiB of the object 1 MiB ranges are read from; 0 to skip.
+    range_mib: usize,
 }
 
 fn parse_args() -> Args {
@@ -40,6 +44,8 @@ fn parse_args() -> Args {
         cp_mib: 1024,
         latency_gets: 300,
         zip_mib: 1024,
+        small_ops: 400,
+        range_mib: 1024,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -78,12 +84,28 @@ fn parse_args() -> Args {
                     .parse()
                     .expect("--zip-mib N")
             }
+            "--small-ops" => {
+                args.small_ops = it
+                    .next()
+                    .expect("--small-ops needs a value")
+                    .parse()
+                    .expect("--small-ops N")
+            }
+            "--range-mib" => {
+                args.range_mib = it
+                    .next()
+                    .expect("--range-mib needs a value")
+                    .parse()
+                    .expect("--range-mib N")
+            }
             "--smoke" => {
                 args.size = 1 << 20;
                 args.runs = 1;
                 args.cp_mib = 8;
                 args.latency_gets = 20;
                 args.zip_mib = 8;
+                args.small_ops = 32;
+                args.range_mib = 16;
             }
             other => panic!("unknown argument {other}"),
         }
@@ -266,6 +288,117 @@ fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64,
     (before, peak_rss_mib(pid), mib as f64 / secs)
 }
 
+/// PUTs then GETs of `ops` objects of `size` bytes by `clients` concurrent
+/// SDK clients sharing one connection pool; operations per second of each.
+fn small_object_ops(
+    rt: &tokio::runtime::Runtime,
+    s3: &aws_sdk_s3::Client,
+    size: usize,
+    clients: usize,
+    ops: usize,
+) -> (f64, f64) {
+    let body = bytes_of(size);
+    let per_client = ops.div_ceil(clients);
+    let run = |put: bool| {
+        let t = Instant::now();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..clients)
+                .map(|c| {
+                    let s3 = s3.clone();
+                    let body = body.clone();
+                    tokio::spawn(async move {
+                        for i in 0..per_client {
+                            let key = format!("small/{size}/{c}/{i}");
+                            if put {
+                                s3.put_object()
+                                    .bucket("bench")
+                                    .key(key)
+                                    .body(body.clone().into())
+                                    .send()
+                                    .await
+                                    .expect("small PUT");
+                            } else {
+                                let got = s3
+                                    .get_object()
+                                    .bucket("bench")
+                                    .key(key)
+                                    .send()
+                                    .await
+                                    .expect("small GET");
+                                let data = got.body.collect().await.expect("small GET body");
+                                assert_eq!(data.into_bytes().len(), size);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("client task");
+            }
+        });
+        (per_client * clients) as f64 / t.elapsed().as_secs_f64()
+    };
+    let put = run(true);
+    (put, run(false))
+}
+
+/// `len` random bytes.
+fn bytes_of(len: usize) -> Vec<u8> {
+    (0..len).map(|_| rand::random::<u8>()).collect()
+}
+
+/// Median seconds of `n` GETs of `range` (or the whole object) of `key`.
+fn median_get(
+    rt: &tokio::runtime::Runtime,
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+    size: u64,
+    range_len: Option<u64>,
+    n: usize,
+) -> f64 {
+    let mut secs: Vec<f64> = (0..n)
+        .map(|_| {
+            let range = range_len.map(|len| {
+                let start = rand::random::<u64>() % (size - len);
+                format!("bytes={start}-{}", start + len - 1)
+            });
+            let t = Instant::now();
+            rt.block_on(async {
+                let got = s3
+                    .get_object()
+                    .bucket("bench")
+                    .key(key)
+                    .set_range(range)
+                    .send()
+                    .await
+                    .expect("GET");
+                got.body
+                    .collect()
+                    .await
+                    .expect("GET body")
+                    .into_bytes()
+                    .len()
+            });
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    secs[secs.len() / 2]
+}
+
+/// Stored (compressed, one copy) bytes of an object over its size, from
+/// `tenfold inspect`.
+fn stored_ratio(cluster: &Cluster, key: &str) -> f64 {
+    let report = cluster.inspect("bench", key);
+    let stored: u64 = report["fragments"]
+        .as_array()
+        .expect("fragments")
+        .iter()
+        .map(|f| f["size"].as_u64().unwrap_or(0))
+        .sum();
+    stored as f64 / report["size"].as_u64().expect("size").max(1) as f64
+}
+
 fn main() {
     let args = parse_args();
     let cluster = Cluster::start(4, 2, "100GiB");
@@ -289,6 +422,12 @@ fn main() {
         let file = tmp.path().join(label);
         write_file(&file, args.size, compressible);
         let (gput, gget) = measure(&gw, "bench", &file, args.size, args.runs);
+        let ratio = stored_ratio(&cluster, "bench");
+        println!(
+            "{label:<14} stored after zstd: {:.1} % of the object",
+            ratio * 100.0
+        );
+        rows.push(serde_json::json!({"data": label, "op": "zstd stored ratio", "ratio": ratio}));
         let (dput, dget) = measure(&node, "bench", &file, args.size, args.runs);
         for (op, g, d) in [("PUT", gput, dput), ("GET", gget, dget)] {
             let ratio = g.median / d.median;
@@ -321,6 +460,55 @@ fn main() {
         rows.push(serde_json::json!({
             "data": "random", "op": "aws s3 cp up+down", "size_bytes": args.cp_mib << 20,
             "up_mib_s": mib / up, "down_mib_s": mib / down, "gateway_peak_rss_mib": peak,
+        }));
+    }
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let gw_sdk = tests::sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
+    let node_sdk = tests::sdk_client(&direct.endpoint(), &direct.access_key, &direct.secret_key);
+    if args.small_ops > 0 {
+        println!(
+            "small objects, aws-sdk-s3 in process, {} operations each, ops/s (gateway / direct node, ratio):",
+            args.small_ops
+        );
+        for size in [4 << 10, 64 << 10] {
+            for clients in [1, 16] {
+                let (gput, gget) = small_object_ops(&rt, &gw_sdk, size, clients, args.small_ops);
+                let (dput, dget) = small_object_ops(&rt, &node_sdk, size, clients, args.small_ops);
+                println!(
+                    "  {:>3} KiB x {clients:>2} clients: PUT {gput:>7.0} / {dput:>7.0} ({:.2})  GET {gget:>7.0} / {dget:>7.0} ({:.2})",
+                    size >> 10,
+                    gput / dput,
+                    gget / dget
+                );
+                rows.push(serde_json::json!({
+                    "op": "small objects", "size_bytes": size, "clients": clients,
+                    "gateway_ops_s": {"put": gput, "get": gget},
+                    "direct_ops_s": {"put": dput, "get": dget},
+                }));
+            }
+        }
+    }
+    if args.range_mib > 0 {
+        let big = tmp.path().join("range-source");
+        write_file(&big, args.range_mib << 20, false);
+        gw.ok(&["s3", "cp", big.to_str().unwrap(), "s3://bench/range-source"]);
+        std::fs::remove_file(&big).ok();
+        let small = tmp.path().join("one-mib");
+        write_file(&small, 1 << 20, false);
+        gw.ok(&["s3", "cp", small.to_str().unwrap(), "s3://bench/one-mib"]);
+        let size = (args.range_mib as u64) << 20;
+        let range = median_get(&rt, &gw_sdk, "range-source", size, Some(1 << 20), 20);
+        let whole = median_get(&rt, &gw_sdk, "one-mib", 1 << 20, None, 20);
+        println!(
+            "1 MiB range GET of a {} MiB object: {:.1} ms; GET of a 1 MiB object: {:.1} ms (ratio {:.2}), medians of 20",
+            args.range_mib,
+            range * 1000.0,
+            whole * 1000.0,
+            range / whole
+        );
+        rows.push(serde_json::json!({
+            "op": "1 MiB range GET", "object_bytes": size,
+            "range_ms": range * 1000.0, "whole_1mib_ms": whole * 1000.0, "ratio": range / whole,
         }));
     }
     if args.zip_mib > 0 {
