@@ -10,8 +10,8 @@ use futures::{Stream, StreamExt, TryFutureExt};
 use tracing::Instrument;
 
 use crate::error::GatewayError;
-use crate::fragment::{decode_segment, node_key};
-use crate::index::{ObjectRow, SegmentRow};
+use crate::fragment::{HEADER_LEN, decode_frames, decode_segment, node_key};
+use crate::index::{FragmentRow, ObjectRow, SegmentRow};
 use crate::object_store::{DOWNLOAD_BUDGET_BYTES, ObjectStore, budget_units};
 use crate::upload::BodyStream;
 
@@ -37,17 +37,22 @@ impl ObjectStore {
                 let this = Arc::clone(&this);
                 let range = range.clone();
                 async move {
+                    // The part of this segment the range covers.
                     let offset = segment.plain_offset;
-                    let units = budget_units(segment.plain_size, DOWNLOAD_BUDGET_BYTES);
+                    let wanted = range.start.saturating_sub(offset)
+                        ..(range.end - offset).min(segment.plain_size);
+                    let units = budget_units(wanted.end - wanted.start, DOWNLOAD_BUDGET_BYTES);
                     let slot = Arc::clone(&this.fetch_budget)
                         .acquire_many_owned(units)
                         .await
                         .map_err(|e| GatewayError::Internal(e.to_string()))?;
-                    let plain = this.fetch_segment(segment).await?;
+                    let (plain_start, plain) =
+                        this.fetch_segment_part(segment, wanted.clone()).await?;
                     drop(slot);
-                    let start = usize::try_from(range.start.saturating_sub(offset)).unwrap_or(0);
-                    let end =
-                        usize::try_from((range.end - offset).min(plain.len() as u64)).unwrap_or(0);
+                    let start = usize::try_from(wanted.start - plain_start).unwrap_or(0);
+                    let end = usize::try_from(wanted.end - plain_start)
+                        .unwrap_or(0)
+                        .min(plain.len());
                     Ok(plain.slice(start.min(end)..end))
                 }
                 .instrument(span.clone())
@@ -72,19 +77,66 @@ impl ObjectStore {
         ))
     }
 
-    /// Fetches and decodes one segment.
+    /// Fetches and decodes the part of one segment that holds plaintext
+    /// `wanted` (offsets within the segment): only the fragments holding
+    /// the zstd frames that cover it, when the index knows where they are,
+    /// else the whole segment. Returns the offset in the segment of the
+    /// first byte decoded, and the bytes.
     ///
     /// # Errors
     /// [`GatewayError::Unavailable`] when a fragment has no readable replica.
-    #[tracing::instrument(skip_all, fields(data = %segment.data_id, segment = segment.seq))]
-    pub async fn fetch_segment(&self, segment: SegmentRow) -> Result<Bytes, GatewayError> {
-        let reads = segment.fragments.iter().map(|f| {
+    #[tracing::instrument(skip_all, fields(data = %segment.data_id, segment = segment.seq, ?wanted))]
+    pub async fn fetch_segment_part(
+        &self,
+        segment: SegmentRow,
+        wanted: Range<u64>,
+    ) -> Result<(u64, Bytes), GatewayError> {
+        let payloads: Vec<u64> = segment
+            .fragments
+            .iter()
+            .map(|f| f.size.saturating_sub(HEADER_LEN as u64))
+            .collect();
+        let plan = segment
+            .frames
+            .as_ref()
+            .filter(|_| wanted.end - wanted.start < segment.plain_size)
+            .and_then(|frames| frames.plan(wanted, segment.plain_size, &payloads));
+        let Some(plan) = plan else {
+            return Ok((0, self.fetch_segment(segment).await?));
+        };
+        let count = u16::try_from(segment.fragments.len()).unwrap_or(u16::MAX);
+        let stored = self
+            .read_fragments(&segment, &segment.fragments[plan.fragments.clone()])
+            .await?;
+        let seq = segment.seq;
+        let plain_start = plan.plain_start;
+        let plain = tokio::task::spawn_blocking(move || decode_frames(seq, count, &stored, &plan))
+            .await??;
+        Ok((plain_start, Bytes::from(plain)))
+    }
+
+    /// Reads fragments of a segment concurrently, each from its best replica.
+    async fn read_fragments(
+        &self,
+        segment: &SegmentRow,
+        fragments: &[FragmentRow],
+    ) -> Result<Vec<Bytes>, GatewayError> {
+        let reads = fragments.iter().map(|f| {
             let key = node_key(&segment.data_id, segment.seq, f.index);
             let nodes: Vec<i64> = f.placements.iter().filter_map(|p| p.node).collect();
             async move { self.balancer.read(&key, f.size, &nodes, f.md5).await }
                 .map_err(|e| GatewayError::Unavailable(e.to_string()))
         });
-        let stored = futures::future::try_join_all(reads).await?;
+        futures::future::try_join_all(reads).await
+    }
+
+    /// Fetches and decodes one whole segment.
+    ///
+    /// # Errors
+    /// [`GatewayError::Unavailable`] when a fragment has no readable replica.
+    #[tracing::instrument(skip_all, fields(data = %segment.data_id, segment = segment.seq))]
+    pub async fn fetch_segment(&self, segment: SegmentRow) -> Result<Bytes, GatewayError> {
+        let stored = self.read_fragments(&segment, &segment.fragments).await?;
         let seq = segment.seq;
         let plain_len = usize::try_from(segment.plain_size).unwrap_or(usize::MAX);
         let plain =

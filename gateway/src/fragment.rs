@@ -8,6 +8,7 @@
 //! the format can evolve (codec, cipher) without migrating old data.
 
 use std::io::Read;
+use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use md5::{Digest, Md5};
@@ -122,6 +123,79 @@ pub struct EncodedFragment {
     pub md5: [u8; 16],
 }
 
+/// Where a segment's zstd frames are: each frame holds `plain` plaintext
+/// bytes (the last one fewer) and ends at `ends[i]` in the segment's
+/// compressed bytes. With it a range read fetches and decodes only the
+/// fragments holding the frames it needs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FrameIndex {
+    pub plain: u64,
+    pub ends: Vec<u64>,
+}
+
+/// What to fetch and decode for a plaintext range of one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FramePlan {
+    /// Fragments (by index) holding the frames.
+    pub fragments: Range<usize>,
+    /// Compressed bytes to skip at the start of the first fragment's payload.
+    pub skip: usize,
+    /// Compressed bytes of the frames.
+    pub take: usize,
+    /// Offset in the segment of the frames' first plaintext byte.
+    pub plain_start: u64,
+    /// Plaintext bytes the frames decode to.
+    pub plain_len: usize,
+}
+
+impl FrameIndex {
+    /// The frames covering `range` (plaintext offsets within a segment of
+    /// `segment_plain` bytes) and the fragments holding them, given the
+    /// fragments' payload sizes in index order. `None` when the index does
+    /// not describe these fragments (then read the whole segment).
+    pub fn plan(
+        &self,
+        range: Range<u64>,
+        segment_plain: u64,
+        payloads: &[u64],
+    ) -> Option<FramePlan> {
+        if self.plain == 0 || range.start >= range.end || range.end > segment_plain {
+            return None;
+        }
+        let first = usize::try_from(range.start / self.plain).ok()?;
+        let last = usize::try_from((range.end - 1) / self.plain).ok()?;
+        let total: u64 = payloads.iter().sum();
+        if *self.ends.last()? != total || last >= self.ends.len() {
+            return None;
+        }
+        let c_start = if first == 0 { 0 } else { self.ends[first - 1] };
+        let c_end = self.ends[last];
+        // Payload offsets of the fragments, to find which hold the span.
+        let mut offset = 0;
+        let (mut from, mut to, mut skip) = (None, 0, 0);
+        for (i, len) in payloads.iter().enumerate() {
+            let end = offset + len;
+            if from.is_none() && c_start < end {
+                from = Some(i);
+                skip = c_start - offset;
+            }
+            if c_end > offset {
+                to = i + 1;
+            }
+            offset = end;
+        }
+        let plain_start = first as u64 * self.plain;
+        let plain_end = ((last as u64 + 1) * self.plain).min(segment_plain);
+        Some(FramePlan {
+            fragments: from?..to,
+            skip: usize::try_from(skip).ok()?,
+            take: usize::try_from(c_end - c_start).ok()?,
+            plain_start,
+            plain_len: usize::try_from(plain_end - plain_start).ok()?,
+        })
+    }
+}
+
 /// How segments are cut and compressed.
 #[derive(Debug, Clone, Copy)]
 pub struct SegmentCodec {
@@ -145,14 +219,19 @@ impl SegmentCodec {
         &self,
         segment: u32,
         plain: &[u8],
-    ) -> Result<Vec<EncodedFragment>, FragmentError> {
+    ) -> Result<(Vec<EncodedFragment>, FrameIndex), FragmentError> {
         let plain_len = u32::try_from(plain.len())
             .map_err(|_| FragmentError::Zstd("segment over 4 GiB".into()))?;
         let mut compressed = Vec::with_capacity(plain.len() / 2 + 64);
+        let mut frames = FrameIndex {
+            plain: self.frame_size.max(1) as u64,
+            ends: Vec::new(),
+        };
         for frame in plain.chunks(self.frame_size.max(1)) {
             let c = zstd::bulk::compress(frame, self.level)
                 .map_err(|e| FragmentError::Zstd(e.to_string()))?;
             compressed.extend_from_slice(&c);
+            frames.ends.push(compressed.len() as u64);
         }
         let count = self.fragment_count(compressed.len());
         let piece = compressed.len().div_ceil(usize::from(count)).max(1);
@@ -177,7 +256,7 @@ impl SegmentCodec {
             let md5: [u8; 16] = Md5::digest(&bytes).into();
             out.push(EncodedFragment { index, bytes, md5 });
         }
-        Ok(out)
+        Ok((out, frames))
     }
 
     /// How many fragments a segment of `compressed_len` bytes is cut into.
@@ -232,6 +311,48 @@ pub fn decode_segment(
     check_len(plain, plain_len)
 }
 
+/// Decodes the frames a [`FramePlan`] names from `stored`, the fragments
+/// `plan.fragments` of a segment cut into `count` (CPU-bound: run it on a
+/// blocking thread).
+///
+/// # Errors
+/// A [`FragmentError`] when a fragment is not the one expected or the
+/// frames do not decode to the planned length.
+pub fn decode_frames(
+    segment: u32,
+    count: u16,
+    stored: &[Bytes],
+    plan: &FramePlan,
+) -> Result<Vec<u8>, FragmentError> {
+    let mut payloads: Vec<&[u8]> = Vec::with_capacity(stored.len());
+    for (frag, i) in stored.iter().zip(plan.fragments.clone()) {
+        let h = FragmentHeader::decode(frag)?;
+        let expected = (segment, u16::try_from(i).unwrap_or(u16::MAX), count);
+        let got = (h.segment, h.index, h.count);
+        if got != expected || h.codec != CODEC_ZSTD || h.cipher != CIPHER_NONE {
+            return Err(FragmentError::Mismatch { got, expected });
+        }
+        payloads.push(&frag[HEADER_LEN..]);
+    }
+    let compressed = payloads
+        .iter()
+        .fold(Box::new(std::io::empty()) as Box<dyn Read>, |r, p| {
+            Box::new(r.chain(*p))
+        });
+    let mut span = compressed.take((plan.skip + plan.take) as u64);
+    std::io::copy(
+        &mut (&mut span).take(plan.skip as u64),
+        &mut std::io::sink(),
+    )
+    .map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    let decoder =
+        zstd::stream::read::Decoder::new(span).map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    let mut plain = Vec::with_capacity(plan.plain_len);
+    std::io::copy(&mut decoder.take(plan.plain_len as u64 + 1), &mut plain)
+        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    check_len(plain, plan.plain_len)
+}
+
 fn check_len(plain: Vec<u8>, plain_len: usize) -> Result<Vec<u8>, FragmentError> {
     if plain.len() != plain_len {
         return Err(FragmentError::PlainLength {
@@ -272,12 +393,56 @@ mod tests {
             vec![],
             vec![42],
         ] {
-            let frags = codec().encode(7, &data).unwrap();
+            let (frags, _) = codec().encode(7, &data).unwrap();
             let stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
             for f in &frags {
                 assert_eq!(f.md5, <[u8; 16]>::from(Md5::digest(&f.bytes)));
             }
             assert_eq!(decode_segment(7, &stored, data.len()).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn ranges_decode_from_only_the_fragments_holding_their_frames() {
+        for data in [random(600_000), b"tenfold ".repeat(80_000)] {
+            let len = data.len() as u64;
+            let (frags, frames) = codec().encode(3, &data).unwrap();
+            let count = u16::try_from(frags.len()).unwrap();
+            let payloads: Vec<u64> = frags
+                .iter()
+                .map(|f| (f.bytes.len() - HEADER_LEN) as u64)
+                .collect();
+            for range in [
+                0..1,
+                0..len,
+                70_000..70_001,
+                65_535..65_537,
+                100_000..400_000,
+                len - 1..len,
+            ] {
+                let plan = frames.plan(range.clone(), len, &payloads).unwrap();
+                assert!(plan.plain_start <= range.start);
+                assert!(plan.plain_start + plan.plain_len as u64 >= range.end);
+                let stored: Vec<Bytes> = frags[plan.fragments.clone()]
+                    .iter()
+                    .map(|f| f.bytes.clone())
+                    .collect();
+                let plain = decode_frames(3, count, &stored, &plan).unwrap();
+                let from = usize::try_from(range.start - plan.plain_start).unwrap();
+                let to = from + usize::try_from(range.end - range.start).unwrap();
+                assert_eq!(
+                    plain[from..to],
+                    data[usize::try_from(range.start).unwrap()
+                        ..usize::try_from(range.end).unwrap()]
+                );
+            }
+            // One small range of random data needs fewer than all fragments.
+            let plan = frames.plan(0..1000, len, &payloads).unwrap();
+            if frags.len() > 2 && data[0] != data[1] {
+                assert!(plan.fragments.len() < frags.len(), "{plan:?}");
+            }
+            assert!(frames.plan(0..len + 1, len, &payloads).is_none());
+            assert!(frames.plan(5..5, len, &payloads).is_none());
         }
     }
 
@@ -288,13 +453,13 @@ mod tests {
         assert_eq!(c.fragment_count(1024), 1);
         assert_eq!(c.fragment_count(3000), 3);
         assert_eq!(c.fragment_count(1 << 20), 10);
-        assert_eq!(codec().encode(0, &random(200_000)).unwrap().len(), 10);
+        assert_eq!(codec().encode(0, &random(200_000)).unwrap().0.len(), 10);
     }
 
     #[test]
     fn wrong_or_damaged_fragments_are_refused() {
         let data = random(50_000);
-        let frags = codec().encode(1, &data).unwrap();
+        let (frags, _) = codec().encode(1, &data).unwrap();
         let mut stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
         stored.swap(0, 1);
         assert!(matches!(

@@ -14,7 +14,7 @@ use sqlx::{Row, SqlitePool};
 use tenfold_balancer::{Network, NodeSpec};
 
 use crate::error::GatewayError;
-use crate::fragment::node_key;
+use crate::fragment::{FrameIndex, node_key};
 use crate::integrity::Checksums;
 
 /// Milliseconds since the Unix epoch.
@@ -99,6 +99,9 @@ pub struct SegmentRow {
     /// within the whole object in a [`Index::layout`].
     pub plain_offset: u64,
     pub plain_size: u64,
+    /// Where its zstd frames are (unknown for segments stored before the
+    /// index kept it).
+    pub frames: Option<FrameIndex>,
     pub fragments: Vec<FragmentRow>,
 }
 
@@ -411,7 +414,7 @@ impl Index {
     pub async fn layout(&self, object_id: &str) -> Result<Vec<SegmentRow>, GatewayError> {
         let rows = sqlx::query(
             "SELECT s.data_id, s.seq, op.plain_offset + s.plain_offset AS plain_offset, s.plain_size, \
-                    f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
+                    s.frames, f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
              FROM object_parts op \
              JOIN segments s ON s.data_id = op.data_id \
              JOIN fragments f ON f.data_id = s.data_id AND f.seq = s.seq \
@@ -434,6 +437,9 @@ impl Index {
                     seq,
                     plain_offset: to_u64(row.try_get("plain_offset")?),
                     plain_size: to_u64(row.try_get("plain_size")?),
+                    frames: row
+                        .try_get::<Option<String>, _>("frames")?
+                        .and_then(|f| serde_json::from_str(&f).ok()),
                     fragments: Vec::new(),
                 });
             }
@@ -488,13 +494,15 @@ impl Index {
     async fn insert_data_in(tx: &mut Tx, data: &StoredData) -> Result<(), GatewayError> {
         for s in &data.segments {
             sqlx::query(
-                "INSERT INTO segments (data_id, seq, plain_offset, plain_size, fragment_count) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO segments (data_id, seq, plain_offset, plain_size, fragment_count, frames) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&data.data_id)
             .bind(i64::from(s.seq))
             .bind(to_i64(s.plain_offset))
             .bind(to_i64(s.plain_size))
             .bind(i64::try_from(s.fragments.len()).unwrap_or(i64::MAX))
+            .bind(s.frames.as_ref().and_then(|f| serde_json::to_string(f).ok()))
             .execute(&mut **tx)
             .await?;
             for f in &s.fragments {

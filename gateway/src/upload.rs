@@ -309,7 +309,7 @@ impl ObjectStore {
             .await
             .map_err(GatewayError::from)
             .and_then(|r| r.map_err(GatewayError::from));
-        let fragments = encoded.map_err(|error| SegmentFailure {
+        let (fragments, frames) = encoded.map_err(|error| SegmentFailure {
             error,
             written: Vec::new(),
         })?;
@@ -353,6 +353,7 @@ impl ObjectStore {
             seq,
             plain_offset: offset,
             plain_size,
+            frames: Some(frames),
             fragments: rows,
         };
         match failure {
