@@ -70,7 +70,7 @@ impl ObjectStore {
         source: &ObjectRow,
         range: Range<u64>,
     ) -> Result<BodyStream, GatewayError> {
-        let segments = self.index.layout(&source.id).await?;
+        let segments = self.index.layout(&source.id, range.clone()).await?;
         Ok(Box::pin(
             self.object_stream(segments, range)
                 .map(|r| r.map_err(|e| e.to_string())),

@@ -406,12 +406,17 @@ impl Index {
         rows.iter().map(Self::object_from_row).collect()
     }
 
-    /// The segments of an object, in order, with their fragments and
-    /// placements; offsets are within the object.
+    /// The segments of an object that overlap plaintext `range` (and any
+    /// empty one), in order, with their fragments and placements; offsets
+    /// are within the object.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
-    pub async fn layout(&self, object_id: &str) -> Result<Vec<SegmentRow>, GatewayError> {
+    pub async fn layout(
+        &self,
+        object_id: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<SegmentRow>, GatewayError> {
         let rows = sqlx::query(
             "SELECT s.data_id, s.seq, op.plain_offset + s.plain_offset AS plain_offset, s.plain_size, \
                     s.frames, f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
@@ -419,9 +424,14 @@ impl Index {
              JOIN segments s ON s.data_id = op.data_id \
              JOIN fragments f ON f.data_id = s.data_id AND f.seq = s.seq \
              LEFT JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
-             WHERE op.object_id = $1 ORDER BY op.part_number, s.seq, f.idx",
+             WHERE op.object_id = $1 \
+               AND (s.plain_size = 0 OR (op.plain_offset + s.plain_offset < $3 \
+                    AND op.plain_offset + s.plain_offset + s.plain_size > $2)) \
+             ORDER BY op.part_number, s.seq, f.idx",
         )
         .bind(object_id)
+        .bind(to_i64(range.start))
+        .bind(to_i64(range.end))
         .fetch_all(&self.pool)
         .await?;
         let mut segments: Vec<SegmentRow> = Vec::new();

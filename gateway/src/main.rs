@@ -242,7 +242,7 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                 .await?
                 .ok_or_else(|| GatewayError::NoSuchKey(format!("{bucket}/{key}")))?;
             let fragments: Vec<serde_json::Value> = index
-                .layout(&row.id)
+                .layout(&row.id, 0..u64::MAX)
                 .await?
                 .iter()
                 .enumerate()

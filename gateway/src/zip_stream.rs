@@ -277,7 +277,7 @@ impl ObjectStore {
             let this = Arc::clone(&self);
             async move {
                 let (object, name) = item?;
-                let layout = this.index.layout(&object.id).await?;
+                let layout = this.index.layout(&object.id, 0..object.size).await?;
                 let body = this
                     .object_stream(layout, 0..object.size)
                     .map(|r| r.map_err(|e| e.to_string()));

@@ -200,7 +200,7 @@ pub async fn get(
         input.checksum_mode.as_ref(),
     )
     .await?;
-    let segments = store.index.layout(&view.row.id).await?;
+    let segments = store.index.layout(&view.row.id, view.range.clone()).await?;
     let body = store.object_stream(segments, view.range.clone());
     let (content_length, content_type, expires) =
         (view.content_length(), view.content_type(), view.expires());
