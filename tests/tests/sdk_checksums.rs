@@ -51,6 +51,43 @@ async fn streamed_checksum_trailers_are_verified_and_kept() {
     let body = got.body.collect().await.unwrap().into_bytes();
     assert_eq!(body.as_ref(), data.as_slice());
 
+    // CRC32C in a trailer: the SDK computes it, the gateway verifies it,
+    // keeps it and returns it; a wrong one is refused.
+    let put = s3
+        .put_object()
+        .bucket("sdk")
+        .key("crc32c")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    let sent = put.checksum_crc32_c().expect("CRC32C echoed").to_owned();
+    let head = s3
+        .head_object()
+        .bucket("sdk")
+        .key("crc32c")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.checksum_crc32_c(), Some(sent.as_str()));
+    let err = s3
+        .put_object()
+        .bucket("sdk")
+        .key("crc32c-wrong")
+        .checksum_crc32_c("AAAAAA==")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_service_error()
+            .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code),
+        Some("BadDigest"),
+        "{err:?}"
+    );
+
     // A checksum that does not match the body is refused and stores nothing.
     let err = s3
         .put_object()
