@@ -91,16 +91,20 @@ impl ObjectStore {
         segment: SegmentRow,
         wanted: Range<u64>,
     ) -> Result<(u64, Bytes), GatewayError> {
-        let payloads: Vec<u64> = segment
-            .fragments
-            .iter()
-            .map(|f| f.size.saturating_sub(HEADER_LEN as u64))
-            .collect();
+        // Only a part of the segment is worth planning (a whole GET reads
+        // every fragment anyway).
         let plan = segment
             .frames
             .as_ref()
             .filter(|_| wanted.end - wanted.start < segment.plain_size)
-            .and_then(|frames| frames.plan(wanted, segment.plain_size, &payloads));
+            .and_then(|frames| {
+                let payloads: Vec<u64> = segment
+                    .fragments
+                    .iter()
+                    .map(|f| f.size.saturating_sub(HEADER_LEN as u64))
+                    .collect();
+                frames.plan(wanted, segment.plain_size, &payloads)
+            });
         let Some(plan) = plan else {
             return Ok((0, self.fetch_segment(segment).await?));
         };

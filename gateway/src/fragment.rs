@@ -270,6 +270,50 @@ impl SegmentCodec {
     }
 }
 
+/// The payloads of `stored`, fragments `first..` of segment `segment` cut
+/// into `count`, after checking that each header is the one expected.
+fn checked_payloads(
+    segment: u32,
+    count: u16,
+    first: usize,
+    stored: &[Bytes],
+) -> Result<Vec<&[u8]>, FragmentError> {
+    stored
+        .iter()
+        .zip(first..)
+        .map(|(frag, i)| {
+            let h = FragmentHeader::decode(frag)?;
+            let expected = (segment, u16::try_from(i).unwrap_or(u16::MAX), count);
+            let got = (h.segment, h.index, h.count);
+            if got != expected || h.codec != CODEC_ZSTD || h.cipher != CIPHER_NONE {
+                return Err(FragmentError::Mismatch { got, expected });
+            }
+            Ok(&frag[HEADER_LEN..])
+        })
+        .collect()
+}
+
+/// The payloads read one after the other, without first copying them into
+/// one buffer.
+fn chained<'a>(payloads: &[&'a [u8]]) -> Box<dyn Read + 'a> {
+    payloads
+        .iter()
+        .fold(Box::new(std::io::empty()) as Box<dyn Read>, |r, p| {
+            Box::new(r.chain(*p))
+        })
+}
+
+/// Decompresses `compressed` zstd frames, never past `plain_len` bytes, and
+/// checks that they hold exactly that many.
+fn decompress(compressed: impl Read, plain_len: usize) -> Result<Vec<u8>, FragmentError> {
+    let decoder = zstd::stream::read::Decoder::new(compressed)
+        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    let mut plain = Vec::with_capacity(plain_len);
+    std::io::copy(&mut decoder.take(plain_len as u64 + 1), &mut plain)
+        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    check_len(plain, plain_len)
+}
+
 /// Reassembles a segment from its fragments (in index order) and
 /// decompresses it (CPU-bound: run it on a blocking thread).
 ///
@@ -282,33 +326,12 @@ pub fn decode_segment(
     plain_len: usize,
 ) -> Result<Vec<u8>, FragmentError> {
     let count = u16::try_from(stored.len()).unwrap_or(u16::MAX);
-    let mut payloads: Vec<&[u8]> = Vec::with_capacity(stored.len());
-    for (i, frag) in stored.iter().enumerate() {
-        let h = FragmentHeader::decode(frag)?;
-        let expected = (segment, u16::try_from(i).unwrap_or(u16::MAX), count);
-        let got = (h.segment, h.index, h.count);
-        if got != expected || h.codec != CODEC_ZSTD || h.cipher != CIPHER_NONE {
-            return Err(FragmentError::Mismatch { got, expected });
-        }
-        payloads.push(&frag[HEADER_LEN..]);
-    }
-    let mut plain = Vec::with_capacity(plain_len);
+    let payloads = checked_payloads(segment, count, 0, stored)?;
     if payloads.iter().all(|p| p.is_empty()) {
         // An empty segment has no zstd frame at all.
-        return check_len(plain, plain_len);
+        return check_len(Vec::new(), plain_len);
     }
-    // Decode straight from the fragments, without first copying them into
-    // one buffer, and never past the recorded length.
-    let compressed = payloads
-        .iter()
-        .fold(Box::new(std::io::empty()) as Box<dyn Read>, |r, p| {
-            Box::new(r.chain(*p))
-        });
-    let decoder = zstd::stream::read::Decoder::new(compressed)
-        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
-    std::io::copy(&mut decoder.take(plain_len as u64 + 1), &mut plain)
-        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
-    check_len(plain, plain_len)
+    decompress(chained(&payloads), plain_len)
 }
 
 /// Decodes the frames a [`FramePlan`] names from `stored`, the fragments
@@ -324,33 +347,14 @@ pub fn decode_frames(
     stored: &[Bytes],
     plan: &FramePlan,
 ) -> Result<Vec<u8>, FragmentError> {
-    let mut payloads: Vec<&[u8]> = Vec::with_capacity(stored.len());
-    for (frag, i) in stored.iter().zip(plan.fragments.clone()) {
-        let h = FragmentHeader::decode(frag)?;
-        let expected = (segment, u16::try_from(i).unwrap_or(u16::MAX), count);
-        let got = (h.segment, h.index, h.count);
-        if got != expected || h.codec != CODEC_ZSTD || h.cipher != CIPHER_NONE {
-            return Err(FragmentError::Mismatch { got, expected });
-        }
-        payloads.push(&frag[HEADER_LEN..]);
-    }
-    let compressed = payloads
-        .iter()
-        .fold(Box::new(std::io::empty()) as Box<dyn Read>, |r, p| {
-            Box::new(r.chain(*p))
-        });
-    let mut span = compressed.take((plan.skip + plan.take) as u64);
+    let payloads = checked_payloads(segment, count, plan.fragments.start, stored)?;
+    let mut span = chained(&payloads).take((plan.skip + plan.take) as u64);
     std::io::copy(
         &mut (&mut span).take(plan.skip as u64),
         &mut std::io::sink(),
     )
     .map_err(|e| FragmentError::Zstd(e.to_string()))?;
-    let decoder =
-        zstd::stream::read::Decoder::new(span).map_err(|e| FragmentError::Zstd(e.to_string()))?;
-    let mut plain = Vec::with_capacity(plan.plain_len);
-    std::io::copy(&mut decoder.take(plan.plain_len as u64 + 1), &mut plain)
-        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
-    check_len(plain, plan.plain_len)
+    decompress(span, plan.plain_len)
 }
 
 fn check_len(plain: Vec<u8>, plain_len: usize) -> Result<Vec<u8>, FragmentError> {
