@@ -133,9 +133,9 @@ macro_rules! checksum_expectation {
 pub(crate) use checksum_expectation;
 
 /// An S3 output struct with its `checksum_*` fields set from `Checksums`,
-/// the other fields as given, the rest default.
+/// the other fields as given (`field: value` or `field`), the rest default.
 macro_rules! with_checksums {
-    ($checksums:expr, $ty:ident { $($field:ident: $value:expr),* $(,)? }) => {{
+    ($checksums:expr, $ty:ident { $($field:ident $(: $value:expr)?),* $(,)? }) => {{
         let c: $crate::integrity::Checksums = $checksums;
         #[allow(clippy::needless_update)]
         let out = $ty {
@@ -144,7 +144,7 @@ macro_rules! with_checksums {
             checksum_crc64nvme: c.crc64nvme,
             checksum_sha1: c.sha1,
             checksum_sha256: c.sha256,
-            $($field: $value,)*
+            $($field $(: $value)?,)*
             ..Default::default()
         };
         out

@@ -13,7 +13,7 @@ use s3s::TrailingHeaders;
 
 use super::convert::{
     body_checks, body_stream, check_key, checksum_expectation, etag, headers, part_number,
-    size_i64, timestamp_ms,
+    size_i64, timestamp_ms, with_checksums,
 };
 use crate::error::GatewayError;
 use crate::index::ObjectRow;
@@ -74,17 +74,13 @@ pub async fn put(
         if_absent,
     };
     let row = store.put_object(put, body_stream(input.body)).await?;
-    let c = row.checksums;
-    Ok(PutObjectOutput {
-        e_tag: Some(ETag::Strong(row.etag)),
-        size: Some(size_i64(row.size)),
-        checksum_crc32: c.crc32,
-        checksum_crc32c: c.crc32c,
-        checksum_crc64nvme: c.crc64nvme,
-        checksum_sha1: c.sha1,
-        checksum_sha256: c.sha256,
-        ..Default::default()
-    })
+    Ok(with_checksums!(
+        row.checksums,
+        PutObjectOutput {
+            e_tag: Some(ETag::Strong(row.etag)),
+            size: Some(size_i64(row.size)),
+        }
+    ))
 }
 
 /// The byte range a GET or HEAD asks for: a `Range`, a `partNumber`, or all.
@@ -208,33 +204,30 @@ pub async fn get(
         row,
         content_range,
         parts_count,
-        checksums: c,
+        checksums,
         ..
     } = view;
     let h = row.headers;
-    Ok(GetObjectOutput {
-        // s3s wants a `Sync` body; the stream is only ever polled by one task.
-        body: Some(StreamingBlob::wrap(sync_wrapper::SyncStream::new(body))),
-        content_length,
-        content_range,
-        accept_ranges: Some("bytes".into()),
-        e_tag: Some(ETag::Strong(row.etag)),
-        last_modified: Some(timestamp_ms(row.last_modified)),
-        content_type: input.response_content_type.or(content_type),
-        metadata: Some(row.metadata),
-        cache_control: input.response_cache_control.or(h.cache_control),
-        content_disposition: input.response_content_disposition.or(h.content_disposition),
-        content_encoding: input.response_content_encoding.or(h.content_encoding),
-        content_language: input.response_content_language.or(h.content_language),
-        expires: input.response_expires.or(expires),
-        parts_count,
-        checksum_crc32: c.crc32,
-        checksum_crc32c: c.crc32c,
-        checksum_crc64nvme: c.crc64nvme,
-        checksum_sha1: c.sha1,
-        checksum_sha256: c.sha256,
-        ..Default::default()
-    })
+    Ok(with_checksums!(
+        checksums,
+        GetObjectOutput {
+            // s3s wants a `Sync` body; the stream is only ever polled by one task.
+            body: Some(StreamingBlob::wrap(sync_wrapper::SyncStream::new(body))),
+            content_length,
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(row.etag)),
+            last_modified: Some(timestamp_ms(row.last_modified)),
+            content_type: input.response_content_type.or(content_type),
+            metadata: Some(row.metadata),
+            cache_control: input.response_cache_control.or(h.cache_control),
+            content_disposition: input.response_content_disposition.or(h.content_disposition),
+            content_encoding: input.response_content_encoding.or(h.content_encoding),
+            content_language: input.response_content_language.or(h.content_language),
+            expires: input.response_expires.or(expires),
+            parts_count,
+        }
+    ))
 }
 
 pub async fn head(
@@ -263,31 +256,28 @@ pub async fn head(
         row,
         content_range,
         parts_count,
-        checksums: c,
+        checksums,
         ..
     } = view;
     let h = row.headers;
-    Ok(HeadObjectOutput {
-        content_length,
-        content_range,
-        accept_ranges: Some("bytes".into()),
-        e_tag: Some(ETag::Strong(row.etag)),
-        last_modified: Some(timestamp_ms(row.last_modified)),
-        content_type,
-        metadata: Some(row.metadata),
-        cache_control: h.cache_control,
-        content_disposition: h.content_disposition,
-        content_encoding: h.content_encoding,
-        content_language: h.content_language,
-        expires,
-        parts_count,
-        checksum_crc32: c.crc32,
-        checksum_crc32c: c.crc32c,
-        checksum_crc64nvme: c.crc64nvme,
-        checksum_sha1: c.sha1,
-        checksum_sha256: c.sha256,
-        ..Default::default()
-    })
+    Ok(with_checksums!(
+        checksums,
+        HeadObjectOutput {
+            content_length,
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(row.etag)),
+            last_modified: Some(timestamp_ms(row.last_modified)),
+            content_type,
+            metadata: Some(row.metadata),
+            cache_control: h.cache_control,
+            content_disposition: h.content_disposition,
+            content_encoding: h.content_encoding,
+            content_language: h.content_language,
+            expires,
+            parts_count,
+        }
+    ))
 }
 
 pub async fn copy(
