@@ -81,12 +81,7 @@ async fn streamed_checksum_trailers_are_verified_and_kept() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(
-        err.as_service_error()
-            .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code),
-        Some("BadDigest"),
-        "{err:?}"
-    );
+    assert_eq!(error_code(&err), Some("BadDigest"), "{err:?}");
 
     // A checksum that does not match the body is refused and stores nothing.
     let err = s3
@@ -98,11 +93,7 @@ async fn streamed_checksum_trailers_are_verified_and_kept() {
         .send()
         .await
         .unwrap_err();
-    let code = err
-        .as_service_error()
-        .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
-        .map(str::to_owned);
-    assert_eq!(code.as_deref(), Some("BadDigest"), "{err:?}");
+    assert_eq!(error_code(&err), Some("BadDigest"), "{err:?}");
     assert!(
         s3.head_object()
             .bucket("sdk")
@@ -178,11 +169,7 @@ async fn multipart_uploads_get_part_and_composite_checksums() {
         .send()
         .await
         .unwrap_err();
-    let code = err
-        .as_service_error()
-        .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
-        .map(str::to_owned);
-    assert_eq!(code.as_deref(), Some("InvalidPart"), "{err:?}");
+    assert_eq!(error_code(&err), Some("InvalidPart"), "{err:?}");
     let done = s3
         .complete_multipart_upload()
         .bucket("composite")
@@ -214,6 +201,14 @@ async fn multipart_uploads_get_part_and_composite_checksums() {
     let body = got.body.collect().await.unwrap().into_bytes();
     assert_eq!(body.len(), (5 << 20) + 1000);
     drop(cluster);
+}
+
+/// The S3 error code of a failed SDK call.
+fn error_code<E: aws_sdk_s3::error::ProvideErrorMetadata, R>(
+    err: &aws_sdk_s3::error::SdkError<E, R>,
+) -> Option<&str> {
+    err.as_service_error()
+        .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
 }
 
 fn base64_crc32(data: &[u8]) -> String {
