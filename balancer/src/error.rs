@@ -1,5 +1,7 @@
 //! The balancer's error type.
 
+use tenfold_overflow::OverflowError;
+
 use crate::node::Network;
 
 /// Everything that can go wrong while placing, reading or deleting fragments.
@@ -15,6 +17,19 @@ pub enum BalancerError {
         needed: usize,
         placed: usize,
     },
+    /// The nodes could not hold a fragment and neither could the overflow
+    /// store.
+    #[error("{nodes}, and the overflow store failed: {overflow}")]
+    OverflowFailed {
+        nodes: Box<BalancerError>,
+        overflow: OverflowError,
+    },
+    /// A request to the overflow store failed.
+    #[error(transparent)]
+    Overflow(#[from] OverflowError),
+    /// Content ids are recorded but no overflow store is configured.
+    #[error("no overflow store is configured (--ipfs-api)")]
+    NoOverflow,
     /// No replica of a fragment could be read and verified.
     #[error("no replica of {key} could be read ({tried} tried): {last}")]
     Unreadable {

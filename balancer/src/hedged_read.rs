@@ -13,9 +13,56 @@ use tracing::Instrument;
 
 use crate::error::BalancerError;
 use crate::node_client::{self, NodeFailure};
+use crate::placement::Placement;
 use crate::registry::{Balancer, NodeHandle};
 
 impl Balancer {
+    /// Reads the fragment stored under `key` (`len` bytes) from one of its
+    /// `placements` and checks it against `md5`: from the nodes first
+    /// ([`Self::read_nodes`]), from the overflow store when no node replica
+    /// could be read.
+    ///
+    /// # Errors
+    /// [`BalancerError::Unreadable`] when no copy answers with the right
+    /// bytes.
+    #[tracing::instrument(skip_all, fields(key, placements = placements.len()))]
+    pub async fn read(
+        &self,
+        key: &str,
+        len: u64,
+        placements: &[Placement],
+        md5: [u8; 16],
+    ) -> Result<Bytes, BalancerError> {
+        let nodes: Vec<i64> = placements.iter().filter_map(Placement::node_id).collect();
+        let cid = placements.iter().find_map(Placement::cid);
+        let from_nodes = if nodes.is_empty() && cid.is_some() {
+            None
+        } else {
+            match self.read_nodes(key, len, &nodes, md5).await {
+                Ok(data) => return Ok(data),
+                Err(e) => Some(e),
+            }
+        };
+        let (Some(cid), Some(overflow)) = (cid, &self.overflow) else {
+            return Err(from_nodes.unwrap_or(BalancerError::NoOverflow));
+        };
+        let span = tracing::debug_span!("overflow_get", cid, len);
+        let unreadable = |last: String| BalancerError::Unreadable {
+            key: key.to_owned(),
+            tried: nodes.len() + 1,
+            last,
+        };
+        let data = overflow
+            .get(cid, 0..len)
+            .instrument(span)
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
+        if <[u8; 16]>::from(Md5::digest(&data)) != md5 {
+            return Err(unreadable(format!("{cid}: checksum mismatch")));
+        }
+        Ok(data)
+    }
+
     /// Reads the fragment stored under `key` (`len` bytes) from one of
     /// `replicas` (node ids) and checks it against `md5`.
     ///
@@ -30,7 +77,7 @@ impl Balancer {
     /// [`BalancerError::Unreadable`] when no replica answers with the right
     /// bytes.
     #[tracing::instrument(skip_all, fields(key, replicas = replicas.len()))]
-    pub async fn read(
+    pub async fn read_nodes(
         &self,
         key: &str,
         len: u64,
@@ -210,7 +257,7 @@ mod tests {
         }
         let started = Instant::now();
         let got = balancer
-            .read("frag", data.len() as u64, &[1, 2], md5)
+            .read_nodes("frag", data.len() as u64, &[1, 2], md5)
             .await
             .unwrap();
         let took = started.elapsed();
@@ -225,6 +272,106 @@ mod tests {
             slow_p95 >= crate::registry::HEDGE_FLOOR.as_secs_f64() * 1000.0,
             "the abandoned read was not recorded: p95 {slow_p95} ms"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An in-memory overflow store that counts its reads.
+    #[derive(Debug, Default)]
+    struct MemoryStore {
+        content: std::sync::Mutex<std::collections::HashMap<String, Bytes>>,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl tenfold_overflow::OverflowStore for MemoryStore {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        async fn put(&self, data: Bytes) -> Result<String, tenfold_overflow::OverflowError> {
+            let cid = hex::encode(Md5::digest(&data));
+            self.content.lock().unwrap().insert(cid.clone(), data);
+            Ok(cid)
+        }
+        async fn get(
+            &self,
+            cid: &str,
+            range: std::ops::Range<u64>,
+        ) -> Result<Bytes, tenfold_overflow::OverflowError> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let data = self.content.lock().unwrap().get(cid).cloned().unwrap();
+            Ok(data.slice(range.start as usize..range.end as usize))
+        }
+        async fn pin(&self, _cid: &str) -> Result<(), tenfold_overflow::OverflowError> {
+            Ok(())
+        }
+        async fn unpin(&self, _cid: &str) -> Result<(), tenfold_overflow::OverflowError> {
+            Ok(())
+        }
+        async fn health(
+            &self,
+        ) -> Result<tenfold_overflow::OverflowHealth, tenfold_overflow::OverflowError> {
+            unreachable!()
+        }
+    }
+
+    /// Node replicas are read first, the overflow copy only when no node
+    /// answers, and an overflow copy with the wrong bytes is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_overflow_copy_is_read_last() {
+        let dir =
+            std::env::temp_dir().join(format!("tenfold-overflow-read-{}", std::process::id()));
+        let live = start_node(&dir, 1, Duration::ZERO).await;
+        let mut dead = start_node(&dir, 2, Duration::ZERO).await;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        dead.endpoint = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let store = Arc::new(MemoryStore::default());
+        let balancer = Balancer::new(ReplicaPolicy::default()).with_overflow(store.clone());
+        balancer.set_nodes(vec![live, dead]);
+        let data = Bytes::from(vec![9u8; 100_000]);
+        let md5: [u8; 16] = Md5::digest(&data).into();
+        let node = balancer.node(1).unwrap();
+        node.ensure_bucket().await.unwrap();
+        node_client::put(&node.client, &node.spec.bucket, "frag", data.clone(), md5)
+            .await
+            .unwrap();
+        let cid = tenfold_overflow::OverflowStore::put(&*store, data.clone())
+            .await
+            .unwrap();
+        let on = |node_id| Placement::Node {
+            node_id,
+            network: Network::Mainnet,
+        };
+        let overflow = Placement::Overflow { cid: cid.clone() };
+        let len = data.len() as u64;
+        let reads = || store.reads.load(std::sync::atomic::Ordering::SeqCst);
+
+        let got = balancer
+            .read("frag", len, &[on(1), overflow.clone()], md5)
+            .await
+            .unwrap();
+        assert_eq!((got, reads()), (data.clone(), 0));
+        let got = balancer
+            .read("frag", len, &[on(2), overflow.clone()], md5)
+            .await
+            .unwrap();
+        assert_eq!((got, reads()), (data.clone(), 1));
+        let got = balancer
+            .read("frag", len, std::slice::from_ref(&overflow), md5)
+            .await
+            .unwrap();
+        assert_eq!((got, reads()), (data.clone(), 2));
+
+        store
+            .content
+            .lock()
+            .unwrap()
+            .insert(cid, Bytes::from(vec![8u8; 100_000]));
+        let err = balancer
+            .read("frag", len, &[on(2), overflow], md5)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

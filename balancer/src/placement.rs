@@ -34,14 +34,92 @@ impl Default for ReplicaPolicy {
     }
 }
 
-/// One verified replica of a fragment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
-    pub node_id: i64,
-    pub network: Network,
+/// Where one verified copy of a fragment is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// On a storage node, under the fragment's key.
+    Node { node_id: i64, network: Network },
+    /// In the overflow store, under its content id.
+    Overflow { cid: String },
 }
 
-/// A placement that could not be completed, with the replicas it did write
+impl Placement {
+    /// The node holding this copy, if it is on a node.
+    pub fn node_id(&self) -> Option<i64> {
+        match self {
+            Placement::Node { node_id, .. } => Some(*node_id),
+            Placement::Overflow { .. } => None,
+        }
+    }
+
+    /// The content id of this copy, if it is in the overflow store.
+    pub fn cid(&self) -> Option<&str> {
+        match self {
+            Placement::Node { .. } => None,
+            Placement::Overflow { cid } => Some(cid),
+        }
+    }
+
+    /// `mainnet`, `testnet` or `overflow`, as in the index.
+    pub fn network_name(&self) -> &'static str {
+        match self {
+            Placement::Node { network, .. } => network.as_str(),
+            Placement::Overflow { .. } => OVERFLOW,
+        }
+    }
+
+    /// Rebuilds a placement from its index columns.
+    ///
+    /// # Errors
+    /// A message when the columns do not describe a placement.
+    pub fn from_columns(
+        network: &str,
+        node_id: Option<i64>,
+        cid: Option<String>,
+    ) -> Result<Self, String> {
+        match (network, node_id, cid) {
+            (OVERFLOW, None, Some(cid)) => Ok(Placement::Overflow { cid }),
+            (network, Some(node_id), None) => Ok(Placement::Node {
+                node_id,
+                network: network.parse()?,
+            }),
+            (network, node, cid) => Err(format!(
+                "bad placement: network {network}, node {node:?}, cid {cid:?}"
+            )),
+        }
+    }
+}
+
+/// The index's name for the overflow tier's placements.
+pub const OVERFLOW: &str = "overflow";
+
+impl serde::Serialize for Placement {
+    /// `{"network": …, "node": id or null, "cid": content id or null}`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Columns<'a> {
+            network: &'a str,
+            node: Option<i64>,
+            cid: Option<&'a str>,
+        }
+        Columns {
+            network: self.network_name(),
+            node: self.node_id(),
+            cid: self.cid(),
+        }
+        .serialize(s)
+    }
+}
+
+/// A copy of a fragment as needed to remove it: its placement and the
+/// fragment's key on nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub key: String,
+    pub placement: Placement,
+}
+
+/// A placement that could not be completed, with the copies it did write
 /// (the caller removes them).
 #[derive(Debug)]
 pub struct PlacementFailure {
@@ -51,10 +129,14 @@ pub struct PlacementFailure {
 
 impl Balancer {
     /// Places one fragment under `key` on every network per the policy.
+    /// When the nodes cannot hold every replica (full, down or too few),
+    /// the fragment also goes to the overflow store, if there is one; the
+    /// replicas the nodes did take are kept.
     ///
     /// # Errors
     /// A [`PlacementFailure`] when some network lacks enough nodes that take
-    /// the replica; it lists the replicas that were written anyway.
+    /// the replica and the overflow store is missing or failed; it lists the
+    /// copies that were written anyway.
     #[tracing::instrument(skip_all, fields(key, len = data.len()))]
     pub async fn place(
         &self,
@@ -63,22 +145,100 @@ impl Balancer {
         md5: [u8; 16],
     ) -> Result<Vec<Placement>, PlacementFailure> {
         let (main, test) = futures::join!(
-            self.place_on(Network::Mainnet, self.policy.mainnet, key, &data, md5),
-            self.place_on(Network::Testnet, self.policy.testnet, key, &data, md5),
+            self.place_on(Network::Mainnet, self.policy.mainnet, &[], key, &data, md5),
+            self.place_on(Network::Testnet, self.policy.testnet, &[], key, &data, md5),
         );
-        match (main, test) {
-            (Ok(mut a), Ok(b)) => {
-                a.extend(b);
-                Ok(a)
+        let (mut placed, short) = merge([main, test]);
+        let Some(error) = short else {
+            return Ok(placed);
+        };
+        let Some(overflow) = &self.overflow else {
+            return Err(PlacementFailure {
+                error,
+                written: placed,
+            });
+        };
+        let span = tracing::debug_span!("overflow_put", store = %overflow.describe());
+        match overflow.put(data).instrument(span).await {
+            Ok(cid) => {
+                tracing::info!(key, %cid, replicas = placed.len(), reason = %error, "fragment overflowed");
+                placed.push(Placement::Overflow { cid });
+                Ok(placed)
             }
-            (Err(mut f), Ok(other)) | (Ok(other), Err(mut f)) => {
-                f.written.extend(other);
-                Err(f)
-            }
-            (Err(mut f), Err(g)) => {
-                f.written.extend(g.written);
-                Err(f)
-            }
+            Err(e) => Err(PlacementFailure {
+                error: BalancerError::OverflowFailed {
+                    nodes: Box::new(error),
+                    overflow: e,
+                },
+                written: placed,
+            }),
+        }
+    }
+
+    /// Whether the nodes seem to have room for the node replicas a fragment
+    /// of `len` bytes placed at `have` lacks.
+    pub fn room_for(&self, len: u64, have: &[Placement]) -> bool {
+        [
+            (Network::Mainnet, self.policy.mainnet),
+            (Network::Testnet, self.policy.testnet),
+        ]
+        .into_iter()
+        .all(|(network, wanted)| {
+            let (held, free) = self.nodes_in(network).iter().fold((0, 0), |(h, f), n| {
+                if have.iter().any(|p| p.node_id() == Some(n.spec.id)) {
+                    (h + 1, f)
+                } else {
+                    (h, f + usize::from(n.placement_choice(len) == Some(true)))
+                }
+            });
+            held + free >= wanted
+        })
+    }
+
+    /// Places the node replicas a fragment at `have` lacks, on nodes that do
+    /// not hold it yet; never in the overflow store. Returns the new
+    /// placements.
+    ///
+    /// # Errors
+    /// A [`PlacementFailure`] when the nodes could not take them all; it
+    /// lists the ones they did take.
+    #[tracing::instrument(skip_all, fields(key, len = data.len()))]
+    pub async fn place_missing(
+        &self,
+        key: &str,
+        data: Bytes,
+        md5: [u8; 16],
+        have: &[Placement],
+    ) -> Result<Vec<Placement>, PlacementFailure> {
+        let holders: Vec<i64> = have.iter().filter_map(Placement::node_id).collect();
+        let missing = |network: Network, wanted: usize| {
+            let held = have
+                .iter()
+                .filter(|p| matches!(p, Placement::Node { network: n, .. } if *n == network))
+                .count();
+            wanted.saturating_sub(held)
+        };
+        let (main, test) = futures::join!(
+            self.place_on(
+                Network::Mainnet,
+                missing(Network::Mainnet, self.policy.mainnet),
+                &holders,
+                key,
+                &data,
+                md5
+            ),
+            self.place_on(
+                Network::Testnet,
+                missing(Network::Testnet, self.policy.testnet),
+                &holders,
+                key,
+                &data,
+                md5
+            ),
+        );
+        match merge([main, test]) {
+            (placed, None) => Ok(placed),
+            (written, Some(error)) => Err(PlacementFailure { error, written }),
         }
     }
 
@@ -86,6 +246,7 @@ impl Balancer {
         &self,
         network: Network,
         needed: usize,
+        exclude: &[i64],
         key: &str,
         data: &Bytes,
         md5: [u8; 16],
@@ -96,6 +257,9 @@ impl Balancer {
         let (mut up, mut down): (Vec<Arc<NodeHandle>>, Vec<Arc<NodeHandle>>) =
             (Vec::new(), Vec::new());
         for node in self.nodes_in(network) {
+            if exclude.contains(&node.spec.id) {
+                continue;
+            }
             match node.placement_choice(len) {
                 Some(true) => up.push(node),
                 Some(false) => down.push(node),
@@ -115,7 +279,7 @@ impl Balancer {
         }
         while let Some((node, result)) = inflight.next().await {
             match result {
-                Ok(()) => placed.push(Placement {
+                Ok(()) => placed.push(Placement::Node {
                     node_id: node.spec.id,
                     network,
                 }),
@@ -142,6 +306,30 @@ impl Balancer {
         Ok(placed)
     }
 
+    /// Unpins a copy from the overflow store. The caller makes sure no
+    /// other fragment has the same content id.
+    ///
+    /// # Errors
+    /// [`BalancerError::NoOverflow`] without an overflow store, or
+    /// [`BalancerError::Overflow`] when it did not confirm.
+    pub async fn unpin(&self, cid: &str) -> Result<(), BalancerError> {
+        let overflow = self.overflow.as_ref().ok_or(BalancerError::NoOverflow)?;
+        let span = tracing::debug_span!("overflow_unpin", cid);
+        overflow.unpin(cid).instrument(span).await?;
+        Ok(())
+    }
+
+    /// Pins a content id in the overflow store again.
+    ///
+    /// # Errors
+    /// [`BalancerError::NoOverflow`] without an overflow store, or
+    /// [`BalancerError::Overflow`] when it did not confirm.
+    pub async fn pin(&self, cid: &str) -> Result<(), BalancerError> {
+        let overflow = self.overflow.as_ref().ok_or(BalancerError::NoOverflow)?;
+        overflow.pin(cid).await?;
+        Ok(())
+    }
+
     /// Removes one replica from its node.
     ///
     /// # Errors
@@ -159,6 +347,24 @@ impl Balancer {
                 message: f.to_string(),
             })
     }
+}
+
+/// The copies both networks wrote, and the first network's shortfall.
+fn merge(
+    results: [Result<Vec<Placement>, PlacementFailure>; 2],
+) -> (Vec<Placement>, Option<BalancerError>) {
+    let mut placed = Vec::new();
+    let mut short = None;
+    for result in results {
+        match result {
+            Ok(p) => placed.extend(p),
+            Err(f) => {
+                placed.extend(f.written);
+                short.get_or_insert(f.error);
+            }
+        }
+    }
+    (placed, short)
 }
 
 async fn put_replica(

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tenfold_overflow::OverflowStore;
 
 use crate::node::{Network, NodeSpec};
 use crate::node_client::{self, NodeFailure};
@@ -280,6 +281,8 @@ pub struct Balancer {
     probe_http: HyperClient<HttpConnector, Empty<Bytes>>,
     nodes: RwLock<BTreeMap<i64, Arc<NodeHandle>>>,
     pub(crate) policy: ReplicaPolicy,
+    /// Where fragments go when the nodes cannot hold them.
+    pub(crate) overflow: Option<Arc<dyn OverflowStore>>,
 }
 
 impl Balancer {
@@ -293,7 +296,20 @@ impl Balancer {
             probe_http: HyperClient::builder(TokioExecutor::new()).build(connector),
             nodes: RwLock::new(BTreeMap::new()),
             policy,
+            overflow: None,
         }
+    }
+
+    /// Sends fragments the nodes cannot hold to `store`.
+    #[must_use]
+    pub fn with_overflow(mut self, store: Arc<dyn OverflowStore>) -> Self {
+        self.overflow = Some(store);
+        self
+    }
+
+    /// The overflow store, if one is configured.
+    pub fn overflow(&self) -> Option<&Arc<dyn OverflowStore>> {
+        self.overflow.as_ref()
     }
 
     /// The replica policy in force.

@@ -125,6 +125,10 @@ pub struct ServeConfig {
     /// Base domain for virtual-hosted-style requests (`bucket.BASE`);
     /// path-style always works.
     pub base_domain: Option<String>,
+    /// The IPFS RPC API that takes fragments the nodes cannot hold, e.g.
+    /// `http://127.0.0.1:5001` (`TENFOLD_IPFS_API` overrides it). Without
+    /// one, an upload the nodes cannot hold fails with InsufficientStorage.
+    pub ipfs_api: Option<String>,
     /// Seconds between node health probes and registry refreshes.
     #[serde(default = "default_refresh")]
     pub refresh_seconds: u64,

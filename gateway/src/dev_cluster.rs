@@ -25,6 +25,8 @@ pub struct DevOptions {
     pub node_capacity: u64,
     pub access_key: String,
     pub secret_key: String,
+    /// The IPFS RPC API that takes what the nodes cannot hold.
+    pub ipfs_api: Option<String>,
 }
 
 async fn bind_preferring(previous: Option<&str>) -> std::io::Result<TcpListener> {
@@ -106,6 +108,10 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
     println!("  endpoint:   {endpoint}");
     println!("  access key: {}", opts.access_key);
     println!("  secret key: {}", opts.secret_key);
+    match &opts.ipfs_api {
+        Some(api) => println!("  overflow:   IPFS at {api}"),
+        None => println!("  overflow:   none (pass --ipfs-api http://127.0.0.1:5001 to use IPFS)"),
+    }
     println!("Try:");
     println!(
         "  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION=us-east-1",
@@ -123,6 +129,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         policy: StoragePolicy::default(),
         refresh: Duration::from_secs(2),
         base_domain: None,
+        ipfs_api: opts.ipfs_api,
     };
     run_gateway(gateway, index, settings).await
 }

@@ -127,8 +127,7 @@ impl ObjectStore {
     ) -> Result<Vec<Bytes>, GatewayError> {
         let reads = fragments.iter().map(|f| {
             let key = node_key(&segment.data_id, segment.seq, f.index);
-            let nodes: Vec<i64> = f.placements.iter().filter_map(|p| p.node).collect();
-            async move { self.balancer.read(&key, f.size, &nodes, f.md5).await }
+            async move { self.balancer.read(&key, f.size, &f.placements, f.md5).await }
                 .map_err(|e| GatewayError::Unavailable(e.to_string()))
         });
         futures::future::try_join_all(reads).await

@@ -1,11 +1,12 @@
 //! Replica clean-up: replicas of overwritten, deleted or failed objects are
-//! deleted from their nodes, and queued in the index when a node cannot be
-//! reached, to be retried until it confirms.
+//! deleted from their nodes (or unpinned from the overflow store), and
+//! queued in the index when that fails, to be retried until it succeeds.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use tenfold_balancer::{BalancerError, Placement, Replica};
 
 use crate::object_store::ObjectStore;
 
@@ -17,15 +18,44 @@ const BATCH: i64 = 512;
 const IDLE: Duration = Duration::from_secs(5);
 
 impl ObjectStore {
-    /// Deletes replicas now; those whose node does not confirm are queued.
-    pub async fn discard_replicas(&self, replicas: Vec<(i64, String)>) {
-        let failed: Vec<(i64, String)> = futures::stream::iter(replicas)
-            .map(|(node, key)| async move {
-                match self.balancer.delete(node, &key).await {
+    /// Removes one copy: deletes it from its node, or unpins its content id
+    /// unless another stored fragment has the same one. A node that was
+    /// unregistered has nothing left to delete.
+    async fn remove_replica(&self, replica: &Replica) -> Result<(), String> {
+        match &replica.placement {
+            Placement::Node { node_id, .. } => {
+                match self.balancer.delete(*node_id, &replica.key).await {
+                    Ok(()) | Err(BalancerError::UnknownNode(_)) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Placement::Overflow { cid } => {
+                let in_use =
+                    || async { self.index.cid_in_use(cid).await.map_err(|e| e.to_string()) };
+                if in_use().await? {
+                    return Ok(());
+                }
+                self.balancer.unpin(cid).await.map_err(|e| e.to_string())?;
+                // An upload of identical content may have committed the same
+                // content id meanwhile: pin it again.
+                if in_use().await? {
+                    tracing::info!(cid, "content id used again meanwhile: re-pinned");
+                    self.balancer.pin(cid).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes copies now; those that could not be removed are queued.
+    pub async fn discard_replicas(&self, replicas: Vec<Replica>) {
+        let failed: Vec<Replica> = futures::stream::iter(replicas)
+            .map(|replica| async move {
+                match self.remove_replica(&replica).await {
                     Ok(()) => None,
                     Err(e) => {
-                        tracing::warn!(node, key, error = %e, "replica not deleted, queueing it");
-                        Some((node, key))
+                        tracing::warn!(?replica, error = %e, "replica not removed, queueing it");
+                        Some(replica)
                     }
                 }
             })
@@ -36,11 +66,11 @@ impl ObjectStore {
         if !failed.is_empty()
             && let Err(e) = self.index.add_garbage(&failed).await
         {
-            tracing::error!(error = %e, count = failed.len(), "could not queue replicas for deletion");
+            tracing::error!(error = %e, count = failed.len(), "could not queue replicas for removal");
         }
     }
 
-    /// One pass over the queue; returns how many replicas were deleted.
+    /// One pass over the queue; returns how many copies were removed.
     pub async fn collect_garbage(&self) -> usize {
         let batch = match self.index.garbage(BATCH).await {
             Ok(b) => b,
@@ -50,13 +80,11 @@ impl ObjectStore {
             }
         };
         futures::stream::iter(batch)
-            .map(|(id, node, key)| async move {
-                let gone = match self.balancer.delete(node, &key).await {
+            .map(|(id, replica)| async move {
+                let gone = match self.remove_replica(&replica).await {
                     Ok(()) => true,
-                    // The node was unregistered: nothing left to delete.
-                    Err(tenfold_balancer::BalancerError::UnknownNode(_)) => true,
                     Err(e) => {
-                        tracing::debug!(node, key, error = %e, "garbage not deleted yet");
+                        tracing::debug!(?replica, error = %e, "garbage not removed yet");
                         false
                     }
                 };

@@ -11,7 +11,7 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use tenfold_balancer::{Network, NodeSpec};
+use tenfold_balancer::{Network, NodeSpec, OVERFLOW, Placement, Replica};
 
 use crate::error::GatewayError;
 use crate::fragment::{FrameIndex, node_key};
@@ -34,6 +34,23 @@ fn to_i64(n: u64) -> i64 {
 
 fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+/// The placement in a row's `network`, `node_id` and `cid` columns.
+fn placement_of(row: &sqlx::sqlite::SqliteRow) -> Result<Placement, GatewayError> {
+    Placement::from_columns(
+        &row.try_get::<String, _>("network")?,
+        row.try_get("node_id")?,
+        row.try_get("cid")?,
+    )
+    .map_err(GatewayError::Internal)
+}
+
+fn md5_from_hex(text: &str) -> Result<[u8; 16], GatewayError> {
+    hex::decode(text)
+        .ok()
+        .and_then(|v| <[u8; 16]>::try_from(v).ok())
+        .ok_or_else(|| GatewayError::Internal(format!("bad md5 in index: {text}")))
 }
 
 /// The standard headers an object keeps and returns on GET and HEAD.
@@ -72,21 +89,13 @@ pub struct ObjectRow {
     pub parts_count: Option<u32>,
 }
 
-/// Where one replica of a fragment is.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PlacementRow {
-    pub network: String,
-    pub node: Option<i64>,
-    pub cid: Option<String>,
-}
-
 /// One fragment of a segment, with its replicas.
 #[derive(Debug, Clone)]
 pub struct FragmentRow {
     pub index: u16,
     pub size: u64,
     pub md5: [u8; 16],
-    pub placements: Vec<PlacementRow>,
+    pub placements: Vec<Placement>,
 }
 
 /// One segment, with its fragments in index order.
@@ -105,6 +114,14 @@ pub struct SegmentRow {
     pub fragments: Vec<FragmentRow>,
 }
 
+/// A fragment with a copy in the overflow store.
+#[derive(Debug, Clone)]
+pub struct OverflowedFragment {
+    pub data_id: String,
+    pub seq: u32,
+    pub fragment: FragmentRow,
+}
+
 /// The bytes of one PUT or one part, fully placed, not yet referenced.
 #[derive(Debug, Clone)]
 pub struct StoredData {
@@ -116,20 +133,20 @@ pub struct StoredData {
 }
 
 impl SegmentRow {
-    /// Every node replica of this segment: `(node, key on the node)`.
-    pub fn replicas(&self) -> impl Iterator<Item = (i64, String)> + '_ {
+    /// Every copy of this segment's fragments.
+    pub fn replicas(&self) -> impl Iterator<Item = Replica> + '_ {
         self.fragments.iter().flat_map(move |f| {
-            f.placements.iter().filter_map(move |p| {
-                p.node
-                    .map(|n| (n, node_key(&self.data_id, self.seq, f.index)))
+            f.placements.iter().map(move |p| Replica {
+                key: node_key(&self.data_id, self.seq, f.index),
+                placement: p.clone(),
             })
         })
     }
 }
 
 impl StoredData {
-    /// Every node replica of this data: `(node, key on the node)`.
-    pub fn replicas(&self) -> Vec<(i64, String)> {
+    /// Every copy of this data's fragments.
+    pub fn replicas(&self) -> Vec<Replica> {
         self.segments
             .iter()
             .flat_map(SegmentRow::replicas)
@@ -458,17 +475,10 @@ impl Index {
                 .ok_or_else(|| GatewayError::Internal("layout".into()))?;
             let index = u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX);
             if segment.fragments.last().is_none_or(|f| f.index != index) {
-                let md5_hex: String = row.try_get("md5")?;
-                let md5 = hex::decode(&md5_hex)
-                    .ok()
-                    .and_then(|v| <[u8; 16]>::try_from(v).ok())
-                    .ok_or_else(|| {
-                        GatewayError::Internal(format!("bad md5 in index: {md5_hex}"))
-                    })?;
                 segment.fragments.push(FragmentRow {
                     index,
                     size: to_u64(row.try_get("size")?),
-                    md5,
+                    md5: md5_from_hex(&row.try_get::<String, _>("md5")?)?,
                     placements: Vec::new(),
                 });
             }
@@ -477,11 +487,10 @@ impl Index {
                     .fragments
                     .last_mut()
                     .ok_or_else(|| GatewayError::Internal("layout".into()))?;
-                fragment.placements.push(PlacementRow {
-                    network,
-                    node: row.try_get("node_id")?,
-                    cid: row.try_get("cid")?,
-                });
+                fragment.placements.push(
+                    Placement::from_columns(&network, row.try_get("node_id")?, row.try_get("cid")?)
+                        .map_err(GatewayError::Internal)?,
+                );
             }
         }
         Ok(segments)
@@ -531,9 +540,9 @@ impl Index {
                     .bind(&data.data_id)
                     .bind(i64::from(s.seq))
                     .bind(i64::from(f.index))
-                    .bind(&p.network)
-                    .bind(p.node)
-                    .bind(&p.cid)
+                    .bind(p.network_name())
+                    .bind(p.node_id())
+                    .bind(p.cid())
                     .execute(&mut **tx)
                     .await?;
                 }
@@ -544,31 +553,28 @@ impl Index {
 
     /// Moves a piece of data's replicas to the garbage queue and forgets it.
     async fn discard_data_in(tx: &mut Tx, data_id: &str) -> Result<(), GatewayError> {
-        let replicas: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT node_id, seq, idx FROM placements WHERE data_id = $1 AND node_id IS NOT NULL",
+        let rows = sqlx::query(
+            "SELECT seq, idx, network, node_id, cid FROM placements WHERE data_id = $1",
         )
         .bind(data_id)
         .fetch_all(&mut **tx)
         .await?;
-        let now = now_ms();
-        for (node, seq, idx) in replicas {
-            let key = node_key(
-                data_id,
-                u32::try_from(seq).unwrap_or(0),
-                u16::try_from(idx).unwrap_or(0),
-            );
-            sqlx::query("INSERT INTO garbage (node_id, node_key, created_at) VALUES ($1, $2, $3)")
-                .bind(node)
-                .bind(key)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
+        let mut replicas = Vec::with_capacity(rows.len());
+        for row in &rows {
+            replicas.push(Replica {
+                key: node_key(
+                    data_id,
+                    u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(0),
+                    u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(0),
+                ),
+                placement: placement_of(row)?,
+            });
         }
         sqlx::query("DELETE FROM segments WHERE data_id = $1")
             .bind(data_id)
             .execute(&mut **tx)
             .await?;
-        Ok(())
+        Self::add_garbage_in(tx, &replicas).await
     }
 
     /// Deletes an object and discards its data.
@@ -1113,36 +1119,213 @@ impl Index {
 
     // ---- garbage ----
 
-    /// Queues replicas for deletion from their nodes.
+    async fn add_garbage_in(tx: &mut Tx, replicas: &[Replica]) -> Result<(), GatewayError> {
+        let now = now_ms();
+        for r in replicas {
+            let node = r.placement.node_id();
+            sqlx::query(
+                "INSERT INTO garbage (node_id, node_key, cid, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(node)
+            .bind(node.map(|_| r.key.as_str()))
+            .bind(r.placement.cid())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Queues replicas for deletion from their nodes (and content ids to
+    /// unpin).
     ///
     /// # Errors
     /// [`GatewayError::Index`].
-    pub async fn add_garbage(&self, replicas: &[(i64, String)]) -> Result<(), GatewayError> {
+    pub async fn add_garbage(&self, replicas: &[Replica]) -> Result<(), GatewayError> {
         let mut tx = self.begin_write().await?;
-        let now = now_ms();
-        for (node, key) in replicas {
-            sqlx::query("INSERT INTO garbage (node_id, node_key, created_at) VALUES ($1, $2, $3)")
-                .bind(node)
-                .bind(key)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
+        Self::add_garbage_in(&mut tx, replicas).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// The oldest queued replicas: `(id, node, key)`.
+    /// The oldest queued replicas, with their queue ids.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
-    pub async fn garbage(&self, limit: i64) -> Result<Vec<(i64, i64, String)>, GatewayError> {
-        Ok(
-            sqlx::query_as("SELECT id, node_id, node_key FROM garbage ORDER BY id LIMIT $1")
+    pub async fn garbage(&self, limit: i64) -> Result<Vec<(i64, Replica)>, GatewayError> {
+        let rows =
+            sqlx::query("SELECT id, node_id, node_key, cid FROM garbage ORDER BY id LIMIT $1")
                 .bind(limit)
                 .fetch_all(&self.pool)
-                .await?,
+                .await?;
+        let mut queued = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let node: Option<i64> = row.try_get("node_id")?;
+            let key: Option<String> = row.try_get("node_key")?;
+            let cid: Option<String> = row.try_get("cid")?;
+            let replica = match (node, key, cid) {
+                (Some(node_id), Some(key), _) => Replica {
+                    key,
+                    // The network does not matter for a deletion.
+                    placement: Placement::Node {
+                        node_id,
+                        network: Network::Mainnet,
+                    },
+                },
+                (_, _, Some(cid)) => Replica {
+                    key: String::new(),
+                    placement: Placement::Overflow { cid },
+                },
+                _ => continue,
+            };
+            queued.push((row.try_get("id")?, replica));
+        }
+        Ok(queued)
+    }
+
+    /// Whether any stored fragment still has its copy under `cid` (content
+    /// addressing gives identical fragments one content id).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn cid_in_use(&self, cid: &str) -> Result<bool, GatewayError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM placements WHERE cid = $1 LIMIT 1")
+                .bind(cid)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
         )
+    }
+
+    // ---- overflow ----
+
+    /// Up to `limit` fragments that have a copy in the overflow store, with
+    /// all their placements.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn overflowed(&self, limit: i64) -> Result<Vec<OverflowedFragment>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT f.data_id, f.seq, f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
+             FROM (SELECT DISTINCT data_id, seq, idx FROM placements WHERE network = $1 LIMIT $2) o \
+             JOIN fragments f ON f.data_id = o.data_id AND f.seq = o.seq AND f.idx = o.idx \
+             JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
+             ORDER BY f.data_id, f.seq, f.idx",
+        )
+        .bind(OVERFLOW)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<OverflowedFragment> = Vec::new();
+        for row in &rows {
+            let data_id: String = row.try_get("data_id")?;
+            let seq = u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX);
+            let index = u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX);
+            let placement = placement_of(row)?;
+            match out.last_mut() {
+                Some(o) if o.data_id == data_id && o.seq == seq && o.fragment.index == index => {
+                    o.fragment.placements.push(placement);
+                }
+                _ => out.push(OverflowedFragment {
+                    data_id,
+                    seq,
+                    fragment: FragmentRow {
+                        index,
+                        size: to_u64(row.try_get("size")?),
+                        md5: md5_from_hex(&row.try_get::<String, _>("md5")?)?,
+                        placements: vec![placement],
+                    },
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records node replicas `added` to an overflowed fragment; when
+    /// `settled` (it has its full node placement now) its overflow copy is
+    /// forgotten and its content id queued for unpinning. `false` when the
+    /// fragment is gone meanwhile (its object deleted or overwritten).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn return_from_overflow(
+        &self,
+        data_id: &str,
+        seq: u32,
+        fragment: &FragmentRow,
+        added: &[Placement],
+        settled: bool,
+    ) -> Result<bool, GatewayError> {
+        let mut tx = self.begin_write().await?;
+        let exists =
+            sqlx::query("SELECT 1 FROM fragments WHERE data_id = $1 AND seq = $2 AND idx = $3")
+                .bind(data_id)
+                .bind(i64::from(seq))
+                .bind(i64::from(fragment.index))
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        for p in added {
+            sqlx::query(
+                "INSERT INTO placements (data_id, seq, idx, network, node_id, cid) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(data_id)
+            .bind(i64::from(seq))
+            .bind(i64::from(fragment.index))
+            .bind(p.network_name())
+            .bind(p.node_id())
+            .bind(p.cid())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if settled {
+            let gone: Vec<Placement> = fragment
+                .placements
+                .iter()
+                .filter(|p| p.cid().is_some())
+                .cloned()
+                .collect();
+            sqlx::query(
+                "DELETE FROM placements WHERE data_id = $1 AND seq = $2 AND idx = $3 AND network = $4",
+            )
+            .bind(data_id)
+            .bind(i64::from(seq))
+            .bind(i64::from(fragment.index))
+            .bind(OVERFLOW)
+            .execute(&mut *tx)
+            .await?;
+            let replicas: Vec<Replica> = gone
+                .into_iter()
+                .map(|placement| Replica {
+                    key: node_key(data_id, seq, fragment.index),
+                    placement,
+                })
+                .collect();
+            Self::add_garbage_in(&mut tx, &replicas).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// How many fragments, and how many bytes of them, live in the overflow
+    /// store.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn overflow_usage(&self) -> Result<(u64, u64), GatewayError> {
+        let (count, bytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(f.size), 0) FROM placements p \
+             JOIN fragments f ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx \
+             WHERE p.network = $1",
+        )
+        .bind(OVERFLOW)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((to_u64(count), to_u64(bytes)))
     }
 
     /// Number of replicas waiting for deletion.

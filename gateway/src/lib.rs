@@ -4,7 +4,9 @@
 //! The upload path reads [`s3_api`] → [`upload`] → [`fragment`] and the
 //! balancer's placement; the download path [`s3_api`] → [`download`] →
 //! [`fragment`] and the balancer's replica reads. The [`index`] records
-//! everything; [`garbage`] removes replicas nothing references.
+//! everything; [`garbage`] removes replicas nothing references;
+//! [`overflow_return`] moves fragments that overflowed to IPFS back onto
+//! nodes once they have room.
 
 pub mod addressing;
 pub mod config;
@@ -16,6 +18,7 @@ pub mod garbage;
 pub mod index;
 pub mod integrity;
 pub mod object_store;
+pub mod overflow_return;
 pub mod preconditions;
 pub mod s3_api;
 pub mod server;

@@ -11,7 +11,7 @@ use tenfold::dev_cluster::{DevOptions, run_dev};
 use tenfold::index::{Index, NewNode, sqlite_url_for_dir};
 use tenfold::server::{GatewaySettings, run_gateway};
 use tenfold::share::{create_share, revoke_share, share_url};
-use tenfold_balancer::Network;
+use tenfold_balancer::{Network, OVERFLOW};
 use tenfold_node::size::parse_size;
 
 #[derive(Debug, Parser)]
@@ -76,12 +76,28 @@ enum Command {
             hide_env_values = true
         )]
         secret_key: String,
+        /// IPFS RPC API for what the nodes cannot hold, e.g.
+        /// http://127.0.0.1:5001.
+        #[arg(long, env = "TENFOLD_IPFS_API")]
+        ipfs_api: Option<String>,
     },
     /// Run the production gateway.
     Serve {
         /// TOML configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// IPFS RPC API for what the nodes cannot hold (overrides the
+        /// config's `ipfs_api`).
+        #[arg(long, env = "TENFOLD_IPFS_API")]
+        ipfs_api: Option<String>,
+    },
+    /// Show the nodes' capacity and usage and what lives in the overflow
+    /// store, as the index records them.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        index: IndexArgs,
     },
     /// Manage the registered storage nodes.
     Nodes {
@@ -190,6 +206,7 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
             node_capacity,
             access_key,
             secret_key,
+            ipfs_api,
         } => {
             run_dev(DevOptions {
                 data,
@@ -197,10 +214,11 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                 node_capacity,
                 access_key,
                 secret_key,
+                ipfs_api,
             })
             .await
         }
-        Command::Serve { config } => {
+        Command::Serve { config, ipfs_api } => {
             let config = ServeConfig::load(&config)?;
             let access_key = std::env::var("TENFOLD_ACCESS_KEY")
                 .ok()
@@ -225,10 +243,12 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                 policy: config.storage,
                 refresh: Duration::from_secs(config.refresh_seconds.max(1)),
                 base_domain: config.base_domain,
+                ipfs_api: ipfs_api.or(config.ipfs_api),
             };
             run_gateway(listener, index, settings).await
         }
         Command::Nodes { command } => nodes(command).await,
+        Command::Status { json, index } => status(&index.open().await?, json).await,
         Command::Share { command } => share(command).await,
         Command::Inspect {
             bucket,
@@ -257,17 +277,71 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                     })
                 })
                 .collect();
+            let overflowed: Vec<u64> = fragments
+                .iter()
+                .filter(|f| {
+                    f["placements"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().any(|p| p["network"] == OVERFLOW))
+                })
+                .filter_map(|f| f["size"].as_u64())
+                .collect();
             let out = serde_json::json!({
                 "bucket": row.bucket,
                 "key": row.key,
                 "size": row.size,
                 "etag": row.etag,
+                "overflow": {
+                    "fragments": overflowed.len(),
+                    "bytes": overflowed.iter().sum::<u64>(),
+                },
                 "fragments": fragments,
             });
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             Ok(())
         }
     }
+}
+
+async fn status(index: &Index, json: bool) -> Result<(), GatewayError> {
+    let nodes = index.nodes().await?;
+    let (fragments, bytes) = index.overflow_usage().await?;
+    let garbage = index.garbage_len().await?;
+    if json {
+        let list: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": n.id, "name": n.name, "network": n.network,
+                    "capacity": n.capacity, "stored": n.stored_bytes,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "nodes": list,
+            "overflow": { "fragments": fragments, "bytes": bytes },
+            "garbage": garbage,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(());
+    }
+    for network in [Network::Mainnet, Network::Testnet] {
+        let of: Vec<_> = nodes.iter().filter(|n| n.network == network).collect();
+        let capacity: u64 = of.iter().map(|n| n.capacity).sum();
+        let stored: u64 = of.iter().map(|n| n.stored_bytes).sum();
+        println!(
+            "{network}: {} nodes, {} stored of {}",
+            of.len(),
+            bytesize::ByteSize(stored),
+            bytesize::ByteSize(capacity)
+        );
+    }
+    println!(
+        "overflow (IPFS): {fragments} fragments, {}",
+        bytesize::ByteSize(bytes)
+    );
+    println!("awaiting removal: {garbage} replicas");
+    Ok(())
 }
 
 async fn nodes(command: NodesCommand) -> Result<(), GatewayError> {

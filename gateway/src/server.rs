@@ -1,5 +1,6 @@
-//! Running a gateway: the balancer fed from the index, the garbage
-//! collector, and the S3 service (with share links beside it) on a listener.
+//! Running a gateway: the balancer fed from the index (with the overflow
+//! store, if any), the garbage collector, the return from overflow, and the
+//! S3 service (with share links beside it) on a listener.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use s3s::service::S3ServiceBuilder;
 use tenfold_balancer::Balancer;
 use tenfold_node::auth::StaticKey;
 use tenfold_node::server::{into_response, serve_http};
+use tenfold_overflow::{IpfsStore, OverflowStore};
 use tokio::net::TcpListener;
 
 use crate::addressing::BaseDomain;
@@ -31,6 +33,8 @@ pub struct GatewaySettings {
     pub refresh: Duration,
     /// Base domain for virtual-hosted-style requests.
     pub base_domain: Option<String>,
+    /// The IPFS RPC API of the overflow tier.
+    pub ipfs_api: Option<String>,
 }
 
 /// Serves the S3 API on `listener` until the process ends.
@@ -43,13 +47,23 @@ pub async fn run_gateway(
     settings: GatewaySettings,
 ) -> Result<(), GatewayError> {
     settings.policy.validate()?;
-    let balancer = Arc::new(Balancer::new(settings.policy.replicas()));
+    let mut balancer = Balancer::new(settings.policy.replicas());
+    if let Some(api) = &settings.ipfs_api {
+        let ipfs = IpfsStore::new(api).map_err(|e| GatewayError::Config(e.to_string()))?;
+        match ipfs.health().await {
+            Ok(health) => tracing::info!(store = %health.store, "overflow store ready"),
+            Err(e) => tracing::warn!(error = %e, "overflow store not answering yet"),
+        }
+        balancer = balancer.with_overflow(Arc::new(ipfs));
+    }
+    let balancer = Arc::new(balancer);
     balancer.set_nodes(index.nodes().await?);
     balancer.probe_all().await;
     spawn_registry_refresh(index.clone(), Arc::clone(&balancer), settings.refresh);
 
     let store = Arc::new(ObjectStore::new(index, balancer, &settings.policy));
     store.spawn_garbage_collector();
+    store.spawn_overflow_return(settings.refresh);
 
     let base_domain = settings.base_domain.as_deref().map(BaseDomain::new);
     let mut builder = S3ServiceBuilder::new(GatewayS3::new(Arc::clone(&store)));

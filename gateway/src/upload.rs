@@ -10,13 +10,14 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
+use tenfold_balancer::Replica;
 use tenfold_balancer::placement::PlacementFailure;
 use tracing::Instrument;
 
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 use crate::index::{
-    FragmentRow, ObjectHeaders, ObjectRow, PlacementRow, SegmentRow, StoredData, UploadRow, now_ms,
+    FragmentRow, ObjectHeaders, ObjectRow, SegmentRow, StoredData, UploadRow, now_ms,
 };
 use crate::integrity::{ChecksumExpectation, Checksums};
 use crate::object_store::{ObjectStore, UPLOAD_BUDGET_BYTES, budget_units, new_object_id};
@@ -87,7 +88,7 @@ impl SegmentReader {
 /// A segment that could not be placed, with the replicas it wrote anyway.
 struct SegmentFailure {
     error: GatewayError,
-    written: Vec<(i64, String)>,
+    written: Vec<Replica>,
 }
 
 impl ObjectStore {
@@ -214,7 +215,7 @@ impl ObjectStore {
         data_id: &str,
         body: BodyStream,
         checks: BodyChecks,
-        written: &mut Vec<(i64, String)>,
+        written: &mut Vec<Replica>,
     ) -> Result<StoredData, GatewayError> {
         let mut reader = SegmentReader {
             body,
@@ -328,14 +329,7 @@ impl ObjectStore {
                     index: f.index,
                     size: f.bytes.len() as u64,
                     md5: f.md5,
-                    placements: placements
-                        .iter()
-                        .map(|p| PlacementRow {
-                            network: p.network.as_str().to_owned(),
-                            node: Some(p.node_id),
-                            cid: None,
-                        })
-                        .collect(),
+                    placements,
                 }),
                 Err(PlacementFailure { error, written }) => {
                     let key = node_key(data_id, seq, f.index);
@@ -344,7 +338,10 @@ impl ObjectStore {
                         written: Vec::new(),
                     });
                     fail.written
-                        .extend(written.iter().map(|p| (p.node_id, key.clone())));
+                        .extend(written.into_iter().map(|placement| Replica {
+                            key: key.clone(),
+                            placement,
+                        }));
                 }
             }
         }
@@ -369,7 +366,7 @@ impl ObjectStore {
 fn collect(
     joined: Result<Result<SegmentRow, SegmentFailure>, tokio::task::JoinError>,
     segments: &mut Vec<SegmentRow>,
-    written: &mut Vec<(i64, String)>,
+    written: &mut Vec<Replica>,
     first_error: &mut Option<GatewayError>,
 ) {
     match joined {
