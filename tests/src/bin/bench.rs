@@ -6,7 +6,8 @@
 //! Then GET latency (p50/p99 of small-object GETs over one keep-alive
 //! connection) on a 3 + 1 cluster with every node healthy and with one node
 //! answering 100 ms late, and the gateway's peak memory while a 1 GiB
-//! transfer is zipped through a share link.
+//! transfer is zipped through a share link, and PUT / GET throughput of an
+//! object that lives entirely on IPFS beside the same on nodes.
 //!
 //! `cargo build --release --bins && target/release/bench [--size 256MiB] [--runs 3] [--json FILE]`
 //! (`--smoke` runs tiny sizes once, for CI).
@@ -17,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use tests::{Aws, Cluster, Node, TempDir, bin, run, write_file};
+use tests::{Aws, Cluster, Ipfs, Node, TempDir, bin, run, write_file};
 
 struct Args {
     size: usize,
@@ -34,6 +35,9 @@ struct Args {
     small_ops: usize,
     /// Size in MiB of the object 1 MiB ranges are read from; 0 to skip.
     range_mib: usize,
+    /// Size in MiB of the object PUT and GET entirely through IPFS (nodes
+    /// too small for any fragment) beside the same through nodes; 0 to skip.
+    overflow_mib: usize,
 }
 
 fn parse_args() -> Args {
@@ -46,6 +50,7 @@ fn parse_args() -> Args {
         zip_mib: 1024,
         small_ops: 400,
         range_mib: 1024,
+        overflow_mib: 64,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -98,6 +103,13 @@ fn parse_args() -> Args {
                     .parse()
                     .expect("--range-mib N")
             }
+            "--overflow-mib" => {
+                args.overflow_mib = it
+                    .next()
+                    .expect("--overflow-mib needs a value")
+                    .parse()
+                    .expect("--overflow-mib N")
+            }
             "--smoke" => {
                 args.size = 1 << 20;
                 args.runs = 1;
@@ -106,6 +118,7 @@ fn parse_args() -> Args {
                 args.zip_mib = 8;
                 args.small_ops = 32;
                 args.range_mib = 16;
+                args.overflow_mib = 1;
             }
             other => panic!("unknown argument {other}"),
         }
@@ -539,6 +552,30 @@ fn main() {
             "healthy_ms": {"p50": p50, "p99": p99},
             "one_slow_node_ms": {"p50": slow_p50, "p99": slow_p99},
             "p99_ratio": slow_p99 / p99,
+        }));
+    }
+    if args.overflow_mib > 0 {
+        let ipfs = Ipfs::start();
+        // Nodes too small for any fragment: everything goes to IPFS.
+        let overflow =
+            Cluster::start_with(3, 1, "1KiB", &format!("ipfs_api = \"{}\"", ipfs.api), "");
+        let ov = overflow.aws();
+        ov.ok(&["s3", "mb", "s3://bench"]);
+        let file = tmp.path().join("overflow");
+        write_file(&file, args.overflow_mib << 20, false);
+        let runs = args.runs;
+        let (iput, iget) = measure(&ov, "bench", &file, args.overflow_mib << 20, runs);
+        let on_ipfs = tests::overflow_cids(&overflow.inspect("bench", "bench")).len();
+        let (nput, nget) = measure(&gw, "bench", &file, args.overflow_mib << 20, runs);
+        println!(
+            "{} MiB random, aws s3api, MiB/s medians: all on IPFS (js-ipfs, {on_ipfs} fragments) PUT {:.1} GET {:.1}; on nodes PUT {:.1} GET {:.1}",
+            args.overflow_mib, iput.median, iget.median, nput.median, nget.median
+        );
+        rows.push(serde_json::json!({
+            "op": "overflow to IPFS", "size_bytes": args.overflow_mib << 20, "runs": runs,
+            "ipfs_mib_s": {"put": iput.median, "get": iget.median},
+            "nodes_mib_s": {"put": nput.median, "get": nget.median},
+            "fragments_on_ipfs": on_ipfs,
         }));
     }
     if let Some(path) = args.json {
