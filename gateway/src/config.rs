@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer};
 use tenfold_balancer::ReplicaPolicy;
 use tenfold_node::size::parse_size;
 
+use crate::crypto::{Keyring, MasterKey};
 use crate::error::GatewayError;
 use crate::fragment::SegmentCodec;
 
@@ -129,6 +130,12 @@ pub struct ServeConfig {
     /// `http://127.0.0.1:5001` (`TENFOLD_IPFS_API` overrides it). Without
     /// one, an upload the nodes cannot hold fails with InsufficientStorage.
     pub ipfs_api: Option<String>,
+    /// The master key (64 hex digits) that wraps every object's data key
+    /// (`TENFOLD_MASTER_KEY` overrides it). Required.
+    pub master_key: Option<String>,
+    /// Former master keys, still used to read what they encrypted.
+    #[serde(default)]
+    pub old_master_keys: Vec<String>,
     /// Seconds between node health probes and registry refreshes.
     #[serde(default = "default_refresh")]
     pub refresh_seconds: u64,
@@ -145,6 +152,28 @@ fn default_refresh() -> u64 {
 }
 
 impl ServeConfig {
+    /// The master keys: `TENFOLD_MASTER_KEY` or `master_key`, then the old
+    /// ones.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] when the master key is missing or malformed.
+    pub fn keyring(&self) -> Result<Keyring, GatewayError> {
+        let current = std::env::var("TENFOLD_MASTER_KEY")
+            .ok()
+            .or_else(|| self.master_key.clone())
+            .ok_or_else(|| {
+                GatewayError::Config(
+                    "master_key missing: set master_key (64 hex digits, e.g. `openssl rand -hex 32`) in the config or TENFOLD_MASTER_KEY".into(),
+                )
+            })?;
+        let older = self
+            .old_master_keys
+            .iter()
+            .map(|k| MasterKey::parse(k))
+            .collect::<Result<_, _>>()?;
+        Ok(Keyring::new(MasterKey::parse(&current)?, older))
+    }
+
     /// Reads and checks a configuration file.
     ///
     /// # Errors

@@ -10,6 +10,7 @@ use tenfold_node::{NodeConfig, run_node};
 use tokio::net::TcpListener;
 
 use crate::config::StoragePolicy;
+use crate::crypto::{Keyring, MasterKey};
 use crate::error::GatewayError;
 use crate::index::{Index, NewNode, sqlite_url_for_dir};
 use crate::server::{GatewaySettings, run_gateway};
@@ -42,6 +43,34 @@ fn random_secret() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// The dev cluster's master key: `TENFOLD_MASTER_KEY`, else the one in
+/// `DATA/master.key`, created (readable by its owner only) on first start.
+fn dev_master_key(data: &std::path::Path) -> Result<MasterKey, GatewayError> {
+    if let Ok(key) = std::env::var("TENFOLD_MASTER_KEY") {
+        return MasterKey::parse(&key);
+    }
+    let path = data.join("master.key");
+    let io = |e: std::io::Error| GatewayError::Config(format!("{}: {e}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => MasterKey::parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let key = MasterKey::generate();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io)?;
+            file.write_all(key.as_bytes()).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            MasterKey::parse(&key)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
 /// Runs the dev cluster until the process ends.
 ///
 /// # Errors
@@ -49,7 +78,10 @@ fn random_secret() -> String {
 pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
     let io = |e: std::io::Error| GatewayError::Config(e.to_string());
     std::fs::create_dir_all(&opts.data).map_err(io)?;
-    let index = Index::open(&sqlite_url_for_dir(&opts.data)).await?;
+    let keyring = Keyring::new(dev_master_key(&opts.data)?, Vec::new());
+    let index = Index::open(&sqlite_url_for_dir(&opts.data))
+        .await?
+        .with_keyring(keyring.clone());
     let gateway = TcpListener::bind(&opts.listen)
         .await
         .map_err(|e| GatewayError::Config(format!("cannot listen on {}: {e}", opts.listen)))?;
@@ -130,6 +162,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         refresh: Duration::from_secs(2),
         base_domain: None,
         ipfs_api: opts.ipfs_api,
+        keyring,
     };
     run_gateway(gateway, index, settings).await
 }

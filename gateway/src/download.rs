@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryFutureExt};
 use tracing::Instrument;
 
+use crate::crypto::DataKey;
 use crate::error::GatewayError;
 use crate::fragment::{HEADER_LEN, decode_frames, decode_segment, node_key};
 use crate::index::{FragmentRow, ObjectRow, SegmentRow};
@@ -105,18 +106,31 @@ impl ObjectStore {
                     .collect();
                 frames.plan(wanted, segment.plain_size, &payloads)
             });
-        let Some(plan) = plan else {
+        let (Some(plan), Some(frames)) = (plan, segment.frames.clone()) else {
             return Ok((0, self.fetch_segment(segment).await?));
         };
         let count = u16::try_from(segment.fragments.len()).unwrap_or(u16::MAX);
+        let key = self.data_key(&segment)?;
         let stored = self
             .read_fragments(&segment, &segment.fragments[plan.fragments.clone()])
             .await?;
         let seq = segment.seq;
         let plain_start = plan.plain_start;
-        let plain = tokio::task::spawn_blocking(move || decode_frames(seq, count, &stored, &plan))
-            .await??;
+        let plain = tokio::task::spawn_blocking(move || {
+            decode_frames(seq, count, &stored, &plan, &frames, key.as_ref())
+        })
+        .await??;
         Ok((plain_start, Bytes::from(plain)))
+    }
+
+    /// The data key a segment was sealed with (none for data stored before
+    /// encryption).
+    fn data_key(&self, segment: &SegmentRow) -> Result<Option<DataKey>, GatewayError> {
+        segment
+            .key
+            .as_ref()
+            .map(|wrapped| self.keyring.unwrap(wrapped))
+            .transpose()
     }
 
     /// Reads fragments of a segment concurrently, each from its best replica.
@@ -139,11 +153,15 @@ impl ObjectStore {
     /// [`GatewayError::Unavailable`] when a fragment has no readable replica.
     #[tracing::instrument(skip_all, fields(data = %segment.data_id, segment = segment.seq))]
     pub async fn fetch_segment(&self, segment: SegmentRow) -> Result<Bytes, GatewayError> {
+        let key = self.data_key(&segment)?;
         let stored = self.read_fragments(&segment, &segment.fragments).await?;
         let seq = segment.seq;
         let plain_len = usize::try_from(segment.plain_size).unwrap_or(usize::MAX);
-        let plain =
-            tokio::task::spawn_blocking(move || decode_segment(seq, &stored, plain_len)).await??;
+        let frames = segment.frames;
+        let plain = tokio::task::spawn_blocking(move || {
+            decode_segment(seq, &stored, plain_len, frames.as_ref(), key.as_ref())
+        })
+        .await??;
         Ok(Bytes::from(plain))
     }
 }

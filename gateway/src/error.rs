@@ -62,6 +62,9 @@ pub enum GatewayError {
     Index(#[from] sqlx::Error),
     #[error("configuration: {0}")]
     Config(String),
+    /// A data key could not be unwrapped with the configured master keys.
+    #[error("master key: {0}")]
+    MasterKey(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -128,7 +131,7 @@ impl From<GatewayError> for S3Error {
                 tracing::error!(error = %msg, "service unavailable");
                 S3ErrorCode::ServiceUnavailable
             }
-            GatewayError::Config(_) | GatewayError::Internal(_) => {
+            GatewayError::Config(_) | GatewayError::Internal(_) | GatewayError::MasterKey(_) => {
                 tracing::error!(error = %msg, "internal error");
                 S3ErrorCode::InternalError
             }

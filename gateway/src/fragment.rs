@@ -4,14 +4,19 @@
 //! A segment's plaintext is compressed as independent zstd frames of at most
 //! `frame_size` bytes each (so a later range read can decode only the frames
 //! it needs), and the compressed bytes are split into up to `fragments`
-//! nearly equal pieces. Every fragment starts with a [`FragmentHeader`], so
-//! the format can evolve (codec, cipher) without migrating old data.
+//! nearly equal pieces. With a [`DataKey`], each compressed frame is sealed
+//! (AES-256-GCM) before the cut, so fragments leave the gateway encrypted and
+//! a range read opens only the frames it needs. Every fragment starts with a
+//! [`FragmentHeader`], so the format can evolve (codec, cipher) without
+//! migrating old data.
 
 use std::io::Read;
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use md5::{Digest, Md5};
+
+use crate::crypto::DataKey;
 
 /// Magic number opening every fragment.
 pub const MAGIC: &[u8; 4] = b"TFF1";
@@ -21,8 +26,18 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 24;
 /// Codec id of zstd.
 pub const CODEC_ZSTD: u8 = 1;
-/// Cipher id of "no encryption".
+/// Cipher id of "no encryption" (data stored before encryption existed).
 pub const CIPHER_NONE: u8 = 0;
+/// Cipher id of AES-256-GCM per zstd frame, with the data's own key.
+pub const CIPHER_AES256GCM: u8 = 1;
+
+fn cipher_of(key: Option<&DataKey>) -> u8 {
+    if key.is_some() {
+        CIPHER_AES256GCM
+    } else {
+        CIPHER_NONE
+    }
+}
 
 /// The header at the start of every stored fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +72,12 @@ pub enum FragmentError {
         got: (u32, u16, u16),
         expected: (u32, u16, u16),
     },
+    #[error("fragment cipher {got}, expected {expected}")]
+    Cipher { got: u8, expected: u8 },
+    #[error("an encrypted frame does not authenticate: tampered, or the wrong key")]
+    Tampered,
+    #[error("an encrypted segment without its frame index")]
+    NoFrameIndex,
     #[error("segment decompressed to {got} bytes, expected {expected}")]
     PlainLength { got: usize, expected: usize },
     #[error("zstd: {0}")]
@@ -136,6 +157,8 @@ pub struct FrameIndex {
 /// What to fetch and decode for a plaintext range of one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FramePlan {
+    /// The frames (by number).
+    pub frames: Range<usize>,
     /// Fragments (by index) holding the frames.
     pub fragments: Range<usize>,
     /// Compressed bytes to skip at the start of the first fragment's payload.
@@ -187,6 +210,7 @@ impl FrameIndex {
         let plain_start = first as u64 * self.plain;
         let plain_end = ((last as u64 + 1) * self.plain).min(segment_plain);
         Some(FramePlan {
+            frames: first..last + 1,
             fragments: from?..to,
             skip: usize::try_from(skip).ok()?,
             take: usize::try_from(c_end - c_start).ok()?,
@@ -210,8 +234,9 @@ pub struct SegmentCodec {
 }
 
 impl SegmentCodec {
-    /// Compresses one segment and cuts it into fragments (CPU-bound: run it
-    /// on a blocking thread).
+    /// Compresses one segment, seals each frame with `key` if given, and
+    /// cuts the result into fragments (CPU-bound: run it on a blocking
+    /// thread).
     ///
     /// # Errors
     /// [`FragmentError::Zstd`] when compression fails.
@@ -219,6 +244,7 @@ impl SegmentCodec {
         &self,
         segment: u32,
         plain: &[u8],
+        key: Option<&DataKey>,
     ) -> Result<(Vec<EncodedFragment>, FrameIndex), FragmentError> {
         let plain_len = u32::try_from(plain.len())
             .map_err(|_| FragmentError::Zstd("segment over 4 GiB".into()))?;
@@ -227,9 +253,12 @@ impl SegmentCodec {
             plain: self.frame_size.max(1) as u64,
             ends: Vec::new(),
         };
-        for frame in plain.chunks(self.frame_size.max(1)) {
-            let c = zstd::bulk::compress(frame, self.level)
+        for (number, frame) in plain.chunks(self.frame_size.max(1)).enumerate() {
+            let mut c = zstd::bulk::compress(frame, self.level)
                 .map_err(|e| FragmentError::Zstd(e.to_string()))?;
+            if let Some(key) = key {
+                key.seal_frame(segment, u32::try_from(number).unwrap_or(u32::MAX), &mut c);
+            }
             compressed.extend_from_slice(&c);
             frames.ends.push(compressed.len() as u64);
         }
@@ -243,7 +272,7 @@ impl SegmentCodec {
             let mut buf = BytesMut::with_capacity(HEADER_LEN + payload.len());
             FragmentHeader {
                 codec: CODEC_ZSTD,
-                cipher: CIPHER_NONE,
+                cipher: cipher_of(key),
                 segment,
                 index,
                 count,
@@ -277,6 +306,7 @@ fn checked_payloads(
     count: u16,
     first: usize,
     stored: &[Bytes],
+    cipher: u8,
 ) -> Result<Vec<&[u8]>, FragmentError> {
     stored
         .iter()
@@ -285,8 +315,14 @@ fn checked_payloads(
             let h = FragmentHeader::decode(frag)?;
             let expected = (segment, u16::try_from(i).unwrap_or(u16::MAX), count);
             let got = (h.segment, h.index, h.count);
-            if got != expected || h.codec != CODEC_ZSTD || h.cipher != CIPHER_NONE {
+            if got != expected || h.codec != CODEC_ZSTD {
                 return Err(FragmentError::Mismatch { got, expected });
+            }
+            if h.cipher != cipher {
+                return Err(FragmentError::Cipher {
+                    got: h.cipher,
+                    expected: cipher,
+                });
             }
             Ok(&frag[HEADER_LEN..])
         })
@@ -314,47 +350,113 @@ fn decompress(compressed: impl Read, plain_len: usize) -> Result<Vec<u8>, Fragme
     check_len(plain, plain_len)
 }
 
-/// Reassembles a segment from its fragments (in index order) and
+/// Reassembles a segment from its fragments (in index order), opens its
+/// frames with `key` (encrypted segments need their `frames` index) and
 /// decompresses it (CPU-bound: run it on a blocking thread).
 ///
 /// # Errors
-/// A [`FragmentError`] when a fragment is not the one expected or the
-/// plaintext does not have the recorded length.
+/// A [`FragmentError`] when a fragment is not the one expected, a frame does
+/// not authenticate, or the plaintext does not have the recorded length.
 pub fn decode_segment(
     segment: u32,
     stored: &[Bytes],
     plain_len: usize,
+    frames: Option<&FrameIndex>,
+    key: Option<&DataKey>,
 ) -> Result<Vec<u8>, FragmentError> {
     let count = u16::try_from(stored.len()).unwrap_or(u16::MAX);
-    let payloads = checked_payloads(segment, count, 0, stored)?;
+    let payloads = checked_payloads(segment, count, 0, stored, cipher_of(key))?;
     if payloads.iter().all(|p| p.is_empty()) {
         // An empty segment has no zstd frame at all.
         return check_len(Vec::new(), plain_len);
     }
-    decompress(chained(&payloads), plain_len)
+    let Some(key) = key else {
+        return decompress(chained(&payloads), plain_len);
+    };
+    let sizes: Vec<u64> = payloads.iter().map(|p| p.len() as u64).collect();
+    let plan = frames
+        .and_then(|f| f.plan(0..plain_len as u64, plain_len as u64, &sizes))
+        .ok_or(FragmentError::NoFrameIndex)?;
+    open_and_decompress(
+        segment,
+        &payloads,
+        &plan,
+        frames.ok_or(FragmentError::NoFrameIndex)?,
+        key,
+    )
 }
 
 /// Decodes the frames a [`FramePlan`] names from `stored`, the fragments
-/// `plan.fragments` of a segment cut into `count` (CPU-bound: run it on a
-/// blocking thread).
+/// `plan.fragments` of a segment cut into `count`, opening them with `key`
+/// when the segment is encrypted (CPU-bound: run it on a blocking thread).
 ///
 /// # Errors
-/// A [`FragmentError`] when a fragment is not the one expected or the
-/// frames do not decode to the planned length.
+/// A [`FragmentError`] when a fragment is not the one expected, a frame
+/// does not authenticate, or the frames do not decode to the planned length.
 pub fn decode_frames(
     segment: u32,
     count: u16,
     stored: &[Bytes],
     plan: &FramePlan,
+    frames: &FrameIndex,
+    key: Option<&DataKey>,
 ) -> Result<Vec<u8>, FragmentError> {
-    let payloads = checked_payloads(segment, count, plan.fragments.start, stored)?;
-    let mut span = chained(&payloads).take((plan.skip + plan.take) as u64);
+    let payloads = checked_payloads(segment, count, plan.fragments.start, stored, cipher_of(key))?;
+    match key {
+        Some(key) => open_and_decompress(segment, &payloads, plan, frames, key),
+        None => decompress(planned_span(&payloads, plan)?, plan.plain_len),
+    }
+}
+
+/// The bytes of the planned frames, read across `payloads` without a copy.
+fn planned_span<'a>(
+    payloads: &[&'a [u8]],
+    plan: &FramePlan,
+) -> Result<impl Read + 'a, FragmentError> {
+    let mut span = chained(payloads).take((plan.skip + plan.take) as u64);
     std::io::copy(
         &mut (&mut span).take(plan.skip as u64),
         &mut std::io::sink(),
     )
     .map_err(|e| FragmentError::Zstd(e.to_string()))?;
-    decompress(span, plan.plain_len)
+    Ok(span)
+}
+
+/// Opens each planned frame with `key` and decompresses them.
+fn open_and_decompress(
+    segment: u32,
+    payloads: &[&[u8]],
+    plan: &FramePlan,
+    frames: &FrameIndex,
+    key: &DataKey,
+) -> Result<Vec<u8>, FragmentError> {
+    let mut sealed = Vec::with_capacity(plan.take);
+    planned_span(payloads, plan)?
+        .read_to_end(&mut sealed)
+        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    if sealed.len() != plan.take {
+        return Err(FragmentError::Truncated);
+    }
+    let base = match plan.frames.start {
+        0 => 0,
+        first => frames.ends[first - 1],
+    };
+    // Open every frame in place and move its plaintext down, so the
+    // compressed bytes end up contiguous at the front.
+    let (mut from, mut to) = (0usize, 0usize);
+    for number in plan.frames.clone() {
+        let end =
+            usize::try_from(frames.ends[number] - base).map_err(|_| FragmentError::Truncated)?;
+        let frame = sealed.get_mut(from..end).ok_or(FragmentError::Truncated)?;
+        let len = key
+            .open_frame(segment, u32::try_from(number).unwrap_or(u32::MAX), frame)
+            .ok_or(FragmentError::Tampered)?;
+        sealed.copy_within(from..from + len, to);
+        to += len;
+        from = end;
+    }
+    sealed.truncate(to);
+    decompress(sealed.as_slice(), plan.plain_len)
 }
 
 fn check_len(plain: Vec<u8>, plain_len: usize) -> Result<Vec<u8>, FragmentError> {
@@ -389,28 +491,44 @@ mod tests {
         (0..n).map(|_| rand::random::<u8>()).collect()
     }
 
+    /// No key (data stored before encryption), and a fresh data key.
+    fn keys() -> [Option<DataKey>; 2] {
+        let ring = crate::crypto::Keyring::new(
+            crate::crypto::MasterKey::parse(&crate::crypto::MasterKey::generate()).unwrap(),
+            Vec::new(),
+        );
+        [None, Some(ring.new_data_key().unwrap().0)]
+    }
+
     #[test]
     fn round_trip_random_and_compressible() {
-        for data in [
-            random(300_000),
-            b"tenfold ".repeat(40_000),
-            vec![],
-            vec![42],
-        ] {
-            let (frags, _) = codec().encode(7, &data).unwrap();
-            let stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
-            for f in &frags {
-                assert_eq!(f.md5, <[u8; 16]>::from(Md5::digest(&f.bytes)));
+        for key in keys() {
+            for data in [
+                random(300_000),
+                b"tenfold ".repeat(40_000),
+                vec![],
+                vec![42],
+            ] {
+                let (frags, frames) = codec().encode(7, &data, key.as_ref()).unwrap();
+                let stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
+                for f in &frags {
+                    assert_eq!(f.md5, <[u8; 16]>::from(Md5::digest(&f.bytes)));
+                }
+                let plain =
+                    decode_segment(7, &stored, data.len(), Some(&frames), key.as_ref()).unwrap();
+                assert_eq!(plain, data);
             }
-            assert_eq!(decode_segment(7, &stored, data.len()).unwrap(), data);
         }
     }
 
     #[test]
     fn ranges_decode_from_only_the_fragments_holding_their_frames() {
-        for data in [random(600_000), b"tenfold ".repeat(80_000)] {
+        for (data, key) in [random(600_000), b"tenfold ".repeat(80_000)]
+            .into_iter()
+            .flat_map(|d| keys().map(move |k| (d.clone(), k)))
+        {
             let len = data.len() as u64;
-            let (frags, frames) = codec().encode(3, &data).unwrap();
+            let (frags, frames) = codec().encode(3, &data, key.as_ref()).unwrap();
             let count = u16::try_from(frags.len()).unwrap();
             let payloads: Vec<u64> = frags
                 .iter()
@@ -431,7 +549,7 @@ mod tests {
                     .iter()
                     .map(|f| f.bytes.clone())
                     .collect();
-                let plain = decode_frames(3, count, &stored, &plan).unwrap();
+                let plain = decode_frames(3, count, &stored, &plan, &frames, key.as_ref()).unwrap();
                 let from = usize::try_from(range.start - plan.plain_start).unwrap();
                 let to = from + usize::try_from(range.end - range.start).unwrap();
                 assert_eq!(
@@ -457,26 +575,29 @@ mod tests {
         assert_eq!(c.fragment_count(1024), 1);
         assert_eq!(c.fragment_count(3000), 3);
         assert_eq!(c.fragment_count(1 << 20), 10);
-        assert_eq!(codec().encode(0, &random(200_000)).unwrap().0.len(), 10);
+        assert_eq!(
+            codec().encode(0, &random(200_000), None).unwrap().0.len(),
+            10
+        );
     }
 
     #[test]
     fn wrong_or_damaged_fragments_are_refused() {
         let data = random(50_000);
-        let (frags, _) = codec().encode(1, &data).unwrap();
+        let (frags, _) = codec().encode(1, &data, None).unwrap();
         let mut stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
         stored.swap(0, 1);
         assert!(matches!(
-            decode_segment(1, &stored, data.len()),
+            decode_segment(1, &stored, data.len(), None, None),
             Err(FragmentError::Mismatch { .. })
         ));
         stored.swap(0, 1);
         assert!(matches!(
-            decode_segment(2, &stored, data.len()),
+            decode_segment(2, &stored, data.len(), None, None),
             Err(FragmentError::Mismatch { .. })
         ));
         assert!(matches!(
-            decode_segment(1, &stored, data.len() + 1),
+            decode_segment(1, &stored, data.len() + 1, None, None),
             Err(FragmentError::PlainLength { .. })
         ));
         assert_eq!(
@@ -491,5 +612,46 @@ mod tests {
             FragmentHeader::decode(short),
             Err(FragmentError::Length { .. })
         ));
+    }
+
+    #[test]
+    fn encrypted_fragments_hide_the_plaintext_and_refuse_tampering() {
+        let [_, key] = keys();
+        let key = key.unwrap();
+        let mut data = b"TENFOLD-PLAINTEXT-MARKER ".repeat(20_000);
+        data.extend(random(200_000));
+        let (frags, frames) = codec().encode(4, &data, Some(&key)).unwrap();
+        assert!(frags.len() > 3);
+        for f in &frags {
+            assert!(
+                !f.bytes.windows(24).any(|w| w == &data[..24]),
+                "plaintext in fragment {}",
+                f.index
+            );
+        }
+        let stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
+        // Without the key, or with another one: refused, never garbage.
+        assert!(matches!(
+            decode_segment(4, &stored, data.len(), Some(&frames), None),
+            Err(FragmentError::Cipher { .. })
+        ));
+        let [_, other] = keys();
+        assert_eq!(
+            decode_segment(4, &stored, data.len(), Some(&frames), other.as_ref()),
+            Err(FragmentError::Tampered)
+        );
+        assert_eq!(
+            decode_segment(4, &stored, data.len(), None, Some(&key)),
+            Err(FragmentError::NoFrameIndex)
+        );
+        // One flipped payload bit (with a consistent header) is caught.
+        let mut bad: Vec<Bytes> = stored.clone();
+        let mut one = bad[3].to_vec();
+        one[HEADER_LEN + 5] ^= 0x10;
+        bad[3] = Bytes::from(one);
+        assert_eq!(
+            decode_segment(4, &bad, data.len(), Some(&frames), Some(&key)),
+            Err(FragmentError::Tampered)
+        );
     }
 }

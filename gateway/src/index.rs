@@ -13,6 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use tenfold_balancer::{Network, NodeSpec, OVERFLOW, Placement, Replica};
 
+use crate::crypto::{Keyring, WrappedKey};
 use crate::error::GatewayError;
 use crate::fragment::{FrameIndex, node_key};
 use crate::integrity::Checksums;
@@ -44,6 +45,20 @@ fn placement_of(row: &sqlx::sqlite::SqliteRow) -> Result<Placement, GatewayError
         row.try_get("cid")?,
     )
     .map_err(GatewayError::Internal)
+}
+
+/// The wrapped data key in a row's `key_id` and `wrapped` columns.
+fn wrapped_key_of(row: &sqlx::sqlite::SqliteRow) -> Result<Option<WrappedKey>, GatewayError> {
+    let key_id: Option<String> = row.try_get("key_id")?;
+    let wrapped: Option<String> = row.try_get("wrapped")?;
+    key_id
+        .zip(wrapped)
+        .map(|(key_id, wrapped)| {
+            let wrapped = hex::decode(&wrapped)
+                .map_err(|_| GatewayError::Internal(format!("bad wrapped key of {key_id}")))?;
+            Ok(WrappedKey { key_id, wrapped })
+        })
+        .transpose()
 }
 
 fn md5_from_hex(text: &str) -> Result<[u8; 16], GatewayError> {
@@ -111,6 +126,9 @@ pub struct SegmentRow {
     /// Where its zstd frames are (unknown for segments stored before the
     /// index kept it).
     pub frames: Option<FrameIndex>,
+    /// The wrapped key of the data it belongs to (none for data stored
+    /// before encryption).
+    pub key: Option<WrappedKey>,
     pub fragments: Vec<FragmentRow>,
 }
 
@@ -129,6 +147,8 @@ pub struct StoredData {
     pub size: u64,
     pub md5: [u8; 16],
     pub checksums: Checksums,
+    /// Its data key, wrapped.
+    pub key: Option<WrappedKey>,
     pub segments: Vec<SegmentRow>,
 }
 
@@ -222,6 +242,10 @@ type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 #[derive(Debug, Clone)]
 pub struct Index {
     pool: SqlitePool,
+    /// Seals node secrets on the way in and opens them on the way out;
+    /// without it node secrets are returned sealed, and nodes cannot be
+    /// registered.
+    keyring: Option<Keyring>,
 }
 
 /// The folder's index URL for `--data DIR`.
@@ -260,7 +284,17 @@ impl Index {
                     "index migration failed (is the index newer than this binary?): {e}"
                 ))
             })?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            keyring: None,
+        })
+    }
+
+    /// The same index, sealing and opening node secrets with `keyring`.
+    #[must_use]
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
     }
 
     async fn begin_write(&self) -> Result<Tx, GatewayError> {
@@ -436,9 +470,10 @@ impl Index {
     ) -> Result<Vec<SegmentRow>, GatewayError> {
         let rows = sqlx::query(
             "SELECT s.data_id, s.seq, op.plain_offset + s.plain_offset AS plain_offset, s.plain_size, \
-                    s.frames, f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
+                    s.frames, k.key_id, k.wrapped, f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
              FROM object_parts op \
              JOIN segments s ON s.data_id = op.data_id \
+             LEFT JOIN data_keys k ON k.data_id = s.data_id \
              JOIN fragments f ON f.data_id = s.data_id AND f.seq = s.seq \
              LEFT JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
              WHERE op.object_id = $1 \
@@ -467,6 +502,7 @@ impl Index {
                     frames: row
                         .try_get::<Option<String>, _>("frames")?
                         .and_then(|f| serde_json::from_str(&f).ok()),
+                    key: wrapped_key_of(row)?,
                     fragments: Vec::new(),
                 });
             }
@@ -509,8 +545,16 @@ impl Index {
         }
     }
 
-    /// Records placed data: its segments, fragments and placements.
+    /// Records placed data: its key, segments, fragments and placements.
     async fn insert_data_in(tx: &mut Tx, data: &StoredData) -> Result<(), GatewayError> {
+        if let Some(key) = &data.key {
+            sqlx::query("INSERT INTO data_keys (data_id, key_id, wrapped) VALUES ($1, $2, $3)")
+                .bind(&data.data_id)
+                .bind(&key.key_id)
+                .bind(hex::encode(&key.wrapped))
+                .execute(&mut **tx)
+                .await?;
+        }
         for s in &data.segments {
             sqlx::query(
                 "INSERT INTO segments (data_id, seq, plain_offset, plain_size, fragment_count, frames) \
@@ -571,6 +615,10 @@ impl Index {
             });
         }
         sqlx::query("DELETE FROM segments WHERE data_id = $1")
+            .bind(data_id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM data_keys WHERE data_id = $1")
             .bind(data_id)
             .execute(&mut **tx)
             .await?;
@@ -1198,6 +1246,16 @@ impl Index {
         )
     }
 
+    /// Ids of the master keys that wrapped the stored data keys.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn master_key_ids(&self) -> Result<Vec<String>, GatewayError> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT key_id FROM data_keys")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     // ---- overflow ----
 
     /// Up to `limit` fragments that have a copy in the overflow store, with
@@ -1357,6 +1415,11 @@ impl Index {
     /// # Errors
     /// [`GatewayError::InvalidArgument`] when the name is taken.
     pub async fn add_node(&self, node: &NewNode) -> Result<i64, GatewayError> {
+        let keyring = self.keyring.as_ref().ok_or_else(|| {
+            GatewayError::Config(
+                "registering a node needs the master key, to seal its secret: set TENFOLD_MASTER_KEY, pass --master-key-file, or use --data with a dev folder".into(),
+            )
+        })?;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO nodes (name, endpoint, network, capacity, access_key, secret_key, bucket, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING RETURNING id",
@@ -1366,7 +1429,7 @@ impl Index {
         .bind(node.network.as_str())
         .bind(to_i64(node.capacity))
         .bind(&node.access_key)
-        .bind(&node.secret_key)
+        .bind(keyring.seal_secret(&node.secret_key))
         .bind(&node.bucket)
         .bind(now_ms())
         .fetch_optional(&self.pool)
@@ -1424,7 +1487,12 @@ impl Index {
                     capacity: to_u64(row.try_get("capacity")?),
                     stored_bytes: to_u64(row.try_get("stored")?),
                     access_key: row.try_get("access_key")?,
-                    secret_key: row.try_get("secret_key")?,
+                    secret_key: match &self.keyring {
+                        Some(keyring) => {
+                            keyring.open_secret(&row.try_get::<String, _>("secret_key")?)?
+                        }
+                        None => row.try_get("secret_key")?,
+                    },
                     bucket: row.try_get("bucket")?,
                 })
             })
@@ -1525,5 +1593,77 @@ impl Index {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_fragment_object(key: &str, cid: &str) -> (ObjectRow, StoredData) {
+        let data_id = format!("data-{key}");
+        let data = StoredData {
+            data_id: data_id.clone(),
+            size: 1,
+            md5: [0; 16],
+            checksums: Checksums::default(),
+            key: None,
+            segments: vec![SegmentRow {
+                data_id,
+                seq: 0,
+                plain_offset: 0,
+                plain_size: 1,
+                frames: None,
+                key: None,
+                fragments: vec![FragmentRow {
+                    index: 0,
+                    size: 1,
+                    md5: [0; 16],
+                    placements: vec![Placement::Overflow { cid: cid.into() }],
+                }],
+            }],
+        };
+        let object = ObjectRow {
+            id: format!("object-{key}"),
+            bucket: "b".into(),
+            key: key.into(),
+            size: 1,
+            etag: "e".into(),
+            checksums: Checksums::default(),
+            content_type: None,
+            metadata: HashMap::new(),
+            headers: ObjectHeaders::default(),
+            last_modified: 0,
+            parts_count: None,
+        };
+        (object, data)
+    }
+
+    /// Content addressing gives identical fragments one content id: it is
+    /// in use until the last fragment that has it goes, and every deletion
+    /// queues it (the collector unpins only when it is no longer in use).
+    #[tokio::test]
+    async fn a_content_id_is_in_use_while_any_fragment_has_it() {
+        let dir = std::env::temp_dir().join(format!("tenfold-index-cid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let index = Index::open(&sqlite_url_for_dir(&dir)).await.unwrap();
+        index.create_bucket("b").await.unwrap();
+        for key in ["x", "y"] {
+            let (object, data) = one_fragment_object(key, "shared-cid");
+            index.commit_object(&object, &data, false).await.unwrap();
+        }
+        assert!(index.cid_in_use("shared-cid").await.unwrap());
+        assert_eq!(index.overflow_usage().await.unwrap(), (2, 2));
+
+        assert!(index.delete_object("b", "x").await.unwrap());
+        assert!(index.cid_in_use("shared-cid").await.unwrap());
+        let queued = index.garbage(10).await.unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].1.placement.cid(), Some("shared-cid"));
+
+        assert!(index.delete_object("b", "y").await.unwrap());
+        assert!(!index.cid_in_use("shared-cid").await.unwrap());
+        assert_eq!(index.overflow_usage().await.unwrap(), (0, 0));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

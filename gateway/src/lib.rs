@@ -10,6 +10,7 @@
 
 pub mod addressing;
 pub mod config;
+pub mod crypto;
 pub mod dev_cluster;
 pub mod download;
 pub mod error;

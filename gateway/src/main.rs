@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tenfold::GatewayError;
 use tenfold::config::ServeConfig;
+use tenfold::crypto::{Keyring, MasterKey};
 use tenfold::dev_cluster::{DevOptions, run_dev};
 use tenfold::index::{Index, NewNode, sqlite_url_for_dir};
 use tenfold::server::{GatewaySettings, run_gateway};
@@ -34,6 +35,11 @@ struct IndexArgs {
     /// Index URL (overrides --data), e.g. sqlite:///var/lib/tenfold/index.db.
     #[arg(long, env = "TENFOLD_INDEX_URL")]
     index_url: Option<String>,
+    /// File holding the master key (64 hex digits), which seals node
+    /// secrets; `TENFOLD_MASTER_KEY` gives the key itself, and a dev
+    /// folder's `master.key` is used by default with --data.
+    #[arg(long, env = "TENFOLD_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
 }
 
 impl IndexArgs {
@@ -50,7 +56,28 @@ impl IndexArgs {
                 sqlite_url_for_dir(&self.data)
             }
         };
-        Index::open(&url).await
+        let index = Index::open(&url).await?;
+        Ok(match self.master_key()? {
+            Some(key) => index.with_keyring(Keyring::new(key, Vec::new())),
+            None => index,
+        })
+    }
+
+    /// The master key, if one is given or the dev folder has one.
+    fn master_key(&self) -> Result<Option<MasterKey>, GatewayError> {
+        if let Ok(key) = std::env::var("TENFOLD_MASTER_KEY") {
+            return MasterKey::parse(&key).map(Some);
+        }
+        let file = match &self.master_key_file {
+            Some(file) => file.clone(),
+            None if self.index_url.is_none() => self.data.join("master.key"),
+            None => return Ok(None),
+        };
+        match std::fs::read_to_string(&file) {
+            Ok(text) => MasterKey::parse(&text).map(Some),
+            Err(_) if self.master_key_file.is_none() => Ok(None),
+            Err(e) => Err(GatewayError::Config(format!("{}: {e}", file.display()))),
+        }
     }
 }
 
@@ -220,6 +247,7 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
         }
         Command::Serve { config, ipfs_api } => {
             let config = ServeConfig::load(&config)?;
+            let keyring = config.keyring()?;
             let access_key = std::env::var("TENFOLD_ACCESS_KEY")
                 .ok()
                 .or(config.access_key);
@@ -243,6 +271,7 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                 policy: config.storage,
                 refresh: Duration::from_secs(config.refresh_seconds.max(1)),
                 base_domain: config.base_domain,
+                keyring,
                 ipfs_api: ipfs_api.or(config.ipfs_api),
             };
             run_gateway(listener, index, settings).await
@@ -261,9 +290,12 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                 .get_object(&bucket, &key)
                 .await?
                 .ok_or_else(|| GatewayError::NoSuchKey(format!("{bucket}/{key}")))?;
-            let fragments: Vec<serde_json::Value> = index
-                .layout(&row.id, 0..u64::MAX)
-                .await?
+            let layout = index.layout(&row.id, 0..u64::MAX).await?;
+            let master_keys: std::collections::BTreeSet<&str> = layout
+                .iter()
+                .filter_map(|s| s.key.as_ref().map(|k| k.key_id.as_str()))
+                .collect();
+            let fragments: Vec<serde_json::Value> = layout
                 .iter()
                 .enumerate()
                 .flat_map(|(segment, s)| {
@@ -291,6 +323,7 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                 "key": row.key,
                 "size": row.size,
                 "etag": row.etag,
+                "master_keys": master_keys,
                 "overflow": {
                     "fragments": overflowed.len(),
                     "bytes": overflowed.iter().sum::<u64>(),

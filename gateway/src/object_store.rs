@@ -1,5 +1,5 @@
-//! The object pipeline's shared state: the index, the balancer and the
-//! segment codec. Uploads live in [`crate::upload`], downloads in
+//! The object pipeline's shared state: the index, the balancer, the
+//! segment codec and the master keys. Uploads live in [`crate::upload`], downloads in
 //! [`crate::download`], replica clean-up in [`crate::garbage`].
 
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use tenfold_balancer::Balancer;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::config::StoragePolicy;
+use crate::crypto::Keyring;
 use crate::fragment::SegmentCodec;
 use crate::index::Index;
 
@@ -18,6 +19,8 @@ pub struct ObjectStore {
     pub index: Index,
     pub balancer: Arc<Balancer>,
     pub codec: SegmentCodec,
+    /// The master keys: wrap each new piece of data's key, unwrap stored ones.
+    pub keyring: Keyring,
     /// Plaintext bytes per segment.
     pub segment_size: usize,
     /// Wakes the garbage collector when replicas were queued for deletion.
@@ -59,11 +62,17 @@ pub fn budget_units(len: u64, budget_bytes: usize) -> u32 {
 
 impl ObjectStore {
     /// Builds the pipeline for `policy`.
-    pub fn new(index: Index, balancer: Arc<Balancer>, policy: &StoragePolicy) -> Self {
+    pub fn new(
+        index: Index,
+        balancer: Arc<Balancer>,
+        policy: &StoragePolicy,
+        keyring: Keyring,
+    ) -> Self {
         Self {
             index,
             balancer,
             codec: policy.codec(),
+            keyring,
             segment_size: usize::try_from(policy.segment_size).unwrap_or(usize::MAX),
             garbage_ready: Notify::new(),
             abandoned_after: Duration::from_secs(policy.abandoned_upload_seconds),

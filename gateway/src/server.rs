@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::addressing::BaseDomain;
 use crate::config::StoragePolicy;
+use crate::crypto::Keyring;
 use crate::error::GatewayError;
 use crate::index::Index;
 use crate::object_store::ObjectStore;
@@ -35,6 +36,8 @@ pub struct GatewaySettings {
     pub base_domain: Option<String>,
     /// The IPFS RPC API of the overflow tier.
     pub ipfs_api: Option<String>,
+    /// The master keys that wrap every object's data key.
+    pub keyring: Keyring,
 }
 
 /// Serves the S3 API on `listener` until the process ends.
@@ -47,6 +50,8 @@ pub async fn run_gateway(
     settings: GatewaySettings,
 ) -> Result<(), GatewayError> {
     settings.policy.validate()?;
+    let index = index.with_keyring(settings.keyring.clone());
+    check_master_keys(&index, &settings.keyring).await?;
     let mut balancer = Balancer::new(settings.policy.replicas());
     if let Some(api) = &settings.ipfs_api {
         let ipfs = IpfsStore::new(api).map_err(|e| GatewayError::Config(e.to_string()))?;
@@ -61,7 +66,12 @@ pub async fn run_gateway(
     balancer.probe_all().await;
     spawn_registry_refresh(index.clone(), Arc::clone(&balancer), settings.refresh);
 
-    let store = Arc::new(ObjectStore::new(index, balancer, &settings.policy));
+    let store = Arc::new(ObjectStore::new(
+        index,
+        balancer,
+        &settings.policy,
+        settings.keyring,
+    ));
     store.spawn_garbage_collector();
     store.spawn_overflow_return(settings.refresh);
 
@@ -88,6 +98,26 @@ pub async fn run_gateway(
     })
     .await;
     Ok(())
+}
+
+/// Refuses to start when the index holds data keys wrapped by a master key
+/// that is not configured: every read of that data would fail.
+async fn check_master_keys(index: &Index, keyring: &Keyring) -> Result<(), GatewayError> {
+    let unknown: Vec<String> = index
+        .master_key_ids()
+        .await?
+        .into_iter()
+        .filter(|id| !keyring.knows(id))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(GatewayError::MasterKey(format!(
+        "the index holds data encrypted under master key(s) {} but the configured master key is {} \
+         (wrong key? to rotate keys, set the new one as master_key and list the old ones in old_master_keys)",
+        unknown.join(", "),
+        keyring.current_id()
+    )))
 }
 
 /// Whether a request is for a share link rather than for S3: its path is

@@ -14,6 +14,7 @@ use tenfold_balancer::Replica;
 use tenfold_balancer::placement::PlacementFailure;
 use tracing::Instrument;
 
+use crate::crypto::{DataKey, WrappedKey};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 use crate::index::{
@@ -199,9 +200,10 @@ impl ObjectStore {
         checks: BodyChecks,
     ) -> Result<StoredData, GatewayError> {
         let data_id = new_object_id();
+        let (key, wrapped) = self.keyring.new_data_key()?;
         let mut written = Vec::new();
         let result = self
-            .place_segments(&data_id, body, checks, &mut written)
+            .place_segments(&data_id, (key, wrapped), body, checks, &mut written)
             .await;
         if let Err(e) = &result {
             tracing::warn!(data = %data_id, error = %e, replicas = written.len(), "upload failed, removing its replicas");
@@ -213,6 +215,7 @@ impl ObjectStore {
     async fn place_segments(
         self: &Arc<Self>,
         data_id: &str,
+        (key, wrapped): (DataKey, WrappedKey),
         body: BodyStream,
         checks: BodyChecks,
         written: &mut Vec<Replica>,
@@ -250,9 +253,10 @@ impl ObjectStore {
             let len = plain.len() as u64;
             let this = Arc::clone(self);
             let id = data_id.to_owned();
+            let keys = (key.clone(), wrapped.clone());
             inflight.push_back(tokio::spawn(
                 async move {
-                    let stored = this.store_segment(id, seq, offset, plain).await;
+                    let stored = this.store_segment(id, keys, seq, offset, plain).await;
                     drop(slot);
                     stored
                 }
@@ -292,21 +296,24 @@ impl ObjectStore {
             size: offset,
             md5,
             checksums,
+            key: Some(wrapped),
             segments,
         })
     }
 
-    #[tracing::instrument(skip(self, plain), fields(len = plain.len()))]
+    #[tracing::instrument(skip(self, keys, plain), fields(len = plain.len()))]
     async fn store_segment(
         self: Arc<Self>,
         data_id: String,
+        keys: (DataKey, WrappedKey),
         seq: u32,
         offset: u64,
         plain: Bytes,
     ) -> Result<SegmentRow, SegmentFailure> {
         let plain_size = plain.len() as u64;
         let codec = self.codec;
-        let encoded = tokio::task::spawn_blocking(move || codec.encode(seq, &plain))
+        let (key, wrapped) = keys;
+        let encoded = tokio::task::spawn_blocking(move || codec.encode(seq, &plain, Some(&key)))
             .await
             .map_err(GatewayError::from)
             .and_then(|r| r.map_err(GatewayError::from));
@@ -351,6 +358,7 @@ impl ObjectStore {
             plain_offset: offset,
             plain_size,
             frames: Some(frames),
+            key: Some(wrapped),
             fragments: rows,
         };
         match failure {

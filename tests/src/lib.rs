@@ -275,10 +275,14 @@ impl Cluster {
         let index_url = format!("sqlite://{}", dir.path().join("index.db").display());
         let port = free_port();
         let config = dir.path().join("tenfold.toml");
+        let master_key = random_master_key();
+        // The admin commands find it beside the index (see `register_endpoint`).
+        std::fs::write(dir.path().join("master.key"), &master_key).expect("write master key");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nrefresh_seconds = 1\n{top}\n[storage]\n{storage}\n"
+                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nmaster_key = \"{}\"\nrefresh_seconds = 1\n{top}\n[storage]\n{storage}\n",
+                master_key
             ),
         )
         .expect("write config");
@@ -299,16 +303,7 @@ impl Cluster {
             let id = register_node(&index_url, &node, &network, capacity);
             nodes.push((network, node, id));
         }
-        let child = Command::new(bin("tenfold"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env_remove("TENFOLD_ACCESS_KEY")
-            .env_remove("TENFOLD_SECRET_KEY")
-            .env("RUST_LOG", "info,tenfold=debug,tenfold_balancer=debug")
-            .stdout(Stdio::null())
-            .stderr(log_file(dir.path(), "gateway.log"))
-            .spawn()
-            .expect("spawn tenfold serve");
-        let mut gateway = Proc(child);
+        let mut gateway = spawn_gateway(dir.path());
         let addr = format!("127.0.0.1:{port}");
         wait_for_port(&addr, &mut gateway.0);
         Self {
@@ -318,6 +313,32 @@ impl Cluster {
             index_url,
             nodes,
         }
+    }
+
+    /// The gateway's configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("tenfold.toml")
+    }
+
+    /// Stops the gateway, lets `edit` change its configuration, and starts
+    /// it again. `Err` with its log when it exits instead of listening.
+    pub fn restart_gateway(&mut self, edit: impl FnOnce(String) -> String) -> Result<(), String> {
+        self.gateway.kill();
+        let text = std::fs::read_to_string(self.config_path()).expect("read config");
+        std::fs::write(self.config_path(), edit(text)).expect("write config");
+        self.gateway = spawn_gateway(self.dir.path());
+        let addr = self.endpoint.trim_start_matches("http://").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return Ok(());
+            }
+            if let Ok(Some(_)) = self.gateway.0.try_wait() {
+                return Err(self.gateway_log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the gateway neither listens nor exits");
     }
 
     pub fn aws(&self) -> Aws {
@@ -345,6 +366,30 @@ impl Cluster {
     }
 }
 
+/// A fresh master key: 64 hex digits.
+pub fn random_master_key() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// Starts `tenfold serve` on `DIR/tenfold.toml`, logging to `DIR/gateway.log`.
+fn spawn_gateway(dir: &Path) -> Proc {
+    let child = Command::new(bin("tenfold"))
+        .args([
+            "serve",
+            "--config",
+            dir.join("tenfold.toml").to_str().unwrap(),
+        ])
+        .env_remove("TENFOLD_ACCESS_KEY")
+        .env_remove("TENFOLD_SECRET_KEY")
+        .env_remove("TENFOLD_MASTER_KEY")
+        .env("RUST_LOG", "info,tenfold=debug,tenfold_balancer=debug")
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, "gateway.log"))
+        .spawn()
+        .expect("spawn tenfold serve");
+    Proc(child)
+}
+
 /// Registers a node with `tenfold nodes add`; returns its id.
 pub fn register_node(index_url: &str, node: &Node, network: &str, capacity: &str) -> i64 {
     register_endpoint(
@@ -366,9 +411,15 @@ pub fn register_endpoint(
     key: &str,
     secret: &str,
 ) -> i64 {
+    // The test clusters keep their master key beside their SQLite index.
+    let index_dir = Path::new(index_url.trim_start_matches("sqlite://"))
+        .parent()
+        .expect("index folder");
     let out = run(Command::new(bin("tenfold")).args([
         "nodes",
         "add",
+        "--master-key-file",
+        index_dir.join("master.key").to_str().unwrap(),
         "--index-url",
         index_url,
         "--endpoint",

@@ -30,11 +30,36 @@ fn nodes_list_add_and_remove() {
             .all(|n| n["capacity"] == 2u64 << 30 && n["stored"] == 0)
     );
 
-    // The same name twice is refused.
+    // Without the master key (to seal the node's secret): refused.
     let (_, first, _) = &cluster.nodes[0];
+    let key_file = cluster.dir.path().join("master.key").display().to_string();
     let out = tenfold(&[
         "nodes",
         "add",
+        "--index-url",
+        &cluster.index_url,
+        "--endpoint",
+        "http://127.0.0.1:1",
+        "--network",
+        "mainnet",
+        "--capacity",
+        "1GiB",
+        "--access-key",
+        "a",
+        "--secret-key",
+        "b",
+        "--name",
+        "keyless",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("master key"), "{err}");
+
+    // The same name twice is refused.
+    let out = tenfold(&[
+        "nodes",
+        "add",
+        "--master-key-file",
+        &key_file,
         "--index-url",
         &cluster.index_url,
         "--endpoint",
@@ -55,6 +80,8 @@ fn nodes_list_add_and_remove() {
     let out = tenfold(&[
         "nodes",
         "add",
+        "--master-key-file",
+        &key_file,
         "--index-url",
         &cluster.index_url,
         "--endpoint",

@@ -1,0 +1,341 @@
+//! Encryption at rest: every object's fragments are encrypted in the gateway
+//! before they leave it, so a storage-node operator, or anyone reading IPFS,
+//! sees only ciphertext.
+//!
+//! Each piece of stored data (a PUT, or one part of a multipart upload) has
+//! its own random 256-bit [`DataKey`]. Its zstd frames are sealed one by one
+//! with AES-256-GCM (nonce: segment and frame number), so a Range GET opens
+//! only the frames it reads. The data key is wrapped by the operator's
+//! [`MasterKey`] and kept in the index with the master key's id; a
+//! [`Keyring`] holds the current master key (wraps new data keys) and older
+//! ones (still unwrap), so the master key can be rotated.
+
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use sha2::{Digest, Sha256};
+
+use crate::error::GatewayError;
+
+/// Bytes of a key.
+pub const KEY_LEN: usize = 32;
+/// Bytes an AES-GCM tag adds to each sealed frame.
+pub const TAG_LEN: usize = 16;
+/// Bytes of a random nonce.
+const NONCE_LEN: usize = 12;
+/// Associated data of a wrapped data key: a wrapped key is never mistaken
+/// for anything else sealed with the master key.
+const WRAP_AAD: &[u8] = b"tenfold data key v1";
+/// Associated data of a sealed secret (a node's credentials).
+const SECRET_AAD: &[u8] = b"tenfold secret v1";
+/// How a sealed secret starts in the index: `tfsealed1:KEYID:HEX`.
+const SEALED_PREFIX: &str = "tfsealed1:";
+
+/// A master key: wraps data keys. Its id (derived from the key) is recorded
+/// beside every key it wraps.
+#[derive(Clone)]
+pub struct MasterKey {
+    id: String,
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MasterKey {
+    /// A master key from its text form: 64 hex digits (32 bytes).
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] when it is not 32 bytes of hex.
+    pub fn parse(text: &str) -> Result<Self, GatewayError> {
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; KEY_LEN]>::try_from(b).ok())
+            .ok_or_else(|| {
+                GatewayError::Config("a master key is 64 hex digits (32 random bytes)".into())
+            })?;
+        let id = hex::encode(
+            &Sha256::digest([b"tenfold master key id\0".as_slice(), &bytes].concat())[..8],
+        );
+        Ok(Self {
+            id,
+            cipher: Aes256Gcm::new(&bytes.into()),
+        })
+    }
+
+    /// A new random master key, in its text form.
+    pub fn generate() -> String {
+        hex::encode(rand::random::<[u8; KEY_LEN]>())
+    }
+
+    /// The key's id, as recorded in the index.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A data key wrapped by a master key, as the index keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// Id of the master key that wrapped it.
+    pub key_id: String,
+    /// Random nonce, then the sealed key and its tag.
+    pub wrapped: Vec<u8>,
+}
+
+/// The master keys a gateway holds.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    current: MasterKey,
+    older: Vec<MasterKey>,
+}
+
+impl Keyring {
+    /// `current` wraps new data keys; `older` only unwrap.
+    pub fn new(current: MasterKey, older: Vec<MasterKey>) -> Self {
+        Self { current, older }
+    }
+
+    /// Id of the key that wraps new data keys.
+    pub fn current_id(&self) -> &str {
+        self.current.id()
+    }
+
+    /// Whether a key with this id is held.
+    pub fn knows(&self, key_id: &str) -> bool {
+        self.key(key_id).is_some()
+    }
+
+    fn key(&self, key_id: &str) -> Option<&MasterKey> {
+        std::iter::once(&self.current)
+            .chain(&self.older)
+            .find(|k| k.id == key_id)
+    }
+
+    /// Seals a secret (a node's secret key) for the index, as
+    /// `tfsealed1:KEYID:HEX` under the current master key.
+    pub fn seal_secret(&self, secret: &str) -> String {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let sealed = self
+            .current
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: secret.as_bytes(),
+                    aad: SECRET_AAD,
+                },
+            )
+            .unwrap_or_default();
+        format!(
+            "{SEALED_PREFIX}{}:{}",
+            self.current.id,
+            hex::encode([nonce.as_slice(), &sealed].concat())
+        )
+    }
+
+    /// Opens a secret sealed by [`Self::seal_secret`]; a secret stored
+    /// before sealing existed is returned as it is.
+    ///
+    /// # Errors
+    /// [`GatewayError::MasterKey`] when its master key is not held or it
+    /// does not open.
+    pub fn open_secret(&self, stored: &str) -> Result<String, GatewayError> {
+        let Some(rest) = stored.strip_prefix(SEALED_PREFIX) else {
+            return Ok(stored.to_owned());
+        };
+        let bad = |why: &str| GatewayError::MasterKey(format!("a sealed node secret {why}"));
+        let (key_id, sealed) = rest.split_once(':').ok_or_else(|| bad("is malformed"))?;
+        let master = self.key(key_id).ok_or_else(|| {
+            bad(&format!(
+                "needs master key {key_id}, which is not configured"
+            ))
+        })?;
+        let bytes = hex::decode(sealed).map_err(|_| bad("is malformed"))?;
+        let (nonce, sealed) = bytes
+            .split_at_checked(NONCE_LEN)
+            .ok_or_else(|| bad("is truncated"))?;
+        let plain = master
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: SECRET_AAD,
+                },
+            )
+            .map_err(|_| bad(&format!("does not open with master key {key_id}")))?;
+        String::from_utf8(plain).map_err(|_| bad("is not text"))
+    }
+
+    /// A fresh data key and its wrapped form.
+    ///
+    /// # Errors
+    /// [`GatewayError::Internal`] if sealing fails (it does not for 32 bytes).
+    pub fn new_data_key(&self) -> Result<(DataKey, WrappedKey), GatewayError> {
+        let key: [u8; KEY_LEN] = rand::random();
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let sealed = self
+            .current
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &key,
+                    aad: WRAP_AAD,
+                },
+            )
+            .map_err(|_| GatewayError::Internal("wrapping a data key".into()))?;
+        let wrapped = WrappedKey {
+            key_id: self.current.id.clone(),
+            wrapped: [nonce.as_slice(), &sealed].concat(),
+        };
+        Ok((DataKey(Aes256Gcm::new(&key.into())), wrapped))
+    }
+
+    /// Unwraps a data key.
+    ///
+    /// # Errors
+    /// [`GatewayError::MasterKey`] when its master key is not held or the
+    /// wrapped key does not open with it.
+    pub fn unwrap(&self, wrapped: &WrappedKey) -> Result<DataKey, GatewayError> {
+        let master = self.key(&wrapped.key_id).ok_or_else(|| {
+            GatewayError::MasterKey(format!(
+                "data encrypted under master key {} which is not configured",
+                wrapped.key_id
+            ))
+        })?;
+        let (nonce, sealed) = wrapped
+            .wrapped
+            .split_at_checked(NONCE_LEN)
+            .ok_or_else(|| GatewayError::MasterKey("a wrapped data key is truncated".into()))?;
+        let key = master
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: WRAP_AAD,
+                },
+            )
+            .ok()
+            .and_then(|k| <[u8; KEY_LEN]>::try_from(k).ok())
+            .ok_or_else(|| {
+                GatewayError::MasterKey(format!(
+                    "a data key does not open with master key {}",
+                    wrapped.key_id
+                ))
+            })?;
+        Ok(DataKey(Aes256Gcm::new(&key.into())))
+    }
+}
+
+/// One piece of data's key: seals and opens its zstd frames.
+#[derive(Clone)]
+pub struct DataKey(Aes256Gcm);
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+/// Frame `frame` of segment `segment`: unique within one data key.
+fn frame_nonce(segment: u32, frame: u32) -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce[..4].copy_from_slice(&segment.to_le_bytes());
+    nonce[4..8].copy_from_slice(&frame.to_le_bytes());
+    nonce
+}
+
+impl DataKey {
+    /// Encrypts `frame` in place and appends its tag.
+    pub fn seal_frame(&self, segment: u32, frame: u32, buf: &mut Vec<u8>) {
+        let nonce = frame_nonce(segment, frame);
+        // Encrypting in memory cannot fail for frames under 64 GiB.
+        if let Ok(tag) = self
+            .0
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &[], buf)
+        {
+            buf.extend_from_slice(&tag);
+        }
+    }
+
+    /// Decrypts a sealed frame (ciphertext then tag) in place; returns the
+    /// plaintext's length, or `None` when the tag does not verify.
+    pub fn open_frame(&self, segment: u32, frame: u32, sealed: &mut [u8]) -> Option<usize> {
+        let len = sealed.len().checked_sub(TAG_LEN)?;
+        let (data, tag) = sealed.split_at_mut(len);
+        let nonce = frame_nonce(segment, frame);
+        self.0
+            .decrypt_in_place_detached(Nonce::from_slice(&nonce), &[], data, Tag::from_slice(tag))
+            .ok()
+            .map(|()| len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> Keyring {
+        Keyring::new(
+            MasterKey::parse(&MasterKey::generate()).unwrap(),
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn data_keys_wrap_and_unwrap_only_with_their_master_key() {
+        let old = ring();
+        let (key, wrapped) = old.new_data_key().unwrap();
+        let mut frame = b"some compressed frame".to_vec();
+        key.seal_frame(1, 2, &mut frame);
+        assert_eq!(frame.len(), 21 + TAG_LEN);
+
+        let again = old.unwrap(&wrapped).unwrap();
+        let mut copy = frame.clone();
+        assert_eq!(again.open_frame(1, 2, &mut copy), Some(21));
+        assert_eq!(&copy[..21], b"some compressed frame");
+
+        // Another position, a flipped bit: refused.
+        let mut copy = frame.clone();
+        assert_eq!(again.open_frame(1, 3, &mut copy), None);
+        let mut copy = frame.clone();
+        copy[0] ^= 1;
+        assert_eq!(again.open_frame(1, 2, &mut copy), None);
+
+        // A new master key does not open it; with the old one kept, it does.
+        let new = ring();
+        let err = new.unwrap(&wrapped).unwrap_err().to_string();
+        assert!(err.contains(&wrapped.key_id), "{err}");
+        let rotated = Keyring::new(new.current.clone(), vec![old.current.clone()]);
+        assert!(rotated.unwrap(&wrapped).is_ok());
+        assert_ne!(rotated.new_data_key().unwrap().1.key_id, wrapped.key_id);
+
+        // A wrapped key claiming the right id but sealed by another key.
+        let forged = WrappedKey {
+            key_id: wrapped.key_id.clone(),
+            wrapped: new.new_data_key().unwrap().1.wrapped,
+        };
+        assert!(old.unwrap(&forged).is_err());
+        assert!(MasterKey::parse("not hex").is_err());
+
+        // Node secrets: sealed text never shows the secret, opens with the
+        // key (or a rotated keyring), and plain text from before passes.
+        let sealed = old.seal_secret("node-secret-42");
+        assert!(!sealed.contains("node-secret-42") && sealed.starts_with(SEALED_PREFIX));
+        assert_eq!(old.open_secret(&sealed).unwrap(), "node-secret-42");
+        assert_eq!(rotated.open_secret(&sealed).unwrap(), "node-secret-42");
+        assert!(new.open_secret(&sealed).is_err());
+        assert_eq!(
+            new.open_secret("plain-from-before").unwrap(),
+            "plain-from-before"
+        );
+        assert!(MasterKey::parse("abcd").is_err());
+    }
+}
