@@ -136,6 +136,11 @@ pub struct ServeConfig {
     /// Former master keys, still used to read what they encrypted.
     #[serde(default)]
     pub old_master_keys: Vec<String>,
+    /// Seconds a client may take to send its request headers, and may stay
+    /// silent in the middle of a body, before it is cut off
+    /// (`RequestTimeout`).
+    #[serde(default = "default_client_timeout")]
+    pub client_timeout_seconds: u64,
     /// Seconds between node health probes and registry refreshes.
     #[serde(default = "default_refresh")]
     pub refresh_seconds: u64,
@@ -145,6 +150,10 @@ pub struct ServeConfig {
 
 fn default_listen() -> String {
     "127.0.0.1:9000".into()
+}
+
+fn default_client_timeout() -> u64 {
+    30
 }
 
 fn default_refresh() -> u64 {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tenfold_balancer::Network;
+use tenfold_node::server::HttpTimeouts;
 use tenfold_node::{NodeConfig, run_node};
 use tokio::net::TcpListener;
 
@@ -163,6 +164,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         base_domain: None,
         ipfs_api: opts.ipfs_api,
         keyring,
+        timeouts: HttpTimeouts::default(),
     };
     run_gateway(gateway, index, settings).await
 }

@@ -2,6 +2,7 @@
 
 use s3s::{S3Error, S3ErrorCode};
 use tenfold_balancer::BalancerError;
+use tenfold_node::server::BODY_IDLE_ERROR;
 
 use crate::fragment::FragmentError;
 
@@ -115,6 +116,7 @@ impl From<GatewayError> for S3Error {
             GatewayError::NotImplemented(_) => S3ErrorCode::NotImplemented,
             GatewayError::BadDigest | GatewayError::ChecksumMismatch(_) => S3ErrorCode::BadDigest,
             GatewayError::InvalidDigest => S3ErrorCode::InvalidDigest,
+            GatewayError::Body(ref m) if m.contains(BODY_IDLE_ERROR) => S3ErrorCode::RequestTimeout,
             GatewayError::IncompleteBody { .. } | GatewayError::Body(_) => {
                 S3ErrorCode::IncompleteBody
             }

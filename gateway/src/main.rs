@@ -13,6 +13,7 @@ use tenfold::index::{Index, NewNode, sqlite_url_for_dir};
 use tenfold::server::{GatewaySettings, run_gateway};
 use tenfold::share::{create_share, revoke_share, share_url};
 use tenfold_balancer::{Network, OVERFLOW};
+use tenfold_node::server::HttpTimeouts;
 use tenfold_node::size::parse_size;
 
 #[derive(Debug, Parser)]
@@ -273,6 +274,10 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                 base_domain: config.base_domain,
                 keyring,
                 ipfs_api: ipfs_api.or(config.ipfs_api),
+                timeouts: HttpTimeouts {
+                    headers: Duration::from_secs(config.client_timeout_seconds.max(1)),
+                    body_idle: Duration::from_secs(config.client_timeout_seconds.max(1)),
+                },
             };
             run_gateway(listener, index, settings).await
         }

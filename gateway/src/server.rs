@@ -10,7 +10,7 @@ use s3s::Body;
 use s3s::service::S3ServiceBuilder;
 use tenfold_balancer::Balancer;
 use tenfold_node::auth::StaticKey;
-use tenfold_node::server::{into_response, serve_http};
+use tenfold_node::server::{HttpTimeouts, into_response, serve_http};
 use tenfold_overflow::{IpfsStore, OverflowStore};
 use tokio::net::TcpListener;
 
@@ -38,6 +38,8 @@ pub struct GatewaySettings {
     pub ipfs_api: Option<String>,
     /// The master keys that wrap every object's data key.
     pub keyring: Keyring,
+    /// How long clients may take to send headers, and between body bytes.
+    pub timeouts: HttpTimeouts,
 }
 
 /// Serves the S3 API on `listener` until the process ends.
@@ -84,7 +86,7 @@ pub async fn run_gateway(
     builder.set_route(ZipRoute::new(Arc::clone(&store), base_domain.clone()));
     let s3 = builder.build();
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
-    serve_http(listener, move |req: Request<Body>| {
+    serve_http(listener, settings.timeouts, move |req: Request<Body>| {
         let s3 = s3.clone();
         let store = Arc::clone(&store);
         let share = is_share_request(&req, base_domain.as_ref());

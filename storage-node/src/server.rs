@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::auth::StaticKey;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use s3s::Body;
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
@@ -40,16 +40,42 @@ pub struct NodeConfig {
     pub delay: Duration,
 }
 
+/// How long a client may take to send a request's headers, and to send the
+/// next bytes of its body, before the connection is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    pub headers: Duration,
+    pub body_idle: Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        Self {
+            headers: Duration::from_secs(30),
+            body_idle: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The start of the error a request body yields when its client stopped
+/// sending: S3 answers it with `RequestTimeout`.
+pub const BODY_IDLE_ERROR: &str = "request body idle";
+
 /// Serves HTTP/1 and HTTP/2 on `listener`, calling `handler` for every
 /// request inside a `request` span that carries a fresh request id, which is
 /// also returned to the client as `x-amz-request-id`.
+///
+/// A client that does not send its headers within `timeouts.headers`, or
+/// stops sending its body for `timeouts.body_idle`, is cut off: the body
+/// then ends with a [`BODY_IDLE_ERROR`], so the upload fails and frees what
+/// it holds.
 ///
 /// A request that sent `Expect: 100-continue` and got its answer without a
 /// `100 Continue` first (its body was empty or not read) is answered with
 /// `Connection: close`. The client may then skip sending the body (RFC 9110,
 /// 10.1.1), and botocore keeps that answer's status line for the next
 /// response on the same connection, which then never ends.
-pub async fn serve_http<H, Fut>(listener: TcpListener, handler: H)
+pub async fn serve_http<H, Fut>(listener: TcpListener, timeouts: HttpTimeouts, handler: H)
 where
     H: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -88,6 +114,9 @@ where
                     Body::http_body(TrackedBody {
                         inner,
                         read: Arc::clone(&read),
+                        idle_for: timeouts.body_idle,
+                        idle: Box::pin(tokio::time::sleep(timeouts.body_idle)),
+                        failed: false,
                     })
                 });
                 async move {
@@ -106,7 +135,10 @@ where
                 }
                 .instrument(span)
             });
-            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            conn.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeouts.headers);
             if let Err(e) = conn.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
@@ -114,29 +146,61 @@ where
     }
 }
 
-/// A request body that records when it has been read to the end.
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Transport(#[from] hyper::Error),
+    /// The client sent nothing for this long.
+    #[error("{BODY_IDLE_ERROR}: nothing received for {0:?}")]
+    Idle(Duration),
+}
+
+/// A request body that records when it has been read to the end, and fails
+/// when its client stops sending.
 struct TrackedBody {
     inner: Incoming,
     read: Arc<AtomicBool>,
+    idle_for: Duration,
+    /// Fires when nothing arrived for `idle_for`.
+    idle: Pin<Box<tokio::time::Sleep>>,
+    failed: bool,
 }
 
 impl http_body::Body for TrackedBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
         let frame = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(frame, Poll::Ready(None)) || self.inner.is_end_stream() {
             self.read.store(true, Ordering::Release);
         }
-        frame
+        match frame {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + self.idle_for;
+                self.idle.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+            }
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.failed = true;
+                    tracing::warn!(idle = ?self.idle_for, "request body stalled: giving up");
+                    Poll::Ready(Some(Err(BodyError::Idle(self.idle_for))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.failed || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -181,27 +245,31 @@ pub async fn run_node(config: NodeConfig, listener: TcpListener) -> Result<(), S
     let mut builder = S3ServiceBuilder::new(NodeS3::new(Arc::clone(&store)));
     builder.set_auth(StaticKey::new(config.access_key, config.secret_key));
     let s3 = builder.build();
-    serve_http(listener, move |req: Request<Body>| {
-        let s3 = s3.clone();
-        let store = Arc::clone(&store);
-        let delay = config.delay;
-        async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+    serve_http(
+        listener,
+        HttpTimeouts::default(),
+        move |req: Request<Body>| {
+            let s3 = s3.clone();
+            let store = Arc::clone(&store);
+            let delay = config.delay;
+            async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                if req.method() == http::Method::GET && req.uri().path() == "/health" {
+                    let (capacity, used) = (store.capacity(), store.used());
+                    return json_response(&serde_json::json!({
+                        "status": "ok",
+                        "capacity": capacity,
+                        "used": used,
+                        "available": capacity.saturating_sub(used),
+                        "objects_read": store.reads(),
+                    }));
+                }
+                into_response(s3.call(req).await)
             }
-            if req.method() == http::Method::GET && req.uri().path() == "/health" {
-                let (capacity, used) = (store.capacity(), store.used());
-                return json_response(&serde_json::json!({
-                    "status": "ok",
-                    "capacity": capacity,
-                    "used": used,
-                    "available": capacity.saturating_sub(used),
-                    "objects_read": store.reads(),
-                }));
-            }
-            into_response(s3.call(req).await)
-        }
-    })
+        },
+    )
     .await;
     Ok(())
 }

@@ -134,3 +134,73 @@ fn malformed_and_out_of_range_requests() {
     let log = cluster.gateway_log();
     assert!(!log.contains("panicked"), "the gateway panicked");
 }
+
+/// A presigned PUT (what a browser upload uses) that announces 1 MiB, sends
+/// 300 KB and then nothing, on a gateway that gives clients 2 s: the
+/// gateway answers `RequestTimeout` without waiting for the client, stores
+/// nothing, and keeps serving.
+#[test]
+fn a_stalled_body_times_out_and_leaves_nothing_behind() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let cluster = Cluster::start_with(3, 1, "1GiB", "client_timeout_seconds = 2", "");
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://stall"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = tests::sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
+    let presigned = rt
+        .block_on(
+            client
+                .put_object()
+                .bucket("stall")
+                .key("stalled")
+                .presigned(
+                    aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(300))
+                        .unwrap(),
+                ),
+        )
+        .unwrap();
+    let addr = cluster.endpoint.trim_start_matches("http://");
+    let uri = presigned.uri();
+    let path_and_query = &uri[uri.find(addr).unwrap() + addr.len()..];
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "PUT {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1048576\r\n\r\n"
+    )
+    .unwrap();
+    conn.write_all(&[7u8; 300_000]).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the answer's XML is complete (the connection stays open).
+    while !String::from_utf8_lossy(&answer).contains("</Error>") {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no answer after {:?}: {e}", started.elapsed()),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("<Code>RequestTimeout</Code>"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "answered after {:?}",
+        started.elapsed()
+    );
+
+    let listed = aws.ok(&["s3", "ls", "s3://stall/"]);
+    assert!(listed.trim().is_empty(), "{listed}");
+    assert!(
+        cluster
+            .nodes
+            .iter()
+            .all(|(_, n, _)| n.object_files().is_empty())
+    );
+    aws.ok(&["s3", "ls", "s3://stall/"]);
+    assert!(!cluster.gateway_log().contains("panicked"));
+}
