@@ -37,6 +37,10 @@ pub enum GatewayError {
     InvalidRequest(String),
     #[error("the object key is longer than 1024 bytes")]
     KeyTooLong,
+    #[error("a body of {0} bytes is larger than the 5 GiB S3 allows in one request")]
+    EntityTooLarge(u64),
+    #[error("user metadata of {0} bytes is larger than the 2 KB S3 allows")]
+    MetadataTooLarge(usize),
     #[error("the requested part number is not satisfiable")]
     InvalidPartNumber,
     #[error("not implemented: {0}")]
@@ -106,6 +110,8 @@ impl From<GatewayError> for S3Error {
             GatewayError::NotModified => S3ErrorCode::NotModified,
             GatewayError::InvalidRequest(_) => S3ErrorCode::InvalidRequest,
             GatewayError::KeyTooLong => S3ErrorCode::KeyTooLongError,
+            GatewayError::EntityTooLarge(_) => S3ErrorCode::EntityTooLarge,
+            GatewayError::MetadataTooLarge(_) => S3ErrorCode::MetadataTooLarge,
             GatewayError::InvalidPartNumber => {
                 return with_status(
                     "InvalidPartNumber",

@@ -591,8 +591,26 @@ pub fn assert_placements(report: &serde_json::Value, mainnet: usize, testnet: us
 /// An `aws-sdk-s3` client for `endpoint` (path style, plain HTTP, pooled
 /// connections, checksums when the operation supports them).
 pub fn sdk_client(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    sdk_client_at(endpoint, access_key, secret_key, None)
+}
+
+/// Like [`sdk_client`], signing with a clock set to `now` (to send requests
+/// dated in the past or the future). Such a client does not retry: the SDK
+/// would otherwise correct its clock from the refusal's `Date` and succeed.
+pub fn sdk_client_at(
+    endpoint: &str,
+    access_key: &str,
+    secret_key: &str,
+    now: Option<std::time::SystemTime>,
+) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
-    let config = aws_sdk_s3::Config::builder()
+    let mut config = aws_sdk_s3::Config::builder();
+    if let Some(now) = now {
+        config = config
+            .time_source(aws_smithy_async::time::StaticTimeSource::new(now))
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
+    }
+    let config = config
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))

@@ -204,3 +204,141 @@ fn a_stalled_body_times_out_and_leaves_nothing_behind() {
     aws.ok(&["s3", "ls", "s3://stall/"]);
     assert!(!cluster.gateway_log().contains("panicked"));
 }
+
+/// The error code of a failed SDK call.
+fn sdk_error<E, R>(result: Result<R, aws_sdk_s3::error::SdkError<E>>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    let err = result.expect_err("the request was accepted");
+    err.code().map_or_else(|| format!("{err:?}"), str::to_owned)
+}
+
+/// Size limits answer the S3 errors clients expect; requests signed 20
+/// minutes ago (a replay) and expired presigned URLs are refused, by the
+/// gateway and by a storage node alike.
+#[test]
+fn size_limits_replays_and_expired_urls() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, SystemTime};
+
+    use aws_sdk_s3::presigning::PresigningConfig;
+
+    let cluster = Cluster::start(3, 1, "1GiB");
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://limits"]);
+    let big_meta = format!("big={}", "m".repeat(2100));
+    let err = aws.fails(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "limits",
+        "--key",
+        "m",
+        "--metadata",
+        &big_meta,
+    ]);
+    assert!(err.contains("MetadataTooLarge"), "{err}");
+    let err = aws.fails(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "limits",
+        "--key",
+        "m",
+        "--metadata",
+        &big_meta,
+    ]);
+    assert!(err.contains("MetadataTooLarge"), "{err}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let gw = tests::sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
+    // A PUT announcing 6 GiB is refused before a byte of it is read.
+    let presigned = rt
+        .block_on(
+            gw.put_object()
+                .bucket("limits")
+                .key("huge")
+                .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap()),
+        )
+        .unwrap();
+    let addr = cluster.endpoint.trim_start_matches("http://");
+    let uri = presigned.uri();
+    let path_and_query = &uri[uri.find(addr).unwrap() + addr.len()..];
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "PUT {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 6442450944\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("</Error>") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("<Code>EntityTooLarge</Code>"), "{answer}");
+
+    // Replays and expired URLs, on the gateway and on a node.
+    let (_, node, _) = &cluster.nodes[0];
+    let twenty_minutes_ago = SystemTime::now() - Duration::from_secs(20 * 60);
+    for (endpoint, key, secret, bucket) in [
+        (
+            cluster.endpoint.clone(),
+            tests::ACCESS_KEY,
+            tests::SECRET_KEY,
+            "limits",
+        ),
+        (
+            node.endpoint(),
+            node.access_key.as_str(),
+            node.secret_key.as_str(),
+            "tenfold",
+        ),
+    ] {
+        // A fresh client each time: the SDK learns the server's clock from a
+        // refusal and would date its next request right.
+        let old = || tests::sdk_client_at(&endpoint, key, secret, Some(twenty_minutes_ago));
+        let code = sdk_error(rt.block_on(old().list_objects_v2().bucket(bucket).send()));
+        assert_eq!(code, "RequestTimeTooSkewed", "{endpoint}");
+        let code = sdk_error(
+            rt.block_on(
+                old()
+                    .put_object()
+                    .bucket(bucket)
+                    .key("replayed")
+                    .body(b"x".to_vec().into())
+                    .send(),
+            ),
+        );
+        assert_eq!(code, "RequestTimeTooSkewed", "{endpoint}");
+
+        let client = tests::sdk_client(&endpoint, key, secret);
+        let url = rt
+            .block_on(
+                client
+                    .get_object()
+                    .bucket(bucket)
+                    .key("anything")
+                    .presigned(PresigningConfig::expires_in(Duration::from_secs(1)).unwrap()),
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2100));
+        let out = run(Command::new("curl").args(["-s", "-w", "\n%{http_code}", url.uri()]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.ends_with("403") && text.contains("AccessDenied"),
+            "{endpoint}: {text}"
+        );
+    }
+    let listed = aws.ok(&["s3", "ls", "s3://limits/"]);
+    assert!(listed.trim().is_empty(), "{listed}");
+    assert!(!cluster.gateway_log().contains("panicked"));
+}

@@ -52,6 +52,11 @@ pub fn body_checks(
     content_md5: Option<&str>,
     checksums: ChecksumExpectation,
 ) -> Result<BodyChecks, GatewayError> {
+    if let Some(size) = content_length.and_then(|n| u64::try_from(n).ok())
+        && size > MAX_UPLOAD_SIZE
+    {
+        return Err(GatewayError::EntityTooLarge(size));
+    }
     Ok(BodyChecks {
         content_length: content_length.and_then(|n| u64::try_from(n).ok()),
         content_md5: content_md5.map(decode_content_md5).transpose()?,
@@ -66,6 +71,26 @@ pub fn body_stream(blob: Option<StreamingBlob>) -> BodyStream {
         Some(blob) => Box::pin(blob.map(|r| r.map_err(|e| e.to_string()))),
         None => Box::pin(futures::stream::empty()),
     }
+}
+
+/// Largest body of one PUT or one part, as in S3: 5 GiB.
+pub const MAX_UPLOAD_SIZE: u64 = 5 << 30;
+
+/// Most bytes of user metadata (`x-amz-meta-*` names and values) S3 keeps.
+pub const MAX_METADATA_BYTES: usize = 2048;
+
+/// Checks user metadata is within [`MAX_METADATA_BYTES`].
+///
+/// # Errors
+/// [`GatewayError::MetadataTooLarge`].
+pub fn check_metadata(
+    metadata: &std::collections::HashMap<String, String>,
+) -> Result<(), GatewayError> {
+    let bytes: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_METADATA_BYTES {
+        return Err(GatewayError::MetadataTooLarge(bytes));
+    }
+    Ok(())
 }
 
 /// Longest object key S3 accepts, in bytes.

@@ -18,8 +18,8 @@ use crate::preconditions::Conditions;
 use crate::upload::BodyChecks;
 
 use super::convert::{
-    MAX_LIST_KEYS, body_checks, body_stream, check_key, checksum_expectation, headers, part_number,
-    size_i64, timestamp_ms, with_checksums,
+    MAX_LIST_KEYS, body_checks, body_stream, check_key, check_metadata, checksum_expectation,
+    headers, part_number, size_i64, timestamp_ms, with_checksums,
 };
 use crate::error::GatewayError;
 use crate::index::{UploadRow, now_ms};
@@ -31,6 +31,9 @@ pub async fn create(
     input: CreateMultipartUploadInput,
 ) -> Result<CreateMultipartUploadOutput, GatewayError> {
     check_key(&input.key)?;
+    if let Some(metadata) = &input.metadata {
+        check_metadata(metadata)?;
+    }
     let upload = UploadRow {
         id: new_object_id(),
         bucket: input.bucket.clone(),

@@ -12,8 +12,8 @@ use s3s::dto::{
 use s3s::TrailingHeaders;
 
 use super::convert::{
-    body_checks, body_stream, check_key, checksum_expectation, etag, headers, part_number,
-    size_i64, timestamp_ms, with_checksums,
+    body_checks, body_stream, check_key, check_metadata, checksum_expectation, etag, headers,
+    part_number, size_i64, timestamp_ms, with_checksums,
 };
 use crate::error::GatewayError;
 use crate::index::ObjectRow;
@@ -45,6 +45,9 @@ pub async fn put(
     trailers: Option<TrailingHeaders>,
 ) -> Result<PutObjectOutput, GatewayError> {
     check_key(&input.key)?;
+    if let Some(metadata) = &input.metadata {
+        check_metadata(metadata)?;
+    }
     let if_absent = match input.if_none_match {
         None => false,
         Some(ETagCondition::Any) => true,
@@ -311,6 +314,9 @@ pub async fn copy(
         return Err(GatewayError::InvalidRequest(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.".into(),
         ));
+    }
+    if replace && let Some(metadata) = &input.metadata {
+        check_metadata(metadata)?;
     }
     let (content_type, metadata, object_headers) = if replace {
         (
