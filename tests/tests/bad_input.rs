@@ -342,3 +342,128 @@ fn size_limits_replays_and_expired_urls() {
     assert!(listed.trim().is_empty(), "{listed}");
     assert!(!cluster.gateway_log().contains("panicked"));
 }
+
+/// Decodes `%XX` escapes (and `+` as a space, as S3 writes it).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).expect("hex escape"));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).expect("UTF-8 key")
+}
+
+/// Keys that look like paths out of a folder, NUL bytes and other odd
+/// characters are just keys: stored and read back exactly, listed as they
+/// are, and never a file outside a node's data folder (nodes name files by
+/// the hex of the key). A path that is not UTF-8 gets a client error.
+#[test]
+fn hostile_keys_stay_keys() {
+    let cluster = Cluster::start(3, 1, "1GiB");
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://hostile"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = tests::sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
+    let keys = [
+        "../../escape",
+        "/etc/passwd",
+        "a/../../../b",
+        "nul\u{0}byte",
+        "dot/./segment/.",
+        "back\\slash\\..\\..",
+        "ümlaut/日本/🙂",
+        "%2e%2e/percent",
+        "plus+and space&amp;<tag>",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let body = format!("body of key {i}");
+        rt.block_on(
+            client
+                .put_object()
+                .bucket("hostile")
+                .key(*key)
+                .body(body.clone().into_bytes().into())
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("PUT {key:?}: {e:?}"));
+        let got = rt
+            .block_on(client.get_object().bucket("hostile").key(*key).send())
+            .unwrap_or_else(|e| panic!("GET {key:?}: {e:?}"));
+        let bytes = rt.block_on(got.body.collect()).unwrap().into_bytes();
+        assert_eq!(bytes, body.as_bytes(), "{key:?}");
+    }
+    // A NUL cannot be written in XML 1.0: as S3 says, list such keys with
+    // encoding-type=url.
+    let listed = rt
+        .block_on(
+            client
+                .list_objects_v2()
+                .bucket("hostile")
+                .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+                .send(),
+        )
+        .unwrap();
+    let decoded: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .map(percent_decode)
+        .collect();
+    let mut names: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut want = keys.to_vec();
+    want.sort_unstable();
+    assert_eq!(names, want);
+    // botocore asks for encoding-type=url and decodes what it gets.
+    let listed = aws.json(&["s3api", "list-objects-v2", "--bucket", "hostile"]);
+    let mut names: Vec<&str> = listed["Contents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["Key"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, want);
+
+    // Every node file is a hex name under the node's data folder.
+    for (_, node, _) in &cluster.nodes {
+        for (file, key) in node.object_keys() {
+            assert!(file.starts_with(&node.data), "{}", file.display());
+            assert!(!key.is_empty());
+        }
+    }
+    assert!(!cluster.dir.path().join("escape").exists());
+    assert!(!cluster.dir.path().parent().unwrap().join("escape").exists());
+
+    // A path that is not UTF-8, signed: a client error, not a 500.
+    let out = run(Command::new("curl").args([
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "--aws-sigv4",
+        "aws:amz:us-east-1:s3",
+        "--user",
+        &format!("{}:{}", tests::ACCESS_KEY, tests::SECRET_KEY),
+        "-H",
+        "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        &format!("{}/hostile/bad%FF%FEkey", cluster.endpoint),
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let status: u16 = text.lines().last().unwrap().parse().unwrap();
+    assert!((400..500).contains(&status), "{text}");
+    assert!(!cluster.gateway_log().contains("panicked"));
+}

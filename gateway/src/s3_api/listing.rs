@@ -2,8 +2,9 @@
 //! all built on one paging walk over the index.
 
 use s3s::dto::{
-    CommonPrefix, ListObjectVersionsInput, ListObjectVersionsOutput, ListObjectsInput,
-    ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, Object, ObjectVersion,
+    CommonPrefix, EncodingType, ListObjectVersionsInput, ListObjectVersionsOutput,
+    ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, Object,
+    ObjectVersion,
 };
 use tenfold_node::listing::{Listing, Step, decode_token, encode_token};
 
@@ -52,12 +53,41 @@ fn max_keys(requested: Option<i32>) -> i32 {
     requested.unwrap_or(MAX_LIST_KEYS).clamp(0, MAX_LIST_KEYS)
 }
 
-fn contents(listing: &Listing<ObjectRow>) -> Vec<Object> {
+/// How names are written in a listing: as they are, or URL-encoded when
+/// the client asked for `encoding-type=url` (XML 1.0 cannot carry some
+/// characters, such as NUL, that keys may hold).
+#[derive(Clone, Copy)]
+struct Names {
+    url: bool,
+}
+
+impl Names {
+    fn of(encoding: Option<&EncodingType>) -> Self {
+        Self {
+            url: encoding.is_some_and(|e| e.as_str() == EncodingType::URL),
+        }
+    }
+
+    /// One name, encoded as S3 does it (`/` stays as it is).
+    fn write(self, name: &str) -> String {
+        if self.url {
+            urlencoding::encode(name).replace("%2F", "/")
+        } else {
+            name.to_owned()
+        }
+    }
+
+    fn opt(self, name: Option<String>) -> Option<String> {
+        name.map(|n| self.write(&n))
+    }
+}
+
+fn contents(listing: &Listing<ObjectRow>, names: Names) -> Vec<Object> {
     listing
         .objects
         .iter()
         .map(|(key, row)| Object {
-            key: Some(key.clone()),
+            key: Some(names.write(key)),
             size: Some(size_i64(row.size)),
             e_tag: Some(etag(row)),
             last_modified: Some(timestamp_ms(row.last_modified)),
@@ -66,12 +96,12 @@ fn contents(listing: &Listing<ObjectRow>) -> Vec<Object> {
         .collect()
 }
 
-fn common_prefixes(listing: &Listing<ObjectRow>) -> Vec<CommonPrefix> {
+fn common_prefixes(listing: &Listing<ObjectRow>, names: Names) -> Vec<CommonPrefix> {
     listing
         .prefixes
         .iter()
         .map(|p| CommonPrefix {
-            prefix: Some(p.clone()),
+            prefix: Some(names.write(p)),
         })
         .collect()
 }
@@ -103,16 +133,17 @@ pub async fn v1(
         &marker,
     )
     .await?;
+    let names = Names::of(input.encoding_type.as_ref());
     Ok(ListObjectsOutput {
         name: Some(input.bucket),
-        prefix: Some(prefix),
-        marker: input.marker,
+        prefix: Some(names.write(&prefix)),
+        marker: names.opt(input.marker),
         max_keys: Some(max),
         is_truncated: Some(listing.truncated),
-        next_marker: last_entry(&listing),
-        contents: Some(contents(&listing)),
-        common_prefixes: Some(common_prefixes(&listing)),
-        delimiter: input.delimiter,
+        next_marker: names.opt(last_entry(&listing)),
+        contents: Some(contents(&listing, names)),
+        common_prefixes: Some(common_prefixes(&listing, names)),
+        delimiter: names.opt(input.delimiter),
         encoding_type: input.encoding_type,
         request_charged: None,
     })
@@ -139,8 +170,9 @@ pub async fn v2(
         &after,
     )
     .await?;
-    let contents = contents(&listing);
-    let prefixes = common_prefixes(&listing);
+    let names = Names::of(input.encoding_type.as_ref());
+    let contents = contents(&listing, names);
+    let prefixes = common_prefixes(&listing, names);
     let key_count = i32::try_from(contents.len() + prefixes.len()).unwrap_or(i32::MAX);
     let owner = input.fetch_owner.unwrap_or(false).then(|| s3s::dto::Owner {
         display_name: Some("tenfold".into()),
@@ -148,7 +180,7 @@ pub async fn v2(
     });
     Ok(ListObjectsV2Output {
         name: Some(input.bucket),
-        prefix: Some(prefix),
+        prefix: Some(names.write(&prefix)),
         max_keys: Some(max),
         key_count: Some(key_count),
         continuation_token: input.continuation_token,
@@ -164,9 +196,9 @@ pub async fn v2(
                 .collect(),
         ),
         common_prefixes: Some(prefixes),
-        delimiter: input.delimiter,
+        delimiter: names.opt(input.delimiter),
         encoding_type: input.encoding_type,
-        start_after: input.start_after,
+        start_after: names.opt(input.start_after),
         request_charged: None,
     })
 }
@@ -188,11 +220,12 @@ pub async fn versions(
         &marker,
     )
     .await?;
+    let names = Names::of(input.encoding_type.as_ref());
     let versions = listing
         .objects
         .iter()
         .map(|(key, row)| ObjectVersion {
-            key: Some(key.clone()),
+            key: Some(names.write(key)),
             version_id: Some("null".into()),
             is_latest: Some(true),
             size: Some(size_i64(row.size)),
@@ -204,16 +237,16 @@ pub async fn versions(
     let next = last_entry(&listing);
     Ok(ListObjectVersionsOutput {
         name: Some(input.bucket),
-        prefix: Some(prefix),
-        key_marker: input.key_marker,
+        prefix: Some(names.write(&prefix)),
+        key_marker: names.opt(input.key_marker),
         version_id_marker: input.version_id_marker,
         max_keys: Some(max),
         is_truncated: Some(listing.truncated),
         next_version_id_marker: next.as_ref().map(|_| "null".to_owned()),
-        next_key_marker: next,
+        next_key_marker: names.opt(next),
         versions: Some(versions),
-        common_prefixes: Some(common_prefixes(&listing)),
-        delimiter: input.delimiter,
+        common_prefixes: Some(common_prefixes(&listing, names)),
+        delimiter: names.opt(input.delimiter),
         encoding_type: input.encoding_type,
         delete_markers: None,
         request_charged: None,
