@@ -24,6 +24,9 @@ pub const MAGIC: &[u8; 4] = b"TFF1";
 pub const VERSION: u8 = 1;
 /// Encoded header length in bytes.
 pub const HEADER_LEN: usize = 24;
+/// Most bytes reserved up front for a decoded segment (the largest segment
+/// allowed): lengths read back from storage are not trusted further.
+const MAX_RESERVE: usize = 256 << 20;
 /// Codec id of zstd.
 pub const CODEC_ZSTD: u8 = 1;
 /// Cipher id of "no encryption" (data stored before encryption existed).
@@ -187,8 +190,14 @@ impl FrameIndex {
         }
         let first = usize::try_from(range.start / self.plain).ok()?;
         let last = usize::try_from((range.end - 1) / self.plain).ok()?;
-        let total: u64 = payloads.iter().sum();
-        if *self.ends.last()? != total || last >= self.ends.len() {
+        // The index is read back from storage: trust no number in it.
+        let total = payloads
+            .iter()
+            .try_fold(0u64, |sum, p| sum.checked_add(*p))?;
+        if *self.ends.last()? != total
+            || last >= self.ends.len()
+            || self.ends.windows(2).any(|w| w[0] > w[1])
+        {
             return None;
         }
         let c_start = if first == 0 { 0 } else { self.ends[first - 1] };
@@ -207,11 +216,14 @@ impl FrameIndex {
             }
             offset = end;
         }
+        let from = from.filter(|f| *f < to)?;
         let plain_start = first as u64 * self.plain;
-        let plain_end = ((last as u64 + 1) * self.plain).min(segment_plain);
+        let plain_end = (last as u64 + 1)
+            .checked_mul(self.plain)
+            .map_or(segment_plain, |end| end.min(segment_plain));
         Some(FramePlan {
             frames: first..last + 1,
-            fragments: from?..to,
+            fragments: from..to,
             skip: usize::try_from(skip).ok()?,
             take: usize::try_from(c_end - c_start).ok()?,
             plain_start,
@@ -344,7 +356,7 @@ fn chained<'a>(payloads: &[&'a [u8]]) -> Box<dyn Read + 'a> {
 fn decompress(compressed: impl Read, plain_len: usize) -> Result<Vec<u8>, FragmentError> {
     let decoder = zstd::stream::read::Decoder::new(compressed)
         .map_err(|e| FragmentError::Zstd(e.to_string()))?;
-    let mut plain = Vec::with_capacity(plain_len);
+    let mut plain = Vec::with_capacity(plain_len.min(MAX_RESERVE));
     std::io::copy(&mut decoder.take(plain_len as u64 + 1), &mut plain)
         .map_err(|e| FragmentError::Zstd(e.to_string()))?;
     check_len(plain, plain_len)
@@ -430,7 +442,7 @@ fn open_and_decompress(
     frames: &FrameIndex,
     key: &DataKey,
 ) -> Result<Vec<u8>, FragmentError> {
-    let mut sealed = Vec::with_capacity(plan.take);
+    let mut sealed = Vec::with_capacity(plan.take.min(MAX_RESERVE));
     planned_span(payloads, plan)?
         .read_to_end(&mut sealed)
         .map_err(|e| FragmentError::Zstd(e.to_string()))?;
@@ -439,14 +451,18 @@ fn open_and_decompress(
     }
     let base = match plan.frames.start {
         0 => 0,
-        first => frames.ends[first - 1],
+        first => *frames.ends.get(first - 1).ok_or(FragmentError::Truncated)?,
     };
     // Open every frame in place and move its plaintext down, so the
     // compressed bytes end up contiguous at the front.
     let (mut from, mut to) = (0usize, 0usize);
     for number in plan.frames.clone() {
-        let end =
-            usize::try_from(frames.ends[number] - base).map_err(|_| FragmentError::Truncated)?;
+        let end = frames
+            .ends
+            .get(number)
+            .and_then(|e| e.checked_sub(base))
+            .and_then(|e| usize::try_from(e).ok())
+            .ok_or(FragmentError::Truncated)?;
         let frame = sealed.get_mut(from..end).ok_or(FragmentError::Truncated)?;
         let len = key
             .open_frame(segment, u32::try_from(number).unwrap_or(u32::MAX), frame)
@@ -653,5 +669,27 @@ mod tests {
             decode_segment(4, &bad, data.len(), Some(&frames), Some(&key)),
             Err(FragmentError::Tampered)
         );
+    }
+
+    /// Frame indexes come back from the index: nonsense in them gives no
+    /// plan (the segment is then read whole), never a panic.
+    #[test]
+    fn nonsense_frame_indexes_give_no_plan() {
+        let decreasing = FrameIndex {
+            plain: 10,
+            ends: vec![50, 20, 60],
+        };
+        assert_eq!(decreasing.plan(10..20, 30, &[30, 30]), None);
+        assert_eq!(decreasing.plan(15..25, 30, &[30, 30]), None);
+        let overflowing = FrameIndex {
+            plain: 10,
+            ends: vec![5, u64::MAX],
+        };
+        assert_eq!(overflowing.plan(0..20, 20, &[u64::MAX, 5]), None);
+        let huge_frames = FrameIndex {
+            plain: u64::MAX / 2,
+            ends: vec![10, 20],
+        };
+        assert!(huge_frames.plan(0..5, u64::MAX, &[10, 10]).is_some());
     }
 }
