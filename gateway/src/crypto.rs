@@ -76,6 +76,34 @@ impl MasterKey {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// Seals `msg` under a fresh random nonce: the nonce, then the
+    /// ciphertext and its tag.
+    fn seal(&self, msg: &[u8], aad: &[u8]) -> Result<Vec<u8>, aes_gcm::Error> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let sealed = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg, aad })?;
+        Ok([nonce.as_slice(), &sealed].concat())
+    }
+
+    /// Opens what [`Self::seal`] made with the same `aad`.
+    fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, Unsealed> {
+        let (nonce, msg) = sealed
+            .split_at_checked(NONCE_LEN)
+            .ok_or(Unsealed::Truncated)?;
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg, aad })
+            .map_err(|_| Unsealed::Forged)
+    }
+}
+
+/// Why sealed bytes did not open.
+enum Unsealed {
+    /// Shorter than a nonce.
+    Truncated,
+    /// The tag does not verify: another key, or altered bytes.
+    Forged,
 }
 
 /// A data key wrapped by a master key, as the index keeps it.
@@ -119,23 +147,11 @@ impl Keyring {
     /// Seals a secret (a node's secret key) for the index, as
     /// `tfsealed1:KEYID:HEX` under the current master key.
     pub fn seal_secret(&self, secret: &str) -> String {
-        let nonce: [u8; NONCE_LEN] = rand::random();
         let sealed = self
             .current
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: secret.as_bytes(),
-                    aad: SECRET_AAD,
-                },
-            )
+            .seal(secret.as_bytes(), SECRET_AAD)
             .unwrap_or_default();
-        format!(
-            "{SEALED_PREFIX}{}:{}",
-            self.current.id,
-            hex::encode([nonce.as_slice(), &sealed].concat())
-        )
+        format!("{SEALED_PREFIX}{}:{}", self.current.id, hex::encode(sealed))
     }
 
     /// Opens a secret sealed by [`Self::seal_secret`]; a secret stored
@@ -156,19 +172,10 @@ impl Keyring {
             ))
         })?;
         let bytes = hex::decode(sealed).map_err(|_| bad("is malformed"))?;
-        let (nonce, sealed) = bytes
-            .split_at_checked(NONCE_LEN)
-            .ok_or_else(|| bad("is truncated"))?;
-        let plain = master
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: SECRET_AAD,
-                },
-            )
-            .map_err(|_| bad(&format!("does not open with master key {key_id}")))?;
+        let plain = master.open(&bytes, SECRET_AAD).map_err(|e| match e {
+            Unsealed::Truncated => bad("is truncated"),
+            Unsealed::Forged => bad(&format!("does not open with master key {key_id}")),
+        })?;
         String::from_utf8(plain).map_err(|_| bad("is not text"))
     }
 
@@ -178,21 +185,12 @@ impl Keyring {
     /// [`GatewayError::Internal`] if sealing fails (it does not for 32 bytes).
     pub fn new_data_key(&self) -> Result<(DataKey, WrappedKey), GatewayError> {
         let key: [u8; KEY_LEN] = rand::random();
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        let sealed = self
-            .current
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &key,
-                    aad: WRAP_AAD,
-                },
-            )
-            .map_err(|_| GatewayError::Internal("wrapping a data key".into()))?;
         let wrapped = WrappedKey {
             key_id: self.current.id.clone(),
-            wrapped: [nonce.as_slice(), &sealed].concat(),
+            wrapped: self
+                .current
+                .seal(&key, WRAP_AAD)
+                .map_err(|_| GatewayError::Internal("wrapping a data key".into()))?,
         };
         Ok((DataKey(Aes256Gcm::new(&key.into())), wrapped))
     }
@@ -209,19 +207,13 @@ impl Keyring {
                 wrapped.key_id
             ))
         })?;
-        let (nonce, sealed) = wrapped
-            .wrapped
-            .split_at_checked(NONCE_LEN)
-            .ok_or_else(|| GatewayError::MasterKey("a wrapped data key is truncated".into()))?;
-        let key = master
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: WRAP_AAD,
-                },
-            )
+        let opened = master.open(&wrapped.wrapped, WRAP_AAD);
+        if matches!(opened, Err(Unsealed::Truncated)) {
+            return Err(GatewayError::MasterKey(
+                "a wrapped data key is truncated".into(),
+            ));
+        }
+        let key = opened
             .ok()
             .and_then(|k| <[u8; KEY_LEN]>::try_from(k).ok())
             .ok_or_else(|| {
