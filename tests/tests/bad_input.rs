@@ -135,31 +135,26 @@ fn malformed_and_out_of_range_requests() {
     assert!(!log.contains("panicked"), "the gateway panicked");
 }
 
-/// A presigned PUT (what a browser upload uses) that announces 1 MiB, sends
-/// 300 KB and then nothing, on a gateway that gives clients 2 s: the
-/// gateway answers `RequestTimeout` without waiting for the client, stores
-/// nothing, and keeps serving.
-#[test]
-fn a_stalled_body_times_out_and_leaves_nothing_behind() {
+/// A presigned PUT of `bucket/key` (what a browser upload uses) over a raw
+/// socket: headers announcing `length` bytes, then `sent` bytes, then
+/// nothing, with the socket left open. Returns the answer, read until its
+/// error XML is complete, and how long it took once the bytes were sent.
+fn raw_presigned_put(
+    cluster: &Cluster,
+    bucket: &str,
+    key: &str,
+    length: u64,
+    sent: &[u8],
+) -> (String, std::time::Duration) {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
 
-    let cluster = Cluster::start_with(3, 1, "1GiB", "client_timeout_seconds = 2", "");
-    let aws = cluster.aws();
-    aws.ok(&["s3", "mb", "s3://stall"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = tests::sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
     let presigned = rt
-        .block_on(
-            client
-                .put_object()
-                .bucket("stall")
-                .key("stalled")
-                .presigned(
-                    aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(300))
-                        .unwrap(),
-                ),
-        )
+        .block_on(client.put_object().bucket(bucket).key(key).presigned(
+            aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(300)).unwrap(),
+        ))
         .unwrap();
     let addr = cluster.endpoint.trim_start_matches("http://");
     let uri = presigned.uri();
@@ -169,14 +164,13 @@ fn a_stalled_body_times_out_and_leaves_nothing_behind() {
         .unwrap();
     write!(
         conn,
-        "PUT {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1048576\r\n\r\n"
+        "PUT {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {length}\r\n\r\n"
     )
     .unwrap();
-    conn.write_all(&[7u8; 300_000]).unwrap();
+    conn.write_all(sent).unwrap();
     let started = Instant::now();
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
-    // Read until the answer's XML is complete (the connection stays open).
     while !String::from_utf8_lossy(&answer).contains("</Error>") {
         match conn.read(&mut buf) {
             Ok(0) => break,
@@ -184,14 +178,27 @@ fn a_stalled_body_times_out_and_leaves_nothing_behind() {
             Err(e) => panic!("no answer after {:?}: {e}", started.elapsed()),
         }
     }
-    let answer = String::from_utf8_lossy(&answer);
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// A presigned PUT (what a browser upload uses) that announces 1 MiB, sends
+/// 300 KB and then nothing, on a gateway that gives clients 2 s: the
+/// gateway answers `RequestTimeout` without waiting for the client, stores
+/// nothing, and keeps serving.
+#[test]
+fn a_stalled_body_times_out_and_leaves_nothing_behind() {
+    use std::time::Duration;
+
+    let cluster = Cluster::start_with(3, 1, "1GiB", "client_timeout_seconds = 2", "");
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://stall"]);
+    let (answer, took) = raw_presigned_put(&cluster, "stall", "stalled", 1 << 20, &[7u8; 300_000]);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("<Code>RequestTimeout</Code>"), "{answer}");
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "answered after {:?}",
-        started.elapsed()
-    );
+    assert!(took < Duration::from_secs(15), "answered after {took:?}");
 
     let listed = aws.ok(&["s3", "ls", "s3://stall/"]);
     assert!(listed.trim().is_empty(), "{listed}");
@@ -221,7 +228,6 @@ where
 /// gateway and by a storage node alike.
 #[test]
 fn size_limits_replays_and_expired_urls() {
-    use std::io::{Read, Write};
     use std::time::{Duration, SystemTime};
 
     use aws_sdk_s3::presigning::PresigningConfig;
@@ -253,37 +259,9 @@ fn size_limits_replays_and_expired_urls() {
     ]);
     assert!(err.contains("MetadataTooLarge"), "{err}");
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let gw = tests::sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
     // A PUT announcing 6 GiB is refused before a byte of it is read.
-    let presigned = rt
-        .block_on(
-            gw.put_object()
-                .bucket("limits")
-                .key("huge")
-                .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap()),
-        )
-        .unwrap();
-    let addr = cluster.endpoint.trim_start_matches("http://");
-    let uri = presigned.uri();
-    let path_and_query = &uri[uri.find(addr).unwrap() + addr.len()..];
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(
-        conn,
-        "PUT {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 6442450944\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains("</Error>") {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-        }
-    }
-    let answer = String::from_utf8_lossy(&answer);
+    let (answer, _) = raw_presigned_put(&cluster, "limits", "huge", 6 << 30, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
     assert!(answer.contains("<Code>EntityTooLarge</Code>"), "{answer}");
 
     // Replays and expired URLs, on the gateway and on a node.

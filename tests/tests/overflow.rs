@@ -88,6 +88,41 @@ fn status_json(cluster: &Cluster) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("status JSON")
 }
 
+/// Waits until none of `cids` is pinned any more.
+fn eventually_unpinned<'a>(
+    ipfs: &Ipfs,
+    cids: impl IntoIterator<Item = &'a String> + Clone,
+) -> bool {
+    eventually(Duration::from_secs(20), || {
+        let pins: HashSet<String> = ipfs.pins().into_iter().collect();
+        cids.clone().into_iter().all(|c| !pins.contains(c))
+    })
+}
+
+/// Waits until `key` has left the overflow store for a full 3 + 1 node
+/// placement of its ten fragments, and its former content ids (`cids`) are
+/// unpinned.
+fn assert_returned_to_nodes<'a>(
+    cluster: &Cluster,
+    ipfs: &Ipfs,
+    key: &str,
+    cids: impl IntoIterator<Item = &'a String> + Clone,
+) {
+    assert!(
+        eventually(Duration::from_secs(60), || overflow_cids(
+            &cluster.inspect("ovf", key)
+        )
+        .is_empty()),
+        "{key} never left the overflow store: {}",
+        cluster.inspect("ovf", key)
+    );
+    assert_eq!(assert_placements(&cluster.inspect("ovf", key), 3, 1), 10);
+    assert!(
+        eventually_unpinned(ipfs, cids),
+        "returned fragments are still pinned"
+    );
+}
+
 #[test]
 fn full_nodes_overflow_to_ipfs_and_reads_still_work() {
     let ipfs = Ipfs::start();
@@ -186,10 +221,7 @@ fn deletes_unpin_and_freed_room_brings_fragments_back() {
     // Deleting x2 unpins its content ids, and keeps x's.
     aws.ok(&["s3", "rm", "s3://ovf/x2"]);
     assert!(
-        eventually(Duration::from_secs(20), || {
-            let pins: HashSet<String> = ipfs.pins().into_iter().collect();
-            x2_cids.iter().all(|c| !pins.contains(c))
-        }),
+        eventually_unpinned(&ipfs, &x2_cids),
         "x2's content ids are still pinned"
     );
     let pins: HashSet<String> = ipfs.pins().into_iter().collect();
@@ -202,22 +234,7 @@ fn deletes_unpin_and_freed_room_brings_fragments_back() {
     // Deleting the filler frees room: x's fragments move back to the nodes
     // and their content ids are unpinned.
     aws.ok(&["s3", "rm", "s3://ovf/filler"]);
-    assert!(
-        eventually(Duration::from_secs(60), || overflow_cids(
-            &cluster.inspect("ovf", "x")
-        )
-        .is_empty()),
-        "x never left the overflow store: {}",
-        cluster.inspect("ovf", "x")
-    );
-    assert_eq!(assert_placements(&cluster.inspect("ovf", "x"), 3, 1), 10);
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            let pins: HashSet<String> = ipfs.pins().into_iter().collect();
-            x_cids.iter().all(|c| !pins.contains(c))
-        }),
-        "returned fragments are still pinned"
-    );
+    assert_returned_to_nodes(&cluster, &ipfs, "x", &x_cids);
     assert_eq!(
         status_json(&cluster)["overflow"]["fragments"].as_u64(),
         Some(0)
@@ -248,22 +265,7 @@ fn added_nodes_take_overflowed_fragments_back() {
         let id = register_node(&cluster.index_url, &node, network, "64MiB");
         cluster.nodes.push((network.to_owned(), node, id));
     }
-    assert!(
-        eventually(Duration::from_secs(60), || overflow_cids(
-            &cluster.inspect("ovf", "x")
-        )
-        .is_empty()),
-        "x never left the overflow store: {}",
-        cluster.inspect("ovf", "x")
-    );
-    assert_eq!(assert_placements(&cluster.inspect("ovf", "x"), 3, 1), 10);
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            let pins: HashSet<String> = ipfs.pins().into_iter().collect();
-            cids.iter().all(|c| !pins.contains(c))
-        }),
-        "returned fragments are still pinned"
-    );
+    assert_returned_to_nodes(&cluster, &ipfs, "x", &cids);
     // Without IPFS, x reads from the nodes alone.
     drop(ipfs);
     assert_download(&aws, tmp.path(), "ovf", "x", &x);
