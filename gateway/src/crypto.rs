@@ -12,6 +12,7 @@
 
 use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
@@ -36,6 +37,9 @@ const SEALED_PREFIX: &str = "tfsealed1:";
 pub struct MasterKey {
     id: String,
     cipher: Aes256Gcm,
+    /// The key share links are signed with (HMAC-SHA256), derived from the
+    /// master key so that every gateway holding it verifies the same links.
+    link_key: [u8; KEY_LEN],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -61,9 +65,16 @@ impl MasterKey {
         let id = hex::encode(
             &Sha256::digest([b"tenfold master key id\0".as_slice(), &bytes].concat())[..8],
         );
+        let link_key = <Hmac<Sha256> as Mac>::new_from_slice(&bytes)
+            .expect("HMAC takes any key length")
+            .chain_update(b"tenfold share-link key v1")
+            .finalize()
+            .into_bytes()
+            .into();
         Ok(Self {
             id,
             cipher: Aes256Gcm::new(&bytes.into()),
+            link_key,
         })
     }
 
@@ -96,6 +107,12 @@ impl MasterKey {
             .decrypt(Nonce::from_slice(nonce), Payload { msg, aad })
             .map_err(|_| Unsealed::Forged)
     }
+}
+
+fn link_mac(key: &[u8; KEY_LEN], payload: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .expect("HMAC takes any key length")
+        .chain_update(payload)
 }
 
 /// Why sealed bytes did not open.
@@ -177,6 +194,23 @@ impl Keyring {
             Unsealed::Forged => bad(&format!("does not open with master key {key_id}")),
         })?;
         String::from_utf8(plain).map_err(|_| bad("is not text"))
+    }
+
+    /// Signs a share link's payload (HMAC-SHA256 with the current master
+    /// key's link key).
+    pub fn sign_link(&self, payload: &[u8]) -> [u8; 32] {
+        link_mac(&self.current.link_key, payload)
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
+    /// Whether `mac` signs `payload` under a held master key (compared in
+    /// constant time).
+    pub fn verify_link(&self, payload: &[u8], mac: &[u8]) -> bool {
+        std::iter::once(&self.current)
+            .chain(&self.older)
+            .any(|k| link_mac(&k.link_key, payload).verify_slice(mac).is_ok())
     }
 
     /// A fresh data key and its wrapped form.

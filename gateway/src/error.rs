@@ -15,6 +15,8 @@ pub enum GatewayError {
     NoSuchKey(String),
     #[error("bucket {0:?} already exists")]
     BucketExists(String),
+    #[error("bucket {0:?} already exists and belongs to another access key")]
+    BucketTaken(String),
     #[error("bucket {0:?} is not empty")]
     BucketNotEmpty(String),
     #[error("{0}")]
@@ -99,6 +101,7 @@ impl From<GatewayError> for S3Error {
             GatewayError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
             GatewayError::NoSuchKey(_) => S3ErrorCode::NoSuchKey,
             GatewayError::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
+            GatewayError::BucketTaken(_) => S3ErrorCode::BucketAlreadyExists,
             GatewayError::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
             GatewayError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
             GatewayError::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,

@@ -18,6 +18,9 @@ use crate::error::GatewayError;
 use crate::fragment::{FrameIndex, node_key};
 use crate::integrity::Checksums;
 
+mod access_keys;
+pub use access_keys::{AccessKeyRow, Owner};
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     i64::try_from(
@@ -297,6 +300,11 @@ impl Index {
         self
     }
 
+    /// The master keys this index was opened with, if any.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref()
+    }
+
     async fn begin_write(&self) -> Result<Tx, GatewayError> {
         // IMMEDIATE takes the write lock up front, so two writers queue on the
         // busy timeout instead of failing to upgrade a read lock.
@@ -304,21 +312,6 @@ impl Index {
     }
 
     // ---- buckets ----
-
-    /// Creates a bucket; `false` when it already exists.
-    ///
-    /// # Errors
-    /// [`GatewayError::Index`].
-    pub async fn create_bucket(&self, name: &str) -> Result<bool, GatewayError> {
-        let done = sqlx::query(
-            "INSERT INTO buckets (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
 
     /// Whether a bucket exists.
     ///
@@ -375,18 +368,6 @@ impl Index {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// All buckets with their creation times (ms), by name.
-    ///
-    /// # Errors
-    /// [`GatewayError::Index`].
-    pub async fn list_buckets(&self) -> Result<Vec<(String, i64)>, GatewayError> {
-        Ok(
-            sqlx::query_as("SELECT name, created_at FROM buckets ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?,
-        )
     }
 
     // ---- objects ----
@@ -1534,7 +1515,7 @@ impl Index {
 
     // ---- share links ----
 
-    /// Records a share link: the hash of its token, what it opens and until
+    /// Records a share link: the hash of its id, what it opens and until
     /// when (ms since the epoch).
     ///
     /// # Errors
@@ -1561,7 +1542,7 @@ impl Index {
         Ok(())
     }
 
-    /// The share link whose token hashes to `token_hash`, revoked or not.
+    /// The share link whose id hashes to `token_hash`, revoked or not.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
@@ -1647,7 +1628,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tenfold-index-cid-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let index = Index::open(&sqlite_url_for_dir(&dir)).await.unwrap();
-        index.create_bucket("b").await.unwrap();
+        index.create_bucket("b", &Owner::Admin).await.unwrap();
         for key in ["x", "y"] {
             let (object, data) = one_fragment_object(key, "shared-cid");
             index.commit_object(&object, &data, false).await.unwrap();

@@ -8,6 +8,7 @@
 //! [`overflow_return`] moves fragments that overflowed to IPFS back onto
 //! nodes once they have room.
 
+pub mod access;
 pub mod addressing;
 pub mod config;
 pub mod crypto;

@@ -142,6 +142,12 @@ enum Command {
         #[command(flatten)]
         index: IndexArgs,
     },
+    /// Access keys besides the configuration's admin key: each sees only
+    /// the buckets it creates.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Share links: one object or a whole prefix, for anyone with the link.
     Share {
         #[command(subcommand)]
@@ -171,6 +177,36 @@ enum ShareCommand {
     /// Revoke a link (give its URL or token).
     Revoke {
         link: String,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create an access key and print it with its secret (shown only now).
+    Create {
+        /// A unique name for the key, e.g. the user it is for.
+        name: String,
+        /// The key may use every bucket, not just its own.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+    /// List the access keys (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+    /// Delete an access key (by name or access key id). Its buckets stay,
+    /// reachable with admin keys.
+    Delete {
+        name: String,
         #[command(flatten)]
         index: IndexArgs,
     },
@@ -283,6 +319,7 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
         }
         Command::Nodes { command } => nodes(command).await,
         Command::Status { json, index } => status(&index.open().await?, json).await,
+        Command::Keys { command } => keys(command).await,
         Command::Share { command } => share(command).await,
         Command::Inspect {
             bucket,
@@ -439,6 +476,72 @@ async fn nodes(command: NodesCommand) -> Result<(), GatewayError> {
             Ok(())
         }
         NodesCommand::Remove { id, index } => index.open().await?.remove_node(id).await,
+    }
+}
+
+async fn keys(command: KeysCommand) -> Result<(), GatewayError> {
+    match command {
+        KeysCommand::Create {
+            name,
+            admin,
+            json,
+            index,
+        } => {
+            let (access_key, secret_key) =
+                index.open().await?.create_access_key(&name, admin).await?;
+            if json {
+                let out = serde_json::json!({
+                    "name": name, "access_key": access_key,
+                    "secret_key": secret_key, "admin": admin,
+                });
+                println!("{out}");
+            } else {
+                println!("access key: {access_key}");
+                println!("secret key: {secret_key}");
+                eprintln!("The secret is shown only now; the index keeps it sealed.");
+            }
+            Ok(())
+        }
+        KeysCommand::List { json, index } => {
+            let keys = index.open().await?.access_keys().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&keys).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "{:<24}  {:<20}  {:<5}  {:>7}  CREATED",
+                    "NAME", "ACCESS KEY", "ADMIN", "BUCKETS"
+                );
+                for k in keys {
+                    let created = time::OffsetDateTime::from_unix_timestamp(k.created_at / 1000)
+                        .ok()
+                        .and_then(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
+                        .unwrap_or_default();
+                    println!(
+                        "{:<24}  {:<20}  {:<5}  {:>7}  {created}",
+                        k.name,
+                        k.access_key,
+                        if k.admin { "yes" } else { "no" },
+                        k.buckets
+                    );
+                }
+            }
+            Ok(())
+        }
+        KeysCommand::Delete { name, index } => {
+            if index.open().await?.delete_access_key(&name).await? {
+                Ok(())
+            } else {
+                Err(GatewayError::InvalidArgument(format!(
+                    "no access key named {name:?}"
+                )))
+            }
+        }
     }
 }
 

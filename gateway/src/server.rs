@@ -9,11 +9,11 @@ use http::Request;
 use s3s::Body;
 use s3s::service::S3ServiceBuilder;
 use tenfold_balancer::Balancer;
-use tenfold_node::auth::StaticKey;
 use tenfold_node::server::{HttpTimeouts, into_response, serve_http};
 use tenfold_overflow::{IpfsStore, OverflowStore};
 use tokio::net::TcpListener;
 
+use crate::access::Access;
 use crate::addressing::BaseDomain;
 use crate::config::StoragePolicy;
 use crate::crypto::Keyring;
@@ -21,7 +21,7 @@ use crate::error::GatewayError;
 use crate::index::Index;
 use crate::object_store::ObjectStore;
 use crate::s3_api::GatewayS3;
-use crate::s3_api::zip_route::ZipRoute;
+use crate::s3_api::tenfold_routes::TenfoldRoutes;
 use crate::share::{SHARE_PATH, serve_share};
 
 /// What a gateway needs besides its listener.
@@ -68,6 +68,7 @@ pub async fn run_gateway(
     balancer.probe_all().await;
     spawn_registry_refresh(index.clone(), Arc::clone(&balancer), settings.refresh);
 
+    let access = Access::new(index.clone(), settings.access_key, settings.secret_key);
     let store = Arc::new(ObjectStore::new(
         index,
         balancer,
@@ -82,8 +83,14 @@ pub async fn run_gateway(
     if let Some(domain) = &base_domain {
         builder.set_host(domain.clone());
     }
-    builder.set_auth(StaticKey::new(settings.access_key, settings.secret_key));
-    builder.set_route(ZipRoute::new(Arc::clone(&store), base_domain.clone()));
+    builder.set_auth(access.clone());
+    builder.set_access(access.clone());
+    builder.set_route(TenfoldRoutes::new(
+        Arc::clone(&store),
+        access,
+        base_domain.clone(),
+        "http",
+    ));
     let s3 = builder.build();
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
     serve_http(listener, settings.timeouts, move |req: Request<Body>| {

@@ -12,6 +12,7 @@ use s3s::Body;
 use s3s::dto::StreamingBlob;
 use sha2::{Digest, Sha256};
 
+use crate::crypto::Keyring;
 use crate::error::GatewayError;
 use crate::index::{Index, ShareRow, now_ms};
 use crate::object_store::ObjectStore;
@@ -23,48 +24,130 @@ pub const SHARE_PATH: &str = "/_share/";
 /// Files listed on a share page at most (the zip holds them all).
 const PAGE_LIMIT: usize = 1000;
 
-/// A new link's token: 256 random bits, URL-safe.
-fn new_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    base64_simd::URL_SAFE_NO_PAD.encode_to_string(bytes)
+/// Bytes of a link's random id.
+const ID_LEN: usize = 16;
+
+/// A share link's token: `PAYLOAD.MAC`, both base64url. The payload is the
+/// link's random id and its expiry (ms since the epoch, big-endian); the
+/// MAC is an HMAC-SHA256 of the payload under a key derived from the
+/// master key. A token that does not verify is refused before the index is
+/// asked, and the index, which keeps only a hash of the id, cannot make one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Token {
+    id: [u8; ID_LEN],
+    expires_at: i64,
 }
 
-/// What the index keeps of a token.
-fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+impl Token {
+    fn payload(&self) -> [u8; ID_LEN + 8] {
+        let mut payload = [0; ID_LEN + 8];
+        payload[..ID_LEN].copy_from_slice(&self.id);
+        payload[ID_LEN..].copy_from_slice(&self.expires_at.to_be_bytes());
+        payload
+    }
+
+    fn encode(&self, keyring: &Keyring) -> String {
+        let payload = self.payload();
+        let b64 = base64_simd::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}",
+            b64.encode_to_string(payload),
+            b64.encode_to_string(keyring.sign_link(&payload))
+        )
+    }
+
+    /// The token in `text` if its signature verifies.
+    fn decode(keyring: &Keyring, text: &str) -> Option<Self> {
+        let (payload, mac) = text.split_once('.')?;
+        let b64 = base64_simd::URL_SAFE_NO_PAD;
+        // Lengths first: nothing longer than a token is decoded.
+        if payload.len() != 32 || mac.len() != 43 {
+            return None;
+        }
+        let payload = b64.decode_to_vec(payload).ok()?;
+        let mac = b64.decode_to_vec(mac).ok()?;
+        if !keyring.verify_link(&payload, &mac) {
+            return None;
+        }
+        let (id, expires) = payload.split_at_checked(ID_LEN)?;
+        Some(Self {
+            id: id.try_into().ok()?,
+            expires_at: i64::from_be_bytes(expires.try_into().ok()?),
+        })
+    }
+
+    /// What the index keeps of the link's id.
+    fn id_hash(&self) -> String {
+        hex::encode(Sha256::digest(self.id))
+    }
+}
+
+fn keyring_of(index: &Index) -> Result<&Keyring, GatewayError> {
+    index.keyring().ok_or_else(|| {
+        GatewayError::Config(
+            "share links are signed with the master key: set TENFOLD_MASTER_KEY, pass --master-key-file, or use --data with a dev folder".into(),
+        )
+    })
+}
+
+/// The token in a link's URL (or the token itself).
+fn token_text(token_or_url: &str) -> &str {
+    token_or_url
+        .trim_end_matches('/')
+        .trim_end_matches("/zip")
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
 }
 
 /// Creates a share link for `bucket`/`prefix` valid for `valid_for` and
 /// returns its token.
 ///
 /// # Errors
-/// [`GatewayError::NoSuchBucket`], [`GatewayError::Index`].
+/// [`GatewayError::NoSuchBucket`], [`GatewayError::Index`],
+/// [`GatewayError::Config`] without a master key.
 pub async fn create_share(
     index: &Index,
     bucket: &str,
     prefix: &str,
     valid_for: Duration,
 ) -> Result<String, GatewayError> {
-    let token = new_token();
-    let expires = now_ms().saturating_add(i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX));
+    let keyring = keyring_of(index)?;
+    let token = Token {
+        id: rand::random(),
+        expires_at: now_ms()
+            .saturating_add(i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX)),
+    };
     index
-        .add_share(&token_hash(&token), bucket, prefix, expires)
+        .add_share(&token.id_hash(), bucket, prefix, token.expires_at)
         .await?;
-    Ok(token)
+    Ok(token.encode(keyring))
+}
+
+/// The bucket a link (URL or token) opens, whether or not it still works;
+/// `None` for a link that is not one of ours.
+///
+/// # Errors
+/// [`GatewayError::Index`], [`GatewayError::Config`] without a master key.
+pub async fn share_bucket(
+    index: &Index,
+    token_or_url: &str,
+) -> Result<Option<String>, GatewayError> {
+    let Some(token) = Token::decode(keyring_of(index)?, token_text(token_or_url)) else {
+        return Ok(None);
+    };
+    Ok(index.share(&token.id_hash()).await?.map(|s| s.bucket))
 }
 
 /// Revokes the link with this token (or this URL); `false` when unknown.
 ///
 /// # Errors
-/// [`GatewayError::Index`].
+/// [`GatewayError::Index`], [`GatewayError::Config`] without a master key.
 pub async fn revoke_share(index: &Index, token_or_url: &str) -> Result<bool, GatewayError> {
-    let token = token_or_url
-        .trim_end_matches('/')
-        .trim_end_matches("/zip")
-        .rsplit('/')
-        .next()
-        .unwrap_or_default();
-    index.revoke_share(&token_hash(token)).await
+    match Token::decode(keyring_of(index)?, token_text(token_or_url)) {
+        Some(token) => index.revoke_share(&token.id_hash()).await,
+        None => Ok(false),
+    }
 }
 
 /// The URL of a share link on a gateway reachable at `public_url`.
@@ -117,15 +200,13 @@ pub async fn serve_share(store: &Arc<ObjectStore>, method: &Method, path: &str) 
 }
 
 async fn resolve(index: &Index, token: &str) -> Result<ShareRow, Refusal> {
-    // Tokens are 43 URL-safe characters; anything else is not one.
-    if token.len() != 43
-        || !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    let Some(token) = index.keyring().and_then(|k| Token::decode(k, token)) else {
         return Err(Refusal::NotFound);
+    };
+    if token.expires_at <= now_ms() {
+        return Err(Refusal::Gone);
     }
-    match index.share(&token_hash(token)).await {
+    match index.share(&token.id_hash()).await {
         Ok(Some(share)) if share.revoked || share.expires_at <= now_ms() => Err(Refusal::Gone),
         Ok(Some(share)) => Ok(share),
         Ok(None) => Err(Refusal::NotFound),
@@ -295,17 +376,78 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::MasterKey;
+
+    fn keyring() -> Keyring {
+        Keyring::new(MasterKey::parse(&MasterKey::generate()).unwrap(), vec![])
+    }
 
     #[test]
-    fn tokens_are_long_url_safe_and_distinct() {
-        let a = new_token();
-        assert_eq!(a.len(), 43);
+    fn tokens_are_url_safe_and_verify() {
+        let keyring = keyring();
+        let token = Token {
+            id: rand::random(),
+            expires_at: 1_900_000_000_000,
+        };
+        let text = token.encode(&keyring);
+        assert_eq!(text.len(), 76);
         assert!(
-            a.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            text.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         );
-        assert_ne!(a, new_token());
-        assert_ne!(token_hash(&a), a);
+        assert_eq!(Token::decode(&keyring, &text), Some(token));
+        assert_eq!(token_text(&format!("http://h/_share/{text}/zip")), text);
+    }
+
+    #[test]
+    fn altered_or_foreign_tokens_do_not_verify() {
+        let keyring = keyring();
+        let token = Token {
+            id: [7; ID_LEN],
+            expires_at: 1_900_000_000_000,
+        };
+        let text = token.encode(&keyring);
+        // A later expiry with the old signature.
+        let longer = Token {
+            expires_at: i64::MAX,
+            ..token
+        };
+        let (_, mac) = text.split_once('.').unwrap();
+        let forged = format!(
+            "{}.{mac}",
+            base64_simd::URL_SAFE_NO_PAD.encode_to_string(longer.payload())
+        );
+        assert_eq!(Token::decode(&keyring, &forged), None);
+        // Another master key's link.
+        assert_eq!(
+            Token::decode(&keyring, &token.encode(&self::keyring())),
+            None
+        );
+        // A flipped character anywhere.
+        for i in 0..text.len() {
+            let mut bytes = text.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let altered = String::from_utf8(bytes).unwrap();
+            if altered != text {
+                assert_eq!(Token::decode(&keyring, &altered), None, "at {i}");
+            }
+        }
+        for junk in ["", ".", "a.b", &"x".repeat(200), &text[..75]] {
+            assert_eq!(Token::decode(&keyring, junk), None);
+        }
+    }
+
+    #[test]
+    fn rotated_keys_still_verify_old_links() {
+        let old = MasterKey::parse(&MasterKey::generate()).unwrap();
+        let before = Keyring::new(old.clone(), vec![]);
+        let token = Token {
+            id: [1; ID_LEN],
+            expires_at: 5,
+        };
+        let text = token.encode(&before);
+        let after = Keyring::new(MasterKey::parse(&MasterKey::generate()).unwrap(), vec![old]);
+        assert_eq!(Token::decode(&after, &text), Some(token));
     }
 
     #[test]

@@ -345,6 +345,18 @@ impl Cluster {
         Aws::new(&self.endpoint, ACCESS_KEY, SECRET_KEY)
     }
 
+    /// Runs `tenfold ARGS --index-url … --master-key-file …` against this
+    /// cluster's index.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let key_file = self.dir.path().join("master.key");
+        run(Command::new(bin("tenfold"))
+            .args(args)
+            .arg("--index-url")
+            .arg(&self.index_url)
+            .arg("--master-key-file")
+            .arg(key_file))
+    }
+
     /// `tenfold inspect BUCKET KEY --json` against this cluster's index.
     pub fn inspect(&self, bucket: &str, key: &str) -> serde_json::Value {
         inspect(&["--index-url", &self.index_url], bucket, key)
@@ -442,6 +454,19 @@ pub fn register_endpoint(
         .trim()
         .parse()
         .expect("node id")
+}
+
+/// curl arguments that sign a request with SigV4 (for an empty body).
+pub fn sigv4_args(access_key: &str, secret_key: &str) -> Vec<String> {
+    vec![
+        "--aws-sigv4".into(),
+        "aws:amz:us-east-1:s3".into(),
+        "--user".into(),
+        format!("{access_key}:{secret_key}"),
+        "-H".into(),
+        "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .into(),
+    ]
 }
 
 /// `tenfold inspect` with the given index arguments, parsed.

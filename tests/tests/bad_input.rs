@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use tests::{Cluster, TempDir, run, sha256_file, write_file};
+use tests::{Cluster, TempDir, run, sha256_file, sigv4_args, write_file};
 
 #[test]
 fn malformed_and_out_of_range_requests() {
@@ -428,18 +428,10 @@ fn hostile_keys_stay_keys() {
     assert!(!cluster.dir.path().parent().unwrap().join("escape").exists());
 
     // A path that is not UTF-8, signed: a client error, not a 500.
-    let out = run(Command::new("curl").args([
-        "-s",
-        "-w",
-        "\n%{http_code}",
-        "--aws-sigv4",
-        "aws:amz:us-east-1:s3",
-        "--user",
-        &format!("{}:{}", tests::ACCESS_KEY, tests::SECRET_KEY),
-        "-H",
-        "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        &format!("{}/hostile/bad%FF%FEkey", cluster.endpoint),
-    ]));
+    let out = run(Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(sigv4_args(tests::ACCESS_KEY, tests::SECRET_KEY))
+        .arg(format!("{}/hostile/bad%FF%FEkey", cluster.endpoint)));
     let text = String::from_utf8_lossy(&out.stdout);
     let status: u16 = text.lines().last().unwrap().parse().unwrap();
     assert!((400..500).contains(&status), "{text}");

@@ -5,22 +5,20 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{Cluster, TempDir, bin, run, sha256_file, write_file};
+use tests::{Cluster, TempDir, run, sha256_file, sigv4_args, write_file};
 
 /// Starts `tenfold share create` against the cluster and returns the URL.
 fn share(cluster: &Cluster, bucket: &str, prefix: &str, expires: &str) -> String {
-    let out = run(Command::new(bin("tenfold")).args([
+    let out = cluster.admin(&[
         "share",
         "create",
         bucket,
         prefix,
         "--expires",
         expires,
-        "--index-url",
-        &cluster.index_url,
         "--public-url",
         &cluster.endpoint,
-    ]));
+    ]);
     assert!(
         out.status.success(),
         "share create: {}",
@@ -145,14 +143,10 @@ fn a_transfer_round_trips_through_a_share_link() {
             cluster.endpoint
         ),
         &signed,
-        &[
-            "--aws-sigv4",
-            "aws:amz:us-east-1:s3",
-            "--user",
-            &format!("{}:{}", tests::ACCESS_KEY, tests::SECRET_KEY),
-            "-H",
-            "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        ],
+        &sigv4_args(tests::ACCESS_KEY, tests::SECRET_KEY)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
     );
     assert_eq!(
         status,
@@ -197,13 +191,7 @@ fn a_transfer_round_trips_through_a_share_link() {
         "{text}"
     );
     let revoked = share(&cluster, "shares", "transfers/t1/", "1h");
-    let out = run(Command::new(bin("tenfold")).args([
-        "share",
-        "revoke",
-        &revoked,
-        "--index-url",
-        &cluster.index_url,
-    ]));
+    let out = cluster.admin(&["share", "revoke", &revoked]);
     assert!(out.status.success());
     assert_eq!(curl_to(&revoked, &body, &[]), 403);
     // The first link still works.

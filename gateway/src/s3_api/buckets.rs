@@ -6,13 +6,15 @@ use s3s::dto::{
 };
 
 use super::convert::timestamp_ms;
+use crate::access::Caller;
 use crate::error::GatewayError;
 use crate::object_store::ObjectStore;
 
-pub async fn list(store: &ObjectStore) -> Result<ListBucketsOutput, GatewayError> {
+/// The buckets `caller` may use.
+pub async fn list(store: &ObjectStore, caller: &Caller) -> Result<ListBucketsOutput, GatewayError> {
     let buckets = store
         .index
-        .list_buckets()
+        .list_buckets(caller.listing_filter())
         .await?
         .into_iter()
         .map(|(name, created)| Bucket {
@@ -27,13 +29,20 @@ pub async fn list(store: &ObjectStore) -> Result<ListBucketsOutput, GatewayError
     })
 }
 
+/// Creates a bucket owned by `caller`. An existing bucket answers
+/// `BucketAlreadyOwnedByYou` to its owner and `BucketAlreadyExists` to
+/// anyone else, as S3 does.
 pub async fn create(
     store: &ObjectStore,
+    caller: &Caller,
     input: CreateBucketInput,
 ) -> Result<CreateBucketOutput, GatewayError> {
     let bucket = input.bucket;
-    if !store.index.create_bucket(&bucket).await? {
-        return Err(GatewayError::BucketExists(bucket));
+    if !store.index.create_bucket(&bucket, &caller.owner).await? {
+        return Err(match store.index.bucket_owner(&bucket).await? {
+            Some(owner) if owner != caller.owner => GatewayError::BucketTaken(bucket),
+            _ => GatewayError::BucketExists(bucket),
+        });
     }
     Ok(CreateBucketOutput {
         location: Some(format!("/{bucket}")),

@@ -1,14 +1,15 @@
 //! The gateway's S3 API, served by `s3s`. Each operation is a thin method
 //! here that calls the module holding its logic: [`buckets`], [`objects`],
 //! [`listing`], [`multipart`]; [`convert`] maps between s3s types and the
-//! index's rows. [`zip_route`] adds one non-S3 request: a zip of a prefix.
+//! index's rows. [`tenfold_routes`] adds the requests S3 lacks: a zip of a
+//! prefix, and share links.
 
 mod buckets;
 mod convert;
 mod listing;
 mod multipart;
 mod objects;
-pub mod zip_route;
+pub mod tenfold_routes;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use s3s::dto::{
 };
 use s3s::{S3, S3Request, S3Response, S3Result};
 
+use crate::access::caller_of;
 use crate::error::GatewayError;
 use crate::object_store::ObjectStore;
 
@@ -52,9 +54,9 @@ fn respond<T>(result: Result<T, GatewayError>) -> S3Result<S3Response<T>> {
 impl S3 for GatewayS3 {
     async fn list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        respond(buckets::list(&self.store).await)
+        respond(buckets::list(&self.store, caller_of(&req)?).await)
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket))]
@@ -62,7 +64,8 @@ impl S3 for GatewayS3 {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        respond(buckets::create(&self.store, req.input).await)
+        let caller = caller_of(&req)?.clone();
+        respond(buckets::create(&self.store, &caller, req.input).await)
     }
 
     async fn head_bucket(

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use tests::{Aws, Cluster, Ipfs, Node, TempDir, bin, run, write_file};
+use tests::{Aws, Cluster, Ipfs, Node, TempDir, run, write_file};
 
 struct Args {
     size: usize,
@@ -278,16 +278,14 @@ fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64,
         ]);
         std::fs::remove_file(&file).ok();
     }
-    let out = run(Command::new(bin("tenfold")).args([
+    let out = cluster.admin(&[
         "share",
         "create",
         "bench",
         "transfer/",
-        "--index-url",
-        &cluster.index_url,
         "--public-url",
         &cluster.endpoint,
-    ]));
+    ]);
     assert!(out.status.success(), "share create failed");
     let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let pid = cluster.gateway.0.id();

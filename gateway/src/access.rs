@@ -1,0 +1,162 @@
+//! Who may do what: the access keys a request can be signed with, and the
+//! rule that a bucket belongs to the key that created it.
+//!
+//! The configuration's key and the index's admin keys may do everything;
+//! any other key of the index (`tenfold keys create`) sees and touches only
+//! its own buckets, and gets `AccessDenied` on the others.
+
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::{CopyObjectInput, CopySource, UploadPartCopyInput};
+use s3s::path::S3Path;
+use s3s::{S3Request, S3Result, s3_error};
+
+use crate::index::{Index, Owner};
+
+/// The key a request was signed with, as the access checks resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Who owns the buckets this caller creates.
+    pub owner: Owner,
+    /// Whether it may touch every bucket.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// Whether this caller may use a bucket owned by `owner`.
+    pub fn may_use(&self, owner: &Owner) -> bool {
+        self.admin || *owner == self.owner
+    }
+
+    /// The buckets it lists: all of them (`None`) or its own.
+    pub fn listing_filter(&self) -> Option<&Owner> {
+        (!self.admin).then_some(&self.owner)
+    }
+}
+
+/// The resolved caller of a request; s3s runs the access check (which
+/// stores it) before every operation.
+///
+/// # Errors
+/// `AccessDenied` if no check ran.
+pub fn caller_of<T>(req: &S3Request<T>) -> S3Result<&Caller> {
+    req.extensions
+        .get::<Caller>()
+        .ok_or_else(|| s3_error!(AccessDenied, "Access Denied"))
+}
+
+/// Access keys and bucket ownership, for s3s's authentication and access
+/// checks.
+#[derive(Debug, Clone)]
+pub struct Access {
+    index: Index,
+    admin_key: String,
+    admin_secret: SecretKey,
+}
+
+impl Access {
+    /// Checks requests against the configuration's admin key pair and the
+    /// index's access keys.
+    pub fn new(index: Index, admin_key: String, admin_secret: String) -> Self {
+        Self {
+            index,
+            admin_key,
+            admin_secret: admin_secret.into(),
+        }
+    }
+
+    /// Who signed with `access_key` (already authenticated by s3s).
+    ///
+    /// # Errors
+    /// `ServiceUnavailable` when the index cannot answer.
+    pub async fn caller(&self, access_key: &str) -> S3Result<Caller> {
+        if access_key == self.admin_key {
+            return Ok(Caller {
+                owner: Owner::Admin,
+                admin: true,
+            });
+        }
+        let admin = self.index.is_admin_key(access_key).await?;
+        Ok(Caller {
+            owner: Owner::Key(access_key.to_owned()),
+            admin,
+        })
+    }
+
+    /// Fails with `AccessDenied` unless `caller` may use `bucket`. A bucket
+    /// that does not exist passes: the operation answers `NoSuchBucket`.
+    ///
+    /// # Errors
+    /// `AccessDenied`, or `ServiceUnavailable` when the index cannot answer.
+    pub async fn require_bucket_access(&self, caller: &Caller, bucket: &str) -> S3Result<()> {
+        if caller.admin {
+            return Ok(());
+        }
+        match self.index.bucket_owner(bucket).await? {
+            Some(owner) if !caller.may_use(&owner) => Err(s3_error!(AccessDenied, "Access Denied")),
+            _ => Ok(()),
+        }
+    }
+
+    async fn require_copy_source(
+        &self,
+        extensions: &http::Extensions,
+        source: &CopySource,
+    ) -> S3Result<()> {
+        let caller = extensions
+            .get::<Caller>()
+            .ok_or_else(|| s3_error!(AccessDenied, "Access Denied"))?;
+        match source {
+            CopySource::Bucket { bucket, .. } => self.require_bucket_access(caller, bucket).await,
+            _ => Err(s3_error!(AccessDenied, "Access Denied")),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Access {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        if access_key == self.admin_key {
+            return Ok(self.admin_secret.clone());
+        }
+        match self.index.access_key_secret(access_key).await {
+            Ok(Some((secret, _))) => Ok(secret.into()),
+            Ok(None) => Err(s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Access for Access {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let Some(credentials) = cx.credentials() else {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        };
+        let caller = self.caller(&credentials.access_key).await?;
+        let bucket = match cx.s3_path() {
+            S3Path::Root => None,
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(bucket.to_string()),
+        };
+        if let Some(bucket) = bucket
+            && cx.s3_op().name() != "CreateBucket"
+        {
+            self.require_bucket_access(&caller, &bucket).await?;
+        }
+        cx.extensions_mut().insert(caller);
+        Ok(())
+    }
+
+    async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
+        self.require_copy_source(&req.extensions, &req.input.copy_source)
+            .await
+    }
+
+    async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
+        self.require_copy_source(&req.extensions, &req.input.copy_source)
+            .await
+    }
+}
