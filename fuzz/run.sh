@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers Tenfold owns for a bounded time each (default 60 s):
 # stored fragments and frame indexes (what nodes and the index hand back),
-# zip entry names and listing tokens (what clients send). Not part of
+# zip entry names, listing tokens and share-link tokens (what clients send). Not part of
 # .ci/run. Crashes land in fuzz/artifacts/TARGET/; each one found is kept
 # as a regression test beside the code it broke.
 #   bash fuzz/run.sh [SECONDS] [TARGET...]
@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fragments frame_plan names)
+[ ${#targets[@]} -gt 0 ] || targets=(fragments frame_plan names share_tokens)
 tools="${TENFOLD_TOOLS:-$HOME/.cache/tenfold/tools}"
 [ -x "$tools/bin/cargo-fuzz" ] || cargo install --quiet --locked cargo-fuzz --root "$tools"
 export PATH="$tools/bin:$PATH"

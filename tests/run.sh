@@ -16,9 +16,11 @@ python3 -c 'import boto3' 2>/dev/null || pip_install boto3
 
 missing=()
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
-for tool in rclone s3cmd curl unzip; do
+for tool in rclone s3cmd curl unzip openssl; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# Root certificates: the gateway's client loads the system's.
+[ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 # Debian's awscli is v2; it installs as /usr/bin/aws beside PyPI's v1.
 [ -x /usr/bin/aws ] || missing+=(awscli)
 if [ ${#missing[@]} -gt 0 ]; then

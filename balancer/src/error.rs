@@ -27,6 +27,9 @@ pub enum BalancerError {
     /// A request to the overflow store failed.
     #[error(transparent)]
     Overflow(#[from] OverflowError),
+    /// The TLS settings for https nodes are unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Content ids are recorded but no overflow store is configured.
     #[error("no overflow store is configured (--ipfs-api)")]
     NoOverflow,

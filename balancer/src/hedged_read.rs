@@ -207,6 +207,7 @@ mod tests {
             access_key: "k".into(),
             secret_key: "s".into(),
             delay,
+            tls: None,
         };
         tokio::spawn(run_node(config, listener));
         NodeSpec {

@@ -5,7 +5,8 @@
 //! chosen at random with failover to the next candidate ([`placement`]),
 //! and reads a fragment back from the best replica that verifies
 //! ([`hedged_read`]). It speaks nothing but plain S3 to the nodes
-//! ([`node_client`]), so any S3-compatible server can be a node. Fragments
+//! ([`node_client`]), over http or https ([`trust`]), so any S3-compatible
+//! server can be a node. Fragments
 //! the nodes cannot hold go to an overflow store (IPFS), read last.
 
 pub mod error;
@@ -14,8 +15,10 @@ pub mod node;
 pub mod node_client;
 pub mod placement;
 pub mod registry;
+pub mod trust;
 
 pub use error::BalancerError;
 pub use node::{Network, NodeSpec};
 pub use placement::{OVERFLOW, Placement, Replica, ReplicaPolicy};
 pub use registry::{Balancer, NodeStatus};
+pub use trust::NodeTrust;

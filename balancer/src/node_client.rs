@@ -85,11 +85,6 @@ impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
-/// The shared HTTP client: pooled keep-alive connections, `TCP_NODELAY` on.
-pub fn shared_http_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new().build_http()
-}
-
 /// An S3 client for one node. Retries are off: the balancer fails over to
 /// another node instead of hammering a failing one.
 pub fn node_s3_client(spec: &NodeSpec, http: SharedHttpClient) -> Client {

@@ -9,6 +9,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::SharedHttpClient;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -17,6 +18,7 @@ use tenfold_overflow::OverflowStore;
 use crate::node::{Network, NodeSpec};
 use crate::node_client::{self, NodeFailure};
 use crate::placement::ReplicaPolicy;
+use crate::trust::NodeTrust;
 
 /// How long a node that failed a request is skipped (a successful probe
 /// brings it back sooner).
@@ -278,7 +280,7 @@ impl NodeHandle {
 #[derive(Debug)]
 pub struct Balancer {
     http: SharedHttpClient,
-    probe_http: HyperClient<HttpConnector, Empty<Bytes>>,
+    probe_http: HyperClient<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     nodes: RwLock<BTreeMap<i64, Arc<NodeHandle>>>,
     pub(crate) policy: ReplicaPolicy,
     /// Where fragments go when the nodes cannot hold them.
@@ -288,12 +290,20 @@ pub struct Balancer {
 impl Balancer {
     /// A balancer with no nodes yet.
     pub fn new(policy: ReplicaPolicy) -> Self {
+        Self::with_trust(policy, &NodeTrust::default())
+    }
+
+    /// A balancer with no nodes yet that verifies https nodes against
+    /// `trust`.
+    pub fn with_trust(policy: ReplicaPolicy, trust: &NodeTrust) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(PROBE_TIMEOUT));
+        connector.enforce_http(false);
         Self {
-            http: node_client::shared_http_client(),
-            probe_http: HyperClient::builder(TokioExecutor::new()).build(connector),
+            http: trust.sdk_client(),
+            probe_http: HyperClient::builder(TokioExecutor::new())
+                .build(trust.probe_connector(connector)),
             nodes: RwLock::new(BTreeMap::new()),
             policy,
             overflow: None,

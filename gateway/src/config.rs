@@ -1,11 +1,12 @@
 //! Gateway configuration: the `tenfold serve --config FILE` TOML file and the
 //! storage policy shared with `tenfold dev`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
-use tenfold_balancer::ReplicaPolicy;
+use tenfold_balancer::{NodeTrust, ReplicaPolicy};
 use tenfold_node::size::parse_size;
+use tenfold_node::tls::TlsFiles;
 
 use crate::crypto::{Keyring, MasterKey};
 use crate::error::GatewayError;
@@ -144,6 +145,13 @@ pub struct ServeConfig {
     /// Seconds between node health probes and registry refreshes.
     #[serde(default = "default_refresh")]
     pub refresh_seconds: u64,
+    /// Serve HTTPS with this certificate chain (PEM); needs `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// A private CA (PEM) that `https://` nodes' certificates may chain to,
+    /// besides the system's roots.
+    pub node_ca_file: Option<PathBuf>,
     #[serde(default)]
     pub storage: StoragePolicy,
 }
@@ -181,6 +189,40 @@ impl ServeConfig {
             .map(|k| MasterKey::parse(k))
             .collect::<Result<_, _>>()?;
         Ok(Keyring::new(MasterKey::parse(&current)?, older))
+    }
+
+    /// The listener's certificate, if it serves HTTPS.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] when only one of `tls_cert` and `tls_key`
+    /// is set.
+    pub fn tls(&self) -> Result<Option<TlsFiles>, GatewayError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            _ => Err(GatewayError::Config(
+                "tls_cert and tls_key go together".into(),
+            )),
+        }
+    }
+
+    /// How https nodes are verified: the system's roots, plus
+    /// `node_ca_file`.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] when the CA file cannot be read or holds no
+    /// certificate.
+    pub fn node_trust(&self) -> Result<NodeTrust, GatewayError> {
+        let Some(path) = &self.node_ca_file else {
+            return Ok(NodeTrust::default());
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| GatewayError::Config(format!("node_ca_file {}: {e}", path.display())))?;
+        NodeTrust::with_private_ca(pem)
+            .map_err(|e| GatewayError::Config(format!("node_ca_file {}: {e}", path.display())))
     }
 
     /// Reads and checks a configuration file.

@@ -122,6 +122,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
                 access_key,
                 secret_key,
                 delay: std::time::Duration::ZERO,
+                tls: None,
             };
             tokio::spawn(async move {
                 if let Err(e) = run_node(config, listener).await {
@@ -165,6 +166,8 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         ipfs_api: opts.ipfs_api,
         keyring,
         timeouts: HttpTimeouts::default(),
+        tls: None,
+        node_trust: tenfold_balancer::NodeTrust::default(),
     };
     run_gateway(gateway, index, settings).await
 }

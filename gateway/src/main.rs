@@ -285,6 +285,8 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
         Command::Serve { config, ipfs_api } => {
             let config = ServeConfig::load(&config)?;
             let keyring = config.keyring()?;
+            let tls = config.tls()?;
+            let node_trust = config.node_trust()?;
             let access_key = std::env::var("TENFOLD_ACCESS_KEY")
                 .ok()
                 .or(config.access_key);
@@ -314,6 +316,8 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                     headers: Duration::from_secs(config.client_timeout_seconds.max(1)),
                     body_idle: Duration::from_secs(config.client_timeout_seconds.max(1)),
                 },
+                tls,
+                node_trust,
             };
             run_gateway(listener, index, settings).await
         }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use http::Request;
 use s3s::Body;
 use s3s::service::S3ServiceBuilder;
-use tenfold_balancer::Balancer;
+use tenfold_balancer::{Balancer, NodeTrust};
 use tenfold_node::server::{HttpTimeouts, into_response, serve_http};
+use tenfold_node::tls::TlsFiles;
 use tenfold_overflow::{IpfsStore, OverflowStore};
 use tokio::net::TcpListener;
 
@@ -40,21 +41,32 @@ pub struct GatewaySettings {
     pub keyring: Keyring,
     /// How long clients may take to send headers, and between body bytes.
     pub timeouts: HttpTimeouts,
+    /// Serve HTTPS with this certificate instead of HTTP.
+    pub tls: Option<TlsFiles>,
+    /// How the certificates of https nodes are verified.
+    pub node_trust: NodeTrust,
 }
 
 /// Serves the S3 API on `listener` until the process ends.
 ///
 /// # Errors
-/// [`GatewayError`] when the index cannot be read at start.
+/// [`GatewayError`] when the index cannot be read at start or the TLS
+/// certificate not loaded.
 pub async fn run_gateway(
     listener: TcpListener,
     index: Index,
     settings: GatewaySettings,
 ) -> Result<(), GatewayError> {
     settings.policy.validate()?;
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(TlsFiles::acceptor)
+        .transpose()
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
     let index = index.with_keyring(settings.keyring.clone());
     check_master_keys(&index, &settings.keyring).await?;
-    let mut balancer = Balancer::new(settings.policy.replicas());
+    let mut balancer = Balancer::with_trust(settings.policy.replicas(), &settings.node_trust);
     if let Some(api) = &settings.ipfs_api {
         let ipfs = IpfsStore::new(api).map_err(|e| GatewayError::Config(e.to_string()))?;
         match ipfs.health().await {
@@ -89,22 +101,27 @@ pub async fn run_gateway(
         Arc::clone(&store),
         access,
         base_domain.clone(),
-        "http",
+        if tls.is_some() { "https" } else { "http" },
     ));
     let s3 = builder.build();
-    tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
-    serve_http(listener, settings.timeouts, move |req: Request<Body>| {
-        let s3 = s3.clone();
-        let store = Arc::clone(&store);
-        let share = is_share_request(&req, base_domain.as_ref());
-        async move {
-            if share {
-                serve_share(&store, req.method(), req.uri().path()).await
-            } else {
-                into_response(s3.call(req).await)
+    tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), "gateway listening");
+    serve_http(
+        listener,
+        settings.timeouts,
+        tls,
+        move |req: Request<Body>| {
+            let s3 = s3.clone();
+            let store = Arc::clone(&store);
+            let share = is_share_request(&req, base_domain.as_ref());
+            async move {
+                if share {
+                    serve_share(&store, req.method(), req.uri().path()).await
+                } else {
+                    into_response(s3.call(req).await)
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     Ok(())
 }

@@ -25,7 +25,7 @@ pub const SHARE_PATH: &str = "/_share/";
 const PAGE_LIMIT: usize = 1000;
 
 /// Bytes of a link's random id.
-const ID_LEN: usize = 16;
+pub const ID_LEN: usize = 16;
 
 /// A share link's token: `PAYLOAD.MAC`, both base64url. The payload is the
 /// link's random id and its expiry (ms since the epoch, big-endian); the
@@ -33,9 +33,11 @@ const ID_LEN: usize = 16;
 /// master key. A token that does not verify is refused before the index is
 /// asked, and the index, which keeps only a hash of the id, cannot make one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Token {
-    id: [u8; ID_LEN],
-    expires_at: i64,
+pub struct Token {
+    /// Random; the index keeps its SHA-256.
+    pub id: [u8; ID_LEN],
+    /// Milliseconds since the Unix epoch.
+    pub expires_at: i64,
 }
 
 impl Token {
@@ -46,7 +48,8 @@ impl Token {
         payload
     }
 
-    fn encode(&self, keyring: &Keyring) -> String {
+    /// The token's text, signed with the current master key.
+    pub fn encode(&self, keyring: &Keyring) -> String {
         let payload = self.payload();
         let b64 = base64_simd::URL_SAFE_NO_PAD;
         format!(
@@ -57,7 +60,7 @@ impl Token {
     }
 
     /// The token in `text` if its signature verifies.
-    fn decode(keyring: &Keyring, text: &str) -> Option<Self> {
+    pub fn decode(keyring: &Keyring, text: &str) -> Option<Self> {
         let (payload, mac) = text.split_once('.')?;
         let b64 = base64_simd::URL_SAFE_NO_PAD;
         // Lengths first: nothing longer than a token is decoded.

@@ -31,6 +31,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("disk: {0}")]
     Io(#[from] std::io::Error),
+    /// Bad start-up settings (a certificate that does not load).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The S3 error code for a full node: the name MinIO-like clients and the
@@ -60,7 +63,7 @@ impl From<StoreError> for S3Error {
             StoreError::BadDigest => S3ErrorCode::BadDigest,
             StoreError::InvalidDigest => S3ErrorCode::InvalidDigest,
             StoreError::IncompleteBody { .. } | StoreError::Body(_) => S3ErrorCode::IncompleteBody,
-            StoreError::Corrupt(_) | StoreError::Io(_) => {
+            StoreError::Corrupt(_) | StoreError::Io(_) | StoreError::Config(_) => {
                 tracing::error!(error = %e, "storage node internal error");
                 S3ErrorCode::InternalError
             }

@@ -12,6 +12,7 @@ pub mod listing;
 pub mod s3_api;
 pub mod server;
 pub mod size;
+pub mod tls;
 
 pub use disk_store::DiskStore;
 pub use error::StoreError;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use tenfold_node::size::parse_size;
+use tenfold_node::tls::TlsFiles;
 use tenfold_node::{NodeConfig, run_node};
 
 /// A standalone S3-compatible storage node for Tenfold.
@@ -25,6 +26,12 @@ struct Args {
     /// S3 secret key clients sign with.
     #[arg(long, env = "TENFOLD_NODE_SECRET_KEY", hide_env_values = true)]
     secret_key: String,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Test only: wait this long before every answer (for example 200ms), to
     /// play a slow node.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s", hide = true)]
@@ -52,6 +59,10 @@ async fn main() -> std::process::ExitCode {
         access_key: args.access_key,
         secret_key: args.secret_key,
         delay: args.test_delay,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key }),
     };
     match run_node(config, listener).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -18,11 +18,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use s3s::Body;
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::disk_store::DiskStore;
 use crate::error::StoreError;
 use crate::s3_api::NodeS3;
+use crate::tls::TlsFiles;
 
 /// Everything a storage node needs to run.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct NodeConfig {
     /// Extra time before every answer. For tests and benchmarks that need a
     /// slow node; zero otherwise.
     pub delay: Duration,
+    /// Serve HTTPS with this certificate instead of HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// How long a client may take to send a request's headers, and to send the
@@ -61,6 +65,28 @@ impl Default for HttpTimeouts {
 /// sending: S3 answers it with `RequestTimeout`.
 pub const BODY_IDLE_ERROR: &str = "request body idle";
 
+/// The most bytes of header names and values a request may carry, as on
+/// AWS (8 KiB); more is answered with `RequestHeaderSectionTooLarge`.
+pub const MAX_HEADER_BYTES: usize = 8 << 10;
+/// What hyper buffers of a request head at most (request line and
+/// headers); beyond it the connection gets a bare 431.
+const MAX_HEAD_BUFFER: usize = 64 << 10;
+
+/// The S3 answer to a request whose headers pass [`MAX_HEADER_BYTES`].
+fn header_section_too_large() -> Response<Body> {
+    let mut resp = Response::new(Body::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>RequestHeaderSectionTooLarge</Code>\
+         <Message>Your request header section exceeds the maximum allowed size.</Message></Error>"
+            .to_owned(),
+    ));
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
+
 /// Serves HTTP/1 and HTTP/2 on `listener`, calling `handler` for every
 /// request inside a `request` span that carries a fresh request id, which is
 /// also returned to the client as `x-amz-request-id`.
@@ -70,13 +96,20 @@ pub const BODY_IDLE_ERROR: &str = "request body idle";
 /// then ends with a [`BODY_IDLE_ERROR`], so the upload fails and frees what
 /// it holds.
 ///
+/// With `tls`, every connection starts with a TLS handshake, which must end
+/// within `timeouts.headers`.
+///
 /// A request that sent `Expect: 100-continue` and got its answer without a
 /// `100 Continue` first (its body was empty or not read) is answered with
 /// `Connection: close`. The client may then skip sending the body (RFC 9110,
 /// 10.1.1), and botocore keeps that answer's status line for the next
 /// response on the same connection, which then never ends.
-pub async fn serve_http<H, Fut>(listener: TcpListener, timeouts: HttpTimeouts, handler: H)
-where
+pub async fn serve_http<H, Fut>(
+    listener: TcpListener,
+    timeouts: HttpTimeouts,
+    tls: Option<TlsAcceptor>,
+    handler: H,
+) where
     H: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -93,6 +126,7 @@ where
         // A small request must not wait on a delayed ACK.
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let handler = handler.clone();
@@ -103,6 +137,11 @@ where
                     method = %req.method(),
                     path = %req.uri().path(),
                 );
+                let header_bytes: usize = req
+                    .headers()
+                    .iter()
+                    .map(|(name, value)| name.as_str().len() + value.len())
+                    .sum();
                 let expects_continue = req
                     .headers()
                     .get(http::header::EXPECT)
@@ -120,7 +159,12 @@ where
                     })
                 });
                 async move {
-                    let mut resp = handler(req).await;
+                    let mut resp = if header_bytes > MAX_HEADER_BYTES {
+                        tracing::debug!(header_bytes, "header section too large");
+                        header_section_too_large()
+                    } else {
+                        handler(req).await
+                    };
                     if expects_continue && (empty || !read.load(Ordering::Acquire)) {
                         resp.headers_mut().insert(
                             http::header::CONNECTION,
@@ -138,8 +182,27 @@ where
             let mut conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             conn.http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(timeouts.headers);
-            if let Err(e) = conn.serve_connection(TokioIo::new(stream), service).await {
+                .header_read_timeout(timeouts.headers)
+                .max_buf_size(MAX_HEAD_BUFFER);
+            let served = match tls {
+                None => conn.serve_connection(TokioIo::new(stream), service).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(timeouts.headers, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            conn.serve_connection(TokioIo::new(stream), service).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
@@ -237,8 +300,15 @@ pub fn json_response(value: &serde_json::Value) -> Response<Body> {
 /// Runs a storage node on `listener` until the process ends.
 ///
 /// # Errors
-/// Fails when the data directory cannot be opened.
+/// Fails when the data directory cannot be opened or the TLS certificate
+/// not loaded.
 pub async fn run_node(config: NodeConfig, listener: TcpListener) -> Result<(), StoreError> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(TlsFiles::acceptor)
+        .transpose()
+        .map_err(|e| StoreError::Config(e.to_string()))?;
     let store = Arc::new(DiskStore::open(&config.data, config.capacity).await?);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, data = %config.data.display(), capacity = config.capacity, "storage node listening");
@@ -248,6 +318,7 @@ pub async fn run_node(config: NodeConfig, listener: TcpListener) -> Result<(), S
     serve_http(
         listener,
         HttpTimeouts::default(),
+        tls,
         move |req: Request<Body>| {
             let s3 = s3.clone();
             let store = Arc::clone(&store);

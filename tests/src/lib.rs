@@ -129,6 +129,8 @@ fn log_file(dir: &Path, name: &str) -> Stdio {
 pub struct Node {
     pub proc: Proc,
     pub addr: String,
+    /// `https` when started with `--tls-cert`.
+    pub scheme: &'static str,
     pub data: PathBuf,
     pub access_key: String,
     pub secret_key: String,
@@ -166,6 +168,11 @@ impl Node {
         Self {
             proc,
             addr,
+            scheme: if extra.iter().any(|a| a == "--tls-cert") {
+                "https"
+            } else {
+                "http"
+            },
             data,
             access_key,
             secret_key,
@@ -173,12 +180,12 @@ impl Node {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
-    /// The node's `/health` report.
+    /// The node's `/health` report (its certificate is not checked here).
     pub fn health(&self) -> serde_json::Value {
-        let out = run(Command::new("curl").args(["-sf", &format!("{}/health", self.endpoint())]));
+        let out = run(Command::new("curl").args(["-sfk", &format!("{}/health", self.endpoint())]));
         assert!(out.status.success(), "GET /health failed");
         serde_json::from_slice(&out.stdout).expect("health JSON")
     }
@@ -306,10 +313,15 @@ impl Cluster {
         let mut gateway = spawn_gateway(dir.path());
         let addr = format!("127.0.0.1:{port}");
         wait_for_port(&addr, &mut gateway.0);
+        let scheme = if top.contains("tls_cert") {
+            "https"
+        } else {
+            "http"
+        };
         Self {
             dir,
             gateway,
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("{scheme}://{addr}"),
             index_url,
             nodes,
         }
@@ -327,7 +339,11 @@ impl Cluster {
         let text = std::fs::read_to_string(self.config_path()).expect("read config");
         std::fs::write(self.config_path(), edit(text)).expect("write config");
         self.gateway = spawn_gateway(self.dir.path());
-        let addr = self.endpoint.trim_start_matches("http://").to_owned();
+        let addr = self
+            .endpoint
+            .split_once("://")
+            .map_or(self.endpoint.as_str(), |(_, a)| a)
+            .to_owned();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(&addr).is_ok() {

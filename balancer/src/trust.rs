@@ -1,0 +1,93 @@
+//! Which certificates the balancer trusts when a node's endpoint is
+//! `https://`: the system's roots, plus a private CA the operator names
+//! (nodes of a private network often carry certificates of their own CA).
+//! Plain `http://` endpoints keep working beside them.
+
+use std::sync::Arc;
+
+use aws_sdk_s3::config::SharedHttpClient;
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+use crate::BalancerError;
+
+/// The certificate authorities node certificates are verified against.
+#[derive(Debug, Clone, Default)]
+pub struct NodeTrust {
+    /// A private CA's certificates, PEM.
+    private_ca: Option<Vec<u8>>,
+}
+
+impl NodeTrust {
+    /// The system's roots and the CA certificates in `pem`.
+    ///
+    /// # Errors
+    /// [`BalancerError::Tls`] when `pem` holds no certificate.
+    pub fn with_private_ca(pem: Vec<u8>) -> Result<Self, BalancerError> {
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BalancerError::Tls(format!("private CA: {e}")))?;
+        // The SDK's client panics on a certificate it cannot parse: refuse
+        // any here.
+        let (valid, invalid) = RootCertStore::empty().add_parsable_certificates(certs);
+        if valid == 0 || invalid > 0 {
+            return Err(BalancerError::Tls(format!(
+                "the private CA file must hold PEM CA certificates only ({valid} usable, {invalid} not)"
+            )));
+        }
+        Ok(Self {
+            private_ca: Some(pem),
+        })
+    }
+
+    fn system_roots() -> Vec<CertificateDer<'static>> {
+        let found = rustls_native_certs::load_native_certs();
+        if found.certs.is_empty() {
+            tracing::warn!(errors = ?found.errors, "no system root certificates: only a private CA verifies https nodes");
+        }
+        found.certs
+    }
+
+    fn root_store(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(Self::system_roots());
+        if let Some(pem) = &self.private_ca {
+            roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).flatten());
+        }
+        roots
+    }
+
+    /// The shared client of the S3 requests to nodes: pooled keep-alive
+    /// connections, `TCP_NODELAY` on, `http://` and `https://`.
+    pub(crate) fn sdk_client(&self) -> SharedHttpClient {
+        let mut store = TrustStore::empty().with_native_roots(!Self::system_roots().is_empty());
+        if let Some(pem) = &self.private_ca {
+            store = store.with_pem_certificate(pem.clone());
+        }
+        let context = TlsContext::builder().with_trust_store(store);
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::rustls(CryptoMode::Ring))
+            .tls_context(context.build().unwrap_or_default())
+            .build_https()
+    }
+
+    /// A connector for the health probes, verifying like the S3 client.
+    pub(crate) fn probe_connector(&self, http: HttpConnector) -> HttpsConnector<HttpConnector> {
+        let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(self.root_store())
+            .with_no_client_auth();
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http)
+    }
+}
