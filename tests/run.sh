@@ -19,6 +19,11 @@ command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 for tool in rclone s3cmd curl unzip openssl; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# PostgreSQL's server programs, for the index tests on Postgres (Debian
+# keeps them in /usr/lib/postgresql/VERSION/bin).
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    || missing+=(postgresql)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 # Root certificates: the gateway's client loads the system's.
 [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 # Debian's awscli is v2; it installs as /usr/bin/aws beside PyPI's v1.
@@ -51,3 +56,21 @@ export TENFOLD_JSIPFS="$ipfs_dir/node_modules/.bin/jsipfs"
 # The system tests run the binaries from the same target folder.
 cargo build --locked --workspace --bins
 cargo test --locked --workspace
+
+# The system tests again with every test cluster's index on PostgreSQL, so
+# both engines pass the same tests: a throwaway server (temporary folder,
+# free loopback port), stopped at the end. (postgres.rs, run above, starts
+# servers of its own; dev_cluster.rs and storage_node.rs have no index of
+# a test cluster.)
+pg_dir="$(mktemp -d /tmp/tenfold-pg-XXXXXX)"
+trap 'bash tests/postgres.sh stop "$pg_dir"' EXIT
+TENFOLD_TEST_PG="$(bash tests/postgres.sh start "$pg_dir")"
+export TENFOLD_TEST_PG
+pg_tests=()
+for file in tests/tests/*.rs; do
+    name="$(basename "$file" .rs)"
+    case "$name" in postgres | dev_cluster | storage_node) continue ;; esac
+    pg_tests+=(--test "$name")
+done
+echo "== system tests with the index on PostgreSQL ($TENFOLD_TEST_PG)"
+cargo test --locked -p tests "${pg_tests[@]}"

@@ -225,6 +225,28 @@ impl ServeConfig {
             .map_err(|e| GatewayError::Config(format!("node_ca_file {}: {e}", path.display())))
     }
 
+    /// The configuration of a gateway on `index_url` with every other
+    /// setting at its default (credentials and master key from the
+    /// environment).
+    pub fn for_index(index_url: String) -> Self {
+        Self {
+            listen: default_listen(),
+            index_url,
+            access_key: None,
+            secret_key: None,
+            base_domain: None,
+            ipfs_api: None,
+            master_key: None,
+            old_master_keys: Vec::new(),
+            client_timeout_seconds: default_client_timeout(),
+            refresh_seconds: default_refresh(),
+            tls_cert: None,
+            tls_key: None,
+            node_ca_file: None,
+            storage: StoragePolicy::default(),
+        }
+    }
+
     /// Reads and checks a configuration file.
     ///
     /// # Errors

@@ -29,6 +29,9 @@ pub struct DevOptions {
     pub secret_key: String,
     /// The IPFS RPC API that takes what the nodes cannot hold.
     pub ipfs_api: Option<String>,
+    /// The index, when not the folder's SQLite file (a Postgres database
+    /// other gateways share).
+    pub index_url: Option<String>,
 }
 
 async fn bind_preferring(previous: Option<&str>) -> std::io::Result<TcpListener> {
@@ -80,9 +83,11 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
     let io = |e: std::io::Error| GatewayError::Config(e.to_string());
     std::fs::create_dir_all(&opts.data).map_err(io)?;
     let keyring = Keyring::new(dev_master_key(&opts.data)?, Vec::new());
-    let index = Index::open(&sqlite_url_for_dir(&opts.data))
-        .await?
-        .with_keyring(keyring.clone());
+    let url = opts
+        .index_url
+        .clone()
+        .unwrap_or_else(|| sqlite_url_for_dir(&opts.data));
+    let index = Index::open(&url).await?.with_keyring(keyring.clone());
     let gateway = TcpListener::bind(&opts.listen)
         .await
         .map_err(|e| GatewayError::Config(format!("cannot listen on {}: {e}", opts.listen)))?;

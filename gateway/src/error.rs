@@ -138,6 +138,16 @@ impl From<GatewayError> for S3Error {
                     msg,
                 );
             }
+            // Postgres text cannot hold a NUL (22021): a key or prefix
+            // with one is the client's to change.
+            GatewayError::Index(sqlx::Error::Database(ref db))
+                if db.code().as_deref() == Some("22021") =>
+            {
+                return S3Error::with_message(
+                    S3ErrorCode::InvalidArgument,
+                    "keys and prefixes with a NUL character cannot be stored in the Postgres index",
+                );
+            }
             GatewayError::Unavailable(_) | GatewayError::Index(_) => {
                 tracing::error!(error = %msg, "service unavailable");
                 S3ErrorCode::ServiceUnavailable

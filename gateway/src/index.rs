@@ -1,7 +1,10 @@
 //! The index: buckets, objects, their segments, fragments and placements,
-//! the node registry and the garbage queue, in SQLite.
+//! the node registry and the garbage queue, in SQLite (one gateway) or
+//! Postgres (several gateways sharing it).
 //!
-//! Every query here is plain SQL with `$n` parameters, portable to Postgres.
+//! Every query here is plain SQL with `$n` parameters that both engines
+//! run; write transactions go through [`Index::write`], which runs them
+//! again when they lose a race with another writer.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,8 +12,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{AnyPool, Executor, Row};
 use tenfold_balancer::{Network, NodeSpec, OVERFLOW, Placement, Replica};
 
 use crate::crypto::{Keyring, WrappedKey};
@@ -41,7 +45,7 @@ fn to_u64(n: i64) -> u64 {
 }
 
 /// The placement in a row's `network`, `node_id` and `cid` columns.
-fn placement_of(row: &sqlx::sqlite::SqliteRow) -> Result<Placement, GatewayError> {
+fn placement_of(row: &AnyRow) -> Result<Placement, GatewayError> {
     Placement::from_columns(
         &row.try_get::<String, _>("network")?,
         row.try_get("node_id")?,
@@ -51,7 +55,7 @@ fn placement_of(row: &sqlx::sqlite::SqliteRow) -> Result<Placement, GatewayError
 }
 
 /// The wrapped data key in a row's `key_id` and `wrapped` columns.
-fn wrapped_key_of(row: &sqlx::sqlite::SqliteRow) -> Result<Option<WrappedKey>, GatewayError> {
+fn wrapped_key_of(row: &AnyRow) -> Result<Option<WrappedKey>, GatewayError> {
     let key_id: Option<String> = row.try_get("key_id")?;
     let wrapped: Option<String> = row.try_get("wrapped")?;
     key_id
@@ -240,15 +244,95 @@ pub struct NewNode {
 }
 
 /// The index database.
-type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+/// The index: every query runs on SQLite or Postgres through sqlx's `Any`
+/// driver, in SQL both understand.
 #[derive(Debug, Clone)]
 pub struct Index {
-    pool: SqlitePool,
+    pool: AnyPool,
+    engine: Engine,
     /// Seals node secrets on the way in and opens them on the way out;
     /// without it node secrets are returned sealed, and nodes cannot be
     /// registered.
     keyring: Option<Keyring>,
+}
+
+/// How often a conflicting write transaction is run again.
+const WRITE_RETRIES: u32 = 8;
+/// How long a request waits for a database connection before it is
+/// answered 503 (the database is down or overloaded).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The database engine of an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Embedded, one gateway (`sqlite://PATH`).
+    Sqlite,
+    /// Shared by several gateways (`postgres://…`).
+    Postgres,
+}
+
+impl Engine {
+    /// The engine an index URL names.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] for any other URL.
+    pub fn of_url(url: &str) -> Result<Self, GatewayError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(GatewayError::Config(format!(
+                "unsupported index URL {url:?}: expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
+            )))
+        }
+    }
+}
+
+/// Runs `$body`, a block using `$tx: &mut Tx`, in a write transaction of
+/// `$index` and commits it; runs it again when it lost a race with another
+/// writer (see [`Index::settle`]). `return` and `?` in the body end the
+/// attempt, not the calling function.
+macro_rules! write_tx {
+    ($index:expr, |$tx:ident| $body:block) => {{
+        let index = $index;
+        let mut attempt = 0u32;
+        loop {
+            let mut transaction = index.begin_write().await?;
+            let result = {
+                let $tx: &mut Tx = &mut transaction;
+                async move {
+                    let result: Result<_, GatewayError> = $body;
+                    result
+                }
+                .await
+            };
+            if let Some(done) = index.settle(transaction, result, &mut attempt).await {
+                break done;
+            }
+        }
+    }};
+}
+
+/// Whether a database error is a conflict with a concurrent writer, after
+/// which the transaction changed nothing: Postgres's serialization failure
+/// (40001), deadlock (40P01) or unique violation (23505, a row another
+/// writer inserted meanwhile), SQLite's busy database.
+fn is_conflict(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("40001" | "40P01" | "23505" | "5" | "517")
+        ),
+        _ => false,
+    }
+}
+
+/// Whether the connection broke (the transaction is rolled back with it).
+fn is_connection_loss(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_))
 }
 
 /// The folder's index URL for `--data DIR`.
@@ -257,40 +341,59 @@ pub fn sqlite_url_for_dir(dir: &Path) -> String {
 }
 
 impl Index {
-    /// Opens the index at `url` (`sqlite://PATH`), creating it when missing,
-    /// and applies pending migrations.
+    /// Opens the index at `url` (`sqlite://PATH`, created when missing, or
+    /// `postgres://…`) and applies pending migrations.
     ///
     /// # Errors
     /// [`GatewayError::Config`] for an unknown URL or a database newer than
     /// this binary; [`GatewayError::Index`] when it cannot be opened.
     pub async fn open(url: &str) -> Result<Self, GatewayError> {
-        if !url.starts_with("sqlite:") {
-            return Err(GatewayError::Config(format!(
-                "unsupported index URL {url:?}: expected sqlite://PATH"
-            )));
-        }
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| {
-                GatewayError::Config(format!(
-                    "index migration failed (is the index newer than this binary?): {e}"
-                ))
-            })?;
+        sqlx::any::install_default_drivers();
+        let engine = Engine::of_url(url)?;
+        let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+        let pool = match engine {
+            Engine::Sqlite => {
+                // Create the file, and switch it to WAL once (it stays so).
+                let file = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal);
+                sqlx::Connection::close(sqlx::ConnectOptions::connect(&file).await?).await?;
+                options
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000;",
+                            )
+                            .await
+                            .map(|_| ())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            Engine::Postgres => options.max_connections(16).connect(url).await?,
+        };
+        let migrator = match engine {
+            Engine::Sqlite => sqlx::migrate!("../migrations/sqlite"),
+            Engine::Postgres => sqlx::migrate!("../migrations/postgres"),
+        };
+        migrator.run(&pool).await.map_err(|e| {
+            GatewayError::Config(format!(
+                "index migration failed (is the index newer than this binary?): {e}"
+            ))
+        })?;
         Ok(Self {
             pool,
+            engine,
             keyring: None,
         })
+    }
+
+    /// The database engine behind this index.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// The same index, sealing and opening node secrets with `keyring`.
@@ -306,9 +409,52 @@ impl Index {
     }
 
     async fn begin_write(&self) -> Result<Tx, GatewayError> {
-        // IMMEDIATE takes the write lock up front, so two writers queue on the
-        // busy timeout instead of failing to upgrade a read lock.
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(match self.engine {
+            // IMMEDIATE takes the write lock up front, so two writers queue
+            // on the busy timeout instead of failing to upgrade a read lock.
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            // Several gateways write at once: conflicts surface as
+            // serialization failures, and `write` runs the work again.
+            Engine::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    .await?
+            }
+        })
+    }
+
+    /// Ends a write transaction run by [`write_tx!`]: commits it after
+    /// `result` succeeded; `None` when it lost a race (a conflict with
+    /// another writer, or a connection lost before committing: nothing
+    /// changed) and should run again, after a short random pause.
+    async fn settle<T>(
+        &self,
+        tx: Tx,
+        result: Result<T, GatewayError>,
+        attempt: &mut u32,
+    ) -> Option<Result<T, GatewayError>> {
+        let retry = match result {
+            Ok(value) => match tx.commit().await {
+                Ok(()) => return Some(Ok(value)),
+                // A commit whose answer was lost may have happened: only a
+                // conflict is known to have changed nothing.
+                Err(e) if is_conflict(&e) => e.into(),
+                Err(e) => return Some(Err(e.into())),
+            },
+            Err(GatewayError::Index(e)) if is_conflict(&e) || is_connection_loss(&e) => {
+                drop(tx);
+                e.into()
+            }
+            Err(e) => return Some(Err(e)),
+        };
+        if *attempt >= WRITE_RETRIES {
+            return Some(Err(retry));
+        }
+        *attempt += 1;
+        tracing::debug!(error = %retry, attempt = *attempt, "index write lost a race: running it again");
+        let pause = rand::random_range(1..=5u64 << (*attempt).min(5));
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        None
     }
 
     // ---- buckets ----
@@ -342,37 +488,38 @@ impl Index {
     /// # Errors
     /// [`GatewayError::NoSuchBucket`], [`GatewayError::BucketNotEmpty`].
     pub async fn delete_bucket(&self, name: &str) -> Result<(), GatewayError> {
-        let mut tx = self.begin_write().await?;
-        let has_objects = sqlx::query("SELECT 1 FROM objects WHERE bucket = $1 LIMIT 1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if has_objects {
-            return Err(GatewayError::BucketNotEmpty(name.to_owned()));
-        }
-        // Uploads in progress do not keep a bucket alive: abort them.
-        let uploads: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE bucket = $1")
-            .bind(name)
-            .fetch_all(&mut *tx)
-            .await?;
-        for id in uploads {
-            Self::abort_upload_in(&mut tx, &id).await?;
-        }
-        let done = sqlx::query("DELETE FROM buckets WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(GatewayError::NoSuchBucket(name.to_owned()));
-        }
-        tx.commit().await?;
-        Ok(())
+        write_tx!(self, |tx| {
+            let has_objects = sqlx::query("SELECT 1 FROM objects WHERE bucket = $1 LIMIT 1")
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some();
+            if has_objects {
+                return Err(GatewayError::BucketNotEmpty(name.to_owned()));
+            }
+            // Uploads in progress do not keep a bucket alive: abort them.
+            let uploads: Vec<String> =
+                sqlx::query_scalar("SELECT id FROM uploads WHERE bucket = $1")
+                    .bind(name)
+                    .fetch_all(&mut **tx)
+                    .await?;
+            for id in uploads {
+                Self::abort_upload_in(tx, &id).await?;
+            }
+            let done = sqlx::query("DELETE FROM buckets WHERE name = $1")
+                .bind(name)
+                .execute(&mut **tx)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(GatewayError::NoSuchBucket(name.to_owned()));
+            }
+            Ok(())
+        })
     }
 
     // ---- objects ----
 
-    fn object_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ObjectRow, GatewayError> {
+    fn object_from_row(row: &AnyRow) -> Result<ObjectRow, GatewayError> {
         let metadata: String = row.try_get("metadata")?;
         Ok(ObjectRow {
             id: row.try_get("id")?,
@@ -696,34 +843,34 @@ impl Index {
         data: &StoredData,
         if_absent: bool,
     ) -> Result<(), GatewayError> {
-        let mut tx = self.begin_write().await?;
-        Self::bucket_exists_in(&mut tx, &object.bucket).await?;
-        if if_absent {
-            let exists = sqlx::query("SELECT 1 FROM objects WHERE bucket = $1 AND key = $2")
-                .bind(&object.bucket)
-                .bind(&object.key)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            if exists {
-                return Err(GatewayError::PreconditionFailed);
+        write_tx!(self, |tx| {
+            Self::bucket_exists_in(tx, &object.bucket).await?;
+            if if_absent {
+                let exists = sqlx::query("SELECT 1 FROM objects WHERE bucket = $1 AND key = $2")
+                    .bind(&object.bucket)
+                    .bind(&object.key)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .is_some();
+                if exists {
+                    return Err(GatewayError::PreconditionFailed);
+                }
             }
-        }
-        Self::replace_in(&mut tx, &object.bucket, &object.key).await?;
-        Self::insert_object_in(&mut tx, object).await?;
-        Self::insert_data_in(&mut tx, data).await?;
-        Self::insert_object_part_in(
-            &mut tx,
-            &object.id,
-            1,
-            &data.data_id,
-            0,
-            data.size,
-            &object.etag,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+            Self::replace_in(tx, &object.bucket, &object.key).await?;
+            Self::insert_object_in(tx, object).await?;
+            Self::insert_data_in(tx, data).await?;
+            Self::insert_object_part_in(
+                tx,
+                &object.id,
+                1,
+                &data.data_id,
+                0,
+                data.size,
+                &object.etag,
+            )
+            .await?;
+            Ok(())
+        })
     }
 
     /// Deletes the object at `bucket`/`key`; its replicas go to the garbage
@@ -732,10 +879,10 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, GatewayError> {
-        let mut tx = self.begin_write().await?;
-        let deleted = Self::replace_in(&mut tx, bucket, key).await?;
-        tx.commit().await?;
-        Ok(deleted)
+        write_tx!(self, |tx| {
+            let deleted = Self::replace_in(tx, bucket, key).await?;
+            Ok(deleted)
+        })
     }
 
     /// Offset and size of part `number` of an object.
@@ -764,27 +911,27 @@ impl Index {
     /// # Errors
     /// [`GatewayError::NoSuchBucket`], [`GatewayError::Index`].
     pub async fn create_upload(&self, upload: &UploadRow) -> Result<(), GatewayError> {
-        let mut tx = self.begin_write().await?;
-        Self::bucket_exists_in(&mut tx, &upload.bucket).await?;
-        sqlx::query(
-            "INSERT INTO uploads (id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&upload.id)
-        .bind(&upload.bucket)
-        .bind(&upload.key)
-        .bind(&upload.content_type)
-        .bind(serde_json::to_string(&upload.metadata).unwrap_or_else(|_| "{}".into()))
-        .bind(serde_json::to_string(&upload.headers).unwrap_or_else(|_| "{}".into()))
-        .bind(upload.created_at)
-        .bind(&upload.checksum_algorithm)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        write_tx!(self, |tx| {
+            Self::bucket_exists_in(tx, &upload.bucket).await?;
+            sqlx::query(
+                "INSERT INTO uploads (id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&upload.id)
+            .bind(&upload.bucket)
+            .bind(&upload.key)
+            .bind(&upload.content_type)
+            .bind(serde_json::to_string(&upload.metadata).unwrap_or_else(|_| "{}".into()))
+            .bind(serde_json::to_string(&upload.headers).unwrap_or_else(|_| "{}".into()))
+            .bind(upload.created_at)
+            .bind(&upload.checksum_algorithm)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
     }
 
-    fn upload_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UploadRow, GatewayError> {
+    fn upload_from_row(row: &AnyRow) -> Result<UploadRow, GatewayError> {
         let metadata: String = row.try_get("metadata")?;
         Ok(UploadRow {
             id: row.try_get("id")?,
@@ -851,39 +998,39 @@ impl Index {
         part_number: u32,
         data: &StoredData,
     ) -> Result<(), GatewayError> {
-        let mut tx = self.begin_write().await?;
-        Self::upload_exists_in(&mut tx, upload_id).await?;
-        let old: Option<String> = sqlx::query_scalar(
-            "SELECT data_id FROM upload_parts WHERE upload_id = $1 AND part_number = $2",
-        )
-        .bind(upload_id)
-        .bind(i64::from(part_number))
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(old) = old {
-            Self::discard_data_in(&mut tx, &old).await?;
-            sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1 AND part_number = $2")
-                .bind(upload_id)
-                .bind(i64::from(part_number))
-                .execute(&mut *tx)
-                .await?;
-        }
-        Self::insert_data_in(&mut tx, data).await?;
-        sqlx::query(
-            "INSERT INTO upload_parts (upload_id, part_number, data_id, size, etag, last_modified, checksums) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(upload_id)
-        .bind(i64::from(part_number))
-        .bind(&data.data_id)
-        .bind(to_i64(data.size))
-        .bind(hex::encode(data.md5))
-        .bind(now_ms())
-        .bind(serde_json::to_string(&data.checksums).unwrap_or_else(|_| "{}".into()))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        write_tx!(self, |tx| {
+            Self::upload_exists_in(tx, upload_id).await?;
+            let old: Option<String> = sqlx::query_scalar(
+                "SELECT data_id FROM upload_parts WHERE upload_id = $1 AND part_number = $2",
+            )
+            .bind(upload_id)
+            .bind(i64::from(part_number))
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(old) = old {
+                Self::discard_data_in(tx, &old).await?;
+                sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1 AND part_number = $2")
+                    .bind(upload_id)
+                    .bind(i64::from(part_number))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Self::insert_data_in(tx, data).await?;
+            sqlx::query(
+                "INSERT INTO upload_parts (upload_id, part_number, data_id, size, etag, last_modified, checksums) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(upload_id)
+            .bind(i64::from(part_number))
+            .bind(&data.data_id)
+            .bind(to_i64(data.size))
+            .bind(hex::encode(data.md5))
+            .bind(now_ms())
+            .bind(serde_json::to_string(&data.checksums).unwrap_or_else(|_| "{}".into()))
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
     }
 
     /// Parts of an upload with numbers above `after`, at most `limit`.
@@ -968,103 +1115,103 @@ impl Index {
         if chosen.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(GatewayError::InvalidPartOrder);
         }
-        let mut tx = self.begin_write().await?;
-        Self::upload_exists_in(&mut tx, &upload.id).await?;
-        let stored: Vec<(i64, String, i64, String, String)> = sqlx::query_as(
-            "SELECT part_number, data_id, size, etag, checksums FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
-        )
-        .bind(&upload.id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let by_number: HashMap<u32, (String, u64, String, Checksums)> = stored
-            .into_iter()
-            .map(|(n, data, size, etag, checksums)| {
-                let checksums = serde_json::from_str(&checksums).unwrap_or_default();
-                (
-                    u32::try_from(n).unwrap_or(0),
-                    (data, to_u64(size), etag, checksums),
-                )
-            })
-            .collect();
-        let mut parts = Vec::with_capacity(chosen.len());
-        let mut md5s = Md5::new();
-        for (i, (number, etag)) in chosen.iter().enumerate() {
-            let Some((data_id, size, stored_etag, checksums)) = by_number.get(number) else {
-                return Err(GatewayError::InvalidPart(*number));
-            };
-            if !etag.trim_matches('"').eq_ignore_ascii_case(stored_etag) {
-                return Err(GatewayError::InvalidPart(*number));
-            }
-            // A checksum the client lists for a part must be the part's.
-            if let Some(listed) = declared.get(i)
-                && listed
-                    .fields()
-                    .into_iter()
-                    .any(|(name, v)| v.is_some() && v.as_deref() != checksums.get(name))
-            {
-                return Err(GatewayError::InvalidPart(*number));
-            }
-            if i + 1 < chosen.len() && *size < MIN_PART_SIZE {
-                return Err(GatewayError::EntityTooSmall(*number));
-            }
-            md5s.update(hex::decode(stored_etag).unwrap_or_default());
-            parts.push((*number, data_id.clone(), *size, stored_etag.clone()));
-        }
-        let checksums = upload
-            .checksum_algorithm
-            .as_deref()
-            .and_then(|algorithm| {
-                let part_sums: Vec<&Checksums> = chosen
-                    .iter()
-                    .filter_map(|(n, _)| by_number.get(n).map(|p| &p.3))
-                    .collect();
-                Checksums::composite(algorithm, part_sums.into_iter())
-            })
-            .unwrap_or_default();
-        let object = ObjectRow {
-            id: crate::object_store::new_object_id(),
-            bucket: upload.bucket.clone(),
-            key: upload.key.clone(),
-            size: parts.iter().map(|p| p.2).sum(),
-            etag: format!("{}-{}", hex::encode(md5s.finalize()), parts.len()),
-            content_type: upload.content_type.clone(),
-            metadata: upload.metadata.clone(),
-            headers: upload.headers.clone(),
-            checksums,
-            last_modified: now_ms(),
-            parts_count: u32::try_from(parts.len()).ok(),
-        };
-        Self::replace_in(&mut tx, &object.bucket, &object.key).await?;
-        Self::insert_object_in(&mut tx, &object).await?;
-        let mut offset = 0;
-        for (number, data_id, size, etag) in &parts {
-            Self::insert_object_part_in(&mut tx, &object.id, *number, data_id, offset, *size, etag)
-                .await?;
-            offset += size;
-        }
-        for (number, (data_id, _, _, _)) in &by_number {
-            if !chosen.iter().any(|(n, _)| n == number) {
-                Self::discard_data_in(&mut tx, data_id).await?;
-            }
-        }
-        sqlx::query("DELETE FROM uploads WHERE id = $1")
+        write_tx!(self, |tx| {
+            Self::upload_exists_in(tx, &upload.id).await?;
+            let stored: Vec<(i64, String, i64, String, String)> = sqlx::query_as(
+                "SELECT part_number, data_id, size, etag, checksums FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
+            )
             .bind(&upload.id)
-            .execute(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO completed_uploads (upload_id, bucket, key, object_id, parts, completed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&upload.id)
-        .bind(&object.bucket)
-        .bind(&object.key)
-        .bind(&object.id)
-        .bind(part_list_json(chosen))
-        .bind(object.last_modified)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(object)
+            let by_number: HashMap<u32, (String, u64, String, Checksums)> = stored
+                .into_iter()
+                .map(|(n, data, size, etag, checksums)| {
+                    let checksums = serde_json::from_str(&checksums).unwrap_or_default();
+                    (
+                        u32::try_from(n).unwrap_or(0),
+                        (data, to_u64(size), etag, checksums),
+                    )
+                })
+                .collect();
+            let mut parts = Vec::with_capacity(chosen.len());
+            let mut md5s = Md5::new();
+            for (i, (number, etag)) in chosen.iter().enumerate() {
+                let Some((data_id, size, stored_etag, checksums)) = by_number.get(number) else {
+                    return Err(GatewayError::InvalidPart(*number));
+                };
+                if !etag.trim_matches('"').eq_ignore_ascii_case(stored_etag) {
+                    return Err(GatewayError::InvalidPart(*number));
+                }
+                // A checksum the client lists for a part must be the part's.
+                if let Some(listed) = declared.get(i)
+                    && listed
+                        .fields()
+                        .into_iter()
+                        .any(|(name, v)| v.is_some() && v.as_deref() != checksums.get(name))
+                {
+                    return Err(GatewayError::InvalidPart(*number));
+                }
+                if i + 1 < chosen.len() && *size < MIN_PART_SIZE {
+                    return Err(GatewayError::EntityTooSmall(*number));
+                }
+                md5s.update(hex::decode(stored_etag).unwrap_or_default());
+                parts.push((*number, data_id.clone(), *size, stored_etag.clone()));
+            }
+            let checksums = upload
+                .checksum_algorithm
+                .as_deref()
+                .and_then(|algorithm| {
+                    let part_sums: Vec<&Checksums> = chosen
+                        .iter()
+                        .filter_map(|(n, _)| by_number.get(n).map(|p| &p.3))
+                        .collect();
+                    Checksums::composite(algorithm, part_sums.into_iter())
+                })
+                .unwrap_or_default();
+            let object = ObjectRow {
+                id: crate::object_store::new_object_id(),
+                bucket: upload.bucket.clone(),
+                key: upload.key.clone(),
+                size: parts.iter().map(|p| p.2).sum(),
+                etag: format!("{}-{}", hex::encode(md5s.finalize()), parts.len()),
+                content_type: upload.content_type.clone(),
+                metadata: upload.metadata.clone(),
+                headers: upload.headers.clone(),
+                checksums,
+                last_modified: now_ms(),
+                parts_count: u32::try_from(parts.len()).ok(),
+            };
+            Self::replace_in(tx, &object.bucket, &object.key).await?;
+            Self::insert_object_in(tx, &object).await?;
+            let mut offset = 0;
+            for (number, data_id, size, etag) in &parts {
+                Self::insert_object_part_in(tx, &object.id, *number, data_id, offset, *size, etag)
+                    .await?;
+                offset += size;
+            }
+            for (number, (data_id, _, _, _)) in &by_number {
+                if !chosen.iter().any(|(n, _)| n == number) {
+                    Self::discard_data_in(tx, data_id).await?;
+                }
+            }
+            sqlx::query("DELETE FROM uploads WHERE id = $1")
+                .bind(&upload.id)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO completed_uploads (upload_id, bucket, key, object_id, parts, completed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&upload.id)
+            .bind(&object.bucket)
+            .bind(&object.key)
+            .bind(&object.id)
+            .bind(part_list_json(chosen))
+            .bind(object.last_modified)
+            .execute(&mut **tx)
+            .await?;
+            Ok(object)
+        })
     }
 
     /// The object an upload already completed into, when the same part list
@@ -1117,12 +1264,12 @@ impl Index {
     /// # Errors
     /// [`GatewayError::NoSuchUpload`], [`GatewayError::Index`].
     pub async fn abort_upload(&self, upload_id: &str) -> Result<(), GatewayError> {
-        let mut tx = self.begin_write().await?;
-        if !Self::abort_upload_in(&mut tx, upload_id).await? {
-            return Err(GatewayError::NoSuchUpload(upload_id.to_owned()));
-        }
-        tx.commit().await?;
-        Ok(())
+        write_tx!(self, |tx| {
+            if !Self::abort_upload_in(tx, upload_id).await? {
+                return Err(GatewayError::NoSuchUpload(upload_id.to_owned()));
+            }
+            Ok(())
+        })
     }
 
     /// Aborts every upload started before `before_ms`; returns how many.
@@ -1135,9 +1282,7 @@ impl Index {
             .fetch_all(&self.pool)
             .await?;
         for id in &ids {
-            let mut tx = self.begin_write().await?;
-            Self::abort_upload_in(&mut tx, id).await?;
-            tx.commit().await?;
+            write_tx!(self, |tx| { Self::abort_upload_in(tx, id).await })?;
         }
         sqlx::query("DELETE FROM completed_uploads WHERE completed_at < $1")
             .bind(before_ms)
@@ -1171,10 +1316,10 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn add_garbage(&self, replicas: &[Replica]) -> Result<(), GatewayError> {
-        let mut tx = self.begin_write().await?;
-        Self::add_garbage_in(&mut tx, replicas).await?;
-        tx.commit().await?;
-        Ok(())
+        write_tx!(self, |tx| {
+            Self::add_garbage_in(tx, replicas).await?;
+            Ok(())
+        })
     }
 
     /// The oldest queued replicas, with their queue ids.
@@ -1296,58 +1441,58 @@ impl Index {
         added: &[Placement],
         settled: bool,
     ) -> Result<bool, GatewayError> {
-        let mut tx = self.begin_write().await?;
-        let exists =
-            sqlx::query("SELECT 1 FROM fragments WHERE data_id = $1 AND seq = $2 AND idx = $3")
+        write_tx!(self, |tx| {
+            let exists =
+                sqlx::query("SELECT 1 FROM fragments WHERE data_id = $1 AND seq = $2 AND idx = $3")
+                    .bind(data_id)
+                    .bind(i64::from(seq))
+                    .bind(i64::from(fragment.index))
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .is_some();
+            if !exists {
+                return Ok(false);
+            }
+            for p in added {
+                sqlx::query(
+                    "INSERT INTO placements (data_id, seq, idx, network, node_id, cid) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
                 .bind(data_id)
                 .bind(i64::from(seq))
                 .bind(i64::from(fragment.index))
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-        if !exists {
-            return Ok(false);
-        }
-        for p in added {
-            sqlx::query(
-                "INSERT INTO placements (data_id, seq, idx, network, node_id, cid) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(data_id)
-            .bind(i64::from(seq))
-            .bind(i64::from(fragment.index))
-            .bind(p.network_name())
-            .bind(p.node_id())
-            .bind(p.cid())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if settled {
-            let gone: Vec<Placement> = fragment
-                .placements
-                .iter()
-                .filter(|p| p.cid().is_some())
-                .cloned()
-                .collect();
-            sqlx::query(
-                "DELETE FROM placements WHERE data_id = $1 AND seq = $2 AND idx = $3 AND network = $4",
-            )
-            .bind(data_id)
-            .bind(i64::from(seq))
-            .bind(i64::from(fragment.index))
-            .bind(OVERFLOW)
-            .execute(&mut *tx)
-            .await?;
-            let replicas: Vec<Replica> = gone
-                .into_iter()
-                .map(|placement| Replica {
-                    key: node_key(data_id, seq, fragment.index),
-                    placement,
-                })
-                .collect();
-            Self::add_garbage_in(&mut tx, &replicas).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+                .bind(p.network_name())
+                .bind(p.node_id())
+                .bind(p.cid())
+                .execute(&mut **tx)
+                .await?;
+            }
+            if settled {
+                let gone: Vec<Placement> = fragment
+                    .placements
+                    .iter()
+                    .filter(|p| p.cid().is_some())
+                    .cloned()
+                    .collect();
+                sqlx::query(
+                    "DELETE FROM placements WHERE data_id = $1 AND seq = $2 AND idx = $3 AND network = $4",
+                )
+                .bind(data_id)
+                .bind(i64::from(seq))
+                .bind(i64::from(fragment.index))
+                .bind(OVERFLOW)
+                .execute(&mut **tx)
+                .await?;
+                let replicas: Vec<Replica> = gone
+                    .into_iter()
+                    .map(|placement| Replica {
+                        key: node_key(data_id, seq, fragment.index),
+                        placement,
+                    })
+                    .collect();
+                Self::add_garbage_in(tx, &replicas).await?;
+            }
+            Ok(true)
+        })
     }
 
     /// How many fragments, and how many bytes of them, live in the overflow
@@ -1357,7 +1502,7 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn overflow_usage(&self) -> Result<(u64, u64), GatewayError> {
         let (count, bytes): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(f.size), 0) FROM placements p \
+            "SELECT COUNT(*), CAST(COALESCE(SUM(f.size), 0) AS BIGINT) FROM placements p \
              JOIN fragments f ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx \
              WHERE p.network = $1",
         )
@@ -1450,9 +1595,9 @@ impl Index {
     pub async fn nodes(&self) -> Result<Vec<NodeSpec>, GatewayError> {
         let rows = sqlx::query(
             "SELECT n.id, n.name, n.endpoint, n.network, n.capacity, n.access_key, n.secret_key, n.bucket, \
-                    COALESCE((SELECT SUM(f.size) FROM placements p JOIN fragments f \
+                    CAST(COALESCE((SELECT SUM(f.size) FROM placements p JOIN fragments f \
                               ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx \
-                              WHERE p.node_id = n.id), 0) AS stored \
+                              WHERE p.node_id = n.id), 0) AS BIGINT) AS stored \
              FROM nodes n ORDER BY n.id",
         )
         .fetch_all(&self.pool)
@@ -1486,31 +1631,32 @@ impl Index {
     /// [`GatewayError::InvalidArgument`] when it still holds replicas or does
     /// not exist.
     pub async fn remove_node(&self, id: i64) -> Result<(), GatewayError> {
-        let mut tx = self.begin_write().await?;
-        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM placements WHERE node_id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if held > 0 {
-            return Err(GatewayError::InvalidArgument(format!(
-                "node {id} still holds {held} replicas; it cannot be removed yet"
-            )));
-        }
-        sqlx::query("DELETE FROM garbage WHERE node_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM nodes WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(GatewayError::InvalidArgument(format!(
-                "no node with id {id}"
-            )));
-        }
-        tx.commit().await?;
-        Ok(())
+        write_tx!(self, |tx| {
+            let held: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM placements WHERE node_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+            if held > 0 {
+                return Err(GatewayError::InvalidArgument(format!(
+                    "node {id} still holds {held} replicas; it cannot be removed yet"
+                )));
+            }
+            sqlx::query("DELETE FROM garbage WHERE node_id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            let done = sqlx::query("DELETE FROM nodes WHERE id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(GatewayError::InvalidArgument(format!(
+                    "no node with id {id}"
+                )));
+            }
+            Ok(())
+        })
     }
 
     // ---- share links ----

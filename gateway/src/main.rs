@@ -108,12 +108,26 @@ enum Command {
         /// http://127.0.0.1:5001.
         #[arg(long, env = "TENFOLD_IPFS_API")]
         ipfs_api: Option<String>,
+        /// Keep the index there instead of DATA/index.db, e.g. a Postgres
+        /// database more gateways join with `tenfold serve --index-url`.
+        #[arg(long, env = "TENFOLD_INDEX_URL")]
+        index_url: Option<String>,
     },
-    /// Run the production gateway.
+    /// Run the production gateway: from a configuration file, or from
+    /// --index-url and --listen with the credentials and master key in the
+    /// environment (TENFOLD_ACCESS_KEY, TENFOLD_SECRET_KEY,
+    /// TENFOLD_MASTER_KEY). It serves the nodes registered in the index.
     Serve {
         /// TOML configuration file.
+        #[arg(long, required_unless_present = "index_url")]
+        config: Option<PathBuf>,
+        /// The index (overrides the config's `index_url`), e.g.
+        /// postgres://tenfold@db.example:5432/tenfold.
+        #[arg(long, env = "TENFOLD_INDEX_URL")]
+        index_url: Option<String>,
+        /// Address of the S3 endpoint (overrides the config's `listen`).
         #[arg(long)]
-        config: PathBuf,
+        listen: Option<String>,
         /// IPFS RPC API for what the nodes cannot hold (overrides the
         /// config's `ipfs_api`).
         #[arg(long, env = "TENFOLD_IPFS_API")]
@@ -271,6 +285,7 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
             access_key,
             secret_key,
             ipfs_api,
+            index_url,
         } => {
             run_dev(DevOptions {
                 data,
@@ -279,11 +294,31 @@ async fn run(cli: Cli) -> Result<(), GatewayError> {
                 access_key,
                 secret_key,
                 ipfs_api,
+                index_url,
             })
             .await
         }
-        Command::Serve { config, ipfs_api } => {
-            let config = ServeConfig::load(&config)?;
+        Command::Serve {
+            config,
+            index_url,
+            listen,
+            ipfs_api,
+        } => {
+            let mut config = match (config, index_url.clone()) {
+                (Some(path), _) => ServeConfig::load(&path)?,
+                (None, Some(url)) => ServeConfig::for_index(url),
+                (None, None) => {
+                    return Err(GatewayError::Config(
+                        "give --config FILE or --index-url URL".into(),
+                    ));
+                }
+            };
+            if let Some(url) = index_url {
+                config.index_url = url;
+            }
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
             let keyring = config.keyring()?;
             let tls = config.tls()?;
             let node_trust = config.node_trust()?;

@@ -278,8 +278,33 @@ impl Cluster {
         storage: &str,
         node_args: &dyn Fn(&str, usize) -> Vec<String>,
     ) -> Self {
+        Self::start_full(None, mainnet, testnet, capacity, top, storage, node_args)
+    }
+
+    /// Like [`Cluster::start`], on the index at `index_url`.
+    pub fn start_on(index_url: &str, mainnet: usize, testnet: usize, capacity: &str) -> Self {
+        Self::start_full(
+            Some(index_url.to_owned()),
+            mainnet,
+            testnet,
+            capacity,
+            "",
+            "",
+            &|_, _| Vec::new(),
+        )
+    }
+
+    fn start_full(
+        index_url: Option<String>,
+        mainnet: usize,
+        testnet: usize,
+        capacity: &str,
+        top: &str,
+        storage: &str,
+        node_args: &dyn Fn(&str, usize) -> Vec<String>,
+    ) -> Self {
         let dir = TempDir::new("cluster");
-        let index_url = format!("sqlite://{}", dir.path().join("index.db").display());
+        let index_url = index_url.unwrap_or_else(|| new_index_url(dir.path()));
         let port = free_port();
         let config = dir.path().join("tenfold.toml");
         let master_key = random_master_key();
@@ -307,7 +332,7 @@ impl Cluster {
         }
         let mut nodes = Vec::new();
         for (network, node) in cluster_nodes {
-            let id = register_node(&index_url, &node, &network, capacity);
+            let id = register_node_in(dir.path(), &index_url, &node, &network, capacity);
             nodes.push((network, node, id));
         }
         let mut gateway = spawn_gateway(dir.path());
@@ -324,6 +349,58 @@ impl Cluster {
             endpoint: format!("{scheme}://{addr}"),
             index_url,
             nodes,
+        }
+    }
+
+    /// Registers a node in this cluster's index; returns its id.
+    pub fn register_node(&self, node: &Node, network: &str, capacity: &str) -> i64 {
+        register_node_in(self.dir.path(), &self.index_url, node, network, capacity)
+    }
+
+    /// Registers any S3 endpoint as a node of this cluster; returns its id.
+    pub fn register_endpoint(
+        &self,
+        endpoint: &str,
+        network: &str,
+        capacity: &str,
+        key: &str,
+        secret: &str,
+    ) -> i64 {
+        register_endpoint_in(
+            self.dir.path(),
+            &self.index_url,
+            endpoint,
+            network,
+            capacity,
+            key,
+            secret,
+        )
+    }
+
+    /// Starts another gateway on this cluster's index, the way an operator
+    /// adds one: `tenfold serve --index-url … --listen …` with the
+    /// credentials and master key in the environment.
+    pub fn another_gateway(&self) -> Gateway {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let master_key =
+            std::fs::read_to_string(self.dir.path().join("master.key")).expect("master key");
+        let log = format!("gateway-{}.log", addr.replace([':', '.'], "-"));
+        let child = Command::new(bin("tenfold"))
+            .args(["serve", "--index-url", &self.index_url, "--listen", &addr])
+            .env("TENFOLD_ACCESS_KEY", ACCESS_KEY)
+            .env("TENFOLD_SECRET_KEY", SECRET_KEY)
+            .env("TENFOLD_MASTER_KEY", master_key.trim())
+            .env("RUST_LOG", "info,tenfold=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file(self.dir.path(), &log))
+            .spawn()
+            .expect("spawn tenfold serve");
+        let mut proc = Proc(child);
+        wait_for_port(&addr, &mut proc.0);
+        Gateway {
+            proc,
+            endpoint: format!("http://{addr}"),
+            log: self.dir.path().join(log),
         }
     }
 
@@ -394,6 +471,49 @@ impl Cluster {
     }
 }
 
+/// A gateway started beside a cluster's own (see
+/// [`Cluster::another_gateway`]).
+#[derive(Debug)]
+pub struct Gateway {
+    pub proc: Proc,
+    pub endpoint: String,
+    log: PathBuf,
+}
+
+impl Gateway {
+    pub fn aws(&self) -> Aws {
+        Aws::new(&self.endpoint, ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The index of a new test cluster: a fresh database on the Postgres
+/// server at `TENFOLD_TEST_PG` (a server URL such as
+/// `postgres://tenfold@127.0.0.1:5432`, set by `tests/run.sh` for its
+/// Postgres pass), else SQLite in `dir`.
+fn new_index_url(dir: &Path) -> String {
+    match std::env::var("TENFOLD_TEST_PG") {
+        Ok(server) => {
+            let name = format!("t{:016x}", rand::random::<u64>());
+            let out = run(Command::new("psql")
+                .arg(format!("{}/postgres", server.trim_end_matches('/')))
+                .args(["-v", "ON_ERROR_STOP=1", "-c"])
+                .arg(format!("CREATE DATABASE {name}")));
+            assert!(
+                out.status.success(),
+                "CREATE DATABASE on {server}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            format!("{}/{name}", server.trim_end_matches('/'))
+        }
+        Err(_) => format!("sqlite://{}", dir.join("index.db").display()),
+    }
+}
+
 /// A fresh master key: 64 hex digits.
 pub fn random_master_key() -> String {
     hex::encode(rand::random::<[u8; 32]>())
@@ -418,9 +538,17 @@ fn spawn_gateway(dir: &Path) -> Proc {
     Proc(child)
 }
 
-/// Registers a node with `tenfold nodes add`; returns its id.
-pub fn register_node(index_url: &str, node: &Node, network: &str, capacity: &str) -> i64 {
-    register_endpoint(
+/// Registers a node with `tenfold nodes add` in the index of the cluster
+/// in `dir`; returns its id.
+fn register_node_in(
+    dir: &Path,
+    index_url: &str,
+    node: &Node,
+    network: &str,
+    capacity: &str,
+) -> i64 {
+    register_endpoint_in(
+        dir,
         index_url,
         &node.endpoint(),
         network,
@@ -430,8 +558,10 @@ pub fn register_node(index_url: &str, node: &Node, network: &str, capacity: &str
     )
 }
 
-/// Registers any S3 endpoint as a node; returns its id.
-pub fn register_endpoint(
+/// Registers any S3 endpoint as a node; returns its id. (The test clusters
+/// keep their master key in their folder.)
+fn register_endpoint_in(
+    dir: &Path,
     index_url: &str,
     endpoint: &str,
     network: &str,
@@ -439,15 +569,11 @@ pub fn register_endpoint(
     key: &str,
     secret: &str,
 ) -> i64 {
-    // The test clusters keep their master key beside their SQLite index.
-    let index_dir = Path::new(index_url.trim_start_matches("sqlite://"))
-        .parent()
-        .expect("index folder");
     let out = run(Command::new(bin("tenfold")).args([
         "nodes",
         "add",
         "--master-key-file",
-        index_dir.join("master.key").to_str().unwrap(),
+        dir.join("master.key").to_str().unwrap(),
         "--index-url",
         index_url,
         "--endpoint",
@@ -783,4 +909,69 @@ pub fn overflow_cids(report: &serde_json::Value) -> Vec<String> {
                 .to_owned()
         })
         .collect()
+}
+
+/// A throwaway PostgreSQL server on a free loopback port, with its data in
+/// a temporary folder, run by `tests/postgres.sh` (the script the test
+/// command's Postgres pass uses); stopped and removed on drop.
+#[derive(Debug)]
+pub struct Postgres {
+    dir: PathBuf,
+    url: String,
+}
+
+impl Postgres {
+    fn script(action: &str, dir: &Path) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh");
+        let out = run(Command::new("bash").arg(script).arg(action).arg(dir));
+        assert!(
+            out.status.success(),
+            "postgres.sh {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Initialises and starts a server.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("tenfold-pg-{:016x}", rand::random::<u64>()));
+        let url = Self::script("start", &dir);
+        Self { dir, url }
+    }
+
+    /// Stops the server at once (clients see their connections drop).
+    pub fn stop(&self) {
+        Self::script("halt", &self.dir);
+    }
+
+    /// Starts the server again, on the same port.
+    pub fn resume(&self) {
+        Self::script("resume", &self.dir);
+    }
+
+    /// Creates a database and returns its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        self.sql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        format!("{}/{name}", self.url)
+    }
+
+    /// Runs SQL as the superuser; returns its output (unaligned).
+    pub fn sql(&self, database: &str, statement: &str) -> String {
+        let out = run(Command::new("psql")
+            .arg(format!("{}/{database}", self.url))
+            .args(["-At", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(statement));
+        assert!(
+            out.status.success(),
+            "{statement}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        Self::script("stop", &self.dir);
+    }
 }

@@ -4,8 +4,7 @@
 use std::process::{Command, Stdio};
 
 use tests::{
-    Aws, Cluster, Node, Proc, TempDir, bin, free_port, register_node, run, sha256_file,
-    wait_for_port, write_file,
+    Aws, Cluster, Node, Proc, TempDir, bin, free_port, run, sha256_file, wait_for_port, write_file,
 };
 
 fn tenfold(args: &[&str]) -> std::process::Output {
@@ -115,7 +114,7 @@ fn nodes_list_add_and_remove() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("still holds"));
     let extra = Node::start(cluster.dir.path(), "extra", "1GiB");
-    let extra_id = register_node(&cluster.index_url, &extra, "testnet", "1GiB");
+    let extra_id = cluster.register_node(&extra, "testnet", "1GiB");
     let out = tenfold(&[
         "nodes",
         "remove",

@@ -390,6 +390,33 @@ fn hostile_keys_stay_keys() {
         "%2e%2e/percent",
         "plus+and space&amp;<tag>",
     ];
+    // Postgres text cannot hold a NUL: there, such a key is refused (400),
+    // never a 5xx.
+    let postgres = std::env::var_os("TENFOLD_TEST_PG").is_some();
+    let keys: Vec<&str> = keys
+        .into_iter()
+        .filter(|key| {
+            if !(postgres && key.contains('\0')) {
+                return true;
+            }
+            let err = rt
+                .block_on(
+                    client
+                        .put_object()
+                        .bucket("hostile")
+                        .key(*key)
+                        .body(b"x".to_vec().into())
+                        .send(),
+                )
+                .expect_err("a NUL key on Postgres");
+            assert_eq!(
+                err.raw_response().map(|r| r.status().as_u16()),
+                Some(400),
+                "{err:?}"
+            );
+            false
+        })
+        .collect();
     for (i, key) in keys.iter().enumerate() {
         let body = format!("body of key {i}");
         rt.block_on(
@@ -426,7 +453,7 @@ fn hostile_keys_stay_keys() {
         .collect();
     let mut names: Vec<&str> = decoded.iter().map(String::as_str).collect();
     names.sort_unstable();
-    let mut want = keys.to_vec();
+    let mut want = keys.clone();
     want.sort_unstable();
     assert_eq!(names, want);
     // botocore asks for encoding-type=url and decodes what it gets.

@@ -3,8 +3,9 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use tests::{Cluster, Ipfs, TempDir, overflow_cids, random_master_key, sha256_file};
+use tests::{Cluster, Ipfs, TempDir, overflow_cids, random_master_key, run, sha256_file};
 
 const MARKER: &[u8] = b"TENFOLD-SECRET-MARKER-c0ffee-7d1e";
 const WINDOW: usize = 32;
@@ -102,23 +103,35 @@ fn nothing_readable_leaves_the_gateway_and_master_keys_rotate() {
     let found = leaks(&stored, &windows);
     assert!(found.is_empty(), "plaintext left the gateway: {found:#?}");
 
-    // Node secrets are sealed in the index (its file and its WAL).
-    let index_files: Vec<PathBuf> = files_under(cluster.dir.path())
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("index.db"))
-        })
-        .collect();
-    assert!(!index_files.is_empty());
+    // Node secrets are sealed in the index: in SQLite's file and its WAL,
+    // or in Postgres's rows.
+    let index_bytes: Vec<Vec<u8>> = if cluster.index_url.starts_with("postgres") {
+        let out = run(Command::new("psql").arg(&cluster.index_url).args([
+            "-At",
+            "-c",
+            "SELECT secret_key FROM nodes",
+        ]));
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.lines().all(|l| l.starts_with("tfsealed1:")), "{text}");
+        vec![out.stdout]
+    } else {
+        files_under(cluster.dir.path())
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("index.db"))
+            })
+            .map(|p| std::fs::read(p).unwrap())
+            .collect()
+    };
+    assert!(!index_bytes.is_empty());
     for (_, node, _) in &cluster.nodes {
-        for file in &index_files {
-            let bytes = std::fs::read(file).unwrap();
-            let secret = node.secret_key.as_bytes();
+        let secret = node.secret_key.as_bytes();
+        for bytes in &index_bytes {
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret),
-                "{} holds the secret of {}",
-                file.display(),
+                "the index holds the secret of {}",
                 node.endpoint()
             );
         }

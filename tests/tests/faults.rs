@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use tests::{
-    Cluster, Node, TempDir, assert_placements, eventually, register_node, sha256_file, write_file,
-};
+use tests::{Cluster, Node, TempDir, assert_placements, eventually, sha256_file, write_file};
 
 fn placement_nodes(report: &serde_json::Value) -> Vec<i64> {
     let mut ids: Vec<i64> = report["fragments"]
@@ -113,7 +111,7 @@ fn a_full_node_refuses_and_the_balancer_places_elsewhere() {
     let tmp = TempDir::new("full");
     // A fourth mainnet node with room for a few fragments only.
     let tiny = Node::start(cluster.dir.path(), "tiny", "300KiB");
-    let tiny_id = register_node(&cluster.index_url, &tiny, "mainnet", "300KiB");
+    let tiny_id = cluster.register_node(&tiny, "mainnet", "300KiB");
     // Wait for the gateway to pick the new node up.
     std::thread::sleep(Duration::from_millis(2500));
 
@@ -230,14 +228,7 @@ fn a_stalled_node_is_passed_over() {
             held.push(conn);
         }
     });
-    let stalled = tests::register_endpoint(
-        &cluster.index_url,
-        &format!("http://{addr}"),
-        "mainnet",
-        "1GiB",
-        "k",
-        "s",
-    );
+    let stalled = cluster.register_endpoint(&format!("http://{addr}"), "mainnet", "1GiB", "k", "s");
     std::thread::sleep(Duration::from_millis(2500));
     let aws = cluster.aws();
     let tmp = TempDir::new("stall");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tests::{
     Aws, Cluster, Ipfs, Node, TempDir, assert_placements, bin, eventually, free_port,
-    overflow_cids, register_node, run, sha256_file, write_file,
+    overflow_cids, run, sha256_file, write_file,
 };
 
 fn cluster_with_ipfs(capacity: &str, api: &str) -> Cluster {
@@ -262,7 +262,7 @@ fn added_nodes_take_overflowed_fragments_back() {
         ("testnet", "big-3"),
     ] {
         let node = Node::start(cluster.dir.path(), name, "64MiB");
-        let id = register_node(&cluster.index_url, &node, network, "64MiB");
+        let id = cluster.register_node(&node, network, "64MiB");
         cluster.nodes.push((network.to_owned(), node, id));
     }
     assert_returned_to_nodes(&cluster, &ipfs, "x", &cids);

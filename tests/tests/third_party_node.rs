@@ -6,8 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tests::{
-    Cluster, Proc, TempDir, assert_placements, free_port, register_endpoint, sha256_file,
-    wait_for_port, write_file,
+    Cluster, Proc, TempDir, assert_placements, free_port, sha256_file, wait_for_port, write_file,
 };
 
 #[test]
@@ -44,8 +43,7 @@ fn seaweedfs_node_holds_replicas() {
     let mut weed = Proc(child);
     let addr = format!("127.0.0.1:{port}");
     wait_for_port(&addr, &mut weed.0);
-    let weed_id = register_endpoint(
-        &cluster.index_url,
+    let weed_id = cluster.register_endpoint(
         &format!("http://{addr}"),
         "mainnet",
         "1GiB",

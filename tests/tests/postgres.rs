@@ -1,0 +1,380 @@
+//! Several gateways on one Postgres index: what one writes the other
+//! reads, lists, overwrites and deletes; multipart uploads move between
+//! them; node registrations are shared; concurrent writers of one key leave
+//! one winner and no orphan fragment; an index outage answers 503 and
+//! heals. Each test runs its own throwaway PostgreSQL server.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use tests::{
+    Aws, Cluster, Node, Postgres, Proc, TempDir, assert_placements, bin, eventually, free_port,
+    inspect, sdk_client, sha256_file, wait_for_port, write_file,
+};
+
+fn file_of(dir: &Path, name: &str, len: usize, seed: bool) -> String {
+    let path = dir.join(name);
+    write_file(&path, len, seed);
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn two_gateways_share_one_index() {
+    let pg = Postgres::start();
+    let url = pg.create_database("shared");
+    let mut cluster = Cluster::start_on(&url, 3, 1, "1GiB");
+    let second = cluster.another_gateway();
+    let (a, b) = (cluster.aws(), second.aws());
+    let tmp = TempDir::new("pg2");
+    let one = file_of(tmp.path(), "one", 3 << 20, false);
+    let two = file_of(tmp.path(), "two", 2 << 20, true);
+    let back = tmp.path().join("back");
+    let back_s = back.to_str().unwrap();
+
+    // Written through one, read, listed, overwritten and deleted through
+    // the other.
+    a.ok(&["s3", "mb", "s3://shared"]);
+    a.ok(&["s3", "cp", &one, "s3://shared/doc"]);
+    assert!(b.ok(&["s3", "ls", "s3://shared/"]).contains("doc"));
+    b.ok(&["s3", "cp", "s3://shared/doc", back_s]);
+    assert_eq!(sha256_file(&back), sha256_file(Path::new(&one)));
+    b.ok(&["s3", "cp", &two, "s3://shared/doc"]);
+    a.ok(&["s3", "cp", "s3://shared/doc", back_s]);
+    assert_eq!(sha256_file(&back), sha256_file(Path::new(&two)));
+    assert_placements(&cluster.inspect("shared", "doc"), 3, 1);
+    a.ok(&["s3", "rm", "s3://shared/doc"]);
+    assert!(!b.ok(&["s3", "ls", "s3://shared/"]).contains("doc"));
+    let err = b.fails(&["s3api", "head-object", "--bucket", "shared", "--key", "doc"]);
+    assert!(err.contains("404") || err.contains("Not Found"), "{err}");
+
+    // A multipart upload started on one, continued on both, completed on
+    // the other.
+    let part1 = file_of(tmp.path(), "p1", 5 << 20, false);
+    let part2 = file_of(tmp.path(), "p2", 1 << 20, false);
+    let upload = a.json(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "shared",
+        "--key",
+        "mp",
+    ]);
+    let id = upload["UploadId"].as_str().unwrap();
+    let mut parts = Vec::new();
+    for (n, (aws, file)) in [(&a, &part1), (&b, &part2)].into_iter().enumerate() {
+        let number = (n + 1).to_string();
+        let out = aws.json(&[
+            "s3api",
+            "upload-part",
+            "--bucket",
+            "shared",
+            "--key",
+            "mp",
+            "--upload-id",
+            id,
+            "--part-number",
+            &number,
+            "--body",
+            file,
+        ]);
+        parts.push(format!(
+            "{{\"PartNumber\":{number},\"ETag\":{}}}",
+            out["ETag"]
+        ));
+    }
+    let listed = b.json(&[
+        "s3api",
+        "list-parts",
+        "--bucket",
+        "shared",
+        "--key",
+        "mp",
+        "--upload-id",
+        id,
+    ]);
+    assert_eq!(listed["Parts"].as_array().map(Vec::len), Some(2));
+    b.ok(&[
+        "s3api",
+        "complete-multipart-upload",
+        "--bucket",
+        "shared",
+        "--key",
+        "mp",
+        "--upload-id",
+        id,
+        "--multipart-upload",
+        &format!("{{\"Parts\":[{}]}}", parts.join(",")),
+    ]);
+    a.ok(&["s3", "cp", "s3://shared/mp", back_s]);
+    let mut whole = std::fs::read(&part1).unwrap();
+    whole.extend(std::fs::read(&part2).unwrap());
+    assert!(
+        std::fs::read(&back).unwrap() == whole,
+        "the parts, in order"
+    );
+
+    // Node registrations are shared: a node registered while both run is
+    // used by the second gateway once a mainnet node is gone.
+    let extra = Node::start(cluster.dir.path(), "extra", "1GiB");
+    let extra_id = cluster.register_node(&extra, "mainnet", "1GiB");
+    let first_id = cluster.nodes[0].2;
+    cluster.node(first_id).proc.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    b.ok(&["s3", "cp", &one, "s3://shared/after"]);
+    let report = cluster.inspect("shared", "after");
+    assert_placements(&report, 3, 1);
+    let used: HashSet<i64> = report["fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["placements"].as_array().unwrap().clone())
+        .filter_map(|p| p["node"].as_i64())
+        .collect();
+    assert!(
+        used.contains(&extra_id) && !used.contains(&first_id),
+        "{used:?}"
+    );
+    // Usage recorded by either gateway is in the shared registry.
+    let status = cluster.admin(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let stored: u64 = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["stored"].as_u64())
+        .sum();
+    assert!(stored > 0, "{status}");
+    assert!(!second.log().contains("panicked") && !cluster.gateway_log().contains("panicked"));
+}
+
+#[test]
+fn concurrent_writers_of_one_key_leave_one_winner() {
+    let pg = Postgres::start();
+    let url = pg.create_database("race");
+    let cluster = Cluster::start_on(&url, 3, 1, "2GiB");
+    let second = cluster.another_gateway();
+    cluster.aws().ok(&["s3", "mb", "s3://race"]);
+    let clients = [
+        sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY),
+        sdk_client(&second.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY),
+    ];
+    // 24 writers, each with its own bytes and length (so a listing tells
+    // whose object it shows), half through each gateway; listers watch.
+    let bodies: Vec<Vec<u8>> = (0..24)
+        .map(|i| {
+            let len = 200_000 + i * 1000;
+            (0..len).map(|j| ((j * 31 + i * 7) % 251) as u8).collect()
+        })
+        .collect();
+    let lengths: HashSet<i64> = bodies.iter().map(|b| b.len() as i64).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (puts, listings) = rt.block_on(async {
+        let writes: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let client = clients[i % 2].clone();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    client
+                        .put_object()
+                        .bucket("race")
+                        .key("contested")
+                        .body(ByteStream::from(body))
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
+                })
+            })
+            .collect();
+        let listers = clients.clone();
+        let watch = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for round in 0..40 {
+                let out = listers[round % 2]
+                    .list_objects_v2()
+                    .bucket("race")
+                    .send()
+                    .await
+                    .expect("list during writes");
+                seen.extend(out.contents().iter().filter_map(|o| o.size()));
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            seen
+        });
+        let mut puts = Vec::new();
+        for write in writes {
+            puts.push(write.await.expect("writer task"));
+        }
+        (puts, watch.await.expect("lister task"))
+    });
+    for put in &puts {
+        assert!(
+            put.is_ok(),
+            "every writer succeeds (last one wins): {put:?}"
+        );
+    }
+    // A listing only ever shows a whole object of one of the writers.
+    for size in &listings {
+        assert!(lengths.contains(size), "listed a size nobody wrote: {size}");
+    }
+    // Both gateways return the same winner, whole.
+    let (first, other) = rt.block_on(async {
+        let get = |c: &aws_sdk_s3::Client| {
+            let c = c.clone();
+            async move {
+                let out = c
+                    .get_object()
+                    .bucket("race")
+                    .key("contested")
+                    .send()
+                    .await
+                    .unwrap();
+                out.body.collect().await.unwrap().into_bytes().to_vec()
+            }
+        };
+        (get(&clients[0]).await, get(&clients[1]).await)
+    });
+    assert!(first == other, "both gateways see the same object");
+    assert!(bodies.contains(&first), "the object is one writer's bytes");
+    let listed = cluster
+        .aws()
+        .json(&["s3api", "list-objects-v2", "--bucket", "race"]);
+    assert_eq!(listed["Contents"].as_array().map(Vec::len), Some(1));
+
+    // The losers' fragments are removed: the nodes end up holding exactly
+    // the winner's replicas.
+    let report = cluster.inspect("race", "contested");
+    let replicas: usize = report["fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["placements"].as_array().unwrap().len())
+        .sum();
+    let on_nodes = || {
+        cluster
+            .nodes
+            .iter()
+            .map(|(_, n, _)| n.object_files().len())
+            .sum::<usize>()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || on_nodes() == replicas),
+        "nodes hold {} files, the winner has {replicas} replicas",
+        on_nodes()
+    );
+}
+
+#[test]
+fn an_index_outage_answers_503_and_heals() {
+    let pg = Postgres::start();
+    let url = pg.create_database("outage");
+    let cluster = Cluster::start_on(&url, 3, 1, "1GiB");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("outage");
+    let src = file_of(tmp.path(), "src", 1 << 20, false);
+    let back = tmp.path().join("back");
+    aws.ok(&["s3", "mb", "s3://outage"]);
+    aws.ok(&["s3", "cp", &src, "s3://outage/a"]);
+
+    // Every connection of the gateway is cut: the pool reconnects.
+    let cut = pg.sql(
+        "postgres",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = 'outage' AND pid <> pg_backend_pid()",
+    );
+    assert_ne!(cut, "0", "the gateway held connections");
+    aws.ok(&["s3", "cp", &src, "s3://outage/b"]);
+    aws.ok(&["s3", "cp", "s3://outage/a", back.to_str().unwrap()]);
+    assert_eq!(sha256_file(&back), sha256_file(Path::new(&src)));
+
+    // The database is down: a 503 the client can retry, no hang, no 500.
+    pg.stop();
+    let started = std::time::Instant::now();
+    let err = aws.fails(&["s3", "cp", &src, "s3://outage/c"]);
+    assert!(
+        err.contains("503") || err.contains("ServiceUnavailable") || err.contains("SlowDown"),
+        "{err}"
+    );
+    let err = aws.fails(&["s3api", "head-object", "--bucket", "outage", "--key", "a"]);
+    assert!(
+        err.contains("503") || err.contains("Service Unavailable"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    // Back up: everything written before is there, writes work again.
+    pg.resume();
+    assert!(eventually(Duration::from_secs(20), || aws
+        .run(&["s3", "cp", &src, "s3://outage/c"])
+        .status
+        .success()));
+    let listed = aws.ok(&["s3", "ls", "s3://outage/"]);
+    for key in ["a", "b", "c"] {
+        assert!(listed.contains(key), "{listed}");
+    }
+    aws.ok(&["s3", "cp", "s3://outage/b", back.to_str().unwrap()]);
+    assert_eq!(sha256_file(&back), sha256_file(Path::new(&src)));
+    assert!(!cluster.gateway_log().contains("panicked"));
+}
+
+/// `tenfold dev --index-url postgres://…` runs the local cluster on a
+/// Postgres index, and `tenfold serve --index-url … --listen …` joins it
+/// with nothing but the environment's credentials and master key.
+#[test]
+fn a_gateway_joins_a_dev_cluster_on_postgres() {
+    let pg = Postgres::start();
+    let url = pg.create_database("dev");
+    let tmp = TempDir::new("pgdev");
+    let data = tmp.path().join("data");
+    let dev_addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(bin("tenfold"))
+        .args([
+            "dev",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            &dev_addr,
+        ])
+        .args(["--index-url", &url, "--node-capacity", "1GiB"])
+        .env_remove("TENFOLD_MASTER_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tenfold dev");
+    let mut dev = Proc(child);
+    wait_for_port(&dev_addr, &mut dev.0);
+    assert!(!data.join("index.db").exists(), "the index is in Postgres");
+
+    let join_addr = format!("127.0.0.1:{}", free_port());
+    let master_key = std::fs::read_to_string(data.join("master.key")).unwrap();
+    let child = Command::new(bin("tenfold"))
+        .args(["serve", "--index-url", &url, "--listen", &join_addr])
+        .env("TENFOLD_ACCESS_KEY", "tenfold")
+        .env("TENFOLD_SECRET_KEY", "tenfold-secret")
+        .env("TENFOLD_MASTER_KEY", master_key.trim())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tenfold serve");
+    let mut joined = Proc(child);
+    wait_for_port(&join_addr, &mut joined.0);
+
+    let dev_aws = Aws::new(&format!("http://{dev_addr}"), "tenfold", "tenfold-secret");
+    let joined_aws = Aws::new(&format!("http://{join_addr}"), "tenfold", "tenfold-secret");
+    let src = file_of(tmp.path(), "src", 4 << 20, false);
+    let back = tmp.path().join("back");
+    dev_aws.ok(&["s3", "mb", "s3://devpg"]);
+    dev_aws.ok(&["s3", "cp", &src, "s3://devpg/a"]);
+    joined_aws.ok(&["s3", "cp", "s3://devpg/a", back.to_str().unwrap()]);
+    assert_eq!(sha256_file(&back), sha256_file(Path::new(&src)));
+    joined_aws.ok(&["s3", "cp", &src, "s3://devpg/b"]);
+    assert!(dev_aws.ok(&["s3", "ls", "s3://devpg/"]).contains(" b\n"));
+    // The joined gateway uses the dev cluster's six nodes.
+    let report = inspect(&["--index-url", &url], "devpg", "b");
+    assert_placements(&report, 3, 1);
+}
