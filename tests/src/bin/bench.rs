@@ -6,8 +6,10 @@
 //! Then GET latency (p50/p99 of small-object GETs over one keep-alive
 //! connection) on a 3 + 1 cluster with every node healthy and with one node
 //! answering 100 ms late, and the gateway's peak memory while a 1 GiB
-//! transfer is zipped through a share link, and PUT / GET throughput of an
-//! object that lives entirely on IPFS beside the same on nodes.
+//! transfer is zipped through a share link, PUT / GET throughput of an
+//! object that lives entirely on IPFS beside the same on nodes, and
+//! small-object operations per second through two gateways sharing a
+//! Postgres index beside one gateway on SQLite.
 //!
 //! `cargo build --release --bins && target/release/bench [--size 256MiB] [--runs 3] [--json FILE]`
 //! (`--smoke` runs tiny sizes once, for CI).
@@ -18,7 +20,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use tests::{Aws, Cluster, Ipfs, Node, TempDir, run, write_file};
+use tests::{Aws, Cluster, Ipfs, Node, Postgres, TempDir, run, write_file};
 
 struct Args {
     size: usize,
@@ -38,6 +40,9 @@ struct Args {
     /// Size in MiB of the object PUT and GET entirely through IPFS (nodes
     /// too small for any fragment) beside the same through nodes; 0 to skip.
     overflow_mib: usize,
+    /// Operations timed per small-object figure through two gateways on a
+    /// Postgres index beside one on SQLite; 0 to skip.
+    postgres_ops: usize,
 }
 
 fn parse_args() -> Args {
@@ -51,6 +56,7 @@ fn parse_args() -> Args {
         small_ops: 400,
         range_mib: 1024,
         overflow_mib: 64,
+        postgres_ops: 400,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -110,6 +116,13 @@ fn parse_args() -> Args {
                     .parse()
                     .expect("--overflow-mib N")
             }
+            "--postgres-ops" => {
+                args.postgres_ops = it
+                    .next()
+                    .expect("--postgres-ops needs a value")
+                    .parse()
+                    .expect("--postgres-ops N")
+            }
             "--smoke" => {
                 args.size = 1 << 20;
                 args.runs = 1;
@@ -117,6 +130,7 @@ fn parse_args() -> Args {
                 args.latency_gets = 20;
                 args.zip_mib = 8;
                 args.small_ops = 32;
+                args.postgres_ops = 32;
                 args.range_mib = 16;
                 args.overflow_mib = 1;
             }
@@ -300,10 +314,11 @@ fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64,
 }
 
 /// PUTs then GETs of `ops` objects of `size` bytes by `clients` concurrent
-/// SDK clients sharing one connection pool; operations per second of each.
+/// SDK clients, spread over the endpoints of `s3` (each a connection pool);
+/// operations per second of each.
 fn small_object_ops(
     rt: &tokio::runtime::Runtime,
-    s3: &aws_sdk_s3::Client,
+    s3: &[aws_sdk_s3::Client],
     size: usize,
     clients: usize,
     ops: usize,
@@ -315,7 +330,7 @@ fn small_object_ops(
         rt.block_on(async {
             let tasks: Vec<_> = (0..clients)
                 .map(|c| {
-                    let s3 = s3.clone();
+                    let s3 = s3[c % s3.len()].clone();
                     let body = body.clone();
                     tokio::spawn(async move {
                         for i in 0..per_client {
@@ -483,8 +498,20 @@ fn main() {
         );
         for size in [4 << 10, 64 << 10] {
             for clients in [1, 16] {
-                let (gput, gget) = small_object_ops(&rt, &gw_sdk, size, clients, args.small_ops);
-                let (dput, dget) = small_object_ops(&rt, &node_sdk, size, clients, args.small_ops);
+                let (gput, gget) = small_object_ops(
+                    &rt,
+                    std::slice::from_ref(&gw_sdk),
+                    size,
+                    clients,
+                    args.small_ops,
+                );
+                let (dput, dget) = small_object_ops(
+                    &rt,
+                    std::slice::from_ref(&node_sdk),
+                    size,
+                    clients,
+                    args.small_ops,
+                );
                 println!(
                     "  {:>3} KiB x {clients:>2} clients: PUT {gput:>7.0} / {dput:>7.0} ({:.2})  GET {gget:>7.0} / {dget:>7.0} ({:.2})",
                     size >> 10,
@@ -575,6 +602,46 @@ fn main() {
             "nodes_mib_s": {"put": nput.median, "get": nget.median},
             "fragments_on_ipfs": on_ipfs,
         }));
+    }
+    if args.postgres_ops > 0 {
+        // The same 4 + 2 nodes, the index on a throwaway PostgreSQL server,
+        // two gateways with the clients spread over both.
+        let pg = Postgres::start();
+        let url = pg.create_database("bench");
+        let on_pg = Cluster::start_on(&url, 4, 2, "100GiB");
+        let second = on_pg.another_gateway();
+        on_pg.aws().ok(&["s3", "mb", "s3://bench"]);
+        let two = [
+            tests::sdk_client(&on_pg.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY),
+            tests::sdk_client(&second.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY),
+        ];
+        println!(
+            "small objects, aws-sdk-s3 in process, {} operations each, ops/s: two gateways on Postgres / one gateway on SQLite (ratio):",
+            args.postgres_ops
+        );
+        for clients in [1, 16] {
+            let size = 4 << 10;
+            let (pput, pget) = small_object_ops(&rt, &two, size, clients, args.postgres_ops);
+            let (sput, sget) = small_object_ops(
+                &rt,
+                std::slice::from_ref(&gw_sdk),
+                size,
+                clients,
+                args.postgres_ops,
+            );
+            println!(
+                "  {:>3} KiB x {clients:>2} clients: PUT {pput:>7.0} / {sput:>7.0} ({:.2})  GET {pget:>7.0} / {sget:>7.0} ({:.2})",
+                size >> 10,
+                pput / sput,
+                pget / sget
+            );
+            rows.push(serde_json::json!({
+                "op": "small objects, two gateways on Postgres vs one on SQLite",
+                "size_bytes": size, "clients": clients,
+                "postgres_two_gateways_ops_s": {"put": pput, "get": pget},
+                "sqlite_one_gateway_ops_s": {"put": sput, "get": sget},
+            }));
+        }
     }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap()).expect("write JSON");
