@@ -1793,4 +1793,25 @@ mod tests {
         assert_eq!(index.overflow_usage().await.unwrap(), (0, 0));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[tokio::test]
+    async fn an_index_migrated_by_a_newer_binary_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tenfold-index-newer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = sqlite_url_for_dir(&dir);
+        let index = Index::open(&url).await.unwrap();
+        sqlx::query(NEWER_MIGRATION)
+            .execute(&index.pool)
+            .await
+            .unwrap();
+        index.pool.close().await;
+        let err = Index::open(&url).await.unwrap_err().to_string();
+        assert!(err.contains("newer than this binary"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A migration this binary does not know, as a newer one would record.
+    const NEWER_MIGRATION: &str = "INSERT INTO _sqlx_migrations \
+        (version, description, success, checksum, execution_time) \
+        VALUES (99990101000000, 'from a newer tenfold', TRUE, x'00', 0)";
 }

@@ -264,6 +264,11 @@ def malformed_xml():
     many = "<Delete>" + "".join(f"<Object><Key>k{i}</Key></Object>" for i in range(1001)) + "</Delete>"
     status, text = raw("POST", "/xml?delete", many.encode())
     check(status == 400 and "MalformedXML" in text, f"DeleteObjects of 1001 keys is MalformedXML ({status})")
+    # An XML body past the 20 MiB the gateway reads of one.
+    huge = b"<CompleteMultipartUpload>" + b" " * (21 << 20) + b"</CompleteMultipartUpload>"
+    status, text = raw("POST", "/xml/mp?uploadId=" + up["UploadId"], huge)
+    check(status == 400 and "MaxMessageLengthExceeded" in text,
+          f"a 21 MiB XML body is MaxMessageLengthExceeded ({status} {text[:120]})")
     check(s3.get_object(Bucket="xml", Key="keep")["Body"].read() == b"kept", "no stored data changed")
 
 

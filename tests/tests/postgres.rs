@@ -377,4 +377,17 @@ fn a_gateway_joins_a_dev_cluster_on_postgres() {
     // The joined gateway uses the dev cluster's six nodes.
     let report = inspect(&["--index-url", &url], "devpg", "b");
     assert_placements(&report, 3, 1);
+
+    // An index a newer binary has migrated is refused, saying so.
+    pg.sql(
+        "dev",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from a newer tenfold', TRUE, '\\x00', 0)",
+    );
+    let out = tests::run(Command::new(bin("tenfold")).args(["status", "--index-url", &url]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("newer than this binary"),
+        "{err}"
+    );
 }
