@@ -300,10 +300,10 @@ impl Balancer {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(PROBE_TIMEOUT));
         connector.enforce_http(false);
+        let (http, probe) = trust.clients(connector);
         Self {
-            http: trust.sdk_client(),
-            probe_http: HyperClient::builder(TokioExecutor::new())
-                .build(trust.probe_connector(connector)),
+            http,
+            probe_http: HyperClient::builder(TokioExecutor::new()).build(probe),
             nodes: RwLock::new(BTreeMap::new()),
             policy,
             overflow: None,

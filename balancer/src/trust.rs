@@ -54,40 +54,38 @@ impl NodeTrust {
         found.certs
     }
 
-    fn root_store(&self) -> RootCertStore {
+    /// The shared client of the S3 requests to nodes (pooled keep-alive
+    /// connections, `TCP_NODELAY` on) and a connector for the health probes
+    /// over `http`, both reaching `http://` and `https://` nodes and
+    /// verifying certificates alike. The system's roots are read once for
+    /// both.
+    pub(crate) fn clients(
+        &self,
+        http: HttpConnector,
+    ) -> (SharedHttpClient, HttpsConnector<HttpConnector>) {
+        let system = Self::system_roots();
+        let mut store = TrustStore::empty().with_native_roots(!system.is_empty());
         let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(Self::system_roots());
-        if let Some(pem) = &self.private_ca {
-            roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).flatten());
-        }
-        roots
-    }
-
-    /// The shared client of the S3 requests to nodes: pooled keep-alive
-    /// connections, `TCP_NODELAY` on, `http://` and `https://`.
-    pub(crate) fn sdk_client(&self) -> SharedHttpClient {
-        let mut store = TrustStore::empty().with_native_roots(!Self::system_roots().is_empty());
+        roots.add_parsable_certificates(system);
         if let Some(pem) = &self.private_ca {
             store = store.with_pem_certificate(pem.clone());
+            roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).flatten());
         }
         let context = TlsContext::builder().with_trust_store(store);
-        aws_smithy_http_client::Builder::new()
+        let sdk = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::rustls(CryptoMode::Ring))
             .tls_context(context.build().unwrap_or_default())
-            .build_https()
-    }
-
-    /// A connector for the health probes, verifying like the S3 client.
-    pub(crate) fn probe_connector(&self, http: HttpConnector) -> HttpsConnector<HttpConnector> {
+            .build_https();
         let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
             .with_safe_default_protocol_versions()
             .expect("ring supports the default TLS versions")
-            .with_root_certificates(self.root_store())
+            .with_root_certificates(roots)
             .with_no_client_auth();
-        hyper_rustls::HttpsConnectorBuilder::new()
+        let probe = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http)
+            .wrap_connector(http);
+        (sdk, probe)
     }
 }
