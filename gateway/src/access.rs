@@ -98,14 +98,14 @@ impl Access {
         }
     }
 
-    async fn require_copy_source(
+    /// Fails with `AccessDenied` unless the caller of `req` may read the
+    /// bucket it copies from.
+    async fn require_copy_source<T>(
         &self,
-        extensions: &http::Extensions,
+        req: &S3Request<T>,
         source: &CopySource,
     ) -> S3Result<()> {
-        let caller = extensions
-            .get::<Caller>()
-            .ok_or_else(|| s3_error!(AccessDenied, "Access Denied"))?;
+        let caller = caller_of(req)?;
         match source {
             CopySource::Bucket { bucket, .. } => self.require_bucket_access(caller, bucket).await,
             _ => Err(s3_error!(AccessDenied, "Access Denied")),
@@ -120,7 +120,7 @@ impl S3Auth for Access {
             return Ok(self.admin_secret.clone());
         }
         match self.index.access_key_secret(access_key).await {
-            Ok(Some((secret, _))) => Ok(secret.into()),
+            Ok(Some(secret)) => Ok(secret.into()),
             Ok(None) => Err(s3_error!(
                 InvalidAccessKeyId,
                 "The AWS Access Key Id you provided does not exist in our records."
@@ -151,12 +151,10 @@ impl S3Access for Access {
     }
 
     async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
-        self.require_copy_source(&req.extensions, &req.input.copy_source)
-            .await
+        self.require_copy_source(req, &req.input.copy_source).await
     }
 
     async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
-        self.require_copy_source(&req.extensions, &req.input.copy_source)
-            .await
+        self.require_copy_source(req, &req.input.copy_source).await
     }
 }

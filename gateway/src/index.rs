@@ -3,8 +3,8 @@
 //! Postgres (several gateways sharing it).
 //!
 //! Every query here is plain SQL with `$n` parameters that both engines
-//! run; write transactions go through [`Index::write`], which runs them
-//! again when they lose a race with another writer.
+//! run; write transactions go through `write_tx!`, which runs them again
+//! when they lose a race with another writer.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -391,11 +391,6 @@ impl Index {
         })
     }
 
-    /// The database engine behind this index.
-    pub fn engine(&self) -> Engine {
-        self.engine
-    }
-
     /// The same index, sealing and opening node secrets with `keyring`.
     #[must_use]
     pub fn with_keyring(mut self, keyring: Keyring) -> Self {
@@ -414,7 +409,7 @@ impl Index {
             // on the busy timeout instead of failing to upgrade a read lock.
             Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             // Several gateways write at once: conflicts surface as
-            // serialization failures, and `write` runs the work again.
+            // serialization failures, and `write_tx!` runs the work again.
             Engine::Postgres => {
                 self.pool
                     .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")

@@ -133,27 +133,26 @@ impl Index {
         Ok(done.rows_affected() > 0)
     }
 
-    /// The secret of an access key and whether it is an admin key; `None`
-    /// for an unknown key.
+    /// The secret of an access key; `None` for an unknown key.
     ///
     /// # Errors
     /// [`GatewayError::MasterKey`] when the secret does not open.
     pub async fn access_key_secret(
         &self,
         access_key: &str,
-    ) -> Result<Option<(String, bool)>, GatewayError> {
-        let Some(row) = sqlx::query("SELECT secret, admin FROM access_keys WHERE access_key = $1")
-            .bind(access_key)
-            .fetch_optional(&self.pool)
-            .await?
+    ) -> Result<Option<String>, GatewayError> {
+        let Some(sealed) =
+            sqlx::query_scalar::<_, String>("SELECT secret FROM access_keys WHERE access_key = $1")
+                .bind(access_key)
+                .fetch_optional(&self.pool)
+                .await?
         else {
             return Ok(None);
         };
         let keyring = self.keyring.as_ref().ok_or_else(|| {
             GatewayError::MasterKey("access key secrets need the master key".into())
         })?;
-        let secret = keyring.open_secret(&row.try_get::<String, _>("secret")?)?;
-        Ok(Some((secret, row.try_get::<i64, _>("admin")? != 0)))
+        keyring.open_secret(&sealed).map(Some)
     }
 
     /// Whether `access_key` is an admin key of the index.
