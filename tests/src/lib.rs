@@ -308,7 +308,7 @@ impl Cluster {
         let port = free_port();
         let config = dir.path().join("tenfold.toml");
         let master_key = random_master_key();
-        // The admin commands find it beside the index (see `register_endpoint`).
+        // The admin commands find it in the cluster's folder (see `Cluster::admin`).
         std::fs::write(dir.path().join("master.key"), &master_key).expect("write master key");
         std::fs::write(
             &config,
@@ -453,6 +453,14 @@ impl Cluster {
     /// `tenfold inspect BUCKET KEY --json` against this cluster's index.
     pub fn inspect(&self, bucket: &str, key: &str) -> serde_json::Value {
         inspect(&["--index-url", &self.index_url], bucket, key)
+    }
+
+    /// Fragment files on all of this cluster's nodes.
+    pub fn fragment_files(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|(_, n, _)| n.object_files().len())
+            .sum()
     }
 
     /// The node with this index id.

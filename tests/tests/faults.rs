@@ -202,17 +202,10 @@ fn too_few_nodes_fails_cleanly_and_leaves_nothing_behind() {
         listed.trim().is_empty(),
         "a failed PUT is visible: {listed}"
     );
-    let leftovers = || {
-        cluster
-            .nodes
-            .iter()
-            .map(|(_, n, _)| n.object_files().len())
-            .sum::<usize>()
-    };
     assert!(
-        eventually(Duration::from_secs(15), || leftovers() == 0),
+        eventually(Duration::from_secs(15), || cluster.fragment_files() == 0),
         "{} orphan fragments",
-        leftovers()
+        cluster.fragment_files()
     );
 }
 

@@ -6,14 +6,6 @@ use std::time::Duration;
 use md5_digest::{Digest, Md5};
 use tests::{Cluster, TempDir, assert_placements, eventually, sha256_file, write_file};
 
-fn node_files(cluster: &Cluster) -> usize {
-    cluster
-        .nodes
-        .iter()
-        .map(|(_, n, _)| n.object_files().len())
-        .sum()
-}
-
 fn etag_of(v: &serde_json::Value) -> String {
     v["ETag"]
         .as_str()
@@ -63,12 +55,12 @@ fn s3_cp_of_a_large_file_goes_multipart_and_round_trips() {
         std::fs::read(&src).unwrap()[start..start + 2000]
     );
     // Overwriting it with a small object frees every part's fragments.
-    let before = node_files(&cluster);
+    let before = cluster.fragment_files();
     let small = tmp.path().join("small");
     write_file(&small, 1000, false);
     aws.ok(&["s3", "cp", small.to_str().unwrap(), "s3://mpcp/big"]);
     assert!(
-        eventually(Duration::from_secs(15), || node_files(&cluster)
+        eventually(Duration::from_secs(15), || cluster.fragment_files()
             < before / 10),
         "old parts stay on the nodes"
     );
@@ -367,7 +359,7 @@ fn multipart_calls_by_hand() {
     assert!(err.contains("InvalidArgument"), "{err}");
 
     // Abort frees every fragment the upload placed.
-    let before_abort = node_files(&cluster);
+    let before_abort = cluster.fragment_files();
     aws.ok(&[
         "s3api",
         "abort-multipart-upload",
@@ -379,7 +371,7 @@ fn multipart_calls_by_hand() {
         &sid,
     ]);
     assert!(
-        eventually(Duration::from_secs(15), || node_files(&cluster)
+        eventually(Duration::from_secs(15), || cluster.fragment_files()
             < before_abort),
         "aborted parts stay on the nodes"
     );
@@ -396,9 +388,9 @@ fn multipart_calls_by_hand() {
     assert!(err.contains("NoSuchUpload"), "{err}");
     aws.ok(&["s3", "rm", "s3://hand/obj"]);
     assert!(
-        eventually(Duration::from_secs(15), || node_files(&cluster) == 0),
+        eventually(Duration::from_secs(15), || cluster.fragment_files() == 0),
         "{} fragments left",
-        node_files(&cluster)
+        cluster.fragment_files()
     );
 }
 
@@ -434,9 +426,9 @@ fn abandoned_uploads_are_cleaned_up() {
         p.to_str().unwrap(),
     ]);
     // 20 s of age: room for a slow machine to get here first.
-    assert!(node_files(&cluster) > 0);
+    assert!(cluster.fragment_files() > 0);
     assert!(
-        eventually(Duration::from_secs(60), || node_files(&cluster) == 0),
+        eventually(Duration::from_secs(60), || cluster.fragment_files() == 0),
         "the abandoned upload's fragments were never removed"
     );
     let uploads = aws.json(&["s3api", "list-multipart-uploads", "--bucket", "gone"]);

@@ -255,17 +255,11 @@ fn concurrent_writers_of_one_key_leave_one_winner() {
         .iter()
         .map(|f| f["placements"].as_array().unwrap().len())
         .sum();
-    let on_nodes = || {
-        cluster
-            .nodes
-            .iter()
-            .map(|(_, n, _)| n.object_files().len())
-            .sum::<usize>()
-    };
     assert!(
-        eventually(Duration::from_secs(60), || on_nodes() == replicas),
+        eventually(Duration::from_secs(60), || cluster.fragment_files()
+            == replicas),
         "nodes hold {} files, the winner has {replicas} replicas",
-        on_nodes()
+        cluster.fragment_files()
     );
 }
 
