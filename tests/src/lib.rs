@@ -7,6 +7,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -64,13 +65,32 @@ impl Drop for TempDir {
     }
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago and that no other caller in
+/// this test binary has been given.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up), so an
+/// outgoing connection cannot take one before its server binds it, and from
+/// a counter, so two servers started at once never get the same one (port 0
+/// gives no such promise: two binds of it a moment apart may return the
+/// same number). The starting point depends on the process id, so test
+/// binaries run one after another start far apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % COUNT;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..COUNT {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % COUNT;
+        let port = u16::try_from(FIRST + offset).expect("port below 32768");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port between {FIRST} and {}",
+        FIRST + COUNT
+    );
 }
 
 /// Waits until `addr` accepts TCP connections.
