@@ -200,13 +200,14 @@ fn a_transfer_round_trips_through_a_share_link() {
 
 #[test]
 fn a_lying_node_is_demoted_and_reads_stay_correct() {
-    // Every node but mainnet-0 answers 50 ms late, so the liar ranks first
-    // and is surely read before it is found out.
+    // Every node but mainnet-0 answers 250 ms late, so the liar ranks first
+    // (its recorded latencies stay below that even on a loaded machine) and
+    // is read before it is found out.
     let cluster = Cluster::start_with_node_args(3, 1, "1GiB", "", "", &|network, i| {
         if network == "mainnet" && i == 0 {
             Vec::new()
         } else {
-            vec!["--test-delay".into(), "50ms".into()]
+            vec!["--test-delay".into(), "250ms".into()]
         }
     });
     let aws = cluster.aws();
@@ -230,13 +231,17 @@ fn a_lying_node_is_demoted_and_reads_stay_correct() {
         }
         std::fs::write(file, bytes).unwrap();
     }
-    let dst = tmp.path().join("first");
-    aws.ok(&["s3", "cp", "s3://liar/obj", dst.to_str().unwrap()]);
-    assert_eq!(sha256_file(&src), sha256_file(&dst));
-    assert!(
-        cluster.gateway_log().contains("demoted"),
-        "the lying node was never read"
-    );
+    // Every GET is correct; the liar is found out within a few (a read of
+    // it that another replica beat is dropped unverified).
+    for round in 0..3 {
+        let dst = tmp.path().join("first");
+        aws.ok(&["s3", "cp", "s3://liar/obj", dst.to_str().unwrap()]);
+        assert_eq!(sha256_file(&src), sha256_file(&dst));
+        if cluster.gateway_log().contains("demoted") {
+            break;
+        }
+        assert!(round < 2, "the lying node was never found out");
+    }
     // Demoted, it is read last: further GETs are served by the others.
     let before = liar.objects_read();
     for round in 0..3 {
