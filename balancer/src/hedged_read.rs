@@ -1,6 +1,6 @@
 //! Reading a fragment back, hedged: the best-ranked replica first, the next
 //! one too when the first has not answered within its usual time, the first
-//! answer that verifies wins and the others are cancelled.
+//! answer that passes its [`Check`] wins and the others are cancelled.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,9 +16,32 @@ use crate::node_client::{self, NodeFailure};
 use crate::placement::Placement;
 use crate::registry::{Balancer, NodeHandle};
 
+/// What a fragment read must pass before it counts as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The fragment's MD5: a replica with other bytes is demoted and the
+    /// next one read.
+    Md5([u8; 16]),
+    /// Only its length, for bytes the caller authenticates itself (sealed
+    /// frames, whose AEAD tags are checked as they are opened): MD5 is the
+    /// dearest step of a read. A caller whose check fails reads again with
+    /// [`Check::Md5`], which finds and demotes the replica that lied.
+    Length,
+}
+
+impl Check {
+    /// Whether `data` (which should be `len` bytes) passes.
+    fn passes(self, data: &[u8], len: u64) -> bool {
+        match self {
+            Check::Md5(md5) => <[u8; 16]>::from(Md5::digest(data)) == md5,
+            Check::Length => data.len() as u64 == len,
+        }
+    }
+}
+
 impl Balancer {
     /// Reads the fragment stored under `key` (`len` bytes) from one of its
-    /// `placements` and checks it against `md5`: from the nodes first
+    /// `placements` and checks it with `check`: from the nodes first
     /// ([`Self::read_nodes`]), from the overflow store when no node replica
     /// could be read.
     ///
@@ -31,14 +54,14 @@ impl Balancer {
         key: &str,
         len: u64,
         placements: &[Placement],
-        md5: [u8; 16],
+        check: Check,
     ) -> Result<Bytes, BalancerError> {
         let nodes: Vec<i64> = placements.iter().filter_map(Placement::node_id).collect();
         let cid = placements.iter().find_map(Placement::cid);
         let from_nodes = if nodes.is_empty() && cid.is_some() {
             None
         } else {
-            match self.read_nodes(key, len, &nodes, md5).await {
+            match self.read_nodes(key, len, &nodes, check).await {
                 Ok(data) => return Ok(data),
                 Err(e) => Some(e),
             }
@@ -57,21 +80,21 @@ impl Balancer {
             .instrument(span)
             .await
             .map_err(|e| unreadable(e.to_string()))?;
-        if <[u8; 16]>::from(Md5::digest(&data)) != md5 {
+        if !check.passes(&data, len) {
             return Err(unreadable(format!("{cid}: checksum mismatch")));
         }
         Ok(data)
     }
 
     /// Reads the fragment stored under `key` (`len` bytes) from one of
-    /// `replicas` (node ids) and checks it against `md5`.
+    /// `replicas` (node ids) and checks it with `check`.
     ///
     /// Replicas are ranked healthy before demoted before down, then by the
     /// expected time of the read. The best one is asked first; when it has
     /// not answered within its [hedge delay](NodeHandle::hedge_delay), or as
     /// soon as it fails, the next one is asked as well. The first answer that
-    /// verifies is returned and the reads still running are dropped. A node
-    /// whose bytes do not verify is demoted; one that errors is marked down.
+    /// passes is returned and the reads still running are dropped. A node
+    /// whose bytes do not pass is demoted; one that errors is marked down.
     ///
     /// # Errors
     /// [`BalancerError::Unreadable`] when no replica answers with the right
@@ -82,7 +105,7 @@ impl Balancer {
         key: &str,
         len: u64,
         replicas: &[i64],
-        md5: [u8; 16],
+        check: Check,
     ) -> Result<Bytes, BalancerError> {
         let mut nodes: Vec<_> = replicas
             .iter()
@@ -98,7 +121,7 @@ impl Balancer {
         loop {
             if ask_next {
                 hedge_at = untried.next().map(|node| {
-                    running.push(read_one(node, key, md5));
+                    running.push(read_one(node, key, len, check));
                     tokio::time::Instant::now() + node.hedge_delay()
                 });
             }
@@ -134,12 +157,13 @@ impl Balancer {
     }
 }
 
-/// One replica read, verified against `md5`, its outcome recorded in the
+/// One replica read, checked with `check`, its outcome recorded in the
 /// node's statistics (also when the read is dropped half-way).
 async fn read_one<'a>(
     node: &'a Arc<NodeHandle>,
     key: &str,
-    md5: [u8; 16],
+    len: u64,
+    check: Check,
 ) -> (&'a Arc<NodeHandle>, Result<Bytes, NodeFailure>) {
     let span = tracing::debug_span!("node_get", node = node.spec.id, key);
     let _slot = node.slots.acquire().await;
@@ -152,8 +176,7 @@ async fn read_one<'a>(
         .instrument(span)
         .await
         .and_then(|fetched| {
-            let digest: [u8; 16] = Md5::digest(&fetched.data).into();
-            if digest == md5 {
+            if check.passes(&fetched.data, len) {
                 Ok(fetched)
             } else {
                 Err(NodeFailure::Corrupt)
@@ -258,7 +281,7 @@ mod tests {
         }
         let started = Instant::now();
         let got = balancer
-            .read_nodes("frag", data.len() as u64, &[1, 2], md5)
+            .read_nodes("frag", data.len() as u64, &[1, 2], Check::Md5(md5))
             .await
             .unwrap();
         let took = started.elapsed();
@@ -348,17 +371,22 @@ mod tests {
         let reads = || store.reads.load(std::sync::atomic::Ordering::SeqCst);
 
         let got = balancer
-            .read("frag", len, &[on(1), overflow.clone()], md5)
+            .read("frag", len, &[on(1), overflow.clone()], Check::Md5(md5))
             .await
             .unwrap();
         assert_eq!((got, reads()), (data.clone(), 0));
         let got = balancer
-            .read("frag", len, &[on(2), overflow.clone()], md5)
+            .read("frag", len, &[on(2), overflow.clone()], Check::Md5(md5))
             .await
             .unwrap();
         assert_eq!((got, reads()), (data.clone(), 1));
         let got = balancer
-            .read("frag", len, std::slice::from_ref(&overflow), md5)
+            .read(
+                "frag",
+                len,
+                std::slice::from_ref(&overflow),
+                Check::Md5(md5),
+            )
             .await
             .unwrap();
         assert_eq!((got, reads()), (data.clone(), 2));
@@ -369,7 +397,7 @@ mod tests {
             .unwrap()
             .insert(cid, Bytes::from(vec![8u8; 100_000]));
         let err = balancer
-            .read("frag", len, &[on(2), overflow], md5)
+            .read("frag", len, &[on(2), overflow], Check::Md5(md5))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("checksum mismatch"), "{err}");

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod trust;
 
 pub use error::BalancerError;
+pub use hedged_read::Check;
 pub use node::{Network, NodeSpec};
 pub use placement::{OVERFLOW, Placement, Replica, ReplicaPolicy};
 pub use registry::{Balancer, NodeStatus};

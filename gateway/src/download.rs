@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryFutureExt};
+use tenfold_balancer::Check;
 use tracing::Instrument;
 
 use crate::crypto::DataKey;
 use crate::error::GatewayError;
-use crate::fragment::{HEADER_LEN, decode_frames, decode_segment, node_key};
+use crate::fragment::{FragmentError, HEADER_LEN, decode_frames, decode_segment, node_key};
 use crate::index::{FragmentRow, ObjectRow, SegmentRow};
 use crate::object_store::{DOWNLOAD_BUDGET_BYTES, ObjectStore, budget_units};
 use crate::upload::BodyStream;
@@ -22,7 +23,38 @@ const PREFETCH: usize = 2;
 impl ObjectStore {
     /// Streams bytes `range` of an object whose layout is `segments`,
     /// fetching only the segments that overlap the range.
+    ///
+    /// The fetching runs in a task of its own, [`PREFETCH`] segments ahead
+    /// of the one being sent plus one decoded and waiting: the HTTP server
+    /// polls a response body only when it has room to write, so fetches
+    /// driven by its polls would stall while each segment is flushed to the
+    /// client. The task ends when the stream is dropped (the client hung up).
     pub fn object_stream(
+        self: &Arc<Self>,
+        segments: Vec<SegmentRow>,
+        range: Range<u64>,
+    ) -> impl Stream<Item = Result<Bytes, GatewayError>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut fetched = Box::pin(self.fetched_segments(segments, range));
+        tokio::spawn(
+            async move {
+                while let Some(item) = fetched.next().await {
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        break;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+    }
+
+    /// The plaintext of `range`, segment by segment, [`PREFETCH`] fetched
+    /// at once.
+    fn fetched_segments(
         self: &Arc<Self>,
         segments: Vec<SegmentRow>,
         range: Range<u64>,
@@ -111,15 +143,14 @@ impl ObjectStore {
         };
         let count = u16::try_from(segment.fragments.len()).unwrap_or(u16::MAX);
         let key = self.data_key(&segment)?;
-        let stored = self
-            .read_fragments(&segment, &segment.fragments[plan.fragments.clone()])
-            .await?;
         let seq = segment.seq;
         let plain_start = plan.plain_start;
-        let plain = tokio::task::spawn_blocking(move || {
-            decode_frames(seq, count, &stored, &plan, &frames, key.as_ref())
-        })
-        .await??;
+        let fragments = plan.fragments.clone();
+        let plain = self
+            .read_and_decode(&segment, &segment.fragments[fragments], move |stored| {
+                decode_frames(seq, count, stored, &plan, &frames, key.as_ref())
+            })
+            .await?;
         Ok((plain_start, Bytes::from(plain)))
     }
 
@@ -133,15 +164,56 @@ impl ObjectStore {
             .transpose()
     }
 
-    /// Reads fragments of a segment concurrently, each from its best replica.
+    /// Reads `fragments` of `segment` and decodes them with `decode` on a
+    /// blocking thread.
+    ///
+    /// The fragments of a sealed segment are read with only their length
+    /// checked, since opening a frame checks its AEAD tag: a replica's MD5
+    /// costs more than the rest of the read. When they do not decode, they
+    /// are read again with every fragment's MD5 checked, which skips (and
+    /// demotes) the replica that lied. Fragments stored before encryption
+    /// are always checked by MD5.
+    async fn read_and_decode<D>(
+        &self,
+        segment: &SegmentRow,
+        fragments: &[FragmentRow],
+        decode: D,
+    ) -> Result<Vec<u8>, GatewayError>
+    where
+        D: Fn(&[Bytes]) -> Result<Vec<u8>, FragmentError> + Send + Sync + 'static,
+    {
+        let decode = Arc::new(decode);
+        if segment.key.is_some() {
+            let stored = self.read_fragments(segment, fragments, false).await?;
+            let first = Arc::clone(&decode);
+            match tokio::task::spawn_blocking(move || first(&stored)).await? {
+                Ok(plain) => return Ok(plain),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "segment did not decode, reading it again with every fragment's MD5 checked"
+                ),
+            }
+        }
+        let stored = self.read_fragments(segment, fragments, true).await?;
+        Ok(tokio::task::spawn_blocking(move || decode(&stored)).await??)
+    }
+
+    /// Reads fragments of a segment concurrently, each from its best
+    /// replica, checked by MD5 or (`by_md5` false) by length only.
     async fn read_fragments(
         &self,
         segment: &SegmentRow,
         fragments: &[FragmentRow],
+        by_md5: bool,
     ) -> Result<Vec<Bytes>, GatewayError> {
         let reads = fragments.iter().map(|f| {
             let key = node_key(&segment.data_id, segment.seq, f.index);
-            async move { self.balancer.read(&key, f.size, &f.placements, f.md5).await }
+            let check = if by_md5 {
+                Check::Md5(f.md5)
+            } else {
+                Check::Length
+            };
+            async move { self.balancer.read(&key, f.size, &f.placements, check).await }
                 .map_err(|e| GatewayError::Unavailable(e.to_string()))
         });
         futures::future::try_join_all(reads).await
@@ -154,14 +226,14 @@ impl ObjectStore {
     #[tracing::instrument(skip_all, fields(data = %segment.data_id, segment = segment.seq))]
     pub async fn fetch_segment(&self, segment: SegmentRow) -> Result<Bytes, GatewayError> {
         let key = self.data_key(&segment)?;
-        let stored = self.read_fragments(&segment, &segment.fragments).await?;
         let seq = segment.seq;
         let plain_len = usize::try_from(segment.plain_size).unwrap_or(usize::MAX);
-        let frames = segment.frames;
-        let plain = tokio::task::spawn_blocking(move || {
-            decode_segment(seq, &stored, plain_len, frames.as_ref(), key.as_ref())
-        })
-        .await??;
+        let frames = segment.frames.clone();
+        let plain = self
+            .read_and_decode(&segment, &segment.fragments, move |stored| {
+                decode_segment(seq, stored, plain_len, frames.as_ref(), key.as_ref())
+            })
+            .await?;
         Ok(Bytes::from(plain))
     }
 }

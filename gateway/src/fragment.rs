@@ -434,7 +434,9 @@ fn planned_span<'a>(
     Ok(span)
 }
 
-/// Opens each planned frame with `key` and decompresses them.
+/// Opens each planned frame with `key` and decompresses it straight into
+/// the plaintext: each frame is copied once out of the fragments (to be
+/// opened in place) and decompressed once, into a buffer reserved up front.
 fn open_and_decompress(
     segment: u32,
     payloads: &[&[u8]],
@@ -442,20 +444,22 @@ fn open_and_decompress(
     frames: &FrameIndex,
     key: &DataKey,
 ) -> Result<Vec<u8>, FragmentError> {
-    let mut sealed = Vec::with_capacity(plan.take.min(MAX_RESERVE));
-    planned_span(payloads, plan)?
-        .read_to_end(&mut sealed)
-        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
-    if sealed.len() != plan.take {
-        return Err(FragmentError::Truncated);
+    if plan.plain_len > MAX_RESERVE {
+        return Err(FragmentError::PlainLength {
+            got: MAX_RESERVE,
+            expected: plan.plain_len,
+        });
     }
+    let mut span = planned_span(payloads, plan)?;
     let base = match plan.frames.start {
         0 => 0,
         first => *frames.ends.get(first - 1).ok_or(FragmentError::Truncated)?,
     };
-    // Open every frame in place and move its plaintext down, so the
-    // compressed bytes end up contiguous at the front.
-    let (mut from, mut to) = (0usize, 0usize);
+    let mut plain = Vec::with_capacity(plan.plain_len);
+    let mut sealed = Vec::new();
+    let mut zstd =
+        zstd::bulk::Decompressor::new().map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    let mut from = 0usize;
     for number in plan.frames.clone() {
         let end = frames
             .ends
@@ -463,16 +467,26 @@ fn open_and_decompress(
             .and_then(|e| e.checked_sub(base))
             .and_then(|e| usize::try_from(e).ok())
             .ok_or(FragmentError::Truncated)?;
-        let frame = sealed.get_mut(from..end).ok_or(FragmentError::Truncated)?;
+        sealed.resize(end.checked_sub(from).ok_or(FragmentError::Truncated)?, 0);
+        span.read_exact(&mut sealed)
+            .map_err(|_| FragmentError::Truncated)?;
         let len = key
-            .open_frame(segment, u32::try_from(number).unwrap_or(u32::MAX), frame)
+            .open_frame(
+                segment,
+                u32::try_from(number).unwrap_or(u32::MAX),
+                &mut sealed,
+            )
             .ok_or(FragmentError::Tampered)?;
-        sealed.copy_within(from..from + len, to);
-        to += len;
+        // Decompressed after what is already there, never past the
+        // capacity reserved for the planned length.
+        let filled = plain.len() as u64;
+        let mut out = std::io::Cursor::new(&mut plain);
+        out.set_position(filled);
+        zstd.decompress_to_buffer(&sealed[..len], &mut out)
+            .map_err(|e| FragmentError::Zstd(e.to_string()))?;
         from = end;
     }
-    sealed.truncate(to);
-    decompress(sealed.as_slice(), plan.plain_len)
+    check_len(plain, plan.plain_len)
 }
 
 fn check_len(plain: Vec<u8>, plain_len: usize) -> Result<Vec<u8>, FragmentError> {

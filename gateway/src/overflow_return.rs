@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tenfold_balancer::{Placement, Replica};
+use tenfold_balancer::{Check, Placement, Replica};
 
 use crate::fragment::node_key;
 use crate::index::OverflowedFragment;
@@ -52,7 +52,11 @@ impl ObjectStore {
     async fn return_fragment(&self, o: OverflowedFragment) -> bool {
         let f = &o.fragment;
         let key = node_key(&o.data_id, o.seq, f.index);
-        let data = match self.balancer.read(&key, f.size, &f.placements, f.md5).await {
+        let data = match self
+            .balancer
+            .read(&key, f.size, &f.placements, Check::Md5(f.md5))
+            .await
+        {
             Ok(data) => data,
             Err(e) => {
                 tracing::warn!(error = %e, "overflowed fragment unreadable, left in place");

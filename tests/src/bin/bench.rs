@@ -473,19 +473,25 @@ fn main() {
         let file = tmp.path().join("cp");
         write_file(&file, args.cp_mib << 20, false);
         let mib = args.cp_mib as f64;
-        let before = peak_rss_mib(cluster.gateway.0.id());
+        let pid = cluster.gateway.0.id();
+        let before = peak_rss_mib(pid);
         let up = timed(&gw, &["s3", "cp", file.to_str().unwrap(), "s3://bench/cp"]);
+        let peak_up = peak_rss_mib(pid);
+        // Reset the peak-RSS mark so the second figure is the download's.
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
         let down = timed(&gw, &["s3", "cp", "s3://bench/cp", "/dev/null"]);
-        let peak = peak_rss_mib(cluster.gateway.0.id());
+        let peak_down = peak_rss_mib(pid);
         println!(
-            "aws s3 cp of {} MiB: up {:.1} MiB/s, down {:.1} MiB/s; gateway peak RSS {peak:.0} MiB (before: {before:.0} MiB)",
+            "aws s3 cp of {} MiB: up {:.1} MiB/s, down {:.1} MiB/s; gateway peak RSS up {peak_up:.0} MiB, down {peak_down:.0} MiB (before: {before:.0} MiB)",
             args.cp_mib,
             mib / up,
             mib / down
         );
         rows.push(serde_json::json!({
             "data": "random", "op": "aws s3 cp up+down", "size_bytes": args.cp_mib << 20,
-            "up_mib_s": mib / up, "down_mib_s": mib / down, "gateway_peak_rss_mib": peak,
+            "up_mib_s": mib / up, "down_mib_s": mib / down,
+            "gateway_peak_rss_mib": peak_up.max(peak_down),
+            "gateway_peak_rss_up_mib": peak_up, "gateway_peak_rss_down_mib": peak_down,
         }));
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
