@@ -298,11 +298,17 @@ fn frame_nonce(segment: u32, frame: u32) -> [u8; NONCE_LEN] {
 }
 
 impl DataKey {
-    /// Encrypts `frame` in place and appends its tag.
-    pub fn seal_frame(&self, segment: u32, frame: u32, buf: &mut Vec<u8>) {
+    /// Encrypts the frame `buf[start..]` in place and appends its tag.
+    pub fn seal_frame(&self, segment: u32, frame: u32, buf: &mut Vec<u8>, start: usize) {
         let nonce = Nonce::assume_unique_for_key(frame_nonce(segment, frame));
         // Encrypting in memory cannot fail for frames under 64 GiB.
-        let _ = self.0.seal_in_place_append_tag(nonce, Aad::empty(), buf);
+        if let Some(plain) = buf.get_mut(start..)
+            && let Ok(tag) = self
+                .0
+                .seal_in_place_separate_tag(nonce, Aad::empty(), plain)
+        {
+            buf.extend_from_slice(tag.as_ref());
+        }
     }
 
     /// Decrypts a sealed frame (ciphertext then tag) in place; returns the
@@ -332,7 +338,7 @@ mod tests {
         let old = ring();
         let (key, wrapped) = old.new_data_key().unwrap();
         let mut frame = b"some compressed frame".to_vec();
-        key.seal_frame(1, 2, &mut frame);
+        key.seal_frame(1, 2, &mut frame, 0);
         assert_eq!(frame.len(), 21 + TAG_LEN);
 
         let again = old.unwrap(&wrapped).unwrap();

@@ -16,7 +16,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 use md5::{Digest, Md5};
 
-use crate::crypto::DataKey;
+use crate::crypto::{DataKey, TAG_LEN};
 
 /// Magic number opening every fragment.
 pub const MAGIC: &[u8; 4] = b"TFF1";
@@ -260,43 +260,76 @@ impl SegmentCodec {
     ) -> Result<(Vec<EncodedFragment>, FrameIndex), FragmentError> {
         let plain_len = u32::try_from(plain.len())
             .map_err(|_| FragmentError::Zstd("segment over 4 GiB".into()))?;
-        let mut compressed = Vec::with_capacity(plain.len() / 2 + 64);
+        let zstd_error = |e: std::io::Error| FragmentError::Zstd(e.to_string());
+        let frame_size = self.frame_size.max(1);
+        let mut zstd = zstd::bulk::Compressor::new(self.level).map_err(zstd_error)?;
+        // The frames are compressed and sealed one after another into one
+        // buffer, which then becomes the fragments in place: no copy of
+        // the compressed segment is made.
+        let bound: usize = plain
+            .chunks(frame_size)
+            .map(|f| zstd::zstd_safe::compress_bound(f.len()) + TAG_LEN)
+            .sum();
+        let mut compressed =
+            Vec::with_capacity(bound + usize::from(self.fragments.max(1)) * HEADER_LEN);
         let mut frames = FrameIndex {
-            plain: self.frame_size.max(1) as u64,
+            plain: frame_size as u64,
             ends: Vec::new(),
         };
-        for (number, frame) in plain.chunks(self.frame_size.max(1)).enumerate() {
-            let mut c = zstd::bulk::compress(frame, self.level)
-                .map_err(|e| FragmentError::Zstd(e.to_string()))?;
+        for (number, frame) in plain.chunks(frame_size).enumerate() {
+            let start = compressed.len();
+            compressed.reserve(zstd::zstd_safe::compress_bound(frame.len()) + TAG_LEN);
+            let mut out = std::io::Cursor::new(&mut compressed);
+            out.set_position(start as u64);
+            zstd.compress_to_buffer(frame, &mut out)
+                .map_err(zstd_error)?;
             if let Some(key) = key {
-                key.seal_frame(segment, u32::try_from(number).unwrap_or(u32::MAX), &mut c);
+                let number = u32::try_from(number).unwrap_or(u32::MAX);
+                key.seal_frame(segment, number, &mut compressed, start);
             }
-            compressed.extend_from_slice(&c);
             frames.ends.push(compressed.len() as u64);
         }
-        let count = self.fragment_count(compressed.len());
-        let piece = compressed.len().div_ceil(usize::from(count)).max(1);
-        let mut out = Vec::with_capacity(usize::from(count));
-        for index in 0..count {
-            let start = (usize::from(index) * piece).min(compressed.len());
-            let end = (start + piece).min(compressed.len());
-            let payload = &compressed[start..end];
-            let mut buf = BytesMut::with_capacity(HEADER_LEN + payload.len());
+        let len = compressed.len();
+        let count = self.fragment_count(len);
+        let piece = len.div_ceil(usize::from(count)).max(1);
+        let pieces: Vec<(usize, usize)> = (0..usize::from(count))
+            .map(|i| ((i * piece).min(len), ((i + 1) * piece).min(len)))
+            .collect();
+        // Make room for a header before every piece: move the pieces up,
+        // the last first, and write each header in the gap.
+        compressed.resize(len + usize::from(count) * HEADER_LEN, 0);
+        let mut header = BytesMut::with_capacity(HEADER_LEN);
+        for (index, &(start, end)) in pieces.iter().enumerate().rev() {
+            let at = start + index * HEADER_LEN;
+            compressed.copy_within(start..end, at + HEADER_LEN);
+            header.clear();
             FragmentHeader {
                 codec: CODEC_ZSTD,
                 cipher: cipher_of(key),
                 segment,
-                index,
+                index: u16::try_from(index).unwrap_or(u16::MAX),
                 count,
                 segment_plain_len: plain_len,
-                payload_len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+                payload_len: u32::try_from(end - start).unwrap_or(u32::MAX),
             }
-            .encode(&mut buf);
-            buf.put_slice(payload);
-            let bytes = buf.freeze();
-            let md5: [u8; 16] = Md5::digest(&bytes).into();
-            out.push(EncodedFragment { index, bytes, md5 });
+            .encode(&mut header);
+            compressed[at..at + HEADER_LEN].copy_from_slice(&header);
         }
+        let stored = Bytes::from(compressed);
+        let out = pieces
+            .iter()
+            .enumerate()
+            .map(|(index, &(start, end))| {
+                let at = start + index * HEADER_LEN;
+                let bytes = stored.slice(at..end + (index + 1) * HEADER_LEN);
+                let md5: [u8; 16] = Md5::digest(&bytes).into();
+                EncodedFragment {
+                    index: u16::try_from(index).unwrap_or(u16::MAX),
+                    bytes,
+                    md5,
+                }
+            })
+            .collect();
         Ok((out, frames))
     }
 

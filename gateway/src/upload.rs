@@ -57,6 +57,8 @@ struct SegmentReader {
     segment_size: usize,
     leftover: Bytes,
     done: bool,
+    /// Body bytes still to come, when the client said how many.
+    remaining: Option<u64>,
 }
 
 impl SegmentReader {
@@ -66,8 +68,17 @@ impl SegmentReader {
             if !self.leftover.is_empty() {
                 let take = (self.segment_size - buf.len()).min(self.leftover.len());
                 let piece = self.leftover.split_to(take);
+                self.remaining = self.remaining.map(|r| r.saturating_sub(piece.len() as u64));
                 if buf.is_empty() && piece.len() == self.segment_size {
                     return Ok(Some(piece));
+                }
+                if buf.is_empty() {
+                    // Room for the whole segment at once, not grown (and
+                    // copied) chunk by chunk.
+                    let more = self
+                        .remaining
+                        .map_or(0, |r| usize::try_from(r).unwrap_or(usize::MAX));
+                    buf.reserve((piece.len() + more).min(self.segment_size));
                 }
                 buf.extend_from_slice(&piece);
             }
@@ -225,6 +236,7 @@ impl ObjectStore {
             segment_size: self.segment_size,
             leftover: Bytes::new(),
             done: false,
+            remaining: checks.content_length,
         };
         let mut md5 = Md5::new();
         let mut checksums = checks.checksums.hasher();
