@@ -258,8 +258,12 @@ pub struct Index {
     keyring: Option<Keyring>,
 }
 
-/// How often a conflicting write transaction is run again.
-const WRITE_RETRIES: u32 = 8;
+/// How often a conflicting write transaction is run again. Of N writers
+/// that conflict, at least one commits each round, so the last may need N
+/// attempts: `aws s3 cp` commits ten parts of one upload at once, and
+/// Postgres' predicate locks make those conflict (the index pages they
+/// read and write are shared).
+const WRITE_RETRIES: u32 = 24;
 /// How long a request waits for a database connection before it is
 /// answered 503 (the database is down or overloaded).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
