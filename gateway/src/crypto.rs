@@ -95,13 +95,7 @@ impl MasterKey {
         let mut sealed = Vec::with_capacity(NONCE_LEN + msg.len() + TAG_LEN);
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(msg);
-        let mut body = sealed.split_off(NONCE_LEN);
-        self.cipher.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut body,
-        )?;
-        sealed.append(&mut body);
+        seal_tail(&self.cipher, nonce, Aad::from(aad), &mut sealed, NONCE_LEN)?;
         Ok(sealed)
     }
 
@@ -120,6 +114,20 @@ impl MasterKey {
         buf.truncate(len);
         Ok(buf)
     }
+}
+
+/// Encrypts `buf[start..]` in place under `nonce` and appends the tag.
+fn seal_tail(
+    key: &LessSafeKey,
+    nonce: [u8; NONCE_LEN],
+    aad: Aad<&[u8]>,
+    buf: &mut Vec<u8>,
+    start: usize,
+) -> Result<(), Unspecified> {
+    let plain = buf.get_mut(start..).ok_or(Unspecified)?;
+    let tag = key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), aad, plain)?;
+    buf.extend_from_slice(tag.as_ref());
+    Ok(())
 }
 
 /// An AES-256-GCM key (ring's, whose assembly is several times faster than
@@ -300,15 +308,14 @@ fn frame_nonce(segment: u32, frame: u32) -> [u8; NONCE_LEN] {
 impl DataKey {
     /// Encrypts the frame `buf[start..]` in place and appends its tag.
     pub fn seal_frame(&self, segment: u32, frame: u32, buf: &mut Vec<u8>, start: usize) {
-        let nonce = Nonce::assume_unique_for_key(frame_nonce(segment, frame));
         // Encrypting in memory cannot fail for frames under 64 GiB.
-        if let Some(plain) = buf.get_mut(start..)
-            && let Ok(tag) = self
-                .0
-                .seal_in_place_separate_tag(nonce, Aad::empty(), plain)
-        {
-            buf.extend_from_slice(tag.as_ref());
-        }
+        let _ = seal_tail(
+            &self.0,
+            frame_nonce(segment, frame),
+            Aad::from(&[][..]),
+            buf,
+            start,
+        );
     }
 
     /// Decrypts a sealed frame (ciphertext then tag) in place; returns the

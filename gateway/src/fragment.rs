@@ -260,7 +260,6 @@ impl SegmentCodec {
     ) -> Result<(Vec<EncodedFragment>, FrameIndex), FragmentError> {
         let plain_len = u32::try_from(plain.len())
             .map_err(|_| FragmentError::Zstd("segment over 4 GiB".into()))?;
-        let zstd_error = |e: std::io::Error| FragmentError::Zstd(e.to_string());
         let frame_size = self.frame_size.max(1);
         let mut zstd = zstd::bulk::Compressor::new(self.level).map_err(zstd_error)?;
         // The frames are compressed and sealed one after another into one
@@ -387,11 +386,9 @@ fn chained<'a>(payloads: &[&'a [u8]]) -> Box<dyn Read + 'a> {
 /// Decompresses `compressed` zstd frames, never past `plain_len` bytes, and
 /// checks that they hold exactly that many.
 fn decompress(compressed: impl Read, plain_len: usize) -> Result<Vec<u8>, FragmentError> {
-    let decoder = zstd::stream::read::Decoder::new(compressed)
-        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(zstd_error)?;
     let mut plain = Vec::with_capacity(plain_len.min(MAX_RESERVE));
-    std::io::copy(&mut decoder.take(plain_len as u64 + 1), &mut plain)
-        .map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    std::io::copy(&mut decoder.take(plain_len as u64 + 1), &mut plain).map_err(zstd_error)?;
     check_len(plain, plain_len)
 }
 
@@ -463,7 +460,7 @@ fn planned_span<'a>(
         &mut (&mut span).take(plan.skip as u64),
         &mut std::io::sink(),
     )
-    .map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    .map_err(zstd_error)?;
     Ok(span)
 }
 
@@ -490,8 +487,7 @@ fn open_and_decompress(
     };
     let mut plain = Vec::with_capacity(plan.plain_len);
     let mut sealed = Vec::new();
-    let mut zstd =
-        zstd::bulk::Decompressor::new().map_err(|e| FragmentError::Zstd(e.to_string()))?;
+    let mut zstd = zstd::bulk::Decompressor::new().map_err(zstd_error)?;
     let mut from = 0usize;
     for number in plan.frames.clone() {
         let end = frames
@@ -516,10 +512,15 @@ fn open_and_decompress(
         let mut out = std::io::Cursor::new(&mut plain);
         out.set_position(filled);
         zstd.decompress_to_buffer(&sealed[..len], &mut out)
-            .map_err(|e| FragmentError::Zstd(e.to_string()))?;
+            .map_err(zstd_error)?;
         from = end;
     }
     check_len(plain, plan.plain_len)
+}
+
+/// A zstd failure, as a fragment error.
+fn zstd_error(e: std::io::Error) -> FragmentError {
+    FragmentError::Zstd(e.to_string())
 }
 
 fn check_len(plain: Vec<u8>, plain_len: usize) -> Result<Vec<u8>, FragmentError> {

@@ -78,7 +78,7 @@ impl SegmentReader {
                     let more = self
                         .remaining
                         .map_or(0, |r| usize::try_from(r).unwrap_or(usize::MAX));
-                    buf.reserve((piece.len() + more).min(self.segment_size));
+                    buf.reserve(piece.len().saturating_add(more).min(self.segment_size));
                 }
                 buf.extend_from_slice(&piece);
             }
