@@ -167,12 +167,9 @@ impl ObjectStore {
     /// Reads `fragments` of `segment` and decodes them with `decode` on a
     /// blocking thread.
     ///
-    /// The fragments of a sealed segment are read with only their length
-    /// checked, since opening a frame checks its AEAD tag: a replica's MD5
-    /// costs more than the rest of the read. When they do not decode, they
-    /// are read again with every fragment's MD5 checked, which skips (and
-    /// demotes) the replica that lied. Fragments stored before encryption
-    /// are always checked by MD5.
+    /// Every fragment is MD5-checked as it is read. (Reading sealed
+    /// fragments with only their length checked, trusting the frames' tags,
+    /// let a demoted liar win hedged races; see the benchmarks issue.)
     async fn read_and_decode<D>(
         &self,
         segment: &SegmentRow,
@@ -182,18 +179,6 @@ impl ObjectStore {
     where
         D: Fn(&[Bytes]) -> Result<Vec<u8>, FragmentError> + Send + Sync + 'static,
     {
-        let decode = Arc::new(decode);
-        if segment.key.is_some() {
-            let stored = self.read_fragments(segment, fragments, false).await?;
-            let first = Arc::clone(&decode);
-            match tokio::task::spawn_blocking(move || first(&stored)).await? {
-                Ok(plain) => return Ok(plain),
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "segment did not decode, reading it again with every fragment's MD5 checked"
-                ),
-            }
-        }
         let stored = self.read_fragments(segment, fragments, true).await?;
         Ok(tokio::task::spawn_blocking(move || decode(&stored)).await??)
     }
