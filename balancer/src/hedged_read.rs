@@ -22,19 +22,25 @@ pub enum Check {
     /// The fragment's MD5: a replica with other bytes is demoted and the
     /// next one read.
     Md5([u8; 16]),
-    /// Only its length, for bytes the caller authenticates itself (sealed
-    /// frames, whose AEAD tags are checked as they are opened): MD5 is the
-    /// dearest step of a read. A caller whose check fails reads again with
-    /// [`Check::Md5`], which finds and demotes the replica that lied.
-    Length,
+    /// For bytes the caller authenticates itself (sealed frames, whose AEAD
+    /// tags are checked as they are opened): from a node in good standing
+    /// only the length is checked, since MD5 is the dearest step of a read;
+    /// from a demoted node or the overflow store, the MD5 as well, so a
+    /// known liar never wins a race. A caller whose own check fails reads
+    /// again with [`Check::Md5`], which finds and demotes the replica that
+    /// lied.
+    Sealed([u8; 16]),
 }
 
 impl Check {
-    /// Whether `data` (which should be `len` bytes) passes.
-    fn passes(self, data: &[u8], len: u64) -> bool {
+    /// Whether `data` (which should be `len` bytes) passes, coming from a
+    /// source that is `trusted` or not.
+    fn passes(self, data: &[u8], len: u64, trusted: bool) -> bool {
         match self {
-            Check::Md5(md5) => <[u8; 16]>::from(Md5::digest(data)) == md5,
-            Check::Length => data.len() as u64 == len,
+            Check::Sealed(_) if trusted => data.len() as u64 == len,
+            Check::Md5(md5) | Check::Sealed(md5) => {
+                data.len() as u64 == len && <[u8; 16]>::from(Md5::digest(data)) == md5
+            }
         }
     }
 }
@@ -80,7 +86,7 @@ impl Balancer {
             .instrument(span)
             .await
             .map_err(|e| unreadable(e.to_string()))?;
-        if !check.passes(&data, len) {
+        if !check.passes(&data, len, false) {
             return Err(unreadable(format!("{cid}: checksum mismatch")));
         }
         Ok(data)
@@ -176,7 +182,7 @@ async fn read_one<'a>(
         .instrument(span)
         .await
         .and_then(|fetched| {
-            if check.passes(&fetched.data, len) {
+            if check.passes(&fetched.data, len, !node.is_demoted()) {
                 Ok(fetched)
             } else {
                 Err(NodeFailure::Corrupt)
@@ -299,6 +305,64 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A sealed read trusts the length of a node in good standing, but
+    /// checks a demoted node's MD5: a known liar that answers first with
+    /// wrong bytes of the right length must not win.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_demoted_node_is_md5_checked_on_sealed_reads() {
+        let dir = std::env::temp_dir().join(format!("tenfold-sealed-{}", std::process::id()));
+        let liar = start_node(&dir, 1, Duration::ZERO).await;
+        let honest = start_node(&dir, 2, Duration::from_millis(300)).await;
+        let balancer = Balancer::new(ReplicaPolicy::default());
+        balancer.set_nodes(vec![liar, honest]);
+        let data = Bytes::from(vec![7u8; 50_000]);
+        let lie = Bytes::from(vec![6u8; 50_000]);
+        let md5: [u8; 16] = Md5::digest(&data).into();
+        for (id, bytes) in [(1, &lie), (2, &data)] {
+            let node = balancer.node(id).unwrap();
+            node.ensure_bucket().await.unwrap();
+            let sum: [u8; 16] = Md5::digest(bytes).into();
+            node_client::put(&node.client, &node.spec.bucket, "frag", bytes.clone(), sum)
+                .await
+                .unwrap();
+        }
+        let len = data.len() as u64;
+        // In good standing, the liar's bytes of the right length pass (the
+        // caller's AEAD tags catch them) ...
+        let got = balancer
+            .read_nodes("frag", len, &[1, 2], Check::Sealed(md5))
+            .await
+            .unwrap();
+        assert_eq!(got, lie);
+        // ... and an MD5-checked read demotes it and reads the other.
+        let got = balancer
+            .read_nodes("frag", len, &[1, 2], Check::Md5(md5))
+            .await
+            .unwrap();
+        assert_eq!(got, data);
+        assert!(balancer.node(1).unwrap().is_demoted());
+        // Demoted, it is still hedged to once the honest node is late (as
+        // if that were usually fast) and answers first, but its bytes are
+        // checked and refused.
+        for _ in 0..3 {
+            for _ in 0..crate::registry::LATENCY_SAMPLES {
+                balancer.node(2).unwrap().record_read(
+                    data.len(),
+                    Duration::from_millis(1),
+                    Duration::from_millis(2),
+                );
+            }
+            let got = balancer
+                .read_nodes("frag", len, &[1, 2], Check::Sealed(md5))
+                .await
+                .unwrap();
+            assert_eq!(got, data);
+        }
+        let status = balancer.status();
+        assert!(status[0].errors >= 4, "the liar was not asked: {status:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// An in-memory overflow store that counts its reads.
     #[derive(Debug, Default)]
     struct MemoryStore {
@@ -396,11 +460,13 @@ mod tests {
             .lock()
             .unwrap()
             .insert(cid, Bytes::from(vec![8u8; 100_000]));
-        let err = balancer
-            .read("frag", len, &[on(2), overflow], Check::Md5(md5))
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        for check in [Check::Md5(md5), Check::Sealed(md5)] {
+            let err = balancer
+                .read("frag", len, &[on(2), overflow.clone()], check)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -182,6 +182,11 @@ impl NodeHandle {
         (penalty, ((first_byte + transfer) * 1000.0) as u64)
     }
 
+    /// Whether the node returned corrupt bytes lately.
+    pub(crate) fn is_demoted(&self) -> bool {
+        still(self.state().demoted_until, Instant::now())
+    }
+
     /// How long a read from this node may take before the next replica is
     /// asked too: the 95th percentile of its recent reads, within
     /// [`HEDGE_FLOOR`] and [`HEDGE_CEILING`].

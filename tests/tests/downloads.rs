@@ -242,6 +242,12 @@ fn a_lying_node_is_demoted_and_reads_stay_correct() {
         }
         assert!(round < 2, "the lying node was never found out");
     }
+    // Sealed fragments are read by length first: the frames' AEAD tags
+    // caught the lie, and the MD5-checked second read named the liar.
+    assert!(
+        cluster.gateway_log().contains("segment did not decode"),
+        "the lie was not caught by the frames' tags"
+    );
     // Demoted, it is read last: further GETs are served by the others.
     let before = liar.objects_read();
     for round in 0..3 {
