@@ -44,7 +44,8 @@ pub struct StoragePolicy {
     #[serde(deserialize_with = "size")]
     pub frame_size: u64,
     /// Smallest fragment worth a node round trip: a small object gets fewer
-    /// fragments so that a 4 KiB PUT is not forty node writes.
+    /// fragments, so that an object of up to this size is one fragment
+    /// (four node writes per PUT, one read per GET), not ten.
     #[serde(deserialize_with = "size")]
     pub min_fragment_size: u64,
     /// Multipart uploads idle this long (seconds since they started) are
@@ -61,7 +62,7 @@ impl Default for StoragePolicy {
             zstd_level: 3,
             segment_size: 8 << 20,
             frame_size: 1 << 20,
-            min_fragment_size: 16 << 10,
+            min_fragment_size: 128 << 10,
             abandoned_upload_seconds: 7 * 24 * 3600,
         }
     }

@@ -223,6 +223,14 @@ fn ten_fragments_on_three_mainnet_and_one_testnet_node() {
         stored < (4 << 20) / 20,
         "compressible 4 MiB stored as {stored} bytes"
     );
+    // A small object is not worth ten node round trips: 64 KiB of random
+    // data is one fragment (under `min_fragment_size`), still replicated.
+    let small = tmp.path().join("small");
+    write_file(&small, 64 << 10, false);
+    dev.aws
+        .ok(&["s3", "cp", small.to_str().unwrap(), "s3://frag/small"]);
+    let report = dev.inspect("frag", "small");
+    assert_eq!(assert_placements(&report, 3, 1), 1, "{report}");
 }
 
 #[test]
