@@ -18,7 +18,7 @@ use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::error::StoreError;
 
@@ -28,6 +28,8 @@ const COMPONENT_HEX: usize = 200;
 const OBJECT_SUFFIX: &str = ".obj";
 /// Magic number closing every object file.
 const MAGIC: &[u8; 4] = b"TFN1";
+/// Body bytes gathered before they are written out (one blocking call).
+const WRITE_BATCH: usize = 1 << 20;
 /// Longest S3 object key, in bytes.
 const MAX_KEY_LEN: usize = 1024;
 
@@ -231,47 +233,44 @@ impl DiskStore {
             .join("tmp")
             .join(format!("{:032x}", rand::random::<u128>()));
         let mut reserved = 0u64;
-        let result = self.write_tmp(&tmp, &attrs, body, &mut reserved).await;
-        let meta = match result {
-            Ok(meta) => meta,
+        match self
+            .write_object(&tmp, &path, &attrs, body, &mut reserved)
+            .await
+        {
+            Ok((meta, replaced)) => {
+                self.release(replaced);
+                Ok(meta)
+            }
             Err(e) => {
                 self.release(reserved);
                 let _ = fs::remove_file(&tmp).await;
-                return Err(e);
+                Err(e)
             }
-        };
-        let file_len = reserved;
-        let old_len = match fs::metadata(&path).await {
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        };
-        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
-        let commit = async {
-            fs::create_dir_all(&parent).await?;
-            fs::rename(&tmp, &path).await?;
-            fs::File::open(&parent).await?.sync_all().await
-        };
-        if let Err(e) = commit.await {
-            self.release(file_len);
-            let _ = fs::remove_file(&tmp).await;
-            return Err(e.into());
         }
-        self.release(old_len);
-        Ok(meta)
     }
 
-    async fn write_tmp<S, E>(
+    /// Writes the body and its trailer to `tmp`, fsyncs it and renames it
+    /// to `path` (fsyncing the folder). Returns the metadata and the size of
+    /// the object it replaced (0 if none).
+    ///
+    /// The body is written in batches of [`WRITE_BATCH`] bytes, each one
+    /// blocking call, and the last batch, fsyncs and rename in one more: a
+    /// small object costs a single trip to the blocking thread pool.
+    async fn write_object<S, E>(
         &self,
         tmp: &Path,
+        path: &Path,
         attrs: &PutAttributes,
         mut body: S,
         reserved: &mut u64,
-    ) -> Result<ObjectMeta, StoreError>
+    ) -> Result<(ObjectMeta, u64), StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let mut file = fs::File::create(tmp).await?;
+        let mut file = None;
+        let mut batch = Vec::new();
+        let mut batched = 0usize;
         let mut md5 = Md5::new();
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
@@ -280,7 +279,14 @@ impl DiskStore {
             *reserved += chunk.len() as u64;
             md5.update(&chunk);
             size += chunk.len() as u64;
-            file.write_all(&chunk).await?;
+            batched += chunk.len();
+            batch.push(chunk);
+            if batched >= WRITE_BATCH {
+                let chunks = std::mem::take(&mut batch);
+                let tmp = tmp.to_path_buf();
+                file = Some(blocking(move || append(file, &tmp, &chunks)).await?);
+                batched = 0;
+            }
         }
         if let Some(expected) = attrs.content_length
             && expected != size
@@ -303,16 +309,25 @@ impl DiskStore {
             metadata: attrs.metadata.clone(),
             last_modified: time::OffsetDateTime::now_utc().unix_timestamp(),
         };
-        let trailer = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
+        let mut trailer = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
         let trailer_len = u32::try_from(trailer.len()).map_err(std::io::Error::other)?;
-        let extra = trailer.len() as u64 + 8;
-        self.reserve(extra)?;
-        *reserved += extra;
-        file.write_all(&trailer).await?;
-        file.write_all(&trailer_len.to_le_bytes()).await?;
-        file.write_all(MAGIC).await?;
-        file.sync_all().await?;
-        Ok(meta)
+        trailer.extend_from_slice(&trailer_len.to_le_bytes());
+        trailer.extend_from_slice(MAGIC);
+        self.reserve(trailer.len() as u64)?;
+        *reserved += trailer.len() as u64;
+        batch.push(Bytes::from(trailer));
+        let (tmp, path) = (tmp.to_path_buf(), path.to_path_buf());
+        let replaced = blocking(move || {
+            append(file, &tmp, &batch)?.sync_all()?;
+            let replaced = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let parent = path.parent().unwrap_or(&path);
+            std::fs::create_dir_all(parent)?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(parent)?.sync_all()?;
+            Ok(replaced)
+        })
+        .await?;
+        Ok((meta, replaced))
     }
 
     /// Opens an object for reading: its metadata and the file, positioned at
@@ -465,6 +480,33 @@ fn disk_usage(dir: &Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
+/// Runs blocking file work on the blocking thread pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Appends `chunks` to `file`, or to a new file at `path` if there is none
+/// yet.
+fn append(
+    file: Option<std::fs::File>,
+    path: &Path,
+    chunks: &[Bytes],
+) -> std::io::Result<std::fs::File> {
+    use std::io::Write as _;
+    let mut file = match file {
+        Some(file) => file,
+        None => std::fs::File::create(path)?,
+    };
+    for chunk in chunks {
+        file.write_all(chunk)?;
+    }
+    Ok(file)
+}
+
 async fn read_trailer(file: &mut fs::File, path: &Path) -> Result<ObjectMeta, StoreError> {
     let corrupt = || StoreError::Corrupt(path.display().to_string());
     let len = file.metadata().await?.len();
@@ -605,6 +647,59 @@ mod tests {
         drop(store);
         let store = DiskStore::open(&dir, 4096).await.unwrap();
         assert_eq!(store.used(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    /// Bodies larger than a write batch are written in several batches;
+    /// an overwrite frees the old object's room; a body that fails half-way
+    /// (after a batch was written) leaves no file and no reservation.
+    #[tokio::test]
+    async fn large_bodies_overwrites_and_broken_bodies() {
+        let dir = std::env::temp_dir().join(format!("tfnode-{:x}", rand::random::<u64>()));
+        let store = DiskStore::open(&dir, 64 << 20).await.unwrap();
+        store.create_bucket("b").await.unwrap();
+        let data: Vec<u8> = (0..(3 * WRITE_BATCH + 12345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let chunks = |data: &[u8]| -> Vec<Result<Bytes, String>> {
+            data.chunks(64 << 10)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect()
+        };
+        let put = |body: Vec<Result<Bytes, String>>| {
+            store.put_object(
+                "b",
+                "k",
+                PutAttributes::default(),
+                futures::stream::iter(body),
+            )
+        };
+        let meta = put(chunks(&data)).await.unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(meta.etag, hex::encode(Md5::digest(&data)));
+        let (m, mut f) = store.open_object("b", "k").await.unwrap();
+        let mut back = vec![0; usize::try_from(m.size).unwrap()];
+        f.read_exact(&mut back).await.unwrap();
+        assert!(back == data, "the object did not read back");
+        let file_len = std::fs::metadata(store.object_path("b", "k").unwrap())
+            .unwrap()
+            .len();
+        assert_eq!(store.used(), file_len);
+
+        let small = put(chunks(b"small")).await.unwrap();
+        assert_eq!(small.size, 5);
+        let file_len = std::fs::metadata(store.object_path("b", "k").unwrap())
+            .unwrap()
+            .len();
+        assert_eq!(store.used(), file_len, "the overwritten object's room");
+
+        let mut broken = chunks(&data[..2 * WRITE_BATCH]);
+        broken.push(Err("connection reset".into()));
+        let err = put(broken).await.unwrap_err();
+        assert!(matches!(err, StoreError::Body(_)), "{err:?}");
+        assert_eq!(store.used(), file_len);
+        assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        let (m, _) = store.open_object("b", "k").await.unwrap();
+        assert_eq!(m.size, 5, "a failed write replaced the object");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
