@@ -57,6 +57,56 @@ pub struct PutAttributes {
     pub content_md5: Option<[u8; 16]>,
 }
 
+/// An object opened for reading.
+#[derive(Debug)]
+pub struct OpenObject {
+    pub meta: ObjectMeta,
+    file: std::fs::File,
+}
+
+/// Bytes of a range read in one blocking call rather than streamed.
+const SMALL_READ: u64 = 256 * 1024;
+
+impl OpenObject {
+    /// The metadata, and the bytes of `range` (within the data) as a
+    /// stream: read in one blocking call when small, streamed in 64 KiB
+    /// reads otherwise.
+    ///
+    /// # Errors
+    /// A disk error.
+    pub async fn read(
+        self,
+        range: std::ops::Range<u64>,
+    ) -> Result<
+        (
+            ObjectMeta,
+            impl Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+        ),
+        StoreError,
+    > {
+        let meta = self.meta;
+        let len = range.end.saturating_sub(range.start);
+        if len <= SMALL_READ {
+            let file = self.file;
+            let data = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt as _;
+                let mut data = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
+                file.read_exact_at(&mut data, range.start)?;
+                Ok::<_, std::io::Error>(Bytes::from(data))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            let body = futures::stream::once(futures::future::ready(Ok(data)));
+            Ok((meta, futures::future::Either::Left(body)))
+        } else {
+            let mut file = fs::File::from_std(self.file);
+            file.seek(SeekFrom::Start(range.start)).await?;
+            let body = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024);
+            Ok((meta, futures::future::Either::Right(body)))
+        }
+    }
+}
+
 /// A node's object store on local disk, with a capacity limit.
 #[derive(Debug)]
 pub struct DiskStore {
@@ -330,32 +380,31 @@ impl DiskStore {
         Ok((meta, replaced))
     }
 
-    /// Opens an object for reading: its metadata and the file, positioned at
-    /// the first data byte.
+    /// Opens an object for reading, its metadata read from the trailer:
+    /// one trip to the blocking thread pool.
     ///
     /// # Errors
     /// [`StoreError::NoSuchKey`] or [`StoreError::NoSuchBucket`].
-    pub async fn open_object(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<(ObjectMeta, fs::File), StoreError> {
+    pub async fn open_object(&self, bucket: &str, key: &str) -> Result<OpenObject, StoreError> {
         let path = self.object_path(bucket, key)?;
         self.reads.fetch_add(1, Ordering::Relaxed);
-        let mut file = match fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            let meta = read_trailer(&file, &path)?;
+            Ok::<_, StoreError>(OpenObject { meta, file })
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        match opened {
+            Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.existing_bucket_dir(bucket).await?;
-                return Err(StoreError::NoSuchKey {
+                Err(StoreError::NoSuchKey {
                     bucket: bucket.to_owned(),
                     key: key.to_owned(),
-                });
+                })
             }
-            Err(e) => return Err(e.into()),
-        };
-        let meta = read_trailer(&mut file, &path).await?;
-        file.seek(SeekFrom::Start(0)).await?;
-        Ok((meta, file))
+            other => other,
+        }
     }
 
     /// Deletes an object; deleting a missing key succeeds, as in S3.
@@ -414,7 +463,7 @@ impl DiskStore {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             match self.open_object(bucket, &key).await {
-                Ok((meta, _)) => out.push((key, meta)),
+                Ok(object) => out.push((key, object.meta)),
                 // Deleted while we listed.
                 Err(StoreError::NoSuchKey { .. }) => {}
                 Err(e) => return Err(e),
@@ -507,15 +556,15 @@ fn append(
     Ok(file)
 }
 
-async fn read_trailer(file: &mut fs::File, path: &Path) -> Result<ObjectMeta, StoreError> {
+fn read_trailer(file: &std::fs::File, path: &Path) -> Result<ObjectMeta, StoreError> {
+    use std::os::unix::fs::FileExt as _;
     let corrupt = || StoreError::Corrupt(path.display().to_string());
-    let len = file.metadata().await?.len();
+    let len = file.metadata()?.len();
     if len < 8 {
         return Err(corrupt());
     }
     let mut tail = [0u8; 8];
-    file.seek(SeekFrom::Start(len - 8)).await?;
-    file.read_exact(&mut tail).await?;
+    file.read_exact_at(&mut tail, len - 8)?;
     if &tail[4..] != MAGIC {
         return Err(corrupt());
     }
@@ -524,8 +573,7 @@ async fn read_trailer(file: &mut fs::File, path: &Path) -> Result<ObjectMeta, St
         return Err(corrupt());
     }
     let mut trailer = vec![0u8; usize::try_from(trailer_len).map_err(|_| corrupt())?];
-    file.seek(SeekFrom::Start(len - 8 - trailer_len)).await?;
-    file.read_exact(&mut trailer).await?;
+    file.read_exact_at(&mut trailer, len - 8 - trailer_len)?;
     let meta: ObjectMeta = serde_json::from_slice(&trailer).map_err(|_| corrupt())?;
     if meta.size + trailer_len + 8 != len {
         return Err(corrupt());
@@ -544,6 +592,20 @@ mod tests {
                 .map(|c| Ok(Bytes::from_static(c)))
                 .collect::<Vec<_>>(),
         )
+    }
+
+    /// The metadata and the bytes in `range` of an object (all of it when
+    /// `None`).
+    async fn read(
+        store: &DiskStore,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> (ObjectMeta, Vec<u8>) {
+        let object = store.open_object("b", key).await.unwrap();
+        let range = range.unwrap_or(0..object.meta.size);
+        let (meta, body) = object.read(range).await.unwrap();
+        let chunks: Vec<Bytes> = body.map(Result::unwrap).collect().await;
+        (meta, chunks.concat())
     }
 
     #[test]
@@ -590,10 +652,10 @@ mod tests {
             .unwrap();
         assert_eq!(meta.size, 11);
         assert_eq!(meta.etag, "5eb63bbbe01eeed093cb22bb8f5acdc3");
-        let (m, mut f) = store.open_object("b", "a/../x").await.unwrap();
-        let mut data = vec![0; usize::try_from(m.size).unwrap()];
-        f.read_exact(&mut data).await.unwrap();
+        let (m, data) = read(&store, "a/../x", None).await;
+        assert_eq!(m.size, 11);
         assert_eq!(data, b"hello world");
+        assert_eq!(read(&store, "a/../x", Some(6..9)).await.1, b"wor");
         let used = store.used();
         assert!(used > 11);
 
@@ -676,10 +738,14 @@ mod tests {
         let meta = put(chunks(&data)).await.unwrap();
         assert_eq!(meta.size, data.len() as u64);
         assert_eq!(meta.etag, hex::encode(Md5::digest(&data)));
-        let (m, mut f) = store.open_object("b", "k").await.unwrap();
-        let mut back = vec![0; usize::try_from(m.size).unwrap()];
-        f.read_exact(&mut back).await.unwrap();
+        let (_, back) = read(&store, "k", None).await;
         assert!(back == data, "the object did not read back");
+        // Ranges: streamed when large, read at once when small.
+        for range in [1000..(2 * WRITE_BATCH as u64 + 7), 5..(5 + SMALL_READ)] {
+            let (_, back) = read(&store, "k", Some(range.clone())).await;
+            let (start, end) = (range.start as usize, range.end as usize);
+            assert!(back == data[start..end], "range {range:?}");
+        }
         let file_len = std::fs::metadata(store.object_path("b", "k").unwrap())
             .unwrap()
             .len();
@@ -698,7 +764,7 @@ mod tests {
         assert!(matches!(err, StoreError::Body(_)), "{err:?}");
         assert_eq!(store.used(), file_len);
         assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
-        let (m, _) = store.open_object("b", "k").await.unwrap();
+        let (m, _) = read(&store, "k", None).await;
         assert_eq!(m.size, 5, "a failed write replaced the object");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -11,8 +11,6 @@ use s3s::dto::{
     PutObjectInput, PutObjectOutput, StreamingBlob, Timestamp,
 };
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use crate::disk_store::{DiskStore, ObjectMeta, PutAttributes};
 use crate::error::StoreError;
@@ -160,13 +158,10 @@ impl S3 for NodeS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let (meta, mut file) = self.store.open_object(&input.bucket, &input.key).await?;
-        let range = resolve_range(input.range.as_ref(), meta.size)?;
+        let object = self.store.open_object(&input.bucket, &input.key).await?;
+        let range = resolve_range(input.range.as_ref(), object.meta.size)?;
         let len = range.end - range.start;
-        file.seek(std::io::SeekFrom::Start(range.start))
-            .await
-            .map_err(StoreError::from)?;
-        let body = ReaderStream::with_capacity(file.take(len), 64 * 1024);
+        let (meta, body) = object.read(range.clone()).await?;
         let content_range = input.range.map(|_| {
             format!(
                 "bytes {}-{}/{}",
@@ -192,10 +187,11 @@ impl S3 for NodeS3 {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        let (meta, _) = self
+        let meta = self
             .store
             .open_object(&req.input.bucket, &req.input.key)
-            .await?;
+            .await?
+            .meta;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(size_i64(meta.size)),
             accept_ranges: Some("bytes".into()),
