@@ -11,8 +11,8 @@
 //! small-object operations per second through two gateways sharing a
 //! Postgres index beside one gateway on SQLite.
 //!
-//! `cargo build --release --bins && target/release/bench [--size 256MiB] [--runs 3] [--json FILE]`
-//! (`--smoke` runs tiny sizes once, for CI).
+//! `cargo build --release --bins && target/release/bench [--size MIB] [--runs 3] [--json FILE]`
+//! (`--help` lists every option; `--smoke` runs tiny sizes once, for CI).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -22,121 +22,63 @@ use std::time::Instant;
 
 use tests::{Aws, Cluster, Ipfs, Node, Postgres, TempDir, run, write_file};
 
+/// What to measure, and how much.
+#[derive(Debug, clap::Parser)]
+#[command(about = "Tenfold against one tenfold-node, side by side, in one run")]
 struct Args {
+    /// Size in MiB of the large object PUT and GET.
+    #[arg(long, default_value_t = 256)]
     size: usize,
+    /// Runs of each large-object figure (min / median / max).
+    #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
     json: Option<String>,
     /// Size in MiB of a file sent up and down with `aws s3 cp` (multipart)
     /// while the gateway's peak memory is watched; 0 to skip.
+    #[arg(long, default_value_t = 1024)]
     cp_mib: usize,
     /// GETs timed for each latency figure; 0 to skip.
+    #[arg(long, default_value_t = 300)]
     latency_gets: usize,
     /// Size in MiB of the transfer zipped through a share link; 0 to skip.
+    #[arg(long, default_value_t = 1024)]
     zip_mib: usize,
     /// Operations timed per small-object figure; 0 to skip.
+    #[arg(long, default_value_t = 400)]
     small_ops: usize,
     /// Size in MiB of the object 1 MiB ranges are read from; 0 to skip.
+    #[arg(long, default_value_t = 1024)]
     range_mib: usize,
     /// Size in MiB of the object PUT and GET entirely through IPFS (nodes
     /// too small for any fragment) beside the same through nodes; 0 to skip.
+    #[arg(long, default_value_t = 64)]
     overflow_mib: usize,
     /// Operations timed per small-object figure through two gateways on a
     /// Postgres index beside one on SQLite; 0 to skip.
+    #[arg(long, default_value_t = 400)]
     postgres_ops: usize,
+    /// Tiny sizes, one run of each (for CI: the harness cannot rot; the
+    /// figures are not judged). Overrides the sizes above.
+    #[arg(long)]
+    smoke: bool,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        size: 256 << 20,
-        runs: 3,
-        json: None,
-        cp_mib: 1024,
-        latency_gets: 300,
-        zip_mib: 1024,
-        small_ops: 400,
-        range_mib: 1024,
-        overflow_mib: 64,
-        postgres_ops: 400,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--size" => {
-                let v = it.next().expect("--size needs a value");
-                let v = v.trim_end_matches("MiB");
-                args.size = v.parse::<usize>().expect("--size in MiB") << 20;
-            }
-            "--runs" => {
-                args.runs = it
-                    .next()
-                    .expect("--runs needs a value")
-                    .parse()
-                    .expect("--runs N")
-            }
-            "--json" => args.json = Some(it.next().expect("--json needs a file")),
-            "--cp-mib" => {
-                args.cp_mib = it
-                    .next()
-                    .expect("--cp-mib needs a value")
-                    .parse()
-                    .expect("--cp-mib N")
-            }
-            "--latency-gets" => {
-                args.latency_gets = it
-                    .next()
-                    .expect("--latency-gets needs a value")
-                    .parse()
-                    .expect("--latency-gets N")
-            }
-            "--zip-mib" => {
-                args.zip_mib = it
-                    .next()
-                    .expect("--zip-mib needs a value")
-                    .parse()
-                    .expect("--zip-mib N")
-            }
-            "--small-ops" => {
-                args.small_ops = it
-                    .next()
-                    .expect("--small-ops needs a value")
-                    .parse()
-                    .expect("--small-ops N")
-            }
-            "--range-mib" => {
-                args.range_mib = it
-                    .next()
-                    .expect("--range-mib needs a value")
-                    .parse()
-                    .expect("--range-mib N")
-            }
-            "--overflow-mib" => {
-                args.overflow_mib = it
-                    .next()
-                    .expect("--overflow-mib needs a value")
-                    .parse()
-                    .expect("--overflow-mib N")
-            }
-            "--postgres-ops" => {
-                args.postgres_ops = it
-                    .next()
-                    .expect("--postgres-ops needs a value")
-                    .parse()
-                    .expect("--postgres-ops N")
-            }
-            "--smoke" => {
-                args.size = 1 << 20;
-                args.runs = 1;
-                args.cp_mib = 8;
-                args.latency_gets = 20;
-                args.zip_mib = 8;
-                args.small_ops = 32;
-                args.postgres_ops = 32;
-                args.range_mib = 16;
-                args.overflow_mib = 1;
-            }
-            other => panic!("unknown argument {other}"),
-        }
+    let mut args = <Args as clap::Parser>::parse();
+    if args.smoke {
+        args.size = 1;
+        args.runs = 1;
+        args.cp_mib = 8;
+        args.latency_gets = 20;
+        args.zip_mib = 8;
+        args.small_ops = 32;
+        args.postgres_ops = 32;
+        args.range_mib = 16;
+        args.overflow_mib = 1;
     }
+    args.size <<= 20;
     args
 }
 
