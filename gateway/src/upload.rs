@@ -97,6 +97,9 @@ impl SegmentReader {
     }
 }
 
+/// Segments up to this size are encoded on the async thread that read them.
+const INLINE_ENCODE_BYTES: usize = 64 * 1024;
+
 /// A segment that could not be placed, with the replicas it wrote anyway.
 struct SegmentFailure {
     error: GatewayError,
@@ -325,10 +328,18 @@ impl ObjectStore {
         let plain_size = plain.len() as u64;
         let codec = self.codec;
         let (key, wrapped) = keys;
-        let encoded = tokio::task::spawn_blocking(move || codec.encode(seq, &plain, Some(&key)))
-            .await
-            .map_err(GatewayError::from)
-            .and_then(|r| r.map_err(GatewayError::from));
+        // A small segment is encoded in a few tens of microseconds, less
+        // than the hand-off to a blocking thread.
+        let encoded = if plain.len() <= INLINE_ENCODE_BYTES {
+            codec
+                .encode(seq, &plain, Some(&key))
+                .map_err(GatewayError::from)
+        } else {
+            tokio::task::spawn_blocking(move || codec.encode(seq, &plain, Some(&key)))
+                .await
+                .map_err(GatewayError::from)
+                .and_then(|r| r.map_err(GatewayError::from))
+        };
         let (fragments, frames) = encoded.map_err(|error| SegmentFailure {
             error,
             written: Vec::new(),
