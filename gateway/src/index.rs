@@ -68,6 +68,27 @@ fn wrapped_key_of(row: &AnyRow) -> Result<Option<WrappedKey>, GatewayError> {
         .transpose()
 }
 
+/// Rows written by one multi-row INSERT: a segment's ten fragments' forty
+/// placements take one statement, and no statement binds more than a few
+/// hundred values (SQLite's old limit was 999).
+const ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO table (columns) VALUES ($1, …), (…)` for `rows` rows, the
+/// placeholders numbered as both engines take them.
+fn insert_rows_sql(table: &str, columns: &[&str], rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns.len() {
+            let sep = if column == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", row * columns.len() + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 fn md5_from_hex(text: &str) -> Result<[u8; 16], GatewayError> {
     hex::decode(text)
         .ok()
@@ -682,42 +703,78 @@ impl Index {
                 .execute(&mut **tx)
                 .await?;
         }
-        for s in &data.segments {
-            sqlx::query(
-                "INSERT INTO segments (data_id, seq, plain_offset, plain_size, fragment_count, frames) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&data.data_id)
-            .bind(i64::from(s.seq))
-            .bind(to_i64(s.plain_offset))
-            .bind(to_i64(s.plain_size))
-            .bind(i64::try_from(s.fragments.len()).unwrap_or(i64::MAX))
-            .bind(s.frames.as_ref().and_then(|f| serde_json::to_string(f).ok()))
-            .execute(&mut **tx)
-            .await?;
-            for f in &s.fragments {
-                sqlx::query("INSERT INTO fragments (data_id, seq, idx, size, md5) VALUES ($1, $2, $3, $4, $5)")
+        for chunk in data.segments.chunks(ROWS_PER_INSERT) {
+            let sql = insert_rows_sql(
+                "segments",
+                &[
+                    "data_id",
+                    "seq",
+                    "plain_offset",
+                    "plain_size",
+                    "fragment_count",
+                    "frames",
+                ],
+                chunk.len(),
+            );
+            let mut query = sqlx::query(&sql);
+            for s in chunk {
+                query = query
                     .bind(&data.data_id)
                     .bind(i64::from(s.seq))
+                    .bind(to_i64(s.plain_offset))
+                    .bind(to_i64(s.plain_size))
+                    .bind(i64::try_from(s.fragments.len()).unwrap_or(i64::MAX))
+                    .bind(
+                        s.frames
+                            .as_ref()
+                            .and_then(|f| serde_json::to_string(f).ok()),
+                    );
+            }
+            query.execute(&mut **tx).await?;
+        }
+        let fragments: Vec<(u32, &FragmentRow)> = data
+            .segments
+            .iter()
+            .flat_map(|s| s.fragments.iter().map(move |f| (s.seq, f)))
+            .collect();
+        for chunk in fragments.chunks(ROWS_PER_INSERT) {
+            let sql = insert_rows_sql(
+                "fragments",
+                &["data_id", "seq", "idx", "size", "md5"],
+                chunk.len(),
+            );
+            let mut query = sqlx::query(&sql);
+            for (seq, f) in chunk {
+                query = query
+                    .bind(&data.data_id)
+                    .bind(i64::from(*seq))
                     .bind(i64::from(f.index))
                     .bind(to_i64(f.size))
-                    .bind(hex::encode(f.md5))
-                    .execute(&mut **tx)
-                    .await?;
-                for p in &f.placements {
-                    sqlx::query(
-                        "INSERT INTO placements (data_id, seq, idx, network, node_id, cid) VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
+                    .bind(hex::encode(f.md5));
+            }
+            query.execute(&mut **tx).await?;
+        }
+        let placements: Vec<(u32, u16, &Placement)> = fragments
+            .iter()
+            .flat_map(|(seq, f)| f.placements.iter().map(move |p| (*seq, f.index, p)))
+            .collect();
+        for chunk in placements.chunks(ROWS_PER_INSERT) {
+            let sql = insert_rows_sql(
+                "placements",
+                &["data_id", "seq", "idx", "network", "node_id", "cid"],
+                chunk.len(),
+            );
+            let mut query = sqlx::query(&sql);
+            for (seq, index, p) in chunk {
+                query = query
                     .bind(&data.data_id)
-                    .bind(i64::from(s.seq))
-                    .bind(i64::from(f.index))
+                    .bind(i64::from(*seq))
+                    .bind(i64::from(*index))
                     .bind(p.network_name())
                     .bind(p.node_id())
-                    .bind(p.cid())
-                    .execute(&mut **tx)
-                    .await?;
-                }
+                    .bind(p.cid());
             }
+            query.execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -1791,6 +1848,18 @@ mod tests {
         assert!(!index.cid_in_use("shared-cid").await.unwrap());
         assert_eq!(index.overflow_usage().await.unwrap(), (0, 0));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn multi_row_inserts_number_every_placeholder() {
+        assert_eq!(
+            insert_rows_sql("t", &["a", "b", "c"], 2),
+            "INSERT INTO t (a, b, c) VALUES ($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(
+            insert_rows_sql("t", &["a"], 1),
+            "INSERT INTO t (a) VALUES ($1)"
+        );
     }
 
     #[tokio::test]

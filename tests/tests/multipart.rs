@@ -64,6 +64,23 @@ fn s3_cp_of_a_large_file_goes_multipart_and_round_trips() {
             < before / 10),
         "old parts stay on the nodes"
     );
+    // The same 40 MiB in one PUT: 50 fragments and 200 placements are
+    // recorded by multi-row INSERTs of at most 64 rows, on both engines.
+    aws.ok(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "mpcp",
+        "--key",
+        "single",
+        "--body",
+        src.to_str().unwrap(),
+    ]);
+    let report = cluster.inspect("mpcp", "single");
+    assert_eq!(assert_placements(&report, 3, 1), 50, "{report}");
+    let single = tmp.path().join("single");
+    aws.ok(&["s3", "cp", "s3://mpcp/single", single.to_str().unwrap()]);
+    assert_eq!(sha256_file(&src), sha256_file(&single));
 }
 
 #[test]
