@@ -30,6 +30,8 @@ const OBJECT_SUFFIX: &str = ".obj";
 const MAGIC: &[u8; 4] = b"TFN1";
 /// Body bytes gathered before they are written out (one blocking call).
 const WRITE_BATCH: usize = 1 << 20;
+/// Bytes of a range read in one blocking call rather than streamed.
+const SMALL_READ: u64 = 256 * 1024;
 /// Longest S3 object key, in bytes.
 const MAX_KEY_LEN: usize = 1024;
 
@@ -63,9 +65,6 @@ pub struct OpenObject {
     pub meta: ObjectMeta,
     file: std::fs::File,
 }
-
-/// Bytes of a range read in one blocking call rather than streamed.
-const SMALL_READ: u64 = 256 * 1024;
 
 impl OpenObject {
     /// The metadata, and the bytes of `range` (within the data) as a
