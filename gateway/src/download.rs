@@ -14,7 +14,7 @@ use crate::crypto::DataKey;
 use crate::error::GatewayError;
 use crate::fragment::{FragmentError, HEADER_LEN, decode_frames, decode_segment, node_key};
 use crate::index::{FragmentRow, ObjectRow, SegmentRow};
-use crate::object_store::{DOWNLOAD_BUDGET_BYTES, ObjectStore, budget_units};
+use crate::object_store::{DOWNLOAD_BUDGET_BYTES, ObjectStore, budget_units, run_codec};
 use crate::upload::BodyStream;
 
 /// Segments fetched ahead of the one being sent: bounds memory per download.
@@ -196,7 +196,9 @@ impl ObjectStore {
             let stored = self
                 .read_fragments(segment, fragments, Check::Sealed)
                 .await?;
-            match run_decode(Arc::clone(&decode), stored).await? {
+            let first = Arc::clone(&decode);
+            let len = stored.iter().map(Bytes::len).sum();
+            match run_codec(len, move || first(&stored)).await? {
                 Ok(plain) => return Ok(plain),
                 Err(e) => tracing::warn!(
                     error = %e,
@@ -205,7 +207,8 @@ impl ObjectStore {
             }
         }
         let stored = self.read_fragments(segment, fragments, Check::Md5).await?;
-        Ok(run_decode(decode, stored).await??)
+        let len = stored.iter().map(Bytes::len).sum();
+        Ok(run_codec(len, move || decode(&stored)).await??)
     }
 
     /// Reads fragments of a segment concurrently, each from its best
@@ -245,23 +248,4 @@ impl ObjectStore {
             .await?;
         Ok(Bytes::from(plain))
     }
-}
-
-/// Stored bytes decoded on the async thread that read them: a few tens of
-/// microseconds of work, less than the hand-off to a blocking thread.
-const INLINE_DECODE_BYTES: usize = 64 * 1024;
-
-/// Runs `decode` on `stored`: inline when small, on a blocking thread
-/// otherwise.
-async fn run_decode<D>(
-    decode: Arc<D>,
-    stored: Vec<Bytes>,
-) -> Result<Result<Vec<u8>, FragmentError>, GatewayError>
-where
-    D: Fn(&[Bytes]) -> Result<Vec<u8>, FragmentError> + Send + Sync + 'static,
-{
-    if stored.iter().map(Bytes::len).sum::<usize>() <= INLINE_DECODE_BYTES {
-        return Ok(decode(&stored));
-    }
-    Ok(tokio::task::spawn_blocking(move || decode(&stored)).await?)
 }

@@ -86,3 +86,23 @@ impl ObjectStore {
 pub fn new_object_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
+
+/// Work on at most this many bytes (encoding or decoding a small segment)
+/// runs on the async thread that has them: a few tens of microseconds,
+/// less than the hand-off to a blocking thread.
+const INLINE_CODEC_BYTES: usize = 64 * 1024;
+
+/// Runs CPU-bound codec `work` on `bytes` bytes: inline when small, on a
+/// blocking thread otherwise.
+///
+/// # Errors
+/// [`GatewayError::Internal`] when the blocking task panicked.
+pub async fn run_codec<T: Send + 'static>(
+    bytes: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, crate::error::GatewayError> {
+    if bytes <= INLINE_CODEC_BYTES {
+        return Ok(work());
+    }
+    Ok(tokio::task::spawn_blocking(work).await?)
+}

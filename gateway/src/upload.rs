@@ -21,7 +21,9 @@ use crate::index::{
     FragmentRow, ObjectHeaders, ObjectRow, SegmentRow, StoredData, UploadRow, now_ms,
 };
 use crate::integrity::{ChecksumExpectation, Checksums};
-use crate::object_store::{ObjectStore, UPLOAD_BUDGET_BYTES, budget_units, new_object_id};
+use crate::object_store::{
+    ObjectStore, UPLOAD_BUDGET_BYTES, budget_units, new_object_id, run_codec,
+};
 
 /// Segments compressed and placed at once per upload, besides the one being
 /// read: bounds memory to a few segments whatever the object size.
@@ -96,9 +98,6 @@ impl SegmentReader {
         }
     }
 }
-
-/// Segments up to this size are encoded on the async thread that read them.
-const INLINE_ENCODE_BYTES: usize = 64 * 1024;
 
 /// A segment that could not be placed, with the replicas it wrote anyway.
 struct SegmentFailure {
@@ -328,18 +327,9 @@ impl ObjectStore {
         let plain_size = plain.len() as u64;
         let codec = self.codec;
         let (key, wrapped) = keys;
-        // A small segment is encoded in a few tens of microseconds, less
-        // than the hand-off to a blocking thread.
-        let encoded = if plain.len() <= INLINE_ENCODE_BYTES {
-            codec
-                .encode(seq, &plain, Some(&key))
-                .map_err(GatewayError::from)
-        } else {
-            tokio::task::spawn_blocking(move || codec.encode(seq, &plain, Some(&key)))
-                .await
-                .map_err(GatewayError::from)
-                .and_then(|r| r.map_err(GatewayError::from))
-        };
+        let encoded = run_codec(plain.len(), move || codec.encode(seq, &plain, Some(&key)))
+            .await
+            .and_then(|r| r.map_err(GatewayError::from));
         let (fragments, frames) = encoded.map_err(|error| SegmentFailure {
             error,
             written: Vec::new(),

@@ -87,14 +87,13 @@ impl OpenObject {
         let len = range.end.saturating_sub(range.start);
         if len <= SMALL_READ {
             let file = self.file;
-            let data = tokio::task::spawn_blocking(move || {
+            let data = blocking(move || {
                 use std::os::unix::fs::FileExt as _;
                 let mut data = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
                 file.read_exact_at(&mut data, range.start)?;
                 Ok::<_, std::io::Error>(Bytes::from(data))
             })
-            .await
-            .map_err(std::io::Error::other)??;
+            .await?;
             let body = futures::stream::once(futures::future::ready(Ok(data)));
             Ok((meta, futures::future::Either::Left(body)))
         } else {
@@ -129,9 +128,7 @@ impl DiskStore {
         }
         fs::create_dir_all(&tmp).await?;
         let buckets = root.join("buckets");
-        let used = tokio::task::spawn_blocking(move || disk_usage(&buckets))
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        let used = blocking(move || disk_usage(&buckets)).await?;
         Ok(Self {
             root: root.to_path_buf(),
             capacity,
@@ -373,7 +370,7 @@ impl DiskStore {
             std::fs::create_dir_all(parent)?;
             std::fs::rename(&tmp, &path)?;
             std::fs::File::open(parent)?.sync_all()?;
-            Ok(replaced)
+            Ok::<_, std::io::Error>(replaced)
         })
         .await?;
         Ok((meta, replaced))
@@ -387,13 +384,12 @@ impl DiskStore {
     pub async fn open_object(&self, bucket: &str, key: &str) -> Result<OpenObject, StoreError> {
         let path = self.object_path(bucket, key)?;
         self.reads.fetch_add(1, Ordering::Relaxed);
-        let opened = tokio::task::spawn_blocking(move || {
+        let opened = blocking(move || {
             let file = std::fs::File::open(&path)?;
             let meta = read_trailer(&file, &path)?;
             Ok::<_, StoreError>(OpenObject { meta, file })
         })
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        .await;
         match opened {
             Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.existing_bucket_dir(bucket).await?;
@@ -447,13 +443,12 @@ impl DiskStore {
         after: Option<&str>,
     ) -> Result<Vec<(String, ObjectMeta)>, StoreError> {
         let dir = self.existing_bucket_dir(bucket).await?;
-        let keys = tokio::task::spawn_blocking(move || {
+        let keys = blocking(move || {
             let mut keys = Vec::new();
             walk_keys(&dir, String::new(), &mut keys)?;
             Ok::<_, std::io::Error>(keys)
         })
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        .await?;
         let mut keys: Vec<String> = keys
             .into_iter()
             .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
@@ -529,12 +524,14 @@ fn disk_usage(dir: &Path) -> std::io::Result<u64> {
 }
 
 /// Runs blocking file work on the blocking thread pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
+async fn blocking<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<std::io::Error> + Send + 'static,
+{
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(std::io::Error::other)?
+        .map_err(|e| E::from(std::io::Error::other(e)))?
 }
 
 /// Appends `chunks` to `file`, or to a new file at `path` if there is none
@@ -710,6 +707,7 @@ mod tests {
         assert_eq!(store.used(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
     /// Bodies larger than a write batch are written in several batches;
     /// an overwrite frees the old object's room; a body that fails half-way
     /// (after a batch was written) leaves no file and no reservation.
