@@ -8,8 +8,8 @@
 //! into place, so a crash never leaves a half-written object visible.
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -18,7 +18,6 @@ use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::error::StoreError;
 
@@ -30,8 +29,8 @@ const OBJECT_SUFFIX: &str = ".obj";
 const MAGIC: &[u8; 4] = b"TFN1";
 /// Body bytes gathered before they are written out (one blocking call).
 const WRITE_BATCH: usize = 1 << 20;
-/// Bytes of a range read in one blocking call rather than streamed.
-const SMALL_READ: u64 = 256 * 1024;
+/// Most bytes of a read done in one blocking call (and sent as one piece).
+const READ_CHUNK: u64 = 256 * 1024;
 /// Longest S3 object key, in bytes.
 const MAX_KEY_LEN: usize = 1024;
 
@@ -68,8 +67,10 @@ pub struct OpenObject {
 
 impl OpenObject {
     /// The metadata, and the bytes of `range` (within the data) as a
-    /// stream: read in one blocking call when small, streamed in 64 KiB
-    /// reads otherwise.
+    /// stream of [`READ_CHUNK`] pieces, each read by one blocking `pread`
+    /// straight into the buffer that is sent. The first piece is read
+    /// before this returns, so a small read is done (or has failed) before
+    /// any answer goes out.
     ///
     /// # Errors
     /// A disk error.
@@ -83,26 +84,34 @@ impl OpenObject {
         ),
         StoreError,
     > {
-        let meta = self.meta;
-        let len = range.end.saturating_sub(range.start);
-        if len <= SMALL_READ {
-            let file = self.file;
-            let data = blocking(move || {
-                use std::os::unix::fs::FileExt as _;
-                let mut data = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
-                file.read_exact_at(&mut data, range.start)?;
-                Ok::<_, std::io::Error>(Bytes::from(data))
-            })
-            .await?;
-            let body = futures::stream::once(futures::future::ready(Ok(data)));
-            Ok((meta, futures::future::Either::Left(body)))
-        } else {
-            let mut file = fs::File::from_std(self.file);
-            file.seek(SeekFrom::Start(range.start)).await?;
-            let body = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024);
-            Ok((meta, futures::future::Either::Right(body)))
-        }
+        let file = Arc::new(self.file);
+        let end = range.end;
+        let first = read_chunk(Arc::clone(&file), range.start, end).await?;
+        let next = range.start + first.len() as u64;
+        let rest = futures::stream::try_unfold((file, next), move |(file, at)| async move {
+            if at >= end {
+                return Ok(None);
+            }
+            let chunk = read_chunk(Arc::clone(&file), at, end).await?;
+            let at = at + chunk.len() as u64;
+            Ok(Some((chunk, (file, at))))
+        });
+        let body = futures::stream::once(futures::future::ready(Ok(first))).chain(rest);
+        Ok((self.meta, body))
     }
+}
+
+/// Bytes `at..end` of `file`, at most [`READ_CHUNK`] of them, in one
+/// blocking call.
+async fn read_chunk(file: Arc<std::fs::File>, at: u64, end: u64) -> std::io::Result<Bytes> {
+    blocking(move || {
+        use std::os::unix::fs::FileExt as _;
+        let len = end.saturating_sub(at).min(READ_CHUNK);
+        let mut data = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
+        file.read_exact_at(&mut data, at)?;
+        Ok(Bytes::from(data))
+    })
+    .await
 }
 
 /// A node's object store on local disk, with a capacity limit.
@@ -737,8 +746,12 @@ mod tests {
         assert_eq!(meta.etag, hex::encode(Md5::digest(&data)));
         let (_, back) = read(&store, "k", None).await;
         assert!(back == data, "the object did not read back");
-        // Ranges: streamed when large, read at once when small.
-        for range in [1000..(2 * WRITE_BATCH as u64 + 7), 5..(5 + SMALL_READ)] {
+        // Ranges of many pieces, of exactly one, of one piece and a byte.
+        for range in [
+            1000..(2 * WRITE_BATCH as u64 + 7),
+            5..(5 + READ_CHUNK),
+            5..(6 + READ_CHUNK),
+        ] {
             let (_, back) = read(&store, "k", Some(range.clone())).await;
             let (start, end) = (range.start as usize, range.end as usize);
             assert!(back == data[start..end], "range {range:?}");
