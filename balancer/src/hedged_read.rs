@@ -12,7 +12,7 @@ use md5::{Digest, Md5};
 use tracing::Instrument;
 
 use crate::error::BalancerError;
-use crate::node_client::{self, NodeFailure};
+use crate::node_client::NodeFailure;
 use crate::placement::Placement;
 use crate::registry::{Balancer, NodeHandle};
 
@@ -178,7 +178,9 @@ async fn read_one<'a>(
         started: Instant::now(),
         done: false,
     };
-    let result = node_client::get(&node.client, &node.spec.bucket, key)
+    let result = node
+        .client
+        .get(&node.spec.bucket, key, len)
         .instrument(span)
         .await
         .and_then(|fetched| {
@@ -268,7 +270,8 @@ mod tests {
         for id in [1, 2] {
             let node = balancer.node(id).unwrap();
             node.ensure_bucket().await.unwrap();
-            node_client::put(&node.client, &node.spec.bucket, "frag", data.clone(), md5)
+            node.client
+                .put(&node.spec.bucket, "frag", data.clone(), md5)
                 .await
                 .unwrap();
         }
@@ -322,7 +325,8 @@ mod tests {
             let node = balancer.node(id).unwrap();
             node.ensure_bucket().await.unwrap();
             let sum: [u8; 16] = Md5::digest(bytes).into();
-            node_client::put(&node.client, &node.spec.bucket, "frag", bytes.clone(), sum)
+            node.client
+                .put(&node.spec.bucket, "frag", bytes.clone(), sum)
                 .await
                 .unwrap();
         }
@@ -420,7 +424,8 @@ mod tests {
         let md5: [u8; 16] = Md5::digest(&data).into();
         let node = balancer.node(1).unwrap();
         node.ensure_bucket().await.unwrap();
-        node_client::put(&node.client, &node.spec.bucket, "frag", data.clone(), md5)
+        node.client
+            .put(&node.spec.bucket, "frag", data.clone(), md5)
             .await
             .unwrap();
         let cid = tenfold_overflow::OverflowStore::put(&*store, data.clone())

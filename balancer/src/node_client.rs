@@ -1,26 +1,44 @@
-//! Plain-S3 access to one node, over a connection pool shared by all nodes.
+//! Plain-S3 access to one node: SigV4-signed requests over the keep-alive
+//! connection pool all nodes share.
+//!
+//! A node is asked five things only (PUT, GET and DELETE of an object,
+//! HEAD and PUT of the fragment bucket), so the requests are built and
+//! signed here with `aws-sigv4` rather than through the SDK's generic
+//! orchestrator, whose per-request set-up cost more CPU than the rest of a
+//! small replica write.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    SharedHttpClient, StalledStreamProtectionConfig,
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode, sign,
 };
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::node::NodeSpec;
 
 /// How long a node may take to accept a connection before it counts as down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one fragment transfer may take before the node counts as
+/// How long one request, body included, may take before the node counts as
 /// stalled: fragments are about a MiB (an 8 MiB segment in ten pieces), so
 /// even a slow link moves one in well under this.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes of an error answer read to find its S3 error code.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+/// Hex SHA-256 of no bytes: the signed payload hash of bodiless requests.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// The HTTP client every node request goes through: pooled keep-alive
+/// connections, `http://` and `https://` alike.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Why one request to a node failed.
 #[derive(Debug)]
@@ -47,140 +65,6 @@ impl std::fmt::Display for NodeFailure {
     }
 }
 
-fn classify<E, R>(err: &SdkError<E, R>, status: Option<u16>) -> NodeFailure
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    let code = err.code().unwrap_or_default();
-    if status == Some(507)
-        || matches!(
-            code,
-            "InsufficientStorage" | "XMinioStorageFull" | "StorageFull"
-        )
-    {
-        return NodeFailure::Full(err.message().unwrap_or(code).to_owned());
-    }
-    if status == Some(404) || matches!(code, "NoSuchKey" | "NotFound") {
-        return NodeFailure::Missing;
-    }
-    let detail = match err {
-        SdkError::ServiceError(_) => format!("{code} {}", err.message().unwrap_or_default()),
-        other => format!("{}", aws_sdk_s3::error::DisplayErrorContext(other)),
-    };
-    NodeFailure::Other(detail)
-}
-
-fn status_of<E, R: HasStatus>(err: &SdkError<E, R>) -> Option<u16> {
-    err.raw_response().map(HasStatus::status)
-}
-
-trait HasStatus {
-    fn status(&self) -> u16;
-}
-
-impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
-    fn status(&self) -> u16 {
-        self.status().as_u16()
-    }
-}
-
-/// An S3 client for one node. Retries are off: the balancer fails over to
-/// another node instead of hammering a failing one.
-pub fn node_s3_client(spec: &NodeSpec, http: SharedHttpClient) -> Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(spec.endpoint.trim_end_matches('/'))
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            spec.access_key.clone(),
-            spec.secret_key.clone(),
-            None,
-            None,
-            "tenfold-index",
-        ))
-        .force_path_style(true)
-        .http_client(http)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(TRANSFER_TIMEOUT)
-                .build(),
-        )
-        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .build();
-    Client::from_conf(config)
-}
-
-/// Stores `data` under `key`, sending Content-MD5 and checking the ETag the
-/// node answers, so a replica only counts once the node has the right bytes.
-///
-/// The payload is not signed (`UNSIGNED-PAYLOAD`): the Content-MD5 header
-/// is, and the node checks the body against it, so the body is as well
-/// protected without a SHA-256 of every replica (the dearest step of a
-/// large PUT after compression).
-///
-/// # Errors
-/// A [`NodeFailure`] saying why the node did not take the replica.
-pub async fn put(
-    client: &Client,
-    bucket: &str,
-    key: &str,
-    data: Bytes,
-    md5: [u8; 16],
-) -> Result<(), NodeFailure> {
-    let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
-    let out = client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_length(len)
-        .content_md5(base64_simd::STANDARD.encode_to_string(md5))
-        .body(ByteStream::from(data))
-        .customize()
-        .disable_payload_signing()
-        .send()
-        .await
-        .map_err(|e| classify(&e, status_of(&e)))?;
-    let expected = hex::encode(md5);
-    match out.e_tag() {
-        Some(etag) if etag.trim_matches('"').eq_ignore_ascii_case(&expected) => Ok(()),
-        other => Err(NodeFailure::Other(format!(
-            "node answered ETag {other:?}, expected {expected}"
-        ))),
-    }
-}
-
-/// Reads a whole object from a node.
-///
-/// # Errors
-/// A [`NodeFailure`] saying why the read failed.
-pub async fn get(client: &Client, bucket: &str, key: &str) -> Result<Fetched, NodeFailure> {
-    let started = Instant::now();
-    let out = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| classify(&e, status_of(&e)))?;
-    let first_byte = started.elapsed();
-    let data = out
-        .body
-        .collect()
-        .await
-        .map(aws_sdk_s3::primitives::AggregatedBytes::into_bytes)
-        .map_err(|e| NodeFailure::Other(format!("reading body: {e}")))?;
-    Ok(Fetched {
-        data,
-        first_byte,
-        total: started.elapsed(),
-    })
-}
-
 /// A fragment read from a node, with how long it took.
 #[derive(Debug)]
 pub struct Fetched {
@@ -191,39 +75,382 @@ pub struct Fetched {
     pub total: Duration,
 }
 
-/// Deletes an object from a node (deleting a missing object succeeds).
-///
-/// # Errors
-/// A [`NodeFailure`] when the node did not confirm.
-pub async fn delete(client: &Client, bucket: &str, key: &str) -> Result<(), NodeFailure> {
-    client
-        .delete_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| classify(&e, status_of(&e)))
+/// An S3 client for one node. It never retries: the balancer fails over to
+/// another node instead of hammering a failing one.
+#[derive(Clone)]
+pub struct NodeClient {
+    http: HttpClient,
+    /// The endpoint, without a trailing `/`.
+    endpoint: String,
+    identity: Identity,
 }
 
-/// Makes sure the fragment bucket exists on a node.
-///
-/// # Errors
-/// A [`NodeFailure`] when the node is unreachable or refuses.
-pub async fn ensure_bucket(client: &Client, bucket: &str) -> Result<(), NodeFailure> {
-    if client.head_bucket().bucket(bucket).send().await.is_ok() {
-        return Ok(());
+impl std::fmt::Debug for NodeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeClient")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
     }
-    match client.create_bucket().bucket(bucket).send().await {
-        Ok(_) => Ok(()),
-        Err(e)
-            if matches!(
-                e.code(),
-                Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
-            ) =>
-        {
-            Ok(())
+}
+
+/// An answer's status and body.
+struct Answer {
+    status: StatusCode,
+    etag: Option<String>,
+    body: hyper::body::Incoming,
+    first_byte: Duration,
+}
+
+impl NodeClient {
+    /// A client for the node `spec` describes, over `http`.
+    pub fn new(spec: &NodeSpec, http: HttpClient) -> Self {
+        let credentials = Credentials::new(
+            spec.access_key.clone(),
+            spec.secret_key.clone(),
+            None,
+            None,
+            "tenfold-index",
+        );
+        Self {
+            http,
+            endpoint: spec.endpoint.trim_end_matches('/').to_owned(),
+            identity: credentials.into(),
         }
-        Err(e) => Err(classify(&e, status_of(&e))),
+    }
+
+    /// Stores `data` under `key`, sending Content-MD5 and checking the ETag
+    /// the node answers, so a replica only counts once the node has the
+    /// right bytes.
+    ///
+    /// The payload is not signed (`UNSIGNED-PAYLOAD`): the Content-MD5
+    /// header is, and the node checks the body against it, so the body is
+    /// as well protected without a SHA-256 of every replica.
+    ///
+    /// # Errors
+    /// A [`NodeFailure`] saying why the node did not take the replica.
+    pub async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Bytes,
+        md5: [u8; 16],
+    ) -> Result<(), NodeFailure> {
+        let content_md5 = base64_simd::STANDARD.encode_to_string(md5);
+        let expected = hex::encode(md5);
+        within_deadline(async {
+            let answer = self
+                .send(
+                    Method::PUT,
+                    &object_path(bucket, key),
+                    &[("content-md5", &content_md5)],
+                    data,
+                )
+                .await?;
+            let answer = success(answer).await?;
+            match answer.etag {
+                Some(etag) if etag.trim_matches('"').eq_ignore_ascii_case(&expected) => Ok(()),
+                other => Err(NodeFailure::Other(format!(
+                    "node answered ETag {other:?}, expected {expected}"
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Reads a whole object from a node, refusing more than `max_len` bytes
+    /// (as corrupt).
+    ///
+    /// # Errors
+    /// A [`NodeFailure`] saying why the read failed.
+    pub async fn get(&self, bucket: &str, key: &str, max_len: u64) -> Result<Fetched, NodeFailure> {
+        let started = Instant::now();
+        within_deadline(async {
+            let answer = self
+                .send(Method::GET, &object_path(bucket, key), &[], Bytes::new())
+                .await?;
+            let answer = success(answer).await?;
+            let limit = usize::try_from(max_len).unwrap_or(usize::MAX);
+            let data = Limited::new(answer.body, limit)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        NodeFailure::Corrupt
+                    } else {
+                        NodeFailure::Other(format!("reading body: {e}"))
+                    }
+                })?
+                .to_bytes();
+            Ok(Fetched {
+                data,
+                first_byte: answer.first_byte,
+                total: started.elapsed(),
+            })
+        })
+        .await
+    }
+
+    /// Deletes an object from a node (deleting a missing object succeeds).
+    ///
+    /// # Errors
+    /// A [`NodeFailure`] when the node did not confirm.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), NodeFailure> {
+        within_deadline(async {
+            let answer = self
+                .send(Method::DELETE, &object_path(bucket, key), &[], Bytes::new())
+                .await?;
+            match success(answer).await {
+                Ok(_) | Err(NodeFailure::Missing) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Makes sure the fragment bucket exists on a node.
+    ///
+    /// # Errors
+    /// A [`NodeFailure`] when the node is unreachable or refuses.
+    pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), NodeFailure> {
+        let path = format!("/{}", urlencoding::encode(bucket));
+        within_deadline(async {
+            let head = self.send(Method::HEAD, &path, &[], Bytes::new()).await?;
+            if head.status.is_success() {
+                return Ok(());
+            }
+            let created = self.send(Method::PUT, &path, &[], Bytes::new()).await?;
+            match success(created).await {
+                Ok(_) => Ok(()),
+                Err(NodeFailure::Other(m))
+                    if m.starts_with("BucketAlreadyOwnedByYou")
+                        || m.starts_with("BucketAlreadyExists") =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Signs and sends one request; `path` is already percent-encoded.
+    /// A PUT body is sent as `UNSIGNED-PAYLOAD`, any other request has none.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Answer, NodeFailure> {
+        let uri = format!("{}{path}", self.endpoint);
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let params = v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region("us-east-1")
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| NodeFailure::Other(format!("signing: {e}")))?
+            .into();
+        let payload = if method == Method::PUT && !body.is_empty() {
+            SignableBody::UnsignedPayload
+        } else {
+            SignableBody::Precomputed(EMPTY_SHA256.to_owned())
+        };
+        let signable =
+            SignableRequest::new(method.as_str(), &uri, headers.iter().copied(), payload)
+                .map_err(|e| NodeFailure::Other(format!("signing: {e}")))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| NodeFailure::Other(format!("signing: {e}")))?
+            .into_parts();
+        let mut request = Request::builder().method(method).uri(&uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request
+            .body(Full::new(body))
+            .map_err(|e| NodeFailure::Other(format!("request: {e}")))?;
+        instructions.apply_to_request_http1x(&mut request);
+        let started = Instant::now();
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| NodeFailure::Other(describe(&e)))?;
+        let etag = response
+            .headers()
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Answer {
+            status: response.status(),
+            etag,
+            body: response.into_body(),
+            first_byte: started.elapsed(),
+        })
+    }
+}
+
+/// The path of an object in path-style addressing, every character but
+/// the unreserved ones and the key's `/` escaped, as S3 signs it.
+fn object_path(bucket: &str, key: &str) -> String {
+    let mut path = format!("/{}", urlencoding::encode(bucket));
+    for segment in key.split('/') {
+        path.push('/');
+        path.push_str(&urlencoding::encode(segment));
+    }
+    path
+}
+
+/// Runs a request under [`TRANSFER_TIMEOUT`].
+async fn within_deadline<T>(
+    request: impl Future<Output = Result<T, NodeFailure>>,
+) -> Result<T, NodeFailure> {
+    tokio::time::timeout(TRANSFER_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(NodeFailure::Other(format!(
+                "no answer within {TRANSFER_TIMEOUT:?}"
+            )))
+        })
+}
+
+/// The answer when it is a success, else why not, from its status and the
+/// S3 error code of its body.
+async fn success(answer: Answer) -> Result<Answer, NodeFailure> {
+    if answer.status.is_success() {
+        return Ok(answer);
+    }
+    let status = answer.status;
+    let body = Limited::new(answer.body, ERROR_BODY_LIMIT)
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let (code, message) = error_fields(&body);
+    Err(classify(status, &code, &message))
+}
+
+/// A failure from an answer's status and its S3 error code and message.
+fn classify(status: StatusCode, code: &str, message: &str) -> NodeFailure {
+    if status == StatusCode::INSUFFICIENT_STORAGE
+        || matches!(
+            code,
+            "InsufficientStorage" | "XMinioStorageFull" | "StorageFull"
+        )
+    {
+        let detail = if message.is_empty() { code } else { message };
+        return NodeFailure::Full(detail.to_owned());
+    }
+    if status == StatusCode::NOT_FOUND || matches!(code, "NoSuchKey" | "NotFound") {
+        return NodeFailure::Missing;
+    }
+    if code.is_empty() {
+        return NodeFailure::Other(format!("HTTP {status}"));
+    }
+    NodeFailure::Other(format!("{code} {message}").trim_end().to_owned())
+}
+
+/// The `Code` and `Message` of an S3 error document (empty when absent).
+fn error_fields(body: &[u8]) -> (String, String) {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let (mut code, mut message) = (String::new(), String::new());
+    let mut field: Option<Vec<u8>> = None;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(start)) => field = Some(start.name().as_ref().to_vec()),
+            Ok(Event::Text(text)) => {
+                let text = text.xml10_content().unwrap_or_default();
+                push_field(field.as_deref(), &text, &mut code, &mut message);
+            }
+            Ok(Event::GeneralRef(entity)) => {
+                let text = match entity.resolve_char_ref() {
+                    Ok(Some(c)) => c.to_string(),
+                    _ => entity
+                        .decode()
+                        .ok()
+                        .and_then(|name| quick_xml::escape::resolve_predefined_entity(&name))
+                        .unwrap_or_default()
+                        .to_owned(),
+                };
+                push_field(field.as_deref(), &text, &mut code, &mut message);
+            }
+            Ok(Event::End(_)) => field = None,
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    (code, message)
+}
+
+/// Appends `text` to the field being read, if it is one of interest.
+fn push_field(field: Option<&[u8]>, text: &str, code: &mut String, message: &mut String) {
+    match field {
+        Some(b"Code") => code.push_str(text),
+        Some(b"Message") => message.push_str(text),
+        _ => {}
+    }
+}
+
+/// A transport error with its causes (hyper's own message is terse).
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_documents_map_onto_failures() {
+        let doc = |code: &str| {
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+                 <Message>it &amp; more</Message><RequestId>1</RequestId></Error>"
+            )
+        };
+        let failure = |status: u16, body: &str| {
+            let (code, message) = error_fields(body.as_bytes());
+            classify(StatusCode::from_u16(status).unwrap(), &code, &message)
+        };
+        assert!(matches!(failure(507, ""), NodeFailure::Full(_)));
+        assert!(matches!(
+            failure(400, &doc("XMinioStorageFull")),
+            NodeFailure::Full(m) if m == "it & more"
+        ));
+        assert!(matches!(failure(404, ""), NodeFailure::Missing));
+        assert!(matches!(
+            failure(400, &doc("NoSuchKey")),
+            NodeFailure::Missing
+        ));
+        assert!(matches!(
+            failure(403, &doc("SignatureDoesNotMatch")),
+            NodeFailure::Other(m) if m == "SignatureDoesNotMatch it & more"
+        ));
+        assert!(matches!(
+            failure(502, "<html>bad gateway"),
+            NodeFailure::Other(m) if m.contains("502")
+        ));
+    }
+
+    #[test]
+    fn paths_escape_all_but_unreserved_characters_and_slashes() {
+        assert_eq!(
+            object_path("frags", "a b/c+d/é?x=1#y"),
+            "/frags/a%20b/c%2Bd/%C3%A9%3Fx%3D1%23y"
+        );
+        assert_eq!(object_path("frags", "id/0/9"), "/frags/id/0/9");
     }
 }

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::error::BalancerError;
 use crate::node::Network;
-use crate::node_client::{self, NodeFailure};
+use crate::node_client::NodeFailure;
 use crate::registry::{Balancer, NodeHandle};
 
 /// How many replicas each fragment gets on each network.
@@ -339,7 +339,8 @@ impl Balancer {
         let node = self.node(node_id)?;
         let span = tracing::debug_span!("node_delete", node = node_id, key);
         let _slot = node.slots.acquire().await;
-        node_client::delete(&node.client, &node.spec.bucket, key)
+        node.client
+            .delete(&node.spec.bucket, key)
             .instrument(span)
             .await
             .map_err(|f| BalancerError::Node {
@@ -383,7 +384,7 @@ async fn put_replica(
         node.ensure_bucket().await?;
         let started = Instant::now();
         let len = data.len() as u64;
-        node_client::put(&node.client, &node.spec.bucket, key, data, md5).await?;
+        node.client.put(&node.spec.bucket, key, data, md5).await?;
         node.record_success(started);
         node.record_placed(len);
         Ok(())

@@ -5,18 +5,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::SharedHttpClient;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_rustls::HttpsConnector;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tenfold_overflow::OverflowStore;
 
 use crate::node::{Network, NodeSpec};
-use crate::node_client::{self, NodeFailure};
+use crate::node_client::{CONNECT_TIMEOUT, HttpClient, NodeClient, NodeFailure};
 use crate::placement::ReplicaPolicy;
 use crate::trust::NodeTrust;
 
@@ -101,7 +98,7 @@ fn ewma(old: Option<f64>, sample: f64) -> f64 {
 #[derive(Debug)]
 pub struct NodeHandle {
     pub spec: NodeSpec,
-    pub(crate) client: Client,
+    pub(crate) client: NodeClient,
     state: Mutex<NodeState>,
     /// Bounds the requests in flight to this node, so a burst queues here
     /// instead of timing out at the node and marking it down.
@@ -254,7 +251,7 @@ impl NodeHandle {
         if ready {
             return Ok(());
         }
-        node_client::ensure_bucket(&self.client, &self.spec.bucket).await?;
+        self.client.ensure_bucket(&self.spec.bucket).await?;
         self.state().bucket_ready = true;
         Ok(())
     }
@@ -284,8 +281,8 @@ impl NodeHandle {
 /// The node balancer: shared by every request of a gateway.
 #[derive(Debug)]
 pub struct Balancer {
-    http: SharedHttpClient,
-    probe_http: HyperClient<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    /// The connection pool of every request to nodes, probes included.
+    http: HttpClient,
     nodes: RwLock<BTreeMap<i64, Arc<NodeHandle>>>,
     pub(crate) policy: ReplicaPolicy,
     /// Where fragments go when the nodes cannot hold them.
@@ -303,12 +300,10 @@ impl Balancer {
     pub fn with_trust(policy: ReplicaPolicy, trust: &NodeTrust) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(PROBE_TIMEOUT));
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.enforce_http(false);
-        let (http, probe) = trust.clients(connector);
         Self {
-            http,
-            probe_http: HyperClient::builder(TokioExecutor::new()).build(probe),
+            http: HyperClient::builder(TokioExecutor::new()).build(trust.connector(connector)),
             nodes: RwLock::new(BTreeMap::new()),
             policy,
             overflow: None,
@@ -357,7 +352,7 @@ impl Balancer {
                     })
                 }
                 _ => Arc::new(NodeHandle {
-                    client: node_client::node_s3_client(&spec, self.http.clone()),
+                    client: NodeClient::new(&spec, self.http.clone()),
                     spec,
                     state: Mutex::new(NodeState::default()),
                     slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
@@ -455,7 +450,8 @@ impl Balancer {
         let uri: http::Uri = format!("{}/health", spec.endpoint.trim_end_matches('/'))
             .parse()
             .ok()?;
-        let resp = self.probe_http.get(uri).await.ok()?;
+        let request = http::Request::get(uri).body(Full::new(Bytes::new())).ok()?;
+        let resp = self.http.request(request).await.ok()?;
         if !resp.status().is_success() {
             return None;
         }

@@ -5,9 +5,6 @@
 
 use std::sync::Arc;
 
-use aws_sdk_s3::config::SharedHttpClient;
-use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
-use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio_rustls::rustls::crypto::ring;
@@ -33,8 +30,8 @@ impl NodeTrust {
         let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| BalancerError::Tls(format!("private CA: {e}")))?;
-        // The SDK's client panics on a certificate it cannot parse: refuse
-        // any here.
+        // A certificate that cannot be parsed is refused here rather than
+        // silently left out of the trust store.
         let (valid, invalid) = RootCertStore::empty().add_parsable_certificates(certs);
         if valid == 0 || invalid > 0 {
             return Err(BalancerError::Tls(format!(
@@ -54,38 +51,24 @@ impl NodeTrust {
         found.certs
     }
 
-    /// The shared client of the S3 requests to nodes (pooled keep-alive
-    /// connections, `TCP_NODELAY` on) and a connector for the health probes
-    /// over `http`, both reaching `http://` and `https://` nodes and
-    /// verifying certificates alike. The system's roots are read once for
-    /// both.
-    pub(crate) fn clients(
-        &self,
-        http: HttpConnector,
-    ) -> (SharedHttpClient, HttpsConnector<HttpConnector>) {
-        let system = Self::system_roots();
-        let mut store = TrustStore::empty().with_native_roots(!system.is_empty());
+    /// The connector of every request to nodes (S3 and health probes),
+    /// reaching `http://` and `https://` nodes alike and verifying
+    /// certificates against the system's roots and the private CA.
+    pub(crate) fn connector(&self, http: HttpConnector) -> HttpsConnector<HttpConnector> {
         let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(system);
+        roots.add_parsable_certificates(Self::system_roots());
         if let Some(pem) = &self.private_ca {
-            store = store.with_pem_certificate(pem.clone());
             roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).flatten());
         }
-        let context = TlsContext::builder().with_trust_store(store);
-        let sdk = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::rustls(CryptoMode::Ring))
-            .tls_context(context.build().unwrap_or_default())
-            .build_https();
         let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
             .with_safe_default_protocol_versions()
             .expect("ring supports the default TLS versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let probe = hyper_rustls::HttpsConnectorBuilder::new()
+        hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
-        (sdk, probe)
+            .wrap_connector(http)
     }
 }
