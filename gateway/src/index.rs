@@ -385,6 +385,10 @@ impl Index {
                 sqlx::Connection::close(sqlx::ConnectOptions::connect(&file).await?).await?;
                 options
                     .max_connections(8)
+                    // A ping before each use is a round trip to the
+                    // connection's worker thread for an embedded file that
+                    // cannot have gone away.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(
