@@ -219,16 +219,17 @@ impl NodeClient {
                 return Ok(());
             }
             let created = self.send(Method::PUT, &path, &[], Bytes::new()).await?;
-            match success(created).await {
-                Ok(_) => Ok(()),
-                Err(NodeFailure::Other(m))
-                    if m.starts_with("BucketAlreadyOwnedByYou")
-                        || m.starts_with("BucketAlreadyExists") =>
-                {
-                    Ok(())
-                }
-                Err(e) => Err(e),
+            if created.status.is_success() {
+                return Ok(());
             }
+            let (status, code, message) = error_of(created).await;
+            if matches!(
+                code.as_str(),
+                "BucketAlreadyOwnedByYou" | "BucketAlreadyExists"
+            ) {
+                return Ok(());
+            }
+            Err(classify(status, &code, &message))
         })
         .await
     }
@@ -325,14 +326,20 @@ async fn success(answer: Answer) -> Result<Answer, NodeFailure> {
     if answer.status.is_success() {
         return Ok(answer);
     }
-    let status = answer.status;
+    let (status, code, message) = error_of(answer).await;
+    Err(classify(status, &code, &message))
+}
+
+/// An error answer's status, and the S3 error code and message of its body
+/// (empty when it has none).
+async fn error_of(answer: Answer) -> (StatusCode, String, String) {
     let body = Limited::new(answer.body, ERROR_BODY_LIMIT)
         .collect()
         .await
         .map(http_body_util::Collected::to_bytes)
         .unwrap_or_default();
     let (code, message) = error_fields(&body);
-    Err(classify(status, &code, &message))
+    (answer.status, code, message)
 }
 
 /// A failure from an answer's status and its S3 error code and message.
