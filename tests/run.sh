@@ -53,9 +53,22 @@ if [ ! -x "$ipfs_dir/node_modules/.bin/jsipfs" ] || ! cmp -s tests/ipfs/package.
 fi
 export TENFOLD_JSIPFS="$ipfs_dir/node_modules/.bin/jsipfs"
 
+# Every run of `cargo test` goes on past a failure (--no-fail-fast), so one
+# failing test cannot hide another; its output is kept to sum up at the end.
+started=$SECONDS
+logs="$(mktemp -d /tmp/tenfold-test-logs-XXXXXX)"
+failed_runs=()
+run_tests() { # LABEL, cargo test arguments...
+    local label="$1"
+    shift
+    if ! cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$logs/$label.log"; then
+        failed_runs+=("$label")
+    fi
+}
+
 # The system tests run the binaries from the same target folder.
 cargo build --locked --workspace --bins
-cargo test --locked --workspace
+run_tests sqlite --workspace
 
 # The system tests again with every test cluster's index on PostgreSQL, so
 # both engines pass the same tests: a throwaway server (temporary folder,
@@ -73,4 +86,24 @@ for file in tests/tests/*.rs; do
     pg_tests+=(--test "$name")
 done
 echo "== system tests with the index on PostgreSQL ($TENFOLD_TEST_PG)"
-cargo test --locked -p tests "${pg_tests[@]}"
+run_tests postgres -p tests "${pg_tests[@]}"
+
+# The summary: what failed, in which run, and how long it all took.
+elapsed=$((SECONDS - started))
+read -r passed failed < <(cat "$logs"/*.log | awk '/^test result:/ {
+    for (i = 2; i <= NF; i++) {
+        if ($i == "passed;") p += $(i - 1)
+        if ($i == "failed;") f += $(i - 1)
+    }
+} END { print p + 0, f + 0 }')
+echo
+echo "== summary ($((elapsed / 60)) min $((elapsed % 60)) s)"
+for label in sqlite postgres; do
+    grep -E '^test .* \.\.\. FAILED$' "$logs/$label.log" | sed "s/^/$label: /" || true
+done
+for label in "${failed_runs[@]}"; do
+    echo "$label: cargo test failed"
+done
+echo "tests: $passed passed, $failed failed"
+rm -rf "$logs"
+[ ${#failed_runs[@]} -eq 0 ]

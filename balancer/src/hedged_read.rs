@@ -95,12 +95,15 @@ impl Balancer {
     /// Reads the fragment stored under `key` (`len` bytes) from one of
     /// `replicas` (node ids) and checks it with `check`.
     ///
-    /// Replicas are ranked healthy before demoted before down, then by the
+    /// Replicas are ranked healthy before down before demoted, then by the
     /// expected time of the read. The best one is asked first; when it has
     /// not answered within its [hedge delay](NodeHandle::hedge_delay), or as
-    /// soon as it fails, the next one is asked as well. The first answer that
-    /// passes is returned and the reads still running are dropped. A node
-    /// whose bytes do not pass is demoted; one that errors is marked down.
+    /// soon as it fails, the next one is asked as well. A demoted node (one
+    /// that returned wrong bytes lately) is never hedged to: it is asked
+    /// only once every other replica has failed, and its answer is always
+    /// MD5-checked. The first answer that passes is returned and the reads
+    /// still running are dropped. A node whose bytes do not pass is
+    /// demoted; one that errors is marked down.
     ///
     /// # Errors
     /// [`BalancerError::Unreadable`] when no replica answers with the right
@@ -113,12 +116,15 @@ impl Balancer {
         replicas: &[i64],
         check: Check,
     ) -> Result<Bytes, BalancerError> {
+        // Whether a node is demoted is decided once, here: a node demoted
+        // by this very read is not held back from the rest of it.
         let mut nodes: Vec<_> = replicas
             .iter()
             .filter_map(|id| self.node(*id).ok())
+            .map(|node| (node.read_rank(len), node.is_demoted(), node))
             .collect();
-        nodes.sort_by_cached_key(|n| n.read_rank(len));
-        let mut untried = nodes.iter();
+        nodes.sort_by_key(|(rank, _, _)| *rank);
+        let mut untried = nodes.iter().peekable();
         let mut running = FuturesUnordered::new();
         let mut last = String::from("no registered node holds it");
         let mut ask_next = true;
@@ -126,10 +132,20 @@ impl Balancer {
         let mut hedge_at = None;
         loop {
             if ask_next {
-                hedge_at = untried.next().map(|node| {
-                    running.push(read_one(node, key, len, check));
-                    tokio::time::Instant::now() + node.hedge_delay()
-                });
+                let idle = running.is_empty();
+                hedge_at = untried.next_if(|(_, demoted, _)| !demoted || idle).map(
+                    |(_, demoted, node)| {
+                        if *demoted {
+                            node.record_last_resort();
+                            tracing::info!(
+                                node = node.spec.id,
+                                "every other replica failed: asking a demoted node"
+                            );
+                        }
+                        running.push(read_one(node, key, len, check));
+                        tokio::time::Instant::now() + node.hedge_delay()
+                    },
+                );
             }
             if running.is_empty() {
                 break;
@@ -308,16 +324,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A sealed read trusts the length of a node in good standing, but
-    /// checks a demoted node's MD5: a known liar that answers first with
-    /// wrong bytes of the right length must not win.
+    /// A sealed read trusts the length of a node in good standing; a node
+    /// found out by an MD5-checked read is demoted: not asked while another
+    /// replica can still answer, however slow, and MD5-checked when it is.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_demoted_node_is_md5_checked_on_sealed_reads() {
+    async fn a_demoted_node_is_asked_only_when_every_other_replica_failed() {
         let dir = std::env::temp_dir().join(format!("tenfold-sealed-{}", std::process::id()));
-        let liar = start_node(&dir, 1, Duration::ZERO).await;
-        let honest = start_node(&dir, 2, Duration::from_millis(300)).await;
+        let liar_spec = start_node(&dir, 1, Duration::ZERO).await;
+        let honest_spec = start_node(&dir, 2, Duration::from_millis(300)).await;
         let balancer = Balancer::new(ReplicaPolicy::default());
-        balancer.set_nodes(vec![liar, honest]);
+        balancer.set_nodes(vec![liar_spec.clone(), honest_spec.clone()]);
         let data = Bytes::from(vec![7u8; 50_000]);
         let lie = Bytes::from(vec![6u8; 50_000]);
         let md5: [u8; 16] = Md5::digest(&data).into();
@@ -345,9 +361,9 @@ mod tests {
             .unwrap();
         assert_eq!(got, data);
         assert!(balancer.node(1).unwrap().is_demoted());
-        // Demoted, it is still hedged to once the honest node is late (as
-        // if that were usually fast) and answers first, but its bytes are
-        // checked and refused.
+        // Demoted, it is not hedged to, even when the honest node is late
+        // (as if that were usually fast) and the liar would answer first.
+        let errors_before = balancer.status()[0].errors;
         for _ in 0..3 {
             for _ in 0..crate::registry::LATENCY_SAMPLES {
                 balancer.node(2).unwrap().record_read(
@@ -363,7 +379,47 @@ mod tests {
             assert_eq!(got, data);
         }
         let status = balancer.status();
-        assert!(status[0].errors >= 4, "the liar was not asked: {status:?}");
+        assert_eq!(
+            (status[0].errors, status[0].last_resort_reads),
+            (errors_before, 0),
+            "the demoted node was asked: {status:?}"
+        );
+
+        // Once every other replica has failed, it is asked, and its answer
+        // is MD5-checked even on a sealed read.
+        let mut dead = start_node(&dir, 3, Duration::ZERO).await;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        dead.endpoint = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let mut specs = vec![liar_spec.clone(), honest_spec.clone(), dead];
+        balancer.set_nodes(specs.clone());
+        let err = balancer
+            .read_nodes("frag", len, &[1, 3], Check::Sealed(md5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BalancerError::Unreadable { .. }), "{err}");
+        assert_eq!(balancer.status()[0].last_resort_reads, 1);
+        // A demoted node that holds the right bytes serves them then.
+        let node = balancer.node(1).unwrap();
+        node.client
+            .put(&node.spec.bucket, "frag", data.clone(), md5)
+            .await
+            .unwrap();
+        let got = balancer
+            .read_nodes("frag", len, &[3, 1], Check::Sealed(md5))
+            .await
+            .unwrap();
+        assert_eq!(got, data);
+        assert_eq!(balancer.status()[0].last_resort_reads, 2);
+        // With no other replica at all, it is asked straight away.
+        specs.truncate(1);
+        balancer.set_nodes(specs);
+        let got = balancer
+            .read_nodes("frag", len, &[1], Check::Md5(md5))
+            .await
+            .unwrap();
+        assert_eq!(got, data);
+        assert_eq!(balancer.status()[0].last_resort_reads, 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

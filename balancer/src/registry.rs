@@ -63,6 +63,9 @@ struct NodeState {
     /// Failed requests since the node was registered.
     errors: u64,
     last_error: Option<String>,
+    /// Reads asked of the node while it was demoted, because every other
+    /// replica had failed.
+    last_resort_reads: u64,
 }
 
 impl NodeState {
@@ -121,8 +124,11 @@ pub struct NodeStatus {
     pub read_p95_ms: Option<f64>,
     /// Moving average of read throughput, bytes per second.
     pub throughput: Option<f64>,
-    /// Whether the node returned corrupt bytes lately (read last).
+    /// Whether the node returned corrupt bytes lately (read only when
+    /// every other replica has failed).
     pub demoted: bool,
+    /// Reads asked of it while demoted (every other replica had failed).
+    pub last_resort_reads: u64,
     pub errors: u64,
     pub last_error: Option<String>,
 }
@@ -163,14 +169,16 @@ impl NodeHandle {
         (used.saturating_add(len) <= cap).then_some(!down)
     }
 
-    /// Sort key for reading `len` bytes: usable nodes first (healthy, then
-    /// demoted, then down), then by the expected time of the read: time to
-    /// first byte plus `len` at the node's throughput.
+    /// Sort key for reading `len` bytes: healthy nodes first, then nodes
+    /// that failed lately, then demoted ones (which [`Balancer::read_nodes`]
+    /// asks only once every other replica has failed), then by the expected
+    /// time of the read: time to first byte plus `len` at the node's
+    /// throughput.
     pub(crate) fn read_rank(&self, len: u64) -> (u8, u64) {
         let now = Instant::now();
         let st = self.state();
         let penalty =
-            u8::from(still(st.down_until, now)) * 2 + u8::from(still(st.demoted_until, now));
+            u8::from(still(st.demoted_until, now)) * 2 + u8::from(still(st.down_until, now));
         // Unknown figures rank like a fast node, so new nodes get tried.
         let first_byte = st.latency_ms.unwrap_or(0.0).max(0.0);
         #[allow(clippy::cast_precision_loss)]
@@ -182,6 +190,12 @@ impl NodeHandle {
     /// Whether the node returned corrupt bytes lately.
     pub(crate) fn is_demoted(&self) -> bool {
         still(self.state().demoted_until, Instant::now())
+    }
+
+    /// A demoted node is asked for a fragment because every other replica
+    /// failed.
+    pub(crate) fn record_last_resort(&self) {
+        self.state().last_resort_reads += 1;
     }
 
     /// How long a read from this node may take before the next replica is
@@ -272,6 +286,7 @@ impl NodeHandle {
             read_p95_ms: st.read_quantile(0.95),
             throughput: st.throughput,
             demoted: still(st.demoted_until, now),
+            last_resort_reads: st.last_resort_reads,
             errors: st.errors,
             last_error: st.last_error.clone(),
         }
@@ -351,14 +366,22 @@ impl Balancer {
                         slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
                     })
                 }
-                _ => Arc::new(NodeHandle {
-                    client: NodeClient::new(&spec, self.http.clone()),
-                    spec,
-                    state: Mutex::new(NodeState::default()),
-                    slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
-                }),
+                _ => {
+                    tracing::info!(node = spec.id, endpoint = %spec.endpoint, network = %spec.network, "node joined the registry");
+                    Arc::new(NodeHandle {
+                        client: NodeClient::new(&spec, self.http.clone()),
+                        spec,
+                        state: Mutex::new(NodeState::default()),
+                        slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
+                    })
+                }
             };
             next.insert(handle.spec.id, handle);
+        }
+        for gone in nodes.keys() {
+            if !next.contains_key(gone) {
+                tracing::info!(node = gone, "node left the registry");
+            }
         }
         *nodes = next;
     }

@@ -497,6 +497,28 @@ impl Cluster {
     pub fn gateway_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
+
+    /// Waits until the gateway has taken node `id` into its registry (it
+    /// re-reads the index every `refresh_seconds`).
+    pub fn wait_for_node(&self, id: i64) {
+        wait_for_registry(id, || self.gateway_log());
+    }
+}
+
+/// Waits (60 s at most) until a gateway's log says node `id` joined its
+/// registry.
+fn wait_for_registry(id: i64, log: impl Fn() -> String) {
+    let field = format!("node={id}");
+    let joined = || {
+        log().lines().any(|line| {
+            line.contains("node joined the registry")
+                && line.split_whitespace().any(|word| word == field)
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(60), joined),
+        "the gateway did not take node {id} into its registry within 60 s"
+    );
 }
 
 /// A gateway started beside a cluster's own (see
@@ -516,6 +538,11 @@ impl Gateway {
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until this gateway has taken node `id` into its registry.
+    pub fn wait_for_node(&self, id: i64) {
+        wait_for_registry(id, || self.log());
     }
 }
 
@@ -892,7 +919,7 @@ impl Ipfs {
             _dir: dir,
         };
         assert!(
-            eventually(Duration::from_secs(30), || ipfs.call("version").is_some()),
+            eventually(Duration::from_secs(60), || ipfs.call("version").is_some()),
             "the IPFS daemon does not answer"
         );
         ipfs

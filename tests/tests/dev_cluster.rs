@@ -90,7 +90,7 @@ fn dev_prints_endpoint_and_credentials() {
             && gateway_json.exists()
     };
     assert!(
-        eventually(Duration::from_secs(10), ready),
+        eventually(Duration::from_secs(60), ready),
         "tenfold dev printed no banner"
     );
     let printed = std::fs::read_to_string(&stdout).unwrap();
@@ -330,7 +330,7 @@ fn list_with_prefix_and_delimiter_then_delete_and_overwrite() {
         .ok(&["s3", "cp", "s3://list/top", dst.to_str().unwrap()]);
     assert_eq!(sha256_file(&other), sha256_file(&dst));
     assert!(
-        eventually(Duration::from_secs(15), || dev.node_files() == files_before),
+        eventually(Duration::from_secs(60), || dev.node_files() == files_before),
         "old fragments of the overwritten object stay on the nodes"
     );
 
@@ -351,12 +351,12 @@ fn list_with_prefix_and_delimiter_then_delete_and_overwrite() {
     ]);
     assert!(err.contains("NoSuchKey"), "{err}");
     assert!(
-        eventually(Duration::from_secs(15), || dev.node_files() < files_before),
+        eventually(Duration::from_secs(60), || dev.node_files() < files_before),
         "deleted fragments stay on the nodes"
     );
     dev.aws.ok(&["s3", "rm", "s3://list/", "--recursive"]);
     assert!(
-        eventually(Duration::from_secs(15), || dev.node_files() == 0),
+        eventually(Duration::from_secs(60), || dev.node_files() == 0),
         "fragments remain after deleting everything"
     );
     dev.aws.ok(&["s3", "rb", "s3://list"]);

@@ -231,24 +231,24 @@ fn a_lying_node_is_demoted_and_reads_stay_correct() {
         }
         std::fs::write(file, bytes).unwrap();
     }
-    // Every GET is correct; the liar is found out within a few (a read of
-    // it that another replica beat is dropped unverified).
-    for round in 0..3 {
+    // Every GET is correct, and the liar is found out: its lie passes a
+    // length check, fails the frames' AEAD tags, and the MD5-checked second
+    // read names it. It ranks first (the others answer 250 ms late), so a
+    // few GETs are plenty; a loaded machine may need more than one.
+    let mut rounds = 0;
+    while !cluster.gateway_log().contains("demoted") {
+        assert!(rounds < 20, "the lying node was never found out");
         let dst = tmp.path().join("first");
         aws.ok(&["s3", "cp", "s3://liar/obj", dst.to_str().unwrap()]);
         assert_eq!(sha256_file(&src), sha256_file(&dst));
-        if cluster.gateway_log().contains("demoted") {
-            break;
-        }
-        assert!(round < 2, "the lying node was never found out");
+        rounds += 1;
     }
-    // Sealed fragments are read by length first: the frames' AEAD tags
-    // caught the lie, and the MD5-checked second read named the liar.
     assert!(
         cluster.gateway_log().contains("segment did not decode"),
         "the lie was not caught by the frames' tags"
     );
-    // Demoted, it is read last: further GETs are served by the others.
+    // Demoted, it is asked only when every other replica fails: however
+    // slow the others are, further GETs never reach it.
     let before = liar.objects_read();
     for round in 0..3 {
         let dst = tmp.path().join(format!("dst{round}"));
@@ -256,10 +256,17 @@ fn a_lying_node_is_demoted_and_reads_stay_correct() {
         assert_eq!(sha256_file(&src), sha256_file(&dst), "round {round}");
     }
     let after = liar.objects_read();
-    assert!(
-        after - before <= 2,
+    assert_eq!(
+        after - before,
+        0,
         "a demoted node was still read {} times for 30 fragment reads",
         after - before
+    );
+    assert!(
+        !cluster
+            .gateway_log()
+            .contains("every other replica failed: asking a demoted node"),
+        "a demoted node was asked as a last resort while the others answered"
     );
 }
 

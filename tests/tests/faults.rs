@@ -112,8 +112,7 @@ fn a_full_node_refuses_and_the_balancer_places_elsewhere() {
     // A fourth mainnet node with room for a few fragments only.
     let tiny = Node::start(cluster.dir.path(), "tiny", "300KiB");
     let tiny_id = cluster.register_node(&tiny, "mainnet", "300KiB");
-    // Wait for the gateway to pick the new node up.
-    std::thread::sleep(Duration::from_millis(2500));
+    cluster.wait_for_node(tiny_id);
 
     // Writing to the node directly: refused with a clear S3 error.
     let direct = tests::Aws::new(&tiny.endpoint(), &tiny.access_key, &tiny.secret_key);
@@ -203,7 +202,7 @@ fn too_few_nodes_fails_cleanly_and_leaves_nothing_behind() {
         "a failed PUT is visible: {listed}"
     );
     assert!(
-        eventually(Duration::from_secs(15), || cluster.fragment_files() == 0),
+        eventually(Duration::from_secs(60), || cluster.fragment_files() == 0),
         "{} orphan fragments",
         cluster.fragment_files()
     );
@@ -222,7 +221,7 @@ fn a_stalled_node_is_passed_over() {
         }
     });
     let stalled = cluster.register_endpoint(&format!("http://{addr}"), "mainnet", "1GiB", "k", "s");
-    std::thread::sleep(Duration::from_millis(2500));
+    cluster.wait_for_node(stalled);
     let aws = cluster.aws();
     let tmp = TempDir::new("stall");
     aws.ok(&["s3", "mb", "s3://stall"]);

@@ -60,7 +60,7 @@ fn s3_cp_of_a_large_file_goes_multipart_and_round_trips() {
     write_file(&small, 1000, false);
     aws.ok(&["s3", "cp", small.to_str().unwrap(), "s3://mpcp/big"]);
     assert!(
-        eventually(Duration::from_secs(15), || cluster.fragment_files()
+        eventually(Duration::from_secs(60), || cluster.fragment_files()
             < before / 10),
         "old parts stay on the nodes"
     );
@@ -388,7 +388,7 @@ fn multipart_calls_by_hand() {
         &sid,
     ]);
     assert!(
-        eventually(Duration::from_secs(15), || cluster.fragment_files()
+        eventually(Duration::from_secs(60), || cluster.fragment_files()
             < before_abort),
         "aborted parts stay on the nodes"
     );
@@ -405,7 +405,7 @@ fn multipart_calls_by_hand() {
     assert!(err.contains("NoSuchUpload"), "{err}");
     aws.ok(&["s3", "rm", "s3://hand/obj"]);
     assert!(
-        eventually(Duration::from_secs(15), || cluster.fragment_files() == 0),
+        eventually(Duration::from_secs(60), || cluster.fragment_files() == 0),
         "{} fragments left",
         cluster.fragment_files()
     );

@@ -93,7 +93,7 @@ fn eventually_unpinned<'a>(
     ipfs: &Ipfs,
     cids: impl IntoIterator<Item = &'a String> + Clone,
 ) -> bool {
-    eventually(Duration::from_secs(20), || {
+    eventually(Duration::from_secs(60), || {
         let pins: HashSet<String> = ipfs.pins().into_iter().collect();
         cids.clone().into_iter().all(|c| !pins.contains(c))
     })
@@ -302,7 +302,7 @@ fn ipfs_down_while_nodes_are_full_fails_cleanly() {
     let listed = aws.ok(&["s3", "ls", "s3://ovf/"]);
     assert!(!listed.contains("big"), "{listed}");
     assert!(
-        eventually(Duration::from_secs(20), || {
+        eventually(Duration::from_secs(60), || {
             let now: Vec<usize> = cluster
                 .nodes
                 .iter()

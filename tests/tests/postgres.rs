@@ -122,7 +122,7 @@ fn two_gateways_share_one_index() {
     let extra_id = cluster.register_node(&extra, "mainnet", "1GiB");
     let first_id = cluster.nodes[0].2;
     cluster.node(first_id).proc.kill();
-    std::thread::sleep(Duration::from_secs(3));
+    second.wait_for_node(extra_id);
     b.ok(&["s3", "cp", &one, "s3://shared/after"]);
     let report = cluster.inspect("shared", "after");
     assert_placements(&report, 3, 1);
@@ -303,7 +303,7 @@ fn an_index_outage_answers_503_and_heals() {
 
     // Back up: everything written before is there, writes work again.
     pg.resume();
-    assert!(eventually(Duration::from_secs(20), || aws
+    assert!(eventually(Duration::from_secs(60), || aws
         .run(&["s3", "cp", &src, "s3://outage/c"])
         .status
         .success()));

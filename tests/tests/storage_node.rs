@@ -184,7 +184,7 @@ fn a_crash_mid_write_leaves_no_half_object() {
     });
     // Kill the node once part of the body is on disk.
     let tmp_dir = node.data.join("tmp");
-    let started = eventually(Duration::from_secs(30), || {
+    let started = eventually(Duration::from_secs(60), || {
         std::fs::read_dir(&tmp_dir)
             .map(|rd| {
                 rd.flatten()

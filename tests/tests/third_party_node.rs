@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tests::{
-    Cluster, Proc, TempDir, assert_placements, free_port, sha256_file, wait_for_port, write_file,
+    Cluster, Proc, TempDir, assert_placements, eventually, free_port, sha256_file, wait_for_port,
+    write_file,
 };
 
 #[test]
@@ -43,6 +44,15 @@ fn seaweedfs_node_holds_replicas() {
     let mut weed = Proc(child);
     let addr = format!("127.0.0.1:{port}");
     wait_for_port(&addr, &mut weed.0);
+    // SeaweedFS may take a moment to serve S3 after it listens.
+    let direct = tests::Aws::new(&format!("http://{addr}"), "weed-key", "weed-secret");
+    assert!(
+        eventually(Duration::from_secs(60), || direct
+            .run(&["s3", "ls"])
+            .status
+            .success()),
+        "SeaweedFS did not serve S3 within 60 s"
+    );
     let weed_id = cluster.register_endpoint(
         &format!("http://{addr}"),
         "mainnet",
@@ -50,9 +60,7 @@ fn seaweedfs_node_holds_replicas() {
         "weed-key",
         "weed-secret",
     );
-    // The gateway re-reads the registry every second; SeaweedFS may take a
-    // moment to serve S3 after it listens.
-    std::thread::sleep(Duration::from_secs(4));
+    cluster.wait_for_node(weed_id);
 
     let aws = cluster.aws();
     let tmp = TempDir::new("weedobj");
