@@ -87,6 +87,71 @@ fn header_section_too_large() -> Response<Body> {
     resp
 }
 
+/// Whether a request carries credentials that `s3s` checks before it reads
+/// the body: an `Authorization` header, or a presigned query string.
+fn carries_credentials<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(http::header::AUTHORIZATION)
+        || req.uri().query().is_some_and(|query| {
+            query.split('&').any(|pair| {
+                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+                name.eq_ignore_ascii_case("X-Amz-Signature")
+                    || name.eq_ignore_ascii_case("X-Amz-Credential")
+                    || name == "Signature"
+            })
+        })
+}
+
+/// Whether a request is an HTML form upload (S3's POST Object), whose
+/// credentials travel inside the body: `s3s` reads the whole file into
+/// memory, up to 5 GiB, before it checks them, whatever the headers say.
+fn is_form_post<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::POST
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .get(..19)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("multipart/form-data"))
+            })
+}
+
+/// Why a request is refused before a byte of its body is read, if it is:
+/// a body with no credentials, or a form upload.
+fn refused_before_body<B>(req: &Request<B>, has_body: bool) -> Option<&'static str> {
+    if is_form_post(req) {
+        Some("Browser form uploads (POST Object) are not accepted by this server.")
+    } else if has_body && !carries_credentials(req) {
+        Some(
+            "A request with a body must be signed with AWS Signature Version 4 \
+             (headers or a presigned URL).",
+        )
+    } else {
+        None
+    }
+}
+
+/// The `AccessDenied` answer to a request refused before its body was read.
+fn refused_response(message: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::from(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
+         <Message>{message}</Message></Error>"
+    )));
+    *resp.status_mut() = StatusCode::FORBIDDEN;
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    // The body is left unread: the connection cannot carry another request.
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
 /// Serves HTTP/1 and HTTP/2 on `listener`, calling `handler` for every
 /// request inside a `request` span that carries a fresh request id, which is
 /// also returned to the client as `x-amz-request-id`.
@@ -95,6 +160,11 @@ fn header_section_too_large() -> Response<Body> {
 /// stops sending its body for `timeouts.body_idle`, is cut off: the body
 /// then ends with a [`BODY_IDLE_ERROR`], so the upload fails and frees what
 /// it holds.
+///
+/// A request with a body but no credentials (no `Authorization` header, no
+/// presigned query), and any HTML form upload, is refused with
+/// `AccessDenied` before its body is read, so an anonymous upload costs
+/// nothing however large it claims to be.
 ///
 /// With `tls`, every connection starts with a TLS handshake, which must end
 /// within `timeouts.headers`.
@@ -148,6 +218,7 @@ pub async fn serve_http<H, Fut>(
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
                 // Hyper sends no `100 Continue` for an empty body.
                 let empty = http_body::Body::is_end_stream(req.body());
+                let refused = refused_before_body(&req, !empty);
                 let read = Arc::new(AtomicBool::new(false));
                 let req = req.map(|inner| {
                     Body::http_body(TrackedBody {
@@ -162,6 +233,9 @@ pub async fn serve_http<H, Fut>(
                     let mut resp = if header_bytes > MAX_HEADER_BYTES {
                         tracing::debug!(header_bytes, "header section too large");
                         header_section_too_large()
+                    } else if let Some(why) = refused {
+                        tracing::debug!(why, "refused before reading the body");
+                        refused_response(why)
                     } else {
                         handler(req).await
                     };
@@ -343,4 +417,43 @@ pub async fn run_node(config: NodeConfig, listener: TcpListener) -> Result<(), S
     )
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn bodies_without_credentials_and_form_posts_are_refused_unread() {
+        let form = ("content-type", "multipart/form-data; boundary=x");
+        let auth = ("authorization", "AWS4-HMAC-SHA256 Credential=k/...");
+        // A body needs credentials, in a header or a presigned query.
+        assert!(refused_before_body(&request("PUT", "/b/k", &[]), true).is_some());
+        assert!(refused_before_body(&request("PUT", "/b/k", &[auth]), true).is_none());
+        let presigned =
+            "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=k&X-Amz-Signature=0";
+        assert!(refused_before_body(&request("PUT", presigned, &[]), true).is_none());
+        assert!(
+            refused_before_body(&request("PUT", "/b/k?x-amz-signature-ish=1", &[]), true).is_some()
+        );
+        // Requests without a body are left to S3's own checks.
+        assert!(refused_before_body(&request("GET", "/b/k", &[]), false).is_none());
+        // A form POST is refused whatever its headers claim.
+        for headers in [vec![form], vec![form, auth]] {
+            assert!(refused_before_body(&request("POST", "/b", &headers), true).is_some());
+        }
+        let upper = ("Content-Type", "Multipart/Form-Data; boundary=x");
+        assert!(refused_before_body(&request("POST", "/b", &[upper, auth]), true).is_some());
+        // A signed POST that is not a form (DeleteObjects, multipart uploads) passes.
+        let xml = ("content-type", "application/xml");
+        assert!(refused_before_body(&request("POST", "/b?delete", &[xml, auth]), true).is_none());
+    }
 }

@@ -487,3 +487,100 @@ fn hostile_keys_stay_keys() {
     assert!((400..500).contains(&status), "{text}");
     assert!(!cluster.gateway_log().contains("panicked"));
 }
+
+/// Sends `head` (a request line and headers announcing a large body) to
+/// `addr`, then body bytes until the server answers; returns the answer's
+/// status line and how many body bytes went out before it came.
+fn upload_until_answered(addr: &str, head: &str) -> (String, u64) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(head.as_bytes()).unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut writer = conn.try_clone().unwrap();
+    let counter = Arc::clone(&sent);
+    // Up to 1 GiB, until the server closes the connection.
+    let feeder = std::thread::spawn(move || {
+        let chunk = vec![b'z'; 64 << 10];
+        for _ in 0..(1 << 30) / chunk.len() {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+    });
+    let mut status = String::new();
+    BufReader::new(&conn).read_line(&mut status).unwrap();
+    let sent_before_answer = sent.load(Ordering::Relaxed);
+    let _ = conn.shutdown(std::net::Shutdown::Both);
+    feeder.join().unwrap();
+    (status.trim().to_owned(), sent_before_answer)
+}
+
+/// Anonymous uploads announcing 1 GiB — a browser-style form POST, the same
+/// with a made-up `Authorization` header, and an unsigned PUT — are refused
+/// by the gateway and by a node with `AccessDenied` before their body is
+/// read: the answer comes while almost all of it is unsent, and neither
+/// process's peak memory grows by more than 64 MiB.
+#[test]
+fn anonymous_uploads_are_refused_before_their_body_is_read() {
+    let cluster = Cluster::start(3, 1, "1GiB");
+    cluster.aws().ok(&["s3", "mb", "s3://anon"]);
+    let gateway_addr = cluster.endpoint.trim_start_matches("http://").to_owned();
+    let node = &cluster.nodes[0].1;
+    let targets = [
+        (
+            "gateway",
+            gateway_addr.as_str(),
+            cluster.gateway.0.id(),
+            "/anon",
+        ),
+        ("node", node.addr.as_str(), node.proc.0.id(), "/tenfold"),
+    ];
+    let length = 1u64 << 30;
+    for (who, addr, pid, bucket) in targets {
+        let before = tests::peak_rss_kib(pid);
+        let form = "multipart/form-data; boundary=----tenfold";
+        for (method, path, extra) in [
+            (
+                "POST",
+                bucket.to_owned(),
+                format!("Content-Type: {form}\r\n"),
+            ),
+            (
+                "POST",
+                bucket.to_owned(),
+                format!("Content-Type: {form}\r\nAuthorization: AWS4-HMAC-SHA256 made-up\r\n"),
+            ),
+            ("PUT", format!("{bucket}/key"), String::new()),
+        ] {
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {length}\r\n\r\n\
+                 ------tenfold\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nx\r\n\
+                 ------tenfold\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n"
+            );
+            let (status, sent) = upload_until_answered(addr, &head);
+            assert!(
+                status.starts_with("HTTP/1.1 403"),
+                "{who} {method}: {status}"
+            );
+            assert!(
+                sent < 64 << 20,
+                "{who} {method}: answered only after {sent} body bytes"
+            );
+        }
+        let after = tests::peak_rss_kib(pid);
+        assert!(
+            after.saturating_sub(before) < 64 << 10,
+            "{who}: peak RSS grew from {before} to {after} KiB"
+        );
+    }
+    // Both still serve.
+    cluster.aws().ok(&["s3", "ls", "s3://anon"]);
+    assert!(!cluster.gateway_log().contains("panicked"));
+}
