@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tenfold::zip_stream::entry_name;
-use tenfold_node::listing::decode_token;
+use tenfold_common::listing::decode_token;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

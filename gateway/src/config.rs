@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 use tenfold_balancer::{NodeTrust, ReplicaPolicy};
-use tenfold_node::size::parse_size;
-use tenfold_node::tls::TlsFiles;
+use tenfold_common::tls::TlsFiles;
+use tenfold_common::units::parse_size;
 
 use crate::crypto::{Keyring, MasterKey};
 use crate::error::GatewayError;

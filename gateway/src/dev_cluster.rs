@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tenfold_balancer::Network;
-use tenfold_node::server::HttpTimeouts;
+use tenfold_common::http_server::HttpTimeouts;
 use tenfold_node::{NodeConfig, run_node};
 use tokio::net::TcpListener;
 

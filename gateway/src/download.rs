@@ -112,10 +112,7 @@ impl ObjectStore {
         range: Range<u64>,
     ) -> Result<BodyStream, GatewayError> {
         let segments = self.index.layout(&source.id, range.clone()).await?;
-        Ok(Box::pin(
-            self.object_stream(segments, range)
-                .map(|r| r.map_err(|e| e.to_string())),
-        ))
+        Ok(Box::pin(self.object_stream(segments, range)))
     }
 
     /// Fetches and decodes the part of one segment that holds plaintext
@@ -226,7 +223,7 @@ impl ObjectStore {
                     .read(&key, f.size, &f.placements, check(f.md5))
                     .await
             }
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+            .map_err(GatewayError::Storage)
         });
         futures::future::try_join_all(reads).await
     }

@@ -2,7 +2,8 @@
 
 use s3s::{S3Error, S3ErrorCode};
 use tenfold_balancer::BalancerError;
-use tenfold_node::server::BODY_IDLE_ERROR;
+use tenfold_common::http_server::BodyError;
+use tenfold_common::s3_errors::{body_error_code, insufficient_storage, with_status};
 
 use crate::fragment::FragmentError;
 
@@ -55,16 +56,23 @@ pub enum GatewayError {
     InvalidDigest,
     #[error("body ended after {got} of {expected} bytes")]
     IncompleteBody { got: u64, expected: u64 },
-    #[error("reading the request body: {0}")]
-    Body(String),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// A zip archive could not be written to its response.
+    #[error("sending the archive: {0}")]
+    ArchiveWrite(#[source] std::io::Error),
     #[error("the requested range is not satisfiable")]
     InvalidRange,
     /// Not enough storage nodes took the object.
     #[error("not enough storage: {0}")]
     InsufficientStorage(BalancerError),
-    /// Stored data could not be read back.
-    #[error("object data unavailable: {0}")]
-    Unavailable(String),
+    /// The storage nodes (or the overflow store) failed a read, a deletion
+    /// or an unpin.
+    #[error("storage: {0}")]
+    Storage(#[source] BalancerError),
+    /// Stored data that was read back does not decode.
+    #[error("object data unreadable: {0}")]
+    Fragment(#[from] FragmentError),
     #[error("index: {0}")]
     Index(#[from] sqlx::Error),
     #[error("configuration: {0}")]
@@ -76,22 +84,10 @@ pub enum GatewayError {
     Internal(String),
 }
 
-impl From<FragmentError> for GatewayError {
-    fn from(e: FragmentError) -> Self {
-        GatewayError::Unavailable(e.to_string())
-    }
-}
-
 impl From<tokio::task::JoinError> for GatewayError {
     fn from(e: tokio::task::JoinError) -> Self {
         GatewayError::Internal(e.to_string())
     }
-}
-
-fn with_status(code: &str, status: http::StatusCode, msg: String) -> S3Error {
-    let mut err = S3Error::with_message(code.parse().unwrap_or(S3ErrorCode::InternalError), msg);
-    err.set_status_code(status);
-    err
 }
 
 impl From<GatewayError> for S3Error {
@@ -125,18 +121,12 @@ impl From<GatewayError> for S3Error {
             GatewayError::NotImplemented(_) => S3ErrorCode::NotImplemented,
             GatewayError::BadDigest | GatewayError::ChecksumMismatch(_) => S3ErrorCode::BadDigest,
             GatewayError::InvalidDigest => S3ErrorCode::InvalidDigest,
-            GatewayError::Body(ref m) if m.contains(BODY_IDLE_ERROR) => S3ErrorCode::RequestTimeout,
-            GatewayError::IncompleteBody { .. } | GatewayError::Body(_) => {
-                S3ErrorCode::IncompleteBody
-            }
+            GatewayError::Body(ref e) => body_error_code(e),
+            GatewayError::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
             GatewayError::InvalidRange => S3ErrorCode::InvalidRange,
             GatewayError::InsufficientStorage(_) => {
                 tracing::warn!(error = %msg, "refusing upload");
-                return with_status(
-                    "InsufficientStorage",
-                    http::StatusCode::INSUFFICIENT_STORAGE,
-                    msg,
-                );
+                return insufficient_storage(msg);
             }
             // Postgres text cannot hold a NUL (22021): a key or prefix
             // with one is the client's to change.
@@ -148,11 +138,14 @@ impl From<GatewayError> for S3Error {
                     "keys and prefixes with a NUL character cannot be stored in the Postgres index",
                 );
             }
-            GatewayError::Unavailable(_) | GatewayError::Index(_) => {
+            GatewayError::Storage(_) | GatewayError::Fragment(_) | GatewayError::Index(_) => {
                 tracing::error!(error = %msg, "service unavailable");
                 S3ErrorCode::ServiceUnavailable
             }
-            GatewayError::Config(_) | GatewayError::Internal(_) | GatewayError::MasterKey(_) => {
+            GatewayError::Config(_)
+            | GatewayError::Internal(_)
+            | GatewayError::MasterKey(_)
+            | GatewayError::ArchiveWrite(_) => {
                 tracing::error!(error = %msg, "internal error");
                 S3ErrorCode::InternalError
             }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tenfold_balancer::{BalancerError, Placement, Replica};
 
+use crate::error::GatewayError;
 use crate::object_store::ObjectStore;
 
 /// Node deletions in flight at once.
@@ -21,26 +22,30 @@ impl ObjectStore {
     /// Removes one copy: deletes it from its node, or unpins its content id
     /// unless another stored fragment has the same one. A node that was
     /// unregistered has nothing left to delete.
-    async fn remove_replica(&self, replica: &Replica) -> Result<(), String> {
+    async fn remove_replica(&self, replica: &Replica) -> Result<(), GatewayError> {
         match &replica.placement {
             Placement::Node { node_id, .. } => {
                 match self.balancer.delete(*node_id, &replica.key).await {
                     Ok(()) | Err(BalancerError::UnknownNode(_)) => Ok(()),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(GatewayError::Storage(e)),
                 }
             }
             Placement::Overflow { cid } => {
-                let in_use =
-                    || async { self.index.cid_in_use(cid).await.map_err(|e| e.to_string()) };
-                if in_use().await? {
+                if self.index.cid_in_use(cid).await? {
                     return Ok(());
                 }
-                self.balancer.unpin(cid).await.map_err(|e| e.to_string())?;
+                self.balancer
+                    .unpin(cid)
+                    .await
+                    .map_err(GatewayError::Storage)?;
                 // An upload of identical content may have committed the same
                 // content id meanwhile: pin it again.
-                if in_use().await? {
+                if self.index.cid_in_use(cid).await? {
                     tracing::info!(cid, "content id used again meanwhile: re-pinned");
-                    self.balancer.pin(cid).await.map_err(|e| e.to_string())?;
+                    self.balancer
+                        .pin(cid)
+                        .await
+                        .map_err(GatewayError::Storage)?;
                 }
                 Ok(())
             }

@@ -13,8 +13,8 @@ use tenfold::index::{Index, NewNode, sqlite_url_for_dir};
 use tenfold::server::{GatewaySettings, run_gateway};
 use tenfold::share::{create_share, revoke_share, share_url};
 use tenfold_balancer::{Network, OVERFLOW};
-use tenfold_node::server::HttpTimeouts;
-use tenfold_node::size::parse_size;
+use tenfold_common::http_server::HttpTimeouts;
+use tenfold_common::units::parse_size;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -265,17 +265,6 @@ enum NodesCommand {
         #[command(flatten)]
         index: IndexArgs,
     },
-}
-
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // No colour codes in a log file or a pipe.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 async fn run(cli: Cli) -> Result<(), GatewayError> {
@@ -636,7 +625,7 @@ fn recorded_endpoint(data: &std::path::Path) -> Result<String, GatewayError> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_tracing();
+    tenfold_common::logging::init();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,8 +9,8 @@ use http::Request;
 use s3s::Body;
 use s3s::service::S3ServiceBuilder;
 use tenfold_balancer::{Balancer, NodeTrust};
-use tenfold_node::server::{HttpTimeouts, into_response, serve_http};
-use tenfold_node::tls::TlsFiles;
+use tenfold_common::http_server::{HttpTimeouts, into_response, serve_http};
+use tenfold_common::tls::TlsFiles;
 use tenfold_overflow::{IpfsStore, OverflowStore};
 use tokio::net::TcpListener;
 

@@ -29,8 +29,9 @@ use crate::object_store::{
 /// read: bounds memory to a few segments whatever the object size.
 const PIPELINE: usize = 2;
 
-/// A body stream as s3s hands it over.
-pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+/// A stream of object bytes: a request body, or an object read back for a
+/// copy or a zip entry.
+pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
 
 /// What the client announced about a body, checked once it is read.
 #[derive(Debug, Clone, Default)]
@@ -92,7 +93,7 @@ impl SegmentReader {
             }
             match self.body.next().await {
                 Some(Ok(chunk)) => self.leftover = chunk,
-                Some(Err(e)) => return Err(GatewayError::Body(e)),
+                Some(Err(e)) => return Err(e),
                 None => self.done = true,
             }
         }

@@ -114,7 +114,7 @@ where
         let mut writer = zip.write_entry_stream(entry).await.map_err(zip_err)?;
         let mut written = 0u64;
         while let Some(chunk) = file.body.next().await {
-            let chunk: Bytes = chunk.map_err(GatewayError::Unavailable)?;
+            let chunk: Bytes = chunk?;
             written += chunk.len() as u64;
             writer.write_all(&chunk).await.map_err(pipe_err)?;
         }
@@ -134,7 +134,7 @@ where
 }
 
 fn pipe_err(e: std::io::Error) -> GatewayError {
-    GatewayError::Body(format!("sending the archive: {e}"))
+    GatewayError::ArchiveWrite(e)
 }
 
 fn unique_name(seen: &mut HashSet<String>, name: &str) -> String {
@@ -234,9 +234,9 @@ impl ObjectStore {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "zip stream failed");
-                    Some(Err(std::io::Error::other(e.to_string())))
+                    Some(Err(std::io::Error::other(e)))
                 }
-                Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+                Err(e) => Some(Err(std::io::Error::other(e))),
             }
         })
         .filter_map(futures::future::ready);
@@ -278,9 +278,7 @@ impl ObjectStore {
             async move {
                 let (object, name) = item?;
                 let layout = this.index.layout(&object.id, 0..object.size).await?;
-                let body = this
-                    .object_stream(layout, 0..object.size)
-                    .map(|r| r.map_err(|e| e.to_string()));
+                let body = this.object_stream(layout, 0..object.size);
                 Ok(ZipFile {
                     name,
                     size: object.size,

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
+use tenfold_common::http_server::BodyError;
 use tokio::fs;
 
 use crate::error::StoreError;
@@ -260,7 +261,7 @@ impl DiskStore {
     /// # Errors
     /// [`StoreError::InsufficientStorage`] when the node is full, digest and
     /// length errors when the body does not match what the client announced.
-    pub async fn put_object<S, E>(
+    pub async fn put_object<S>(
         &self,
         bucket: &str,
         key: &str,
@@ -268,8 +269,7 @@ impl DiskStore {
         body: S,
     ) -> Result<ObjectMeta, StoreError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
     {
         let path = self.object_path(bucket, key)?;
         self.existing_bucket_dir(bucket).await?;
@@ -311,7 +311,7 @@ impl DiskStore {
     /// The body is written in batches of [`WRITE_BATCH`] bytes, each one
     /// blocking call, and the last batch, fsyncs and rename in one more: a
     /// small object costs a single trip to the blocking thread pool.
-    async fn write_object<S, E>(
+    async fn write_object<S>(
         &self,
         tmp: &Path,
         path: &Path,
@@ -320,8 +320,7 @@ impl DiskStore {
         reserved: &mut u64,
     ) -> Result<(ObjectMeta, u64), StoreError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
     {
         let mut file = None;
         let mut batch = Vec::new();
@@ -329,7 +328,7 @@ impl DiskStore {
         let mut md5 = Md5::new();
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+            let chunk = chunk?;
             self.reserve(chunk.len() as u64)?;
             *reserved += chunk.len() as u64;
             md5.update(&chunk);
@@ -590,7 +589,7 @@ fn read_trailer(file: &std::fs::File, path: &Path) -> Result<ObjectMeta, StoreEr
 mod tests {
     use super::*;
 
-    fn body(chunks: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
+    fn body(chunks: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, BodyError>> + Unpin {
         futures::stream::iter(
             chunks
                 .iter()
@@ -728,12 +727,12 @@ mod tests {
         let data: Vec<u8> = (0..(3 * WRITE_BATCH + 12345))
             .map(|i| (i % 251) as u8)
             .collect();
-        let chunks = |data: &[u8]| -> Vec<Result<Bytes, String>> {
+        let chunks = |data: &[u8]| -> Vec<Result<Bytes, BodyError>> {
             data.chunks(64 << 10)
                 .map(|c| Ok(Bytes::copy_from_slice(c)))
                 .collect()
         };
-        let put = |body: Vec<Result<Bytes, String>>| {
+        let put = |body: Vec<Result<Bytes, BodyError>>| {
             store.put_object(
                 "b",
                 "k",
@@ -769,7 +768,7 @@ mod tests {
         assert_eq!(store.used(), file_len, "the overwritten object's room");
 
         let mut broken = chunks(&data[..2 * WRITE_BATCH]);
-        broken.push(Err("connection reset".into()));
+        broken.push(Err(BodyError::Transport("connection reset".into())));
         let err = put(broken).await.unwrap_err();
         assert!(matches!(err, StoreError::Body(_)), "{err:?}");
         assert_eq!(store.used(), file_len);

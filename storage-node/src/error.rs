@@ -1,6 +1,8 @@
 //! The storage node's error type and its one mapping onto S3 errors.
 
 use s3s::{S3Error, S3ErrorCode};
+use tenfold_common::http_server::BodyError;
+use tenfold_common::s3_errors::{body_error_code, insufficient_storage};
 
 /// Everything that can go wrong in the storage node.
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +27,8 @@ pub enum StoreError {
     InvalidDigest,
     #[error("body ended after {got} of {expected} bytes")]
     IncompleteBody { got: u64, expected: u64 },
-    #[error("reading the request body: {0}")]
-    Body(String),
+    #[error(transparent)]
+    Body(#[from] BodyError),
     #[error("corrupt object file {0}")]
     Corrupt(String),
     #[error("disk: {0}")]
@@ -35,10 +37,6 @@ pub enum StoreError {
     #[error("{0}")]
     Config(String),
 }
-
-/// The S3 error code for a full node: the name MinIO-like clients and the
-/// Tenfold balancer recognise, answered with 507 Insufficient Storage.
-pub const INSUFFICIENT_STORAGE: &str = "InsufficientStorage";
 
 impl From<StoreError> for S3Error {
     fn from(e: StoreError) -> Self {
@@ -50,19 +48,11 @@ impl From<StoreError> for S3Error {
             StoreError::NoSuchKey { .. } => S3ErrorCode::NoSuchKey,
             StoreError::InvalidKey(_) => S3ErrorCode::InvalidArgument,
             StoreError::KeyTooLong => S3ErrorCode::KeyTooLongError,
-            StoreError::InsufficientStorage { .. } => {
-                let mut err = S3Error::with_message(
-                    INSUFFICIENT_STORAGE
-                        .parse()
-                        .unwrap_or(S3ErrorCode::InternalError),
-                    msg,
-                );
-                err.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
-                return err;
-            }
+            StoreError::InsufficientStorage { .. } => return insufficient_storage(msg),
             StoreError::BadDigest => S3ErrorCode::BadDigest,
             StoreError::InvalidDigest => S3ErrorCode::InvalidDigest,
-            StoreError::IncompleteBody { .. } | StoreError::Body(_) => S3ErrorCode::IncompleteBody,
+            StoreError::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
+            StoreError::Body(e) => body_error_code(e),
             StoreError::Corrupt(_) | StoreError::Io(_) | StoreError::Config(_) => {
                 tracing::error!(error = %e, "storage node internal error");
                 S3ErrorCode::InternalError

@@ -3,18 +3,16 @@
 //! Objects live as plain files under a data directory ([`disk_store`]), written
 //! atomically and durably, within a capacity limit. The S3 API ([`s3_api`]) is
 //! served by `s3s` with SigV4 authentication; `GET /health` reports capacity
-//! and usage as JSON ([`server`]).
+//! and usage as JSON ([`server`]). HTTP serving, TLS, sizes and listings
+//! come from `tenfold-common`, shared with the gateway.
 
 pub mod auth;
 pub mod disk_store;
 pub mod error;
-pub mod listing;
 pub mod s3_api;
 pub mod server;
-pub mod size;
-pub mod tls;
 
 pub use disk_store::DiskStore;
 pub use error::StoreError;
 pub use s3_api::NodeS3;
-pub use server::{NodeConfig, run_node, serve_http};
+pub use server::{NodeConfig, run_node};

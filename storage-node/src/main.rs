@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use tenfold_node::size::parse_size;
-use tenfold_node::tls::TlsFiles;
+use tenfold_common::tls::TlsFiles;
+use tenfold_common::units::{parse_duration, parse_size};
 use tenfold_node::{NodeConfig, run_node};
 
 /// A standalone S3-compatible storage node for Tenfold.
@@ -34,19 +34,13 @@ struct Args {
     tls_key: Option<PathBuf>,
     /// Test only: wait this long before every answer (for example 200ms), to
     /// play a slow node.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s", hide = true)]
+    #[arg(long, value_parser = parse_duration, default_value = "0s", hide = true)]
     test_delay: std::time::Duration,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        // No colour codes in a log file or a pipe.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    tenfold_common::logging::init();
     let args = Args::parse();
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,

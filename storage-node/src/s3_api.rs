@@ -14,7 +14,9 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use crate::disk_store::{DiskStore, ObjectMeta, PutAttributes};
 use crate::error::StoreError;
-use crate::listing::{Listing, Step, decode_token, encode_token};
+use futures::StreamExt;
+use tenfold_common::http_server::BodyWatch;
+use tenfold_common::listing::{Listing, Step, decode_token, encode_token};
 
 /// Largest page a ListObjectsV2 answers, as in S3.
 const MAX_LIST_KEYS: i32 = 1000;
@@ -126,6 +128,7 @@ impl S3 for NodeS3 {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
+        let extensions = req.extensions;
         let content_md5 = input
             .content_md5
             .as_deref()
@@ -137,9 +140,14 @@ impl S3 for NodeS3 {
             content_length: input.content_length.and_then(|n| u64::try_from(n).ok()),
             content_md5,
         };
-        let body = input.body.unwrap_or_else(|| {
-            StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())
-        });
+        let body = input
+            .body
+            .unwrap_or_else(|| {
+                StreamingBlob::wrap(
+                    futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
+                )
+            })
+            .map(|chunk| chunk.map_err(|e| BodyWatch::classify_in(&extensions, e)));
         let meta = self
             .store
             .put_object(&input.bucket, &input.key, attrs, body)

@@ -1,6 +1,7 @@
 //! Conversions between s3s's types and the index's rows.
 
 use s3s::dto::{ETag, StreamingBlob, Timestamp};
+use tenfold_common::http_server::BodyWatch;
 
 use crate::error::GatewayError;
 use crate::index::{ObjectHeaders, ObjectRow};
@@ -64,11 +65,20 @@ pub fn body_checks(
     })
 }
 
-/// A request body as the upload pipeline reads it.
-pub fn body_stream(blob: Option<StreamingBlob>) -> BodyStream {
+/// What the server saw of a request's body (nothing, for a request that
+/// did not come through the server).
+pub fn body_watch(extensions: &http::Extensions) -> BodyWatch {
+    extensions.get::<BodyWatch>().cloned().unwrap_or_default()
+}
+
+/// A request body as the upload pipeline reads it, its errors typed by
+/// what the server saw of it.
+pub fn body_stream(blob: Option<StreamingBlob>, watch: BodyWatch) -> BodyStream {
     use futures::StreamExt;
     match blob {
-        Some(blob) => Box::pin(blob.map(|r| r.map_err(|e| e.to_string()))),
+        Some(blob) => {
+            Box::pin(blob.map(move |r| r.map_err(|e| GatewayError::Body(watch.classify(e)))))
+        }
         None => Box::pin(futures::stream::empty()),
     }
 }

@@ -6,7 +6,7 @@ use s3s::dto::{
     ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, Object,
     ObjectVersion,
 };
-use tenfold_node::listing::{Listing, Step, decode_token, encode_token};
+use tenfold_common::listing::{Listing, Step, decode_token, encode_token};
 
 use super::convert::{MAX_LIST_KEYS, etag, size_i64, timestamp_ms};
 use crate::error::GatewayError;

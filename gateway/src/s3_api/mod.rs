@@ -31,6 +31,7 @@ use s3s::{S3, S3Request, S3Response, S3Result};
 use crate::access::caller_of;
 use crate::error::GatewayError;
 use crate::object_store::ObjectStore;
+use convert::body_watch;
 
 /// The S3 front end of the gateway. Operations it does not implement
 /// answer `NotImplemented` (the `s3s` default).
@@ -102,7 +103,8 @@ impl S3 for GatewayS3 {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        respond(objects::put(&self.store, req.input, req.trailing_headers).await)
+        let watch = body_watch(&req.extensions);
+        respond(objects::put(&self.store, req.input, req.trailing_headers, watch).await)
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
@@ -178,7 +180,8 @@ impl S3 for GatewayS3 {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        respond(multipart::upload_part(&self.store, req.input, req.trailing_headers).await)
+        let watch = body_watch(&req.extensions);
+        respond(multipart::upload_part(&self.store, req.input, req.trailing_headers, watch).await)
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]

@@ -12,6 +12,7 @@ use s3s::dto::{
 
 use s3s::TrailingHeaders;
 use s3s::dto::{CopyPartResult, CopySource, Range, UploadPartCopyInput, UploadPartCopyOutput};
+use tenfold_common::http_server::BodyWatch;
 
 use super::objects::existing;
 use crate::preconditions::Conditions;
@@ -67,6 +68,7 @@ pub async fn upload_part(
     store: &Arc<ObjectStore>,
     mut input: UploadPartInput,
     trailers: Option<TrailingHeaders>,
+    watch: BodyWatch,
 ) -> Result<UploadPartOutput, GatewayError> {
     let number = part_number(input.part_number)?;
     let upload = store
@@ -80,7 +82,7 @@ pub async fn upload_part(
     )?;
     let only = upload.checksum_algorithm.clone();
     let (etag, checksums) = store
-        .upload_part(upload, number, checks, body_stream(input.body))
+        .upload_part(upload, number, checks, body_stream(input.body, watch))
         .await?;
     // The upload's algorithm, or what the client sent for this part.
     let checksums = match only {

@@ -10,6 +10,7 @@ use s3s::dto::{
 };
 
 use s3s::TrailingHeaders;
+use tenfold_common::http_server::BodyWatch;
 
 use super::convert::{
     body_checks, body_stream, check_key, check_metadata, checksum_expectation, etag, headers,
@@ -43,6 +44,7 @@ pub async fn put(
     store: &Arc<ObjectStore>,
     mut input: PutObjectInput,
     trailers: Option<TrailingHeaders>,
+    watch: BodyWatch,
 ) -> Result<PutObjectOutput, GatewayError> {
     check_key(&input.key)?;
     if let Some(metadata) = &input.metadata {
@@ -76,7 +78,9 @@ pub async fn put(
         )?,
         if_absent,
     };
-    let row = store.put_object(put, body_stream(input.body)).await?;
+    let row = store
+        .put_object(put, body_stream(input.body, watch))
+        .await?;
     Ok(with_checksums!(
         row.checksums,
         PutObjectOutput {
