@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use md5::{Digest, Md5};
+
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, ChecksumType,
     CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CreateMultipartUploadInput,
@@ -23,7 +25,7 @@ use super::convert::{
     headers, part_number, size_i64, timestamp_ms, with_checksums,
 };
 use crate::error::GatewayError;
-use crate::index::{UploadRow, now_ms};
+use crate::index::{Assembly, ObjectRow, StoredPart, UploadRow, now_ms};
 use crate::integrity::Checksums;
 use crate::object_store::{ObjectStore, new_object_id};
 
@@ -124,9 +126,19 @@ pub async fn complete(
         .await
     {
         Ok(upload) => {
+            if chosen.is_empty() {
+                return Err(GatewayError::MalformedXml(
+                    "you must specify at least one part".into(),
+                ));
+            }
+            if chosen.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(GatewayError::InvalidPartOrder);
+            }
             let object = store
                 .index
-                .complete_upload(&upload, &chosen, &declared)
+                .complete_upload(&upload, &chosen, |stored| {
+                    assemble(&upload, &chosen, &declared, stored)
+                })
                 .await?;
             store.garbage_ready.notify_one();
             tracing::info!(object = %object.id, size = object.size, parts = chosen.len(), "multipart object stored");
@@ -151,6 +163,66 @@ pub async fn complete(
             checksum_type: checksum_type,
         }
     ))
+}
+
+/// Smallest part S3 accepts, but for the last.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+
+/// S3's rules for completing `upload` with the parts the client `chosen`
+/// (number and ETag, ascending) and the checksums it `declared` for each,
+/// out of the parts `stored`: each must exist with that ETag and those
+/// checksums (`InvalidPart`), every part but the last must hold
+/// [`MIN_PART_SIZE`] (`EntityTooSmall`); the object's ETag is the MD5 of
+/// the parts' MD5s with their count (`md5-N`), its checksum the composite
+/// of the parts' in the upload's algorithm.
+fn assemble(
+    upload: &UploadRow,
+    chosen: &[(u32, String)],
+    declared: &[Checksums],
+    stored: &[StoredPart],
+) -> Result<Assembly, GatewayError> {
+    let mut parts = Vec::with_capacity(chosen.len());
+    let mut md5s = Md5::new();
+    for (i, (number, etag)) in chosen.iter().enumerate() {
+        let part = stored
+            .iter()
+            .find(|p| p.number == *number)
+            .filter(|p| etag.trim_matches('"').eq_ignore_ascii_case(&p.etag))
+            .ok_or(GatewayError::InvalidPart(*number))?;
+        // A checksum the client lists for a part must be the part's.
+        if let Some(listed) = declared.get(i)
+            && listed
+                .fields()
+                .into_iter()
+                .any(|(name, v)| v.is_some() && v.as_deref() != part.checksums.get(name))
+        {
+            return Err(GatewayError::InvalidPart(*number));
+        }
+        if i + 1 < chosen.len() && part.size < MIN_PART_SIZE {
+            return Err(GatewayError::EntityTooSmall(*number));
+        }
+        md5s.update(hex::decode(&part.etag).unwrap_or_default());
+        parts.push(part.clone());
+    }
+    let checksums = upload
+        .checksum_algorithm
+        .as_deref()
+        .and_then(|algorithm| Checksums::composite(algorithm, parts.iter().map(|p| &p.checksums)))
+        .unwrap_or_default();
+    let object = ObjectRow {
+        id: new_object_id(),
+        bucket: upload.bucket.clone(),
+        key: upload.key.clone(),
+        size: parts.iter().map(|p| p.size).sum(),
+        etag: format!("{}-{}", hex::encode(md5s.finalize()), parts.len()),
+        content_type: upload.content_type.clone(),
+        metadata: upload.metadata.clone(),
+        headers: upload.headers.clone(),
+        checksums,
+        last_modified: now_ms(),
+        parts_count: u32::try_from(parts.len()).ok(),
+    };
+    Ok(Assembly { object, parts })
 }
 
 pub async fn abort(
@@ -314,4 +386,75 @@ pub async fn upload_part_copy(
         }),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload() -> UploadRow {
+        UploadRow {
+            id: "u".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+            content_type: None,
+            metadata: std::collections::HashMap::new(),
+            headers: crate::index::ObjectHeaders::default(),
+            created_at: 0,
+            checksum_algorithm: None,
+        }
+    }
+
+    fn part(number: u32, size: u64) -> StoredPart {
+        StoredPart {
+            number,
+            data_id: format!("d{number}"),
+            size,
+            etag: hex::encode(Md5::digest(number.to_be_bytes())),
+            checksums: Checksums::default(),
+        }
+    }
+
+    #[test]
+    fn completion_follows_s3_rules() {
+        let stored = [part(1, MIN_PART_SIZE), part(2, 10), part(3, 1)];
+        let listed = |numbers: &[u32]| -> Vec<(u32, String)> {
+            numbers
+                .iter()
+                .map(|n| (*n, format!("\"{}\"", stored[*n as usize - 1].etag)))
+                .collect()
+        };
+        // Parts 1 and 3: part 2 is left out, the last may be small, and the
+        // ETag is the MD5 of the parts' MD5s with their count.
+        let chosen = listed(&[1, 3]);
+        let done = assemble(&upload(), &chosen, &[], &stored).unwrap();
+        assert_eq!(
+            done.parts.iter().map(|p| p.number).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        assert_eq!(done.object.size, MIN_PART_SIZE + 1);
+        let mut md5s = Md5::new();
+        md5s.update(hex::decode(&stored[0].etag).unwrap());
+        md5s.update(hex::decode(&stored[2].etag).unwrap());
+        assert_eq!(
+            done.object.etag,
+            format!("{}-2", hex::encode(md5s.finalize()))
+        );
+        assert_eq!(done.object.parts_count, Some(2));
+        // A small part that is not the last.
+        let err = assemble(&upload(), &listed(&[2, 3]), &[], &stored).unwrap_err();
+        assert!(matches!(err, GatewayError::EntityTooSmall(2)), "{err:?}");
+        // A part never uploaded, or listed with another ETag.
+        let err = assemble(&upload(), &[(4, "x".into())], &[], &stored).unwrap_err();
+        assert!(matches!(err, GatewayError::InvalidPart(4)), "{err:?}");
+        let err = assemble(&upload(), &[(1, "\"00\"".into())], &[], &stored).unwrap_err();
+        assert!(matches!(err, GatewayError::InvalidPart(1)), "{err:?}");
+        // A checksum listed for a part must be the part's.
+        let declared = [Checksums {
+            crc32: Some("AAAAAA==".into()),
+            ..Checksums::default()
+        }];
+        let err = assemble(&upload(), &listed(&[1]), &declared, &stored).unwrap_err();
+        assert!(matches!(err, GatewayError::InvalidPart(1)), "{err:?}");
+    }
 }

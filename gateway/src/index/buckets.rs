@@ -1,0 +1,64 @@
+//! Buckets in the index: whether one exists, and deleting an empty one.
+
+use super::{Index, Tx};
+use crate::error::GatewayError;
+
+impl Index {
+    /// Whether a bucket exists.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn bucket_exists(&self, name: &str) -> Result<bool, GatewayError> {
+        Ok(sqlx::query("SELECT 1 FROM buckets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// Fails with `NoSuchBucket` unless the bucket exists.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchBucket`] or [`GatewayError::Index`].
+    pub async fn require_bucket(&self, name: &str) -> Result<(), GatewayError> {
+        if self.bucket_exists(name).await? {
+            Ok(())
+        } else {
+            Err(GatewayError::NoSuchBucket(name.to_owned()))
+        }
+    }
+
+    /// Deletes an empty bucket.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchBucket`], [`GatewayError::BucketNotEmpty`].
+    pub async fn delete_bucket(&self, name: &str) -> Result<(), GatewayError> {
+        write_tx!(self, |tx| {
+            let has_objects = sqlx::query("SELECT 1 FROM objects WHERE bucket = $1 LIMIT 1")
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some();
+            if has_objects {
+                return Err(GatewayError::BucketNotEmpty(name.to_owned()));
+            }
+            // Uploads in progress do not keep a bucket alive: abort them.
+            let uploads: Vec<String> =
+                sqlx::query_scalar("SELECT id FROM uploads WHERE bucket = $1")
+                    .bind(name)
+                    .fetch_all(&mut **tx)
+                    .await?;
+            for id in uploads {
+                Self::abort_upload_in(tx, &id).await?;
+            }
+            let done = sqlx::query("DELETE FROM buckets WHERE name = $1")
+                .bind(name)
+                .execute(&mut **tx)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(GatewayError::NoSuchBucket(name.to_owned()));
+            }
+            Ok(())
+        })
+    }
+}

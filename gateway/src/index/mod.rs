@@ -1,0 +1,441 @@
+//! The index: buckets, objects, their segments, fragments and placements,
+//! the node registry and the garbage queue, in SQLite (one gateway) or
+//! Postgres (several gateways sharing it).
+//!
+//! Every query here is plain SQL with `$n` parameters that both engines
+//! run; write transactions go through `write_tx!`, which runs them again
+//! when they lose a race with another writer.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{AnyPool, Executor, Row};
+use tenfold_balancer::Placement;
+
+use crate::crypto::{Keyring, WrappedKey};
+use crate::error::GatewayError;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX)
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The placement in a row's `network`, `node_id` and `cid` columns.
+fn placement_of(row: &AnyRow) -> Result<Placement, GatewayError> {
+    Placement::from_columns(
+        &row.try_get::<String, _>("network")?,
+        row.try_get("node_id")?,
+        row.try_get("cid")?,
+    )
+    .map_err(GatewayError::Internal)
+}
+
+/// The wrapped data key in a row's `key_id` and `wrapped` columns.
+fn wrapped_key_of(row: &AnyRow) -> Result<Option<WrappedKey>, GatewayError> {
+    let key_id: Option<String> = row.try_get("key_id")?;
+    let wrapped: Option<String> = row.try_get("wrapped")?;
+    key_id
+        .zip(wrapped)
+        .map(|(key_id, wrapped)| {
+            let wrapped = hex::decode(&wrapped)
+                .map_err(|_| GatewayError::Internal(format!("bad wrapped key of {key_id}")))?;
+            Ok(WrappedKey { key_id, wrapped })
+        })
+        .transpose()
+}
+
+/// Rows written by one multi-row INSERT: a segment's ten fragments' forty
+/// placements take one statement, and no statement binds more than a few
+/// hundred values (SQLite's old limit was 999).
+const ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO table (columns) VALUES ($1, …), (…)` for `rows` rows, the
+/// placeholders numbered as both engines take them.
+fn insert_rows_sql(table: &str, columns: &[&str], rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns.len() {
+            let sep = if column == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", row * columns.len() + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+fn md5_from_hex(text: &str) -> Result<[u8; 16], GatewayError> {
+    hex::decode(text)
+        .ok()
+        .and_then(|v| <[u8; 16]>::try_from(v).ok())
+        .ok_or_else(|| GatewayError::Internal(format!("bad md5 in index: {text}")))
+}
+
+/// The index database.
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// The index: every query runs on SQLite or Postgres through sqlx's `Any`
+/// driver, in SQL both understand.
+#[derive(Debug, Clone)]
+pub struct Index {
+    pool: AnyPool,
+    engine: Engine,
+    /// Seals node secrets on the way in and opens them on the way out;
+    /// without it node secrets are returned sealed, and nodes cannot be
+    /// registered.
+    keyring: Option<Keyring>,
+}
+
+/// How often a conflicting write transaction is run again. Of N writers
+/// that conflict, at least one commits each round, so the last may need N
+/// attempts: `aws s3 cp` commits ten parts of one upload at once, and
+/// Postgres' predicate locks make those conflict (the index pages they
+/// read and write are shared).
+const WRITE_RETRIES: u32 = 24;
+/// How long a request waits for a database connection before it is
+/// answered 503 (the database is down or overloaded).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The database engine of an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Embedded, one gateway (`sqlite://PATH`).
+    Sqlite,
+    /// Shared by several gateways (`postgres://…`).
+    Postgres,
+}
+
+impl Engine {
+    /// The engine an index URL names.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] for any other URL.
+    pub fn of_url(url: &str) -> Result<Self, GatewayError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(GatewayError::Config(format!(
+                "unsupported index URL {url:?}: expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
+            )))
+        }
+    }
+}
+
+/// Runs `$body`, a block using `$tx: &mut Tx`, in a write transaction of
+/// `$index` and commits it; runs it again when it lost a race with another
+/// writer (see [`Index::settle`]). `return` and `?` in the body end the
+/// attempt, not the calling function.
+macro_rules! write_tx {
+    ($index:expr, |$tx:ident| $body:block) => {{
+        let index = $index;
+        let mut attempt = 0u32;
+        loop {
+            let mut transaction = index.begin_write().await?;
+            let result = {
+                let $tx: &mut Tx = &mut transaction;
+                async move {
+                    let result: Result<_, GatewayError> = $body;
+                    result
+                }
+                .await
+            };
+            if let Some(done) = index.settle(transaction, result, &mut attempt).await {
+                break done;
+            }
+        }
+    }};
+}
+
+mod access_keys;
+mod buckets;
+mod garbage;
+mod multipart;
+mod nodes;
+mod objects;
+mod overflow;
+mod rows;
+mod shares;
+
+pub use access_keys::{AccessKeyRow, Owner};
+pub use rows::{
+    Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, OverflowedFragment, PartRow,
+    SegmentRow, ShareRow, StoredData, StoredPart, UploadRow,
+};
+
+/// Whether a database error is a conflict with a concurrent writer, after
+/// which the transaction changed nothing: Postgres's serialization failure
+/// (40001), deadlock (40P01) or unique violation (23505, a row another
+/// writer inserted meanwhile), SQLite's busy database.
+fn is_conflict(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("40001" | "40P01" | "23505" | "5" | "517")
+        ),
+        _ => false,
+    }
+}
+
+/// Whether the connection broke (the transaction is rolled back with it).
+fn is_connection_loss(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_))
+}
+
+/// The folder's index URL for `--data DIR`.
+pub fn sqlite_url_for_dir(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("index.db").display())
+}
+
+impl Index {
+    /// Opens the index at `url` (`sqlite://PATH`, created when missing, or
+    /// `postgres://…`) and applies pending migrations.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] for an unknown URL or a database newer than
+    /// this binary; [`GatewayError::Index`] when it cannot be opened.
+    pub async fn open(url: &str) -> Result<Self, GatewayError> {
+        sqlx::any::install_default_drivers();
+        let engine = Engine::of_url(url)?;
+        let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+        let pool = match engine {
+            Engine::Sqlite => {
+                // Create the file, and switch it to WAL once (it stays so).
+                let file = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal);
+                sqlx::Connection::close(sqlx::ConnectOptions::connect(&file).await?).await?;
+                options
+                    .max_connections(8)
+                    // A ping before each use is a round trip to the
+                    // connection's worker thread for an embedded file that
+                    // cannot have gone away.
+                    .test_before_acquire(false)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000;",
+                            )
+                            .await
+                            .map(|_| ())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            Engine::Postgres => options.max_connections(16).connect(url).await?,
+        };
+        let migrator = match engine {
+            Engine::Sqlite => sqlx::migrate!("../migrations/sqlite"),
+            Engine::Postgres => sqlx::migrate!("../migrations/postgres"),
+        };
+        migrator.run(&pool).await.map_err(|e| {
+            GatewayError::Config(format!(
+                "index migration failed (is the index newer than this binary?): {e}"
+            ))
+        })?;
+        Ok(Self {
+            pool,
+            engine,
+            keyring: None,
+        })
+    }
+
+    /// The same index, sealing and opening node secrets with `keyring`.
+    #[must_use]
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// The master keys this index was opened with, if any.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref()
+    }
+
+    async fn begin_write(&self) -> Result<Tx, GatewayError> {
+        Ok(match self.engine {
+            // IMMEDIATE takes the write lock up front, so two writers queue
+            // on the busy timeout instead of failing to upgrade a read lock.
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            // Several gateways write at once: conflicts surface as
+            // serialization failures, and `write_tx!` runs the work again.
+            Engine::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    .await?
+            }
+        })
+    }
+
+    /// Ends a write transaction run by [`write_tx!`]: commits it after
+    /// `result` succeeded; `None` when it lost a race (a conflict with
+    /// another writer, or a connection lost before committing: nothing
+    /// changed) and should run again, after a short random pause.
+    async fn settle<T>(
+        &self,
+        tx: Tx,
+        result: Result<T, GatewayError>,
+        attempt: &mut u32,
+    ) -> Option<Result<T, GatewayError>> {
+        let retry = match result {
+            Ok(value) => match tx.commit().await {
+                Ok(()) => return Some(Ok(value)),
+                // A commit whose answer was lost may have happened: only a
+                // conflict is known to have changed nothing.
+                Err(e) if is_conflict(&e) => e.into(),
+                Err(e) => return Some(Err(e.into())),
+            },
+            Err(GatewayError::Index(e)) if is_conflict(&e) || is_connection_loss(&e) => {
+                drop(tx);
+                e.into()
+            }
+            Err(e) => return Some(Err(e)),
+        };
+        if *attempt >= WRITE_RETRIES {
+            return Some(Err(retry));
+        }
+        *attempt += 1;
+        tracing::debug!(error = %retry, attempt = *attempt, "index write lost a race: running it again");
+        let pause = rand::random_range(1..=5u64 << (*attempt).min(5));
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        None
+    }
+}
+
+/// A completion's part list in a canonical form (numbers and bare,
+/// lowercase ETags), to recognise the same completion again.
+fn part_list_json(chosen: &[(u32, String)]) -> String {
+    let parts: Vec<(u32, String)> = chosen
+        .iter()
+        .map(|(n, e)| (*n, e.trim_matches('"').to_ascii_lowercase()))
+        .collect();
+    serde_json::to_string(&parts).unwrap_or_default()
+}
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::integrity::Checksums;
+
+    fn one_fragment_object(key: &str, cid: &str) -> (ObjectRow, StoredData) {
+        let data_id = format!("data-{key}");
+        let data = StoredData {
+            data_id: data_id.clone(),
+            size: 1,
+            md5: [0; 16],
+            checksums: Checksums::default(),
+            key: None,
+            segments: vec![SegmentRow {
+                data_id,
+                seq: 0,
+                plain_offset: 0,
+                plain_size: 1,
+                frames: None,
+                key: None,
+                fragments: vec![FragmentRow {
+                    index: 0,
+                    size: 1,
+                    md5: [0; 16],
+                    placements: vec![Placement::Overflow { cid: cid.into() }],
+                }],
+            }],
+        };
+        let object = ObjectRow {
+            id: format!("object-{key}"),
+            bucket: "b".into(),
+            key: key.into(),
+            size: 1,
+            etag: "e".into(),
+            checksums: Checksums::default(),
+            content_type: None,
+            metadata: HashMap::new(),
+            headers: ObjectHeaders::default(),
+            last_modified: 0,
+            parts_count: None,
+        };
+        (object, data)
+    }
+
+    /// Content addressing gives identical fragments one content id: it is
+    /// in use until the last fragment that has it goes, and every deletion
+    /// queues it (the collector unpins only when it is no longer in use).
+    #[tokio::test]
+    async fn a_content_id_is_in_use_while_any_fragment_has_it() {
+        let dir = std::env::temp_dir().join(format!("tenfold-index-cid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let index = Index::open(&sqlite_url_for_dir(&dir)).await.unwrap();
+        index.create_bucket("b", &Owner::Admin).await.unwrap();
+        for key in ["x", "y"] {
+            let (object, data) = one_fragment_object(key, "shared-cid");
+            index.commit_object(&object, &data, false).await.unwrap();
+        }
+        assert!(index.cid_in_use("shared-cid").await.unwrap());
+        assert_eq!(index.overflow_usage().await.unwrap(), (2, 2));
+
+        assert!(index.delete_object("b", "x").await.unwrap());
+        assert!(index.cid_in_use("shared-cid").await.unwrap());
+        let queued = index.garbage(10).await.unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].1.placement.cid(), Some("shared-cid"));
+
+        assert!(index.delete_object("b", "y").await.unwrap());
+        assert!(!index.cid_in_use("shared-cid").await.unwrap());
+        assert_eq!(index.overflow_usage().await.unwrap(), (0, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn multi_row_inserts_number_every_placeholder() {
+        assert_eq!(
+            insert_rows_sql("t", &["a", "b", "c"], 2),
+            "INSERT INTO t (a, b, c) VALUES ($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(
+            insert_rows_sql("t", &["a"], 1),
+            "INSERT INTO t (a) VALUES ($1)"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_index_migrated_by_a_newer_binary_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tenfold-index-newer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = sqlite_url_for_dir(&dir);
+        let index = Index::open(&url).await.unwrap();
+        sqlx::query(NEWER_MIGRATION)
+            .execute(&index.pool)
+            .await
+            .unwrap();
+        index.pool.close().await;
+        let err = Index::open(&url).await.unwrap_err().to_string();
+        assert!(err.contains("newer than this binary"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A migration this binary does not know, as a newer one would record.
+    const NEWER_MIGRATION: &str = "INSERT INTO _sqlx_migrations \
+        (version, description, success, checksum, execution_time) \
+        VALUES (99990101000000, 'from a newer tenfold', TRUE, x'00', 0)";
+}

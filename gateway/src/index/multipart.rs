@@ -1,0 +1,358 @@
+//! Multipart uploads in the index: uploads, their parts, and completion
+//! in one transaction.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::rows::{Assembly, ObjectRow, PartRow, StoredData, StoredPart, UploadRow};
+use super::{Index, Tx, now_ms, part_list_json, to_i64, to_u64};
+use crate::error::GatewayError;
+
+impl Index {
+    /// Starts a multipart upload.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchBucket`], [`GatewayError::Index`].
+    pub async fn create_upload(&self, upload: &UploadRow) -> Result<(), GatewayError> {
+        write_tx!(self, |tx| {
+            Self::bucket_exists_in(tx, &upload.bucket).await?;
+            sqlx::query(
+                "INSERT INTO uploads (id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&upload.id)
+            .bind(&upload.bucket)
+            .bind(&upload.key)
+            .bind(&upload.content_type)
+            .bind(serde_json::to_string(&upload.metadata).unwrap_or_else(|_| "{}".into()))
+            .bind(serde_json::to_string(&upload.headers).unwrap_or_else(|_| "{}".into()))
+            .bind(upload.created_at)
+            .bind(&upload.checksum_algorithm)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn upload_from_row(row: &AnyRow) -> Result<UploadRow, GatewayError> {
+        let metadata: String = row.try_get("metadata")?;
+        Ok(UploadRow {
+            id: row.try_get("id")?,
+            bucket: row.try_get("bucket")?,
+            key: row.try_get("key")?,
+            content_type: row.try_get("content_type")?,
+            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+            headers: serde_json::from_str(&row.try_get::<String, _>("headers")?)
+                .unwrap_or_default(),
+            created_at: row.try_get("created_at")?,
+            checksum_algorithm: row.try_get("checksum_algorithm")?,
+        })
+    }
+
+    /// The upload `id` of `bucket`/`key`.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchUpload`] when there is no such upload (or it is
+    /// for another key), [`GatewayError::Index`].
+    pub async fn get_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<UploadRow, GatewayError> {
+        let row = sqlx::query(
+            "SELECT id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm FROM uploads WHERE id = $1 AND bucket = $2 AND key = $3",
+        )
+        .bind(id)
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Self::upload_from_row(&row),
+            None => Err(GatewayError::NoSuchUpload(id.to_owned())),
+        }
+    }
+
+    /// Fails with `NoSuchUpload` unless the upload is still in progress
+    /// (it may have been completed or aborted meanwhile).
+    async fn upload_exists_in(tx: &mut Tx, upload_id: &str) -> Result<(), GatewayError> {
+        let exists = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
+            .bind(upload_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some();
+        if exists {
+            Ok(())
+        } else {
+            Err(GatewayError::NoSuchUpload(upload_id.to_owned()))
+        }
+    }
+
+    /// Records an uploaded part, replacing an earlier upload of the same
+    /// part number.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchUpload`] when the upload was completed or
+    /// aborted meanwhile.
+    pub async fn commit_part(
+        &self,
+        upload_id: &str,
+        part_number: u32,
+        data: &StoredData,
+    ) -> Result<(), GatewayError> {
+        write_tx!(self, |tx| {
+            Self::upload_exists_in(tx, upload_id).await?;
+            let old: Option<String> = sqlx::query_scalar(
+                "SELECT data_id FROM upload_parts WHERE upload_id = $1 AND part_number = $2",
+            )
+            .bind(upload_id)
+            .bind(i64::from(part_number))
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(old) = old {
+                Self::discard_data_in(tx, &old).await?;
+                sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1 AND part_number = $2")
+                    .bind(upload_id)
+                    .bind(i64::from(part_number))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Self::insert_data_in(tx, data).await?;
+            sqlx::query(
+                "INSERT INTO upload_parts (upload_id, part_number, data_id, size, etag, last_modified, checksums) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(upload_id)
+            .bind(i64::from(part_number))
+            .bind(&data.data_id)
+            .bind(to_i64(data.size))
+            .bind(hex::encode(data.md5))
+            .bind(now_ms())
+            .bind(serde_json::to_string(&data.checksums).unwrap_or_else(|_| "{}".into()))
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Parts of an upload with numbers above `after`, at most `limit`.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn list_parts(
+        &self,
+        upload_id: &str,
+        after: u32,
+        limit: i64,
+    ) -> Result<Vec<PartRow>, GatewayError> {
+        let rows: Vec<(i64, i64, String, i64, String)> = sqlx::query_as(
+            "SELECT part_number, size, etag, last_modified, checksums FROM upload_parts \
+             WHERE upload_id = $1 AND part_number > $2 ORDER BY part_number LIMIT $3",
+        )
+        .bind(upload_id)
+        .bind(i64::from(after))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(n, size, etag, last_modified, checksums)| PartRow {
+                part_number: u32::try_from(n).unwrap_or(0),
+                size: to_u64(size),
+                etag,
+                checksums: serde_json::from_str(&checksums).unwrap_or_default(),
+                last_modified,
+            })
+            .collect())
+    }
+
+    /// Uploads in progress in a bucket, by key then id, after the markers.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        key_marker: &str,
+        id_marker: &str,
+        limit: i64,
+    ) -> Result<Vec<UploadRow>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm FROM uploads \
+             WHERE bucket = $1 AND key >= $2 AND (key > $3 OR (key = $3 AND id > $4)) \
+             ORDER BY key, id LIMIT $5",
+        )
+        .bind(bucket)
+        .bind(prefix)
+        .bind(key_marker)
+        .bind(id_marker)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(Self::upload_from_row)
+            .filter(|u| u.as_ref().map_or(true, |u| u.key.starts_with(prefix)))
+            .collect()
+    }
+
+    /// Completes an upload in one transaction: `assemble` gets the parts
+    /// stored for it and answers the object they make (S3's rules are the
+    /// caller's: which parts, in which order, the ETag and checksums), which
+    /// then replaces any object at the upload's key; the parts it leaves out
+    /// are discarded. `chosen` is the client's part list (number and ETag),
+    /// recorded so that the same completion can be answered again.
+    /// `assemble` may be called more than once (a transaction that lost a
+    /// race is run again).
+    ///
+    /// # Errors
+    /// What `assemble` answers, [`GatewayError::NoSuchUpload`],
+    /// [`GatewayError::Index`].
+    pub async fn complete_upload(
+        &self,
+        upload: &UploadRow,
+        chosen: &[(u32, String)],
+        assemble: impl Fn(&[StoredPart]) -> Result<Assembly, GatewayError>,
+    ) -> Result<ObjectRow, GatewayError> {
+        let assemble = &assemble;
+        write_tx!(self, |tx| {
+            Self::upload_exists_in(tx, &upload.id).await?;
+            let stored: Vec<(i64, String, i64, String, String)> = sqlx::query_as(
+                "SELECT part_number, data_id, size, etag, checksums FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
+            )
+            .bind(&upload.id)
+            .fetch_all(&mut **tx)
+            .await?;
+            let stored: Vec<StoredPart> = stored
+                .into_iter()
+                .map(|(number, data_id, size, etag, checksums)| StoredPart {
+                    number: u32::try_from(number).unwrap_or(0),
+                    data_id,
+                    size: to_u64(size),
+                    etag,
+                    checksums: serde_json::from_str(&checksums).unwrap_or_default(),
+                })
+                .collect();
+            let Assembly { object, parts } = assemble(&stored)?;
+            Self::replace_in(tx, &object.bucket, &object.key).await?;
+            Self::insert_object_in(tx, &object).await?;
+            let mut offset = 0;
+            for part in &parts {
+                Self::insert_object_part_in(
+                    tx,
+                    &object.id,
+                    part.number,
+                    &part.data_id,
+                    offset,
+                    part.size,
+                    &part.etag,
+                )
+                .await?;
+                offset += part.size;
+            }
+            for part in &stored {
+                if !parts.iter().any(|p| p.number == part.number) {
+                    Self::discard_data_in(tx, &part.data_id).await?;
+                }
+            }
+            sqlx::query("DELETE FROM uploads WHERE id = $1")
+                .bind(&upload.id)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO completed_uploads (upload_id, bucket, key, object_id, parts, completed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&upload.id)
+            .bind(&object.bucket)
+            .bind(&object.key)
+            .bind(&object.id)
+            .bind(part_list_json(chosen))
+            .bind(object.last_modified)
+            .execute(&mut **tx)
+            .await?;
+            Ok(object)
+        })
+    }
+
+    /// The object an upload already completed into, when the same part list
+    /// completes it again and the object is still there.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn completed_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        chosen: &[(u32, String)],
+    ) -> Result<Option<ObjectRow>, GatewayError> {
+        let done: Option<(String, String)> = sqlx::query_as(
+            "SELECT object_id, parts FROM completed_uploads WHERE upload_id = $1 AND bucket = $2 AND key = $3",
+        )
+        .bind(upload_id)
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        match done {
+            Some((object_id, parts)) if parts == part_list_json(chosen) => Ok(self
+                .get_object(bucket, key)
+                .await?
+                .filter(|o| o.id == object_id)),
+            _ => Ok(None),
+        }
+    }
+
+    pub(super) async fn abort_upload_in(
+        tx: &mut Tx,
+        upload_id: &str,
+    ) -> Result<bool, GatewayError> {
+        let parts: Vec<String> =
+            sqlx::query_scalar("SELECT data_id FROM upload_parts WHERE upload_id = $1")
+                .bind(upload_id)
+                .fetch_all(&mut **tx)
+                .await?;
+        for data_id in parts {
+            Self::discard_data_in(tx, &data_id).await?;
+        }
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(upload_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Aborts an upload; its parts' replicas go to the garbage queue.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchUpload`], [`GatewayError::Index`].
+    pub async fn abort_upload(&self, upload_id: &str) -> Result<(), GatewayError> {
+        write_tx!(self, |tx| {
+            if !Self::abort_upload_in(tx, upload_id).await? {
+                return Err(GatewayError::NoSuchUpload(upload_id.to_owned()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Aborts every upload started before `before_ms`; returns how many.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn abort_uploads_before(&self, before_ms: i64) -> Result<usize, GatewayError> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE created_at < $1")
+            .bind(before_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        for id in &ids {
+            write_tx!(self, |tx| { Self::abort_upload_in(tx, id).await })?;
+        }
+        sqlx::query("DELETE FROM completed_uploads WHERE completed_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(ids.len())
+    }
+}

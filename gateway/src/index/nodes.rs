@@ -1,0 +1,134 @@
+//! The node registry: registrations (secrets sealed with the master key)
+//! and the bytes placements record on each node.
+
+use sqlx::Row;
+use tenfold_balancer::NodeSpec;
+
+use super::rows::NewNode;
+use super::{Index, Tx, now_ms, to_i64, to_u64};
+use crate::error::GatewayError;
+
+impl Index {
+    /// Registers a node and returns its id.
+    ///
+    /// # Errors
+    /// [`GatewayError::InvalidArgument`] when the name is taken.
+    pub async fn add_node(&self, node: &NewNode) -> Result<i64, GatewayError> {
+        let keyring = self.keyring.as_ref().ok_or_else(|| {
+            GatewayError::Config(
+                "registering a node needs the master key, to seal its secret: set TENFOLD_MASTER_KEY, pass --master-key-file, or use --data with a dev folder".into(),
+            )
+        })?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO nodes (name, endpoint, network, capacity, access_key, secret_key, bucket, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(&node.name)
+        .bind(&node.endpoint)
+        .bind(node.network.as_str())
+        .bind(to_i64(node.capacity))
+        .bind(&node.access_key)
+        .bind(keyring.seal_secret(&node.secret_key))
+        .bind(&node.bucket)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        id.ok_or_else(|| {
+            GatewayError::InvalidArgument(format!(
+                "a node named {:?} is already registered",
+                node.name
+            ))
+        })
+    }
+
+    /// Updates a registered node's endpoint and capacity (a `tenfold dev`
+    /// node that came back on another port).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn update_node(
+        &self,
+        id: i64,
+        endpoint: &str,
+        capacity: u64,
+    ) -> Result<(), GatewayError> {
+        sqlx::query("UPDATE nodes SET endpoint = $1, capacity = $2 WHERE id = $3")
+            .bind(endpoint)
+            .bind(to_i64(capacity))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every registered node, with the bytes the index records on it.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn nodes(&self) -> Result<Vec<NodeSpec>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.name, n.endpoint, n.network, n.capacity, n.access_key, n.secret_key, n.bucket, \
+                    CAST(COALESCE((SELECT SUM(f.size) FROM placements p JOIN fragments f \
+                              ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx \
+                              WHERE p.node_id = n.id), 0) AS BIGINT) AS stored \
+             FROM nodes n ORDER BY n.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let network: String = row.try_get("network")?;
+                Ok(NodeSpec {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    endpoint: row.try_get("endpoint")?,
+                    network: network.parse().map_err(GatewayError::Internal)?,
+                    capacity: to_u64(row.try_get("capacity")?),
+                    stored_bytes: to_u64(row.try_get("stored")?),
+                    access_key: row.try_get("access_key")?,
+                    secret_key: match &self.keyring {
+                        Some(keyring) => {
+                            keyring.open_secret(&row.try_get::<String, _>("secret_key")?)?
+                        }
+                        None => row.try_get("secret_key")?,
+                    },
+                    bucket: row.try_get("bucket")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Unregisters a node that holds no replica.
+    ///
+    /// # Errors
+    /// [`GatewayError::InvalidArgument`] when it still holds replicas or does
+    /// not exist.
+    pub async fn remove_node(&self, id: i64) -> Result<(), GatewayError> {
+        write_tx!(self, |tx| {
+            let held: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM placements WHERE node_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+            if held > 0 {
+                return Err(GatewayError::InvalidArgument(format!(
+                    "node {id} still holds {held} replicas; it cannot be removed yet"
+                )));
+            }
+            sqlx::query("DELETE FROM garbage WHERE node_id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            let done = sqlx::query("DELETE FROM nodes WHERE id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(GatewayError::InvalidArgument(format!(
+                    "no node with id {id}"
+                )));
+            }
+            Ok(())
+        })
+    }
+}

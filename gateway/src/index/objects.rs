@@ -1,0 +1,455 @@
+//! Objects in the index: their rows, the data behind them (segments,
+//! fragments, placements, wrapped data keys), and the transactions that
+//! commit, replace and delete them.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use tenfold_balancer::{Placement, Replica};
+
+use super::rows::{FragmentRow, ObjectRow, SegmentRow, StoredData};
+use super::{
+    Index, ROWS_PER_INSERT, Tx, insert_rows_sql, md5_from_hex, placement_of, to_i64, to_u64,
+    wrapped_key_of,
+};
+use crate::error::GatewayError;
+use crate::fragment::node_key;
+
+impl Index {
+    fn object_from_row(row: &AnyRow) -> Result<ObjectRow, GatewayError> {
+        let metadata: String = row.try_get("metadata")?;
+        Ok(ObjectRow {
+            id: row.try_get("id")?,
+            bucket: row.try_get("bucket")?,
+            key: row.try_get("key")?,
+            size: to_u64(row.try_get("size")?),
+            etag: row.try_get("etag")?,
+            content_type: row.try_get("content_type")?,
+            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+            headers: serde_json::from_str(&row.try_get::<String, _>("headers")?)
+                .unwrap_or_default(),
+            checksums: serde_json::from_str(&row.try_get::<String, _>("checksums")?)
+                .unwrap_or_default(),
+            last_modified: row.try_get("last_modified")?,
+            parts_count: row
+                .try_get::<Option<i64>, _>("parts_count")?
+                .and_then(|n| u32::try_from(n).ok()),
+        })
+    }
+
+    /// The visible object at `bucket`/`key`.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRow>, GatewayError> {
+        let row = sqlx::query(
+            "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count \
+             FROM objects WHERE bucket = $1 AND key = $2",
+        )
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::object_from_row).transpose()
+    }
+
+    /// Objects of a bucket with keys greater than `after` and at least
+    /// `prefix`, in key order, at most `limit`.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<ObjectRow>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count \
+             FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT $4",
+        )
+        .bind(bucket)
+        .bind(after)
+        .bind(prefix)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::object_from_row).collect()
+    }
+
+    /// The segments of an object that overlap plaintext `range` (and any
+    /// empty one), in order, with their fragments and placements; offsets
+    /// are within the object.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn layout(
+        &self,
+        object_id: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<SegmentRow>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT s.data_id, s.seq, op.plain_offset + s.plain_offset AS plain_offset, s.plain_size, \
+                    s.frames, k.key_id, k.wrapped, f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
+             FROM object_parts op \
+             JOIN segments s ON s.data_id = op.data_id \
+             LEFT JOIN data_keys k ON k.data_id = s.data_id \
+             JOIN fragments f ON f.data_id = s.data_id AND f.seq = s.seq \
+             LEFT JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
+             WHERE op.object_id = $1 \
+               AND (s.plain_size = 0 OR (op.plain_offset + s.plain_offset < $3 \
+                    AND op.plain_offset + s.plain_offset + s.plain_size > $2)) \
+             ORDER BY op.part_number, s.seq, f.idx",
+        )
+        .bind(object_id)
+        .bind(to_i64(range.start))
+        .bind(to_i64(range.end))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut segments: Vec<SegmentRow> = Vec::new();
+        for row in &rows {
+            let data_id: String = row.try_get("data_id")?;
+            let seq = u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX);
+            if segments
+                .last()
+                .is_none_or(|s| s.seq != seq || s.data_id != data_id)
+            {
+                segments.push(SegmentRow {
+                    data_id,
+                    seq,
+                    plain_offset: to_u64(row.try_get("plain_offset")?),
+                    plain_size: to_u64(row.try_get("plain_size")?),
+                    frames: row
+                        .try_get::<Option<String>, _>("frames")?
+                        .and_then(|f| serde_json::from_str(&f).ok()),
+                    key: wrapped_key_of(row)?,
+                    fragments: Vec::new(),
+                });
+            }
+            let segment = segments
+                .last_mut()
+                .ok_or_else(|| GatewayError::Internal("layout".into()))?;
+            let index = u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX);
+            if segment.fragments.last().is_none_or(|f| f.index != index) {
+                segment.fragments.push(FragmentRow {
+                    index,
+                    size: to_u64(row.try_get("size")?),
+                    md5: md5_from_hex(&row.try_get::<String, _>("md5")?)?,
+                    placements: Vec::new(),
+                });
+            }
+            if let Some(network) = row.try_get::<Option<String>, _>("network")? {
+                let fragment = segment
+                    .fragments
+                    .last_mut()
+                    .ok_or_else(|| GatewayError::Internal("layout".into()))?;
+                fragment.placements.push(
+                    Placement::from_columns(&network, row.try_get("node_id")?, row.try_get("cid")?)
+                        .map_err(GatewayError::Internal)?,
+                );
+            }
+        }
+        Ok(segments)
+    }
+
+    pub(super) async fn bucket_exists_in(tx: &mut Tx, bucket: &str) -> Result<(), GatewayError> {
+        let exists = sqlx::query("SELECT 1 FROM buckets WHERE name = $1")
+            .bind(bucket)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some();
+        if exists {
+            Ok(())
+        } else {
+            Err(GatewayError::NoSuchBucket(bucket.to_owned()))
+        }
+    }
+
+    /// Records placed data: its key, segments, fragments and placements.
+    pub(super) async fn insert_data_in(tx: &mut Tx, data: &StoredData) -> Result<(), GatewayError> {
+        if let Some(key) = &data.key {
+            sqlx::query("INSERT INTO data_keys (data_id, key_id, wrapped) VALUES ($1, $2, $3)")
+                .bind(&data.data_id)
+                .bind(&key.key_id)
+                .bind(hex::encode(&key.wrapped))
+                .execute(&mut **tx)
+                .await?;
+        }
+        for chunk in data.segments.chunks(ROWS_PER_INSERT) {
+            let sql = insert_rows_sql(
+                "segments",
+                &[
+                    "data_id",
+                    "seq",
+                    "plain_offset",
+                    "plain_size",
+                    "fragment_count",
+                    "frames",
+                ],
+                chunk.len(),
+            );
+            let mut query = sqlx::query(&sql);
+            for s in chunk {
+                query = query
+                    .bind(&data.data_id)
+                    .bind(i64::from(s.seq))
+                    .bind(to_i64(s.plain_offset))
+                    .bind(to_i64(s.plain_size))
+                    .bind(i64::try_from(s.fragments.len()).unwrap_or(i64::MAX))
+                    .bind(
+                        s.frames
+                            .as_ref()
+                            .and_then(|f| serde_json::to_string(f).ok()),
+                    );
+            }
+            query.execute(&mut **tx).await?;
+        }
+        let fragments: Vec<(u32, &FragmentRow)> = data
+            .segments
+            .iter()
+            .flat_map(|s| s.fragments.iter().map(move |f| (s.seq, f)))
+            .collect();
+        for chunk in fragments.chunks(ROWS_PER_INSERT) {
+            let sql = insert_rows_sql(
+                "fragments",
+                &["data_id", "seq", "idx", "size", "md5"],
+                chunk.len(),
+            );
+            let mut query = sqlx::query(&sql);
+            for (seq, f) in chunk {
+                query = query
+                    .bind(&data.data_id)
+                    .bind(i64::from(*seq))
+                    .bind(i64::from(f.index))
+                    .bind(to_i64(f.size))
+                    .bind(hex::encode(f.md5));
+            }
+            query.execute(&mut **tx).await?;
+        }
+        let placements: Vec<(u32, u16, &Placement)> = fragments
+            .iter()
+            .flat_map(|(seq, f)| f.placements.iter().map(move |p| (*seq, f.index, p)))
+            .collect();
+        for chunk in placements.chunks(ROWS_PER_INSERT) {
+            let sql = insert_rows_sql(
+                "placements",
+                &["data_id", "seq", "idx", "network", "node_id", "cid"],
+                chunk.len(),
+            );
+            let mut query = sqlx::query(&sql);
+            for (seq, index, p) in chunk {
+                query = query
+                    .bind(&data.data_id)
+                    .bind(i64::from(*seq))
+                    .bind(i64::from(*index))
+                    .bind(p.network_name())
+                    .bind(p.node_id())
+                    .bind(p.cid());
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves a piece of data's replicas to the garbage queue and forgets it.
+    pub(super) async fn discard_data_in(tx: &mut Tx, data_id: &str) -> Result<(), GatewayError> {
+        let rows = sqlx::query(
+            "SELECT seq, idx, network, node_id, cid FROM placements WHERE data_id = $1",
+        )
+        .bind(data_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut replicas = Vec::with_capacity(rows.len());
+        for row in &rows {
+            replicas.push(Replica {
+                key: node_key(
+                    data_id,
+                    u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(0),
+                    u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(0),
+                ),
+                placement: placement_of(row)?,
+            });
+        }
+        sqlx::query("DELETE FROM segments WHERE data_id = $1")
+            .bind(data_id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM data_keys WHERE data_id = $1")
+            .bind(data_id)
+            .execute(&mut **tx)
+            .await?;
+        Self::add_garbage_in(tx, &replicas).await
+    }
+
+    /// Deletes an object and discards its data.
+    async fn discard_object_in(tx: &mut Tx, object_id: &str) -> Result<(), GatewayError> {
+        let data: Vec<String> =
+            sqlx::query_scalar("SELECT data_id FROM object_parts WHERE object_id = $1")
+                .bind(object_id)
+                .fetch_all(&mut **tx)
+                .await?;
+        for data_id in data {
+            Self::discard_data_in(tx, &data_id).await?;
+        }
+        sqlx::query("DELETE FROM objects WHERE id = $1")
+            .bind(object_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Discards whatever object is at `bucket`/`key`; `false` when none.
+    pub(super) async fn replace_in(
+        tx: &mut Tx,
+        bucket: &str,
+        key: &str,
+    ) -> Result<bool, GatewayError> {
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT id FROM objects WHERE bucket = $1 AND key = $2")
+                .bind(bucket)
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?;
+        match old {
+            Some(id) => Self::discard_object_in(tx, &id).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    pub(super) async fn insert_object_in(
+        tx: &mut Tx,
+        object: &ObjectRow,
+    ) -> Result<(), GatewayError> {
+        sqlx::query(
+            "INSERT INTO objects (id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&object.id)
+        .bind(&object.bucket)
+        .bind(&object.key)
+        .bind(to_i64(object.size))
+        .bind(&object.etag)
+        .bind(&object.content_type)
+        .bind(serde_json::to_string(&object.metadata).unwrap_or_else(|_| "{}".into()))
+        .bind(serde_json::to_string(&object.headers).unwrap_or_else(|_| "{}".into()))
+        .bind(serde_json::to_string(&object.checksums).unwrap_or_else(|_| "{}".into()))
+        .bind(object.last_modified)
+        .bind(object.parts_count.map(i64::from))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_object_part_in(
+        tx: &mut Tx,
+        object_id: &str,
+        part_number: u32,
+        data_id: &str,
+        offset: u64,
+        size: u64,
+        etag: &str,
+    ) -> Result<(), GatewayError> {
+        sqlx::query(
+            "INSERT INTO object_parts (object_id, part_number, data_id, plain_offset, size, etag) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(object_id)
+        .bind(i64::from(part_number))
+        .bind(data_id)
+        .bind(to_i64(offset))
+        .bind(to_i64(size))
+        .bind(etag)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Makes a fully placed single-PUT object visible, replacing any object
+    /// at the same key (whose replicas go to the garbage queue), in one
+    /// transaction. With `if_absent` (`If-None-Match: *`) an existing
+    /// object wins instead.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchBucket`] when the bucket went away meanwhile,
+    /// [`GatewayError::PreconditionFailed`], [`GatewayError::Index`].
+    pub async fn commit_object(
+        &self,
+        object: &ObjectRow,
+        data: &StoredData,
+        if_absent: bool,
+    ) -> Result<(), GatewayError> {
+        write_tx!(self, |tx| {
+            Self::bucket_exists_in(tx, &object.bucket).await?;
+            if if_absent {
+                let exists = sqlx::query("SELECT 1 FROM objects WHERE bucket = $1 AND key = $2")
+                    .bind(&object.bucket)
+                    .bind(&object.key)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .is_some();
+                if exists {
+                    return Err(GatewayError::PreconditionFailed);
+                }
+            }
+            Self::replace_in(tx, &object.bucket, &object.key).await?;
+            Self::insert_object_in(tx, object).await?;
+            Self::insert_data_in(tx, data).await?;
+            Self::insert_object_part_in(
+                tx,
+                &object.id,
+                1,
+                &data.data_id,
+                0,
+                data.size,
+                &object.etag,
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Deletes the object at `bucket`/`key`; its replicas go to the garbage
+    /// queue. `false` when there was none.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, GatewayError> {
+        write_tx!(self, |tx| {
+            let deleted = Self::replace_in(tx, bucket, key).await?;
+            Ok(deleted)
+        })
+    }
+
+    /// Offset and size of part `number` of an object.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn part_range(
+        &self,
+        object_id: &str,
+        number: u32,
+    ) -> Result<Option<(u64, u64)>, GatewayError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT plain_offset, size FROM object_parts WHERE object_id = $1 AND part_number = $2",
+        )
+        .bind(object_id)
+        .bind(i64::from(number))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(o, s)| (to_u64(o), to_u64(s))))
+    }
+
+    /// Ids of the master keys that wrapped the stored data keys.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn master_key_ids(&self) -> Result<Vec<String>, GatewayError> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT key_id FROM data_keys")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}

@@ -1,0 +1,183 @@
+//! The rows the index hands out and takes in.
+
+use std::collections::HashMap;
+
+use tenfold_balancer::{Network, Placement, Replica};
+
+use crate::crypto::WrappedKey;
+use crate::fragment::{FrameIndex, node_key};
+use crate::integrity::Checksums;
+
+/// The standard headers an object keeps and returns on GET and HEAD.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectHeaders {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    /// `Expires`, in milliseconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
+}
+
+/// A visible object.
+#[derive(Debug, Clone)]
+pub struct ObjectRow {
+    pub id: String,
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    /// Hex MD5 for a PUT, `md5-of-part-md5s-N` for a multipart object.
+    pub etag: String,
+    pub content_type: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub headers: ObjectHeaders,
+    /// The `x-amz-checksum-*` values computed when it was stored.
+    pub checksums: Checksums,
+    /// Milliseconds since the Unix epoch.
+    pub last_modified: i64,
+    /// Number of parts of a multipart object.
+    pub parts_count: Option<u32>,
+}
+
+/// One fragment of a segment, with its replicas.
+#[derive(Debug, Clone)]
+pub struct FragmentRow {
+    pub index: u16,
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub placements: Vec<Placement>,
+}
+
+/// One segment, with its fragments in index order.
+#[derive(Debug, Clone)]
+pub struct SegmentRow {
+    /// The stored data the segment belongs to (names its fragments).
+    pub data_id: String,
+    pub seq: u32,
+    /// Offset of the segment's first byte: within its data when stored,
+    /// within the whole object in a [`Index::layout`].
+    pub plain_offset: u64,
+    pub plain_size: u64,
+    /// Where its zstd frames are (unknown for segments stored before the
+    /// index kept it).
+    pub frames: Option<FrameIndex>,
+    /// The wrapped key of the data it belongs to (none for data stored
+    /// before encryption).
+    pub key: Option<WrappedKey>,
+    pub fragments: Vec<FragmentRow>,
+}
+
+/// A fragment with a copy in the overflow store.
+#[derive(Debug, Clone)]
+pub struct OverflowedFragment {
+    pub data_id: String,
+    pub seq: u32,
+    pub fragment: FragmentRow,
+}
+
+/// The bytes of one PUT or one part, fully placed, not yet referenced.
+#[derive(Debug, Clone)]
+pub struct StoredData {
+    pub data_id: String,
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub checksums: Checksums,
+    /// Its data key, wrapped.
+    pub key: Option<WrappedKey>,
+    pub segments: Vec<SegmentRow>,
+}
+
+impl SegmentRow {
+    /// Every copy of this segment's fragments.
+    pub fn replicas(&self) -> impl Iterator<Item = Replica> + '_ {
+        self.fragments.iter().flat_map(move |f| {
+            f.placements.iter().map(move |p| Replica {
+                key: node_key(&self.data_id, self.seq, f.index),
+                placement: p.clone(),
+            })
+        })
+    }
+}
+
+impl StoredData {
+    /// Every copy of this data's fragments.
+    pub fn replicas(&self) -> Vec<Replica> {
+        self.segments
+            .iter()
+            .flat_map(SegmentRow::replicas)
+            .collect()
+    }
+}
+
+/// A share link as recorded in the index.
+#[derive(Debug, Clone)]
+pub struct ShareRow {
+    pub bucket: String,
+    pub prefix: String,
+    /// Milliseconds since the Unix epoch.
+    pub expires_at: i64,
+    pub revoked: bool,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone)]
+pub struct UploadRow {
+    pub id: String,
+    pub bucket: String,
+    pub key: String,
+    pub content_type: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub headers: ObjectHeaders,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// The checksum algorithm (uppercase) every part is given, and the
+    /// object a composite of.
+    pub checksum_algorithm: Option<String>,
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone)]
+pub struct PartRow {
+    pub part_number: u32,
+    pub size: u64,
+    pub etag: String,
+    pub checksums: Checksums,
+    /// Milliseconds since the Unix epoch.
+    pub last_modified: i64,
+}
+
+/// A part of a multipart upload as the index keeps it.
+#[derive(Debug, Clone)]
+pub struct StoredPart {
+    pub number: u32,
+    pub data_id: String,
+    pub size: u64,
+    /// The part's MD5, in hex.
+    pub etag: String,
+    pub checksums: Checksums,
+}
+
+/// What completing an upload makes: the object, and the stored parts it is
+/// made of, in order.
+#[derive(Debug, Clone)]
+pub struct Assembly {
+    pub object: ObjectRow,
+    pub parts: Vec<StoredPart>,
+}
+
+/// A node registration as given to `tenfold nodes add`.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub name: String,
+    pub endpoint: String,
+    pub network: Network,
+    pub capacity: u64,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+}
