@@ -2,11 +2,12 @@
 //! storage policy shared with `tenfold dev`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use tenfold_balancer::{NodeTrust, ReplicaPolicy};
 use tenfold_common::tls::TlsFiles;
-use tenfold_common::units::parse_size;
+use tenfold_common::units::{parse_duration, parse_size};
 
 use crate::crypto::{Keyring, MasterKey};
 use crate::error::GatewayError;
@@ -22,6 +23,21 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match Size::deserialize(d)? {
         Size::Bytes(n) => Ok(n),
         Size::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A duration as people write it (`"30s"`, `"10m"`, `"7d"`), or a number
+/// of seconds (what the older `*_seconds` keys hold).
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Length {
+        Seconds(u64),
+        Text(String),
+    }
+    match Length::deserialize(d)? {
+        Length::Seconds(n) => Ok(Duration::from_secs(n)),
+        Length::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
     }
 }
 
@@ -48,9 +64,10 @@ pub struct StoragePolicy {
     /// (four node writes per PUT, one read per GET), not ten.
     #[serde(deserialize_with = "size")]
     pub min_fragment_size: u64,
-    /// Multipart uploads idle this long (seconds since they started) are
-    /// aborted and their parts removed.
-    pub abandoned_upload_seconds: u64,
+    /// Multipart uploads this old are aborted and their parts removed
+    /// (`abandoned_upload_seconds`, a number of seconds, still works).
+    #[serde(alias = "abandoned_upload_seconds", deserialize_with = "duration")]
+    pub abandoned_upload: Duration,
 }
 
 impl Default for StoragePolicy {
@@ -63,7 +80,7 @@ impl Default for StoragePolicy {
             segment_size: 8 << 20,
             frame_size: 1 << 20,
             min_fragment_size: 128 << 10,
-            abandoned_upload_seconds: 7 * 24 * 3600,
+            abandoned_upload: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -138,14 +155,23 @@ pub struct ServeConfig {
     /// Former master keys, still used to read what they encrypted.
     #[serde(default)]
     pub old_master_keys: Vec<String>,
-    /// Seconds a client may take to send its request headers, and may stay
-    /// silent in the middle of a body, before it is cut off
-    /// (`RequestTimeout`).
-    #[serde(default = "default_client_timeout")]
-    pub client_timeout_seconds: u64,
-    /// Seconds between node health probes and registry refreshes.
-    #[serde(default = "default_refresh")]
-    pub refresh_seconds: u64,
+    /// How long a client may take to send its request headers, and may
+    /// stay silent in the middle of a body, before it is cut off
+    /// (`RequestTimeout`); `client_timeout_seconds` still works.
+    #[serde(
+        default = "default_client_timeout",
+        alias = "client_timeout_seconds",
+        deserialize_with = "duration"
+    )]
+    pub client_timeout: Duration,
+    /// Time between node health probes and registry refreshes;
+    /// `refresh_seconds` still works.
+    #[serde(
+        default = "default_refresh",
+        alias = "refresh_seconds",
+        deserialize_with = "duration"
+    )]
+    pub refresh: Duration,
     /// Serve HTTPS with this certificate chain (PEM); needs `tls_key`.
     pub tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM).
@@ -161,23 +187,23 @@ fn default_listen() -> String {
     "127.0.0.1:9000".into()
 }
 
-fn default_client_timeout() -> u64 {
-    30
+fn default_client_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
-fn default_refresh() -> u64 {
-    2
+fn default_refresh() -> Duration {
+    Duration::from_secs(2)
 }
 
 impl ServeConfig {
-    /// The master keys: `TENFOLD_MASTER_KEY` or `master_key`, then the old
-    /// ones.
+    /// The master keys: `master_key` (or `given`, from the command line or
+    /// the environment, which overrides it), then the old ones.
     ///
     /// # Errors
     /// [`GatewayError::Config`] when the master key is missing or malformed.
-    pub fn keyring(&self) -> Result<Keyring, GatewayError> {
-        let current = std::env::var("TENFOLD_MASTER_KEY")
-            .ok()
+    pub fn keyring(&self, given: Option<&str>) -> Result<Keyring, GatewayError> {
+        let current = given
+            .map(str::to_owned)
             .or_else(|| self.master_key.clone())
             .ok_or_else(|| {
                 GatewayError::Config(
@@ -239,8 +265,8 @@ impl ServeConfig {
             ipfs_api: None,
             master_key: None,
             old_master_keys: Vec::new(),
-            client_timeout_seconds: default_client_timeout(),
-            refresh_seconds: default_refresh(),
+            client_timeout: default_client_timeout(),
+            refresh: default_refresh(),
             tls_cert: None,
             tls_key: None,
             node_ca_file: None,
@@ -283,5 +309,28 @@ mod tests {
             ..StoragePolicy::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn durations_as_text_or_seconds_under_old_and_new_keys() {
+        let c: ServeConfig = toml::from_str(
+            "index_url = 'x'\nrefresh = '500ms'\nclient_timeout = '1m'\n\
+             [storage]\nabandoned_upload = '2d'\n",
+        )
+        .unwrap();
+        assert_eq!(c.refresh, Duration::from_millis(500));
+        assert_eq!(c.client_timeout, Duration::from_secs(60));
+        assert_eq!(c.storage.abandoned_upload, Duration::from_secs(2 * 86_400));
+        let old: ServeConfig = toml::from_str(
+            "index_url = 'x'\nrefresh_seconds = 1\nclient_timeout_seconds = 2\n\
+             [storage]\nabandoned_upload_seconds = 20\n",
+        )
+        .unwrap();
+        assert_eq!(old.refresh, Duration::from_secs(1));
+        assert_eq!(old.client_timeout, Duration::from_secs(2));
+        assert_eq!(old.storage.abandoned_upload, Duration::from_secs(20));
+        let defaults: ServeConfig = toml::from_str("index_url = 'x'").unwrap();
+        assert_eq!(defaults.refresh, Duration::from_secs(2));
+        assert!(toml::from_str::<ServeConfig>("index_url = 'x'\nrefresh = 'soon'").is_err());
     }
 }

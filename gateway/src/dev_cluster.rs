@@ -2,7 +2,6 @@
 //! storage nodes (the `tenfold-node` code, in process) and a gateway, with
 //! the index and the nodes' data under one folder.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tenfold_balancer::Network;
@@ -12,8 +11,9 @@ use tokio::net::TcpListener;
 
 use crate::config::StoragePolicy;
 use crate::crypto::{Keyring, MasterKey};
+use crate::data_dir::DataDir;
 use crate::error::GatewayError;
-use crate::index::{Index, NewNode, sqlite_url_for_dir};
+use crate::index::{Index, NewNode};
 use crate::server::{GatewaySettings, run_gateway};
 
 /// Local nodes per network.
@@ -22,7 +22,7 @@ const DEV_NODES: [(Network, usize); 2] = [(Network::Mainnet, 4), (Network::Testn
 /// Options of `tenfold dev`.
 #[derive(Debug, Clone)]
 pub struct DevOptions {
-    pub data: PathBuf,
+    pub data: DataDir,
     pub listen: String,
     pub node_capacity: u64,
     pub access_key: String,
@@ -32,6 +32,8 @@ pub struct DevOptions {
     /// The index, when not the folder's SQLite file (a Postgres database
     /// other gateways share).
     pub index_url: Option<String>,
+    /// The master key, when not the folder's (created on the first start).
+    pub master_key: Option<String>,
 }
 
 async fn bind_preferring(previous: Option<&str>) -> std::io::Result<TcpListener> {
@@ -47,46 +49,22 @@ fn random_secret() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// The dev cluster's master key: `TENFOLD_MASTER_KEY`, else the one in
-/// `DATA/master.key`, created (readable by its owner only) on first start.
-fn dev_master_key(data: &std::path::Path) -> Result<MasterKey, GatewayError> {
-    if let Ok(key) = std::env::var("TENFOLD_MASTER_KEY") {
-        return MasterKey::parse(&key);
-    }
-    let path = data.join("master.key");
-    let io = |e: std::io::Error| GatewayError::Config(format!("{}: {e}", path.display()));
-    match std::fs::read_to_string(&path) {
-        Ok(text) => MasterKey::parse(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let key = MasterKey::generate();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(io)?;
-            file.write_all(key.as_bytes()).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            MasterKey::parse(&key)
-        }
-        Err(e) => Err(io(e)),
-    }
-}
-
 /// Runs the dev cluster until the process ends.
 ///
 /// # Errors
 /// [`GatewayError`] when the folder, the index or a port cannot be used.
 pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
     let io = |e: std::io::Error| GatewayError::Config(e.to_string());
-    std::fs::create_dir_all(&opts.data).map_err(io)?;
-    let keyring = Keyring::new(dev_master_key(&opts.data)?, Vec::new());
+    std::fs::create_dir_all(opts.data.path()).map_err(io)?;
+    let master_key = match &opts.master_key {
+        Some(key) => MasterKey::parse(key)?,
+        None => opts.data.master_key_or_create()?,
+    };
+    let keyring = Keyring::new(master_key, Vec::new());
     let url = opts
         .index_url
         .clone()
-        .unwrap_or_else(|| sqlite_url_for_dir(&opts.data));
+        .unwrap_or_else(|| opts.data.index_url());
     let index = Index::open(&url).await?.with_keyring(keyring.clone());
     let gateway = TcpListener::bind(&opts.listen)
         .await
@@ -122,7 +100,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
                 }
             };
             let config = NodeConfig {
-                data: opts.data.join("nodes").join(&name),
+                data: opts.data.node_dir(&name),
                 capacity: opts.node_capacity,
                 access_key,
                 secret_key,
@@ -138,11 +116,10 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
     }
     let addr = gateway.local_addr().map_err(io)?;
     let endpoint = format!("http://{addr}");
-    let info = serde_json::json!({ "endpoint": endpoint });
-    std::fs::write(opts.data.join("gateway.json"), info.to_string()).map_err(io)?;
+    opts.data.record_endpoint(&endpoint)?;
     println!(
         "Tenfold dev cluster is up: 4 mainnet + 2 testnet nodes, index in {}",
-        opts.data.display()
+        opts.data.path().display()
     );
     println!("  endpoint:   {endpoint}");
     println!("  access key: {}", opts.access_key);
@@ -160,7 +137,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
     println!("  aws --endpoint-url {endpoint} s3 cp ./README.md s3://demo/");
     println!(
         "  tenfold inspect demo README.md --data {} --json",
-        opts.data.display()
+        opts.data.path().display()
     );
     let settings = GatewaySettings {
         access_key: opts.access_key,

@@ -10,8 +10,10 @@
 
 pub mod access;
 pub mod addressing;
+pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod data_dir;
 pub mod dev_cluster;
 pub mod download;
 pub mod error;

@@ -75,7 +75,7 @@ impl ObjectStore {
             keyring,
             segment_size: usize::try_from(policy.segment_size).unwrap_or(usize::MAX),
             garbage_ready: Notify::new(),
-            abandoned_after: Duration::from_secs(policy.abandoned_upload_seconds),
+            abandoned_after: policy.abandoned_upload,
             segment_budget: Arc::new(Semaphore::new(UPLOAD_BUDGET_BYTES / BUDGET_UNIT)),
             fetch_budget: Arc::new(Semaphore::new(DOWNLOAD_BUDGET_BYTES / BUDGET_UNIT)),
         }

@@ -343,7 +343,7 @@ impl Cluster {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nmaster_key = \"{}\"\nrefresh_seconds = 1\n{top}\n[storage]\n{storage}\n",
+                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nmaster_key = \"{}\"\nrefresh = \"1s\"\n{top}\n[storage]\n{storage}\n",
                 master_key
             ),
         )
@@ -509,7 +509,7 @@ impl Cluster {
     }
 
     /// Waits until the gateway has taken node `id` into its registry (it
-    /// re-reads the index every `refresh_seconds`).
+    /// re-reads the index every `refresh`).
     pub fn wait_for_node(&self, id: i64) {
         wait_for_registry(id, || self.gateway_log());
     }

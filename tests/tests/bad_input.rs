@@ -192,7 +192,7 @@ fn raw_presigned_put(
 fn a_stalled_body_times_out_and_leaves_nothing_behind() {
     use std::time::Duration;
 
-    let cluster = Cluster::start_with(3, 1, "1GiB", "client_timeout_seconds = 2", "");
+    let cluster = Cluster::start_with(3, 1, "1GiB", "client_timeout = \"2s\"", "");
     let aws = cluster.aws();
     aws.ok(&["s3", "mb", "s3://stall"]);
     let (answer, took) = raw_presigned_put(&cluster, "stall", "stalled", 1 << 20, &[7u8; 300_000]);

@@ -6,7 +6,6 @@
 //! run; write transactions go through `write_tx!`, which runs them again
 //! when they lose a race with another writer.
 
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -201,11 +200,6 @@ fn is_connection_loss(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_))
 }
 
-/// The folder's index URL for `--data DIR`.
-pub fn sqlite_url_for_dir(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("index.db").display())
-}
-
 impl Index {
     /// Opens the index at `url` (`sqlite://PATH`, created when missing, or
     /// `postgres://…`) and applies pending migrations.
@@ -385,7 +379,9 @@ mod tests {
     async fn a_content_id_is_in_use_while_any_fragment_has_it() {
         let dir = std::env::temp_dir().join(format!("tenfold-index-cid-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let index = Index::open(&sqlite_url_for_dir(&dir)).await.unwrap();
+        let index = Index::open(&crate::data_dir::DataDir::new(&dir).index_url())
+            .await
+            .unwrap();
         index.create_bucket("b", &Owner::Admin).await.unwrap();
         for key in ["x", "y"] {
             let (object, data) = one_fragment_object(key, "shared-cid");
@@ -422,7 +418,7 @@ mod tests {
     async fn an_index_migrated_by_a_newer_binary_is_refused() {
         let dir = std::env::temp_dir().join(format!("tenfold-index-newer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let url = sqlite_url_for_dir(&dir);
+        let url = crate::data_dir::DataDir::new(&dir).index_url();
         let index = Index::open(&url).await.unwrap();
         sqlx::query(NEWER_MIGRATION)
             .execute(&index.pool)

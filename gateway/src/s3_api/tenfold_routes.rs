@@ -17,6 +17,7 @@ use hyper::http::Extensions;
 use s3s::dto::StreamingBlob;
 use s3s::route::S3Route;
 use s3s::{Body, S3Request, S3Response, S3Result, s3_error};
+use tenfold_common::units::parse_duration;
 
 use crate::access::Access;
 use crate::addressing::BaseDomain;
@@ -105,7 +106,7 @@ impl TenfoldRoutes {
     ) -> S3Result<S3Response<Body>> {
         let expires = match query_value(&req.uri, "expires") {
             None => Duration::from_secs(7 * 24 * 3600),
-            Some(text) => humantime::parse_duration(&text)
+            Some(text) => parse_duration(&text)
                 .ok()
                 .filter(|d| !d.is_zero() && *d <= MAX_SHARE_LIFETIME)
                 .ok_or_else(|| {

@@ -1,0 +1,58 @@
+//! `tenfold dev`: the whole cluster on loopback.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use tenfold_common::units::parse_size;
+
+use crate::data_dir::DataDir;
+use crate::dev_cluster::{DevOptions, run_dev};
+use crate::error::GatewayError;
+
+#[derive(Debug, Args)]
+pub(super) struct DevArgs {
+    /// Folder for the index and the nodes' data.
+    #[arg(long, default_value = "./tenfold-data")]
+    data: PathBuf,
+    /// Address of the S3 endpoint.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: String,
+    /// Capacity of each local node.
+    #[arg(long, default_value = "10GiB", value_parser = parse_size)]
+    node_capacity: u64,
+    #[arg(long, env = "TENFOLD_ACCESS_KEY", default_value = "tenfold")]
+    access_key: String,
+    #[arg(
+        long,
+        env = "TENFOLD_SECRET_KEY",
+        default_value = "tenfold-secret",
+        hide_env_values = true
+    )]
+    secret_key: String,
+    /// IPFS RPC API for what the nodes cannot hold, e.g.
+    /// http://127.0.0.1:5001.
+    #[arg(long, env = "TENFOLD_IPFS_API")]
+    ipfs_api: Option<String>,
+    /// Keep the index there instead of DATA/index.db, e.g. a Postgres
+    /// database more gateways join with `tenfold serve --index-url`.
+    #[arg(long, env = "TENFOLD_INDEX_URL")]
+    index_url: Option<String>,
+    /// The master key (64 hex digits); by default the one in
+    /// DATA/master.key, created on the first start.
+    #[arg(long, env = "TENFOLD_MASTER_KEY", hide_env_values = true, hide = true)]
+    master_key: Option<String>,
+}
+
+pub(super) async fn run(args: DevArgs) -> Result<(), GatewayError> {
+    run_dev(DevOptions {
+        data: DataDir::new(args.data),
+        listen: args.listen,
+        node_capacity: args.node_capacity,
+        access_key: args.access_key,
+        secret_key: args.secret_key,
+        ipfs_api: args.ipfs_api,
+        index_url: args.index_url,
+        master_key: args.master_key,
+    })
+    .await
+}
