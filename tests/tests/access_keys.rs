@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use tests::{Aws, Cluster, TempDir, run, sigv4_args, write_file};
+use tests::{Aws, Cluster, Curl, TempDir, run, write_file};
 
 /// Creates an access key with `tenfold keys create` and returns a client
 /// signing with it.
@@ -30,22 +30,15 @@ fn create_key(cluster: &Cluster, name: &str, admin: bool) -> (Aws, String, Strin
     )
 }
 
-/// A signed curl request; returns the status and the body. (curl 7.88
-/// signs the query as written: give its parameters in sorted order.)
+/// A signed curl request; returns the status and the body.
 fn curl(method: &str, url: &str, access: &str, secret: &str) -> (u16, String) {
-    let out = run(Command::new("curl")
-        .args(["-s", "-X", method, "-w", "\n%{http_code}"])
-        .args(sigv4_args(access, secret))
-        .arg(url));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (status.parse().unwrap_or(0), body.to_owned())
+    let answer = Curl::new().method(method).signed(access, secret).fetch(url);
+    (answer.status, answer.body)
 }
 
 /// The status of an unsigned GET.
 fn status_of(url: &str) -> u16 {
-    let out = run(Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url]));
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    Curl::new().save(url, std::path::Path::new("/dev/null"))
 }
 
 fn assert_denied(aws: &Aws, args: &[&str]) {
@@ -291,9 +284,8 @@ fn buckets_belong_to_the_key_that_created_them() {
         link.starts_with(&format!("{}/_share/", cluster.endpoint)),
         "{link}"
     );
-    let page = run(Command::new("curl").args(["-s", "-w", "\n%{http_code}", &link]));
-    let page = String::from_utf8_lossy(&page.stdout);
-    assert!(page.ends_with("\n200") && page.contains("doc"), "{page}");
+    let page = Curl::new().fetch(&link);
+    assert!(page.status == 200 && page.body.contains("doc"), "{page:?}");
     // Bob cannot revoke it through his bucket nor through hers.
     let revoke = |bucket: &str| {
         format!(

@@ -1,9 +1,7 @@
 //! Hostile and out-of-range requests: each gets the S3 error a client
 //! expects, and no stored data changes.
 
-use std::process::Command;
-
-use tests::{Cluster, TempDir, run, sha256_file, sigv4_args, write_file};
+use tests::{Cluster, Curl, TempDir, sha256_file, write_file};
 
 #[test]
 fn malformed_and_out_of_range_requests() {
@@ -120,10 +118,11 @@ fn malformed_and_out_of_range_requests() {
     ]);
     assert!(err.contains("NoSuchKey"), "{err}");
     // Unsigned and wrongly signed requests are refused.
-    let out = run(Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .arg(format!("{}/bad/keep", cluster.endpoint)));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    let status = Curl::new().save(
+        &format!("{}/bad/keep", cluster.endpoint),
+        std::path::Path::new("/dev/null"),
+    );
+    assert_eq!(status, 403);
 
     // None of it changed what is stored.
     let dst = tmp.path().join("dst");
@@ -192,7 +191,9 @@ fn raw_presigned_put(
 fn a_stalled_body_times_out_and_leaves_nothing_behind() {
     use std::time::Duration;
 
-    let cluster = Cluster::start_with(3, 1, "1GiB", "client_timeout = \"2s\"", "");
+    let cluster = Cluster::build(3, 1, "1GiB")
+        .config("client_timeout", "2s")
+        .start();
     let aws = cluster.aws();
     aws.ok(&["s3", "mb", "s3://stall"]);
     let (answer, took) = raw_presigned_put(&cluster, "stall", "stalled", 1 << 20, &[7u8; 300_000]);
@@ -263,21 +264,21 @@ fn size_limits_replays_and_expired_urls() {
     // on a node (signed or not, the size is checked first); a head past
     // what the server buffers gets a bare 431.
     for (endpoint, size, expected) in [
-        (cluster.endpoint.clone(), 9000, "400"),
-        (cluster.nodes[0].1.endpoint(), 9000, "400"),
-        (cluster.endpoint.clone(), 70_000, "431"),
+        (cluster.endpoint.clone(), 9000, 400),
+        (cluster.nodes[0].1.endpoint(), 9000, 400),
+        (cluster.endpoint.clone(), 70_000, 431),
     ] {
-        let out = run(Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "-H"])
-            .arg(format!("x-amz-meta-pad: {}", "p".repeat(size)))
-            .args(sigv4_args(tests::ACCESS_KEY, tests::SECRET_KEY))
-            .arg(format!("{endpoint}/limits/h")));
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.ends_with(expected), "{size}: {text}");
-        if expected == "400" {
+        let answer = Curl::new()
+            .header(&format!("x-amz-meta-pad: {}", "p".repeat(size)))
+            .signed(tests::ACCESS_KEY, tests::SECRET_KEY)
+            .fetch(&format!("{endpoint}/limits/h"));
+        assert_eq!(answer.status, expected, "{size}: {answer:?}");
+        if expected == 400 {
             assert!(
-                text.contains("<Code>RequestHeaderSectionTooLarge</Code>"),
-                "{text}"
+                answer
+                    .body
+                    .contains("<Code>RequestHeaderSectionTooLarge</Code>"),
+                "{answer:?}"
             );
         }
     }
@@ -332,11 +333,10 @@ fn size_limits_replays_and_expired_urls() {
             )
             .unwrap();
         std::thread::sleep(Duration::from_millis(2100));
-        let out = run(Command::new("curl").args(["-s", "-w", "\n%{http_code}", url.uri()]));
-        let text = String::from_utf8_lossy(&out.stdout);
+        let answer = Curl::new().fetch(url.uri());
         assert!(
-            text.ends_with("403") && text.contains("AccessDenied"),
-            "{endpoint}: {text}"
+            answer.status == 403 && answer.body.contains("AccessDenied"),
+            "{endpoint}: {answer:?}"
         );
     }
     let listed = aws.ok(&["s3", "ls", "s3://limits/"]);
@@ -478,13 +478,10 @@ fn hostile_keys_stay_keys() {
     assert!(!cluster.dir.path().parent().unwrap().join("escape").exists());
 
     // A path that is not UTF-8, signed: a client error, not a 500.
-    let out = run(Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(sigv4_args(tests::ACCESS_KEY, tests::SECRET_KEY))
-        .arg(format!("{}/hostile/bad%FF%FEkey", cluster.endpoint)));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let status: u16 = text.lines().last().unwrap().parse().unwrap();
-    assert!((400..500).contains(&status), "{text}");
+    let answer = Curl::new()
+        .signed(tests::ACCESS_KEY, tests::SECRET_KEY)
+        .fetch(&format!("{}/hostile/bad%FF%FEkey", cluster.endpoint));
+    assert!((400..500).contains(&answer.status), "{answer:?}");
     assert!(!cluster.gateway_log().contains("panicked"));
 }
 

@@ -65,6 +65,8 @@ fn boto3_checksums() {
 
 #[test]
 fn boto3_upload_part_copy_and_virtual_hosts() {
-    let cluster = Cluster::start_with(3, 1, "2GiB", "base_domain = \"s3.tenfold.test\"", "");
+    let cluster = Cluster::build(3, 1, "2GiB")
+        .config("base_domain", "s3.tenfold.test")
+        .start();
     boto3(&cluster, &["part_copy", "virtual_hosted"]);
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{Cluster, TempDir, run, sha256_file, sigv4_args, write_file};
+use tests::{Cluster, Curl, TempDir, run, sha256_file, sigv4_args, write_file};
 
 /// Starts `tenfold share create` against the cluster and returns the URL.
 fn share(cluster: &Cluster, bucket: &str, prefix: &str, expires: &str) -> String {
@@ -29,11 +29,7 @@ fn share(cluster: &Cluster, bucket: &str, prefix: &str, expires: &str) -> String
 
 /// `curl` a URL into `dest`; returns the HTTP status.
 fn curl_to(url: &str, dest: &Path, extra: &[&str]) -> u16 {
-    let out = run(Command::new("curl")
-        .args(["-s", "-o", dest.to_str().unwrap(), "-w", "%{http_code}"])
-        .args(extra)
-        .arg(url));
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    Curl::new().args(extra).save(url, dest)
 }
 
 /// Checks a zip with `unzip -t` and compares every entry's SHA-256 with
@@ -203,13 +199,15 @@ fn a_lying_node_is_demoted_and_reads_stay_correct() {
     // Every node but mainnet-0 answers 250 ms late, so the liar ranks first
     // (its recorded latencies stay below that even on a loaded machine) and
     // is read before it is found out.
-    let cluster = Cluster::start_with_node_args(3, 1, "1GiB", "", "", &|network, i| {
-        if network == "mainnet" && i == 0 {
-            Vec::new()
-        } else {
-            vec!["--test-delay".into(), "250ms".into()]
-        }
-    });
+    let cluster = Cluster::build(3, 1, "1GiB")
+        .node_args(|network, i| {
+            if network == "mainnet" && i == 0 {
+                Vec::new()
+            } else {
+                vec!["--test-delay".into(), "250ms".into()]
+            }
+        })
+        .start();
     let aws = cluster.aws();
     let tmp = TempDir::new("liar");
     aws.ok(&["s3", "mb", "s3://liar"]);
@@ -297,13 +295,15 @@ fn two_of_three_mainnet_replicas_down_still_read() {
 fn reads_are_hedged_around_a_slow_node() {
     // mainnet-0 answers every request 1.5 s late; the three other replicas
     // are prompt, so reads that try it first are hedged to another one.
-    let cluster = Cluster::start_with_node_args(3, 1, "1GiB", "", "", &|network, i| {
-        if network == "mainnet" && i == 0 {
-            vec!["--test-delay".into(), "1500ms".into()]
-        } else {
-            Vec::new()
-        }
-    });
+    let cluster = Cluster::build(3, 1, "1GiB")
+        .node_args(|network, i| {
+            if network == "mainnet" && i == 0 {
+                vec!["--test-delay".into(), "1500ms".into()]
+            } else {
+                Vec::new()
+            }
+        })
+        .start();
     let aws = cluster.aws();
     let tmp = TempDir::new("slow");
     aws.ok(&["s3", "mb", "s3://slow"]);

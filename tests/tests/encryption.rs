@@ -49,8 +49,9 @@ fn leaks(dirs: &[&Path], windows: &HashSet<&[u8]>) -> Vec<String> {
 #[test]
 fn nothing_readable_leaves_the_gateway_and_master_keys_rotate() {
     let ipfs = Ipfs::start();
-    let mut cluster =
-        Cluster::start_with(3, 1, "700KiB", &format!("ipfs_api = \"{}\"", ipfs.api), "");
+    let mut cluster = Cluster::build(3, 1, "700KiB")
+        .config("ipfs_api", &ipfs.api)
+        .start();
     let aws = cluster.aws();
     let tmp = TempDir::new("encryption");
     aws.ok(&["s3", "mb", "s3://secrets"]);

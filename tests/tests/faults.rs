@@ -58,13 +58,10 @@ fn corrupt_replicas_are_skipped() {
     // corrupted on the mainnet node, odd ones on the testnet node. Whichever
     // node a read tries first, half the fragments meet a corrupt replica
     // first, and every fragment keeps one good one.
-    let cluster = Cluster::start_with(
-        1,
-        1,
-        "1GiB",
-        "",
-        "mainnet_replicas = 1\ntestnet_replicas = 1",
-    );
+    let cluster = Cluster::build(1, 1, "1GiB")
+        .storage("mainnet_replicas", "1")
+        .storage("testnet_replicas", "1")
+        .start();
     let aws = cluster.aws();
     let tmp = TempDir::new("corrupt");
     aws.ok(&["s3", "mb", "s3://corrupt"]);

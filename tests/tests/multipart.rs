@@ -413,7 +413,10 @@ fn multipart_calls_by_hand() {
 
 #[test]
 fn abandoned_uploads_are_cleaned_up() {
-    let cluster = Cluster::start_with(3, 1, "4GiB", "", "abandoned_upload_seconds = 20");
+    // The older key, a number of seconds, still works.
+    let cluster = Cluster::build(3, 1, "4GiB")
+        .storage("abandoned_upload_seconds", "20")
+        .start();
     let aws = cluster.aws();
     let tmp = TempDir::new("abandon");
     aws.ok(&["s3", "mb", "s3://gone"]);

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use tests::{ACCESS_KEY, Cluster, SECRET_KEY, TempDir, run, sha256_file, write_file};
+use tests::{ACCESS_KEY, Cluster, Curl, SECRET_KEY, TempDir, run, sha256_file, write_file};
 
 fn assert_ok(out: &Output, what: &str) -> String {
     assert!(
@@ -309,8 +309,8 @@ fn aws_sync_both_ways_large_cp_and_presign() {
         "300",
     ]);
     let fetched = tmp.path().join("fetched");
-    let out = run(Command::new("curl").args(["-sf", "-o", fetched.to_str().unwrap(), url.trim()]));
-    assert_ok(&out, "curl of a presigned URL");
+    let status = Curl::new().save(url.trim(), &fetched);
+    assert_eq!(status, 200, "curl of a presigned URL");
     assert_eq!(sha256_file(&fetched), sha256_file(&src.join("b.txt")));
 
     aws.ok(&["s3", "rm", "--recursive", "s3://sync/"]);

@@ -14,7 +14,9 @@ use tests::{
 };
 
 fn cluster_with_ipfs(capacity: &str, api: &str) -> Cluster {
-    Cluster::start_with(3, 1, capacity, &format!("ipfs_api = \"{api}\""), "")
+    Cluster::build(3, 1, capacity)
+        .config("ipfs_api", api)
+        .start()
 }
 
 /// Node placements of an `inspect` report.

@@ -25,7 +25,7 @@ fn file_of(dir: &Path, name: &str, len: usize, seed: bool) -> String {
 fn two_gateways_share_one_index() {
     let pg = Postgres::start();
     let url = pg.create_database("shared");
-    let mut cluster = Cluster::start_on(&url, 3, 1, "1GiB");
+    let mut cluster = Cluster::build(3, 1, "1GiB").index_url(&url).start();
     let second = cluster.another_gateway();
     let (a, b) = (cluster.aws(), second.aws());
     let tmp = TempDir::new("pg2");
@@ -154,7 +154,7 @@ fn two_gateways_share_one_index() {
 fn concurrent_writers_of_one_key_leave_one_winner() {
     let pg = Postgres::start();
     let url = pg.create_database("race");
-    let cluster = Cluster::start_on(&url, 3, 1, "2GiB");
+    let cluster = Cluster::build(3, 1, "2GiB").index_url(&url).start();
     let second = cluster.another_gateway();
     cluster.aws().ok(&["s3", "mb", "s3://race"]);
     let clients = [
@@ -267,7 +267,7 @@ fn concurrent_writers_of_one_key_leave_one_winner() {
 fn an_index_outage_answers_503_and_heals() {
     let pg = Postgres::start();
     let url = pg.create_database("outage");
-    let cluster = Cluster::start_on(&url, 3, 1, "1GiB");
+    let cluster = Cluster::build(3, 1, "1GiB").index_url(&url).start();
     let aws = cluster.aws();
     let tmp = TempDir::new("outage");
     let src = file_of(tmp.path(), "src", 1 << 20, false);

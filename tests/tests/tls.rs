@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tests::{Cluster, TempDir, assert_placements, run, sha256_file, write_file};
+use tests::{Cluster, Curl, TempDir, assert_placements, run, sha256_file, write_file};
 
 /// A private CA and a server certificate for 127.0.0.1 signed by it (ECDSA
 /// P-256), made with the `openssl` CLI: `(ca.pem, cert.pem, key.pem)`.
@@ -102,15 +102,17 @@ fn https_gateway_and_nodes_with_a_private_ca() {
         key.to_str().unwrap().to_owned(),
     );
     // The gateway serves HTTPS but does not trust the nodes' CA yet.
-    let top = format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\"\n");
     let node_args = vec![
         "--tls-cert".to_owned(),
         cert.clone(),
         "--tls-key".to_owned(),
         key.clone(),
     ];
-    let mut cluster =
-        Cluster::start_with_node_args(3, 1, "1GiB", &top, "", &|_, _| node_args.clone());
+    let mut cluster = Cluster::build(3, 1, "1GiB")
+        .config("tls_cert", &cert)
+        .config("tls_key", &key)
+        .node_args(|_, _| node_args.clone())
+        .start();
     assert!(cluster.endpoint.starts_with("https://"));
     let aws = cluster.aws();
     let tmp = TempDir::new("tls");
@@ -121,23 +123,16 @@ fn https_gateway_and_nodes_with_a_private_ca() {
     // The nodes answer HTTPS with the CA's certificate (curl verifies it).
     let (_, node, _) = &cluster.nodes[0];
     assert!(node.endpoint().starts_with("https://"));
-    let out = run(Command::new("curl").args([
-        "-sf",
-        "--cacert",
-        &ca,
-        &format!("{}/health", node.endpoint()),
-    ]));
-    assert!(out.status.success(), "node /health over verified TLS");
+    let answer = Curl::new()
+        .args(&["--cacert", &ca])
+        .fetch(&format!("{}/health", node.endpoint()));
+    assert_eq!(answer.status, 200, "node /health over verified TLS");
     // Plain HTTP to a TLS listener gets no HTTP answer.
-    let out = run(Command::new("curl").args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
+    let status = Curl::new().save(
         &cluster.endpoint.replace("https://", "http://"),
-    ]));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "000");
+        std::path::Path::new("/dev/null"),
+    );
+    assert_eq!(status, 0, "an HTTP answer from a TLS listener");
 
     // A client that does not trust the CA refuses the gateway.
     let err = aws.fails(&["s3", "mb", "s3://secure"]);

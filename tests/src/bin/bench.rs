@@ -17,10 +17,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
-use tests::{Aws, Cluster, Ipfs, Node, Postgres, TempDir, run, write_file};
+use tests::{Aws, Cluster, Ipfs, Node, Postgres, TempDir, write_file};
 
 /// What to measure, and how much.
 #[derive(Debug, clap::Parser)]
@@ -146,12 +145,8 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 /// A memory figure of `/proc/PID/status` (`VmHWM:`, `VmRSS:`), in MiB.
 fn proc_status_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    #[allow(clippy::cast_precision_loss)]
+    tests::proc_status_kib(pid, field).map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
 /// Sends `GET path` on a keep-alive connection and reads the whole answer;
@@ -187,10 +182,12 @@ fn http_get(conn: &mut BufReader<TcpStream>, host: &str, path: &str) -> usize {
 /// p50 and p99, in ms, of `gets` GETs of one 256 KiB object through a
 /// 3 + 1 gateway, the first mainnet node delayed by `delay` when given.
 fn get_latency(gets: usize, delay: Option<&str>) -> (f64, f64) {
-    let cluster = Cluster::start_with_node_args(3, 1, "10GiB", "", "", &|network, i| match delay {
-        Some(d) if network == "mainnet" && i == 0 => vec!["--test-delay".into(), d.into()],
-        _ => Vec::new(),
-    });
+    let cluster = Cluster::build(3, 1, "10GiB")
+        .node_args(|network, i| match delay {
+            Some(d) if network == "mainnet" && i == 0 => vec!["--test-delay".into(), d.into()],
+            _ => Vec::new(),
+        })
+        .start();
     let aws = cluster.aws();
     aws.ok(&["s3", "mb", "s3://lat"]);
     let tmp = TempDir::new("latency");
@@ -249,8 +246,8 @@ fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64,
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
     let before = proc_status_mib(pid, "VmRSS:");
     let t = Instant::now();
-    let out = run(Command::new("curl").args(["-sf", "-o", "/dev/null", &format!("{url}/zip")]));
-    assert!(out.status.success(), "zip download failed");
+    let status = tests::Curl::new().save(&format!("{url}/zip"), Path::new("/dev/null"));
+    assert_eq!(status, 200, "zip download failed");
     let secs = t.elapsed().as_secs_f64();
     (before, peak_rss_mib(pid), mib as f64 / secs)
 }
@@ -530,8 +527,9 @@ fn main() {
     if args.overflow_mib > 0 {
         let ipfs = Ipfs::start();
         // Nodes too small for any fragment: everything goes to IPFS.
-        let overflow =
-            Cluster::start_with(3, 1, "1KiB", &format!("ipfs_api = \"{}\"", ipfs.api), "");
+        let overflow = Cluster::build(3, 1, "1KiB")
+            .config("ipfs_api", &ipfs.api)
+            .start();
         let ov = overflow.aws();
         ov.ok(&["s3", "mb", "s3://bench"]);
         let file = tmp.path().join("overflow");
@@ -556,7 +554,7 @@ fn main() {
         // two gateways with the clients spread over both.
         let pg = Postgres::start();
         let url = pg.create_database("bench");
-        let on_pg = Cluster::start_on(&url, 4, 2, "100GiB");
+        let on_pg = Cluster::build(4, 2, "100GiB").index_url(&url).start();
         let second = on_pg.another_gateway();
         on_pg.aws().ok(&["s3", "mb", "s3://bench"]);
         let two = [
