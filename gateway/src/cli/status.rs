@@ -92,12 +92,12 @@ struct InspectReport {
     fragments: Vec<FragmentReport>,
 }
 
-/// Prints `value` as indented JSON.
+/// Prints `value` as indented JSON (a reader that went away, as `| head`
+/// does, is no error).
 pub(super) fn print_json(value: &impl Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
