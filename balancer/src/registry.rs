@@ -409,6 +409,13 @@ impl Balancer {
             .collect()
     }
 
+    /// Whether node `id` failed lately (or is not registered): a request to
+    /// it now would most likely fail too.
+    pub fn is_down(&self, id: i64) -> bool {
+        self.node(id)
+            .is_ok_and(|n| still(n.state().down_until, Instant::now()))
+    }
+
     /// Every node's live status.
     pub fn status(&self) -> Vec<NodeStatus> {
         self.nodes

@@ -129,6 +129,30 @@ impl StoragePolicy {
     }
 }
 
+/// How stored data is kept over time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurabilityPolicy {
+    /// How long replicas released by a commit (an overwrite, a delete)
+    /// stay on their nodes before they are removed: reads through other
+    /// gateways that started before the commit finish within it (reads
+    /// through this gateway hold leases and always finish).
+    #[serde(deserialize_with = "duration")]
+    pub gc_delay: Duration,
+}
+
+impl Default for DurabilityPolicy {
+    fn default() -> Self {
+        Self {
+            gc_delay: DEFAULT_GC_DELAY,
+        }
+    }
+}
+
+/// The default grace period between a commit and the removal of what it
+/// released (Garage waits 10 minutes too).
+pub const DEFAULT_GC_DELAY: Duration = Duration::from_secs(600);
+
 /// The `tenfold serve` configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,6 +205,8 @@ pub struct ServeConfig {
     pub node_ca_file: Option<PathBuf>,
     #[serde(default)]
     pub storage: StoragePolicy,
+    #[serde(default)]
+    pub durability: DurabilityPolicy,
 }
 
 fn default_listen() -> String {
@@ -271,6 +297,7 @@ impl ServeConfig {
             tls_key: None,
             node_ca_file: None,
             storage: StoragePolicy::default(),
+            durability: DurabilityPolicy::default(),
         }
     }
 

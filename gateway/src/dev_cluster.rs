@@ -9,7 +9,7 @@ use tenfold_common::http_server::HttpTimeouts;
 use tenfold_node::{NodeConfig, run_node};
 use tokio::net::TcpListener;
 
-use crate::config::StoragePolicy;
+use crate::config::{DurabilityPolicy, StoragePolicy};
 use crate::crypto::{Keyring, MasterKey};
 use crate::data_dir::DataDir;
 use crate::error::GatewayError;
@@ -34,6 +34,8 @@ pub struct DevOptions {
     pub index_url: Option<String>,
     /// The master key, when not the folder's (created on the first start).
     pub master_key: Option<String>,
+    /// How long replicas released by a commit stay before they are removed.
+    pub gc_delay: Duration,
 }
 
 async fn bind_preferring(previous: Option<&str>) -> std::io::Result<TcpListener> {
@@ -143,6 +145,9 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         access_key: opts.access_key,
         secret_key: opts.secret_key,
         policy: StoragePolicy::default(),
+        durability: DurabilityPolicy {
+            gc_delay: opts.gc_delay,
+        },
         refresh: Duration::from_secs(2),
         base_domain: None,
         ipfs_api: opts.ipfs_api,

@@ -42,9 +42,17 @@ impl ObjectStore {
             .filter(|s| s.plain_offset < range.end && s.plain_offset + s.plain_size > range.start)
             .collect();
         let single = needed.len() <= 1;
+        // Until the stream is dropped, the garbage collector leaves this
+        // data's replicas alone, whatever commits meanwhile.
+        let lease = self
+            .read_leases
+            .hold(needed.iter().map(|s| s.data_id.clone()));
         let mut fetched = Box::pin(self.fetched_segments(needed, range));
         if single {
-            return futures::future::Either::Left(fetched);
+            return futures::future::Either::Left(fetched.map(move |item| {
+                let _held = &lease;
+                item
+            }));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(
@@ -58,9 +66,10 @@ impl ObjectStore {
             }
             .in_current_span(),
         );
-        futures::future::Either::Right(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }))
+        futures::future::Either::Right(futures::stream::unfold(
+            (rx, lease),
+            |(mut rx, lease)| async move { rx.recv().await.map(|item| (item, (rx, lease))) },
+        ))
     }
 
     /// The plaintext of `range` out of the `needed` segments (those that

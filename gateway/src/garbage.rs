@@ -1,6 +1,13 @@
 //! Replica clean-up: replicas of overwritten, deleted or failed objects are
-//! deleted from their nodes (or unpinned from the overflow store), and
-//! queued in the index when that fails, to be retried until it succeeds.
+//! deleted from their nodes (or unpinned from the overflow store).
+//!
+//! Replicas released by a commit wait in the index's queue for the grace
+//! period (`gc_delay`), so reads that started before the commit finish;
+//! those this gateway is still reading wait longer ([`crate::read_leases`]).
+//! Each queued replica is claimed, tried and, when its node is down or
+//! fails, put back with a back-off of its own, so one bad node never holds
+//! back the others. Replicas of uploads that failed were never visible:
+//! they go at once, and only those that cannot are queued.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +16,45 @@ use futures::StreamExt;
 use tenfold_balancer::{BalancerError, Placement, Replica};
 
 use crate::error::GatewayError;
+use crate::index::{QueuedReplica, now_ms};
 use crate::object_store::ObjectStore;
 
 /// Node deletions in flight at once.
 const DELETE_CONCURRENCY: usize = 16;
-/// Queue entries handled per pass.
+/// Queue entries claimed per pass.
 const BATCH: i64 = 512;
+/// How long a claimed entry is kept from other gateways: far longer than a
+/// pass takes, short enough that a gateway that stopped half-way delays
+/// little.
+const CLAIM: Duration = Duration::from_secs(300);
+/// The wait after a first failed removal, doubled with each further one...
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+/// ... up to this.
+const RETRY_MAX: Duration = Duration::from_secs(3600);
+/// How long a replica of data this gateway is reading waits before it is
+/// looked at again.
+const LEASED_WAIT: Duration = Duration::from_secs(5);
+
+/// When a queued removal that failed `attempts` times before (this one
+/// included) is tried again, from `now` (ms).
+fn retry_at(now: i64, attempts: u32) -> i64 {
+    let wait = RETRY_FIRST
+        .saturating_mul(1 << attempts.min(16))
+        .min(RETRY_MAX);
+    now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What became of a claimed replica.
+enum Outcome {
+    Removed,
+    /// Kept for now, not for a fault of the node: read here still.
+    Held,
+    Failed(String),
+}
 /// Pause between passes when nothing wakes the collector.
 const IDLE: Duration = Duration::from_secs(5);
 
@@ -75,30 +115,66 @@ impl ObjectStore {
         }
     }
 
-    /// One pass over the queue; returns how many copies were removed.
-    pub async fn collect_garbage(&self) -> usize {
-        let batch = match self.index.garbage(BATCH).await {
+    /// Tries to remove one claimed replica.
+    async fn remove_queued(&self, queued: &QueuedReplica) -> Outcome {
+        if let Placement::Node { node_id, .. } = queued.replica.placement {
+            let data_id = queued.replica.key.split('/').next().unwrap_or_default();
+            if self.read_leases.is_read(data_id) {
+                return Outcome::Held;
+            }
+            if self.balancer.is_down(node_id) {
+                return Outcome::Failed(format!("node {node_id} is down"));
+            }
+        }
+        match self.remove_replica(&queued.replica).await {
+            Ok(()) => Outcome::Removed,
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+
+    /// One pass over the replicas that are due; returns how many were
+    /// claimed and how many removed.
+    pub async fn collect_garbage(&self) -> (usize, usize) {
+        let released_before = now_ms().saturating_sub(millis(self.gc_delay));
+        let batch = match self
+            .index
+            .claim_garbage(released_before, millis(CLAIM), BATCH)
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(error = %e, "reading the garbage queue");
-                return 0;
+                tracing::warn!(error = %e, "claiming from the garbage queue");
+                return (0, 0);
             }
         };
-        futures::stream::iter(batch)
-            .map(|(id, replica)| async move {
-                let gone = match self.remove_replica(&replica).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::debug!(?replica, error = %e, "garbage not removed yet");
-                        false
+        let claimed = batch.len();
+        let removed = futures::stream::iter(batch)
+            .map(|queued| async move {
+                let outcome = self.remove_queued(&queued).await;
+                let now = now_ms();
+                let recorded = match &outcome {
+                    Outcome::Removed => self.index.remove_garbage(queued.id).await,
+                    Outcome::Held => {
+                        let at = now.saturating_add(millis(LEASED_WAIT));
+                        self.index.retry_garbage(queued.id, at, None).await
+                    }
+                    Outcome::Failed(error) => {
+                        tracing::debug!(replica = ?queued.replica, attempts = queued.attempts + 1, %error, "garbage not removed yet");
+                        let at = retry_at(now, queued.attempts);
+                        self.index.retry_garbage(queued.id, at, Some(error)).await
                     }
                 };
-                gone && self.index.remove_garbage(id).await.is_ok()
+                if let Err(e) = &recorded {
+                    // The claim lapses and the entry comes back later.
+                    tracing::warn!(error = %e, "recording a garbage removal");
+                }
+                matches!(outcome, Outcome::Removed) && recorded.is_ok()
             })
             .buffer_unordered(DELETE_CONCURRENCY)
             .filter(|done| futures::future::ready(*done))
             .count()
-            .await
+            .await;
+        (claimed, removed)
     }
 
     /// Aborts multipart uploads older than the configured age.
@@ -123,9 +199,12 @@ impl ObjectStore {
             loop {
                 let Some(store) = weak.upgrade() else { return };
                 store.abort_abandoned_uploads().await;
-                let deleted = store.collect_garbage().await;
-                if deleted > 0 {
-                    tracing::debug!(deleted, "garbage collected");
+                let (claimed, removed) = store.collect_garbage().await;
+                if removed > 0 {
+                    tracing::debug!(removed, "garbage collected");
+                }
+                // A full batch: more may be due right away.
+                if claimed == usize::try_from(BATCH).unwrap_or(usize::MAX) {
                     continue;
                 }
                 let _ = tokio::time::timeout(IDLE, store.garbage_ready.notified()).await;

@@ -24,6 +24,7 @@ pub mod integrity;
 pub mod object_store;
 pub mod overflow_return;
 pub mod preconditions;
+pub mod read_leases;
 pub mod s3_api;
 pub mod server;
 pub mod share;

@@ -8,10 +8,11 @@ use std::time::Duration;
 use tenfold_balancer::Balancer;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::config::StoragePolicy;
+use crate::config::{DurabilityPolicy, StoragePolicy};
 use crate::crypto::Keyring;
 use crate::fragment::SegmentCodec;
 use crate::index::Index;
+use crate::read_leases::ReadLeases;
 
 /// Everything the S3 API needs to store and fetch objects.
 #[derive(Debug)]
@@ -27,6 +28,10 @@ pub struct ObjectStore {
     pub garbage_ready: Notify,
     /// Age at which an unfinished multipart upload is aborted.
     pub abandoned_after: Duration,
+    /// How long replicas released by a commit stay before they are removed.
+    pub gc_delay: Duration,
+    /// The data this gateway is reading now: its replicas stay.
+    pub read_leases: Arc<ReadLeases>,
     /// Plaintext bytes being compressed and placed, across all uploads, in
     /// [`BUDGET_UNIT`]s.
     pub segment_budget: Arc<Semaphore>,
@@ -66,6 +71,7 @@ impl ObjectStore {
         index: Index,
         balancer: Arc<Balancer>,
         policy: &StoragePolicy,
+        durability: &DurabilityPolicy,
         keyring: Keyring,
     ) -> Self {
         Self {
@@ -76,6 +82,8 @@ impl ObjectStore {
             segment_size: usize::try_from(policy.segment_size).unwrap_or(usize::MAX),
             garbage_ready: Notify::new(),
             abandoned_after: policy.abandoned_upload,
+            gc_delay: durability.gc_delay,
+            read_leases: Arc::default(),
             segment_budget: Arc::new(Semaphore::new(UPLOAD_BUDGET_BYTES / BUDGET_UNIT)),
             fetch_budget: Arc::new(Semaphore::new(DOWNLOAD_BUDGET_BYTES / BUDGET_UNIT)),
         }

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::access::Access;
 use crate::addressing::BaseDomain;
-use crate::config::StoragePolicy;
+use crate::config::{DurabilityPolicy, StoragePolicy};
 use crate::crypto::Keyring;
 use crate::error::GatewayError;
 use crate::index::Index;
@@ -31,6 +31,8 @@ pub struct GatewaySettings {
     pub access_key: String,
     pub secret_key: String,
     pub policy: StoragePolicy,
+    /// How stored data is kept over time.
+    pub durability: DurabilityPolicy,
     /// How often the node registry is re-read and the nodes probed.
     pub refresh: Duration,
     /// Base domain for virtual-hosted-style requests.
@@ -85,6 +87,7 @@ pub async fn run_gateway(
         index,
         balancer,
         &settings.policy,
+        &settings.durability,
         settings.keyring,
     ));
     store.spawn_garbage_collector();

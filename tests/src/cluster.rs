@@ -36,6 +36,9 @@ pub struct ClusterBuilder<'a> {
     /// `key = value` lines of the config's top level, and of `[storage]`.
     top: Vec<String>,
     storage: Vec<String>,
+    /// `[durability] gc_delay`: 1 s unless a test sets another, so that
+    /// tests see released replicas leave the nodes promptly.
+    gc_delay: String,
     tls: bool,
     node_args: NodeArgs<'a>,
 }
@@ -69,6 +72,14 @@ impl<'a> ClusterBuilder<'a> {
         self
     }
 
+    /// The grace period between a commit and the removal of what it
+    /// released (1 s by default in tests).
+    #[must_use]
+    pub fn gc_delay(mut self, delay: &str) -> Self {
+        delay.clone_into(&mut self.gc_delay);
+        self
+    }
+
     /// Extra command-line arguments of the `i`th node of `network`.
     #[must_use]
     pub fn node_args(mut self, args: impl Fn(&str, usize) -> Vec<String> + 'a) -> Self {
@@ -92,6 +103,7 @@ impl<'a> ClusterBuilder<'a> {
             index_url,
             top,
             storage,
+            gc_delay,
             tls,
             node_args,
         } = self;
@@ -107,7 +119,7 @@ impl<'a> ClusterBuilder<'a> {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nmaster_key = \"{}\"\nrefresh = \"1s\"\n{top}\n[storage]\n{storage}\n",
+                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nmaster_key = \"{}\"\nrefresh = \"1s\"\n{top}\n[storage]\n{storage}\n[durability]\ngc_delay = \"{gc_delay}\"\n",
                 master_key
             ),
         )
@@ -159,6 +171,7 @@ impl Cluster {
             index_url: None,
             top: Vec::new(),
             storage: Vec::new(),
+            gc_delay: "1s".into(),
             tls: false,
             node_args: Box::new(|_, _| Vec::new()),
         }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tenfold_common::units::parse_size;
+use tenfold_common::units::{parse_duration, parse_size};
 
 use crate::data_dir::DataDir;
 use crate::dev_cluster::{DevOptions, run_dev};
@@ -41,6 +41,11 @@ pub(super) struct DevArgs {
     /// DATA/master.key, created on the first start.
     #[arg(long, env = "TENFOLD_MASTER_KEY", hide_env_values = true, hide = true)]
     master_key: Option<String>,
+    /// How long replicas released by an overwrite or a delete stay on the
+    /// nodes before they are removed (reads through other gateways that
+    /// started before finish within it).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    gc_delay: std::time::Duration,
 }
 
 pub(super) async fn run(args: DevArgs) -> Result<(), GatewayError> {
@@ -53,6 +58,7 @@ pub(super) async fn run(args: DevArgs) -> Result<(), GatewayError> {
         ipfs_api: args.ipfs_api,
         index_url: args.index_url,
         master_key: args.master_key,
+        gc_delay: args.gc_delay,
     })
     .await
 }

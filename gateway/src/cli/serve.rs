@@ -75,6 +75,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), GatewayError> {
         access_key,
         secret_key,
         policy: config.storage,
+        durability: config.durability,
         refresh: at_least_a_second(config.refresh),
         base_domain: config.base_domain,
         keyring,

@@ -4,6 +4,7 @@
 use sqlx::Row;
 use tenfold_balancer::{Network, Placement, Replica};
 
+use super::rows::QueuedReplica;
 use super::{Index, Tx, now_ms};
 use crate::error::GatewayError;
 
@@ -40,16 +41,37 @@ impl Index {
         })
     }
 
-    /// The oldest queued replicas, with their queue ids.
+    /// Claims up to `limit` queued replicas that are due: released at or
+    /// before `released_before` (ms; the grace period is the caller's) and
+    /// not held back (by a back-off or another gateway's claim). They are
+    /// held back for `claim_ms` from now, so no other gateway takes them
+    /// meanwhile; the caller then removes each ([`Self::remove_garbage`])
+    /// or puts it back ([`Self::retry_garbage`]). A gateway that stops
+    /// half-way leaves its claims to lapse.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
-    pub async fn garbage(&self, limit: i64) -> Result<Vec<(i64, Replica)>, GatewayError> {
-        let rows =
-            sqlx::query("SELECT id, node_id, node_key, cid FROM garbage ORDER BY id LIMIT $1")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+    pub async fn claim_garbage(
+        &self,
+        released_before: i64,
+        claim_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<QueuedReplica>, GatewayError> {
+        let rows = write_tx!(self, |tx| {
+            let now = now_ms();
+            Ok(sqlx::query(
+                "UPDATE garbage SET not_before = $1 WHERE id IN \
+                 (SELECT id FROM garbage WHERE created_at <= $2 AND not_before <= $3 \
+                  ORDER BY not_before, id LIMIT $4) \
+                 RETURNING id, node_id, node_key, cid, attempts",
+            )
+            .bind(now.saturating_add(claim_ms))
+            .bind(released_before)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?)
+        })?;
         let mut queued = Vec::with_capacity(rows.len());
         for row in &rows {
             let node: Option<i64> = row.try_get("node_id")?;
@@ -70,9 +92,40 @@ impl Index {
                 },
                 _ => continue,
             };
-            queued.push((row.try_get("id")?, replica));
+            queued.push(QueuedReplica {
+                id: row.try_get("id")?,
+                attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+                replica,
+            });
         }
+        queued.sort_by_key(|q| q.id);
         Ok(queued)
+    }
+
+    /// Puts a claimed replica back in the queue until `at` (ms). With
+    /// `failure`, it counts as a failed attempt, and the failure is kept
+    /// for operators.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn retry_garbage(
+        &self,
+        id: i64,
+        at: i64,
+        failure: Option<&str>,
+    ) -> Result<(), GatewayError> {
+        let sql = if failure.is_some() {
+            "UPDATE garbage SET not_before = $1, attempts = attempts + 1, last_error = $2 WHERE id = $3"
+        } else {
+            "UPDATE garbage SET not_before = $1, last_error = COALESCE($2, last_error) WHERE id = $3"
+        };
+        sqlx::query(sql)
+            .bind(at)
+            .bind(failure)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Number of replicas waiting for deletion.

@@ -178,7 +178,7 @@ mod shares;
 pub use access_keys::{AccessKeyRow, Owner};
 pub use rows::{
     Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, OverflowedFragment, PartRow,
-    SegmentRow, ShareRow, StoredData, StoredPart, UploadRow,
+    QueuedReplica, SegmentRow, ShareRow, StoredData, StoredPart, UploadRow,
 };
 
 /// Whether a database error is a conflict with a concurrent writer, after
@@ -227,7 +227,7 @@ impl Index {
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(
-                                "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+                                "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
                                  PRAGMA busy_timeout = 10000;",
                             )
                             .await
@@ -332,6 +332,7 @@ mod tests {
 
     use super::*;
     use crate::integrity::Checksums;
+    use tenfold_balancer::Replica;
 
     fn one_fragment_object(key: &str, cid: &str) -> (ObjectRow, StoredData) {
         let data_id = format!("data-{key}");
@@ -392,13 +393,65 @@ mod tests {
 
         assert!(index.delete_object("b", "x").await.unwrap());
         assert!(index.cid_in_use("shared-cid").await.unwrap());
-        let queued = index.garbage(10).await.unwrap();
+        let queued = index.claim_garbage(now_ms(), 60_000, 10).await.unwrap();
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].1.placement.cid(), Some("shared-cid"));
+        assert_eq!(queued[0].replica.placement.cid(), Some("shared-cid"));
 
         assert!(index.delete_object("b", "y").await.unwrap());
         assert!(!index.cid_in_use("shared-cid").await.unwrap());
         assert_eq!(index.overflow_usage().await.unwrap(), (0, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The garbage queue hands out only what is due (released before the
+    /// grace period's start, not claimed, not backing off), oldest first,
+    /// and each entry comes back on its own schedule.
+    #[tokio::test]
+    async fn garbage_is_claimed_when_due_and_retried_on_its_own() {
+        let dir = std::env::temp_dir().join(format!("tenfold-index-gc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let index = Index::open(&crate::data_dir::DataDir::new(&dir).index_url())
+            .await
+            .unwrap();
+        let replica = |node_id, key: &str| Replica {
+            key: key.to_owned(),
+            placement: Placement::Node {
+                node_id,
+                network: tenfold_balancer::Network::Mainnet,
+            },
+        };
+        let queued: Vec<Replica> = (0..4)
+            .map(|i| replica(1 + i % 2, &format!("d{i}/0/0")))
+            .collect();
+        index.add_garbage(&queued).await.unwrap();
+        // Within the grace period nothing is due.
+        assert!(
+            index
+                .claim_garbage(now_ms() - 60_000, 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Then every entry, oldest first, claimed once.
+        let first = index.claim_garbage(now_ms(), 60_000, 3).await.unwrap();
+        let keys: Vec<&str> = first.iter().map(|q| q.replica.key.as_str()).collect();
+        assert_eq!(keys, ["d0/0/0", "d1/0/0", "d2/0/0"]);
+        let rest = index.claim_garbage(now_ms(), 60_000, 10).await.unwrap();
+        assert_eq!(rest.len(), 1, "claimed entries were handed out again");
+        // A failure puts one back with a back-off, and counts the attempt.
+        index
+            .retry_garbage(first[0].id, now_ms() + 60_000, Some("node down"))
+            .await
+            .unwrap();
+        index
+            .retry_garbage(first[1].id, now_ms() - 1, Some("node down"))
+            .await
+            .unwrap();
+        index.remove_garbage(first[2].id).await.unwrap();
+        let again = index.claim_garbage(now_ms(), 60_000, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].id, again[0].attempts), (first[1].id, 1));
+        assert_eq!(index.garbage_len().await.unwrap(), 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

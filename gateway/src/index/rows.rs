@@ -151,6 +151,16 @@ pub struct PartRow {
     pub last_modified: i64,
 }
 
+/// A replica in the garbage queue, claimed for removal.
+#[derive(Debug, Clone)]
+pub struct QueuedReplica {
+    /// Its place in the queue.
+    pub id: i64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    pub replica: Replica,
+}
+
 /// A part of a multipart upload as the index keeps it.
 #[derive(Debug, Clone)]
 pub struct StoredPart {
