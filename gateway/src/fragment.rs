@@ -538,9 +538,21 @@ pub fn node_key(object_id: &str, segment: u32, index: u16) -> String {
     format!("{object_id}/{segment}/{index}")
 }
 
+/// The data id a [`node_key`] names a fragment of.
+pub fn data_id_of(node_key: &str) -> &str {
+    node_key.split('/').next().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_key_names_its_data() {
+        let key = node_key("0123abcd", 7, 3);
+        assert_eq!(key, "0123abcd/7/3");
+        assert_eq!(data_id_of(&key), "0123abcd");
+    }
 
     fn codec() -> SegmentCodec {
         SegmentCodec {

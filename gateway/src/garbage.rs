@@ -16,6 +16,7 @@ use futures::StreamExt;
 use tenfold_balancer::{BalancerError, Placement, Replica};
 
 use crate::error::GatewayError;
+use crate::fragment::data_id_of;
 use crate::index::{QueuedReplica, now_ms};
 use crate::object_store::ObjectStore;
 
@@ -118,8 +119,7 @@ impl ObjectStore {
     /// Tries to remove one claimed replica.
     async fn remove_queued(&self, queued: &QueuedReplica) -> Outcome {
         if let Placement::Node { node_id, .. } = queued.replica.placement {
-            let data_id = queued.replica.key.split('/').next().unwrap_or_default();
-            if self.read_leases.is_read(data_id) {
+            if self.read_leases.is_read(data_id_of(&queued.replica.key)) {
                 return Outcome::Held;
             }
             if self.balancer.is_down(node_id) {
