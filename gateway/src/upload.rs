@@ -188,22 +188,41 @@ impl ObjectStore {
     }
 
     /// Commits placed data, or deletes its replicas when the commit fails.
+    ///
+    /// An index error may be a lost answer to a COMMIT that happened (the
+    /// connection cut, a failover): the replicas go only once the index says
+    /// nothing references their data. Committed, the upload succeeded after
+    /// all; when the index cannot tell, they stay (referenced by nothing if
+    /// the commit did not happen, but never deleted from under an object).
     async fn commit_or_discard(
         &self,
         data: &StoredData,
         commit: impl Future<Output = Result<(), GatewayError>>,
     ) -> Result<(), GatewayError> {
-        match commit.await {
+        let error = match commit.await {
             Ok(()) => {
                 // Whatever the commit replaced was queued: collect it.
                 self.garbage_ready.notify_one();
-                Ok(())
+                return Ok(());
             }
-            Err(e) => {
-                self.discard_replicas(data.replicas()).await;
-                Err(e)
+            Err(e) => e,
+        };
+        if let GatewayError::Index(_) = error {
+            match self.index.data_committed(&data.data_id).await {
+                Ok(true) => {
+                    tracing::warn!(data = %data.data_id, %error, "the commit's answer was lost, but it happened");
+                    self.garbage_ready.notify_one();
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(check) => {
+                    tracing::error!(data = %data.data_id, %error, %check, "commit uncertain: its replicas are kept");
+                    return Err(error);
+                }
             }
         }
+        self.discard_replicas(data.replicas()).await;
+        Err(error)
     }
 
     /// Reads a body to its end, placing every segment; on failure removes
@@ -403,5 +422,136 @@ fn collect(
         Err(e) => {
             first_error.get_or_insert(GatewayError::from(e));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tenfold_balancer::{Balancer, Check, Network, ReplicaPolicy};
+    use tenfold_node::{NodeConfig, run_node};
+
+    use super::*;
+    use crate::config::{DurabilityPolicy, StoragePolicy};
+    use crate::crypto::{Keyring, MasterKey};
+    use crate::data_dir::DataDir;
+    use crate::index::{Index, Owner};
+
+    /// A commit whose answer is lost (an index error) after it happened
+    /// keeps its replicas and succeeds; one that did not happen has its
+    /// replicas deleted. A real node holds them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_whose_answer_was_lost_keeps_its_replicas_if_it_happened() {
+        let dir = std::env::temp_dir().join(format!("tenfold-lost-commit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(run_node(
+            NodeConfig {
+                data: dir.join("node"),
+                capacity: 1 << 30,
+                access_key: "k".into(),
+                secret_key: "s".into(),
+                delay: Duration::ZERO,
+                tls: None,
+            },
+            listener,
+        ));
+        let keyring = Keyring::new(
+            MasterKey::parse(&MasterKey::generate()).unwrap(),
+            Vec::new(),
+        );
+        let index = Index::open(&DataDir::new(&dir).index_url())
+            .await
+            .unwrap()
+            .with_keyring(keyring.clone());
+        index.create_bucket("b", &Owner::Admin).await.unwrap();
+        let node = crate::index::NewNode {
+            name: "n".into(),
+            endpoint,
+            network: Network::Mainnet,
+            capacity: 1 << 30,
+            access_key: "k".into(),
+            secret_key: "s".into(),
+            bucket: "tenfold".into(),
+        };
+        let node_id = index.add_node(&node).await.unwrap();
+        let balancer = Arc::new(Balancer::new(ReplicaPolicy {
+            mainnet: 1,
+            testnet: 0,
+        }));
+        balancer.set_nodes(index.nodes().await.unwrap());
+        let store = ObjectStore::new(
+            index,
+            Arc::clone(&balancer),
+            &StoragePolicy::default(),
+            &DurabilityPolicy::default(),
+            keyring,
+        );
+        for (name, committed) in [("kept", true), ("gone", false)] {
+            let bytes = Bytes::from(vec![7u8; 1000]);
+            let md5: [u8; 16] = Md5::digest(&bytes).into();
+            let key = node_key(name, 0, 0);
+            let placements = balancer.place(&key, bytes.clone(), md5).await.unwrap();
+            let data = StoredData {
+                data_id: name.into(),
+                size: 1000,
+                md5,
+                checksums: Checksums::default(),
+                key: None,
+                segments: vec![SegmentRow {
+                    data_id: name.into(),
+                    seq: 0,
+                    plain_offset: 0,
+                    plain_size: 1000,
+                    frames: None,
+                    key: None,
+                    fragments: vec![FragmentRow {
+                        index: 0,
+                        size: 1000,
+                        md5,
+                        placements,
+                    }],
+                }],
+            };
+            let object = ObjectRow {
+                id: format!("object-{name}"),
+                bucket: "b".into(),
+                key: name.into(),
+                size: 1000,
+                etag: hex::encode(md5),
+                content_type: None,
+                metadata: HashMap::new(),
+                headers: ObjectHeaders::default(),
+                checksums: Checksums::default(),
+                last_modified: now_ms(),
+                parts_count: None,
+            };
+            if committed {
+                store
+                    .index
+                    .commit_object(&object, &data, false)
+                    .await
+                    .unwrap();
+            }
+            let lost = async {
+                Err(GatewayError::Index(sqlx::Error::Io(std::io::Error::other(
+                    "connection reset before the answer to COMMIT",
+                ))))
+            };
+            let result = store.commit_or_discard(&data, lost).await;
+            assert_eq!(result.is_ok(), committed, "{name}: {result:?}");
+            let read = balancer
+                .read_nodes(&key, 1000, &[node_id], Check::Md5(md5))
+                .await;
+            assert_eq!(
+                read.is_ok(),
+                committed,
+                "{name}: the replica {}",
+                if committed { "was deleted" } else { "stayed" }
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -285,6 +285,20 @@ impl Index {
         Self::add_garbage_in(tx, &replicas).await
     }
 
+    /// Whether a piece of data was committed (an object or a part has it).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn data_committed(&self, data_id: &str) -> Result<bool, GatewayError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM segments WHERE data_id = $1 LIMIT 1")
+                .bind(data_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
     /// Deletes an object and discards its data.
     async fn discard_object_in(tx: &mut Tx, object_id: &str) -> Result<(), GatewayError> {
         let data: Vec<String> =
