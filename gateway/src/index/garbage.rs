@@ -114,17 +114,18 @@ impl Index {
         at: i64,
         failure: Option<&str>,
     ) -> Result<(), GatewayError> {
-        let sql = if failure.is_some() {
-            "UPDATE garbage SET not_before = $1, attempts = attempts + 1, last_error = $2 WHERE id = $3"
-        } else {
-            "UPDATE garbage SET not_before = $1, last_error = COALESCE($2, last_error) WHERE id = $3"
-        };
-        sqlx::query(sql)
+        let query = match failure {
+            Some(error) => sqlx::query(
+                "UPDATE garbage SET not_before = $1, attempts = attempts + 1, last_error = $2 WHERE id = $3",
+            )
             .bind(at)
-            .bind(failure)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .bind(error)
+            .bind(id),
+            None => sqlx::query("UPDATE garbage SET not_before = $1 WHERE id = $2")
+                .bind(at)
+                .bind(id),
+        };
+        query.execute(&self.pool).await?;
         Ok(())
     }
 
