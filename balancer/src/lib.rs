@@ -20,6 +20,7 @@ pub mod trust;
 pub use error::BalancerError;
 pub use hedged_read::Check;
 pub use node::{Network, NodeSpec};
+pub use node_client::KeyPage;
 pub use placement::{OVERFLOW, Placement, Replica, ReplicaPolicy};
 pub use registry::{Balancer, NodeStatus};
 pub use trust::NodeTrust;

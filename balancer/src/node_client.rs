@@ -1,8 +1,9 @@
 //! Plain-S3 access to one node: SigV4-signed requests over the keep-alive
 //! connection pool all nodes share.
 //!
-//! A node is asked five things only (PUT, GET and DELETE of an object,
-//! HEAD and PUT of the fragment bucket), so the requests are built and
+//! A node is asked six things only (PUT, GET and DELETE of an object,
+//! HEAD and PUT of the fragment bucket, and a page of its keys), so the
+//! requests are built and
 //! signed here with `aws-sigv4` rather than through the SDK's generic
 //! orchestrator, whose per-request set-up cost more CPU than the rest of a
 //! small replica write.
@@ -33,6 +34,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes of an error answer read to find its S3 error code.
 const ERROR_BODY_LIMIT: usize = 64 << 10;
+/// Keys asked for per listing page (S3's maximum).
+pub const LIST_PAGE_KEYS: usize = 1000;
+/// Most bytes of a listing page read: a thousand keys with their sizes,
+/// dates and ETags take about a third of this.
+const LIST_BODY_LIMIT: usize = 4 << 20;
 /// Hex SHA-256 of no bytes: the signed payload hash of bodiless requests.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -73,6 +79,14 @@ pub struct Fetched {
     pub first_byte: Duration,
     /// Time until the whole body arrived.
     pub total: Duration,
+}
+
+/// One page of the keys in a node's bucket, in key order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<String>,
 }
 
 /// An S3 client for one node. It never retries: the balancer fails over to
@@ -203,6 +217,41 @@ impl NodeClient {
                 Ok(_) | Err(NodeFailure::Missing) => Ok(()),
                 Err(e) => Err(e),
             }
+        })
+        .await
+    }
+
+    /// Lists one page of the keys in `bucket` (ListObjectsV2), starting at
+    /// the continuation token `after`. A bucket the node does not have is
+    /// empty.
+    ///
+    /// # Errors
+    /// A [`NodeFailure`] when the node is unreachable, refuses, or answers
+    /// a page that is not a listing.
+    pub async fn list(&self, bucket: &str, after: Option<&str>) -> Result<KeyPage, NodeFailure> {
+        let mut path = format!(
+            "/{}?list-type=2&max-keys={LIST_PAGE_KEYS}",
+            urlencoding::encode(bucket)
+        );
+        if let Some(token) = after {
+            path.push_str("&continuation-token=");
+            path.push_str(&urlencoding::encode(token));
+        }
+        within_deadline(async {
+            let answer = self.send(Method::GET, &path, &[], Bytes::new()).await?;
+            if !answer.status.is_success() {
+                let (status, code, message) = error_of(answer).await;
+                if code == "NoSuchBucket" {
+                    return Ok(KeyPage::default());
+                }
+                return Err(classify(status, &code, &message));
+            }
+            let body = Limited::new(answer.body, LIST_BODY_LIMIT)
+                .collect()
+                .await
+                .map_err(|e| NodeFailure::Other(format!("reading a listing: {e}")))?
+                .to_bytes();
+            key_page(&body)
         })
         .await
     }
@@ -362,21 +411,23 @@ fn classify(status: StatusCode, code: &str, message: &str) -> NodeFailure {
     NodeFailure::Other(format!("{code} {message}").trim_end().to_owned())
 }
 
-/// The `Code` and `Message` of an S3 error document (empty when absent).
-fn error_fields(body: &[u8]) -> (String, String) {
+/// Calls `visit` with the name of the innermost open element and each piece
+/// of its text (entities resolved), then with `None` when it closes, for
+/// every element of an XML document.
+fn for_each_text(body: &[u8], mut visit: impl FnMut(&[u8], Option<&str>)) -> Result<(), String> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_reader(body);
-    let (mut code, mut message) = (String::new(), String::new());
     let mut field: Option<Vec<u8>> = None;
     loop {
         match reader.read_event() {
             Ok(Event::Start(start)) => field = Some(start.name().as_ref().to_vec()),
-            Ok(Event::Text(text)) => {
-                let text = text.xml10_content().unwrap_or_default();
-                push_field(field.as_deref(), &text, &mut code, &mut message);
+            Ok(Event::Text(t)) => {
+                if let Some(name) = &field {
+                    visit(name, Some(&t.xml10_content().unwrap_or_default()));
+                }
             }
             Ok(Event::GeneralRef(entity)) => {
-                let text = match entity.resolve_char_ref() {
+                let resolved = match entity.resolve_char_ref() {
                     Ok(Some(c)) => c.to_string(),
                     _ => entity
                         .decode()
@@ -385,23 +436,51 @@ fn error_fields(body: &[u8]) -> (String, String) {
                         .unwrap_or_default()
                         .to_owned(),
                 };
-                push_field(field.as_deref(), &text, &mut code, &mut message);
+                if let Some(name) = &field {
+                    visit(name, Some(&resolved));
+                }
             }
-            Ok(Event::End(_)) => field = None,
-            Ok(Event::Eof) | Err(_) => break,
+            Ok(Event::End(end)) => {
+                visit(end.name().as_ref(), None);
+                field = None;
+            }
+            Ok(Event::Eof) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
             Ok(_) => {}
         }
     }
+}
+
+/// The `Code` and `Message` of an S3 error document (empty when absent).
+fn error_fields(body: &[u8]) -> (String, String) {
+    let (mut code, mut message) = (String::new(), String::new());
+    let _ = for_each_text(body, |field, text| match (field, text) {
+        (b"Code", Some(text)) => code.push_str(text),
+        (b"Message", Some(text)) => message.push_str(text),
+        _ => {}
+    });
     (code, message)
 }
 
-/// Appends `text` to the field being read, if it is one of interest.
-fn push_field(field: Option<&[u8]>, text: &str, code: &mut String, message: &mut String) {
-    match field {
-        Some(b"Code") => code.push_str(text),
-        Some(b"Message") => message.push_str(text),
+/// The keys and continuation of a ListObjectsV2 answer.
+fn key_page(body: &[u8]) -> Result<KeyPage, NodeFailure> {
+    let mut keys = Vec::new();
+    let (mut key, mut truncated, mut next) = (String::new(), String::new(), String::new());
+    for_each_text(body, |field, text| match (field, text) {
+        (b"Key", Some(text)) => key.push_str(text),
+        (b"Key", None) => keys.push(std::mem::take(&mut key)),
+        (b"IsTruncated", Some(text)) => truncated.push_str(text),
+        (b"NextContinuationToken", Some(text)) => next.push_str(text),
         _ => {}
+    })
+    .map_err(|e| NodeFailure::Other(format!("a listing that is not XML: {e}")))?;
+    let next = (truncated.trim() == "true").then_some(next);
+    if next.as_ref().is_some_and(String::is_empty) {
+        return Err(NodeFailure::Other(
+            "a truncated listing without a continuation token".into(),
+        ));
     }
+    Ok(KeyPage { keys, next })
 }
 
 /// A transport error with its causes (hyper's own message is terse).
@@ -450,6 +529,28 @@ mod tests {
             failure(502, "<html>bad gateway"),
             NodeFailure::Other(m) if m.contains("502")
         ));
+    }
+
+    #[test]
+    fn listing_pages_give_their_keys_and_continuation() {
+        let page = key_page(
+            b"<?xml version=\"1.0\"?><ListBucketResult><Name>f</Name><IsTruncated>true</IsTruncated>\
+              <Contents><Key>a/0/1</Key><Size>3</Size></Contents>\
+              <Contents><Key>b&amp;c/0/2</Key><Size>4</Size></Contents>\
+              <NextContinuationToken>tok+/=</NextContinuationToken></ListBucketResult>",
+        )
+        .unwrap();
+        assert_eq!(page.keys, ["a/0/1", "b&c/0/2"]);
+        assert_eq!(page.next.as_deref(), Some("tok+/="));
+        let last =
+            key_page(b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>")
+                .unwrap();
+        assert_eq!(last, KeyPage::default());
+        assert!(
+            key_page(b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>")
+                .is_err()
+        );
+        assert!(key_page(b"<a><b></a>").is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::error::BalancerError;
 use crate::node::Network;
-use crate::node_client::NodeFailure;
+use crate::node_client::{KeyPage, NodeFailure};
 use crate::registry::{Balancer, NodeHandle};
 
 /// How many replicas each fragment gets on each network.
@@ -341,6 +341,30 @@ impl Balancer {
         let _slot = node.slots.acquire().await;
         node.client
             .delete(&node.spec.bucket, key)
+            .instrument(span)
+            .await
+            .map_err(|f| BalancerError::Node {
+                node: node_id,
+                message: f.to_string(),
+            })
+    }
+
+    /// One page of the keys stored in a node's fragment bucket, from the
+    /// continuation token `after`.
+    ///
+    /// # Errors
+    /// [`BalancerError::Node`] when the node did not answer a listing, or
+    /// [`BalancerError::UnknownNode`].
+    pub async fn list_keys(
+        &self,
+        node_id: i64,
+        after: Option<&str>,
+    ) -> Result<KeyPage, BalancerError> {
+        let node = self.node(node_id)?;
+        let span = tracing::debug_span!("node_list", node = node_id);
+        let _slot = node.slots.acquire().await;
+        node.client
+            .list(&node.spec.bucket, after)
             .instrument(span)
             .await
             .map_err(|f| BalancerError::Node {

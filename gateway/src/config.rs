@@ -139,15 +139,25 @@ pub struct DurabilityPolicy {
     /// through this gateway hold leases and always finish).
     #[serde(deserialize_with = "duration")]
     pub gc_delay: Duration,
+    /// How long a replica on a node that nothing in the index names (and
+    /// nothing is writing) stays before the orphan sweep removes it.
+    #[serde(deserialize_with = "duration")]
+    pub orphan_grace: Duration,
 }
 
 impl Default for DurabilityPolicy {
     fn default() -> Self {
         Self {
             gc_delay: DEFAULT_GC_DELAY,
+            orphan_grace: DEFAULT_ORPHAN_GRACE,
         }
     }
 }
+
+/// The default age of an unnamed replica before it is swept: writes in
+/// progress are known and never swept, so this only needs to be well above
+/// the time a heartbeat takes to reach the index.
+pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 
 /// The default grace period between a commit and the removal of what it
 /// released (Garage waits 10 minutes too).

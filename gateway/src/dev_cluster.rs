@@ -147,6 +147,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         policy: StoragePolicy::default(),
         durability: DurabilityPolicy {
             gc_delay: opts.gc_delay,
+            ..DurabilityPolicy::default()
         },
         refresh: Duration::from_secs(2),
         base_domain: None,

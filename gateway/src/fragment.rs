@@ -538,6 +538,19 @@ pub fn node_key(object_id: &str, segment: u32, index: u16) -> String {
     format!("{object_id}/{segment}/{index}")
 }
 
+/// The data id, segment and fragment a [`node_key`] names; `None` for a
+/// key of any other shape (not a Tenfold fragment's).
+pub fn parse_node_key(key: &str) -> Option<(&str, u32, u16)> {
+    let mut parts = key.split('/');
+    let (data_id, segment, index) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || data_id.is_empty() {
+        return None;
+    }
+    let parsed = (data_id, segment.parse().ok()?, index.parse().ok()?);
+    // Only the one spelling `node_key` writes ("7", not "07" or "+7").
+    (node_key(parsed.0, parsed.1, parsed.2) == key).then_some(parsed)
+}
+
 /// The data id a [`node_key`] names a fragment of.
 pub fn data_id_of(node_key: &str) -> &str {
     node_key.split('/').next().unwrap_or_default()
@@ -546,6 +559,26 @@ pub fn data_id_of(node_key: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_keys_parse_back_and_other_keys_do_not() {
+        let key = node_key("0af3", 12, 7);
+        assert_eq!(parse_node_key(&key), Some(("0af3", 12, 7)));
+        assert_eq!(data_id_of(&key), "0af3");
+        for other in [
+            "",
+            "a",
+            "a/1",
+            "a/1/2/3",
+            "/1/2",
+            "a/x/2",
+            "a/1/70000",
+            "a/01/2",
+            "a/+1/2",
+        ] {
+            assert_eq!(parse_node_key(other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn a_node_key_names_its_data() {

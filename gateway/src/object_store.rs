@@ -1,6 +1,6 @@
 //! The object pipeline's shared state: the index, the balancer, the
 //! segment codec and the master keys. Uploads live in [`crate::upload`], downloads in
-//! [`crate::download`], replica clean-up in [`crate::garbage`].
+//! [`crate::download`], replica clean-up in [`crate::garbage`] and [`crate::orphans`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,9 @@ use crate::config::{DurabilityPolicy, StoragePolicy};
 use crate::crypto::Keyring;
 use crate::fragment::SegmentCodec;
 use crate::index::Index;
+use crate::orphans::OrphanSweep;
 use crate::read_leases::ReadLeases;
+use crate::write_intents::WriteIntents;
 
 /// Everything the S3 API needs to store and fetch objects.
 #[derive(Debug)]
@@ -32,6 +34,10 @@ pub struct ObjectStore {
     pub gc_delay: Duration,
     /// The data this gateway is reading now: its replicas stay.
     pub read_leases: Arc<ReadLeases>,
+    /// The data this gateway is writing now: not orphans.
+    pub write_intents: Arc<WriteIntents>,
+    /// The sweep of replicas nothing names.
+    pub orphan_sweep: OrphanSweep,
     /// Plaintext bytes being compressed and placed, across all uploads, in
     /// [`BUDGET_UNIT`]s.
     pub segment_budget: Arc<Semaphore>,
@@ -84,6 +90,8 @@ impl ObjectStore {
             abandoned_after: policy.abandoned_upload,
             gc_delay: durability.gc_delay,
             read_leases: Arc::default(),
+            write_intents: Arc::default(),
+            orphan_sweep: OrphanSweep::new(durability.orphan_grace),
             segment_budget: Arc::new(Semaphore::new(UPLOAD_BUDGET_BYTES / BUDGET_UNIT)),
             fetch_budget: Arc::new(Semaphore::new(DOWNLOAD_BUDGET_BYTES / BUDGET_UNIT)),
         }

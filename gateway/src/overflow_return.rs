@@ -50,6 +50,11 @@ impl ObjectStore {
     /// `true` when it has them all now.
     #[tracing::instrument(skip_all, fields(data = %o.data_id, segment = o.seq, fragment = o.fragment.index))]
     async fn return_fragment(&self, o: OverflowedFragment) -> bool {
+        // The new replicas are not orphans until recorded; while the sweep
+        // decides about this data, it waits for the next pass.
+        let Some(_writing) = self.write_intents.begin(&o.data_id) else {
+            return false;
+        };
         let f = &o.fragment;
         let key = node_key(&o.data_id, o.seq, f.index);
         let data = match self

@@ -92,6 +92,7 @@ pub async fn run_gateway(
     ));
     store.spawn_garbage_collector();
     store.spawn_overflow_return(settings.refresh);
+    store.spawn_orphan_sweep();
 
     let base_domain = settings.base_domain.as_deref().map(BaseDomain::new);
     let mut builder = S3ServiceBuilder::new(GatewayS3::new(Arc::clone(&store)));

@@ -24,6 +24,7 @@ use crate::integrity::{ChecksumExpectation, Checksums};
 use crate::object_store::{
     ObjectStore, UPLOAD_BUDGET_BYTES, budget_units, new_object_id, run_codec,
 };
+use crate::write_intents::WriteIntent;
 
 /// Segments compressed and placed at once per upload, besides the one being
 /// read: bounds memory to a few segments whatever the object size.
@@ -119,7 +120,7 @@ impl ObjectStore {
     ) -> Result<ObjectRow, GatewayError> {
         self.index.require_bucket(&req.bucket).await?;
         self.detached(move |store| async move {
-            let data = store.ingest(body, req.checks).await?;
+            let (data, _writing) = store.ingest(body, req.checks).await?;
             let row = ObjectRow {
                 id: new_object_id(),
                 bucket: req.bucket,
@@ -163,7 +164,7 @@ impl ObjectStore {
                 .clone_from(&upload.checksum_algorithm);
         }
         self.detached(move |store| async move {
-            let data = store.ingest(body, checks).await?;
+            let (data, _writing) = store.ingest(body, checks).await?;
             store
                 .commit_or_discard(
                     &data,
@@ -226,13 +227,20 @@ impl ObjectStore {
     }
 
     /// Reads a body to its end, placing every segment; on failure removes
-    /// every replica it wrote.
+    /// every replica it wrote. The write intent it returns keeps the orphan
+    /// sweep away from the replicas until the caller has committed them.
     async fn ingest(
         self: &Arc<Self>,
         body: BodyStream,
         checks: BodyChecks,
-    ) -> Result<StoredData, GatewayError> {
-        let data_id = new_object_id();
+    ) -> Result<(StoredData, WriteIntent), GatewayError> {
+        // A fresh id is never held by the sweep; should it be, take another.
+        let intent = loop {
+            if let Some(intent) = self.write_intents.begin(&new_object_id()) {
+                break intent;
+            }
+        };
+        let data_id = intent.data_id().to_owned();
         let (key, wrapped) = self.keyring.new_data_key()?;
         let mut written = Vec::new();
         let result = self
@@ -242,7 +250,7 @@ impl ObjectStore {
             tracing::warn!(data = %data_id, error = %e, replicas = written.len(), "upload failed, removing its replicas");
             self.discard_replicas(written).await;
         }
-        result
+        result.map(|data| (data, intent))
     }
 
     async fn place_segments(

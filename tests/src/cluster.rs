@@ -36,9 +36,11 @@ pub struct ClusterBuilder<'a> {
     /// `key = value` lines of the config's top level, and of `[storage]`.
     top: Vec<String>,
     storage: Vec<String>,
-    /// `[durability] gc_delay`: 1 s unless a test sets another, so that
-    /// tests see released replicas leave the nodes promptly.
-    gc_delay: String,
+    /// `[durability]` settings: `gc_delay` 1 s unless a test sets another,
+    /// so that tests see released replicas leave the nodes promptly, and
+    /// `orphan_grace` 10 s, so that the orphan sweep runs beside every
+    /// test's writes (and any replica it took wrongly would show).
+    durability: Vec<(String, String)>,
     tls: bool,
     node_args: NodeArgs<'a>,
 }
@@ -75,8 +77,16 @@ impl<'a> ClusterBuilder<'a> {
     /// The grace period between a commit and the removal of what it
     /// released (1 s by default in tests).
     #[must_use]
-    pub fn gc_delay(mut self, delay: &str) -> Self {
-        delay.clone_into(&mut self.gc_delay);
+    pub fn gc_delay(self, delay: &str) -> Self {
+        self.durability("gc_delay", delay)
+    }
+
+    /// A setting of its `[durability]` section, e.g.
+    /// `.durability("orphan_grace", "2s")`.
+    #[must_use]
+    pub fn durability(mut self, key: &str, value: &str) -> Self {
+        self.durability.retain(|(k, _)| k != key);
+        self.durability.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -103,12 +113,17 @@ impl<'a> ClusterBuilder<'a> {
             index_url,
             top,
             storage,
-            gc_delay,
+            durability,
             tls,
             node_args,
         } = self;
         let capacity = capacity.as_str();
         let (top, storage) = (top.join("\n"), storage.join("\n"));
+        let durability: Vec<String> = durability
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", toml_value(v)))
+            .collect();
+        let durability = durability.join("\n");
         let dir = TempDir::new("cluster");
         let index_url = index_url.unwrap_or_else(|| new_index_url(dir.path()));
         let port = free_port();
@@ -119,7 +134,7 @@ impl<'a> ClusterBuilder<'a> {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nmaster_key = \"{}\"\nrefresh = \"1s\"\n{top}\n[storage]\n{storage}\n[durability]\ngc_delay = \"{gc_delay}\"\n",
+                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nmaster_key = \"{}\"\nrefresh = \"1s\"\n{top}\n[storage]\n{storage}\n[durability]\n{durability}\n",
                 master_key
             ),
         )
@@ -171,7 +186,10 @@ impl Cluster {
             index_url: None,
             top: Vec::new(),
             storage: Vec::new(),
-            gc_delay: "1s".into(),
+            durability: vec![
+                ("gc_delay".into(), "1s".into()),
+                ("orphan_grace".into(), "10s".into()),
+            ],
             tls: false,
             node_args: Box::new(|_, _| Vec::new()),
         }

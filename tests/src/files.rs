@@ -14,7 +14,9 @@ pub fn write_file(path: &Path, len: usize, compressible: bool) {
             .take(len)
             .collect()
     } else {
-        (0..len).map(|_| rand::random::<u8>()).collect()
+        let mut data = vec![0u8; len];
+        rand::Rng::fill(&mut rand::rng(), data.as_mut_slice());
+        data
     };
     std::fs::write(path, data).expect("write test file");
 }

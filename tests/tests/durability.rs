@@ -1,10 +1,11 @@
 //! Durability: what a commit releases is removed only when nobody reads it
-//! any more, and removals go on while a node is down.
+//! any more, removals go on while a node is down, and replicas nothing
+//! names are swept without touching writes in progress.
 
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{Cluster, TempDir, eventually, run, sha256_file, write_file};
+use tests::{ACCESS_KEY, Cluster, SECRET_KEY, TempDir, eventually, run, sha256_file, write_file};
 
 /// Node replicas of an object, as the index records them.
 fn replicas_of(cluster: &Cluster, bucket: &str, key: &str) -> usize {
@@ -128,4 +129,149 @@ fn deletions_go_on_while_a_node_is_down() {
         status["garbage"].as_i64().unwrap() >= i64::try_from(on_stopped).unwrap(),
         "{status}"
     );
+}
+
+/// `curl` arguments that sign a request with SigV4 and send its body
+/// unsigned, as a streaming client does.
+fn unsigned_payload(access_key: &str, secret_key: &str) -> Vec<String> {
+    vec![
+        "-s".into(),
+        "-f".into(),
+        "--aws-sigv4".into(),
+        "aws:amz:us-east-1:s3".into(),
+        "--user".into(),
+        format!("{access_key}:{secret_key}"),
+        "-H".into(),
+        "x-amz-content-sha256: UNSIGNED-PAYLOAD".into(),
+    ]
+}
+
+/// Node replicas every listed object's placements name.
+fn named_replicas(cluster: &Cluster, bucket: &str, keys: &[&str]) -> usize {
+    keys.iter().map(|k| replicas_of(cluster, bucket, k)).sum()
+}
+
+/// The orphan sweep: the replicas of an upload whose gateway was killed,
+/// and a fragment-shaped file no index row names, leave the nodes after
+/// `orphan_grace`; a file of any other shape stays; and an upload that
+/// takes many grace periods keeps every replica it wrote (its write is
+/// known, here and through its heartbeat), so it reads back whole.
+#[test]
+fn orphans_are_swept_and_writes_in_progress_are_not() {
+    let mut cluster = Cluster::build(3, 1, "1GiB")
+        .durability("orphan_grace", "2s")
+        .start();
+    let aws = cluster.aws();
+    let tmp = TempDir::new("orphans");
+    aws.ok(&["s3", "mb", "s3://orphans"]);
+    let keep = tmp.path().join("keep");
+    write_file(&keep, 3_000_000, false);
+    aws.ok(&["s3", "cp", keep.to_str().unwrap(), "s3://orphans/keep"]);
+
+    // Two files put on a node directly: one shaped like a fragment, one not.
+    let (_, node, _) = &cluster.nodes[0];
+    let stray = tmp.path().join("stray");
+    write_file(&stray, 1000, false);
+    for key in ["0123456789abcdef0123456789abcdef/0/3", "notes/readme.txt"] {
+        let out = run(Command::new("curl")
+            .args(unsigned_payload(&node.access_key, &node.secret_key))
+            .arg("-T")
+            .arg(&stray)
+            .arg(format!("{}/tenfold/{key}", node.endpoint())));
+        assert!(out.status.success(), "PUT {key} on the node failed");
+    }
+
+    // A slow upload: 24 MiB at 1.5 MiB/s, so its first segment's replicas
+    // sit unnamed on the nodes for many grace periods before it commits.
+    let slow = tmp.path().join("slow");
+    write_file(&slow, 24 << 20, false);
+    let uploader = {
+        let args = unsigned_payload(ACCESS_KEY, SECRET_KEY);
+        let (slow, url) = (slow.clone(), format!("{}/orphans/slow", cluster.endpoint));
+        std::thread::spawn(move || {
+            run(Command::new("curl")
+                .args(args)
+                .args(["--limit-rate", "1536K", "-T"])
+                .arg(&slow)
+                .arg(url))
+        })
+    };
+    assert!(
+        uploader.join().unwrap().status.success(),
+        "the slow PUT failed"
+    );
+    let got = tmp.path().join("slow.got");
+    aws.ok(&["s3", "cp", "s3://orphans/slow", got.to_str().unwrap()]);
+    assert_eq!(
+        sha256_file(&slow),
+        sha256_file(&got),
+        "the slow upload lost replicas"
+    );
+
+    // An upload cut short by killing its gateway once part of it is stored.
+    let big = tmp.path().join("big");
+    write_file(&big, 64 << 20, false);
+    let before = cluster.fragment_files();
+    // One PUT (the CLI would go multipart, and its parts are named).
+    let cut = {
+        let args = unsigned_payload(ACCESS_KEY, SECRET_KEY);
+        let (big, url) = (big.clone(), format!("{}/orphans/big", cluster.endpoint));
+        std::thread::spawn(move || {
+            run(Command::new("curl")
+                .args(args)
+                .args(["--limit-rate", "4M", "-T"])
+                .arg(&big)
+                .arg(url))
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || cluster.fragment_files()
+            >= before + 80),
+        "the upload stored no replicas"
+    );
+    cluster
+        .restart_gateway(|config| config)
+        .expect("gateway restarts");
+    let _ = cut.join();
+    assert!(
+        aws.run(&[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "orphans",
+            "--key",
+            "big"
+        ])
+        .status
+        .code()
+            != Some(0),
+        "the cut upload is visible"
+    );
+    // What is left: the replicas the index names, and the foreign file.
+    let want = named_replicas(&cluster, "orphans", &["keep", "slow"]) + 1;
+    assert!(
+        eventually(Duration::from_secs(60), || cluster.fragment_files() == want),
+        "the nodes hold {} files; the index names {} and one foreign file was put",
+        cluster.fragment_files(),
+        want - 1
+    );
+    let node = &cluster.nodes[0].1;
+    assert!(
+        node.object_keys()
+            .iter()
+            .any(|(_, k)| k == "notes/readme.txt"),
+        "the foreign file was removed"
+    );
+    for (key, src) in [("keep", &keep), ("slow", &slow)] {
+        let got = tmp.path().join(format!("{key}.after"));
+        aws.ok(&[
+            "s3",
+            "cp",
+            &format!("s3://orphans/{key}"),
+            got.to_str().unwrap(),
+        ]);
+        assert_eq!(sha256_file(src), sha256_file(&got), "{key} after the sweep");
+    }
+    assert!(cluster.gateway_log().contains("orphan replicas removed"));
+    assert!(!cluster.gateway_log().contains("panicked"));
 }

@@ -171,11 +171,13 @@ mod garbage;
 mod multipart;
 mod nodes;
 mod objects;
+mod orphans;
 mod overflow;
 mod rows;
 mod shares;
 
 pub use access_keys::{AccessKeyRow, Owner};
+pub use orphans::NamedReplicas;
 pub use rows::{
     Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, OverflowedFragment, PartRow,
     QueuedReplica, SegmentRow, ShareRow, StoredData, StoredPart, UploadRow,

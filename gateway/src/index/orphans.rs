@@ -1,0 +1,139 @@
+//! What the orphan sweep asks the index: which replicas on a node it
+//! names, which data is still being written, and who sweeps which node.
+
+use std::collections::HashSet;
+
+use sqlx::Row;
+
+use super::{Index, ROWS_PER_INSERT, Tx, insert_rows_sql, now_ms};
+use crate::error::GatewayError;
+use crate::fragment::node_key;
+
+/// What the index says about a range of data ids on one node.
+#[derive(Debug, Default)]
+pub struct NamedReplicas {
+    /// Node keys a placement or a queued removal names on the node.
+    pub keys: HashSet<String>,
+    /// Data ids some gateway is still writing (a live heartbeat).
+    pub writing: HashSet<String>,
+}
+
+impl Index {
+    /// Records that the data `data_ids` is still being written, as of now,
+    /// and forgets records whose heartbeat is older than `expired_before`
+    /// (ms): their writer finished or died long ago.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn heartbeat_writes(
+        &self,
+        data_ids: &[String],
+        expired_before: i64,
+    ) -> Result<(), GatewayError> {
+        write_tx!(self, |tx| {
+            let now = now_ms();
+            for chunk in data_ids.chunks(ROWS_PER_INSERT) {
+                let sql =
+                    insert_rows_sql("writes_in_flight", &["data_id", "heartbeat"], chunk.len())
+                        + " ON CONFLICT (data_id) DO UPDATE SET heartbeat = excluded.heartbeat";
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(id).bind(now);
+                }
+                query.execute(&mut **tx).await?;
+            }
+            sqlx::query("DELETE FROM writes_in_flight WHERE heartbeat < $1")
+                .bind(expired_before)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Claims the sweep of node `node_id` for `owner` until `until` (ms):
+    /// `true` when it is `owner`'s (newly, or renewed), `false` while
+    /// another gateway's claim runs.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn claim_sweep(
+        &self,
+        node_id: i64,
+        owner: &str,
+        until: i64,
+    ) -> Result<bool, GatewayError> {
+        let claimed = write_tx!(self, |tx| {
+            Ok(sqlx::query(
+                "INSERT INTO node_sweeps (node_id, owner, until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (node_id) DO UPDATE SET owner = excluded.owner, until = excluded.until \
+                 WHERE node_sweeps.owner = excluded.owner OR node_sweeps.until < $4 \
+                 RETURNING node_id",
+            )
+            .bind(node_id)
+            .bind(owner)
+            .bind(until)
+            .bind(now_ms())
+            .fetch_optional(&mut **tx)
+            .await?)
+        })?;
+        Ok(claimed.is_some())
+    }
+
+    /// Which replicas of the data ids from `first` to `last` (inclusive)
+    /// on node `node_id` the index names, and which of that data is being
+    /// written (a heartbeat at or after `live_since`, ms). Writes are read
+    /// first: a write that is not live then and commits later cannot have
+    /// been one the sweep may take for an orphan (see [`crate::orphans`]).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn named_on_node(
+        &self,
+        node_id: i64,
+        (first, last): (&str, &str),
+        live_since: i64,
+    ) -> Result<NamedReplicas, GatewayError> {
+        let writing = sqlx::query_scalar::<_, String>(
+            "SELECT data_id FROM writes_in_flight \
+             WHERE data_id >= $1 AND data_id <= $2 AND heartbeat >= $3",
+        )
+        .bind(first)
+        .bind(last)
+        .bind(live_since)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        let mut keys = HashSet::new();
+        let placed = sqlx::query(
+            "SELECT data_id, seq, idx FROM placements \
+             WHERE data_id >= $1 AND data_id <= $2 AND node_id = $3",
+        )
+        .bind(first)
+        .bind(last)
+        .bind(node_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &placed {
+            let data_id: String = row.try_get("data_id")?;
+            let seq: i64 = row.try_get("seq")?;
+            let idx: i64 = row.try_get("idx")?;
+            let (Ok(seq), Ok(idx)) = (u32::try_from(seq), u16::try_from(idx)) else {
+                continue;
+            };
+            keys.insert(node_key(&data_id, seq, idx));
+        }
+        // Queued removals name node keys, and every key of a data id starts
+        // with it and a `/`: `{first}/` to `{last}/~` holds them all.
+        let queued = sqlx::query_scalar::<_, String>(
+            "SELECT node_key FROM garbage WHERE node_id = $1 AND node_key >= $2 AND node_key <= $3",
+        )
+        .bind(node_id)
+        .bind(format!("{first}/"))
+        .bind(format!("{last}/~"))
+        .fetch_all(&self.pool)
+        .await?;
+        keys.extend(queued);
+        Ok(NamedReplicas { keys, writing })
+    }
+}

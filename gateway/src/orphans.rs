@@ -1,0 +1,273 @@
+//! The orphan sweep: replicas on a node that nothing in the index names —
+//! left by a gateway killed mid-upload, by a node write that timed out but
+//! completed, by a removal that could not be queued — are found by listing
+//! each node and removed, so that nodes do not keep (and report as used)
+//! bytes nobody can read.
+//!
+//! A replica is removed only when it has been seen unnamed, and not being
+//! written, for the whole grace period (`orphan_grace`), by two listings of
+//! this gateway (the nodes' clocks are not trusted). Writes in progress are
+//! known: this gateway's own ([`crate::write_intents`], held off while a
+//! page is decided) and other gateways' that have lasted a while (their
+//! heartbeats in the index, renewed every quarter of the grace period). A
+//! write still running a grace period after its first replica was seen has
+//! renewed its heartbeat meanwhile, so it is never taken for an orphan.
+//! One gateway sweeps a node at a time (a claim in the index); keys of any
+//! other shape than a fragment's are left alone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use crate::error::GatewayError;
+use crate::fragment::parse_node_key;
+use crate::index::now_ms;
+use crate::object_store::{ObjectStore, new_object_id};
+
+/// Node deletions in flight at once.
+const DELETE_CONCURRENCY: usize = 16;
+/// Unnamed replicas tracked per node at most; a node with more is swept
+/// on from the start once these are gone.
+const MAX_TRACKED: usize = 100_000;
+/// Shortest pause between two sweeps, however short the grace period.
+const MIN_PERIOD: Duration = Duration::from_millis(500);
+
+/// The sweep's state on this gateway.
+#[derive(Debug)]
+pub struct OrphanSweep {
+    /// How long a replica stays unnamed before it is removed.
+    pub grace: Duration,
+    /// This gateway's name in the index's sweep claims.
+    owner: String,
+    /// Per node, the unnamed replicas seen and when first.
+    seen: Mutex<HashMap<i64, HashMap<String, Instant>>>,
+}
+
+impl OrphanSweep {
+    /// A sweep that removes replicas unnamed for `grace`.
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            owner: new_object_id(),
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Time between sweeps of a node: half the grace period.
+    fn period(&self) -> Duration {
+        (self.grace / 2).max(MIN_PERIOD)
+    }
+
+    /// Time between heartbeats of long writes: a quarter of the grace period.
+    fn heartbeat(&self) -> Duration {
+        (self.grace / 4).max(MIN_PERIOD / 2)
+    }
+
+    fn take_seen(&self, node_id: i64) -> HashMap<String, Instant> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&node_id)
+            .unwrap_or_default()
+    }
+
+    fn keep_seen(&self, node_id: i64, seen: HashMap<String, Instant>) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node_id, seen);
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What to do with an unnamed replica first seen at `first_seen`.
+fn is_due(first_seen: Instant, now: Instant, grace: Duration) -> bool {
+    now.saturating_duration_since(first_seen) >= grace
+}
+
+impl ObjectStore {
+    /// Sweeps every node that is up and not claimed by another gateway;
+    /// returns how many orphans were removed.
+    pub async fn sweep_orphans(&self) -> usize {
+        let sweep = &self.orphan_sweep;
+        let claim_until = || now_ms().saturating_add(millis(sweep.period() * 4));
+        let mut removed = 0;
+        for node in self.balancer.status() {
+            if self.balancer.is_down(node.id) {
+                continue;
+            }
+            match self
+                .index
+                .claim_sweep(node.id, &sweep.owner, claim_until())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Another gateway sweeps it: what was seen here ages no more.
+                    drop(sweep.take_seen(node.id));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(node = node.id, error = %e, "claiming a node's sweep");
+                    continue;
+                }
+            }
+            let before = sweep.take_seen(node.id);
+            match self.sweep_node(node.id, &before).await {
+                Ok((seen, gone)) => {
+                    if gone > 0 {
+                        tracing::info!(node = node.id, removed = gone, "orphan replicas removed");
+                    }
+                    removed += gone;
+                    sweep.keep_seen(node.id, seen);
+                }
+                Err(e) => {
+                    tracing::warn!(node = node.id, error = %e, "sweeping a node for orphans");
+                    sweep.keep_seen(node.id, before);
+                }
+            }
+        }
+        removed
+    }
+
+    /// Lists node `node_id` page by page and removes the replicas unnamed
+    /// since before the grace period; returns the unnamed ones still
+    /// waiting, with when each was first seen, and how many were removed.
+    #[tracing::instrument(skip(self, before))]
+    async fn sweep_node(
+        &self,
+        node_id: i64,
+        before: &HashMap<String, Instant>,
+    ) -> Result<(HashMap<String, Instant>, usize), GatewayError> {
+        let grace = self.orphan_sweep.grace;
+        let mut seen = HashMap::new();
+        let (mut listed, mut removed) = (0, 0);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .balancer
+                .list_keys(node_id, after.as_deref())
+                .await
+                .map_err(GatewayError::Storage)?;
+            let ours: Vec<(&str, &str)> = page
+                .keys
+                .iter()
+                .filter_map(|key| parse_node_key(key).map(|(data_id, ..)| (key.as_str(), data_id)))
+                .collect();
+            let first = ours.iter().map(|&(_, id)| id).min();
+            let last = ours.iter().map(|&(_, id)| id).max();
+            if let Some(range) = first.zip(last) {
+                // Nothing here starts writing this data until it is decided.
+                let hold = self.write_intents.hold_idle(ours.iter().map(|&(_, id)| id));
+                let live_since = now_ms().saturating_sub(millis(grace));
+                let named = self.index.named_on_node(node_id, range, live_since).await?;
+                let now = Instant::now();
+                let mut due = Vec::new();
+                for &(key, data_id) in &ours {
+                    if !hold.holds(data_id)
+                        || named.writing.contains(data_id)
+                        || named.keys.contains(key)
+                    {
+                        continue;
+                    }
+                    let first_seen = before.get(key).copied().unwrap_or(now);
+                    if is_due(first_seen, now, grace) {
+                        due.push((key.to_owned(), first_seen));
+                    } else {
+                        seen.insert(key.to_owned(), first_seen);
+                    }
+                }
+                let results: Vec<_> = futures::stream::iter(due)
+                    .map(|(key, first_seen)| async move {
+                        let result = self.balancer.delete(node_id, &key).await;
+                        (key, first_seen, result)
+                    })
+                    .buffer_unordered(DELETE_CONCURRENCY)
+                    .collect()
+                    .await;
+                drop(hold);
+                for (key, first_seen, result) in results {
+                    match result {
+                        Ok(()) => {
+                            tracing::debug!(key, "orphan replica removed");
+                            removed += 1;
+                        }
+                        Err(e) => {
+                            tracing::debug!(key, error = %e, "orphan replica not removed yet");
+                            seen.insert(key, first_seen);
+                        }
+                    }
+                }
+            }
+            listed += page.keys.len();
+            match page.next {
+                Some(next) if seen.len() < MAX_TRACKED => after = Some(next),
+                _ => break,
+            }
+        }
+        tracing::debug!(listed, unnamed = seen.len(), removed, "node swept");
+        Ok((seen, removed))
+    }
+
+    /// Runs the sweep, and the heartbeats of this gateway's long writes,
+    /// for as long as the store lives.
+    pub fn spawn_orphan_sweep(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let heartbeat = self.orphan_sweep.heartbeat();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(heartbeat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { return };
+                let writing = store.write_intents.in_flight();
+                // Heartbeats older than four grace periods name no live write.
+                let expired = now_ms().saturating_sub(millis(store.orphan_sweep.grace * 4));
+                if let Err(e) = store.index.heartbeat_writes(&writing, expired).await {
+                    tracing::warn!(error = %e, writes = writing.len(), "recording the heartbeat of writes in progress");
+                }
+            }
+        });
+        let weak = Arc::downgrade(self);
+        let period = self.orphan_sweep.period();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { return };
+                store.sweep_orphans().await;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_is_due_once_unnamed_for_the_whole_grace_period() {
+        let grace = Duration::from_secs(60);
+        let now = Instant::now();
+        assert!(!is_due(now, now, grace));
+        assert!(!is_due(now - Duration::from_secs(59), now, grace));
+        assert!(is_due(now - grace, now, grace));
+        // A first sighting "after" now (clock read earlier) is not due.
+        assert!(!is_due(now + Duration::from_secs(1), now, grace));
+    }
+
+    #[test]
+    fn sweeps_and_heartbeats_follow_the_grace_period() {
+        let sweep = OrphanSweep::new(Duration::from_secs(3600));
+        assert_eq!(sweep.period(), Duration::from_secs(1800));
+        assert_eq!(sweep.heartbeat(), Duration::from_secs(900));
+        let short = OrphanSweep::new(Duration::from_millis(10));
+        assert_eq!(short.period(), MIN_PERIOD);
+    }
+}
