@@ -28,6 +28,8 @@ pub const DEMOTED_FOR: Duration = Duration::from_secs(300);
 pub const FULL_FOR: Duration = Duration::from_secs(30);
 /// Requests in flight to one node at most.
 pub const NODE_CONCURRENCY: usize = 16;
+/// Most bytes of a node's `/health` report read (a report is ~1 KiB).
+pub const HEALTH_BODY_LIMIT: usize = 64 << 10;
 /// Time allowed for a health probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Recent fragment reads kept per node for the hedging percentile: enough
@@ -444,7 +446,8 @@ impl Balancer {
         let started = Instant::now();
         let report = tokio::time::timeout(PROBE_TIMEOUT, self.health_report(&node.spec)).await;
         let result = match report {
-            Ok(Some(usage)) => {
+            Ok(Err(failure)) => Err(failure),
+            Ok(Ok(Some(usage))) => {
                 {
                     let mut st = node.state();
                     st.reported = Some(usage);
@@ -458,7 +461,7 @@ impl Balancer {
                     .unwrap_or_else(|_| Err(NodeFailure::Other("probe timed out".into())))
             }
             // No /health: a plain S3 node, alive if its bucket answers.
-            Ok(None) => {
+            Ok(Ok(None)) => {
                 node.state().bucket_ready = false;
                 tokio::time::timeout(PROBE_TIMEOUT, node.ensure_bucket())
                     .await
@@ -475,19 +478,42 @@ impl Balancer {
         }
     }
 
-    /// Reads a Tenfold node's `/health` report: `(capacity, used)`.
-    async fn health_report(&self, spec: &NodeSpec) -> Option<(u64, u64)> {
-        let uri: http::Uri = format!("{}/health", spec.endpoint.trim_end_matches('/'))
-            .parse()
-            .ok()?;
-        let request = http::Request::get(uri).body(Full::new(Bytes::new())).ok()?;
-        let resp = self.http.request(request).await.ok()?;
+    /// Reads a Tenfold node's `/health` report: `(capacity, used)`, or
+    /// `None` when the node has no such report (a plain S3 server). A
+    /// report larger than [`HEALTH_BODY_LIMIT`] is a failure: nodes are run
+    /// by outside operators, and what they send is not trusted.
+    async fn health_report(&self, spec: &NodeSpec) -> Result<Option<(u64, u64)>, NodeFailure> {
+        let Ok(uri) =
+            format!("{}/health", spec.endpoint.trim_end_matches('/')).parse::<http::Uri>()
+        else {
+            return Ok(None);
+        };
+        let Ok(request) = http::Request::get(uri).body(Full::new(Bytes::new())) else {
+            return Ok(None);
+        };
+        let Ok(resp) = self.http.request(request).await else {
+            return Ok(None);
+        };
         if !resp.status().is_success() {
-            return None;
+            return Ok(None);
         }
-        let body = resp.into_body().collect().await.ok()?.to_bytes();
-        let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        Some((json.get("capacity")?.as_u64()?, json.get("used")?.as_u64()?))
+        let body = match http_body_util::Limited::new(resp.into_body(), HEALTH_BODY_LIMIT)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(NodeFailure::Other(format!(
+                    "health report larger than {HEALTH_BODY_LIMIT} bytes"
+                )));
+            }
+            Err(_) => return Ok(None),
+        };
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return Ok(None);
+        };
+        let field = |name: &str| json.get(name).and_then(serde_json::Value::as_u64);
+        Ok(field("capacity").zip(field("used")))
     }
 }
 
@@ -497,4 +523,66 @@ fn same_endpoint(a: &NodeSpec, b: &NodeSpec) -> bool {
         && a.secret_key == b.secret_key
         && a.bucket == b.bucket
         && a.network == b.network
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A node whose `/health` answer never ends is marked down after the
+    /// first 64 KiB, instead of being read into memory.
+    #[tokio::test]
+    async fn an_endless_health_report_marks_the_node_down() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&sent);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = conn.read(&mut request).await;
+                    let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                    if conn.write_all(head).await.is_err() {
+                        return;
+                    }
+                    let chunk = format!("4000\r\n{}\r\n", " ".repeat(0x4000));
+                    while conn.write_all(chunk.as_bytes()).await.is_ok() {
+                        counter.fetch_add(0x4000, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let balancer = Balancer::new(ReplicaPolicy::default());
+        balancer.set_nodes(vec![NodeSpec {
+            id: 1,
+            name: "endless".into(),
+            endpoint,
+            network: Network::Mainnet,
+            capacity: 1 << 30,
+            stored_bytes: 0,
+            access_key: "k".into(),
+            secret_key: "s".into(),
+            bucket: "tenfold".into(),
+        }]);
+        balancer.probe_all().await;
+        let status = &balancer.status()[0];
+        assert!(!status.healthy, "{status:?}");
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("larger than")),
+            "{status:?}"
+        );
+        // What the node sent beyond the limit sat in socket buffers at most.
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            sent < 64 << 20,
+            "{sent} bytes were sent: the report was read on"
+        );
+    }
 }

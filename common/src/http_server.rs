@@ -18,22 +18,42 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-/// How long a client may take to send a request's headers, and to send the
-/// next bytes of its body, before the connection is given up.
+/// What one server lets its clients take: how long a client may take to
+/// send a request's headers, to send the next bytes of its body, and to
+/// leave its connection silent, and how many connections it may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpTimeouts {
+pub struct HttpLimits {
     pub headers: Duration,
     pub body_idle: Duration,
+    /// A connection on which nothing moves for this long while no request
+    /// is being handled — idle between requests, or a response its client
+    /// stopped reading — is closed (gracefully first: HTTP/2 gets a
+    /// GOAWAY, then [`CLOSE_GRACE`] to finish).
+    pub idle: Duration,
+    /// Connections open at once; further clients wait in the listen queue.
+    pub max_connections: usize,
 }
 
-impl Default for HttpTimeouts {
+impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             headers: Duration::from_secs(30),
             body_idle: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
+
+/// Connections a server holds at most by default: each costs a file
+/// descriptor and a few KiB, so thousands fit; idle ones are closed after
+/// [`HttpLimits::idle`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// How long a connection told to shut down because it is idle may take to
+/// finish before it is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Concurrent HTTP/2 streams a client may open on one connection.
+const MAX_H2_STREAMS: u32 = 128;
 
 /// The most bytes of header names and values a request may carry, as on
 /// AWS (8 KiB); more is answered with `RequestHeaderSectionTooLarge`.
@@ -57,18 +77,77 @@ fn header_section_too_large() -> Response<Body> {
     resp
 }
 
+/// The longest validity of a presigned URL S3 accepts: seven days.
+pub const MAX_PRESIGN_EXPIRES: u64 = 604_800;
+
+/// The query parameters of a request, names and raw values.
+fn query_params<B>(req: &Request<B>) -> impl Iterator<Item = (&str, &str)> {
+    req.uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
 /// Whether a request carries credentials that `s3s` checks before it reads
-/// the body: an `Authorization` header, or a presigned query string.
+/// the body: an `Authorization` header, or a presigned query string (SigV4,
+/// or the SigV2 one boto3 still presigns by default).
 fn carries_credentials<B>(req: &Request<B>) -> bool {
     req.headers().contains_key(http::header::AUTHORIZATION)
-        || req.uri().query().is_some_and(|query| {
-            query.split('&').any(|pair| {
-                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-                name.eq_ignore_ascii_case("X-Amz-Signature")
-                    || name.eq_ignore_ascii_case("X-Amz-Credential")
-                    || name == "Signature"
-            })
+        || query_params(req).any(|(name, _)| {
+            name.eq_ignore_ascii_case("X-Amz-Signature")
+                || name.eq_ignore_ascii_case("X-Amz-Credential")
+                || name == "Signature"
         })
+}
+
+/// Whether a request carries an AWS Signature Version 2 `Authorization`
+/// header (`AWS key:signature`): Tenfold speaks SigV4 only.
+fn is_sigv2_header<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes().starts_with(b"AWS "))
+}
+
+/// Why a presigned URL's validity is refused, if it is: at most seven days,
+/// as S3 allows. A SigV4 URL says it in whole seconds (`X-Amz-Expires`); a
+/// SigV2 one (still what boto3 presigns by default) gives the moment it
+/// lapses (`Expires`, Unix seconds), checked against `now`.
+fn bad_presign_expiry<B>(req: &Request<B>, now: std::time::SystemTime) -> Option<&'static str> {
+    const TOO_LONG: &str = "X-Amz-Expires must be less than a week (in seconds) that is 604800";
+    let mut sigv2 = (false, None);
+    for (name, value) in query_params(req) {
+        if name.eq_ignore_ascii_case("X-Amz-Expires") {
+            return match value.parse::<i64>() {
+                Err(_) => Some("X-Amz-Expires should be a number"),
+                Ok(n) if n < 0 => Some("X-Amz-Expires must be non-negative"),
+                Ok(n) if n.unsigned_abs() > MAX_PRESIGN_EXPIRES => Some(TOO_LONG),
+                Ok(_) => None,
+            };
+        }
+        match name {
+            "AWSAccessKeyId" => sigv2.0 = true,
+            "Expires" => sigv2.1 = Some(value),
+            _ => {}
+        }
+    }
+    let (true, Some(expires)) = sigv2 else {
+        return None;
+    };
+    let Ok(expires) = expires.parse::<u64>() else {
+        return Some("Expires should be a number of seconds since the epoch");
+    };
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    // Lossless for any date before the year 285 million.
+    #[allow(clippy::cast_precision_loss)]
+    let left = expires as f64 - now;
+    #[allow(clippy::cast_precision_loss)]
+    let too_long = left > MAX_PRESIGN_EXPIRES as f64;
+    too_long.then_some(TOO_LONG)
 }
 
 /// Whether a request is an HTML form upload (S3's POST Object), whose
@@ -87,13 +166,48 @@ fn is_form_post<B>(req: &Request<B>) -> bool {
             })
 }
 
+/// A request answered with an S3 error before its body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+}
+
 /// Why a request is refused before a byte of its body is read, if it is:
-/// a body with no credentials, or a form upload.
-fn refused_before_body<B>(req: &Request<B>, has_body: bool) -> Option<&'static str> {
-    if is_form_post(req) {
-        Some("Browser form uploads (POST Object) are not accepted by this server.")
+/// an old or malformed signature, a body with no credentials, or a form
+/// upload.
+fn refused_before_body<B>(req: &Request<B>, has_body: bool) -> Option<Refusal> {
+    let refuse = |status, code, message| {
+        Some(Refusal {
+            status,
+            code,
+            message,
+        })
+    };
+    if is_sigv2_header(req) {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "The authorization mechanism you have provided is not supported. \
+             Please use AWS4-HMAC-SHA256.",
+        )
+    } else if let Some(why) = bad_presign_expiry(req, std::time::SystemTime::now()) {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "AuthorizationQueryParametersError",
+            why,
+        )
+    } else if is_form_post(req) {
+        refuse(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Browser form uploads (POST Object) are not accepted by this server.",
+        )
     } else if has_body && !carries_credentials(req) {
-        Some(
+        refuse(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
             "A request with a body must be signed with AWS Signature Version 4 \
              (headers or a presigned URL).",
         )
@@ -102,13 +216,14 @@ fn refused_before_body<B>(req: &Request<B>, has_body: bool) -> Option<&'static s
     }
 }
 
-/// The `AccessDenied` answer to a request refused before its body was read.
-fn refused_response(message: &str) -> Response<Body> {
+/// The answer to a request refused before its body was read.
+fn refused_response(refusal: Refusal) -> Response<Body> {
     let mut resp = Response::new(Body::from(format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
-         <Message>{message}</Message></Error>"
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code>\
+         <Message>{}</Message></Error>",
+        refusal.code, refusal.message
     )));
-    *resp.status_mut() = StatusCode::FORBIDDEN;
+    *resp.status_mut() = refusal.status;
     let headers = resp.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
@@ -122,12 +237,49 @@ fn refused_response(message: &str) -> Response<Body> {
     resp
 }
 
+/// Drives a connection (a hyper-util `auto::Connection`) until it ends, or
+/// until it has been idle for `idle` ([`Activity::idle_for`]): then it is
+/// told to shut down, and dropped if it is still idle [`CLOSE_GRACE`]
+/// later. A macro, as the connection's type is spelled out nowhere.
+macro_rules! until_idle {
+    ($conn:expr, $activity:expr, $idle:expr) => {{
+        let (activity, idle): (&Activity, Duration) = ($activity, $idle);
+        let mut conn = std::pin::pin!($conn);
+        let period = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut check = tokio::time::interval(period);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut closing_since: Option<std::time::Instant> = None;
+        loop {
+            tokio::select! {
+                done = conn.as_mut() => break done,
+                _ = check.tick() => {
+                    if activity.idle_for() < idle {
+                        continue;
+                    }
+                    match closing_since {
+                        None => {
+                            tracing::debug!(?idle, "closing an idle connection");
+                            conn.as_mut().graceful_shutdown();
+                            closing_since = Some(std::time::Instant::now());
+                        }
+                        Some(since) if since.elapsed() >= CLOSE_GRACE => {
+                            tracing::info!(?idle, "dropped a connection that moved nothing (a client that stopped reading?)");
+                            break Ok(());
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+    }};
+}
+
 /// Serves HTTP/1 and HTTP/2 on `listener`, calling `handler` for every
 /// request inside a `request` span that carries a fresh request id, which is
 /// also returned to the client as `x-amz-request-id`.
 ///
-/// A client that does not send its headers within `timeouts.headers`, or
-/// stops sending its body for `timeouts.body_idle`, is cut off: the body
+/// A client that does not send its headers within `limits.headers`, or
+/// stops sending its body for `limits.body_idle`, is cut off: the body
 /// then ends with [`BodyError::Idle`], so the upload fails and frees what it
 /// holds. Every request carries a [`BodyWatch`] in its extensions, which
 /// tells that error apart from others once layers in between have wrapped
@@ -139,7 +291,7 @@ fn refused_response(message: &str) -> Response<Body> {
 /// nothing however large it claims to be.
 ///
 /// With `tls`, every connection starts with a TLS handshake, which must end
-/// within `timeouts.headers`.
+/// within `limits.headers`.
 ///
 /// A request that sent `Expect: 100-continue` and got its answer without a
 /// `100 Continue` first (its body was empty or not read) is answered with
@@ -148,14 +300,18 @@ fn refused_response(message: &str) -> Response<Body> {
 /// response on the same connection, which then never ends.
 pub async fn serve_http<H, Fut>(
     listener: TcpListener,
-    timeouts: HttpTimeouts,
+    limits: HttpLimits,
     tls: Option<TlsAcceptor>,
     handler: H,
 ) where
     H: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
+        let Ok(permit) = Arc::clone(&connections).acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -167,11 +323,25 @@ pub async fn serve_http<H, Fut>(
         };
         // A small request must not wait on a delayed ACK.
         let _ = stream.set_nodelay(true);
+        if connections.available_permits() == 0 {
+            tracing::warn!(
+                max = limits.max_connections,
+                "connection limit reached: new clients wait"
+            );
+        }
         let handler = handler.clone();
         let tls = tls.clone();
+        let activity = Arc::new(Activity::new());
+        let stream = Watched {
+            inner: stream,
+            activity: Arc::clone(&activity),
+        };
         tokio::spawn(async move {
+            let _permit = permit;
+            let conn_activity = Arc::clone(&activity);
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let handler = handler.clone();
+                let handling = HandlerGuard::new(&activity);
                 let request_id = format!("{:016X}", rand::random::<u64>());
                 let span = tracing::info_span!(
                     "request",
@@ -198,19 +368,24 @@ pub async fn serve_http<H, Fut>(
                         inner,
                         read: Arc::clone(&read),
                         watch: watch.clone(),
-                        idle_for: timeouts.body_idle,
-                        idle: Box::pin(tokio::time::sleep(timeouts.body_idle)),
+                        idle_for: limits.body_idle,
+                        idle: Box::pin(tokio::time::sleep(limits.body_idle)),
                         failed: false,
                     })
                 });
                 req.extensions_mut().insert(watch);
                 async move {
+                    let _handling = handling;
                     let mut resp = if header_bytes > MAX_HEADER_BYTES {
                         tracing::debug!(header_bytes, "header section too large");
                         header_section_too_large()
-                    } else if let Some(why) = refused {
-                        tracing::debug!(why, "refused before reading the body");
-                        refused_response(why)
+                    } else if let Some(refusal) = refused {
+                        tracing::debug!(
+                            code = refusal.code,
+                            why = refusal.message,
+                            "refused before reading the body"
+                        );
+                        refused_response(refusal)
                     } else {
                         handler(req).await
                     };
@@ -231,14 +406,21 @@ pub async fn serve_http<H, Fut>(
             let mut conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             conn.http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(timeouts.headers)
+                .header_read_timeout(limits.headers)
                 .max_buf_size(MAX_HEAD_BUFFER);
+            conn.http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_H2_STREAMS);
             let served = match tls {
-                None => conn.serve_connection(TokioIo::new(stream), service).await,
+                None => {
+                    let conn = conn.serve_connection(TokioIo::new(stream), service);
+                    until_idle!(conn, &conn_activity, limits.idle)
+                }
                 Some(acceptor) => {
-                    match tokio::time::timeout(timeouts.headers, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(limits.headers, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            conn.serve_connection(TokioIo::new(stream), service).await
+                            let conn = conn.serve_connection(TokioIo::new(stream), service);
+                            until_idle!(conn, &conn_activity, limits.idle)
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -255,6 +437,119 @@ pub async fn serve_http<H, Fut>(
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
+    }
+}
+
+/// What moves on one connection: when a byte last went either way, and how
+/// many requests are being handled.
+struct Activity {
+    opened: std::time::Instant,
+    /// Milliseconds from `opened` to the last byte read or written.
+    last_ms: std::sync::atomic::AtomicU64,
+    handling: std::sync::atomic::AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            handling: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long nothing has moved while no request was being handled
+    /// (zero while one is).
+    fn idle_for(&self) -> Duration {
+        if self.handling.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
+}
+
+/// Counts a request as being handled until dropped (when its handler has
+/// answered, or was abandoned).
+struct HandlerGuard(Arc<Activity>);
+
+impl HandlerGuard {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.handling.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for HandlerGuard {
+    fn drop(&mut self) {
+        // A response streams on after its handler answered: it counts as
+        // moving from now on, and as idle once its client stops reading.
+        self.0.touch();
+        self.0.handling.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's socket, recording every byte that moves on it.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -417,5 +712,43 @@ mod tests {
         // A signed POST that is not a form (DeleteObjects, multipart uploads) passes.
         let xml = ("content-type", "application/xml");
         assert!(refused_before_body(&request("POST", "/b?delete", &[xml, auth]), true).is_none());
+    }
+
+    #[test]
+    fn sigv2_headers_and_presigned_urls_beyond_seven_days_are_refused() {
+        let code = |uri: &str, headers: &[(&str, &str)]| {
+            refused_before_body(&request("GET", uri, headers), false)
+                .map(|r| (r.status.as_u16(), r.code))
+        };
+        let v4 = "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=k&X-Amz-Signature=0";
+        assert_eq!(code(&format!("{v4}&X-Amz-Expires=604800"), &[]), None);
+        assert_eq!(code(&format!("{v4}&X-Amz-Expires=1"), &[]), None);
+        let query_error = Some((400, "AuthorizationQueryParametersError"));
+        for bad in ["604801", "99999999999999999999", "-1", "1h", ""] {
+            assert_eq!(
+                code(&format!("{v4}&X-Amz-Expires={bad}"), &[]),
+                query_error,
+                "{bad}"
+            );
+        }
+        // SigV2 presigned URLs: the moment they lapse, at most 7 days ahead.
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs_f64(1_000_000.5);
+        let v2 = |expires: &str| {
+            let uri = format!("/b/k?AWSAccessKeyId=k&Signature=x&Expires={expires}");
+            bad_presign_expiry(&request("GET", &uri, &[]), now)
+        };
+        assert_eq!(v2("1604800"), None, "generated 0.5 s ago for 7 days");
+        assert_eq!(v2("1000000"), None, "lapsed: S3's own check answers");
+        assert!(v2("1604801").is_some(), "7 days and 1 s");
+        assert!(v2("soon").is_some());
+        // SigV2 headers are refused.
+        let v2_header = Some((400, "InvalidRequest"));
+        assert_eq!(code("/b/k", &[("authorization", "AWS k:c2ln")]), v2_header);
+        // Keys or queries merely named like them are not signatures.
+        assert_eq!(code("/b/k?Signature=x&Expires=9999999999", &[]), None);
+        assert_eq!(
+            code("/b/AWS%20k", &[("authorization", "AWS4-HMAC-SHA256 x")]),
+            None
+        );
     }
 }

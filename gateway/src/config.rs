@@ -189,15 +189,19 @@ pub struct ServeConfig {
     /// Former master keys, still used to read what they encrypted.
     #[serde(default)]
     pub old_master_keys: Vec<String>,
-    /// How long a client may take to send its request headers, and may
-    /// stay silent in the middle of a body, before it is cut off
-    /// (`RequestTimeout`); `client_timeout_seconds` still works.
+    /// How long a client may take to send its request headers, may stay
+    /// silent in the middle of a body (`RequestTimeout`), and may leave its
+    /// connection idle or stop reading a response, before it is cut off;
+    /// `client_timeout_seconds` still works.
     #[serde(
         default = "default_client_timeout",
         alias = "client_timeout_seconds",
         deserialize_with = "duration"
     )]
     pub client_timeout: Duration,
+    /// Client connections open at once; more wait until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Time between node health probes and registry refreshes;
     /// `refresh_seconds` still works.
     #[serde(
@@ -225,6 +229,10 @@ fn default_listen() -> String {
 
 fn default_client_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_max_connections() -> usize {
+    tenfold_common::http_server::DEFAULT_MAX_CONNECTIONS
 }
 
 fn default_refresh() -> Duration {
@@ -302,6 +310,7 @@ impl ServeConfig {
             master_key: None,
             old_master_keys: Vec::new(),
             client_timeout: default_client_timeout(),
+            max_connections: default_max_connections(),
             refresh: default_refresh(),
             tls_cert: None,
             tls_key: None,

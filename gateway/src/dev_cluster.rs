@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tenfold_balancer::Network;
-use tenfold_common::http_server::HttpTimeouts;
+use tenfold_common::http_server::HttpLimits;
 use tenfold_node::{NodeConfig, run_node};
 use tokio::net::TcpListener;
 
@@ -153,7 +153,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         base_domain: None,
         ipfs_api: opts.ipfs_api,
         keyring,
-        timeouts: HttpTimeouts::default(),
+        limits: HttpLimits::default(),
         tls: None,
         node_trust: tenfold_balancer::NodeTrust::default(),
     };

@@ -9,7 +9,7 @@ use http::Request;
 use s3s::Body;
 use s3s::service::S3ServiceBuilder;
 use tenfold_balancer::{Balancer, NodeTrust};
-use tenfold_common::http_server::{HttpTimeouts, into_response, serve_http};
+use tenfold_common::http_server::{HttpLimits, into_response, serve_http};
 use tenfold_common::tls::TlsFiles;
 use tenfold_overflow::{IpfsStore, OverflowStore};
 use tokio::net::TcpListener;
@@ -41,8 +41,9 @@ pub struct GatewaySettings {
     pub ipfs_api: Option<String>,
     /// The master keys that wrap every object's data key.
     pub keyring: Keyring,
-    /// How long clients may take to send headers, and between body bytes.
-    pub timeouts: HttpTimeouts,
+    /// How long clients may take to send headers, between body bytes and
+    /// idle, and how many connections they may hold.
+    pub limits: HttpLimits,
     /// Serve HTTPS with this certificate instead of HTTP.
     pub tls: Option<TlsFiles>,
     /// How the certificates of https nodes are verified.
@@ -109,23 +110,18 @@ pub async fn run_gateway(
     ));
     let s3 = builder.build();
     tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), "gateway listening");
-    serve_http(
-        listener,
-        settings.timeouts,
-        tls,
-        move |req: Request<Body>| {
-            let s3 = s3.clone();
-            let store = Arc::clone(&store);
-            let share = is_share_request(&req, base_domain.as_ref());
-            async move {
-                if share {
-                    serve_share(&store, req.method(), req.uri().path()).await
-                } else {
-                    into_response(s3.call(req).await)
-                }
+    serve_http(listener, settings.limits, tls, move |req: Request<Body>| {
+        let s3 = s3.clone();
+        let store = Arc::clone(&store);
+        let share = is_share_request(&req, base_domain.as_ref());
+        async move {
+            if share {
+                serve_share(&store, req.method(), req.uri().path()).await
+            } else {
+                into_response(s3.call(req).await)
             }
-        },
-    )
+        }
+    })
     .await;
     Ok(())
 }

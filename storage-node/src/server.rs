@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use s3s::Body;
 use s3s::service::S3ServiceBuilder;
-use tenfold_common::http_server::{HttpTimeouts, into_response, serve_http};
+use tenfold_common::http_server::{HttpLimits, into_response, serve_http};
 use tenfold_common::tls::TlsFiles;
 use tokio::net::TcpListener;
 
@@ -66,7 +66,7 @@ pub async fn run_node(config: NodeConfig, listener: TcpListener) -> Result<(), S
     let s3 = builder.build();
     serve_http(
         listener,
-        HttpTimeouts::default(),
+        HttpLimits::default(),
         tls,
         move |req: Request<Body>| {
             let s3 = s3.clone();

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tenfold_common::http_server::HttpTimeouts;
+use tenfold_common::http_server::HttpLimits;
 
 use crate::config::ServeConfig;
 use crate::error::GatewayError;
@@ -80,9 +80,11 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), GatewayError> {
         base_domain: config.base_domain,
         keyring,
         ipfs_api: args.ipfs_api.or(config.ipfs_api),
-        timeouts: HttpTimeouts {
+        limits: HttpLimits {
             headers: client_timeout,
             body_idle: client_timeout,
+            idle: client_timeout,
+            max_connections: config.max_connections,
         },
         tls,
         node_trust,
