@@ -256,7 +256,7 @@ mod tests {
             delay,
             tls: None,
         };
-        tokio::spawn(run_node(config, listener));
+        tokio::spawn(run_node(config, listener, std::future::pending()));
         NodeSpec {
             id,
             name: format!("node{id}"),

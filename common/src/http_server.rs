@@ -32,6 +32,9 @@ pub struct HttpLimits {
     pub idle: Duration,
     /// Connections open at once; further clients wait in the listen queue.
     pub max_connections: usize,
+    /// How long requests in progress may take to finish once the server
+    /// is told to stop, before they are cut off.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for HttpLimits {
@@ -41,6 +44,7 @@ impl Default for HttpLimits {
             body_idle: Duration::from_secs(30),
             idle: Duration::from_secs(30),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -49,6 +53,9 @@ impl Default for HttpLimits {
 /// descriptor and a few KiB, so thousands fit; idle ones are closed after
 /// [`HttpLimits::idle`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// How long requests in progress may take to finish when the server stops
+/// (orchestrators such as Kubernetes wait 30 s before they kill).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 /// How long a connection told to shut down because it is idle may take to
 /// finish before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -240,18 +247,32 @@ fn refused_response(refusal: Refusal) -> Response<Body> {
 /// Drives a connection (a hyper-util `auto::Connection`) until it ends, or
 /// until it has been idle for `idle` ([`Activity::idle_for`]): then it is
 /// told to shut down, and dropped if it is still idle [`CLOSE_GRACE`]
-/// later. A macro, as the connection's type is spelled out nowhere.
+/// later. Once `stopped` turns true (the server stops), it is told to shut
+/// down too: the request in hand finishes, no other starts. A macro, as the
+/// connection's type is spelled out nowhere.
 macro_rules! until_idle {
-    ($conn:expr, $activity:expr, $idle:expr) => {{
+    ($conn:expr, $activity:expr, $idle:expr, $stopped:expr) => {{
         let (activity, idle): (&Activity, Duration) = ($activity, $idle);
+        let stopped: &mut tokio::sync::watch::Receiver<bool> = $stopped;
+        let mut stopping = *stopped.borrow();
         let mut conn = std::pin::pin!($conn);
         let period = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut check = tokio::time::interval(period);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut closing_since: Option<std::time::Instant> = None;
+        if stopping {
+            conn.as_mut().graceful_shutdown();
+        }
         loop {
             tokio::select! {
                 done = conn.as_mut() => break done,
+                changed = stopped.changed(), if !stopping => {
+                    // The server stops: finish the request in hand, take no other.
+                    stopping = true;
+                    if changed.is_ok() {
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
                 _ = check.tick() => {
                     if activity.idle_for() < idle {
                         continue;
@@ -290,6 +311,11 @@ macro_rules! until_idle {
 /// `AccessDenied` before its body is read, so an anonymous upload costs
 /// nothing however large it claims to be.
 ///
+/// When `shutdown` resolves, the server stops accepting connections, lets
+/// each open one finish the request it is handling (an upload completes and
+/// is committed), and returns once all are done or
+/// `limits.shutdown_grace` has passed.
+///
 /// With `tls`, every connection starts with a TLS handshake, which must end
 /// within `limits.headers`.
 ///
@@ -302,17 +328,30 @@ pub async fn serve_http<H, Fut>(
     listener: TcpListener,
     limits: HttpLimits,
     tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
     handler: H,
 ) where
     H: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let max = limits
+        .max_connections
+        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    let connections = Arc::new(tokio::sync::Semaphore::new(max));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let Ok(permit) = Arc::clone(&connections).acquire_owned().await else {
-            return;
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = async {
+                let permit = Arc::clone(&connections).acquire_owned().await;
+                (permit, listener.accept().await)
+            } => accepted,
         };
-        let (stream, peer) = match listener.accept().await {
+        let (Ok(permit), accepted) = accepted else {
+            break;
+        };
+        let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -336,6 +375,7 @@ pub async fn serve_http<H, Fut>(
             inner: stream,
             activity: Arc::clone(&activity),
         };
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let conn_activity = Arc::clone(&activity);
@@ -414,13 +454,13 @@ pub async fn serve_http<H, Fut>(
             let served = match tls {
                 None => {
                     let conn = conn.serve_connection(TokioIo::new(stream), service);
-                    until_idle!(conn, &conn_activity, limits.idle)
+                    until_idle!(conn, &conn_activity, limits.idle, &mut stopped)
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.headers, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let conn = conn.serve_connection(TokioIo::new(stream), service);
-                            until_idle!(conn, &conn_activity, limits.idle)
+                            until_idle!(conn, &conn_activity, limits.idle, &mut stopped)
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -437,6 +477,36 @@ pub async fn serve_http<H, Fut>(
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
+    }
+    // Stopping: no new connections; those open finish what they are doing.
+    drop(listener);
+    let _ = stop.send(true);
+    let open = max - connections.available_permits();
+    tracing::info!(connections = open, grace = ?limits.shutdown_grace, "shutting down: finishing the requests in progress");
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    match tokio::time::timeout(limits.shutdown_grace, connections.acquire_many(all)).await {
+        Ok(_) => tracing::info!("every connection finished"),
+        Err(_) => tracing::warn!(
+            connections = max - connections.available_permits(),
+            "connections still open after the shutdown grace: cut off"
+        ),
+    }
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or SIGINT): the
+/// `shutdown` of [`serve_http`] for a server that stops with its process.
+pub async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = term => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
 }
 

@@ -202,6 +202,10 @@ pub struct ServeConfig {
     /// Client connections open at once; more wait until one closes.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// How long the requests in progress (uploads included) may take to
+    /// finish after SIGTERM or SIGINT, before the gateway exits anyway.
+    #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
     /// Time between node health probes and registry refreshes;
     /// `refresh_seconds` still works.
     #[serde(
@@ -229,6 +233,10 @@ fn default_listen() -> String {
 
 fn default_client_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_shutdown_grace() -> Duration {
+    tenfold_common::http_server::DEFAULT_SHUTDOWN_GRACE
 }
 
 fn default_max_connections() -> usize {
@@ -311,6 +319,7 @@ impl ServeConfig {
             old_master_keys: Vec::new(),
             client_timeout: default_client_timeout(),
             max_connections: default_max_connections(),
+            shutdown_grace: default_shutdown_grace(),
             refresh: default_refresh(),
             tls_cert: None,
             tls_key: None,

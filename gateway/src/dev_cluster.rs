@@ -110,7 +110,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
                 tls: None,
             };
             tokio::spawn(async move {
-                if let Err(e) = run_node(config, listener).await {
+                if let Err(e) = run_node(config, listener, std::future::pending()).await {
                     tracing::error!(node = %name, error = %e, "dev node stopped");
                 }
             });

@@ -9,7 +9,7 @@ use http::Request;
 use s3s::Body;
 use s3s::service::S3ServiceBuilder;
 use tenfold_balancer::{Balancer, NodeTrust};
-use tenfold_common::http_server::{HttpLimits, into_response, serve_http};
+use tenfold_common::http_server::{HttpLimits, into_response, serve_http, terminated};
 use tenfold_common::tls::TlsFiles;
 use tenfold_overflow::{IpfsStore, OverflowStore};
 use tokio::net::TcpListener;
@@ -110,18 +110,24 @@ pub async fn run_gateway(
     ));
     let s3 = builder.build();
     tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), "gateway listening");
-    serve_http(listener, settings.limits, tls, move |req: Request<Body>| {
-        let s3 = s3.clone();
-        let store = Arc::clone(&store);
-        let share = is_share_request(&req, base_domain.as_ref());
-        async move {
-            if share {
-                serve_share(&store, req.method(), req.uri().path()).await
-            } else {
-                into_response(s3.call(req).await)
+    serve_http(
+        listener,
+        settings.limits,
+        tls,
+        terminated(),
+        move |req: Request<Body>| {
+            let s3 = s3.clone();
+            let store = Arc::clone(&store);
+            let share = is_share_request(&req, base_domain.as_ref());
+            async move {
+                if share {
+                    serve_share(&store, req.method(), req.uri().path()).await
+                } else {
+                    into_response(s3.call(req).await)
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     Ok(())
 }

@@ -465,6 +465,7 @@ mod tests {
                 tls: None,
             },
             listener,
+            std::future::pending(),
         ));
         let keyring = Keyring::new(
             MasterKey::parse(&MasterKey::generate()).unwrap(),

@@ -60,7 +60,7 @@ async fn main() -> std::process::ExitCode {
             .zip(args.tls_key)
             .map(|(cert, key)| TlsFiles { cert, key }),
     };
-    match run_node(config, listener).await {
+    match run_node(config, listener, tenfold_common::http_server::terminated()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tenfold-node: {e}");

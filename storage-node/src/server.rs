@@ -46,12 +46,17 @@ pub fn json_response(value: &serde_json::Value) -> Response<Body> {
     resp
 }
 
-/// Runs a storage node on `listener` until the process ends.
+/// Runs a storage node on `listener` until `shutdown` resolves, then lets
+/// the requests in progress finish (writes complete) and returns.
 ///
 /// # Errors
 /// Fails when the data directory cannot be opened or the TLS certificate
 /// not loaded.
-pub async fn run_node(config: NodeConfig, listener: TcpListener) -> Result<(), StoreError> {
+pub async fn run_node(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StoreError> {
     let tls = config
         .tls
         .as_ref()
@@ -68,6 +73,7 @@ pub async fn run_node(config: NodeConfig, listener: TcpListener) -> Result<(), S
         listener,
         HttpLimits::default(),
         tls,
+        shutdown,
         move |req: Request<Body>| {
             let s3 = s3.clone();
             let store = Arc::clone(&store);

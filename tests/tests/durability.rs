@@ -275,3 +275,54 @@ fn orphans_are_swept_and_writes_in_progress_are_not() {
     assert!(cluster.gateway_log().contains("orphan replicas removed"));
     assert!(!cluster.gateway_log().contains("panicked"));
 }
+
+/// SIGTERM stops the gateway the way an orchestrator expects: it takes no
+/// new connection, finishes the upload in progress (which is committed and
+/// answered 200), then exits by itself, successfully.
+#[test]
+fn sigterm_lets_the_uploads_in_progress_finish() {
+    let mut cluster = Cluster::start(3, 1, "1GiB");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("sigterm");
+    aws.ok(&["s3", "mb", "s3://term"]);
+    // 12 MiB at 2 MiB/s: about six seconds.
+    let file = tmp.path().join("f");
+    write_file(&file, 12 << 20, false);
+    let uploader = {
+        let args = unsigned_payload(ACCESS_KEY, SECRET_KEY);
+        let (file, url) = (file.clone(), format!("{}/term/f", cluster.endpoint));
+        std::thread::spawn(move || {
+            run(Command::new("curl")
+                .args(args)
+                .args(["--limit-rate", "2M", "-T"])
+                .arg(&file)
+                .arg(url))
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = cluster.gateway.0.id().to_string();
+    assert!(run(Command::new("kill").args(["-TERM", &pid])).status.success());
+    let addr = cluster.endpoint.trim_start_matches("http://").to_owned();
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(&addr).is_err()),
+        "the gateway still accepts connections after SIGTERM"
+    );
+    let upload = uploader.join().unwrap();
+    assert!(
+        upload.status.success(),
+        "the upload in progress failed: {}",
+        String::from_utf8_lossy(&upload.stderr)
+    );
+    let exited = eventually(Duration::from_secs(30), || {
+        matches!(cluster.gateway.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "the gateway did not exit after its last request");
+    let status = cluster.gateway.0.wait().unwrap();
+    assert!(status.success(), "the gateway exited with {status}");
+    let log = cluster.gateway_log();
+    assert!(log.contains("every connection finished"), "{log}");
+    cluster.restart_gateway(|config| config).expect("gateway restarts");
+    let got = tmp.path().join("got");
+    aws.ok(&["s3", "cp", "s3://term/f", got.to_str().unwrap()]);
+    assert_eq!(sha256_file(&file), sha256_file(&got));
+}

@@ -85,6 +85,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), GatewayError> {
             body_idle: client_timeout,
             idle: client_timeout,
             max_connections: config.max_connections,
+            shutdown_grace: config.shutdown_grace,
         },
         tls,
         node_trust,
