@@ -301,10 +301,17 @@ fn sigterm_lets_the_uploads_in_progress_finish() {
     };
     std::thread::sleep(Duration::from_secs(2));
     let pid = cluster.gateway.0.id().to_string();
-    assert!(run(Command::new("kill").args(["-TERM", &pid])).status.success());
+    assert!(
+        run(Command::new("kill").args(["-TERM", &pid]))
+            .status
+            .success()
+    );
     let addr = cluster.endpoint.trim_start_matches("http://").to_owned();
     assert!(
-        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(&addr).is_err()),
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(
+            &addr
+        )
+        .is_err()),
         "the gateway still accepts connections after SIGTERM"
     );
     let upload = uploader.join().unwrap();
@@ -321,7 +328,9 @@ fn sigterm_lets_the_uploads_in_progress_finish() {
     assert!(status.success(), "the gateway exited with {status}");
     let log = cluster.gateway_log();
     assert!(log.contains("every connection finished"), "{log}");
-    cluster.restart_gateway(|config| config).expect("gateway restarts");
+    cluster
+        .restart_gateway(|config| config)
+        .expect("gateway restarts");
     let got = tmp.path().join("got");
     aws.ok(&["s3", "cp", "s3://term/f", got.to_str().unwrap()]);
     assert_eq!(sha256_file(&file), sha256_file(&got));
