@@ -267,6 +267,7 @@ mod tests {
             access_key: "k".into(),
             secret_key: "s".into(),
             bucket: "tenfold".into(),
+            state: crate::node::NodeState::Active,
         }
     }
 

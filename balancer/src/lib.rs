@@ -19,7 +19,7 @@ pub mod trust;
 
 pub use error::BalancerError;
 pub use hedged_read::Check;
-pub use node::{Network, NodeSpec};
+pub use node::{Network, NodeSpec, NodeState};
 pub use node_client::KeyPage;
 pub use placement::{OVERFLOW, Placement, Replica, ReplicaPolicy};
 pub use registry::{Balancer, NodeStatus};

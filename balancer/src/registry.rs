@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tenfold_overflow::OverflowStore;
 
-use crate::node::{Network, NodeSpec};
+use crate::node::{Network, NodeSpec, NodeState};
 use crate::node_client::{CONNECT_TIMEOUT, HttpClient, NodeClient, NodeFailure};
 use crate::placement::ReplicaPolicy;
 use crate::trust::NodeTrust;
@@ -44,7 +44,7 @@ pub const HEDGE_CEILING: Duration = Duration::from_secs(2);
 const EWMA_WEIGHT: f64 = 0.2;
 
 #[derive(Debug, Default)]
-struct NodeState {
+struct LiveState {
     /// Capacity and usage the node reported on `/health` (Tenfold nodes).
     reported: Option<(u64, u64)>,
     /// Bytes placed on the node since its usage was last known.
@@ -68,9 +68,12 @@ struct NodeState {
     /// Reads asked of the node while it was demoted, because every other
     /// replica had failed.
     last_resort_reads: u64,
+    /// Since when every probe of the node has failed (none since the last
+    /// one that reached it).
+    unreachable_since: Option<Instant>,
 }
 
-impl NodeState {
+impl LiveState {
     fn push_read(&mut self, ms: f64) {
         if self.read_ms.len() == LATENCY_SAMPLES {
             self.read_ms.pop_front();
@@ -104,7 +107,7 @@ fn ewma(old: Option<f64>, sample: f64) -> f64 {
 pub struct NodeHandle {
     pub spec: NodeSpec,
     pub(crate) client: NodeClient,
-    state: Mutex<NodeState>,
+    state: Mutex<LiveState>,
     /// Bounds the requests in flight to this node, so a burst queues here
     /// instead of timing out at the node and marking it down.
     pub(crate) slots: tokio::sync::Semaphore,
@@ -133,6 +136,11 @@ pub struct NodeStatus {
     pub last_resort_reads: u64,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// Its place in the node lifecycle, as the index records it.
+    pub state: NodeState,
+    /// How long every probe of it has failed, when the last one did.
+    #[serde(skip)]
+    pub unreachable_for: Option<Duration>,
 }
 
 fn still(until: Option<Instant>, now: Instant) -> bool {
@@ -140,7 +148,7 @@ fn still(until: Option<Instant>, now: Instant) -> bool {
 }
 
 impl NodeHandle {
-    fn state(&self) -> std::sync::MutexGuard<'_, NodeState> {
+    fn state(&self) -> std::sync::MutexGuard<'_, LiveState> {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -159,6 +167,9 @@ impl NodeHandle {
     /// it is full (or said so lately), else whether it is up (a node that
     /// failed lately is only a last resort).
     pub fn placement_choice(&self, len: u64) -> Option<bool> {
+        if self.spec.state != NodeState::Active {
+            return None;
+        }
         let now = Instant::now();
         let down = {
             let st = self.state();
@@ -179,8 +190,8 @@ impl NodeHandle {
     pub(crate) fn read_rank(&self, len: u64) -> (u8, u64) {
         let now = Instant::now();
         let st = self.state();
-        let penalty =
-            u8::from(still(st.demoted_until, now)) * 2 + u8::from(still(st.down_until, now));
+        let demoted = still(st.demoted_until, now) || self.spec.state == NodeState::Disqualified;
+        let penalty = u8::from(demoted) * 2 + u8::from(still(st.down_until, now));
         // Unknown figures rank like a fast node, so new nodes get tried.
         let first_byte = st.latency_ms.unwrap_or(0.0).max(0.0);
         #[allow(clippy::cast_precision_loss)]
@@ -191,7 +202,8 @@ impl NodeHandle {
 
     /// Whether the node returned corrupt bytes lately.
     pub(crate) fn is_demoted(&self) -> bool {
-        still(self.state().demoted_until, Instant::now())
+        self.spec.state == NodeState::Disqualified
+            || still(self.state().demoted_until, Instant::now())
     }
 
     /// A demoted node is asked for a fragment because every other replica
@@ -291,6 +303,10 @@ impl NodeHandle {
             last_resort_reads: st.last_resort_reads,
             errors: st.errors,
             last_error: st.last_error.clone(),
+            state: self.spec.state,
+            unreachable_for: st
+                .unreachable_since
+                .map(|t| now.saturating_duration_since(t)),
         }
     }
 }
@@ -373,7 +389,7 @@ impl Balancer {
                     Arc::new(NodeHandle {
                         client: NodeClient::new(&spec, self.http.clone()),
                         spec,
-                        state: Mutex::new(NodeState::default()),
+                        state: Mutex::new(LiveState::default()),
                         slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
                     })
                 }
@@ -470,10 +486,14 @@ impl Balancer {
             Err(_) => Err(NodeFailure::Other("health probe timed out".into())),
         };
         match result {
-            Ok(()) => node.record_success(started),
+            Ok(()) => {
+                node.record_success(started);
+                node.state().unreachable_since = None;
+            }
             Err(failure) => {
                 tracing::warn!(node = node.spec.id, %failure, "node probe failed");
                 node.record_failure(&NodeFailure::Other(failure.to_string()));
+                node.state().unreachable_since.get_or_insert(started);
             }
         }
     }
@@ -567,6 +587,7 @@ mod tests {
             access_key: "k".into(),
             secret_key: "s".into(),
             bucket: "tenfold".into(),
+            state: NodeState::Active,
         }]);
         balancer.probe_all().await;
         let status = &balancer.status()[0];

@@ -143,6 +143,13 @@ pub struct DurabilityPolicy {
     /// nothing is writing) stays before the orphan sweep removes it.
     #[serde(deserialize_with = "duration")]
     pub orphan_grace: Duration,
+    /// How long an active node may stay unreachable (to every gateway)
+    /// before it is lost: its replicas stop counting and are repaired
+    /// elsewhere.
+    #[serde(deserialize_with = "duration")]
+    pub node_lost_after: Duration,
+    /// Fragments repaired at once by one gateway.
+    pub repair_concurrency: usize,
 }
 
 impl Default for DurabilityPolicy {
@@ -150,6 +157,8 @@ impl Default for DurabilityPolicy {
         Self {
             gc_delay: DEFAULT_GC_DELAY,
             orphan_grace: DEFAULT_ORPHAN_GRACE,
+            node_lost_after: DEFAULT_NODE_LOST_AFTER,
+            repair_concurrency: 4,
         }
     }
 }
@@ -158,6 +167,11 @@ impl Default for DurabilityPolicy {
 /// progress are known and never swept, so this only needs to be well above
 /// the time a heartbeat takes to reach the index.
 pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(3600);
+
+/// The default time before an unreachable node is lost: long enough for a
+/// reboot or a short outage, short enough that a dead disk's fragments are
+/// not left one copy short for days (Storj waits about as long).
+pub const DEFAULT_NODE_LOST_AFTER: Duration = Duration::from_secs(4 * 3600);
 
 /// The default grace period between a commit and the removal of what it
 /// released (Garage waits 10 minutes too).

@@ -6,8 +6,9 @@
 //! [`fragment`] and the balancer's replica reads. The [`index`] records
 //! everything; [`garbage`] removes replicas nothing references any more,
 //! [`orphans`] those nothing ever referenced (a write cut short);
-//! [`overflow_return`] moves fragments that overflowed to IPFS back onto
-//! nodes once they have room.
+//! [`repair`] brings every fragment back to its target copies (nodes lost,
+//! drained or disqualified, fragments that overflowed to IPFS), and
+//! [`node_lifecycle`] notices lost nodes.
 
 pub mod access;
 pub mod addressing;
@@ -22,11 +23,12 @@ pub mod fragment;
 pub mod garbage;
 pub mod index;
 pub mod integrity;
+pub mod node_lifecycle;
 pub mod object_store;
 pub mod orphans;
-pub mod overflow_return;
 pub mod preconditions;
 pub mod read_leases;
+pub mod repair;
 pub mod s3_api;
 pub mod server;
 pub mod share;

@@ -38,6 +38,8 @@ pub struct ObjectStore {
     pub write_intents: Arc<WriteIntents>,
     /// The sweep of replicas nothing names.
     pub orphan_sweep: OrphanSweep,
+    /// Fragments repaired at once.
+    pub repair_concurrency: usize,
     /// Plaintext bytes being compressed and placed, across all uploads, in
     /// [`BUDGET_UNIT`]s.
     pub segment_budget: Arc<Semaphore>,
@@ -92,6 +94,7 @@ impl ObjectStore {
             read_leases: Arc::default(),
             write_intents: Arc::default(),
             orphan_sweep: OrphanSweep::new(durability.orphan_grace),
+            repair_concurrency: durability.repair_concurrency,
             segment_budget: Arc::new(Semaphore::new(UPLOAD_BUDGET_BYTES / BUDGET_UNIT)),
             fetch_budget: Arc::new(Semaphore::new(DOWNLOAD_BUDGET_BYTES / BUDGET_UNIT)),
         }

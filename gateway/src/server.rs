@@ -20,6 +20,7 @@ use crate::config::{DurabilityPolicy, StoragePolicy};
 use crate::crypto::Keyring;
 use crate::error::GatewayError;
 use crate::index::Index;
+use crate::node_lifecycle::spawn_registry_refresh;
 use crate::object_store::ObjectStore;
 use crate::s3_api::GatewayS3;
 use crate::s3_api::tenfold_routes::TenfoldRoutes;
@@ -81,7 +82,13 @@ pub async fn run_gateway(
     let balancer = Arc::new(balancer);
     balancer.set_nodes(index.nodes().await?);
     balancer.probe_all().await;
-    spawn_registry_refresh(index.clone(), Arc::clone(&balancer), settings.refresh);
+    index.record_policy(balancer.policy()).await?;
+    spawn_registry_refresh(
+        index.clone(),
+        Arc::clone(&balancer),
+        settings.refresh,
+        settings.durability.node_lost_after,
+    );
 
     let access = Access::new(index.clone(), settings.access_key, settings.secret_key);
     let store = Arc::new(ObjectStore::new(
@@ -92,7 +99,7 @@ pub async fn run_gateway(
         settings.keyring,
     ));
     store.spawn_garbage_collector();
-    store.spawn_overflow_return(settings.refresh);
+    store.spawn_repair(settings.refresh);
     store.spawn_orphan_sweep();
 
     let base_domain = settings.base_domain.as_deref().map(BaseDomain::new);
@@ -164,22 +171,4 @@ fn is_share_request(req: &Request<Body>, base_domain: Option<&BaseDomain>) -> bo
         .and_then(|h| h.to_str().ok());
     host.zip(base_domain)
         .is_none_or(|(host, domain)| domain.bucket_of(host).is_none())
-}
-
-/// Re-reads the node registry (nodes added or removed at run time, usage
-/// recorded by other gateways) and probes every node, every `interval`.
-fn spawn_registry_refresh(index: Index, balancer: Arc<Balancer>, interval: Duration) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            match index.nodes().await {
-                Ok(nodes) => balancer.set_nodes(nodes),
-                Err(e) => tracing::warn!(error = %e, "reading the node registry"),
-            }
-            balancer.probe_all().await;
-        }
-    });
 }

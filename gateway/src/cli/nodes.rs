@@ -1,11 +1,11 @@
 //! `tenfold nodes`: register, list and remove storage nodes.
 
 use clap::Subcommand;
-use tenfold_balancer::Network;
+use tenfold_balancer::{Network, NodeState};
 use tenfold_common::units::parse_size;
 
 use super::IndexArgs;
-use super::status::NodeReport;
+use super::status::{NodeReport, node_reports};
 use crate::error::GatewayError;
 use crate::index::NewNode;
 
@@ -39,6 +39,21 @@ pub(super) enum NodesCommand {
     List {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+    /// Stop new writes to a node and move every replica off it (repair
+    /// copies each elsewhere, then removes it from the node); `nodes remove`
+    /// succeeds once it holds nothing.
+    Drain {
+        id: i64,
+        #[command(flatten)]
+        index: IndexArgs,
+    },
+    /// Make a drained (or disqualified) node active again: it takes new
+    /// replicas, and those it still holds count again.
+    Activate {
+        id: i64,
         #[command(flatten)]
         index: IndexArgs,
     },
@@ -76,30 +91,57 @@ pub(super) async fn run(command: NodesCommand) -> Result<(), GatewayError> {
             Ok(())
         }
         NodesCommand::List { json, index } => {
-            let nodes: Vec<NodeReport> = index
-                .open()
-                .await?
-                .nodes()
-                .await?
-                .iter()
-                .map(NodeReport::from)
-                .collect();
+            let nodes: Vec<NodeReport> = node_reports(&index.open().await?).await?;
             if json {
                 super::status::print_json(&nodes);
                 return Ok(());
             }
             println!(
-                "{:>4}  {:<8}  {:>14}  {:>14}  {:<24}  ENDPOINT",
-                "ID", "NETWORK", "CAPACITY", "STORED", "NAME"
+                "{:>4}  {:<8}  {:<12}  {:>14}  {:>14}  {:>9}  {:<20}  {:<24}  ENDPOINT",
+                "ID", "NETWORK", "STATE", "CAPACITY", "STORED", "REPLICAS", "LAST SEEN", "NAME"
             );
             for n in nodes {
+                let seen = n.last_seen.map_or_else(|| "never".to_owned(), seen_ago);
                 println!(
-                    "{:>4}  {:<8}  {:>14}  {:>14}  {:<24}  {}",
-                    n.id, n.network, n.capacity, n.stored, n.name, n.endpoint
+                    "{:>4}  {:<8}  {:<12}  {:>14}  {:>14}  {:>9}  {:<20}  {:<24}  {}",
+                    n.id,
+                    n.network,
+                    n.state,
+                    n.capacity,
+                    n.stored,
+                    n.replicas,
+                    seen,
+                    n.name,
+                    n.endpoint
                 );
             }
             Ok(())
         }
+        NodesCommand::Drain { id, index } => {
+            let index = index.open().await?;
+            index.set_node_state(id, NodeState::Draining).await?;
+            let held = index.node_records().await?.get(&id).map_or(0, |r| r.0);
+            println!(
+                "node {id} is draining: {held} replicas to move; `tenfold nodes remove {id}` once none is left"
+            );
+            Ok(())
+        }
+        NodesCommand::Activate { id, index } => {
+            index
+                .open()
+                .await?
+                .set_node_state(id, NodeState::Active)
+                .await
+        }
         NodesCommand::Remove { id, index } => index.open().await?.remove_node(id).await,
     }
+}
+
+/// How long ago `ms` (since the epoch) was, roughly.
+fn seen_ago(ms: i64) -> String {
+    let secs = crate::index::now_ms().saturating_sub(ms) / 1000;
+    let ago = humantime::format_duration(std::time::Duration::from_secs(
+        u64::try_from(secs).unwrap_or(0),
+    ));
+    format!("{ago} ago")
 }

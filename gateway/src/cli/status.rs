@@ -5,10 +5,11 @@ use std::collections::BTreeSet;
 
 use clap::Args;
 use serde::Serialize;
-use tenfold_balancer::{Network, NodeSpec, OVERFLOW, Placement};
+use tenfold_balancer::{Network, NodeSpec, NodeState, OVERFLOW, Placement};
 
 use super::IndexArgs;
 use crate::error::GatewayError;
+use crate::index::Redundancy;
 
 #[derive(Debug, Args)]
 pub(super) struct StatusArgs {
@@ -39,10 +40,17 @@ pub(super) struct NodeReport {
     pub capacity: u64,
     /// Bytes the index records on it.
     pub stored: u64,
+    /// Its place in the node lifecycle.
+    pub state: NodeState,
+    /// Replicas the index records on it.
+    pub replicas: u64,
+    /// When a gateway's probe last reached it (ms since the epoch).
+    pub last_seen: Option<i64>,
 }
 
-impl From<&NodeSpec> for NodeReport {
-    fn from(n: &NodeSpec) -> Self {
+impl NodeReport {
+    /// The report of `n`, with its replica count and last sighting.
+    pub fn new(n: &NodeSpec, (replicas, last_seen): (u64, Option<i64>)) -> Self {
         Self {
             id: n.id,
             name: n.name.clone(),
@@ -50,8 +58,23 @@ impl From<&NodeSpec> for NodeReport {
             network: n.network,
             capacity: n.capacity,
             stored: n.stored_bytes,
+            state: n.state,
+            replicas,
+            last_seen,
         }
     }
+}
+
+/// Every registered node's report.
+pub(super) async fn node_reports(
+    index: &crate::index::Index,
+) -> Result<Vec<NodeReport>, GatewayError> {
+    let nodes = index.nodes().await?;
+    let usage = index.node_records().await?;
+    Ok(nodes
+        .iter()
+        .map(|n| NodeReport::new(n, usage.get(&n.id).copied().unwrap_or_default()))
+        .collect())
 }
 
 /// Fragments held by the overflow store, and their bytes.
@@ -68,6 +91,9 @@ struct StatusReport {
     overflow: OverflowReport,
     /// Replicas queued for removal.
     garbage: i64,
+    /// `fragments_below_target`, `fragments_by_node_copies`, `repair_queue`.
+    #[serde(flatten)]
+    redundancy: Redundancy,
 }
 
 /// One fragment of `tenfold inspect --json`.
@@ -105,11 +131,13 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
     let nodes = index.nodes().await?;
     let (fragments, bytes) = index.overflow_usage().await?;
     let garbage = index.garbage_len().await?;
+    let redundancy = index.redundancy(index.recorded_policy().await?).await?;
     if args.json {
         print_json(&StatusReport {
-            nodes: nodes.iter().map(NodeReport::from).collect(),
+            nodes: node_reports(&index).await?,
             overflow: OverflowReport { fragments, bytes },
             garbage,
+            redundancy,
         });
         return Ok(());
     }
@@ -127,6 +155,29 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
     println!(
         "overflow (IPFS): {fragments} fragments, {}",
         bytesize::ByteSize(bytes)
+    );
+    let not_active: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.state != NodeState::Active)
+        .map(|n| format!("{} ({})", n.name, n.state))
+        .collect();
+    if !not_active.is_empty() {
+        println!("nodes not active: {}", not_active.join(", "));
+    }
+    let by_copies: Vec<String> = redundancy
+        .fragments_by_node_copies
+        .iter()
+        .map(|(copies, count)| format!("{count} with {copies}"))
+        .collect();
+    println!(
+        "fragments below target: {} (copies on active nodes: {}); repair queue: {}",
+        redundancy.fragments_below_target,
+        if by_copies.is_empty() {
+            "none stored".to_owned()
+        } else {
+            by_copies.join(", ")
+        },
+        redundancy.repair_queue
     );
     println!("awaiting removal: {garbage} replicas");
     Ok(())

@@ -13,7 +13,18 @@ impl Index {
         tx: &mut Tx,
         replicas: &[Replica],
     ) -> Result<(), GatewayError> {
-        let now = now_ms();
+        Self::add_garbage_released_in(tx, replicas, now_ms()).await
+    }
+
+    /// Queues replicas released at `released_at` (ms): the grace period
+    /// runs from then. 0 makes them due at once, for replicas no reader
+    /// needs (other copies of the same fragment remain where readers look).
+    pub(super) async fn add_garbage_released_in(
+        tx: &mut Tx,
+        replicas: &[Replica],
+        released_at: i64,
+    ) -> Result<(), GatewayError> {
+        let now = released_at;
         for r in replicas {
             let node = r.placement.node_id();
             sqlx::query(

@@ -173,14 +173,16 @@ mod nodes;
 mod objects;
 mod orphans;
 mod overflow;
+mod repair;
 mod rows;
 mod shares;
 
 pub use access_keys::{AccessKeyRow, Owner};
 pub use orphans::NamedReplicas;
+pub use repair::Redundancy;
 pub use rows::{
-    Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, OverflowedFragment, PartRow,
-    QueuedReplica, SegmentRow, ShareRow, StoredData, StoredPart, UploadRow,
+    Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, PartRow, QueuedReplica,
+    RepairCandidate, SegmentRow, ShareRow, StoredData, StoredPart, UploadRow,
 };
 
 /// Whether a database error is a conflict with a concurrent writer, after

@@ -67,7 +67,7 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn nodes(&self) -> Result<Vec<NodeSpec>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT n.id, n.name, n.endpoint, n.network, n.capacity, n.access_key, n.secret_key, n.bucket, \
+            "SELECT n.id, n.name, n.endpoint, n.network, n.capacity, n.access_key, n.secret_key, n.bucket, n.state, \
                     CAST(COALESCE((SELECT SUM(f.size) FROM placements p JOIN fragments f \
                               ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx \
                               WHERE p.node_id = n.id), 0) AS BIGINT) AS stored \
@@ -93,7 +93,35 @@ impl Index {
                         None => row.try_get("secret_key")?,
                     },
                     bucket: row.try_get("bucket")?,
+                    state: row
+                        .try_get::<String, _>("state")?
+                        .parse()
+                        .map_err(GatewayError::Internal)?,
                 })
+            })
+            .collect()
+    }
+
+    /// Every node's replica count and last sighting by a gateway (ms).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn node_records(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, (u64, Option<i64>)>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.last_seen, \
+                    (SELECT COUNT(*) FROM placements p WHERE p.node_id = n.id) AS replicas \
+             FROM nodes n",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    (to_u64(row.try_get("replicas")?), row.try_get("last_seen")?),
+                ))
             })
             .collect()
     }
@@ -112,7 +140,8 @@ impl Index {
                     .await?;
             if held > 0 {
                 return Err(GatewayError::InvalidArgument(format!(
-                    "node {id} still holds {held} replicas; it cannot be removed yet"
+                    "node {id} still holds {held} replicas; it cannot be removed yet \
+                     (`tenfold nodes drain {id}` moves them off)"
                 )));
             }
             sqlx::query("DELETE FROM garbage WHERE node_id = $1")

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use tenfold_balancer::{Network, Placement, Replica};
+use tenfold_balancer::{Network, NodeState, Placement, Replica};
 
 use crate::crypto::WrappedKey;
 use crate::fragment::{FrameIndex, node_key};
@@ -72,12 +72,32 @@ pub struct SegmentRow {
     pub fragments: Vec<FragmentRow>,
 }
 
-/// A fragment with a copy in the overflow store.
+/// A fragment that may be below its redundancy target: one of its copies
+/// is on a node that is not active, or in the overflow store, or it was
+/// queued for repair. Every copy comes with the state of the node holding
+/// it (`None` for the overflow store's).
 #[derive(Debug, Clone)]
-pub struct OverflowedFragment {
+pub struct RepairCandidate {
     pub data_id: String,
     pub seq: u32,
-    pub fragment: FragmentRow,
+    pub index: u16,
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub copies: Vec<(Placement, Option<NodeState>)>,
+    /// Failed repairs so far.
+    pub attempts: u32,
+}
+
+impl RepairCandidate {
+    /// The fragment's key on nodes.
+    pub fn key(&self) -> String {
+        node_key(&self.data_id, self.seq, self.index)
+    }
+
+    /// `(data_id, seq, index)`.
+    pub fn id(&self) -> (&str, u32, u16) {
+        (&self.data_id, self.seq, self.index)
+    }
 }
 
 /// The bytes of one PUT or one part, fully placed, not yet referenced.

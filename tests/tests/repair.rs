@@ -1,0 +1,182 @@
+//! Repair and the node lifecycle: a node lost for good and a node drained
+//! by its operator leave every fragment back at 3 mainnet + 1 testnet
+//! copies on the other nodes, on their disks, and every object readable
+//! once only a minimum of nodes is left.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tests::{Aws, Cluster, TempDir, assert_placements, eventually, sha256_file, write_file};
+
+/// `tenfold status --json` of a cluster.
+fn status(cluster: &Cluster) -> serde_json::Value {
+    let out = cluster.admin(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+/// Puts `count` objects of 3 MB (ten fragments each) into a new bucket.
+fn put_objects(aws: &Aws, tmp: &TempDir, bucket: &str, count: usize) -> Vec<PathBuf> {
+    aws.ok(&["s3", "mb", &format!("s3://{bucket}")]);
+    (0..count)
+        .map(|i| {
+            let file = tmp.path().join(format!("o{i}"));
+            write_file(&file, 3_000_000, false);
+            aws.ok(&[
+                "s3",
+                "cp",
+                "--quiet",
+                file.to_str().unwrap(),
+                &format!("s3://{bucket}/o{i}"),
+            ]);
+            file
+        })
+        .collect()
+}
+
+/// Every object reads back whole.
+fn read_objects(aws: &Aws, tmp: &TempDir, bucket: &str, files: &[PathBuf]) {
+    for (i, file) in files.iter().enumerate() {
+        let got = tmp.path().join(format!("got{i}"));
+        aws.ok(&[
+            "s3",
+            "cp",
+            "--quiet",
+            &format!("s3://{bucket}/o{i}"),
+            got.to_str().unwrap(),
+        ]);
+        assert_eq!(sha256_file(file), sha256_file(&got), "{bucket}/o{i}");
+    }
+}
+
+/// Every fragment has 3 + 1 copies, none on `gone`; returns the replicas.
+fn check_placements(cluster: &Cluster, bucket: &str, count: usize, gone: i64) -> usize {
+    let mut replicas = 0;
+    for i in 0..count {
+        let report = cluster.inspect(bucket, &format!("o{i}"));
+        assert_placements(&report, 3, 1);
+        for f in report["fragments"].as_array().unwrap() {
+            for p in f["placements"].as_array().unwrap() {
+                assert_ne!(p["node"].as_i64(), Some(gone), "{bucket}/o{i}: {f}");
+                replicas += 1;
+            }
+        }
+    }
+    replicas
+}
+
+/// Waits until `status` says no fragment is below target.
+fn wait_repaired(cluster: &Cluster, within: Duration) {
+    let mut last = serde_json::Value::Null;
+    let repaired = eventually(within, || {
+        last = status(cluster);
+        last["fragments_below_target"].as_u64() == Some(0)
+    });
+    assert!(repaired, "not repaired within {within:?}: {last}");
+}
+
+/// A mainnet node killed for good is lost after `node_lost_after`; repair
+/// puts every fragment back to 3 + 1 on the others, for real on their
+/// disks; then two more mainnet nodes and both testnet nodes die, and
+/// every object still reads.
+#[test]
+fn a_lost_node_is_repaired_around() {
+    let mut cluster = Cluster::build(5, 2, "1GiB")
+        .durability("node_lost_after", "3s")
+        .start();
+    let aws = cluster.aws();
+    let tmp = TempDir::new("lost");
+    let files = put_objects(&aws, &tmp, "lost", 6);
+    let before = status(&cluster);
+    assert_eq!(before["fragments_below_target"], 0, "{before}");
+    assert_eq!(before["fragments_by_node_copies"]["4"], 60, "{before}");
+
+    let lost = cluster.nodes[0].2;
+    cluster.node(lost).proc.kill();
+    let node_of = |status: &serde_json::Value| {
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == lost)
+            .cloned()
+            .unwrap()
+    };
+    assert!(
+        eventually(
+            Duration::from_secs(60),
+            || node_of(&status(&cluster))["state"] == "lost"
+        ),
+        "the node was not marked lost: {}",
+        status(&cluster)
+    );
+    wait_repaired(&cluster, Duration::from_secs(120));
+    let after = status(&cluster);
+    assert_eq!(node_of(&after)["replicas"], 0, "{after}");
+    assert_eq!(after["fragments_by_node_copies"]["4"], 60, "{after}");
+    let replicas = check_placements(&cluster, "lost", files.len(), lost);
+    let on_disks: usize = cluster
+        .nodes
+        .iter()
+        .filter(|(_, _, id)| *id != lost)
+        .map(|(_, n, _)| n.object_files().len())
+        .sum();
+    assert_eq!(on_disks, replicas, "files on the live nodes' disks");
+    assert!(cluster.gateway_log().contains("node lost"));
+
+    let dead: Vec<i64> = [1, 2, 5, 6].iter().map(|&i| cluster.nodes[i].2).collect();
+    for id in dead {
+        cluster.node(id).proc.kill();
+    }
+    read_objects(&aws, &tmp, "lost", &files);
+    assert!(!cluster.gateway_log().contains("panicked"));
+}
+
+/// `tenfold nodes drain` moves every replica off a node (it ends with no
+/// file), `nodes remove` then succeeds (and is refused before), and every
+/// object reads with the node gone.
+#[test]
+fn a_drained_node_ends_empty_and_can_be_removed() {
+    let mut cluster = Cluster::start(5, 2, "1GiB");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("drain");
+    let files = put_objects(&aws, &tmp, "drain", 6);
+    let drained = cluster.nodes[0].2;
+    let id = drained.to_string();
+    let refused = cluster.admin(&["nodes", "remove", &id]);
+    assert!(!refused.status.success(), "a node holding data was removed");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("still holds"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out = cluster.admin(&["nodes", "drain", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        eventually(Duration::from_secs(120), || cluster
+            .node(drained)
+            .object_files()
+            .is_empty()),
+        "the drained node still holds {} files",
+        cluster.node(drained).object_files().len()
+    );
+    wait_repaired(&cluster, Duration::from_secs(60));
+    let out = cluster.admin(&["nodes", "remove", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.node(drained).proc.kill();
+    check_placements(&cluster, "drain", files.len(), drained);
+    read_objects(&aws, &tmp, "drain", &files);
+    assert!(!cluster.gateway_log().contains("panicked"));
+}
