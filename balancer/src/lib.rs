@@ -9,6 +9,7 @@
 //! server can be a node. Fragments
 //! the nodes cannot hold go to an overflow store (IPFS), read last.
 
+pub mod audit;
 pub mod error;
 pub mod hedged_read;
 pub mod node;
@@ -17,6 +18,7 @@ pub mod placement;
 pub mod registry;
 pub mod trust;
 
+pub use audit::AuditOutcome;
 pub use error::BalancerError;
 pub use hedged_read::Check;
 pub use node::{Network, NodeSpec, NodeState};

@@ -150,6 +150,13 @@ pub struct DurabilityPolicy {
     pub node_lost_after: Duration,
     /// Fragments repaired at once by one gateway.
     pub repair_concurrency: usize,
+    /// Every replica is read back and checked at least once per this
+    /// period (0 turns the scrub off).
+    #[serde(deserialize_with = "duration")]
+    pub scrub_every: Duration,
+    /// Bytes a second the scrub reads at most (per gateway).
+    #[serde(deserialize_with = "size")]
+    pub scrub_rate: u64,
 }
 
 impl Default for DurabilityPolicy {
@@ -159,6 +166,8 @@ impl Default for DurabilityPolicy {
             orphan_grace: DEFAULT_ORPHAN_GRACE,
             node_lost_after: DEFAULT_NODE_LOST_AFTER,
             repair_concurrency: 4,
+            scrub_every: Duration::from_secs(30 * 86_400),
+            scrub_rate: 8 << 20,
         }
     }
 }

@@ -8,7 +8,8 @@
 //! [`orphans`] those nothing ever referenced (a write cut short);
 //! [`repair`] brings every fragment back to its target copies (nodes lost,
 //! drained or disqualified, fragments that overflowed to IPFS), and
-//! [`node_lifecycle`] notices lost nodes.
+//! [`node_lifecycle`] notices lost nodes, [`scrub`] reads every replica
+//! back and keeps each node's audit record.
 
 pub mod access;
 pub mod addressing;
@@ -30,6 +31,7 @@ pub mod preconditions;
 pub mod read_leases;
 pub mod repair;
 pub mod s3_api;
+pub mod scrub;
 pub mod server;
 pub mod share;
 pub mod upload;

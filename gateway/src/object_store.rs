@@ -14,6 +14,7 @@ use crate::fragment::SegmentCodec;
 use crate::index::Index;
 use crate::orphans::OrphanSweep;
 use crate::read_leases::ReadLeases;
+use crate::scrub::Scrub;
 use crate::write_intents::WriteIntents;
 
 /// Everything the S3 API needs to store and fetch objects.
@@ -40,6 +41,8 @@ pub struct ObjectStore {
     pub orphan_sweep: OrphanSweep,
     /// Fragments repaired at once.
     pub repair_concurrency: usize,
+    /// The scrub's settings.
+    pub scrub: Scrub,
     /// Plaintext bytes being compressed and placed, across all uploads, in
     /// [`BUDGET_UNIT`]s.
     pub segment_budget: Arc<Semaphore>,
@@ -95,6 +98,7 @@ impl ObjectStore {
             write_intents: Arc::default(),
             orphan_sweep: OrphanSweep::new(durability.orphan_grace),
             repair_concurrency: durability.repair_concurrency,
+            scrub: Scrub::new(durability.scrub_every, durability.scrub_rate),
             segment_budget: Arc::new(Semaphore::new(UPLOAD_BUDGET_BYTES / BUDGET_UNIT)),
             fetch_budget: Arc::new(Semaphore::new(DOWNLOAD_BUDGET_BYTES / BUDGET_UNIT)),
         }

@@ -100,6 +100,7 @@ pub async fn run_gateway(
     ));
     store.spawn_garbage_collector();
     store.spawn_repair(settings.refresh);
+    store.spawn_scrub();
     store.spawn_orphan_sweep();
 
     let base_domain = settings.base_domain.as_deref().map(BaseDomain::new);

@@ -390,8 +390,21 @@ impl DiskStore {
     /// # Errors
     /// [`StoreError::NoSuchKey`] or [`StoreError::NoSuchBucket`].
     pub async fn open_object(&self, bucket: &str, key: &str) -> Result<OpenObject, StoreError> {
-        let path = self.object_path(bucket, key)?;
         self.reads.fetch_add(1, Ordering::Relaxed);
+        self.open_uncounted(bucket, key).await
+    }
+
+    /// An object's metadata (a listing's size, ETag and date), without
+    /// counting as a read.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchKey`] or [`StoreError::NoSuchBucket`].
+    pub async fn object_meta(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
+        Ok(self.open_uncounted(bucket, key).await?.meta)
+    }
+
+    async fn open_uncounted(&self, bucket: &str, key: &str) -> Result<OpenObject, StoreError> {
+        let path = self.object_path(bucket, key)?;
         let opened = blocking(move || {
             let file = std::fs::File::open(&path)?;
             let meta = read_trailer(&file, &path)?;
@@ -438,18 +451,18 @@ impl DiskStore {
         Ok(())
     }
 
-    /// Lists the objects of a bucket whose keys start with `prefix` and come
-    /// after `after`, sorted by key, at most `limit` (plus one, to tell the
-    /// caller whether there are more).
+    /// The keys in a bucket that start with `prefix` and sort after
+    /// `after`, in byte order. Only the folders are read: a page's metadata
+    /// is read by [`Self::object_meta`] for the keys it shows.
     ///
     /// # Errors
-    /// [`StoreError::NoSuchBucket`] or a disk error.
-    pub async fn list_objects(
+    /// [`StoreError::NoSuchBucket`] or an I/O error.
+    pub async fn list_keys(
         &self,
         bucket: &str,
         prefix: &str,
         after: Option<&str>,
-    ) -> Result<Vec<(String, ObjectMeta)>, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let dir = self.existing_bucket_dir(bucket).await?;
         let keys = blocking(move || {
             let mut keys = Vec::new();
@@ -462,16 +475,7 @@ impl DiskStore {
             .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
             .collect();
         keys.sort();
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            match self.open_object(bucket, &key).await {
-                Ok(object) => out.push((key, object.meta)),
-                // Deleted while we listed.
-                Err(StoreError::NoSuchKey { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        Ok(keys)
     }
 }
 
@@ -697,9 +701,11 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::BadDigest));
 
-        let listed = store.list_objects("b", "", None).await.unwrap();
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].0, "a/../x");
+        let reads = store.reads();
+        let listed = store.list_keys("b", "", None).await.unwrap();
+        assert_eq!(listed, ["a/../x"]);
+        assert_eq!(store.object_meta("b", "a/../x").await.unwrap().size, 1);
+        assert_eq!(store.reads(), reads, "a listing is not a read");
         assert!(matches!(
             store.delete_bucket("b").await,
             Err(StoreError::BucketNotEmpty(_))

@@ -238,36 +238,42 @@ impl S3 for NodeS3 {
             })?),
             None => input.start_after.clone(),
         };
-        let entries = self
+        let keys = self
             .store
-            .list_objects(&input.bucket, &prefix, skip.as_deref())
+            .list_keys(&input.bucket, &prefix, skip.as_deref())
             .await?;
         let mut listing = Listing::new(
             &prefix,
             input.delimiter.as_deref(),
             usize::try_from(max_keys).unwrap_or(0),
         );
-        for (key, meta) in entries {
+        for key in keys {
             if skip.as_deref().is_some_and(|s| key.as_str() <= s) {
                 continue;
             }
-            match listing.offer(key, meta) {
+            match listing.offer(key, ()) {
                 Step::Next => {}
                 Step::SkipPast(cursor) => skip = Some(cursor),
                 Step::Done => break,
             }
         }
-        let contents: Vec<Object> = listing
-            .objects
-            .iter()
-            .map(|(key, meta)| Object {
+        // Only the page's objects have their metadata read.
+        let mut contents: Vec<Object> = Vec::with_capacity(listing.objects.len());
+        for (key, ()) in &listing.objects {
+            let meta = match self.store.object_meta(&input.bucket, key).await {
+                Ok(meta) => meta,
+                // Deleted while we listed.
+                Err(StoreError::NoSuchKey { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            contents.push(Object {
                 key: Some(key.clone()),
                 size: Some(size_i64(meta.size)),
-                e_tag: Some(etag(meta)),
+                e_tag: Some(etag(&meta)),
                 last_modified: Some(timestamp(meta.last_modified)),
                 ..Default::default()
-            })
-            .collect();
+            });
+        }
         let common_prefixes: Vec<CommonPrefix> = listing
             .prefixes
             .iter()

@@ -180,3 +180,74 @@ fn a_drained_node_ends_empty_and_can_be_removed() {
     read_objects(&aws, &tmp, "drain", &files);
     assert!(!cluster.gateway_log().contains("panicked"));
 }
+
+/// Flips 32 bytes in the middle of a file, in place.
+fn corrupt(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    let end = (mid + 32).min(bytes.len());
+    for b in &mut bytes[mid..end] {
+        *b ^= 0xff;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The scrub reads every replica back: a node whose every file was
+/// corrupted in place fails its audits, is disqualified and emptied by
+/// repair; on another node two corrupted files and one deleted are found
+/// and repaired while the node stays active. Every fragment ends at 3 + 1,
+/// each node's audit record shows what was found, and every object reads
+/// with only three nodes left.
+#[test]
+fn the_scrub_finds_lost_replicas_and_disqualifies_a_node_that_loses_them() {
+    let mut cluster = Cluster::build(5, 2, "1GiB")
+        .durability("scrub_every", "5s")
+        .start();
+    let aws = cluster.aws();
+    let tmp = TempDir::new("scrub");
+    let files = put_objects(&aws, &tmp, "scrub", 6);
+    let (liar, careless) = (cluster.nodes[0].2, cluster.nodes[1].2);
+    for file in cluster.node(liar).object_files() {
+        corrupt(&file);
+    }
+    let mut some = cluster.node(careless).object_files();
+    some.sort();
+    corrupt(&some[0]);
+    corrupt(&some[1]);
+    std::fs::remove_file(&some[2]).unwrap();
+
+    let node_of = |status: &serde_json::Value, id: i64| {
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let mut last = serde_json::Value::Null;
+    let settled = eventually(Duration::from_secs(120), || {
+        last = status(&cluster);
+        node_of(&last, liar)["state"] == "disqualified"
+            && node_of(&last, liar)["replicas"] == 0
+            && node_of(&last, careless)["audit_failures"] == 3
+            && last["fragments_below_target"] == 0
+    });
+    assert!(settled, "{last}");
+    let careless_report = node_of(&last, careless);
+    assert_eq!(careless_report["state"], "active", "{last}");
+    assert!(careless_report["audits"].as_u64().unwrap() > 3, "{last}");
+    assert!(
+        node_of(&last, liar)["audit_failures"].as_u64().unwrap() >= 10,
+        "{last}"
+    );
+    check_placements(&cluster, "scrub", files.len(), liar);
+    assert!(cluster.gateway_log().contains("node disqualified"));
+
+    let dead: Vec<i64> = [1, 2, 5, 6].iter().map(|&i| cluster.nodes[i].2).collect();
+    for id in dead {
+        cluster.node(id).proc.kill();
+    }
+    read_objects(&aws, &tmp, "scrub", &files);
+    assert!(!cluster.gateway_log().contains("panicked"));
+}

@@ -97,13 +97,22 @@ pub(super) async fn run(command: NodesCommand) -> Result<(), GatewayError> {
                 return Ok(());
             }
             println!(
-                "{:>4}  {:<8}  {:<12}  {:>14}  {:>14}  {:>9}  {:<20}  {:<24}  ENDPOINT",
-                "ID", "NETWORK", "STATE", "CAPACITY", "STORED", "REPLICAS", "LAST SEEN", "NAME"
+                "{:>4}  {:<8}  {:<12}  {:>14}  {:>14}  {:>9}  {:<20}  {:>13}  {:<24}  ENDPOINT",
+                "ID",
+                "NETWORK",
+                "STATE",
+                "CAPACITY",
+                "STORED",
+                "REPLICAS",
+                "LAST SEEN",
+                "AUDITS FAILED",
+                "NAME"
             );
             for n in nodes {
                 let seen = n.last_seen.map_or_else(|| "never".to_owned(), seen_ago);
+                let audits = format!("{}/{}", n.audit_failures, n.audits);
                 println!(
-                    "{:>4}  {:<8}  {:<12}  {:>14}  {:>14}  {:>9}  {:<20}  {:<24}  {}",
+                    "{:>4}  {:<8}  {:<12}  {:>14}  {:>14}  {:>9}  {:<20}  {:>13}  {:<24}  {}",
                     n.id,
                     n.network,
                     n.state,
@@ -111,6 +120,7 @@ pub(super) async fn run(command: NodesCommand) -> Result<(), GatewayError> {
                     n.stored,
                     n.replicas,
                     seen,
+                    audits,
                     n.name,
                     n.endpoint
                 );

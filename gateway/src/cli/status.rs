@@ -46,11 +46,20 @@ pub(super) struct NodeReport {
     pub replicas: u64,
     /// When a gateway's probe last reached it (ms since the epoch).
     pub last_seen: Option<i64>,
+    /// Replicas the scrub audited on it, and how many of those failed.
+    pub audits: u64,
+    pub audit_failures: u64,
+    /// Scrub passes over it completed.
+    pub scrub_passes: u64,
 }
 
 impl NodeReport {
     /// The report of `n`, with its replica count and last sighting.
-    pub fn new(n: &NodeSpec, (replicas, last_seen): (u64, Option<i64>)) -> Self {
+    pub fn new(
+        n: &NodeSpec,
+        (replicas, last_seen): (u64, Option<i64>),
+        (audits, audit_failures, scrub_passes): (u64, u64, u64),
+    ) -> Self {
         Self {
             id: n.id,
             name: n.name.clone(),
@@ -61,6 +70,9 @@ impl NodeReport {
             state: n.state,
             replicas,
             last_seen,
+            audits,
+            audit_failures,
+            scrub_passes,
         }
     }
 }
@@ -71,9 +83,17 @@ pub(super) async fn node_reports(
 ) -> Result<Vec<NodeReport>, GatewayError> {
     let nodes = index.nodes().await?;
     let usage = index.node_records().await?;
+    let audits = index.audit_records().await?;
     Ok(nodes
         .iter()
-        .map(|n| NodeReport::new(n, usage.get(&n.id).copied().unwrap_or_default()))
+        .map(|n| {
+            let (a, f, passes, _) = audits.get(&n.id).copied().unwrap_or_default();
+            NodeReport::new(
+                n,
+                usage.get(&n.id).copied().unwrap_or_default(),
+                (a, f, passes),
+            )
+        })
         .collect())
 }
 

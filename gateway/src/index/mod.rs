@@ -175,6 +175,7 @@ mod orphans;
 mod overflow;
 mod repair;
 mod rows;
+mod scrub;
 mod shares;
 
 pub use access_keys::{AccessKeyRow, Owner};
@@ -184,6 +185,7 @@ pub use rows::{
     Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, PartRow, QueuedReplica,
     RepairCandidate, SegmentRow, ShareRow, StoredData, StoredPart, UploadRow,
 };
+pub use scrub::{AuditPolicy, ScrubCursor, ScrubItem};
 
 /// Whether a database error is a conflict with a concurrent writer, after
 /// which the transaction changed nothing: Postgres's serialization failure

@@ -1,0 +1,289 @@
+//! What the scrub keeps in the index: where each node's pass is, who runs
+//! it, each node's audit record, and what a failed audit changes.
+
+use sqlx::Row;
+
+use super::{Index, Tx, md5_from_hex, now_ms, to_u64};
+use crate::error::GatewayError;
+
+/// A position in a node's replicas, in `(data_id, seq, idx)` order; the
+/// default is before the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrubCursor {
+    pub data_id: String,
+    pub seq: i64,
+    pub idx: i64,
+}
+
+impl Default for ScrubCursor {
+    fn default() -> Self {
+        Self {
+            data_id: String::new(),
+            seq: -1,
+            idx: -1,
+        }
+    }
+}
+
+/// One replica to audit.
+#[derive(Debug, Clone)]
+pub struct ScrubItem {
+    pub data_id: String,
+    pub seq: u32,
+    pub index: u16,
+    pub size: u64,
+    pub md5: [u8; 16],
+}
+
+impl ScrubItem {
+    /// The position just after this replica.
+    pub fn cursor(&self) -> ScrubCursor {
+        ScrubCursor {
+            data_id: self.data_id.clone(),
+            seq: i64::from(self.seq),
+            idx: i64::from(self.index),
+        }
+    }
+}
+
+/// The audit policy: a node is disqualified when, over one scrub pass, at
+/// least `min_audits` audits ran and more than `max_failure_share` of them
+/// failed.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditPolicy {
+    pub min_audits: i64,
+    pub max_failure_share: f64,
+}
+
+impl Index {
+    /// Claims the scrub of node `node_id` for `owner` until `until` (ms);
+    /// returns where its pass is, or `None` while another gateway runs it.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn claim_scrub(
+        &self,
+        node_id: i64,
+        owner: &str,
+        until: i64,
+    ) -> Result<Option<ScrubCursor>, GatewayError> {
+        let row = write_tx!(self, |tx| {
+            Ok(sqlx::query(
+                "INSERT INTO node_scrubs (node_id, owner, until, pass_started) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (node_id) DO UPDATE SET owner = excluded.owner, until = excluded.until \
+                 WHERE node_scrubs.owner = excluded.owner OR node_scrubs.until < $4 \
+                 RETURNING cursor_data, cursor_seq, cursor_idx",
+            )
+            .bind(node_id)
+            .bind(owner)
+            .bind(until)
+            .bind(now_ms())
+            .fetch_optional(&mut **tx)
+            .await?)
+        })?;
+        row.map(|row| {
+            Ok(ScrubCursor {
+                data_id: row.try_get("cursor_data")?,
+                seq: row.try_get("cursor_seq")?,
+                idx: row.try_get("cursor_idx")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Up to `limit` replicas on node `node_id` after `cursor`, in order.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn scrub_batch(
+        &self,
+        node_id: i64,
+        cursor: &ScrubCursor,
+        limit: i64,
+    ) -> Result<Vec<ScrubItem>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT p.data_id, p.seq, p.idx, f.size, f.md5 FROM placements p \
+             JOIN fragments f ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx \
+             WHERE p.node_id = $1 AND (p.data_id > $2 OR (p.data_id = $2 AND \
+               (p.seq > $3 OR (p.seq = $3 AND p.idx > $4)))) \
+             ORDER BY p.data_id, p.seq, p.idx LIMIT $5",
+        )
+        .bind(node_id)
+        .bind(&cursor.data_id)
+        .bind(cursor.seq)
+        .bind(cursor.idx)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ScrubItem {
+                    data_id: row.try_get("data_id")?,
+                    seq: u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX),
+                    index: u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX),
+                    size: to_u64(row.try_get("size")?),
+                    md5: md5_from_hex(&row.try_get::<String, _>("md5")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Saves where node `node_id`'s pass is; `None` ends the pass (the
+    /// next starts from the beginning).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn save_scrub(
+        &self,
+        node_id: i64,
+        cursor: Option<&ScrubCursor>,
+    ) -> Result<(), GatewayError> {
+        match cursor {
+            Some(c) => {
+                sqlx::query(
+                    "UPDATE node_scrubs SET cursor_data = $1, cursor_seq = $2, cursor_idx = $3 \
+                     WHERE node_id = $4",
+                )
+                .bind(&c.data_id)
+                .bind(c.seq)
+                .bind(c.idx)
+                .bind(node_id)
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE node_scrubs SET cursor_data = '', cursor_seq = -1, cursor_idx = -1, \
+                     passes = passes + 1, pass_started = $1 WHERE node_id = $2",
+                )
+                .bind(now_ms())
+                .bind(node_id)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds audits to node `node_id`'s record (all time, and the current
+    /// pass's). At the end of a pass (`pass_done`) the pass's failures are
+    /// weighed: past the policy, an active node is disqualified (`true`).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn record_audits(
+        &self,
+        node_id: i64,
+        passed: u64,
+        failed: u64,
+        pass_done: bool,
+        policy: AuditPolicy,
+    ) -> Result<bool, GatewayError> {
+        let (passed, failed) = (
+            i64::try_from(passed).unwrap_or(i64::MAX),
+            i64::try_from(failed).unwrap_or(i64::MAX),
+        );
+        write_tx!(self, |tx| {
+            let row = sqlx::query(
+                "UPDATE nodes SET audits = audits + $1, audit_failures = audit_failures + $2, \
+                 window_audits = window_audits + $1, window_failures = window_failures + $2 \
+                 WHERE id = $3 RETURNING window_audits, window_failures, state",
+            )
+            .bind(passed + failed)
+            .bind(failed)
+            .bind(node_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(row) = row else { return Ok(false) };
+            let audits: i64 = row.try_get("window_audits")?;
+            let failures: i64 = row.try_get("window_failures")?;
+            let state: String = row.try_get("state")?;
+            if !pass_done {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE nodes SET window_start = $1, window_audits = 0, window_failures = 0 WHERE id = $2",
+            )
+            .bind(now_ms())
+            .bind(node_id)
+            .execute(&mut **tx)
+            .await?;
+            #[allow(clippy::cast_precision_loss)]
+            let share = failures as f64 / audits.max(1) as f64;
+            if state == "active" && audits >= policy.min_audits && share > policy.max_failure_share
+            {
+                sqlx::query("UPDATE nodes SET state = 'disqualified' WHERE id = $1")
+                    .bind(node_id)
+                    .execute(&mut **tx)
+                    .await?;
+                return Ok(true);
+            }
+            Ok(false)
+        })
+    }
+
+    /// Forgets a replica an audit found missing or corrupt and queues its
+    /// fragment for repair. The bad file is not deleted here: a repair may
+    /// write the fragment to the same node under the same key; if none
+    /// does, the orphan sweep removes it.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn drop_bad_replica(
+        &self,
+        (data_id, seq, idx): (&str, u32, u16),
+        node_id: i64,
+    ) -> Result<(), GatewayError> {
+        write_tx!(self, |tx| {
+            sqlx::query(
+                "DELETE FROM placements WHERE data_id = $1 AND seq = $2 AND idx = $3 AND node_id = $4",
+            )
+            .bind(data_id)
+            .bind(i64::from(seq))
+            .bind(i64::from(idx))
+            .bind(node_id)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO repairs (data_id, seq, idx, queued) VALUES ($1, $2, $3, 1) \
+                 ON CONFLICT (data_id, seq, idx) DO UPDATE SET queued = 1",
+            )
+            .bind(data_id)
+            .bind(i64::from(seq))
+            .bind(i64::from(idx))
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Each node's audit record and scrub progress, for `status` and
+    /// `nodes list`: `(audits, failures, passes, pass_started)` by node id.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn audit_records(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, (u64, u64, u64, i64)>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.audits, n.audit_failures, COALESCE(s.passes, 0) AS passes, \
+                    COALESCE(s.pass_started, 0) AS pass_started \
+             FROM nodes n LEFT JOIN node_scrubs s ON s.node_id = n.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    (
+                        to_u64(row.try_get("audits")?),
+                        to_u64(row.try_get("audit_failures")?),
+                        to_u64(row.try_get("passes")?),
+                        row.try_get("pass_started")?,
+                    ),
+                ))
+            })
+            .collect()
+    }
+}
