@@ -101,19 +101,12 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
                     (node.access_key, node.secret_key)
                 }
             };
-            let config = NodeConfig {
-                data: opts.data.node_dir(&name),
-                capacity: opts.node_capacity,
-                access_key,
-                secret_key,
-                delay: std::time::Duration::ZERO,
-                tls: None,
-            };
-            tokio::spawn(async move {
-                if let Err(e) = run_node(config, listener, std::future::pending()).await {
-                    tracing::error!(node = %name, error = %e, "dev node stopped");
-                }
-            });
+            spawn_node(
+                listener,
+                opts.data.node_dir(&name),
+                opts.node_capacity,
+                (access_key, secret_key),
+            );
         }
     }
     let addr = gateway.local_addr().map_err(io)?;
@@ -158,4 +151,27 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         node_trust: tenfold_balancer::NodeTrust::default(),
     };
     run_gateway(gateway, index, settings).await
+}
+
+/// Runs a storage node in this process on `listener`, holding its data in
+/// `data`, until the process ends (a dev cluster's, or a test's).
+pub fn spawn_node(
+    listener: TcpListener,
+    data: std::path::PathBuf,
+    capacity: u64,
+    (access_key, secret_key): (String, String),
+) {
+    let config = NodeConfig {
+        data,
+        capacity,
+        access_key,
+        secret_key,
+        delay: std::time::Duration::ZERO,
+        tls: None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = run_node(config, listener, std::future::pending()).await {
+            tracing::error!(error = %e, "in-process node stopped");
+        }
+    });
 }

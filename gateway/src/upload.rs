@@ -435,10 +435,7 @@ fn collect(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use tenfold_balancer::{Balancer, Check, Network, ReplicaPolicy};
-    use tenfold_node::{NodeConfig, run_node};
 
     use super::*;
     use crate::config::{DurabilityPolicy, StoragePolicy};
@@ -455,18 +452,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(run_node(
-            NodeConfig {
-                data: dir.join("node"),
-                capacity: 1 << 30,
-                access_key: "k".into(),
-                secret_key: "s".into(),
-                delay: Duration::ZERO,
-                tls: None,
-            },
+        crate::dev_cluster::spawn_node(
             listener,
-            std::future::pending(),
-        ));
+            dir.join("node"),
+            1 << 30,
+            ("k".into(), "s".into()),
+        );
         let keyring = Keyring::new(
             MasterKey::parse(&MasterKey::generate()).unwrap(),
             Vec::new(),
