@@ -171,7 +171,11 @@ impl ObjectStore {
             remove_now.as_slice(),
             release_later.as_slice(),
         ));
-        match self.index.record_repair(c.id(), &added, forget).await {
+        match self
+            .index
+            .record_repair(c.id(), &added, forget, self.balancer.policy())
+            .await
+        {
             Ok(true) if settled => {
                 tracing::info!(
                     added = added.len(),

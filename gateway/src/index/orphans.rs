@@ -62,21 +62,40 @@ impl Index {
         owner: &str,
         until: i64,
     ) -> Result<bool, GatewayError> {
-        let claimed = write_tx!(self, |tx| {
-            Ok(sqlx::query(
-                "INSERT INTO node_sweeps (node_id, owner, until) VALUES ($1, $2, $3) \
-                 ON CONFLICT (node_id) DO UPDATE SET owner = excluded.owner, until = excluded.until \
-                 WHERE node_sweeps.owner = excluded.owner OR node_sweeps.until < $4 \
-                 RETURNING node_id",
-            )
-            .bind(node_id)
-            .bind(owner)
-            .bind(until)
-            .bind(now_ms())
-            .fetch_optional(&mut **tx)
-            .await?)
-        })?;
+        let claimed = self
+            .claim_node_job("node_sweeps", "node_id", node_id, owner, until)
+            .await?;
         Ok(claimed.is_some())
+    }
+
+    /// Claims a per-node job in `table` (`node_sweeps`, `node_scrubs`) for
+    /// `owner` until `until` (ms): the row's `returning` columns when it
+    /// is `owner`'s now (new, renewed, or taken over from a lapsed claim),
+    /// `None` while another gateway's claim runs.
+    pub(super) async fn claim_node_job(
+        &self,
+        table: &str,
+        returning: &str,
+        node_id: i64,
+        owner: &str,
+        until: i64,
+    ) -> Result<Option<sqlx::any::AnyRow>, GatewayError> {
+        let sql = format!(
+            "INSERT INTO {table} (node_id, owner, until) VALUES ($1, $2, $3) \
+             ON CONFLICT (node_id) DO UPDATE SET owner = excluded.owner, until = excluded.until \
+             WHERE {table}.owner = excluded.owner OR {table}.until < $4 \
+             RETURNING {returning}"
+        );
+        let sql = sql.as_str();
+        write_tx!(self, |tx| {
+            Ok(sqlx::query(sql)
+                .bind(node_id)
+                .bind(owner)
+                .bind(until)
+                .bind(now_ms())
+                .fetch_optional(&mut **tx)
+                .await?)
+        })
     }
 
     /// Which replicas of the data ids from `first` to `last` (inclusive)

@@ -157,8 +157,10 @@ impl Index {
     /// copy that does not count (`dropped`). Dropped copies on reachable
     /// nodes, and overflow pins, are queued for removal: `due_now` ones at
     /// once (readers find the fragment's other copies), the rest after the
-    /// grace period. `false` when the fragment is gone meanwhile (its object
-    /// deleted or overwritten): the caller removes what it added.
+    /// grace period. A settled fragment found below `policy` after all (a
+    /// copy lost meanwhile) stays queued. `false` when the fragment is gone
+    /// meanwhile (its object deleted or overwritten): the caller removes
+    /// what it added.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
@@ -167,6 +169,7 @@ impl Index {
         (data_id, seq, idx): (&str, u32, u16),
         added: &[Placement],
         settled: Option<(&[Placement], &[Replica], &[Replica])>,
+        policy: ReplicaPolicy,
     ) -> Result<bool, GatewayError> {
         write_tx!(self, |tx| {
             let exists =
@@ -178,12 +181,7 @@ impl Index {
                     .await?
                     .is_some();
             if !exists {
-                sqlx::query("DELETE FROM repairs WHERE data_id = $1 AND seq = $2 AND idx = $3")
-                    .bind(data_id)
-                    .bind(i64::from(seq))
-                    .bind(i64::from(idx))
-                    .execute(&mut **tx)
-                    .await?;
+                Self::forget_repair_in(tx, (data_id, seq, idx)).await?;
                 return Ok(false);
             }
             for p in added {
@@ -205,15 +203,51 @@ impl Index {
                 }
                 Self::add_garbage_released_in(tx, due_now, 0).await?;
                 Self::add_garbage_in(tx, later).await?;
-                sqlx::query("DELETE FROM repairs WHERE data_id = $1 AND seq = $2 AND idx = $3")
+                // A copy may have been lost meanwhile (the scrub found one
+                // bad): then the fragment stays queued, due at once.
+                let (mainnet, testnet): (i64, i64) = sqlx::query_as(
+                    "SELECT CAST(COALESCE(SUM(CASE WHEN p.network = 'mainnet' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                            CAST(COALESCE(SUM(CASE WHEN p.network = 'testnet' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                     FROM placements p JOIN nodes n ON n.id = p.node_id \
+                     WHERE p.data_id = $1 AND p.seq = $2 AND p.idx = $3 AND n.state = 'active'",
+                )
+                .bind(data_id)
+                .bind(i64::from(seq))
+                .bind(i64::from(idx))
+                .fetch_one(&mut **tx)
+                .await?;
+                if to_u64(mainnet) >= policy.mainnet as u64
+                    && to_u64(testnet) >= policy.testnet as u64
+                {
+                    Self::forget_repair_in(tx, (data_id, seq, idx)).await?;
+                } else {
+                    sqlx::query(
+                        "UPDATE repairs SET queued = 1, not_before = 0 \
+                         WHERE data_id = $1 AND seq = $2 AND idx = $3",
+                    )
                     .bind(data_id)
                     .bind(i64::from(seq))
                     .bind(i64::from(idx))
                     .execute(&mut **tx)
                     .await?;
+                }
             }
             Ok(true)
         })
+    }
+
+    /// Removes a fragment's repair row (its queue entry, claim and back-off).
+    async fn forget_repair_in(
+        tx: &mut Tx,
+        (data_id, seq, idx): (&str, u32, u16),
+    ) -> Result<(), GatewayError> {
+        sqlx::query("DELETE FROM repairs WHERE data_id = $1 AND seq = $2 AND idx = $3")
+            .bind(data_id)
+            .bind(i64::from(seq))
+            .bind(i64::from(idx))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     async fn drop_placement_in(

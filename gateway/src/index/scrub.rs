@@ -67,20 +67,15 @@ impl Index {
         owner: &str,
         until: i64,
     ) -> Result<Option<ScrubCursor>, GatewayError> {
-        let row = write_tx!(self, |tx| {
-            Ok(sqlx::query(
-                "INSERT INTO node_scrubs (node_id, owner, until, pass_started) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (node_id) DO UPDATE SET owner = excluded.owner, until = excluded.until \
-                 WHERE node_scrubs.owner = excluded.owner OR node_scrubs.until < $4 \
-                 RETURNING cursor_data, cursor_seq, cursor_idx",
+        let row = self
+            .claim_node_job(
+                "node_scrubs",
+                "cursor_data, cursor_seq, cursor_idx",
+                node_id,
+                owner,
+                until,
             )
-            .bind(node_id)
-            .bind(owner)
-            .bind(until)
-            .bind(now_ms())
-            .fetch_optional(&mut **tx)
-            .await?)
-        })?;
+            .await?;
         row.map(|row| {
             Ok(ScrubCursor {
                 data_id: row.try_get("cursor_data")?,
