@@ -84,7 +84,7 @@ impl ObjectStore {
             if node.state == NodeState::Lost || self.balancer.is_down(node.id) {
                 continue;
             }
-            let replicas = records.get(&node.id).map_or(0, |r| r.0);
+            let replicas = records.get(&node.id).map_or(0, |r| r.replicas);
             let cursor = match self
                 .index
                 .claim_scrub(node.id, &scrub.owner, now_ms().saturating_add(claim_ms))

@@ -130,7 +130,11 @@ pub(super) async fn run(command: NodesCommand) -> Result<(), GatewayError> {
         NodesCommand::Drain { id, index } => {
             let index = index.open().await?;
             index.set_node_state(id, NodeState::Draining).await?;
-            let held = index.node_records().await?.get(&id).map_or(0, |r| r.0);
+            let held = index
+                .node_records()
+                .await?
+                .get(&id)
+                .map_or(0, |r| r.replicas);
             println!(
                 "node {id} is draining: {held} replicas to move; `tenfold nodes remove {id}` once none is left"
             );

@@ -9,7 +9,7 @@ use tenfold_balancer::{Network, NodeSpec, NodeState, OVERFLOW, Placement};
 
 use super::IndexArgs;
 use crate::error::GatewayError;
-use crate::index::Redundancy;
+use crate::index::{NodeRecord, Redundancy};
 
 #[derive(Debug, Args)]
 pub(super) struct StatusArgs {
@@ -54,12 +54,8 @@ pub(super) struct NodeReport {
 }
 
 impl NodeReport {
-    /// The report of `n`, with its replica count and last sighting.
-    pub fn new(
-        n: &NodeSpec,
-        (replicas, last_seen): (u64, Option<i64>),
-        (audits, audit_failures, scrub_passes): (u64, u64, u64),
-    ) -> Self {
+    /// The report of `n`, with what the index records of it.
+    pub fn new(n: &NodeSpec, record: NodeRecord) -> Self {
         Self {
             id: n.id,
             name: n.name.clone(),
@@ -68,11 +64,11 @@ impl NodeReport {
             capacity: n.capacity,
             stored: n.stored_bytes,
             state: n.state,
-            replicas,
-            last_seen,
-            audits,
-            audit_failures,
-            scrub_passes,
+            replicas: record.replicas,
+            last_seen: record.last_seen,
+            audits: record.audits,
+            audit_failures: record.audit_failures,
+            scrub_passes: record.scrub_passes,
         }
     }
 }
@@ -82,18 +78,10 @@ pub(super) async fn node_reports(
     index: &crate::index::Index,
 ) -> Result<Vec<NodeReport>, GatewayError> {
     let nodes = index.nodes().await?;
-    let usage = index.node_records().await?;
-    let audits = index.audit_records().await?;
+    let records = index.node_records().await?;
     Ok(nodes
         .iter()
-        .map(|n| {
-            let (a, f, passes, _) = audits.get(&n.id).copied().unwrap_or_default();
-            NodeReport::new(
-                n,
-                usage.get(&n.id).copied().unwrap_or_default(),
-                (a, f, passes),
-            )
-        })
+        .map(|n| NodeReport::new(n, records.get(&n.id).copied().unwrap_or_default()))
         .collect())
 }
 

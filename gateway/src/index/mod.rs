@@ -179,6 +179,7 @@ mod scrub;
 mod shares;
 
 pub use access_keys::{AccessKeyRow, Owner};
+pub use nodes::NodeRecord;
 pub use orphans::NamedReplicas;
 pub use repair::Redundancy;
 pub use rows::{

@@ -8,6 +8,20 @@ use super::rows::NewNode;
 use super::{Index, Tx, now_ms, to_i64, to_u64};
 use crate::error::GatewayError;
 
+/// What the index records of a node besides its registration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Replicas placed on it.
+    pub replicas: u64,
+    /// When a gateway's probe last reached it (ms since the epoch).
+    pub last_seen: Option<i64>,
+    /// Replicas the scrub audited on it, and how many of those failed.
+    pub audits: u64,
+    pub audit_failures: u64,
+    /// Scrub passes over it completed.
+    pub scrub_passes: u64,
+}
+
 impl Index {
     /// Registers a node and returns its id.
     ///
@@ -102,17 +116,19 @@ impl Index {
             .collect()
     }
 
-    /// Every node's replica count and last sighting by a gateway (ms).
+    /// What the index records of every node besides its registration:
+    /// replicas, last sighting, audit record and scrub passes, by node id.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn node_records(
         &self,
-    ) -> Result<std::collections::HashMap<i64, (u64, Option<i64>)>, GatewayError> {
+    ) -> Result<std::collections::HashMap<i64, NodeRecord>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT n.id, n.last_seen, \
+            "SELECT n.id, n.last_seen, n.audits, n.audit_failures, \
+                    COALESCE(s.passes, 0) AS passes, \
                     (SELECT COUNT(*) FROM placements p WHERE p.node_id = n.id) AS replicas \
-             FROM nodes n",
+             FROM nodes n LEFT JOIN node_scrubs s ON s.node_id = n.id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -120,7 +136,13 @@ impl Index {
             .map(|row| {
                 Ok((
                     row.try_get("id")?,
-                    (to_u64(row.try_get("replicas")?), row.try_get("last_seen")?),
+                    NodeRecord {
+                        replicas: to_u64(row.try_get("replicas")?),
+                        last_seen: row.try_get("last_seen")?,
+                        audits: to_u64(row.try_get("audits")?),
+                        audit_failures: to_u64(row.try_get("audit_failures")?),
+                        scrub_passes: to_u64(row.try_get("passes")?),
+                    },
                 ))
             })
             .collect()

@@ -252,23 +252,40 @@ impl Index {
 
     async fn drop_placement_in(
         tx: &mut Tx,
-        (data_id, seq, idx): (&str, u32, u16),
+        id: (&str, u32, u16),
         placement: &Placement,
     ) -> Result<(), GatewayError> {
-        const BY_NODE: &str =
-            "DELETE FROM placements WHERE data_id = $1 AND seq = $2 AND idx = $3 AND node_id = $4";
-        const BY_CID: &str =
-            "DELETE FROM placements WHERE data_id = $1 AND seq = $2 AND idx = $3 AND cid = $4";
-        let fragment = |sql| {
-            sqlx::query(sql)
+        match placement {
+            Placement::Node { node_id, .. } => Self::drop_node_copy_in(tx, id, *node_id).await,
+            Placement::Overflow { cid } => {
+                let (data_id, seq, idx) = id;
+                sqlx::query(
+                    "DELETE FROM placements WHERE data_id = $1 AND seq = $2 AND idx = $3 AND cid = $4",
+                )
                 .bind(data_id)
                 .bind(i64::from(seq))
                 .bind(i64::from(idx))
-        };
-        match placement {
-            Placement::Node { node_id, .. } => fragment(BY_NODE).bind(*node_id),
-            Placement::Overflow { cid } => fragment(BY_CID).bind(cid.as_str()),
+                .bind(cid.as_str())
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
         }
+    }
+
+    /// Forgets a fragment's copy on node `node_id`.
+    pub(super) async fn drop_node_copy_in(
+        tx: &mut Tx,
+        (data_id, seq, idx): (&str, u32, u16),
+        node_id: i64,
+    ) -> Result<(), GatewayError> {
+        sqlx::query(
+            "DELETE FROM placements WHERE data_id = $1 AND seq = $2 AND idx = $3 AND node_id = $4",
+        )
+        .bind(data_id)
+        .bind(i64::from(seq))
+        .bind(i64::from(idx))
+        .bind(node_id)
         .execute(&mut **tx)
         .await?;
         Ok(())

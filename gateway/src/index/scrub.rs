@@ -230,15 +230,7 @@ impl Index {
         node_id: i64,
     ) -> Result<(), GatewayError> {
         write_tx!(self, |tx| {
-            sqlx::query(
-                "DELETE FROM placements WHERE data_id = $1 AND seq = $2 AND idx = $3 AND node_id = $4",
-            )
-            .bind(data_id)
-            .bind(i64::from(seq))
-            .bind(i64::from(idx))
-            .bind(node_id)
-            .execute(&mut **tx)
-            .await?;
+            Self::drop_node_copy_in(tx, (data_id, seq, idx), node_id).await?;
             sqlx::query(
                 "INSERT INTO repairs (data_id, seq, idx, queued) VALUES ($1, $2, $3, 1) \
                  ON CONFLICT (data_id, seq, idx) DO UPDATE SET queued = 1",
@@ -250,35 +242,5 @@ impl Index {
             .await?;
             Ok(())
         })
-    }
-
-    /// Each node's audit record and scrub progress, for `status` and
-    /// `nodes list`: `(audits, failures, passes, pass_started)` by node id.
-    ///
-    /// # Errors
-    /// [`GatewayError::Index`].
-    pub async fn audit_records(
-        &self,
-    ) -> Result<std::collections::HashMap<i64, (u64, u64, u64, i64)>, GatewayError> {
-        let rows = sqlx::query(
-            "SELECT n.id, n.audits, n.audit_failures, COALESCE(s.passes, 0) AS passes, \
-                    COALESCE(s.pass_started, 0) AS pass_started \
-             FROM nodes n LEFT JOIN node_scrubs s ON s.node_id = n.id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get("id")?,
-                    (
-                        to_u64(row.try_get("audits")?),
-                        to_u64(row.try_get("audit_failures")?),
-                        to_u64(row.try_get("passes")?),
-                        row.try_get("pass_started")?,
-                    ),
-                ))
-            })
-            .collect()
     }
 }
