@@ -35,6 +35,10 @@ pub struct HttpLimits {
     /// How long requests in progress may take to finish once the server
     /// is told to stop, before they are cut off.
     pub shutdown_grace: Duration,
+    /// Whether HTML form uploads (S3's POST Object) reach the handler,
+    /// which then checks their signed policy while it streams them; when
+    /// false they are refused before their body is read.
+    pub form_uploads: bool,
 }
 
 impl Default for HttpLimits {
@@ -45,6 +49,7 @@ impl Default for HttpLimits {
             idle: Duration::from_secs(30),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            form_uploads: false,
         }
     }
 }
@@ -159,8 +164,9 @@ fn bad_presign_expiry<B>(req: &Request<B>, now: std::time::SystemTime) -> Option
 
 /// Whether a request is an HTML form upload (S3's POST Object), whose
 /// credentials travel inside the body: `s3s` reads the whole file into
-/// memory, up to 5 GiB, before it checks them, whatever the headers say.
-fn is_form_post<B>(req: &Request<B>) -> bool {
+/// memory, up to 5 GiB, before it checks them, whatever the headers say,
+/// so such a request must never reach `s3s`.
+pub fn is_form_post<B>(req: &Request<B>) -> bool {
     req.method() == http::Method::POST
         && req
             .headers()
@@ -184,7 +190,7 @@ struct Refusal {
 /// Why a request is refused before a byte of its body is read, if it is:
 /// an old or malformed signature, a body with no credentials, or a form
 /// upload.
-fn refused_before_body<B>(req: &Request<B>, has_body: bool) -> Option<Refusal> {
+fn refused_before_body<B>(req: &Request<B>, has_body: bool, form_uploads: bool) -> Option<Refusal> {
     let refuse = |status, code, message| {
         Some(Refusal {
             status,
@@ -206,6 +212,9 @@ fn refused_before_body<B>(req: &Request<B>, has_body: bool) -> Option<Refusal> {
             why,
         )
     } else if is_form_post(req) {
+        if form_uploads {
+            return None;
+        }
         refuse(
             StatusCode::FORBIDDEN,
             "AccessDenied",
@@ -400,7 +409,7 @@ pub async fn serve_http<H, Fut>(
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
                 // Hyper sends no `100 Continue` for an empty body.
                 let empty = http_body::Body::is_end_stream(req.body());
-                let refused = refused_before_body(&req, !empty);
+                let refused = refused_before_body(&req, !empty, limits.form_uploads);
                 let read = Arc::new(AtomicBool::new(false));
                 let watch = BodyWatch::default();
                 let mut req = req.map(|inner| {
@@ -763,31 +772,40 @@ mod tests {
         let form = ("content-type", "multipart/form-data; boundary=x");
         let auth = ("authorization", "AWS4-HMAC-SHA256 Credential=k/...");
         // A body needs credentials, in a header or a presigned query.
-        assert!(refused_before_body(&request("PUT", "/b/k", &[]), true).is_some());
-        assert!(refused_before_body(&request("PUT", "/b/k", &[auth]), true).is_none());
+        assert!(refused_before_body(&request("PUT", "/b/k", &[]), true, false).is_some());
+        assert!(refused_before_body(&request("PUT", "/b/k", &[auth]), true, false).is_none());
         let presigned =
             "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=k&X-Amz-Signature=0";
-        assert!(refused_before_body(&request("PUT", presigned, &[]), true).is_none());
+        assert!(refused_before_body(&request("PUT", presigned, &[]), true, false).is_none());
         assert!(
-            refused_before_body(&request("PUT", "/b/k?x-amz-signature-ish=1", &[]), true).is_some()
+            refused_before_body(
+                &request("PUT", "/b/k?x-amz-signature-ish=1", &[]),
+                true,
+                false
+            )
+            .is_some()
         );
         // Requests without a body are left to S3's own checks.
-        assert!(refused_before_body(&request("GET", "/b/k", &[]), false).is_none());
+        assert!(refused_before_body(&request("GET", "/b/k", &[]), false, false).is_none());
         // A form POST is refused whatever its headers claim.
         for headers in [vec![form], vec![form, auth]] {
-            assert!(refused_before_body(&request("POST", "/b", &headers), true).is_some());
+            assert!(refused_before_body(&request("POST", "/b", &headers), true, false).is_some());
         }
         let upper = ("Content-Type", "Multipart/Form-Data; boundary=x");
-        assert!(refused_before_body(&request("POST", "/b", &[upper, auth]), true).is_some());
+        assert!(refused_before_body(&request("POST", "/b", &[upper, auth]), true, false).is_some());
+        // ... unless the server takes form uploads (and checks their policy).
+        assert!(refused_before_body(&request("POST", "/b", &[form]), true, true).is_none());
         // A signed POST that is not a form (DeleteObjects, multipart uploads) passes.
         let xml = ("content-type", "application/xml");
-        assert!(refused_before_body(&request("POST", "/b?delete", &[xml, auth]), true).is_none());
+        assert!(
+            refused_before_body(&request("POST", "/b?delete", &[xml, auth]), true, false).is_none()
+        );
     }
 
     #[test]
     fn sigv2_headers_and_presigned_urls_beyond_seven_days_are_refused() {
         let code = |uri: &str, headers: &[(&str, &str)]| {
-            refused_before_body(&request("GET", uri, headers), false)
+            refused_before_body(&request("GET", uri, headers), false, false)
                 .map(|r| (r.status.as_u16(), r.code))
         };
         let v4 = "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=k&X-Amz-Signature=0";

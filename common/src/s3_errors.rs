@@ -1,9 +1,9 @@
 //! S3 errors the gateway and the node answer alike, beyond the codes `s3s`
 //! knows by name.
 
-use s3s::{S3Error, S3ErrorCode};
+use s3s::{Body, S3Error, S3ErrorCode};
 
-use crate::http_server::BodyError;
+use crate::http_server::{BodyError, plain_response};
 
 /// The S3 error code for a full node or a gateway whose nodes cannot hold
 /// an upload: the name MinIO-like clients and the Tenfold balancer
@@ -34,4 +34,13 @@ pub fn body_error_code(error: &BodyError) -> S3ErrorCode {
         BodyError::Idle(_) => S3ErrorCode::RequestTimeout,
         BodyError::Transport(_) => S3ErrorCode::IncompleteBody,
     }
+}
+
+/// The XML error document S3 clients expect for `error`, for answers
+/// given outside `s3s`.
+pub fn error_response(error: S3Error) -> http::Response<Body> {
+    error.to_http_response().unwrap_or_else(|e| {
+        tracing::error!(error = ?e, "error response not serialised");
+        plain_response(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })
 }

@@ -14,6 +14,8 @@ pub enum GatewayError {
     NoSuchBucket(String),
     #[error("key {0:?} does not exist")]
     NoSuchKey(String),
+    #[error("bucket {0:?} has no CORS configuration")]
+    NoSuchCorsConfiguration(String),
     #[error("bucket {0:?} already exists")]
     BucketExists(String),
     #[error("bucket {0:?} already exists and belongs to another access key")]
@@ -42,6 +44,14 @@ pub enum GatewayError {
     KeyTooLong,
     #[error("a body of {0} bytes is larger than the 5 GiB S3 allows in one request")]
     EntityTooLarge(u64),
+    /// A form upload's file is larger than its policy allows.
+    #[error("your proposed upload exceeds the {0} bytes the POST policy allows")]
+    PostTooLarge(u64),
+    /// A form upload's file is smaller than its policy requires.
+    #[error("your proposed upload is smaller than the {0} bytes the POST policy requires")]
+    PostTooSmall(u64),
+    #[error("the body of your POST request is not well-formed multipart/form-data: {0}")]
+    MalformedPost(String),
     #[error("user metadata of {0} bytes is larger than the 2 KB S3 allows")]
     MetadataTooLarge(usize),
     #[error("the requested part number is not satisfiable")]
@@ -96,6 +106,7 @@ impl From<GatewayError> for S3Error {
         let code = match e {
             GatewayError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
             GatewayError::NoSuchKey(_) => S3ErrorCode::NoSuchKey,
+            GatewayError::NoSuchCorsConfiguration(_) => S3ErrorCode::NoSuchCORSConfiguration,
             GatewayError::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
             GatewayError::BucketTaken(_) => S3ErrorCode::BucketAlreadyExists,
             GatewayError::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
@@ -109,7 +120,11 @@ impl From<GatewayError> for S3Error {
             GatewayError::NotModified => S3ErrorCode::NotModified,
             GatewayError::InvalidRequest(_) => S3ErrorCode::InvalidRequest,
             GatewayError::KeyTooLong => S3ErrorCode::KeyTooLongError,
-            GatewayError::EntityTooLarge(_) => S3ErrorCode::EntityTooLarge,
+            GatewayError::EntityTooLarge(_) | GatewayError::PostTooLarge(_) => {
+                S3ErrorCode::EntityTooLarge
+            }
+            GatewayError::PostTooSmall(_) => S3ErrorCode::EntityTooSmall,
+            GatewayError::MalformedPost(_) => S3ErrorCode::MalformedPOSTRequest,
             GatewayError::MetadataTooLarge(_) => S3ErrorCode::MetadataTooLarge,
             GatewayError::InvalidPartNumber => {
                 return with_status(

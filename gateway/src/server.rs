@@ -9,19 +9,24 @@ use http::Request;
 use s3s::Body;
 use s3s::service::S3ServiceBuilder;
 use tenfold_balancer::{Balancer, NodeTrust};
-use tenfold_common::http_server::{HttpLimits, into_response, serve_http, terminated};
+use tenfold_common::http_server::{
+    HttpLimits, into_response, is_form_post, serve_http, terminated,
+};
+use tenfold_common::s3_errors::error_response;
 use tenfold_common::tls::TlsFiles;
 use tenfold_overflow::{IpfsStore, OverflowStore};
 use tokio::net::TcpListener;
 
 use crate::access::Access;
-use crate::addressing::BaseDomain;
+use crate::addressing::{BaseDomain, bucket_of_request};
 use crate::config::{DurabilityPolicy, StoragePolicy};
+use crate::cors;
 use crate::crypto::Keyring;
 use crate::error::GatewayError;
 use crate::index::Index;
 use crate::node_lifecycle::spawn_registry_refresh;
 use crate::object_store::ObjectStore;
+use crate::post_object::serve_form_upload;
 use crate::s3_api::GatewayS3;
 use crate::s3_api::tenfold_routes::TenfoldRoutes;
 use crate::share::{SHARE_PATH, serve_share};
@@ -112,27 +117,56 @@ pub async fn run_gateway(
     builder.set_access(access.clone());
     builder.set_route(TenfoldRoutes::new(
         Arc::clone(&store),
-        access,
+        access.clone(),
         base_domain.clone(),
         if tls.is_some() { "https" } else { "http" },
     ));
     let s3 = builder.build();
     tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), "gateway listening");
+    // Form uploads are streamed here, past `s3s`, which would buffer them.
+    let limits = HttpLimits {
+        form_uploads: true,
+        ..settings.limits
+    };
     serve_http(
         listener,
-        settings.limits,
+        limits,
         tls,
         terminated(),
         move |req: Request<Body>| {
             let s3 = s3.clone();
             let store = Arc::clone(&store);
+            let access = access.clone();
             let share = is_share_request(&req, base_domain.as_ref());
+            let bucket = bucket_of_request(&req, base_domain.as_ref());
+            let origin = req
+                .headers()
+                .get(http::header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let method = req.method().clone();
             async move {
                 if share {
-                    serve_share(&store, req.method(), req.uri().path()).await
+                    return serve_share(&store, req.method(), req.uri().path()).await;
+                }
+                if method == http::Method::OPTIONS {
+                    return preflight(&store, bucket.map(|(b, _)| b), req.headers()).await;
+                }
+                let mut resp = if is_form_post(&req) {
+                    let bucket = bucket
+                        .as_ref()
+                        .filter(|(_, key)| !key)
+                        .map(|(b, _)| b.clone());
+                    serve_form_upload(&store, &access, bucket, req).await
                 } else {
                     into_response(s3.call(req).await)
+                };
+                if let (Some(origin), Some((bucket, _))) = (origin, bucket)
+                    && let Ok(Some(rules)) = store.index.bucket_cors(&bucket).await
+                {
+                    cors::decorate(&rules, &origin, &method, &mut resp);
                 }
+                resp
             }
         },
     )
@@ -172,4 +206,20 @@ fn is_share_request(req: &Request<Body>, base_domain: Option<&BaseDomain>) -> bo
         .and_then(|h| h.to_str().ok());
     host.zip(base_domain)
         .is_none_or(|(host, domain)| domain.bucket_of(host).is_none())
+}
+
+/// Answers a CORS preflight with the rules of the bucket it names.
+async fn preflight(
+    store: &ObjectStore,
+    bucket: Option<String>,
+    headers: &http::HeaderMap,
+) -> http::Response<Body> {
+    let rules = match bucket {
+        Some(bucket) => match store.index.bucket_cors(&bucket).await {
+            Ok(rules) => rules,
+            Err(e) => return error_response(e.into()),
+        },
+        None => None,
+    };
+    cors::preflight(rules.as_ref(), headers)
 }

@@ -86,6 +86,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), GatewayError> {
             idle: client_timeout,
             max_connections: config.max_connections,
             shutdown_grace: config.shutdown_grace,
+            ..HttpLimits::default()
         },
         tls,
         node_trust,

@@ -1,6 +1,8 @@
-//! Buckets in the index: whether one exists, and deleting an empty one.
+//! Buckets in the index: whether one exists, its CORS rules, and deleting
+//! an empty one.
 
 use super::{Index, Tx};
+use crate::cors::CorsRules;
 use crate::error::GatewayError;
 
 impl Index {
@@ -60,5 +62,48 @@ impl Index {
             }
             Ok(())
         })
+    }
+
+    /// A bucket's CORS rules: `None` when it has none.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchBucket`] or [`GatewayError::Index`].
+    pub async fn bucket_cors(&self, bucket: &str) -> Result<Option<CorsRules>, GatewayError> {
+        let cors: Option<Option<String>> =
+            sqlx::query_scalar("SELECT cors FROM buckets WHERE name = $1")
+                .bind(bucket)
+                .fetch_optional(&self.pool)
+                .await?;
+        match cors {
+            None => Err(GatewayError::NoSuchBucket(bucket.to_owned())),
+            Some(None) => Ok(None),
+            Some(Some(json)) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| GatewayError::Internal(format!("stored CORS rules of {bucket}: {e}"))),
+        }
+    }
+
+    /// Sets (or with `None` removes) a bucket's CORS rules.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchBucket`] or [`GatewayError::Index`].
+    pub async fn set_bucket_cors(
+        &self,
+        bucket: &str,
+        rules: Option<&CorsRules>,
+    ) -> Result<(), GatewayError> {
+        let json = rules
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let done = sqlx::query("UPDATE buckets SET cors = $1 WHERE name = $2")
+            .bind(json)
+            .bind(bucket)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(GatewayError::NoSuchBucket(bucket.to_owned()));
+        }
+        Ok(())
     }
 }

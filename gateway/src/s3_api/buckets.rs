@@ -1,12 +1,14 @@
 //! Bucket operations.
 
 use s3s::dto::{
-    Bucket, CreateBucketInput, CreateBucketOutput, DeleteBucketOutput, GetBucketLocationOutput,
-    GetBucketVersioningOutput, HeadBucketOutput, ListBucketsOutput,
+    Bucket, CreateBucketInput, CreateBucketOutput, DeleteBucketCorsOutput, DeleteBucketOutput,
+    GetBucketCorsOutput, GetBucketLocationOutput, GetBucketVersioningOutput, HeadBucketOutput,
+    ListBucketsOutput, PutBucketCorsInput, PutBucketCorsOutput,
 };
 
 use super::convert::timestamp_ms;
 use crate::access::Caller;
+use crate::cors::CorsRules;
 use crate::error::GatewayError;
 use crate::object_store::ObjectStore;
 
@@ -78,4 +80,39 @@ pub async fn delete(store: &ObjectStore, bucket: &str) -> Result<DeleteBucketOut
     store.index.delete_bucket(bucket).await?;
     store.garbage_ready.notify_one();
     Ok(DeleteBucketOutput {})
+}
+
+/// Sets a bucket's CORS rules.
+pub async fn put_cors(
+    store: &ObjectStore,
+    input: PutBucketCorsInput,
+) -> Result<PutBucketCorsOutput, GatewayError> {
+    let rules = CorsRules::from_s3(input.cors_configuration.cors_rules)?;
+    store
+        .index
+        .set_bucket_cors(&input.bucket, Some(&rules))
+        .await?;
+    Ok(PutBucketCorsOutput::default())
+}
+
+/// A bucket's CORS rules: `NoSuchCORSConfiguration` when it has none.
+pub async fn get_cors(
+    store: &ObjectStore,
+    bucket: &str,
+) -> Result<GetBucketCorsOutput, GatewayError> {
+    match store.index.bucket_cors(bucket).await? {
+        Some(rules) => Ok(GetBucketCorsOutput {
+            cors_rules: Some(rules.to_s3()),
+        }),
+        None => Err(GatewayError::NoSuchCorsConfiguration(bucket.to_owned())),
+    }
+}
+
+/// Removes a bucket's CORS rules.
+pub async fn delete_cors(
+    store: &ObjectStore,
+    bucket: &str,
+) -> Result<DeleteBucketCorsOutput, GatewayError> {
+    store.index.set_bucket_cors(bucket, None).await?;
+    Ok(DeleteBucketCorsOutput::default())
 }
