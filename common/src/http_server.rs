@@ -39,6 +39,10 @@ pub struct HttpLimits {
     /// which then checks their signed policy while it streams them; when
     /// false they are refused before their body is read.
     pub form_uploads: bool,
+    /// Path prefixes whose requests may carry a body without a signature:
+    /// their handler authorizes them otherwise (an upload link's token)
+    /// before it reads the body.
+    pub unsigned_body_paths: &'static [&'static str],
 }
 
 impl Default for HttpLimits {
@@ -50,6 +54,7 @@ impl Default for HttpLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             form_uploads: false,
+            unsigned_body_paths: &[],
         }
     }
 }
@@ -190,7 +195,11 @@ struct Refusal {
 /// Why a request is refused before a byte of its body is read, if it is:
 /// an old or malformed signature, a body with no credentials, or a form
 /// upload.
-fn refused_before_body<B>(req: &Request<B>, has_body: bool, form_uploads: bool) -> Option<Refusal> {
+fn refused_before_body<B>(
+    req: &Request<B>,
+    has_body: bool,
+    limits: &HttpLimits,
+) -> Option<Refusal> {
     let refuse = |status, code, message| {
         Some(Refusal {
             status,
@@ -212,7 +221,7 @@ fn refused_before_body<B>(req: &Request<B>, has_body: bool, form_uploads: bool) 
             why,
         )
     } else if is_form_post(req) {
-        if form_uploads {
+        if limits.form_uploads {
             return None;
         }
         refuse(
@@ -220,7 +229,13 @@ fn refused_before_body<B>(req: &Request<B>, has_body: bool, form_uploads: bool) 
             "AccessDenied",
             "Browser form uploads (POST Object) are not accepted by this server.",
         )
-    } else if has_body && !carries_credentials(req) {
+    } else if has_body
+        && !carries_credentials(req)
+        && !limits
+            .unsigned_body_paths
+            .iter()
+            .any(|p| req.uri().path().starts_with(p))
+    {
         refuse(
             StatusCode::FORBIDDEN,
             "AccessDenied",
@@ -409,7 +424,7 @@ pub async fn serve_http<H, Fut>(
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
                 // Hyper sends no `100 Continue` for an empty body.
                 let empty = http_body::Body::is_end_stream(req.body());
-                let refused = refused_before_body(&req, !empty, limits.form_uploads);
+                let refused = refused_before_body(&req, !empty, &limits);
                 let read = Arc::new(AtomicBool::new(false));
                 let watch = BodyWatch::default();
                 let mut req = req.map(|inner| {
@@ -772,40 +787,51 @@ mod tests {
         let form = ("content-type", "multipart/form-data; boundary=x");
         let auth = ("authorization", "AWS4-HMAC-SHA256 Credential=k/...");
         // A body needs credentials, in a header or a presigned query.
-        assert!(refused_before_body(&request("PUT", "/b/k", &[]), true, false).is_some());
-        assert!(refused_before_body(&request("PUT", "/b/k", &[auth]), true, false).is_none());
+        let strict = HttpLimits::default();
+        let open = HttpLimits {
+            form_uploads: true,
+            unsigned_body_paths: &["/_upload/"],
+            ..HttpLimits::default()
+        };
+        assert!(refused_before_body(&request("PUT", "/b/k", &[]), true, &strict).is_some());
+        assert!(refused_before_body(&request("PUT", "/_upload/t/f", &[]), true, &open).is_none());
+        assert!(refused_before_body(&request("PUT", "/b/_upload/", &[]), true, &open).is_some());
+        assert!(refused_before_body(&request("PUT", "/b/k", &[auth]), true, &strict).is_none());
         let presigned =
             "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=k&X-Amz-Signature=0";
-        assert!(refused_before_body(&request("PUT", presigned, &[]), true, false).is_none());
+        assert!(refused_before_body(&request("PUT", presigned, &[]), true, &strict).is_none());
         assert!(
             refused_before_body(
                 &request("PUT", "/b/k?x-amz-signature-ish=1", &[]),
                 true,
-                false
+                &strict
             )
             .is_some()
         );
         // Requests without a body are left to S3's own checks.
-        assert!(refused_before_body(&request("GET", "/b/k", &[]), false, false).is_none());
+        assert!(refused_before_body(&request("GET", "/b/k", &[]), false, &strict).is_none());
         // A form POST is refused whatever its headers claim.
         for headers in [vec![form], vec![form, auth]] {
-            assert!(refused_before_body(&request("POST", "/b", &headers), true, false).is_some());
+            assert!(refused_before_body(&request("POST", "/b", &headers), true, &strict).is_some());
         }
         let upper = ("Content-Type", "Multipart/Form-Data; boundary=x");
-        assert!(refused_before_body(&request("POST", "/b", &[upper, auth]), true, false).is_some());
+        assert!(
+            refused_before_body(&request("POST", "/b", &[upper, auth]), true, &strict).is_some()
+        );
         // ... unless the server takes form uploads (and checks their policy).
-        assert!(refused_before_body(&request("POST", "/b", &[form]), true, true).is_none());
+        assert!(refused_before_body(&request("POST", "/b", &[form]), true, &open).is_none());
         // A signed POST that is not a form (DeleteObjects, multipart uploads) passes.
         let xml = ("content-type", "application/xml");
         assert!(
-            refused_before_body(&request("POST", "/b?delete", &[xml, auth]), true, false).is_none()
+            refused_before_body(&request("POST", "/b?delete", &[xml, auth]), true, &strict)
+                .is_none()
         );
     }
 
     #[test]
     fn sigv2_headers_and_presigned_urls_beyond_seven_days_are_refused() {
         let code = |uri: &str, headers: &[(&str, &str)]| {
-            refused_before_body(&request("GET", uri, headers), false, false)
+            refused_before_body(&request("GET", uri, headers), false, &HttpLimits::default())
                 .map(|r| (r.status.as_u16(), r.code))
         };
         let v4 = "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=k&X-Amz-Signature=0";

@@ -37,6 +37,7 @@ pub mod scrub;
 pub mod server;
 pub mod share;
 pub mod upload;
+pub mod upload_link;
 pub mod write_intents;
 pub mod zip_stream;
 

@@ -30,6 +30,7 @@ use crate::post_object::serve_form_upload;
 use crate::s3_api::GatewayS3;
 use crate::s3_api::tenfold_routes::TenfoldRoutes;
 use crate::share::{SHARE_PATH, serve_share};
+use crate::upload_link::{UPLOAD_PATH, serve_upload_link};
 
 /// What a gateway needs besides its listener.
 #[derive(Debug, Clone)]
@@ -123,9 +124,11 @@ pub async fn run_gateway(
     ));
     let s3 = builder.build();
     tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), "gateway listening");
-    // Form uploads are streamed here, past `s3s`, which would buffer them.
+    // Form uploads are streamed here, past `s3s`, which would buffer them;
+    // upload links check their token before they read a body.
     let limits = HttpLimits {
         form_uploads: true,
+        unsigned_body_paths: &[UPLOAD_PATH],
         ..settings.limits
     };
     serve_http(
@@ -137,7 +140,8 @@ pub async fn run_gateway(
             let s3 = s3.clone();
             let store = Arc::clone(&store);
             let access = access.clone();
-            let share = is_share_request(&req, base_domain.as_ref());
+            let share = is_link_request(&req, SHARE_PATH, base_domain.as_ref());
+            let upload_link = is_link_request(&req, UPLOAD_PATH, base_domain.as_ref());
             let bucket = bucket_of_request(&req, base_domain.as_ref());
             let origin = req
                 .headers()
@@ -147,7 +151,10 @@ pub async fn run_gateway(
             let method = req.method().clone();
             async move {
                 if share {
-                    return serve_share(&store, req.method(), req.uri().path()).await;
+                    return serve_share(&store, req.method(), req.uri()).await;
+                }
+                if upload_link {
+                    return serve_upload_link(&store, req).await;
                 }
                 if method == http::Method::OPTIONS {
                     return preflight(&store, bucket.map(|(b, _)| b), req.headers()).await;
@@ -194,10 +201,10 @@ async fn check_master_keys(index: &Index, keyring: &Keyring) -> Result<(), Gatew
     )))
 }
 
-/// Whether a request is for a share link rather than for S3: its path is
-/// under [`SHARE_PATH`] and its host is not a bucket's virtual host.
-fn is_share_request(req: &Request<Body>, base_domain: Option<&BaseDomain>) -> bool {
-    if !req.uri().path().starts_with(SHARE_PATH) {
+/// Whether a request is for a share or upload link rather than for S3:
+/// its path is under `root` and its host is not a bucket's virtual host.
+fn is_link_request(req: &Request<Body>, root: &str, base_domain: Option<&BaseDomain>) -> bool {
+    if !req.uri().path().starts_with(root) {
         return false;
     }
     let host = req

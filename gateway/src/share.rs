@@ -7,22 +7,26 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use futures::StreamExt;
+use http::{HeaderValue, Method, Response, StatusCode, Uri, header};
 use s3s::Body;
 use s3s::dto::StreamingBlob;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::Keyring;
 use crate::error::GatewayError;
-use crate::index::{Index, ShareRow, now_ms};
+use crate::index::{Index, ShareRow, UploadAllowance, now_ms};
 use crate::object_store::ObjectStore;
 use crate::zip_stream::entry_name;
 
 /// Path under which share links are served. Bucket names cannot start with
 /// an underscore, so it never shadows a path-style bucket.
 pub const SHARE_PATH: &str = "/_share/";
-/// Files listed on a share page at most (the zip holds them all).
-const PAGE_LIMIT: usize = 1000;
+/// Files listed on one share page (the next page follows them; the zip
+/// holds them all).
+const PAGE_LIMIT: usize = 500;
+/// Files a share page counts at most for its summary.
+const COUNT_LIMIT: u64 = 10_000;
 
 /// Bytes of a link's random id.
 pub const ID_LEN: usize = 16;
@@ -104,7 +108,8 @@ fn token_text(token_or_url: &str) -> &str {
 }
 
 /// Creates a share link for `bucket`/`prefix` valid for `valid_for` and
-/// returns its token.
+/// returns its token: a link that gives the files under the prefix, or
+/// with `upload` one that takes files into it, within that allowance.
 ///
 /// # Errors
 /// [`GatewayError::NoSuchBucket`], [`GatewayError::Index`],
@@ -114,15 +119,32 @@ pub async fn create_share(
     bucket: &str,
     prefix: &str,
     valid_for: Duration,
+    upload: Option<UploadAllowance>,
+) -> Result<String, GatewayError> {
+    let expires_at =
+        now_ms().saturating_add(i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX));
+    create_share_until(index, bucket, prefix, expires_at, upload).await
+}
+
+/// [`create_share`] with an expiry (ms since the epoch) instead of a
+/// lifetime.
+///
+/// # Errors
+/// As [`create_share`].
+pub async fn create_share_until(
+    index: &Index,
+    bucket: &str,
+    prefix: &str,
+    expires_at: i64,
+    upload: Option<UploadAllowance>,
 ) -> Result<String, GatewayError> {
     let keyring = keyring_of(index)?;
     let token = Token {
         id: rand::random(),
-        expires_at: now_ms()
-            .saturating_add(i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX)),
+        expires_at,
     };
     index
-        .add_share(&token.id_hash(), bucket, prefix, token.expires_at)
+        .add_share(&token.id_hash(), bucket, prefix, token.expires_at, upload)
         .await?;
     Ok(token.encode(keyring))
 }
@@ -158,17 +180,28 @@ pub fn share_url(public_url: &str, token: &str) -> String {
     format!("{}{SHARE_PATH}{token}", public_url.trim_end_matches('/'))
 }
 
+/// The URL of an upload link on a gateway reachable at `public_url`.
+pub fn upload_url(public_url: &str, token: &str) -> String {
+    format!(
+        "{}{}{token}",
+        public_url.trim_end_matches('/'),
+        crate::upload_link::UPLOAD_PATH
+    )
+}
+
 /// Why a link opens nothing.
-enum Refusal {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
     /// Malformed or unknown token.
     NotFound,
     /// Expired or revoked.
     Gone,
 }
 
-/// Answers a request under [`SHARE_PATH`]: the page of a link, or its zip.
-#[tracing::instrument(skip_all, fields(path = %path))]
-pub async fn serve_share(store: &Arc<ObjectStore>, method: &Method, path: &str) -> Response<Body> {
+/// Answers a request under [`SHARE_PATH`]: the page of a link (one page
+/// of its files, `?after=` the next), its zip, or one of its files.
+#[tracing::instrument(skip_all, fields(path = %uri.path()))]
+pub async fn serve_share(store: &Arc<ObjectStore>, method: &Method, uri: &Uri) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return page(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -176,33 +209,52 @@ pub async fn serve_share(store: &Arc<ObjectStore>, method: &Method, path: &str) 
             "Share links can only be read.",
         );
     }
-    let rest = path.strip_prefix(SHARE_PATH).unwrap_or_default();
-    let (token, zip) = match rest.split_once('/') {
-        None => (rest, false),
-        Some((token, "")) => (token, false),
-        Some((token, "zip")) => (token, true),
-        Some(_) => return refused(&Refusal::NotFound),
-    };
+    let rest = uri.path().strip_prefix(SHARE_PATH).unwrap_or_default();
+    let (token, route) = rest.split_once('/').unwrap_or((rest, ""));
     let share = match resolve(&store.index, token).await {
-        Ok(share) => share,
+        // An upload link's holder sees nothing of what others sent.
+        Ok((share, _)) if share.upload.is_some() => return refused(&Refusal::NotFound),
+        Ok((share, _)) => share,
         Err(refusal) => return refused(&refusal),
     };
-    let result = if zip {
-        zip_response(store, share, method).await
-    } else {
-        listing_page(store, &share, token).await
+    let result = match route {
+        "" => {
+            let after = uri
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|p| p.strip_prefix("after="))
+                .and_then(|a| urlencoding::decode(a).ok())
+                .map(|a| a.into_owned())
+                .unwrap_or_default();
+            listing_page(store, &share, token, &after).await
+        }
+        "zip" => zip_response(store, share, method).await,
+        file => match file.strip_prefix("file/").map(urlencoding::decode) {
+            Some(Ok(suffix)) => file_response(store, &share, &suffix, method).await,
+            _ => return refused(&Refusal::NotFound),
+        },
     };
-    result.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "share link failed");
-        page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The files cannot be read right now. Please try again later.",
-        )
+    result.unwrap_or_else(|e| match e {
+        GatewayError::NoSuchKey(_) => page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "This link has no such file.",
+        ),
+        e => {
+            tracing::warn!(error = %e, "share link failed");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "The files cannot be read right now. Please try again later.",
+            )
+        }
     })
 }
 
-async fn resolve(index: &Index, token: &str) -> Result<ShareRow, Refusal> {
+/// The link a token opens (and the hash the index knows it by), if it
+/// verifies and still works.
+pub(crate) async fn resolve(index: &Index, token: &str) -> Result<(ShareRow, String), Refusal> {
     let Some(token) = index.keyring().and_then(|k| Token::decode(k, token)) else {
         return Err(Refusal::NotFound);
     };
@@ -211,7 +263,7 @@ async fn resolve(index: &Index, token: &str) -> Result<ShareRow, Refusal> {
     }
     match index.share(&token.id_hash()).await {
         Ok(Some(share)) if share.revoked || share.expires_at <= now_ms() => Err(Refusal::Gone),
-        Ok(Some(share)) => Ok(share),
+        Ok(Some(share)) => Ok((share, token.id_hash())),
         Ok(None) => Err(Refusal::NotFound),
         Err(e) => {
             tracing::warn!(error = %e, "reading a share link");
@@ -220,7 +272,7 @@ async fn resolve(index: &Index, token: &str) -> Result<ShareRow, Refusal> {
     }
 }
 
-fn refused(refusal: &Refusal) -> Response<Body> {
+pub(crate) fn refused(refusal: &Refusal) -> Response<Body> {
     match refusal {
         Refusal::NotFound => page(
             StatusCode::NOT_FOUND,
@@ -282,40 +334,78 @@ async fn zip_response(
     Ok(resp)
 }
 
+/// One page of a link's files (those after `after`, a key relative to the
+/// link's prefix), each with its own download, and what the link holds in
+/// all (counted up to [`COUNT_LIMIT`] files).
 async fn listing_page(
     store: &Arc<ObjectStore>,
     share: &ShareRow,
     token: &str,
+    after: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let mut rows = String::new();
     let (mut count, mut total, mut shown) = (0u64, 0u64, 0usize);
-    let mut after = String::new();
+    let mut next_page = None;
+    let start = if after.is_empty() {
+        String::new()
+    } else {
+        format!("{}{after}", share.prefix)
+    };
+    let mut cursor = start.clone();
+    // The page's files.
+    while shown < PAGE_LIMIT {
+        let Some((objects, next)) = store
+            .archive_page(&share.bucket, &share.prefix, &cursor)
+            .await?
+        else {
+            break;
+        };
+        for object in objects {
+            if shown == PAGE_LIMIT {
+                break;
+            }
+            shown += 1;
+            let suffix = object
+                .key
+                .strip_prefix(share.prefix.as_str())
+                .unwrap_or_default();
+            let _ = writeln!(
+                rows,
+                "<tr><td><a href=\"{SHARE_PATH}{token}/file/{}\" download>{}</a></td>\
+                 <td class=\"size\">{}</td></tr>",
+                escape(&encode_path(suffix)),
+                escape(&entry_name(&object.key, &share.prefix)),
+                bytesize::ByteSize::b(object.size)
+            );
+            next_page = Some(suffix.to_owned());
+        }
+        cursor = next;
+    }
+    // What the whole link holds, within bounds: an anonymous view may not
+    // walk a huge prefix.
+    let mut cursor = String::new();
+    let mut more = false;
     while let Some((objects, next)) = store
-        .archive_page(&share.bucket, &share.prefix, &after)
+        .archive_page(&share.bucket, &share.prefix, &cursor)
         .await?
     {
-        for object in objects {
-            count += 1;
-            total += object.size;
-            if shown < PAGE_LIMIT {
-                shown += 1;
-                let _ = writeln!(
-                    rows,
-                    "<tr><td>{}</td><td class=\"size\">{}</td></tr>",
-                    escape(&entry_name(&object.key, &share.prefix)),
-                    bytesize::ByteSize::b(object.size)
-                );
-            }
+        count += objects.len() as u64;
+        total += objects.iter().map(|o| o.size).sum::<u64>();
+        cursor = next;
+        if count >= COUNT_LIMIT {
+            more = true;
+            break;
         }
-        after = next;
     }
-    if u64::try_from(shown).unwrap_or(u64::MAX) < count {
-        let _ = writeln!(
-            rows,
-            "<tr><td>… and {} more</td><td></td></tr>",
-            count - shown as u64
-        );
-    }
+    let next_link = next_page
+        .filter(|_| u64::try_from(shown).unwrap_or(0) == PAGE_LIMIT as u64)
+        .map(|last| {
+            format!(
+                "<p><a href=\"{SHARE_PATH}{token}?after={}\">Next page</a></p>",
+                escape(&urlencoding::encode(&last))
+            )
+        })
+        .unwrap_or_default();
     let expires = time::OffsetDateTime::from_unix_timestamp(share.expires_at / 1000)
         .ok()
         .and_then(|t| {
@@ -324,21 +414,89 @@ async fn listing_page(
         })
         .unwrap_or_default();
     let body = format!(
-        "<p>{count} file{} · {} · available until {}</p>\n\
+        "<p>{}{count} file{} · {}{} · available until {}</p>\n\
          <p><a class=\"button\" href=\"{SHARE_PATH}{token}/zip\" download>Download all</a></p>\n\
-         <table><thead><tr><th>File</th><th class=\"size\">Size</th></tr></thead><tbody>\n{rows}</tbody></table>",
+         <table><thead><tr><th>File</th><th class=\"size\">Size</th></tr></thead><tbody>\n{rows}</tbody></table>\n{next_link}",
+        if more { "more than " } else { "" },
         if count == 1 { "" } else { "s" },
+        if more { "more than " } else { "" },
         bytesize::ByteSize::b(total),
         escape(&expires),
     );
     Ok(html(StatusCode::OK, &archive_name(share), &body))
 }
 
-fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
+/// A key relative to a link's prefix, percent-encoded segment by segment.
+fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(|s| urlencoding::encode(s).into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// One file of a link (`suffix`: its key after the link's prefix; empty
+/// for a link to one object), as a download.
+async fn file_response(
+    store: &Arc<ObjectStore>,
+    share: &ShareRow,
+    suffix: &str,
+    method: &Method,
+) -> Result<Response<Body>, GatewayError> {
+    let key = format!("{}{suffix}", share.prefix);
+    let object = store
+        .index
+        .get_object(&share.bucket, &key)
+        .await?
+        .filter(|o| !(o.key.ends_with('/') && o.size == 0))
+        .ok_or_else(|| GatewayError::NoSuchKey(key.clone()))?;
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        let layout = store.index.layout(&object.id, 0..object.size).await?;
+        let stream = store
+            .object_stream(layout, 0..object.size)
+            .map(|r| r.map_err(std::io::Error::other));
+        Body::from(StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream)))
+    };
+    let mut resp = Response::new(body);
+    let headers = resp.headers_mut();
+    let content_type = object
+        .content_type
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.size));
+    let name = entry_name(&object.key, &share.prefix);
+    let name = name.rsplit('/').next().unwrap_or_default();
+    let plain: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{plain}\"; filename*=UTF-8''{}",
+        urlencoding::encode(name)
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", object.etag)) {
+        headers.insert(header::ETAG, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+pub(crate) fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     html(status, title, &format!("<p>{}</p>", escape(text)))
 }
 
-fn html(status: StatusCode, title: &str, body: &str) -> Response<Body> {
+pub(crate) fn html(status: StatusCode, title: &str, body: &str) -> Response<Body> {
     let doc = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -361,7 +519,7 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response<Body> {
     resp
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -468,6 +626,7 @@ mod tests {
             prefix: prefix.into(),
             expires_at: 0,
             revoked: false,
+            upload: None,
         };
         assert_eq!(archive_name(&share("photos/2024/")), "2024.zip");
         assert_eq!(archive_name(&share("")), "bkt.zip");

@@ -3,6 +3,7 @@
 //! cross-origin requests (bucket CORS rules, preflights).
 
 use std::process::Command;
+use std::time::Duration;
 
 use tests::{Cluster, Curl, TempDir, run, sha256_file, write_file};
 
@@ -293,5 +294,247 @@ fn cors_rules_answer_preflights_and_decorate_responses() {
 
     aws.ok(&["s3api", "delete-bucket-cors", "--bucket", "cors"]);
     assert_eq!(preflight("https://app.example", "GET", "").status, 403);
+    assert!(!cluster.gateway_log().contains("panicked"));
+}
+
+/// Runs the upload page driver (`tests/clients/upload_page.py`): its
+/// output, or a panic with what the page showed (and a screenshot under
+/// the target folder's `tmp/`).
+fn upload_page(args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/upload_page.py");
+    let shots = concat!(env!("CARGO_TARGET_TMPDIR"), "/screenshots");
+    let (mode, rest) = args.split_first().unwrap();
+    let (url, rest) = rest.split_first().unwrap();
+    let out = run(Command::new("python3")
+        .arg(script)
+        .args([mode, url, &shots])
+        .args(rest));
+    assert!(
+        out.status.success(),
+        "the upload page failed (screenshot in {shots}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `tenfold share create BUCKET PREFIX --upload ARGS…`: the link's URL.
+fn upload_link(cluster: &Cluster, bucket: &str, prefix: &str, args: &[&str]) -> String {
+    let mut all = vec!["share", "create", bucket, prefix, "--upload"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--public-url", &cluster.endpoint]);
+    let out = cluster.admin(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(url.contains("/_upload/"), "{url}");
+    url
+}
+
+/// The hrefs of a share page's single-file downloads.
+fn file_links(page: &str) -> Vec<String> {
+    page.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('"').map(|(href, _)| href.to_owned()))
+        .filter(|href| href.contains("/file/"))
+        .collect()
+}
+
+#[test]
+fn upload_links_take_files_and_folders_from_a_real_browser() {
+    let cluster = Cluster::start(3, 1, "2GiB");
+    cluster.aws().ok(&["s3", "mb", "s3://inbox"]);
+    let url = upload_link(&cluster, "inbox", "drop/", &["--expires", "1h"]);
+    let tmp = TempDir::new("upload-page");
+    let files = tmp.path().join("files");
+    std::fs::create_dir_all(files.join("album/sub")).unwrap();
+    let mut sent = vec![
+        ("tiny.txt", 1024),
+        ("big.bin", 20 << 20),
+        ("résumé été.pdf", 5000),
+    ];
+    for (name, len) in &sent {
+        write_file(&files.join(name), *len, false);
+    }
+    write_file(&files.join("album/a.jpg"), 3000, false);
+    write_file(&files.join("album/sub/b.txt"), 100, false);
+    sent.extend([("album/a.jpg", 3000), ("album/sub/b.txt", 100)]);
+
+    let picked: Vec<String> = ["tiny.txt", "big.bin", "résumé été.pdf"]
+        .iter()
+        .map(|f| files.join(f).to_str().unwrap().to_owned())
+        .collect();
+    let folder = files.join("album");
+    let mut args = vec!["upload", url.as_str(), "--folder", folder.to_str().unwrap()];
+    args.extend(picked.iter().map(String::as_str));
+    let out = upload_page(&args);
+    let share = out
+        .lines()
+        .find_map(|l| l.strip_prefix("SHARE "))
+        .unwrap_or_else(|| panic!("no share link: {out}"))
+        .to_owned();
+    assert!(out.contains("TEXT 100 %"), "{out}");
+
+    // The share page lists every file, each downloadable by itself.
+    let page = Curl::new().fetch(&share);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("5 files"), "{}", page.body);
+    let links = file_links(&page.body);
+    assert_eq!(links.len(), 5, "{links:?}");
+    for (name, _) in &sent {
+        let link = links
+            .iter()
+            .find(|l| {
+                urlencoding::decode(l)
+                    .unwrap()
+                    .ends_with(&format!("/{name}"))
+            })
+            .unwrap_or_else(|| panic!("{name} not on the page: {links:?}"));
+        let got = tmp.path().join("one");
+        let status = Curl::new().save(&format!("{}{link}", cluster.endpoint), &got);
+        assert_eq!(status, 200, "{link}");
+        assert_eq!(sha256_file(&files.join(name)), sha256_file(&got), "{name}");
+    }
+    // And the zip holds them all, paths kept.
+    let zip = tmp.path().join("t.zip");
+    assert_eq!(Curl::new().save(&format!("{share}/zip"), &zip), 200);
+    let unz = tmp.path().join("unz");
+    let out = run(Command::new("unzip")
+        .arg("-q")
+        .arg(&zip)
+        .arg("-d")
+        .arg(&unz));
+    assert!(out.status.success());
+    for (name, _) in &sent {
+        assert_eq!(
+            sha256_file(&files.join(name)),
+            sha256_file(&unz.join(name)),
+            "{name} in the zip"
+        );
+    }
+    // The upload link opens no share page of what was sent.
+    let token = url.rsplit('/').next().unwrap();
+    let peek = Curl::new().fetch(&format!("{}/_share/{token}", cluster.endpoint));
+    assert_eq!(peek.status, 404);
+    assert!(!cluster.gateway_log().contains("panicked"));
+}
+
+#[test]
+fn a_large_browser_upload_resumes_after_a_gateway_restart_and_a_reload() {
+    let mut cluster = Cluster::start(3, 1, "4GiB");
+    cluster.aws().ok(&["s3", "mb", "s3://inbox"]);
+    let url = upload_link(&cluster, "inbox", "", &[]);
+    let tmp = TempDir::new("upload-resume");
+    let file = tmp.path().join("large.bin");
+    write_file(&file, 300 << 20, false);
+    let parts = (300usize << 20).div_ceil(16 << 20);
+
+    // The page reloads at 60 % and picks the file again; meanwhile the
+    // gateway is restarted once a few parts are stored.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/upload_page.py");
+    let shots = concat!(env!("CARGO_TARGET_TMPDIR"), "/screenshots");
+    let browser = Command::new("python3")
+        .arg(script)
+        .args(["upload", &url, shots, "--reload-at", "60"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stored = |log: &str| log.matches("part stored").count();
+    assert!(
+        tests::eventually(Duration::from_secs(120), || stored(&cluster.gateway_log())
+            >= 3),
+        "no part stored"
+    );
+    let before = stored(&cluster.gateway_log());
+    cluster.restart_gateway(|c| c).unwrap();
+    let out = browser.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the page failed (screenshots in {shots}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = stored(&cluster.gateway_log());
+    // Every part once, but for the three in flight when the connection
+    // was cut and when the page reloaded: nothing started over from zero.
+    eprintln!("{before} parts stored before the restart, {after} after");
+    assert!(
+        before + after <= parts + 6,
+        "{} parts stored for a {parts}-part file",
+        before + after
+    );
+    let listed = cluster.aws().ok(&["s3", "ls", "--recursive", "s3://inbox"]);
+    let key = listed
+        .lines()
+        .find(|l| l.ends_with("large.bin"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_else(|| panic!("not stored: {listed}"))
+        .to_owned();
+    let got = tmp.path().join("got");
+    cluster.aws().ok(&[
+        "s3",
+        "cp",
+        &format!("s3://inbox/{key}"),
+        got.to_str().unwrap(),
+    ]);
+    assert_eq!(sha256_file(&file), sha256_file(&got));
+    assert!(!cluster.gateway_log().contains("panicked"));
+}
+
+#[test]
+fn upload_links_say_when_they_are_expired_revoked_or_full() {
+    let cluster = Cluster::start(3, 1, "1GiB");
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://inbox"]);
+    let tmp = TempDir::new("upload-refused");
+    let small = tmp.path().join("small.txt");
+    write_file(&small, 1000, false);
+    let large = tmp.path().join("large.bin");
+    write_file(&large, 2 << 20, false);
+    let put = |url: &str, file: &std::path::Path| {
+        Curl::new()
+            .method("PUT")
+            .args(&["--data-binary", &format!("@{}", file.display())])
+            .fetch(&format!(
+                "{url}/file/20260101-000000-abcdef/{}",
+                file.file_name().unwrap().to_str().unwrap()
+            ))
+    };
+
+    // Full: more bytes than --max-size, or more files than --max-files,
+    // are refused before anything is stored.
+    let sized = upload_link(&cluster, "inbox", "sized/", &["--max-size", "1MiB"]);
+    let text = upload_page(&["message", &sized, large.to_str().unwrap()]);
+    assert!(text.contains("full"), "{text}");
+    assert_eq!(put(&sized, &large).status, 413);
+    assert_eq!(put(&sized, &small).status, 200);
+    let counted = upload_link(&cluster, "inbox", "counted/", &["--max-files", "1"]);
+    assert_eq!(put(&counted, &small).status, 200);
+    assert_eq!(put(&counted, &small).status, 413);
+    let text = upload_page(&["message", &counted]);
+    assert!(text.contains("full"), "{text}");
+    let listed = aws.ok(&["s3", "ls", "--recursive", "s3://inbox"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(!listed.contains("large.bin"), "{listed}");
+
+    // Revoked and expired.
+    let revoked = upload_link(&cluster, "inbox", "revoked/", &[]);
+    let out = cluster.admin(&["share", "revoke", &revoked]);
+    assert!(out.status.success());
+    let expired = upload_link(&cluster, "inbox", "expired/", &["--expires", "1s"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    for url in [&revoked, &expired] {
+        let text = upload_page(&["message", url]);
+        assert!(text.contains("expired or was revoked"), "{url}: {text}");
+        assert_eq!(put(url, &small).status, 403);
+    }
+    let listed = aws.ok(&["s3", "ls", "--recursive", "s3://inbox"]);
+    assert!(
+        !listed.contains("revoked/") && !listed.contains("expired/"),
+        "{listed}"
+    );
     assert!(!cluster.gateway_log().contains("panicked"));
 }

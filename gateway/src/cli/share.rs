@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use tenfold_common::units::parse_duration;
+use tenfold_common::units::{parse_duration, parse_size};
 
 use super::IndexArgs;
 use crate::error::GatewayError;
-use crate::share::{create_share, revoke_share, share_url};
+use crate::index::UploadAllowance;
+use crate::share::{create_share, revoke_share, share_url, upload_url};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum ShareCommand {
@@ -21,6 +22,16 @@ pub(super) enum ShareCommand {
         /// How long the link works, e.g. 7d, 12h, 30m.
         #[arg(long, default_value = "7d", value_parser = parse_duration)]
         expires: Duration,
+        /// An upload link: its holder sends files into a new folder under
+        /// the prefix (per transfer), and sees nothing else.
+        #[arg(long)]
+        upload: bool,
+        /// With --upload: the most bytes the link takes in all, e.g. 10GiB.
+        #[arg(long, value_parser = parse_size, requires = "upload")]
+        max_size: Option<u64>,
+        /// With --upload: the most files the link takes in all.
+        #[arg(long, requires = "upload")]
+        max_files: Option<u64>,
         /// The gateway's address as users reach it (default: the one
         /// `tenfold dev` recorded in its data folder).
         #[arg(long, env = "TENFOLD_PUBLIC_URL")]
@@ -42,6 +53,9 @@ pub(super) async fn run(command: ShareCommand) -> Result<(), GatewayError> {
             bucket,
             prefix,
             expires,
+            upload,
+            max_size,
+            max_files,
             public_url,
             index,
         } => {
@@ -49,8 +63,18 @@ pub(super) async fn run(command: ShareCommand) -> Result<(), GatewayError> {
                 Some(url) => url,
                 None => index.data_dir().recorded_endpoint()?,
             };
-            let token = create_share(&index.open().await?, &bucket, &prefix, expires).await?;
-            println!("{}", share_url(&public_url, &token));
+            let allowance = upload.then_some(UploadAllowance {
+                max_bytes: max_size,
+                max_files,
+                ..UploadAllowance::default()
+            });
+            let token =
+                create_share(&index.open().await?, &bucket, &prefix, expires, allowance).await?;
+            if upload {
+                println!("{}", upload_url(&public_url, &token));
+            } else {
+                println!("{}", share_url(&public_url, &token));
+            }
             Ok(())
         }
         ShareCommand::Revoke { link, index } => {

@@ -184,7 +184,7 @@ pub use orphans::NamedReplicas;
 pub use repair::Redundancy;
 pub use rows::{
     Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, PartRow, QueuedReplica,
-    RepairCandidate, SegmentRow, ShareRow, StoredData, StoredPart, UploadRow,
+    RepairCandidate, SegmentRow, ShareRow, StoredData, StoredPart, UploadAllowance, UploadRow,
 };
 pub use scrub::{AuditPolicy, ScrubCursor, ScrubItem};
 

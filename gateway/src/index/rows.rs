@@ -142,6 +142,26 @@ pub struct ShareRow {
     /// Milliseconds since the Unix epoch.
     pub expires_at: i64,
     pub revoked: bool,
+    /// For an upload link, what it may still take; `None` for a link that
+    /// gives files.
+    pub upload: Option<UploadAllowance>,
+}
+
+/// What an upload link may take in all, and has taken (reserved) so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadAllowance {
+    pub max_bytes: Option<u64>,
+    pub max_files: Option<u64>,
+    pub used_bytes: u64,
+    pub used_files: u64,
+}
+
+impl UploadAllowance {
+    /// Whether nothing more fits.
+    pub fn is_full(&self) -> bool {
+        self.max_bytes.is_some_and(|m| self.used_bytes >= m)
+            || self.max_files.is_some_and(|m| self.used_files >= m)
+    }
 }
 
 /// A multipart upload in progress.

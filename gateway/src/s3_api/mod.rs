@@ -12,6 +12,7 @@ mod objects;
 pub mod tenfold_routes;
 
 pub(crate) use convert::{MAX_UPLOAD_SIZE, check_key, check_metadata};
+pub(crate) use multipart::assemble;
 
 use std::sync::Arc;
 

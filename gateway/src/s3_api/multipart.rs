@@ -175,7 +175,7 @@ pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// [`MIN_PART_SIZE`] (`EntityTooSmall`); the object's ETag is the MD5 of
 /// the parts' MD5s with their count (`md5-N`), its checksum the composite
 /// of the parts' in the upload's algorithm.
-fn assemble(
+pub(crate) fn assemble(
     upload: &UploadRow,
     chosen: &[(u32, String)],
     declared: &[Checksums],

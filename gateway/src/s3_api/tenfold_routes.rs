@@ -4,7 +4,8 @@
 //! - `GET /BUCKET?x-tenfold-zip&prefix=PREFIX`: every object under the
 //!   prefix in one streamed zip archive;
 //! - `POST /BUCKET?x-tenfold-share&prefix=PREFIX&expires=7d`: a new share
-//!   link for the prefix (its URL is the response body);
+//!   link for the prefix (its URL is the response body); with `&upload`
+//!   (and optionally `&max-size=10GiB&max-files=N`) an upload link;
 //! - `DELETE /BUCKET?x-tenfold-share&link=URL`: revokes one of the
 //!   bucket's share links.
 
@@ -17,13 +18,14 @@ use hyper::http::Extensions;
 use s3s::dto::StreamingBlob;
 use s3s::route::S3Route;
 use s3s::{Body, S3Request, S3Response, S3Result, s3_error};
-use tenfold_common::units::parse_duration;
+use tenfold_common::units::{parse_duration, parse_size};
 
 use crate::access::Access;
 use crate::addressing::BaseDomain;
 use crate::error::GatewayError;
+use crate::index::UploadAllowance;
 use crate::object_store::ObjectStore;
-use crate::share::{create_share, revoke_share, share_bucket, share_url};
+use crate::share::{create_share, revoke_share, share_bucket, share_url, upload_url};
 
 /// The query flag that asks for a zip of a prefix.
 pub const ZIP_FLAG: &str = "x-tenfold-zip";
@@ -121,8 +123,30 @@ impl TenfoldRoutes {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .ok_or_else(|| s3_error!(InvalidRequest, "a Host header is required"))?;
-        let token = create_share(&self.store.index, bucket, prefix, expires).await?;
-        let url = share_url(&format!("{}://{host}", self.scheme), &token);
+        let upload = query_pairs(&req.uri).any(|(k, _)| k == "upload");
+        let limit = |name: &str, parse: fn(&str) -> Result<u64, String>| {
+            query_value(&req.uri, name)
+                .map(|v| parse(&v).map_err(|e| s3_error!(InvalidArgument, "{name}: {e}")))
+                .transpose()
+        };
+        let allowance = upload
+            .then(|| -> S3Result<UploadAllowance> {
+                Ok(UploadAllowance {
+                    max_bytes: limit("max-size", parse_size)?,
+                    max_files: limit("max-files", |v| {
+                        v.parse().map_err(|_| "not a number".into())
+                    })?,
+                    ..UploadAllowance::default()
+                })
+            })
+            .transpose()?;
+        let token = create_share(&self.store.index, bucket, prefix, expires, allowance).await?;
+        let public_url = format!("{}://{host}", self.scheme);
+        let url = if upload {
+            upload_url(&public_url, &token)
+        } else {
+            share_url(&public_url, &token)
+        };
         let mut resp = S3Response::new(Body::from(format!("{url}\n")));
         resp.headers.insert(
             header::CONTENT_TYPE,

@@ -1,0 +1,92 @@
+"""Drives an upload link's page in headless Chromium (selenium + chromedriver).
+
+    upload_page.py upload URL SHOTS [--folder DIR] [--reload-at PERCENT] FILE...
+        picks the files (and the folder), waits until the page shows the
+        transfer's share link and prints `SHARE <href>`; with --reload-at,
+        reloads the page once the total progress reaches PERCENT and picks
+        the same files again (the page resumes their parts).
+    upload_page.py message URL SHOTS [FILE]
+        opens the page (picks FILE if given) and prints its visible text
+        once it settles.
+
+A screenshot of the page is saved in SHOTS when anything fails.
+"""
+
+import os
+import shutil
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+def browser():
+    options = Options()
+    options.binary_location = shutil.which("chromium")
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]:
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def pick(d, files, folder):
+    if files:
+        d.find_element("css selector", "input#pick").send_keys("\n".join(files))
+    if folder:
+        d.find_element("css selector", "input#folder").send_keys(folder)
+
+
+def progress(d):
+    text = d.find_element("id", "total-text").text.strip().rstrip("%").strip()
+    return int(text or 0)
+
+
+def main():
+    mode, url, shots = sys.argv[1:4]
+    args = sys.argv[4:]
+    folder, reload_at = None, None
+    if "--folder" in args:
+        i = args.index("--folder")
+        folder = args[i + 1]
+        del args[i : i + 2]
+    if "--reload-at" in args:
+        i = args.index("--reload-at")
+        reload_at = int(args[i + 1])
+        del args[i : i + 2]
+    files = [os.path.abspath(f) for f in args]
+    d = browser()
+    try:
+        d.get(url)
+        if mode == "message":
+            if files:
+                pick(d, files, None)
+                WebDriverWait(d, 60).until(
+                    lambda d: d.find_element("id", "message").is_displayed()
+                    or d.find_elements("css selector", "li .state")
+                    and all(e.text not in ("waiting", "sending") for e in d.find_elements("css selector", "li .state"))
+                )
+            time.sleep(0.5)
+            print(d.find_element("tag name", "body").text)
+            return
+        pick(d, files, folder)
+        if reload_at is not None:
+            WebDriverWait(d, 300, poll_frequency=0.2).until(lambda d: progress(d) >= reload_at)
+            d.refresh()
+            pick(d, files, folder)
+        WebDriverWait(d, 600, poll_frequency=0.25).until(
+            lambda d: d.find_element("id", "share-link").get_attribute("href").find("/_share/") >= 0
+        )
+        print("SHARE", d.find_element("id", "share-link").get_attribute("href"))
+        print("TEXT", d.find_element("id", "total-text").text)
+    except Exception:
+        os.makedirs(shots, exist_ok=True)
+        d.save_screenshot(os.path.join(shots, f"upload-page-{mode}-{int(time.time())}.png"))
+        print(d.find_element("tag name", "body").text, file=sys.stderr)
+        raise
+    finally:
+        d.quit()
+
+
+main()
