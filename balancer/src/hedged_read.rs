@@ -128,6 +128,8 @@ impl Balancer {
         let mut running = FuturesUnordered::new();
         let mut last = String::from("no registered node holds it");
         let mut ask_next = true;
+        // Whether the next replica is asked because the last one is slow.
+        let mut hedging = false;
         // When to ask the next replica if nothing has answered by then.
         let mut hedge_at = None;
         loop {
@@ -142,6 +144,7 @@ impl Balancer {
                                 "every other replica failed: asking a demoted node"
                             );
                         }
+                        node.record_asked(hedging);
                         running.push(read_one(node, key, len, check));
                         tokio::time::Instant::now() + node.hedge_delay()
                     },
@@ -156,18 +159,18 @@ impl Balancer {
                     None => std::future::pending().await,
                 }
             };
-            ask_next = tokio::select! {
+            (ask_next, hedging) = tokio::select! {
                 Some((node, result)) = running.next() => match result {
                     Ok(data) => return Ok(data),
                     Err(failure) => {
                         tracing::warn!(node = node.spec.id, %failure, "replica unreadable, trying the next");
                         last = format!("node {}: {failure}", node.spec.id);
-                        true
+                        (true, false)
                     }
                 },
                 () = hedge => {
                     tracing::debug!("replica slow, hedging to the next");
-                    true
+                    (true, true)
                 }
             };
         }

@@ -71,6 +71,12 @@ struct LiveState {
     /// Since when every probe of the node has failed (none since the last
     /// one that reached it).
     unreachable_since: Option<Instant>,
+    /// Fragment reads asked of it, and how many of them were hedges (asked
+    /// because another replica was slow).
+    reads: u64,
+    hedged_reads: u64,
+    /// Times it was demoted for returning corrupt bytes.
+    demotions: u64,
 }
 
 impl LiveState {
@@ -134,6 +140,12 @@ pub struct NodeStatus {
     pub demoted: bool,
     /// Reads asked of it while demoted (every other replica had failed).
     pub last_resort_reads: u64,
+    /// Fragment reads asked of it since the gateway started.
+    pub reads: u64,
+    /// Of those, reads asked because another replica was slow.
+    pub hedged_reads: u64,
+    /// Times it was demoted for returning corrupt bytes.
+    pub demotions: u64,
     pub errors: u64,
     pub last_error: Option<String>,
     /// Its place in the node lifecycle, as the index records it.
@@ -212,6 +224,14 @@ impl NodeHandle {
         self.state().last_resort_reads += 1;
     }
 
+    /// A fragment read is asked of the node; `hedge`: because the replica
+    /// asked before was slow.
+    pub(crate) fn record_asked(&self, hedge: bool) {
+        let mut st = self.state();
+        st.reads += 1;
+        st.hedged_reads += u64::from(hedge);
+    }
+
     /// How long a read from this node may take before the next replica is
     /// asked too: the 95th percentile of its recent reads, within
     /// [`HEDGE_FLOOR`] and [`HEDGE_CEILING`].
@@ -268,6 +288,7 @@ impl NodeHandle {
             NodeFailure::Corrupt => {
                 tracing::warn!(node = self.spec.id, "node returned corrupt bytes: demoted");
                 st.demoted_until = Some(now + DEMOTED_FOR);
+                st.demotions += 1;
             }
             NodeFailure::Missing => {}
             NodeFailure::Other(_) => st.down_until = Some(now + DOWN_FOR),
@@ -301,6 +322,9 @@ impl NodeHandle {
             throughput: st.throughput,
             demoted: still(st.demoted_until, now),
             last_resort_reads: st.last_resort_reads,
+            reads: st.reads,
+            hedged_reads: st.hedged_reads,
+            demotions: st.demotions,
             errors: st.errors,
             last_error: st.last_error.clone(),
             state: self.spec.state,

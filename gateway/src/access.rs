@@ -12,6 +12,7 @@ use s3s::path::S3Path;
 use s3s::{S3Request, S3Result, s3_error};
 
 use crate::index::{Index, Owner};
+use crate::metrics::RequestFacts;
 
 /// The key a request was signed with, as the access checks resolved it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +134,14 @@ impl S3Auth for Access {
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let operation = cx.s3_op().name().to_owned();
+        let key = cx.credentials().map(|c| c.access_key.clone());
+        if let Some(facts) = cx.extensions_mut().get::<RequestFacts>() {
+            facts.set_operation(&operation);
+            if let Some(key) = &key {
+                facts.set_access_key(key);
+            }
+        }
         let Some(credentials) = cx.credentials() else {
             return Err(s3_error!(AccessDenied, "Signature is required"));
         };

@@ -244,6 +244,12 @@ pub struct ServeConfig {
     /// A private CA (PEM) that `https://` nodes' certificates may chain to,
     /// besides the system's roots.
     pub node_ca_file: Option<PathBuf>,
+    /// The admin listener (`/metrics`, `/health`, `/ready`): an address,
+    /// or `off`; by default 127.0.0.1:9001, skipped with a warning when
+    /// that address is taken.
+    pub admin_listen: Option<String>,
+    /// When set, `/metrics` asks for `Authorization: Bearer TOKEN`.
+    pub metrics_token: Option<String>,
     #[serde(default)]
     pub storage: StoragePolicy,
     #[serde(default)]
@@ -347,6 +353,8 @@ impl ServeConfig {
             tls_cert: None,
             tls_key: None,
             node_ca_file: None,
+            admin_listen: None,
+            metrics_token: None,
             storage: StoragePolicy::default(),
             durability: DurabilityPolicy::default(),
         }

@@ -14,6 +14,7 @@ use crate::crypto::{Keyring, MasterKey};
 use crate::data_dir::DataDir;
 use crate::error::GatewayError;
 use crate::index::{Index, NewNode};
+use crate::metrics::bind_admin;
 use crate::server::{GatewaySettings, run_gateway};
 
 /// Local nodes per network.
@@ -24,6 +25,8 @@ const DEV_NODES: [(Network, usize); 2] = [(Network::Mainnet, 4), (Network::Testn
 pub struct DevOptions {
     pub data: DataDir,
     pub listen: String,
+    /// The admin listener's address (`None`: the default when free).
+    pub admin_listen: Option<String>,
     pub node_capacity: u64,
     pub access_key: String,
     pub secret_key: String,
@@ -117,6 +120,10 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         opts.data.path().display()
     );
     println!("  endpoint:   {endpoint}");
+    let admin = bind_admin(opts.admin_listen.as_deref(), None).await?;
+    if let Some(addr) = admin.as_ref().and_then(|a| a.listener.local_addr().ok()) {
+        println!("  admin:      http://{addr}/metrics (and /health, /ready)");
+    }
     println!("  access key: {}", opts.access_key);
     println!("  secret key: {}", opts.secret_key);
     match &opts.ipfs_api {
@@ -149,6 +156,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         limits: HttpLimits::default(),
         tls: None,
         node_trust: tenfold_balancer::NodeTrust::default(),
+        admin,
     };
     run_gateway(gateway, index, settings).await
 }

@@ -8,8 +8,9 @@ use tenfold::cli::{Cli, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tenfold_common::logging::init();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    tenfold_common::logging::init(cli.log_format);
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tenfold: {e}");

@@ -24,6 +24,7 @@ use crate::cors;
 use crate::crypto::Keyring;
 use crate::error::GatewayError;
 use crate::index::Index;
+use crate::metrics::{AdminSettings, Metrics, RequestFacts, serve_admin};
 use crate::node_lifecycle::spawn_registry_refresh;
 use crate::object_store::ObjectStore;
 use crate::post_object::serve_form_upload;
@@ -33,7 +34,7 @@ use crate::share::{SHARE_PATH, serve_share};
 use crate::upload_link::{UPLOAD_PATH, serve_upload_link};
 
 /// What a gateway needs besides its listener.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct GatewaySettings {
     pub access_key: String,
     pub secret_key: String,
@@ -55,6 +56,8 @@ pub struct GatewaySettings {
     pub tls: Option<TlsFiles>,
     /// How the certificates of https nodes are verified.
     pub node_trust: NodeTrust,
+    /// The admin listener (metrics, health, readiness), if any.
+    pub admin: Option<AdminSettings>,
 }
 
 /// Serves the S3 API on `listener` until the process ends.
@@ -109,6 +112,10 @@ pub async fn run_gateway(
     store.spawn_scrub();
     store.spawn_orphan_sweep();
 
+    let metrics = Arc::new(Metrics::new());
+    if let Some(admin) = settings.admin {
+        tokio::spawn(serve_admin(admin, Arc::clone(&metrics), Arc::clone(&store)));
+    }
     let base_domain = settings.base_domain.as_deref().map(BaseDomain::new);
     let mut builder = S3ServiceBuilder::new(GatewayS3::new(Arc::clone(&store)));
     if let Some(domain) = &base_domain {
@@ -140,8 +147,9 @@ pub async fn run_gateway(
             let s3 = s3.clone();
             let store = Arc::clone(&store);
             let access = access.clone();
-            let share = is_link_request(&req, SHARE_PATH, base_domain.as_ref());
-            let upload_link = is_link_request(&req, UPLOAD_PATH, base_domain.as_ref());
+            let metrics = Arc::clone(&metrics);
+            let started = std::time::Instant::now();
+            let route = LinkRoute::of(&req, base_domain.as_ref());
             let bucket = bucket_of_request(&req, base_domain.as_ref());
             let origin = req
                 .headers()
@@ -149,17 +157,19 @@ pub async fn run_gateway(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let method = req.method().clone();
+            let facts = RequestFacts::default();
+            let mut req = req.map(|body| metrics.count_received(body));
+            req.extensions_mut().insert(facts.clone());
             async move {
-                if share {
-                    return serve_share(&store, req.method(), req.uri()).await;
-                }
-                if upload_link {
-                    return serve_upload_link(&store, req).await;
-                }
-                if method == http::Method::OPTIONS {
-                    return preflight(&store, bucket.map(|(b, _)| b), req.headers()).await;
-                }
-                let mut resp = if is_form_post(&req) {
+                let form = is_form_post(&req);
+                let mut resp = if let Some(route) = route {
+                    match route {
+                        LinkRoute::Share => serve_share(&store, req.method(), req.uri()).await,
+                        LinkRoute::Upload => serve_upload_link(&store, req).await,
+                    }
+                } else if method == http::Method::OPTIONS {
+                    preflight(&store, bucket.clone().map(|(b, _)| b), req.headers()).await
+                } else if form {
                     let bucket = bucket
                         .as_ref()
                         .filter(|(_, key)| !key)
@@ -168,12 +178,30 @@ pub async fn run_gateway(
                 } else {
                     into_response(s3.call(req).await)
                 };
-                if let (Some(origin), Some((bucket, _))) = (origin, bucket)
+                if route.is_none()
+                    && method != http::Method::OPTIONS
+                    && let (Some(origin), Some((bucket, _))) = (origin, bucket)
                     && let Ok(Some(rules)) = store.index.bucket_cors(&bucket).await
                 {
                     cors::decorate(&rules, &origin, &method, &mut resp);
                 }
-                resp
+                let operation = match route {
+                    Some(LinkRoute::Share) => "ShareLink",
+                    Some(LinkRoute::Upload) => "UploadLink",
+                    None if method == http::Method::OPTIONS => "Preflight",
+                    None if form => "PostObject",
+                    None => facts.operation().unwrap_or("Unknown"),
+                };
+                let elapsed = started.elapsed();
+                metrics.observe_request(operation, resp.status(), elapsed);
+                tracing::info!(
+                    operation,
+                    key = facts.access_key().unwrap_or("-"),
+                    status = resp.status().as_u16(),
+                    ms = elapsed.as_secs_f64() * 1000.0,
+                    "answered"
+                );
+                resp.map(|body| metrics.count_sent(body))
             }
         },
     )
@@ -201,18 +229,35 @@ async fn check_master_keys(index: &Index, keyring: &Keyring) -> Result<(), Gatew
     )))
 }
 
-/// Whether a request is for a share or upload link rather than for S3:
-/// its path is under `root` and its host is not a bucket's virtual host.
-fn is_link_request(req: &Request<Body>, root: &str, base_domain: Option<&BaseDomain>) -> bool {
-    if !req.uri().path().starts_with(root) {
-        return false;
+/// The link routes served beside S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkRoute {
+    /// A share link: its page, zip or files.
+    Share,
+    /// An upload link: its page and the routes its page sends files to.
+    Upload,
+}
+
+impl LinkRoute {
+    /// The link route of a request: its path is under [`SHARE_PATH`] or
+    /// [`UPLOAD_PATH`] and its host is not a bucket's virtual host.
+    fn of(req: &Request<Body>, base_domain: Option<&BaseDomain>) -> Option<Self> {
+        let path = req.uri().path();
+        let route = if path.starts_with(SHARE_PATH) {
+            Self::Share
+        } else if path.starts_with(UPLOAD_PATH) {
+            Self::Upload
+        } else {
+            return None;
+        };
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        host.zip(base_domain)
+            .is_none_or(|(host, domain)| domain.bucket_of(host).is_none())
+            .then_some(route)
     }
-    let host = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok());
-    host.zip(base_domain)
-        .is_none_or(|(host, domain)| domain.bucket_of(host).is_none())
 }
 
 /// Answers a CORS preflight with the rules of the bucket it names.

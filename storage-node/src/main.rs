@@ -36,12 +36,16 @@ struct Args {
     /// play a slow node.
     #[arg(long, value_parser = parse_duration, default_value = "0s", hide = true)]
     test_delay: std::time::Duration,
+    /// How log lines are written: text, or JSON lines (RUST_LOG sets the
+    /// level).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: tenfold_common::logging::LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tenfold_common::logging::init();
     let args = Args::parse();
+    tenfold_common::logging::init(args.log_format);
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,
         Err(e) => {

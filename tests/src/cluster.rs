@@ -18,6 +18,8 @@ pub struct Cluster {
     pub dir: TempDir,
     pub gateway: Proc,
     pub endpoint: String,
+    /// The gateway's admin listener: `/metrics`, `/health`, `/ready`.
+    pub admin_endpoint: String,
     pub index_url: String,
     /// `(network, node, id in the index)`.
     pub nodes: Vec<(String, Node, i64)>,
@@ -129,6 +131,7 @@ impl<'a> ClusterBuilder<'a> {
         let dir = TempDir::new("cluster");
         let index_url = index_url.unwrap_or_else(|| new_index_url(dir.path()));
         let port = free_port();
+        let admin_port = free_port();
         let config = dir.path().join("tenfold.toml");
         let master_key = random_master_key();
         // The admin commands find it in the cluster's folder (see `Cluster::admin`).
@@ -136,7 +139,7 @@ impl<'a> ClusterBuilder<'a> {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nmaster_key = \"{}\"\nrefresh = \"1s\"\n{top}\n[storage]\n{storage}\n[durability]\n{durability}\n",
+                "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nindex_url = \"{index_url}\"\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\nmaster_key = \"{}\"\nrefresh = \"1s\"\n{top}\n[storage]\n{storage}\n[durability]\n{durability}\n",
                 master_key
             ),
         )
@@ -166,6 +169,7 @@ impl<'a> ClusterBuilder<'a> {
             dir,
             gateway,
             endpoint: format!("{scheme}://{addr}"),
+            admin_endpoint: format!("http://127.0.0.1:{admin_port}"),
             index_url,
             nodes,
         }
@@ -233,6 +237,7 @@ impl Cluster {
         let log = format!("gateway-{}.log", addr.replace([':', '.'], "-"));
         let child = Command::new(bin("tenfold"))
             .args(["serve", "--index-url", &self.index_url, "--listen", &addr])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
             .env("TENFOLD_ACCESS_KEY", ACCESS_KEY)
             .env("TENFOLD_SECRET_KEY", SECRET_KEY)
             .env("TENFOLD_MASTER_KEY", master_key.trim())

@@ -347,7 +347,15 @@ fn a_gateway_joins_a_dev_cluster_on_postgres() {
     let join_addr = format!("127.0.0.1:{}", free_port());
     let master_key = std::fs::read_to_string(data.join("master.key")).unwrap();
     let child = Command::new(bin("tenfold"))
-        .args(["serve", "--index-url", &url, "--listen", &join_addr])
+        .args([
+            "serve",
+            "--index-url",
+            &url,
+            "--listen",
+            &join_addr,
+            "--admin-listen",
+            "off",
+        ])
         .env("TENFOLD_ACCESS_KEY", "tenfold")
         .env("TENFOLD_SECRET_KEY", "tenfold-secret")
         .env("TENFOLD_MASTER_KEY", master_key.trim())

@@ -17,6 +17,10 @@ pub(super) struct DevArgs {
     /// Address of the S3 endpoint.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: String,
+    /// Address of the admin listener: metrics, health, readiness (`off`
+    /// for none; by default 127.0.0.1:9001 when it is free).
+    #[arg(long)]
+    admin_listen: Option<String>,
     /// Capacity of each local node.
     #[arg(long, default_value = "10GiB", value_parser = parse_size)]
     node_capacity: u64,
@@ -52,6 +56,7 @@ pub(super) async fn run(args: DevArgs) -> Result<(), GatewayError> {
     run_dev(DevOptions {
         data: DataDir::new(args.data),
         listen: args.listen,
+        admin_listen: args.admin_listen,
         node_capacity: args.node_capacity,
         access_key: args.access_key,
         secret_key: args.secret_key,

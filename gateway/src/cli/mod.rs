@@ -11,6 +11,7 @@ mod status;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use tenfold_common::logging::LogFormat;
 
 use crate::crypto::{Keyring, MasterKey};
 use crate::data_dir::DataDir;
@@ -27,6 +28,10 @@ use crate::index::Index;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written: text, or JSON lines (RUST_LOG sets the
+    /// level).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ use tenfold_common::http_server::HttpLimits;
 use crate::config::ServeConfig;
 use crate::error::GatewayError;
 use crate::index::Index;
+use crate::metrics::bind_admin;
 use crate::server::{GatewaySettings, run_gateway};
 
 #[derive(Debug, Args)]
@@ -22,6 +23,10 @@ pub(super) struct ServeArgs {
     /// Address of the S3 endpoint (overrides the config's `listen`).
     #[arg(long)]
     listen: Option<String>,
+    /// Address of the admin listener: metrics, health, readiness
+    /// (overrides the config's `admin_listen`; `off` for none).
+    #[arg(long)]
+    admin_listen: Option<String>,
     /// IPFS RPC API for what the nodes cannot hold (overrides the
     /// config's `ipfs_api`).
     #[arg(long, env = "TENFOLD_IPFS_API")]
@@ -65,6 +70,13 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), GatewayError> {
         ));
     };
     let index = Index::open(&config.index_url).await?;
+    let admin = bind_admin(
+        args.admin_listen
+            .as_deref()
+            .or(config.admin_listen.as_deref()),
+        config.metrics_token.clone(),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| GatewayError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -90,6 +102,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), GatewayError> {
         },
         tls,
         node_trust,
+        admin,
     };
     run_gateway(listener, index, settings).await
 }

@@ -208,6 +208,15 @@ fn is_connection_loss(e: &sqlx::Error) -> bool {
 }
 
 impl Index {
+    /// Asks the database for nothing: whether it answers.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn ping(&self) -> Result<(), GatewayError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Opens the index at `url` (`sqlite://PATH`, created when missing, or
     /// `postgres://…`) and applies pending migrations.
     ///
