@@ -14,6 +14,8 @@ pub enum GatewayError {
     NoSuchBucket(String),
     #[error("key {0:?} does not exist")]
     NoSuchKey(String),
+    #[error("{0}")]
+    InvalidTag(String),
     #[error("bucket {0:?} has no CORS configuration")]
     NoSuchCorsConfiguration(String),
     #[error("bucket {0:?} already exists")]
@@ -107,6 +109,7 @@ impl From<GatewayError> for S3Error {
             GatewayError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
             GatewayError::NoSuchKey(_) => S3ErrorCode::NoSuchKey,
             GatewayError::NoSuchCorsConfiguration(_) => S3ErrorCode::NoSuchCORSConfiguration,
+            GatewayError::InvalidTag(_) => S3ErrorCode::InvalidTag,
             GatewayError::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
             GatewayError::BucketTaken(_) => S3ErrorCode::BucketAlreadyExists,
             GatewayError::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,

@@ -22,6 +22,10 @@ pub struct Checksums {
     pub sha1: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// A multipart object's checksum of its whole content (S3's
+    /// `FULL_OBJECT` type) rather than of its parts' (`COMPOSITE`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_object: bool,
 }
 
 impl Checksums {
@@ -84,6 +88,64 @@ impl Checksums {
         Some(out)
     }
 
+    /// The full-object checksum of an object made of `parts` (each with
+    /// its checksum in `algorithm` and its size): the parts' CRCs combined,
+    /// as S3 computes a `FULL_OBJECT` checksum. `None` for an algorithm
+    /// that cannot be combined (SHA) or a part without a checksum.
+    pub fn full_object<'a>(
+        algorithm: &str,
+        parts: impl Iterator<Item = (&'a Checksums, u64)>,
+    ) -> Option<Self> {
+        use crc_fast::CrcAlgorithm;
+        let algorithm = algorithm.to_ascii_uppercase();
+        let (crc, width) = match algorithm.as_str() {
+            "CRC32" => (CrcAlgorithm::Crc32IsoHdlc, 4),
+            "CRC32C" => (CrcAlgorithm::Crc32Iscsi, 4),
+            "CRC64NVME" => (CrcAlgorithm::Crc64Nvme, 8),
+            _ => return None,
+        };
+        let mut whole: Option<u64> = None;
+        for (part, size) in parts {
+            let raw = base64_simd::STANDARD
+                .decode_to_vec(part.get(&algorithm)?)
+                .ok()?;
+            if raw.len() != width {
+                return None;
+            }
+            let value = raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            whole = Some(match whole {
+                None => value,
+                Some(so_far) => crc_fast::checksum_combine(crc, so_far, value, size),
+            });
+        }
+        let bytes = whole?.to_be_bytes();
+        let mut out = Self {
+            full_object: true,
+            ..Self::default()
+        };
+        out.set(
+            &algorithm,
+            base64_simd::STANDARD.encode_to_string(&bytes[8 - width..]),
+        );
+        Some(out)
+    }
+
+    /// S3's `ChecksumType` of these checksums on an object that is (or not)
+    /// multipart; `None` when there are none.
+    pub fn checksum_type(&self, multipart: bool) -> Option<s3s::dto::ChecksumType> {
+        use s3s::dto::ChecksumType;
+        if self.fields().iter().all(|(_, v)| v.is_none()) {
+            return None;
+        }
+        Some(ChecksumType::from_static(
+            if multipart && !self.full_object {
+                ChecksumType::COMPOSITE
+            } else {
+                ChecksumType::FULL_OBJECT
+            },
+        ))
+    }
+
     pub(crate) fn fields(&self) -> [(&'static str, &Option<String>); 5] {
         [
             ("CRC32", &self.crc32),
@@ -101,6 +163,7 @@ impl Checksums {
             crc64nvme: c.checksum_crc64nvme,
             sha1: c.checksum_sha1,
             sha256: c.checksum_sha256,
+            full_object: false,
         }
     }
 
@@ -153,6 +216,7 @@ impl ChecksumExpectation {
                 crc64nvme,
                 sha1,
                 sha256,
+                full_object: false,
             },
             algorithm: algorithm.map(str::to_ascii_uppercase),
             trailers,
@@ -199,6 +263,36 @@ impl ChecksumExpectation {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn full_object_checksums_combine_the_parts() {
+        use crc_fast::CrcAlgorithm;
+        let parts: [&[u8]; 3] = [&[7u8; 5000], b"second part", &[0u8; 1]];
+        let whole: Vec<u8> = parts.concat();
+        for (name, algorithm, width) in [
+            ("CRC32", CrcAlgorithm::Crc32IsoHdlc, 4),
+            ("CRC32C", CrcAlgorithm::Crc32Iscsi, 4),
+            ("CRC64NVME", CrcAlgorithm::Crc64Nvme, 8),
+        ] {
+            let encode = |data: &[u8]| {
+                let v = crc_fast::checksum(algorithm, data).to_be_bytes();
+                base64_simd::STANDARD.encode_to_string(&v[8 - width..])
+            };
+            let of_parts: Vec<(Checksums, u64)> = parts
+                .iter()
+                .map(|p| {
+                    let mut c = Checksums::default();
+                    c.set(name, encode(p));
+                    (c, p.len() as u64)
+                })
+                .collect();
+            let combined =
+                Checksums::full_object(name, of_parts.iter().map(|(c, n)| (c, *n))).unwrap();
+            assert_eq!(combined.get(name), Some(encode(&whole).as_str()), "{name}");
+            assert!(combined.full_object);
+        }
+        assert!(Checksums::full_object("SHA256", std::iter::empty()).is_none());
+    }
     use super::*;
 
     #[test]

@@ -22,7 +22,7 @@ use tenfold_common::s3_errors::error_response;
 
 use crate::access::Access;
 use crate::error::GatewayError;
-use crate::index::ObjectHeaders;
+use crate::index::{ObjectHeaders, WriteCondition};
 use crate::object_store::ObjectStore;
 use crate::s3_api::{MAX_UPLOAD_SIZE, check_key, check_metadata};
 use crate::upload::{BodyChecks, PutRequest};
@@ -176,7 +176,8 @@ async fn form_upload(
             expires: None,
         },
         checks: BodyChecks::default(),
-        if_absent: false,
+        condition: WriteCondition::Always,
+        tags: Vec::new(),
     };
     let body = bounded_file(file, range, watch);
     let row = store.put_object(put, Box::pin(body)).await?;

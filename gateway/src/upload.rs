@@ -18,7 +18,8 @@ use crate::crypto::{DataKey, WrappedKey};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 use crate::index::{
-    FragmentRow, ObjectHeaders, ObjectRow, SegmentRow, StoredData, UploadRow, now_ms,
+    FragmentRow, ObjectHeaders, ObjectRow, SegmentRow, StoredData, Tags, UploadRow, WriteCondition,
+    now_ms,
 };
 use crate::integrity::{ChecksumExpectation, Checksums};
 use crate::object_store::{
@@ -51,8 +52,11 @@ pub struct PutRequest {
     pub metadata: HashMap<String, String>,
     pub headers: ObjectHeaders,
     pub checks: BodyChecks,
-    /// `If-None-Match: *`: store only if no object is at the key.
-    pub if_absent: bool,
+    /// What must hold of the object at the key (`If-None-Match: *`,
+    /// `If-Match`).
+    pub condition: WriteCondition,
+    /// The object's tags.
+    pub tags: Tags,
 }
 
 /// Cuts a body stream into segments of a fixed plaintext size.
@@ -133,9 +137,13 @@ impl ObjectStore {
                 headers: req.headers,
                 last_modified: now_ms(),
                 parts_count: None,
+                tags: req.tags,
             };
             store
-                .commit_or_discard(&data, store.index.commit_object(&row, &data, req.if_absent))
+                .commit_or_discard(
+                    &data,
+                    store.index.commit_object(&row, &data, &req.condition),
+                )
                 .await?;
             tracing::info!(object = %row.id, size = row.size, "object stored");
             Ok(row)
@@ -527,11 +535,12 @@ mod tests {
                 checksums: Checksums::default(),
                 last_modified: now_ms(),
                 parts_count: None,
+                tags: Vec::new(),
             };
             if committed {
                 store
                     .index
-                    .commit_object(&object, &data, false)
+                    .commit_object(&object, &data, &WriteCondition::Always)
                     .await
                     .unwrap();
             }

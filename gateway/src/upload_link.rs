@@ -27,7 +27,8 @@ use s3s::Body;
 use tenfold_common::http_server::{BodyError, BodyWatch};
 
 use crate::error::GatewayError;
-use crate::index::{ObjectHeaders, ShareRow, UploadRow, now_ms};
+use crate::index::{ObjectHeaders, ShareRow, UploadRow, WriteCondition, now_ms};
+use crate::integrity::Checksums;
 use crate::object_store::{ObjectStore, new_object_id};
 use crate::s3_api::{MAX_UPLOAD_SIZE, assemble, check_key};
 use crate::share::{Refusal, create_share_until, page, refused, resolve, share_url};
@@ -280,7 +281,8 @@ async fn put_file(
             content_length: Some(size),
             ..BodyChecks::default()
         },
-        if_absent: false,
+        condition: WriteCondition::Always,
+        tags: Vec::new(),
     };
     match store.put_object(put, body_of(req)).await {
         Ok(row) => {
@@ -404,6 +406,8 @@ async fn start_large_file(
         headers: ObjectHeaders::default(),
         created_at: now_ms(),
         checksum_algorithm: None,
+        checksum_type: None,
+        tags: Vec::new(),
     };
     let started = async {
         store.index.create_upload(&upload).await?;
@@ -449,8 +453,8 @@ async fn complete_large_file(
         .collect();
     let object = store
         .index
-        .complete_upload(upload, &chosen, |stored| {
-            assemble(upload, &chosen, &[], stored)
+        .complete_upload(upload, &chosen, &WriteCondition::Always, |stored| {
+            assemble(upload, &chosen, &[], &Checksums::default(), stored)
         })
         .await?;
     store.garbage_ready.notify_one();

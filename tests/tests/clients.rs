@@ -70,3 +70,52 @@ fn boto3_upload_part_copy_and_virtual_hosts() {
         .start();
     boto3(&cluster, &["part_copy", "virtual_hosted"]);
 }
+
+/// S3 round 2: conditional writes (PUT and CompleteMultipartUpload),
+/// GetObjectAttributes, object tags, ListBuckets pages, FULL_OBJECT
+/// multipart checksums.
+#[test]
+fn boto3_modern_requests() {
+    let cluster = Cluster::start(3, 1, "2GiB");
+    boto3(
+        &cluster,
+        &[
+            "conditional_writes",
+            "attributes_and_tags",
+            "bucket_pages_and_full_object_checksums",
+        ],
+    );
+    // The aws CLI too: tags and attributes.
+    let aws = cluster.aws();
+    aws.ok(&[
+        "s3api",
+        "put-object-tagging",
+        "--bucket",
+        "attrs",
+        "--key",
+        "mp",
+        "--tagging",
+        "TagSet=[{Key=cli,Value=yes}]",
+    ]);
+    let tags = aws.json(&[
+        "s3api",
+        "get-object-tagging",
+        "--bucket",
+        "attrs",
+        "--key",
+        "mp",
+    ]);
+    assert_eq!(tags["TagSet"][0]["Key"], "cli", "{tags}");
+    let attrs = aws.json(&[
+        "s3api",
+        "get-object-attributes",
+        "--bucket",
+        "attrs",
+        "--key",
+        "mp",
+        "--object-attributes",
+        "ObjectSize",
+        "ETag",
+    ]);
+    assert_eq!(attrs["ObjectSize"], (10 << 20) + 100, "{attrs}");
+}

@@ -184,7 +184,8 @@ pub use orphans::NamedReplicas;
 pub use repair::Redundancy;
 pub use rows::{
     Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, PartRow, QueuedReplica,
-    RepairCandidate, SegmentRow, ShareRow, StoredData, StoredPart, UploadAllowance, UploadRow,
+    RepairCandidate, SegmentRow, ShareRow, StoredData, StoredPart, Tags, UploadAllowance,
+    UploadRow, WriteCondition,
 };
 pub use scrub::{AuditPolicy, ScrubCursor, ScrubItem};
 
@@ -208,6 +209,22 @@ fn is_connection_loss(e: &sqlx::Error) -> bool {
 }
 
 impl Index {
+    /// The ETag of the object at `bucket`/`key` now, in `tx`, for a
+    /// conditional write.
+    async fn current_etag_in(
+        tx: &mut Tx,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<String>, GatewayError> {
+        Ok(
+            sqlx::query_scalar("SELECT etag FROM objects WHERE bucket = $1 AND key = $2")
+                .bind(bucket)
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?,
+        )
+    }
+
     /// Asks the database for nothing: whether it answers.
     ///
     /// # Errors
@@ -385,6 +402,7 @@ mod tests {
             headers: ObjectHeaders::default(),
             last_modified: 0,
             parts_count: None,
+            tags: Vec::new(),
         };
         (object, data)
     }
@@ -402,7 +420,10 @@ mod tests {
         index.create_bucket("b", &Owner::Admin).await.unwrap();
         for key in ["x", "y"] {
             let (object, data) = one_fragment_object(key, "shared-cid");
-            index.commit_object(&object, &data, false).await.unwrap();
+            index
+                .commit_object(&object, &data, &WriteCondition::Always)
+                .await
+                .unwrap();
         }
         assert!(index.cid_in_use("shared-cid").await.unwrap());
         assert_eq!(index.overflow_usage().await.unwrap(), (2, 2));

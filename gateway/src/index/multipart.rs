@@ -4,7 +4,9 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::rows::{Assembly, ObjectRow, PartRow, StoredData, StoredPart, UploadRow};
+use super::rows::{
+    Assembly, ObjectRow, PartRow, StoredData, StoredPart, UploadRow, WriteCondition,
+};
 use super::{Index, Tx, now_ms, part_list_json, to_i64, to_u64};
 use crate::error::GatewayError;
 
@@ -17,8 +19,8 @@ impl Index {
         write_tx!(self, |tx| {
             Self::bucket_exists_in(tx, &upload.bucket).await?;
             sqlx::query(
-                "INSERT INTO uploads (id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO uploads (id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm, checksum_type, tags) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&upload.id)
             .bind(&upload.bucket)
@@ -28,6 +30,8 @@ impl Index {
             .bind(serde_json::to_string(&upload.headers).unwrap_or_else(|_| "{}".into()))
             .bind(upload.created_at)
             .bind(&upload.checksum_algorithm)
+            .bind(&upload.checksum_type)
+            .bind(serde_json::to_string(&upload.tags).unwrap_or_else(|_| "[]".into()))
             .execute(&mut **tx)
             .await?;
             Ok(())
@@ -46,6 +50,8 @@ impl Index {
                 .unwrap_or_default(),
             created_at: row.try_get("created_at")?,
             checksum_algorithm: row.try_get("checksum_algorithm")?,
+            checksum_type: row.try_get("checksum_type")?,
+            tags: serde_json::from_str(&row.try_get::<String, _>("tags")?).unwrap_or_default(),
         })
     }
 
@@ -61,7 +67,7 @@ impl Index {
         id: &str,
     ) -> Result<UploadRow, GatewayError> {
         let row = sqlx::query(
-            "SELECT id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm FROM uploads WHERE id = $1 AND bucket = $2 AND key = $3",
+            "SELECT id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm, checksum_type, tags FROM uploads WHERE id = $1 AND bucket = $2 AND key = $3",
         )
         .bind(id)
         .bind(bucket)
@@ -180,7 +186,7 @@ impl Index {
         limit: i64,
     ) -> Result<Vec<UploadRow>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm FROM uploads \
+            "SELECT id, bucket, key, content_type, metadata, headers, created_at, checksum_algorithm, checksum_type, tags FROM uploads \
              WHERE bucket = $1 AND key >= $2 AND (key > $3 OR (key = $3 AND id > $4)) \
              ORDER BY key, id LIMIT $5",
         )
@@ -213,11 +219,14 @@ impl Index {
         &self,
         upload: &UploadRow,
         chosen: &[(u32, String)],
+        condition: &WriteCondition,
         assemble: impl Fn(&[StoredPart]) -> Result<Assembly, GatewayError>,
     ) -> Result<ObjectRow, GatewayError> {
         let assemble = &assemble;
         write_tx!(self, |tx| {
             Self::upload_exists_in(tx, &upload.id).await?;
+            let current = Self::current_etag_in(tx, &upload.bucket, &upload.key).await?;
+            condition.check(&upload.key, current.as_deref())?;
             let stored: Vec<(i64, String, i64, String, String)> = sqlx::query_as(
                 "SELECT part_number, data_id, size, etag, checksums FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
             )

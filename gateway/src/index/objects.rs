@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use tenfold_balancer::{Placement, Replica};
 
-use super::rows::{FragmentRow, ObjectRow, SegmentRow, StoredData};
+use super::rows::{FragmentRow, ObjectRow, SegmentRow, StoredData, Tags, WriteCondition};
 use super::{
     Index, ROWS_PER_INSERT, Tx, insert_rows_sql, md5_from_hex, placement_of, to_i64, to_u64,
     wrapped_key_of,
@@ -33,6 +33,7 @@ impl Index {
             parts_count: row
                 .try_get::<Option<i64>, _>("parts_count")?
                 .and_then(|n| u32::try_from(n).ok()),
+            tags: serde_json::from_str(&row.try_get::<String, _>("tags")?).unwrap_or_default(),
         })
     }
 
@@ -46,7 +47,7 @@ impl Index {
         key: &str,
     ) -> Result<Option<ObjectRow>, GatewayError> {
         let row = sqlx::query(
-            "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count \
+            "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags \
              FROM objects WHERE bucket = $1 AND key = $2",
         )
         .bind(bucket)
@@ -69,7 +70,7 @@ impl Index {
         limit: i64,
     ) -> Result<Vec<ObjectRow>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count \
+            "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags \
              FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT $4",
         )
         .bind(bucket)
@@ -339,8 +340,8 @@ impl Index {
         object: &ObjectRow,
     ) -> Result<(), GatewayError> {
         sqlx::query(
-            "INSERT INTO objects (id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO objects (id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&object.id)
         .bind(&object.bucket)
@@ -353,6 +354,7 @@ impl Index {
         .bind(serde_json::to_string(&object.checksums).unwrap_or_else(|_| "{}".into()))
         .bind(object.last_modified)
         .bind(object.parts_count.map(i64::from))
+        .bind(serde_json::to_string(&object.tags).unwrap_or_else(|_| "[]".into()))
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -384,8 +386,7 @@ impl Index {
 
     /// Makes a fully placed single-PUT object visible, replacing any object
     /// at the same key (whose replicas go to the garbage queue), in one
-    /// transaction. With `if_absent` (`If-None-Match: *`) an existing
-    /// object wins instead.
+    /// transaction, if `condition` holds of the object there.
     ///
     /// # Errors
     /// [`GatewayError::NoSuchBucket`] when the bucket went away meanwhile,
@@ -394,21 +395,12 @@ impl Index {
         &self,
         object: &ObjectRow,
         data: &StoredData,
-        if_absent: bool,
+        condition: &WriteCondition,
     ) -> Result<(), GatewayError> {
         write_tx!(self, |tx| {
             Self::bucket_exists_in(tx, &object.bucket).await?;
-            if if_absent {
-                let exists = sqlx::query("SELECT 1 FROM objects WHERE bucket = $1 AND key = $2")
-                    .bind(&object.bucket)
-                    .bind(&object.key)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .is_some();
-                if exists {
-                    return Err(GatewayError::PreconditionFailed);
-                }
-            }
+            let current = Self::current_etag_in(tx, &object.bucket, &object.key).await?;
+            condition.check(&object.key, current.as_deref())?;
             Self::replace_in(tx, &object.bucket, &object.key).await?;
             Self::insert_object_in(tx, object).await?;
             Self::insert_data_in(tx, data).await?;
@@ -455,6 +447,52 @@ impl Index {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|(o, s)| (to_u64(o), to_u64(s))))
+    }
+
+    /// Replaces the tags of the object at `bucket`/`key`; `false` when
+    /// there is none.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn set_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        tags: &Tags,
+    ) -> Result<bool, GatewayError> {
+        let done = sqlx::query("UPDATE objects SET tags = $1 WHERE bucket = $2 AND key = $3")
+            .bind(serde_json::to_string(tags).unwrap_or_else(|_| "[]".into()))
+            .bind(bucket)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Part numbers and sizes of a multipart object's parts after
+    /// `after`, at most `limit`.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn object_parts(
+        &self,
+        object_id: &str,
+        after: u32,
+        limit: i64,
+    ) -> Result<Vec<(u32, u64)>, GatewayError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT part_number, size FROM object_parts WHERE object_id = $1 AND part_number > $2 \
+             ORDER BY part_number LIMIT $3",
+        )
+        .bind(object_id)
+        .bind(i64::from(after))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(n, size)| (u32::try_from(n).unwrap_or(0), to_u64(size)))
+            .collect())
     }
 
     /// Ids of the master keys that wrapped the stored data keys.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use tenfold_balancer::{Network, NodeState, Placement, Replica};
 
 use crate::crypto::WrappedKey;
+use crate::error::GatewayError;
 use crate::fragment::{FrameIndex, node_key};
 use crate::integrity::Checksums;
 
@@ -42,6 +43,8 @@ pub struct ObjectRow {
     pub last_modified: i64,
     /// Number of parts of a multipart object.
     pub parts_count: Option<u32>,
+    /// Its tags, in the order they were given.
+    pub tags: Tags,
 }
 
 /// One fragment of a segment, with its replicas.
@@ -178,7 +181,15 @@ pub struct UploadRow {
     /// The checksum algorithm (uppercase) every part is given, and the
     /// object a composite of.
     pub checksum_algorithm: Option<String>,
+    /// `FULL_OBJECT` when the object's checksum is to be of its whole
+    /// content rather than a composite of its parts'.
+    pub checksum_type: Option<String>,
+    /// The object's tags.
+    pub tags: Tags,
 }
+
+/// An object's tags: `(key, value)` pairs, in the order they were given.
+pub type Tags = Vec<(String, String)>;
 
 /// One uploaded part.
 #[derive(Debug, Clone)]
@@ -230,4 +241,45 @@ pub struct NewNode {
     pub access_key: String,
     pub secret_key: String,
     pub bucket: String,
+}
+
+/// What must hold of the object at a key for a write to replace it, checked
+/// in the write's own transaction (S3's conditional writes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Whatever is there.
+    #[default]
+    Always,
+    /// `If-None-Match: *`: nothing is there.
+    IfAbsent,
+    /// `If-Match: *`: something is there.
+    IfPresent,
+    /// `If-Match: ETAG`: the object there has this ETag.
+    IfMatch(String),
+}
+
+impl WriteCondition {
+    /// Checks the condition against the ETag of the object at the key now
+    /// (`None`: no object).
+    ///
+    /// # Errors
+    /// [`GatewayError::PreconditionFailed`] (412), or
+    /// [`GatewayError::NoSuchKey`] (404) for an `If-Match` on no object, as
+    /// S3 answers.
+    pub fn check(&self, key: &str, current: Option<&str>) -> Result<(), GatewayError> {
+        match (self, current) {
+            (Self::Always, _) | (Self::IfAbsent, None) | (Self::IfPresent, Some(_)) => Ok(()),
+            (Self::IfAbsent, Some(_)) => Err(GatewayError::PreconditionFailed),
+            (Self::IfPresent | Self::IfMatch(_), None) => {
+                Err(GatewayError::NoSuchKey(key.to_owned()))
+            }
+            (Self::IfMatch(want), Some(etag)) => {
+                if want.trim_matches('"') == etag {
+                    Ok(())
+                } else {
+                    Err(GatewayError::PreconditionFailed)
+                }
+            }
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use s3s::dto::{
     Bucket, CreateBucketInput, CreateBucketOutput, DeleteBucketCorsOutput, DeleteBucketOutput,
     GetBucketCorsOutput, GetBucketLocationOutput, GetBucketVersioningOutput, HeadBucketOutput,
-    ListBucketsOutput, PutBucketCorsInput, PutBucketCorsOutput,
+    ListBucketsInput, ListBucketsOutput, PutBucketCorsInput, PutBucketCorsOutput,
 };
 
 use super::convert::timestamp_ms;
@@ -12,12 +12,52 @@ use crate::cors::CorsRules;
 use crate::error::GatewayError;
 use crate::object_store::ObjectStore;
 
-/// The buckets `caller` may use.
-pub async fn list(store: &ObjectStore, caller: &Caller) -> Result<ListBucketsOutput, GatewayError> {
-    let buckets = store
+/// Most buckets one ListBuckets answers, as in S3.
+const MAX_BUCKETS: usize = 10_000;
+
+/// The buckets `caller` may use, a page at a time: those whose names start
+/// with `prefix`, after the continuation token's, at most `max-buckets`.
+pub async fn list(
+    store: &ObjectStore,
+    caller: &Caller,
+    input: ListBucketsInput,
+) -> Result<ListBucketsOutput, GatewayError> {
+    let b64 = base64_simd::URL_SAFE_NO_PAD;
+    let after = match &input.continuation_token {
+        Some(token) => Some(
+            b64.decode_to_vec(token)
+                .ok()
+                .and_then(|raw| String::from_utf8(raw).ok())
+                .ok_or_else(|| {
+                    GatewayError::InvalidArgument("The continuation token is not valid.".into())
+                })?,
+        ),
+        None => None,
+    };
+    let max = match input.max_buckets {
+        None => MAX_BUCKETS,
+        Some(n) if (1..=10_000).contains(&n) => usize::try_from(n).unwrap_or(MAX_BUCKETS),
+        Some(_) => {
+            return Err(GatewayError::InvalidArgument(
+                "max-buckets must be between 1 and 10000".into(),
+            ));
+        }
+    };
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let mut buckets: Vec<(String, i64)> = store
         .index
         .list_buckets(caller.listing_filter())
         .await?
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(&prefix))
+        .filter(|(name, _)| after.as_ref().is_none_or(|a| name > a))
+        .collect();
+    let more = buckets.len() > max;
+    buckets.truncate(max);
+    let continuation_token = more
+        .then(|| buckets.last().map(|(name, _)| b64.encode_to_string(name)))
+        .flatten();
+    let buckets = buckets
         .into_iter()
         .map(|(name, created)| Bucket {
             name: Some(name),
@@ -27,6 +67,8 @@ pub async fn list(store: &ObjectStore, caller: &Caller) -> Result<ListBucketsOut
         .collect();
     Ok(ListBucketsOutput {
         buckets: Some(buckets),
+        continuation_token,
+        prefix: input.prefix,
         ..Default::default()
     })
 }

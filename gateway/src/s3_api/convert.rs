@@ -4,7 +4,7 @@ use s3s::dto::{ETag, StreamingBlob, Timestamp};
 use tenfold_common::http_server::BodyWatch;
 
 use crate::error::GatewayError;
-use crate::index::{ObjectHeaders, ObjectRow};
+use crate::index::{ObjectHeaders, ObjectRow, Tags};
 use crate::integrity::ChecksumExpectation;
 use crate::upload::{BodyChecks, BodyStream};
 
@@ -186,3 +186,84 @@ macro_rules! with_checksums {
     }};
 }
 pub(crate) use with_checksums;
+
+/// Most tags one object may carry, as in S3.
+pub const MAX_TAGS: usize = 10;
+
+/// Checks tags as S3 does: at most [`MAX_TAGS`], keys of 1 to 128
+/// characters and values of at most 256, no key twice.
+///
+/// # Errors
+/// [`GatewayError::InvalidTag`].
+pub fn check_tags(tags: &Tags) -> Result<(), GatewayError> {
+    if tags.len() > MAX_TAGS {
+        return Err(GatewayError::InvalidTag(format!(
+            "Object tags cannot be greater than {MAX_TAGS}"
+        )));
+    }
+    for (i, (key, value)) in tags.iter().enumerate() {
+        if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
+            return Err(GatewayError::InvalidTag(
+                "A tag key must be 1 to 128 characters and its value at most 256".into(),
+            ));
+        }
+        if tags[..i].iter().any(|(k, _)| k == key) {
+            return Err(GatewayError::InvalidTag(
+                "Cannot provide multiple Tags with the same key".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The tags of an `x-amz-tagging` header (`k1=v1&k2=v2`, URL-encoded).
+///
+/// # Errors
+/// [`GatewayError::InvalidTag`].
+pub fn parse_tagging(header: Option<&str>) -> Result<Tags, GatewayError> {
+    let Some(header) = header.filter(|h| !h.is_empty()) else {
+        return Ok(Tags::new());
+    };
+    let decode = |s: &str| {
+        urlencoding::decode(&s.replace('+', " "))
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|_| GatewayError::InvalidTag("the tagging header is not UTF-8".into()))
+    };
+    let tags = header
+        .split('&')
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect::<Result<Tags, GatewayError>>()?;
+    check_tags(&tags)?;
+    Ok(tags)
+}
+
+/// Tags from an S3 TagSet.
+///
+/// # Errors
+/// [`GatewayError::InvalidTag`].
+pub fn tags_from_set(set: Vec<s3s::dto::Tag>) -> Result<Tags, GatewayError> {
+    let tags: Tags = set
+        .into_iter()
+        .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+        .collect();
+    check_tags(&tags)?;
+    Ok(tags)
+}
+
+/// Tags as an S3 TagSet.
+pub fn tag_set(tags: &Tags) -> Vec<s3s::dto::Tag> {
+    tags.iter()
+        .map(|(k, v)| s3s::dto::Tag {
+            key: Some(k.clone()),
+            value: Some(v.clone()),
+        })
+        .collect()
+}
+
+/// The `x-amz-tagging-count` of an object with `tags`.
+pub fn tag_count(tags: &Tags) -> Option<i32> {
+    (!tags.is_empty()).then(|| i32::try_from(tags.len()).unwrap_or(i32::MAX))
+}

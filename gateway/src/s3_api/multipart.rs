@@ -16,13 +16,13 @@ use s3s::TrailingHeaders;
 use s3s::dto::{CopyPartResult, CopySource, Range, UploadPartCopyInput, UploadPartCopyOutput};
 use tenfold_common::http_server::BodyWatch;
 
-use super::objects::existing;
+use super::objects::{existing, write_condition};
 use crate::preconditions::Conditions;
 use crate::upload::BodyChecks;
 
 use super::convert::{
     MAX_LIST_KEYS, body_checks, body_stream, check_key, check_metadata, checksum_expectation,
-    headers, part_number, size_i64, timestamp_ms, with_checksums,
+    headers, parse_tagging, part_number, size_i64, timestamp_ms, with_checksums,
 };
 use crate::error::GatewayError;
 use crate::index::{Assembly, ObjectRow, StoredPart, UploadRow, now_ms};
@@ -55,6 +55,11 @@ pub async fn create(
             .checksum_algorithm
             .as_ref()
             .map(|a| a.as_str().to_ascii_uppercase()),
+        checksum_type: input
+            .checksum_type
+            .as_ref()
+            .map(|t| t.as_str().to_ascii_uppercase()),
+        tags: parse_tagging(input.tagging.as_deref())?,
     };
     store.index.create_upload(&upload).await?;
     Ok(CreateMultipartUploadOutput {
@@ -101,8 +106,19 @@ pub async fn upload_part(
 
 pub async fn complete(
     store: &ObjectStore,
-    input: CompleteMultipartUploadInput,
+    mut input: CompleteMultipartUploadInput,
 ) -> Result<CompleteMultipartUploadOutput, GatewayError> {
+    let condition = write_condition(input.if_match.take(), input.if_none_match.take())?;
+    // A checksum of the whole object the client declares must be the one
+    // the parts make.
+    let whole = Checksums {
+        crc32: input.checksum_crc32.take(),
+        crc32c: input.checksum_crc32c.take(),
+        crc64nvme: input.checksum_crc64nvme.take(),
+        sha1: input.checksum_sha1.take(),
+        sha256: input.checksum_sha256.take(),
+        full_object: false,
+    };
     let mut chosen = Vec::new();
     let mut declared = Vec::new();
     for part in input
@@ -118,6 +134,7 @@ pub async fn complete(
             crc64nvme: part.checksum_crc64nvme,
             sha1: part.checksum_sha1,
             sha256: part.checksum_sha256,
+            full_object: false,
         });
     }
     let object = match store
@@ -136,8 +153,8 @@ pub async fn complete(
             }
             let object = store
                 .index
-                .complete_upload(&upload, &chosen, |stored| {
-                    assemble(&upload, &chosen, &declared, stored)
+                .complete_upload(&upload, &chosen, &condition, |stored| {
+                    assemble(&upload, &chosen, &declared, &whole, stored)
                 })
                 .await?;
             store.garbage_ready.notify_one();
@@ -152,8 +169,7 @@ pub async fn complete(
             .ok_or(GatewayError::NoSuchUpload(id))?,
         Err(e) => return Err(e),
     };
-    let checksum_type = (object.checksums != Checksums::default())
-        .then(|| ChecksumType::from_static(ChecksumType::COMPOSITE));
+    let checksum_type = object.checksums.checksum_type(true);
     Ok(with_checksums!(
         object.checksums,
         CompleteMultipartUploadOutput {
@@ -179,6 +195,7 @@ pub(crate) fn assemble(
     upload: &UploadRow,
     chosen: &[(u32, String)],
     declared: &[Checksums],
+    whole: &Checksums,
     stored: &[StoredPart],
 ) -> Result<Assembly, GatewayError> {
     let mut parts = Vec::with_capacity(chosen.len());
@@ -204,11 +221,25 @@ pub(crate) fn assemble(
         md5s.update(hex::decode(&part.etag).unwrap_or_default());
         parts.push(part.clone());
     }
+    let full_object = upload.checksum_type.as_deref() == Some(ChecksumType::FULL_OBJECT);
     let checksums = upload
         .checksum_algorithm
         .as_deref()
-        .and_then(|algorithm| Checksums::composite(algorithm, parts.iter().map(|p| &p.checksums)))
+        .and_then(|algorithm| {
+            if full_object {
+                Checksums::full_object(algorithm, parts.iter().map(|p| (&p.checksums, p.size)))
+            } else {
+                Checksums::composite(algorithm, parts.iter().map(|p| &p.checksums))
+            }
+        })
         .unwrap_or_default();
+    for (name, value) in whole.fields() {
+        if let Some(value) = value
+            && checksums.get(name) != Some(value.as_str())
+        {
+            return Err(GatewayError::ChecksumMismatch(name));
+        }
+    }
     let object = ObjectRow {
         id: new_object_id(),
         bucket: upload.bucket.clone(),
@@ -221,6 +252,7 @@ pub(crate) fn assemble(
         checksums,
         last_modified: now_ms(),
         parts_count: u32::try_from(parts.len()).ok(),
+        tags: upload.tags.clone(),
     };
     Ok(Assembly { object, parts })
 }
@@ -402,6 +434,8 @@ mod tests {
             headers: crate::index::ObjectHeaders::default(),
             created_at: 0,
             checksum_algorithm: None,
+            checksum_type: None,
+            tags: Vec::new(),
         }
     }
 
@@ -427,7 +461,7 @@ mod tests {
         // Parts 1 and 3: part 2 is left out, the last may be small, and the
         // ETag is the MD5 of the parts' MD5s with their count.
         let chosen = listed(&[1, 3]);
-        let done = assemble(&upload(), &chosen, &[], &stored).unwrap();
+        let done = assemble(&upload(), &chosen, &[], &Checksums::default(), &stored).unwrap();
         assert_eq!(
             done.parts.iter().map(|p| p.number).collect::<Vec<_>>(),
             [1, 3]
@@ -442,19 +476,47 @@ mod tests {
         );
         assert_eq!(done.object.parts_count, Some(2));
         // A small part that is not the last.
-        let err = assemble(&upload(), &listed(&[2, 3]), &[], &stored).unwrap_err();
+        let err = assemble(
+            &upload(),
+            &listed(&[2, 3]),
+            &[],
+            &Checksums::default(),
+            &stored,
+        )
+        .unwrap_err();
         assert!(matches!(err, GatewayError::EntityTooSmall(2)), "{err:?}");
         // A part never uploaded, or listed with another ETag.
-        let err = assemble(&upload(), &[(4, "x".into())], &[], &stored).unwrap_err();
+        let err = assemble(
+            &upload(),
+            &[(4, "x".into())],
+            &[],
+            &Checksums::default(),
+            &stored,
+        )
+        .unwrap_err();
         assert!(matches!(err, GatewayError::InvalidPart(4)), "{err:?}");
-        let err = assemble(&upload(), &[(1, "\"00\"".into())], &[], &stored).unwrap_err();
+        let err = assemble(
+            &upload(),
+            &[(1, "\"00\"".into())],
+            &[],
+            &Checksums::default(),
+            &stored,
+        )
+        .unwrap_err();
         assert!(matches!(err, GatewayError::InvalidPart(1)), "{err:?}");
         // A checksum listed for a part must be the part's.
         let declared = [Checksums {
             crc32: Some("AAAAAA==".into()),
             ..Checksums::default()
         }];
-        let err = assemble(&upload(), &listed(&[1]), &declared, &stored).unwrap_err();
+        let err = assemble(
+            &upload(),
+            &listed(&[1]),
+            &declared,
+            &Checksums::default(),
+            &stored,
+        )
+        .unwrap_err();
         assert!(matches!(err, GatewayError::InvalidPart(1)), "{err:?}");
     }
 }

@@ -3,6 +3,10 @@
 use std::sync::Arc;
 
 use s3s::dto::{
+    Checksum, GetObjectAttributesInput, GetObjectAttributesOutput, GetObjectAttributesParts,
+    GetObjectTaggingOutput, ObjectAttributes, ObjectPart, StorageClass, TaggingDirective,
+};
+use s3s::dto::{
     ChecksumMode, CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource,
     DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, DeletedObject, ETag,
     ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
@@ -13,11 +17,12 @@ use s3s::TrailingHeaders;
 use tenfold_common::http_server::BodyWatch;
 
 use super::convert::{
-    body_checks, body_stream, check_key, check_metadata, checksum_expectation, etag, headers,
-    part_number, size_i64, timestamp_ms, with_checksums,
+    body_checks, body_stream, check_key, check_metadata, check_tags, checksum_expectation, etag,
+    headers, parse_tagging, part_number, size_i64, tag_count, tag_set, timestamp_ms,
+    with_checksums,
 };
 use crate::error::GatewayError;
-use crate::index::ObjectRow;
+use crate::index::{ObjectRow, Tags, WriteCondition};
 use crate::integrity::Checksums;
 use crate::object_store::ObjectStore;
 use crate::preconditions::Conditions;
@@ -50,15 +55,9 @@ pub async fn put(
     if let Some(metadata) = &input.metadata {
         check_metadata(metadata)?;
     }
-    let if_absent = match input.if_none_match {
-        None => false,
-        Some(ETagCondition::Any) => true,
-        Some(ETagCondition::ETag(_)) => {
-            return Err(GatewayError::NotImplemented(
-                "If-None-Match on PUT takes only *".into(),
-            ));
-        }
-    };
+    let condition = write_condition(input.if_match.take(), input.if_none_match.take())?;
+    let tags = parse_tagging(input.tagging.as_deref())?;
+    check_before_body(store, &input.bucket, &input.key, &condition).await?;
     let put = PutRequest {
         bucket: input.bucket,
         key: input.key,
@@ -76,7 +75,8 @@ pub async fn put(
             input.content_md5.as_deref(),
             checksum_expectation!(input, trailers),
         )?,
-        if_absent,
+        condition,
+        tags,
     };
     let row = store
         .put_object(put, body_stream(input.body, watch))
@@ -88,6 +88,47 @@ pub async fn put(
             size: Some(size_i64(row.size)),
         }
     ))
+}
+
+/// The condition of a conditional write: `If-None-Match: *` (only
+/// `*` is allowed there, as in S3), or `If-Match: ETAG` / `*`.
+///
+/// # Errors
+/// [`GatewayError::NotImplemented`] for `If-None-Match: ETAG`,
+/// [`GatewayError::InvalidRequest`] for both headers at once.
+pub(super) fn write_condition(
+    if_match: Option<ETagCondition>,
+    if_none_match: Option<ETagCondition>,
+) -> Result<WriteCondition, GatewayError> {
+    match (if_match, if_none_match) {
+        (None, None) => Ok(WriteCondition::Always),
+        (None, Some(ETagCondition::Any)) => Ok(WriteCondition::IfAbsent),
+        (None, Some(ETagCondition::ETag(_))) => Err(GatewayError::NotImplemented(
+            "If-None-Match on a write takes only *".into(),
+        )),
+        (Some(ETagCondition::Any), None) => Ok(WriteCondition::IfPresent),
+        (Some(ETagCondition::ETag(etag)), None) => {
+            Ok(WriteCondition::IfMatch(etag.value().to_owned()))
+        }
+        (Some(_), Some(_)) => Err(GatewayError::InvalidRequest(
+            "If-Match and If-None-Match cannot both be given on a write".into(),
+        )),
+    }
+}
+
+/// Refuses a conditional write that cannot succeed before its body is
+/// read (the commit checks again, in its transaction).
+pub(super) async fn check_before_body(
+    store: &ObjectStore,
+    bucket: &str,
+    key: &str,
+    condition: &WriteCondition,
+) -> Result<(), GatewayError> {
+    if *condition == WriteCondition::Always {
+        return Ok(());
+    }
+    let current = store.index.get_object(bucket, key).await?;
+    condition.check(key, current.as_ref().map(|o| o.etag.as_str()))
 }
 
 /// The byte range a GET or HEAD asks for: a `Range`, a `partNumber`, or all.
@@ -215,6 +256,7 @@ pub async fn get(
         ..
     } = view;
     let h = row.headers;
+    let checksum_type = checksums.checksum_type(row.parts_count.is_some());
     Ok(with_checksums!(
         checksums,
         GetObjectOutput {
@@ -232,7 +274,9 @@ pub async fn get(
             content_encoding: input.response_content_encoding.or(h.content_encoding),
             content_language: input.response_content_language.or(h.content_language),
             expires: input.response_expires.or(expires),
+            checksum_type,
             parts_count,
+            tag_count: tag_count(&row.tags),
         }
     ))
 }
@@ -267,6 +311,7 @@ pub async fn head(
         ..
     } = view;
     let h = row.headers;
+    let checksum_type = checksums.checksum_type(row.parts_count.is_some());
     Ok(with_checksums!(
         checksums,
         HeadObjectOutput {
@@ -282,9 +327,118 @@ pub async fn head(
             content_encoding: h.content_encoding,
             content_language: h.content_language,
             expires,
+            checksum_type,
             parts_count,
         }
     ))
+}
+
+/// What GetObjectAttributes asks of an object: its ETag, checksum, parts
+/// (a page of them, from `part_number_marker`), storage class and size.
+pub async fn attributes(
+    store: &ObjectStore,
+    input: GetObjectAttributesInput,
+) -> Result<GetObjectAttributesOutput, GatewayError> {
+    let row = existing(store, &input.bucket, &input.key).await?;
+    // One header, `x-amz-object-attributes: ETag,ObjectSize`, may carry them all.
+    let wants = |name: &str| {
+        input
+            .object_attributes
+            .iter()
+            .flat_map(|a| a.as_str().split(','))
+            .any(|a| a.trim() == name)
+    };
+    let mut out = GetObjectAttributesOutput {
+        last_modified: Some(timestamp_ms(row.last_modified)),
+        ..Default::default()
+    };
+    if wants(ObjectAttributes::ETAG) {
+        out.e_tag = Some(ETag::Strong(row.etag.clone()));
+    }
+    if wants(ObjectAttributes::OBJECT_SIZE) {
+        out.object_size = Some(size_i64(row.size));
+    }
+    if wants(ObjectAttributes::STORAGE_CLASS) {
+        out.storage_class = Some(StorageClass::from_static(StorageClass::STANDARD));
+    }
+    if wants(ObjectAttributes::CHECKSUM)
+        && let Some(kind) = row.checksums.checksum_type(row.parts_count.is_some())
+    {
+        let c = &row.checksums;
+        out.checksum = Some(Checksum {
+            checksum_crc32: c.crc32.clone(),
+            checksum_crc32c: c.crc32c.clone(),
+            checksum_crc64nvme: c.crc64nvme.clone(),
+            checksum_sha1: c.sha1.clone(),
+            checksum_sha256: c.sha256.clone(),
+            checksum_type: Some(kind),
+        });
+    }
+    if wants(ObjectAttributes::OBJECT_PARTS)
+        && let Some(total) = row.parts_count
+    {
+        let marker = input
+            .part_number_marker
+            .map(|m| u32::try_from(m).unwrap_or(0))
+            .unwrap_or(0);
+        let max = input.max_parts.unwrap_or(1000).clamp(1, 1000);
+        let mut parts = store
+            .index
+            .object_parts(&row.id, marker, i64::from(max) + 1)
+            .await?;
+        let truncated = parts.len() > usize::try_from(max).unwrap_or(1000);
+        parts.truncate(usize::try_from(max).unwrap_or(1000));
+        out.object_parts = Some(GetObjectAttributesParts {
+            is_truncated: Some(truncated),
+            max_parts: Some(max),
+            next_part_number_marker: parts
+                .last()
+                .filter(|_| truncated)
+                .map(|(n, _)| i32::try_from(*n).unwrap_or(i32::MAX)),
+            part_number_marker: Some(i32::try_from(marker).unwrap_or(0)),
+            parts: Some(
+                parts
+                    .into_iter()
+                    .map(|(n, size)| ObjectPart {
+                        part_number: Some(i32::try_from(n).unwrap_or(i32::MAX)),
+                        size: Some(size_i64(size)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            total_parts_count: Some(i32::try_from(total).unwrap_or(i32::MAX)),
+        });
+    }
+    Ok(out)
+}
+
+/// Replaces an object's tags (PutObjectTagging; DeleteObjectTagging with
+/// none).
+pub async fn put_tagging(
+    store: &ObjectStore,
+    bucket: &str,
+    key: &str,
+    tags: &Tags,
+) -> Result<(), GatewayError> {
+    check_tags(tags)?;
+    if store.index.set_tags(bucket, key, tags).await? {
+        Ok(())
+    } else {
+        existing(store, bucket, key).await.map(drop)
+    }
+}
+
+/// An object's tags (GetObjectTagging).
+pub async fn tagging(
+    store: &ObjectStore,
+    bucket: &str,
+    key: &str,
+) -> Result<GetObjectTaggingOutput, GatewayError> {
+    let row = existing(store, bucket, key).await?;
+    Ok(GetObjectTaggingOutput {
+        tag_set: tag_set(&row.tags),
+        version_id: None,
+    })
 }
 
 pub async fn copy(
@@ -341,6 +495,10 @@ pub async fn copy(
             source.headers.clone(),
         )
     };
+    let tags = match input.tagging_directive.as_ref().map(|d| d.as_str()) {
+        Some(TaggingDirective::REPLACE) => parse_tagging(input.tagging.as_deref())?,
+        _ => source.tags.clone(),
+    };
     let body = store.source_body(&source, 0..source.size).await?;
     let put = PutRequest {
         bucket: input.bucket,
@@ -352,7 +510,8 @@ pub async fn copy(
             content_length: Some(source.size),
             ..Default::default()
         },
-        if_absent: false,
+        condition: WriteCondition::Always,
+        tags,
     };
     let row = store.put_object(put, body).await?;
     Ok(CopyObjectOutput {
