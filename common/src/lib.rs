@@ -9,6 +9,7 @@
 pub mod http_server;
 pub mod listing;
 pub mod logging;
+pub mod metrics;
 pub mod s3_errors;
 pub mod tls;
 pub mod units;

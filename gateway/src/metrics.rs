@@ -8,21 +8,17 @@
 //! the index's figures at most every [`INDEX_FIGURES_EVERY`].
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body::{Frame, SizeHint};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use s3s::Body;
 use tenfold_balancer::{Network, NodeState};
 use tenfold_common::http_server::{HttpLimits, plain_response, serve_http, terminated};
+use tenfold_common::metrics::{counting, status_class, text_response};
 use tokio::net::TcpListener;
 
 use crate::index::Redundancy;
@@ -314,14 +310,9 @@ impl Metrics {
 
     /// Counts a request answered with `status` after `elapsed`.
     pub fn observe_request(&self, operation: &str, status: StatusCode, elapsed: Duration) {
-        let class = match status.as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests.with_label_values(&[operation, class]).inc();
+        self.requests
+            .with_label_values(&[operation, status_class(status)])
+            .inc();
         self.request_seconds
             .with_label_values(&[operation])
             .observe(elapsed.as_secs_f64());
@@ -329,18 +320,12 @@ impl Metrics {
 
     /// `body`, counting its bytes as received.
     pub fn count_received(&self, body: Body) -> Body {
-        Body::http_body(Counted {
-            inner: body,
-            counter: self.received_bytes.clone(),
-        })
+        counting(body, self.received_bytes.clone())
     }
 
     /// `body`, counting its bytes as sent.
     pub fn count_sent(&self, body: Body) -> Body {
-        Body::http_body(Counted {
-            inner: body,
-            counter: self.sent_bytes.clone(),
-        })
+        counting(body, self.sent_bytes.clone())
     }
 
     /// Adds to `metric` what a counter kept elsewhere gained since the last
@@ -363,8 +348,8 @@ impl Metrics {
 
     /// Reads what is measured elsewhere (the balancer's nodes, the budgets,
     /// and at most every [`INDEX_FIGURES_EVERY`] the index's figures) and
-    /// writes every metric in Prometheus's text format.
-    pub async fn render(&self, store: &ObjectStore) -> String {
+    /// answers every metric in Prometheus's text format.
+    pub async fn render(&self, store: &ObjectStore) -> Response<Body> {
         self.read_nodes(store);
         let budget = |semaphore: &tokio::sync::Semaphore, total: usize| {
             let free = semaphore.available_permits() * BUDGET_UNIT;
@@ -396,11 +381,7 @@ impl Metrics {
                 tracing::warn!(error = %e, "metrics: the index did not answer");
             }
         }
-        let mut out = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            tracing::error!(error = %e, "metrics not encoded");
-        }
-        String::from_utf8(out).unwrap_or_default()
+        text_response(&self.registry)
     }
 
     fn read_nodes(&self, store: &ObjectStore) {
@@ -494,38 +475,6 @@ fn state_name(state: NodeState) -> &'static str {
     }
 }
 
-/// A body whose data bytes are counted as they pass.
-struct Counted {
-    inner: Body,
-    counter: IntCounter,
-}
-
-impl http_body::Body for Counted {
-    type Data = Bytes;
-    type Error = <Body as http_body::Body>::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.counter.inc_by(data.len() as u64);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// Where the admin listener serves and who may read its metrics.
 #[derive(Debug)]
 pub struct AdminSettings {
@@ -600,12 +549,7 @@ pub async fn serve_admin(admin: AdminSettings, metrics: Arc<Metrics>, store: Arc
                             );
                             return resp;
                         }
-                        let mut resp = Response::new(Body::from(metrics.render(&store).await));
-                        resp.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                        );
-                        resp
+                        metrics.render(&store).await
                     }
                     _ => plain_response(StatusCode::NOT_FOUND, "not found\n"),
                 }

@@ -122,6 +122,8 @@ pub struct DiskStore {
     capacity: u64,
     used: AtomicU64,
     reads: AtomicU64,
+    /// How long each write's fsyncs take.
+    fsync_seconds: prometheus::Histogram,
 }
 
 impl DiskStore {
@@ -144,7 +146,13 @@ impl DiskStore {
             capacity,
             used: AtomicU64::new(used),
             reads: AtomicU64::new(0),
+            fsync_seconds: crate::metrics::fsync_histogram(),
         })
+    }
+
+    /// The histogram of each write's fsync times.
+    pub fn fsync_seconds(&self) -> &prometheus::Histogram {
+        &self.fsync_seconds
     }
 
     /// The configured capacity in bytes.
@@ -371,13 +379,20 @@ impl DiskStore {
         *reserved += trailer.len() as u64;
         batch.push(Bytes::from(trailer));
         let (tmp, path) = (tmp.to_path_buf(), path.to_path_buf());
+        let fsync_seconds = self.fsync_seconds.clone();
         let replaced = blocking(move || {
-            append(file, &tmp, &batch)?.sync_all()?;
+            let file = append(file, &tmp, &batch)?;
+            let started = std::time::Instant::now();
+            file.sync_all()?;
+            let mut synced = started.elapsed();
             let replaced = std::fs::metadata(&path).map_or(0, |m| m.len());
             let parent = path.parent().unwrap_or(&path);
             std::fs::create_dir_all(parent)?;
             std::fs::rename(&tmp, &path)?;
+            let started = std::time::Instant::now();
             std::fs::File::open(parent)?.sync_all()?;
+            synced += started.elapsed();
+            fsync_seconds.observe(synced.as_secs_f64());
             Ok::<_, std::io::Error>(replaced)
         })
         .await?;

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod disk_store;
 pub mod error;
+pub mod metrics;
 pub mod s3_api;
 pub mod server;
 

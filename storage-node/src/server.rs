@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use crate::auth::StaticKey;
 use crate::disk_store::DiskStore;
 use crate::error::StoreError;
+use crate::metrics::NodeMetrics;
 use crate::s3_api::NodeS3;
 
 /// Everything a storage node needs to run.
@@ -69,6 +70,7 @@ pub async fn run_node(
     let mut builder = S3ServiceBuilder::new(NodeS3::new(Arc::clone(&store)));
     builder.set_auth(StaticKey::new(config.access_key, config.secret_key));
     let s3 = builder.build();
+    let metrics = Arc::new(NodeMetrics::new(&store));
     serve_http(
         listener,
         HttpLimits::default(),
@@ -77,10 +79,16 @@ pub async fn run_node(
         move |req: Request<Body>| {
             let s3 = s3.clone();
             let store = Arc::clone(&store);
+            let metrics = Arc::clone(&metrics);
             let delay = config.delay;
+            let method = req.method().clone();
+            let req = req.map(|body| metrics.count_received(body));
             async move {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
+                }
+                if method == http::Method::GET && req.uri().path() == "/metrics" {
+                    return metrics.render(&store);
                 }
                 if req.method() == http::Method::GET && req.uri().path() == "/health" {
                     let (capacity, used) = (store.capacity(), store.used());
@@ -92,7 +100,9 @@ pub async fn run_node(
                         "objects_read": store.reads(),
                     }));
                 }
-                into_response(s3.call(req).await)
+                let resp = into_response(s3.call(req).await);
+                metrics.observe(&method, resp.status());
+                resp.map(|body| metrics.count_sent(body))
             }
         },
     )

@@ -96,8 +96,10 @@ fn prometheus_sees_requests_bytes_nodes_and_queues_move() {
         .admin_endpoint
         .trim_start_matches("http://")
         .to_owned();
-    let prometheus = Prometheus::start(tmp.path(), &[&admin]);
-    prometheus.until("up{job=\"tenfold\"}", |v| v == 1.0);
+    // The gateway, and a node (its /metrics beside /health).
+    let node = cluster.nodes[3].1.addr.clone();
+    let prometheus = Prometheus::start(tmp.path(), &[&admin, &node]);
+    prometheus.until("sum(up{job=\"tenfold\"})", |v| v == 2.0);
     prometheus.until("sum(tenfold_node_up)", |v| v == 5.0);
 
     let aws = cluster.aws();
@@ -181,6 +183,18 @@ fn prometheus_sees_requests_bytes_nodes_and_queues_move() {
     prometheus.until("count(tenfold_node_up == 0)", |v| v == 1.0);
     prometheus.until("sum(tenfold_node_up)", |v| v == 4.0);
     prometheus.until("tenfold_index_up", |v| v == 1.0);
+    // The node's own figures: its writes, their fsyncs, its space.
+    // (It holds one of the replicas of most of the fragments.)
+    let writes = prometheus.until(
+        "sum(tenfold_node_http_requests_total{method=\"PUT\",status=\"2xx\"})",
+        |v| v >= 5.0,
+    );
+    // Every object written was fsynced (the bucket's creation is a PUT too).
+    prometheus.until("tenfold_node_fsync_duration_seconds_count", |v| {
+        v >= writes - 1.0
+    });
+    prometheus.until("tenfold_node_used_bytes", |v| v > 0.0);
+    prometheus.until("tenfold_node_received_bytes_total", |v| v > 0.0);
     prometheus.until("tenfold_fragments_by_node_copies{copies=\"4\"}", |v| {
         v >= 10.0
     });
@@ -196,7 +210,12 @@ fn metrics_parse_and_follow_prometheus_naming() {
     let cluster = Cluster::build(3, 1, "1GiB")
         .config("metrics_token", "scrape-secret")
         .start();
-    cluster.aws().ok(&["s3", "mb", "s3://named"]);
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://named"]);
+    let tmp = TempDir::new("metrics-text");
+    let file = tmp.path().join("object");
+    write_file(&file, 10_000, false);
+    aws.ok(&["s3", "cp", file.to_str().unwrap(), "s3://named/object"]);
     let url = format!("{}/metrics", cluster.admin_endpoint);
     assert_eq!(Curl::new().fetch(&url).status, 401);
     assert_eq!(
@@ -210,7 +229,6 @@ fn metrics_parse_and_follow_prometheus_naming() {
         .header("Authorization: Bearer scrape-secret")
         .fetch(&url);
     assert_eq!(text.status, 200);
-    let tmp = TempDir::new("metrics-text");
     let file = tmp.path().join("metrics.txt");
     std::fs::write(&file, &text.body).unwrap();
     // Prometheus's own Python parser; counters end in _total, units are
@@ -238,6 +256,36 @@ print(len(fams))
     );
     let health = Curl::new().fetch(&format!("{}/health", cluster.admin_endpoint));
     assert_eq!(health.status, 200);
+
+    // Every series the Grafana dashboard plots is one a gateway or a node
+    // exports.
+    let node = Curl::new()
+        .fetch(&format!("http://{}/metrics", cluster.nodes[0].1.addr))
+        .body;
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ops/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut plotted = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("tenfold_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    text.body.contains(&format!("\n{name}")) || node.contains(&format!("\n{name}")),
+                    "the dashboard plots {name}, which nothing exports"
+                );
+                plotted += 1;
+            }
+        }
+    }
+    assert!(plotted >= 20, "{plotted}");
 }
 
 #[test]
