@@ -28,6 +28,10 @@ fn nodes_list_add_and_remove() {
             .iter()
             .all(|n| n["capacity"] == 2u64 << 30 && n["stored"] == 0)
     );
+    // The table gives sizes in human units (raw bytes stay for --json).
+    let out = tenfold(&["nodes", "list", "--index-url", &cluster.index_url]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.matches("2.0 GiB").count(), 4, "{table}");
 
     // Without the master key (to seal the node's secret): refused.
     let (_, first, _) = &cluster.nodes[0];
