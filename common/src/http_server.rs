@@ -184,6 +184,10 @@ pub fn is_form_post<B>(req: &Request<B>) -> bool {
             })
 }
 
+/// The address a request's connection came from, in its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// A request answered with an S3 error before its body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Refusal {
@@ -438,6 +442,7 @@ pub async fn serve_http<H, Fut>(
                     })
                 });
                 req.extensions_mut().insert(watch);
+                req.extensions_mut().insert(Peer(peer));
                 async move {
                     let _handling = handling;
                     let mut resp = if header_bytes > MAX_HEADER_BYTES {

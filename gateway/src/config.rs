@@ -225,6 +225,11 @@ pub struct ServeConfig {
     /// Client connections open at once; more wait until one closes.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Requests a second one client address may make on average to the
+    /// routes that need no signature (share and upload links, form
+    /// uploads, CORS preflights), in bursts of five times that; 0: no limit.
+    #[serde(default = "default_anonymous_rate")]
+    pub anonymous_rate: u32,
     /// How long the requests in progress (uploads included) may take to
     /// finish after SIGTERM or SIGINT, before the gateway exits anyway.
     #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
@@ -266,6 +271,13 @@ fn default_client_timeout() -> Duration {
 
 fn default_shutdown_grace() -> Duration {
     tenfold_common::http_server::DEFAULT_SHUTDOWN_GRACE
+}
+
+/// The default of [`ServeConfig::anonymous_rate`].
+pub const DEFAULT_ANONYMOUS_RATE: u32 = 20;
+
+fn default_anonymous_rate() -> u32 {
+    DEFAULT_ANONYMOUS_RATE
 }
 
 fn default_max_connections() -> usize {
@@ -348,6 +360,7 @@ impl ServeConfig {
             old_master_keys: Vec::new(),
             client_timeout: default_client_timeout(),
             max_connections: default_max_connections(),
+            anonymous_rate: default_anonymous_rate(),
             shutdown_grace: default_shutdown_grace(),
             refresh: default_refresh(),
             tls_cert: None,

@@ -157,6 +157,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
         tls: None,
         node_trust: tenfold_balancer::NodeTrust::default(),
         admin,
+        anonymous_rate: crate::config::DEFAULT_ANONYMOUS_RATE,
     };
     run_gateway(gateway, index, settings).await
 }

@@ -31,6 +31,7 @@ pub mod object_store;
 pub mod orphans;
 pub mod post_object;
 pub mod preconditions;
+pub mod rate_limit;
 pub mod read_leases;
 pub mod repair;
 pub mod s3_api;

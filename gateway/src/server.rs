@@ -10,7 +10,7 @@ use s3s::Body;
 use s3s::service::S3ServiceBuilder;
 use tenfold_balancer::{Balancer, NodeTrust};
 use tenfold_common::http_server::{
-    HttpLimits, into_response, is_form_post, serve_http, terminated,
+    HttpLimits, Peer, into_response, is_form_post, serve_http, terminated,
 };
 use tenfold_common::s3_errors::error_response;
 use tenfold_common::tls::TlsFiles;
@@ -28,6 +28,7 @@ use crate::metrics::{AdminSettings, Metrics, RequestFacts, serve_admin};
 use crate::node_lifecycle::spawn_registry_refresh;
 use crate::object_store::ObjectStore;
 use crate::post_object::serve_form_upload;
+use crate::rate_limit::{RateLimiter, slow_down};
 use crate::s3_api::GatewayS3;
 use crate::s3_api::tenfold_routes::TenfoldRoutes;
 use crate::share::{SHARE_PATH, serve_share};
@@ -58,6 +59,9 @@ pub struct GatewaySettings {
     pub node_trust: NodeTrust,
     /// The admin listener (metrics, health, readiness), if any.
     pub admin: Option<AdminSettings>,
+    /// Requests a second (bursts of five times that) one address may make
+    /// to the routes that need no signature; 0: no limit.
+    pub anonymous_rate: u32,
 }
 
 /// Serves the S3 API on `listener` until the process ends.
@@ -113,6 +117,10 @@ pub async fn run_gateway(
     store.spawn_orphan_sweep();
 
     let metrics = Arc::new(Metrics::new());
+    let limiter = Arc::new(RateLimiter::new(
+        settings.anonymous_rate,
+        settings.anonymous_rate.saturating_mul(5),
+    ));
     if let Some(admin) = settings.admin {
         tokio::spawn(serve_admin(admin, Arc::clone(&metrics), Arc::clone(&store)));
     }
@@ -148,6 +156,7 @@ pub async fn run_gateway(
             let store = Arc::clone(&store);
             let access = access.clone();
             let metrics = Arc::clone(&metrics);
+            let limiter = Arc::clone(&limiter);
             let started = std::time::Instant::now();
             let route = LinkRoute::of(&req, base_domain.as_ref());
             let bucket = bucket_of_request(&req, base_domain.as_ref());
@@ -162,7 +171,12 @@ pub async fn run_gateway(
             req.extensions_mut().insert(facts.clone());
             async move {
                 let form = is_form_post(&req);
-                let mut resp = if let Some(route) = route {
+                let anonymous = route.is_some() || form || method == http::Method::OPTIONS;
+                let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
+                let limited = anonymous && peer.is_some_and(|ip| !limiter.allow(ip));
+                let mut resp = if limited {
+                    slow_down()
+                } else if let Some(route) = route {
                     match route {
                         LinkRoute::Share => serve_share(&store, req.method(), req.uri()).await,
                         LinkRoute::Upload => serve_upload_link(&store, req).await,
@@ -186,6 +200,7 @@ pub async fn run_gateway(
                     cors::decorate(&rules, &origin, &method, &mut resp);
                 }
                 let operation = match route {
+                    _ if limited => "SlowDown",
                     Some(LinkRoute::Share) => "ShareLink",
                     Some(LinkRoute::Upload) => "UploadLink",
                     None if method == http::Method::OPTIONS => "Preflight",

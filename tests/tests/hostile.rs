@@ -214,3 +214,46 @@ fn presigned_urls_last_seven_days_at_most_and_sigv2_headers_are_refused() {
     }
     assert!(!cluster.gateway_log().contains("panicked"));
 }
+
+/// The routes anyone can reach without a signature (here a share link's)
+/// are rate-limited per client address: past the burst, `503 SlowDown`
+/// with `Retry-After`, while signed S3 requests go on; the bucket refills.
+#[test]
+fn anonymous_routes_are_rate_limited_per_address() {
+    let cluster = Cluster::build(3, 1, "1GiB")
+        .config("anonymous_rate", "5")
+        .start();
+    let url = format!("{}/_share/not-a-token", cluster.endpoint);
+    // One curl process, one connection: 100 requests as fast as they go,
+    // each answer's head and body, then its status.
+    let mut args: Vec<String> = vec!["-s".into(), "-i".into()];
+    for _ in 0..100 {
+        args.extend(["-w".into(), "\nCODE %{http_code}\n".into(), url.clone()]);
+    }
+    let out = run(Command::new("curl").args(&args));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let codes: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("CODE "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(codes.len(), 100, "{codes:?}");
+    let refused = codes.iter().filter(|c| *c == "503").count();
+    let answered = codes.iter().filter(|c| *c == "404").count();
+    assert_eq!(refused + answered, 100, "{codes:?}");
+    // A burst of 25 (five times the rate), then about five a second.
+    assert!(
+        (25..60).contains(&answered),
+        "{answered} answered of 100: {codes:?}"
+    );
+    assert!(codes[..25].iter().all(|c| c == "404"), "{codes:?}");
+    assert!(text.contains("<Code>SlowDown</Code>"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    // Signed requests are not held back.
+    cluster.aws().ok(&["s3", "ls"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(Curl::new().fetch(&url).status, 404, "the bucket refills");
+}

@@ -103,6 +103,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), GatewayError> {
         tls,
         node_trust,
         admin,
+        anonymous_rate: config.anonymous_rate,
     };
     run_gateway(listener, index, settings).await
 }
