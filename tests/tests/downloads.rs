@@ -324,3 +324,67 @@ fn reads_are_hedged_around_a_slow_node() {
         slow.objects_read()
     );
 }
+
+/// A large transfer's share page comes in pages of 500 files, each file
+/// downloadable by itself, and a link to one object shows that object.
+#[test]
+fn share_pages_paginate_and_offer_each_file() {
+    let cluster = Cluster::start(3, 1, "2GiB");
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://paged"]);
+    let tmp = TempDir::new("paged");
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..620 {
+        std::fs::write(src.join(format!("f{i:04}.txt")), format!("file {i}\n")).unwrap();
+    }
+    aws.ok(&[
+        "s3",
+        "cp",
+        "--recursive",
+        "--quiet",
+        src.to_str().unwrap(),
+        "s3://paged/many/",
+    ]);
+    let url = share(&cluster, "paged", "many/", "1h");
+    let first = Curl::new().fetch(&url);
+    assert_eq!(first.status, 200);
+    assert!(first.body.contains("620 files"), "{}", first.body);
+    assert_eq!(first.body.matches("/file/").count(), 500);
+    assert!(first.body.contains("f0499.txt") && !first.body.contains("f0500.txt"));
+    let next = first
+        .body
+        .split("href=\"")
+        .filter_map(|r| r.split_once('"').map(|(h, _)| h.replace("&amp;", "&")))
+        .find(|h| h.contains("?after="))
+        .expect("a next page link");
+    let second = Curl::new().fetch(&format!("{}{next}", cluster.endpoint));
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body.matches("/file/").count(), 120);
+    assert!(second.body.contains("f0500.txt") && second.body.contains("f0619.txt"));
+    assert!(!second.body.contains("?after="), "no page after the last");
+    // One file by itself, with its name.
+    let one = Curl::new()
+        .args(&["-i"])
+        .fetch(&format!("{url}/file/f0042.txt"));
+    assert_eq!(one.status, 200);
+    assert!(one.body.ends_with("file 42\n"), "{one:?}");
+    assert!(
+        one.body
+            .to_ascii_lowercase()
+            .contains("filename=\"f0042.txt\""),
+        "{one:?}"
+    );
+    assert_eq!(Curl::new().fetch(&format!("{url}/file/absent")).status, 404);
+    // A link to one object shows that object, and downloads it.
+    let single = share(&cluster, "paged", "many/f0007.txt", "1h");
+    let page = Curl::new().fetch(&single);
+    assert!(
+        page.body.contains("1 file") && page.body.contains("f0007.txt"),
+        "{}",
+        page.body
+    );
+    let got = tmp.path().join("single");
+    assert_eq!(curl_to(&format!("{single}/file/"), &got, &[]), 200);
+    assert_eq!(std::fs::read_to_string(&got).unwrap(), "file 7\n");
+}
