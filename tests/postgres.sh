@@ -37,7 +37,14 @@ start)
     run_server
     echo "postgres://tenfold@127.0.0.1:$(cat "$dir/port")"
     ;;
-halt) as_pg "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null ;;
+halt)
+    # synchronous_commit=off acknowledges commits before their WAL is
+    # written: an immediate stop may lose the last ones. The tests halt the
+    # index to cut its clients off, not to lose what it acknowledged, so
+    # the WAL is written out first.
+    as_pg "$bin/psql" -h "$dir" -p "$(cat "$dir/port")" -U tenfold -d postgres -qAtc CHECKPOINT >/dev/null
+    as_pg "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null
+    ;;
 resume) run_server ;;
 stop)
     as_pg "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true

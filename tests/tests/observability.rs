@@ -307,6 +307,13 @@ fn ready_follows_the_index_and_the_nodes() {
     let why = Curl::new().fetch(&ready).body;
     assert!(why.contains("index"), "{why}");
     assert_eq!(status(&health), 200, "alive all the same");
+    pg.resume();
+    assert!(
+        eventually(Duration::from_secs(30), || status(&ready) == 200),
+        "not ready again once the index answers: {}\n{}",
+        Curl::new().fetch(&ready).body,
+        cluster.gateway_log()
+    );
     drop(cluster);
 
     // With one of the three mainnet nodes gone, a PUT cannot be placed.
