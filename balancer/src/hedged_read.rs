@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::error::BalancerError;
 use crate::node_client::NodeFailure;
 use crate::placement::Placement;
-use crate::registry::{Balancer, NodeHandle};
+use crate::registry::{Balancer, NodeHandle, Reading};
 
 /// What a fragment read must pass before it counts as read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +145,8 @@ impl Balancer {
                             );
                         }
                         node.record_asked(hedging);
-                        running.push(read_one(node, key, len, check));
+                        let reading = node.start_read(len);
+                        running.push(read_one(node, reading, key, len, check));
                         tokio::time::Instant::now() + node.hedge_delay()
                     },
                 );
@@ -186,12 +187,14 @@ impl Balancer {
 /// node's statistics (also when the read is dropped half-way).
 async fn read_one<'a>(
     node: &'a Arc<NodeHandle>,
+    mut reading: Reading,
     key: &str,
     len: u64,
     check: Check,
 ) -> (&'a Arc<NodeHandle>, Result<Bytes, NodeFailure>) {
     let span = tracing::debug_span!("node_get", node = node.spec.id, key);
-    let _slot = node.slots.acquire().await;
+    let _slot = node.load.slots.acquire().await;
+    reading.begin();
     let mut pending = Abandoned {
         node,
         started: Instant::now(),
@@ -212,7 +215,12 @@ async fn read_one<'a>(
     pending.done = true;
     let result = match result {
         Ok(fetched) => {
-            node.record_read(fetched.data.len(), fetched.first_byte, fetched.total);
+            node.record_read(
+                &mut reading,
+                fetched.data.len(),
+                fetched.first_byte,
+                fetched.total,
+            );
             Ok(fetched.data)
         }
         Err(failure) => {
@@ -257,6 +265,7 @@ mod tests {
             access_key: "k".into(),
             secret_key: "s".into(),
             delay,
+            bandwidth: None,
             tls: None,
         };
         tokio::spawn(run_node(config, listener, std::future::pending()));
@@ -297,12 +306,16 @@ mod tests {
         }
         // Rank the slow node first, as if it had been fast until now.
         for _ in 0..5 {
-            balancer.node(1).unwrap().record_read(
+            let node = balancer.node(1).unwrap();
+            node.record_read(
+                &mut node.start_read(0),
                 data.len(),
                 Duration::from_millis(1),
                 Duration::from_millis(2),
             );
-            balancer.node(2).unwrap().record_read(
+            let node = balancer.node(2).unwrap();
+            node.record_read(
+                &mut node.start_read(0),
                 data.len(),
                 Duration::from_millis(40),
                 Duration::from_millis(50),
@@ -370,7 +383,9 @@ mod tests {
         let errors_before = balancer.status()[0].errors;
         for _ in 0..3 {
             for _ in 0..crate::registry::LATENCY_SAMPLES {
-                balancer.node(2).unwrap().record_read(
+                let node = balancer.node(2).unwrap();
+                node.record_read(
+                    &mut node.start_read(0),
                     data.len(),
                     Duration::from_millis(1),
                     Duration::from_millis(2),

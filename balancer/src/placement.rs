@@ -338,7 +338,7 @@ impl Balancer {
     pub async fn delete(&self, node_id: i64, key: &str) -> Result<(), BalancerError> {
         let node = self.node(node_id)?;
         let span = tracing::debug_span!("node_delete", node = node_id, key);
-        let _slot = node.slots.acquire().await;
+        let _slot = node.load.slots.acquire().await;
         node.client
             .delete(&node.spec.bucket, key)
             .instrument(span)
@@ -362,7 +362,7 @@ impl Balancer {
     ) -> Result<KeyPage, BalancerError> {
         let node = self.node(node_id)?;
         let span = tracing::debug_span!("node_list", node = node_id);
-        let _slot = node.slots.acquire().await;
+        let _slot = node.load.slots.acquire().await;
         node.client
             .list(&node.spec.bucket, after)
             .instrument(span)
@@ -401,6 +401,7 @@ async fn put_replica(
     let span = tracing::debug_span!("node_put", node = node.spec.id, key, len = data.len());
     let result = async {
         let _slot = node
+            .load
             .slots
             .acquire()
             .await

@@ -2,6 +2,7 @@
 //! periodic probes and by every transfer.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,9 @@ pub const LATENCY_SAMPLES: usize = 64;
 pub const HEDGE_FLOOR: Duration = Duration::from_millis(15);
 /// Longest wait before hedging, whatever a node's history says.
 pub const HEDGE_CEILING: Duration = Duration::from_secs(2);
+/// Throughput assumed of a node not yet read from (bytes per second), so
+/// that reads already queued on it still count against it.
+const UNKNOWN_THROUGHPUT: f64 = 100.0 * 1024.0 * 1024.0;
 /// Weight of a new observation in the moving averages.
 const EWMA_WEIGHT: f64 = 0.2;
 
@@ -104,6 +108,18 @@ impl LiveState {
     }
 }
 
+impl LiveState {
+    /// Milliseconds to read `bytes` from the node: time to first byte plus
+    /// the bytes at its throughput. Unknown figures count as a fast node's,
+    /// so new nodes get tried.
+    fn expected_ms(&self, bytes: u64) -> f64 {
+        let first_byte = self.latency_ms.unwrap_or(0.0).max(0.0);
+        #[allow(clippy::cast_precision_loss)]
+        let transfer = bytes as f64 / self.throughput.unwrap_or(UNKNOWN_THROUGHPUT) * 1000.0;
+        first_byte + transfer
+    }
+}
+
 fn ewma(old: Option<f64>, sample: f64) -> f64 {
     old.map_or(sample, |m| (1.0 - EWMA_WEIGHT) * m + EWMA_WEIGHT * sample)
 }
@@ -114,9 +130,123 @@ pub struct NodeHandle {
     pub spec: NodeSpec,
     pub(crate) client: NodeClient,
     state: Mutex<LiveState>,
+    /// What is asked of the node right now; kept when the registration's
+    /// recorded usage changes and the handle is replaced.
+    pub(crate) load: Arc<NodeLoad>,
+}
+
+/// The requests in flight to one node.
+#[derive(Debug)]
+pub(crate) struct NodeLoad {
     /// Bounds the requests in flight to this node, so a burst queues here
     /// instead of timing out at the node and marking it down.
     pub(crate) slots: tokio::sync::Semaphore,
+    /// Bytes of the fragment reads asked of the node and not finished,
+    /// queued ones too.
+    reading_bytes: AtomicU64,
+    /// Time the node spent sending fragments, for its throughput.
+    clock: Mutex<TransferClock>,
+}
+
+impl NodeLoad {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
+            reading_bytes: AtomicU64::new(0),
+            clock: Mutex::new(TransferClock::default()),
+        })
+    }
+
+    fn clock(&self) -> std::sync::MutexGuard<'_, TransferClock> {
+        self.clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A node's throughput is the bytes it sent over the time it was sending
+/// any: concurrent reads share the node, so one read's own rate says little.
+#[derive(Debug, Default)]
+struct TransferClock {
+    /// Reads transferring now.
+    active: u32,
+    /// Since when some read has been transferring.
+    busy_since: Option<Instant>,
+    /// Bytes read and busy time not yet turned into a sample.
+    bytes: u64,
+    busy: Duration,
+}
+
+/// Least busy time and bytes that make a throughput sample.
+const SAMPLE_BUSY: Duration = Duration::from_millis(50);
+const SAMPLE_BYTES: u64 = 256 << 10;
+
+impl TransferClock {
+    fn begin(&mut self, now: Instant) {
+        if self.active == 0 {
+            self.busy_since = Some(now);
+        }
+        self.active += 1;
+    }
+
+    /// A read that began ends having moved `bytes`; a throughput sample
+    /// (bytes per second) once enough has been timed.
+    fn end(&mut self, now: Instant, bytes: u64) -> Option<f64> {
+        self.active = self.active.saturating_sub(1);
+        self.bytes += bytes;
+        let running = self
+            .busy_since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let busy = self.busy + running;
+        if self.active == 0 {
+            self.busy = busy;
+            self.busy_since = None;
+        }
+        if busy < SAMPLE_BUSY || self.bytes < SAMPLE_BYTES {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let bps = self.bytes as f64 / busy.as_secs_f64();
+        self.bytes = 0;
+        self.busy = Duration::ZERO;
+        if self.active > 0 {
+            self.busy_since = Some(now);
+        }
+        Some(bps)
+    }
+}
+
+/// A fragment read counted in its node's load until dropped.
+pub(crate) struct Reading {
+    load: Arc<NodeLoad>,
+    len: u64,
+    /// Whether its transfer began and has not ended.
+    transferring: bool,
+}
+
+impl Reading {
+    /// The read got its slot: the node is sending from now on.
+    pub(crate) fn begin(&mut self) {
+        self.load.clock().begin(Instant::now());
+        self.transferring = true;
+    }
+
+    /// The read ends having moved `bytes`; a throughput sample if due.
+    fn end(&mut self, bytes: u64) -> Option<f64> {
+        if !std::mem::take(&mut self.transferring) {
+            return None;
+        }
+        self.load.clock().end(Instant::now(), bytes)
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.end(0);
+        self.load
+            .reading_bytes
+            .fetch_sub(self.len, Ordering::Relaxed);
+    }
 }
 
 /// A node's state as shown by `tenfold nodes list` and `status`.
@@ -197,19 +327,18 @@ impl NodeHandle {
     /// Sort key for reading `len` bytes: healthy nodes first, then nodes
     /// that failed lately, then demoted ones (which [`Balancer::read_nodes`]
     /// asks only once every other replica has failed), then by the expected
-    /// time of the read: time to first byte plus `len` at the node's
-    /// throughput.
+    /// time of the read: time to first byte plus `len`, after the bytes
+    /// already being read from the node, at the node's throughput. The
+    /// queue term is what spreads a large GET's fragment reads over every
+    /// node that holds them instead of piling them on the fastest.
     pub(crate) fn read_rank(&self, len: u64) -> (u8, u64) {
         let now = Instant::now();
+        let queued = self.load.reading_bytes.load(Ordering::Relaxed);
         let st = self.state();
         let demoted = still(st.demoted_until, now) || self.spec.state == NodeState::Disqualified;
         let penalty = u8::from(demoted) * 2 + u8::from(still(st.down_until, now));
-        // Unknown figures rank like a fast node, so new nodes get tried.
-        let first_byte = st.latency_ms.unwrap_or(0.0).max(0.0);
-        #[allow(clippy::cast_precision_loss)]
-        let transfer = st.throughput.map_or(0.0, |bps| len as f64 / bps * 1000.0);
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        (penalty, ((first_byte + transfer) * 1000.0) as u64)
+        (penalty, (st.expected_ms(queued + len) * 1000.0) as u64)
     }
 
     /// Whether the node returned corrupt bytes lately.
@@ -232,13 +361,22 @@ impl NodeHandle {
         st.hedged_reads += u64::from(hedge);
     }
 
-    /// How long a read from this node may take before the next replica is
-    /// asked too: the 95th percentile of its recent reads, within
-    /// [`HEDGE_FLOOR`] and [`HEDGE_CEILING`].
+    /// How long a read just asked of this node may take before the next
+    /// replica is asked too: the 95th percentile of its recent reads, or
+    /// twice the time the reads queued on it (this one included) should
+    /// take if that is longer, so that a node busy with a large GET is not
+    /// hedged away from for being busy; within [`HEDGE_FLOOR`] and
+    /// [`HEDGE_CEILING`].
     pub(crate) fn hedge_delay(&self) -> Duration {
-        let p95 = self.state().read_quantile(0.95);
-        p95.map_or(HEDGE_FLOOR * 4, |ms| Duration::from_secs_f64(ms / 1000.0))
-            .clamp(HEDGE_FLOOR, HEDGE_CEILING)
+        let queued = self.load.reading_bytes.load(Ordering::Relaxed);
+        let st = self.state();
+        let p95 = st.read_quantile(0.95).unwrap_or(0.0);
+        let ms = if st.latency_ms.is_none() && p95 == 0.0 {
+            (HEDGE_FLOOR * 4).as_secs_f64() * 1000.0
+        } else {
+            p95.max(2.0 * st.expected_ms(queued))
+        };
+        Duration::from_secs_f64(ms / 1000.0).clamp(HEDGE_FLOOR, HEDGE_CEILING)
     }
 
     /// A probe or request answered after `started`.
@@ -249,15 +387,29 @@ impl NodeHandle {
         st.down_until = None;
     }
 
-    /// A fragment read that completed.
-    pub(crate) fn record_read(&self, len: usize, first_byte: Duration, total: Duration) {
+    /// Counts a read of `len` bytes in the node's load until the returned
+    /// guard is dropped.
+    pub(crate) fn start_read(&self, len: u64) -> Reading {
+        self.load.reading_bytes.fetch_add(len, Ordering::Relaxed);
+        Reading {
+            load: Arc::clone(&self.load),
+            len,
+            transferring: false,
+        }
+    }
+
+    /// A fragment read that completed; `reading` is its load guard.
+    pub(crate) fn record_read(
+        &self,
+        reading: &mut Reading,
+        len: usize,
+        first_byte: Duration,
+        total: Duration,
+    ) {
+        let sample = reading.end(len as u64);
         let mut st = self.state();
         st.latency_ms = Some(ewma(st.latency_ms, first_byte.as_secs_f64() * 1000.0));
-        let body = total.saturating_sub(first_byte).as_secs_f64();
-        // Tiny bodies say nothing about throughput.
-        if len >= 64 * 1024 && body > 0.0 {
-            #[allow(clippy::cast_precision_loss)]
-            let bps = len as f64 / body;
+        if let Some(bps) = sample {
             st.throughput = Some(ewma(st.throughput, bps));
         }
         st.push_read(total.as_secs_f64() * 1000.0);
@@ -269,8 +421,11 @@ impl NodeHandle {
     pub(crate) fn record_abandoned(&self, elapsed: Duration) {
         let ms = elapsed.as_secs_f64() * 1000.0;
         let mut st = self.state();
-        // It had not answered after `ms`: its latency is at least that.
-        st.latency_ms = Some(st.latency_ms.unwrap_or(0.0).max(ms));
+        // It had not finished after `ms`: a sample of its latency at least
+        // that long. Averaged in, not taken whole: a node that lost one race
+        // while busy is not ranked out of every read after it, while one
+        // that stalls loses rank with each read hedged away from it.
+        st.latency_ms = Some(ewma(st.latency_ms, ms));
         st.push_read(ms);
     }
 
@@ -405,7 +560,7 @@ impl Balancer {
                         client: old.client.clone(),
                         spec,
                         state: Mutex::new(state),
-                        slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
+                        load: Arc::clone(&old.load),
                     })
                 }
                 _ => {
@@ -414,7 +569,7 @@ impl Balancer {
                         client: NodeClient::new(&spec, self.http.clone()),
                         spec,
                         state: Mutex::new(LiveState::default()),
-                        slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
+                        load: NodeLoad::new(),
                     })
                 }
             };
@@ -574,6 +729,63 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    fn spec(id: i64) -> NodeSpec {
+        NodeSpec {
+            id,
+            name: format!("n{id}"),
+            endpoint: format!("http://127.0.0.1:{}", 1 + id),
+            network: Network::Mainnet,
+            capacity: 1 << 30,
+            stored_bytes: 0,
+            access_key: "k".into(),
+            secret_key: "s".into(),
+            bucket: "b".into(),
+            state: NodeState::Active,
+        }
+    }
+
+    /// Four 1 MB reads always in flight, each taking 80 ms: the node moves
+    /// 50 MB/s, although each read alone sees 12.5 MB/s.
+    #[test]
+    fn throughput_is_the_nodes_not_one_reads() {
+        let mut clock = TransferClock::default();
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut samples = Vec::new();
+        for i in 0..4 {
+            clock.begin(ms(i * 20));
+        }
+        for i in 4..200 {
+            samples.extend(clock.end(ms(i * 20), 1_000_000));
+            clock.begin(ms(i * 20));
+        }
+        let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+        assert!((45e6..55e6).contains(&mean), "{mean} from {samples:?}");
+    }
+
+    /// Equal nodes: the one with reads queued ranks after the idle one.
+    #[test]
+    fn queued_reads_rank_a_node_later() {
+        let balancer = Balancer::new(ReplicaPolicy::default());
+        balancer.set_nodes(vec![spec(1), spec(2)]);
+        let (one, two) = (balancer.node(1).unwrap(), balancer.node(2).unwrap());
+        assert_eq!(one.read_rank(800_000), two.read_rank(800_000));
+        let reading = one.start_read(4_000_000);
+        assert!(one.read_rank(800_000) > two.read_rank(800_000));
+        // Kept when the registration's usage changes and the handle is new.
+        balancer.set_nodes(vec![
+            NodeSpec {
+                stored_bytes: 1,
+                ..spec(1)
+            },
+            spec(2),
+        ]);
+        let one = balancer.node(1).unwrap();
+        assert!(one.read_rank(800_000) > two.read_rank(800_000));
+        drop(reading);
+        assert_eq!(one.read_rank(800_000), two.read_rank(800_000));
+    }
 
     /// A node whose `/health` answer never ends is marked down after the
     /// first 64 KiB, instead of being read into memory.

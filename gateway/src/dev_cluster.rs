@@ -176,6 +176,7 @@ pub fn spawn_node(
         access_key,
         secret_key,
         delay: std::time::Duration::ZERO,
+        bandwidth: None,
         tls: None,
     };
     tokio::spawn(async move {

@@ -18,7 +18,7 @@ use crate::object_store::{DOWNLOAD_BUDGET_BYTES, ObjectStore, budget_units, run_
 use crate::upload::BodyStream;
 
 /// Segments fetched ahead of the one being sent: bounds memory per download.
-const PREFETCH: usize = 2;
+const PREFETCH: usize = 4;
 
 impl ObjectStore {
     /// Streams bytes `range` of an object whose layout is `segments`,

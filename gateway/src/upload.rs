@@ -29,7 +29,7 @@ use crate::write_intents::WriteIntent;
 
 /// Segments compressed and placed at once per upload, besides the one being
 /// read: bounds memory to a few segments whatever the object size.
-const PIPELINE: usize = 2;
+const PIPELINE: usize = 4;
 
 /// A stream of object bytes: a request body, or an object read back for a
 /// copy or a zip entry.

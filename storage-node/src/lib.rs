@@ -7,6 +7,7 @@
 //! come from `tenfold-common`, shared with the gateway.
 
 pub mod auth;
+pub mod bandwidth;
 pub mod disk_store;
 pub mod error;
 pub mod metrics;

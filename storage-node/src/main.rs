@@ -36,6 +36,11 @@ struct Args {
     /// play a slow node.
     #[arg(long, value_parser = parse_duration, default_value = "0s", hide = true)]
     test_delay: std::time::Duration,
+    /// Test and benchmark option: move at most RATE bytes per second each
+    /// way, summed over all requests (for example 50MiB), to play a node
+    /// behind an operator's uplink on loopback.
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    test_bandwidth: Option<u64>,
     /// How log lines are written: text, or JSON lines (RUST_LOG sets the
     /// level).
     #[arg(long, value_enum, default_value = "text")]
@@ -59,6 +64,7 @@ async fn main() -> std::process::ExitCode {
         access_key: args.access_key,
         secret_key: args.secret_key,
         delay: args.test_delay,
+        bandwidth: args.test_bandwidth,
         tls: args
             .tls_cert
             .zip(args.tls_key)

@@ -14,6 +14,7 @@ use tenfold_common::tls::TlsFiles;
 use tokio::net::TcpListener;
 
 use crate::auth::StaticKey;
+use crate::bandwidth::Bandwidth;
 use crate::disk_store::DiskStore;
 use crate::error::StoreError;
 use crate::metrics::NodeMetrics;
@@ -33,6 +34,10 @@ pub struct NodeConfig {
     /// Extra time before every answer. For tests and benchmarks that need a
     /// slow node; zero otherwise.
     pub delay: Duration,
+    /// Most bytes per second moved each way, summed over every request
+    /// (`--test-bandwidth`): plays a node behind an operator's uplink in
+    /// tests and benchmarks; `None` otherwise.
+    pub bandwidth: Option<u64>,
     /// Serve HTTPS with this certificate instead of HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -71,6 +76,13 @@ pub async fn run_node(
     builder.set_auth(StaticKey::new(config.access_key, config.secret_key));
     let s3 = builder.build();
     let metrics = Arc::new(NodeMetrics::new(&store));
+    let paced = config.bandwidth.map(|rate| {
+        tracing::info!(
+            bytes_per_second = rate,
+            "test bandwidth: every body is paced to this rate each way"
+        );
+        (Bandwidth::new(rate), Bandwidth::new(rate))
+    });
     serve_http(
         listener,
         HttpLimits::default(),
@@ -82,7 +94,11 @@ pub async fn run_node(
             let metrics = Arc::clone(&metrics);
             let delay = config.delay;
             let method = req.method().clone();
-            let req = req.map(|body| metrics.count_received(body));
+            let paced = paced.clone();
+            let req = req.map(|body| match &paced {
+                Some((inbound, _)) => inbound.pace(metrics.count_received(body)),
+                None => metrics.count_received(body),
+            });
             async move {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
@@ -102,7 +118,10 @@ pub async fn run_node(
                 }
                 let resp = into_response(s3.call(req).await);
                 metrics.observe(&method, resp.status());
-                resp.map(|body| metrics.count_sent(body))
+                resp.map(|body| match &paced {
+                    Some((_, outbound)) => outbound.pace(metrics.count_sent(body)),
+                    None => metrics.count_sent(body),
+                })
             }
         },
     )

@@ -58,6 +58,12 @@ struct Args {
     /// Postgres index beside one on SQLite; 0 to skip.
     #[arg(long, default_value_t = 400)]
     postgres_ops: usize,
+    /// Size in MiB of the object PUT and GET on nodes whose rate is capped
+    /// (`tenfold-node --test-bandwidth`, playing operators' uplinks): six at
+    /// 50 MiB/s against one such node, then six of mixed rates against the
+    /// best assignment of its fragments to them; 0 to skip.
+    #[arg(long, default_value_t = 256)]
+    wan_mib: usize,
     /// Tiny sizes, one run of each (for CI: the harness cannot rot; the
     /// figures are not judged). Overrides the sizes above.
     #[arg(long)]
@@ -76,9 +82,143 @@ fn parse_args() -> Args {
         args.postgres_ops = 32;
         args.range_mib = 16;
         args.overflow_mib = 1;
+        args.wan_mib = 4;
     }
     args.size <<= 20;
     args
+}
+
+/// Node rates (MiB/s) of the mixed wide-area cluster: 4 mainnet, 2 testnet.
+const MIXED_RATES: [[u64; 4]; 2] = [[10, 25, 100, 200], [50, 25, 0, 0]];
+
+/// Wide-area figures: a `mib` MiB object through six nodes capped at 50
+/// MiB/s against one such node, then its GET from six nodes of mixed rates
+/// against the fastest any assignment of its fragments to its replicas
+/// could read it.
+fn wide_area(tmp: &Path, mib: usize, runs: usize) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    let file = tmp.join("wan");
+    write_file(&file, mib << 20, false);
+    let capped = |rate: u64| vec!["--test-bandwidth".to_owned(), format!("{rate}MiB")];
+    let cluster = Cluster::build(4, 2, "100GiB")
+        .node_args(|_, _| capped(50))
+        .start();
+    let direct = Node::start_with(cluster.dir.path(), "direct", "100GiB", &capped(50));
+    let (gw, node) = (
+        cluster.aws(),
+        Aws::new(&direct.endpoint(), &direct.access_key, &direct.secret_key),
+    );
+    gw.ok(&["s3", "mb", "s3://wan"]);
+    node.ok(&["s3", "mb", "s3://wan"]);
+    let (gput, _) = measure(&gw, "wan", &file, mib << 20, runs);
+    let (dput, _) = measure(&node, "wan", &file, mib << 20, runs);
+    let gget = curl_get(&gw, "wan", mib, runs);
+    let dget = curl_get(&node, "wan", mib, runs);
+    println!(
+        "{mib} MiB random, nodes capped at 50 MiB/s, MiB/s medians (gateway on 4 + 2 / one node): PUT {:.1} / {:.1} ({:.2}x, aws s3api), GET {:.1} / {:.1} ({:.2}x, curl)",
+        gput.median,
+        dput.median,
+        gput.median / dput.median,
+        gget.median,
+        dget.median,
+        gget.median / dget.median
+    );
+    rows.push(serde_json::json!({
+        "op": "wide area, 50 MiB/s nodes", "size_bytes": mib << 20, "runs": runs,
+        "gateway_mib_s": {"put": gput.median, "get": gget.median},
+        "one_node_mib_s": {"put": dput.median, "get": dget.median},
+        "ratio": {"put": gput.median / dput.median, "get": gget.median / dget.median},
+    }));
+    drop(cluster);
+
+    let mixed = Cluster::build(4, 2, "100GiB")
+        .node_args(|network, i| capped(MIXED_RATES[usize::from(network == "testnet")][i]))
+        .start();
+    let aws = mixed.aws();
+    aws.ok(&["s3", "mb", "s3://wan"]);
+    measure(&aws, "wan", &file, mib << 20, 1);
+    let get = curl_get(&aws, "wan", mib, runs);
+    let rate_of = |id: i64| {
+        let at = mixed
+            .nodes
+            .iter()
+            .position(|(_, _, n)| *n == id)
+            .expect("node");
+        let (network, i) = if at < 4 { (0, at) } else { (1, at - 4) };
+        (MIXED_RATES[network][i] << 20) as f64
+    };
+    let best = best_read_mib_s(&mixed.inspect("wan", "bench"), &rate_of);
+    println!(
+        "  mixed node rates {MIXED_RATES:?} MiB/s: GET {:.1} MiB/s, the best assignment {best:.1} MiB/s ({:.0} %)",
+        get.median,
+        get.median / best * 100.0
+    );
+    rows.push(serde_json::json!({
+        "op": "wide area, mixed node rates", "size_bytes": mib << 20, "runs": runs,
+        "rates_mib_s": MIXED_RATES, "get_mib_s": get.median, "best_mib_s": best,
+        "share_of_best": get.median / best,
+    }));
+    rows
+}
+
+/// MiB/s of `runs` GETs of `bucket/bench` (`mib` MiB) with curl through a
+/// presigned URL: the aws CLI alone tops out below what many nodes serve.
+fn curl_get(aws: &Aws, bucket: &str, mib: usize, runs: usize) -> Stats {
+    let url = aws.ok(&["s3", "presign", &format!("s3://{bucket}/bench")]);
+    let speeds = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            let out = std::process::Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", url.trim()])
+                .status()
+                .expect("curl");
+            assert!(out.success(), "curl GET failed");
+            mib as f64 / started.elapsed().as_secs_f64()
+        })
+        .collect();
+    stats(speeds)
+}
+
+/// The fastest the object `report` (`tenfold inspect --json`) could be
+/// read, in MiB/s, from nodes of the given rates (bytes per second), each
+/// fragment split freely over its replicas: the object size over the
+/// least time T in which every set S of nodes can send the fragments held
+/// only within S (Hall's condition, exact for so few nodes).
+fn best_read_mib_s(report: &serde_json::Value, rate_of: &dyn Fn(i64) -> f64) -> f64 {
+    let fragments: Vec<(f64, Vec<i64>)> = report["fragments"]
+        .as_array()
+        .expect("fragments")
+        .iter()
+        .map(|f| {
+            let nodes = f["placements"]
+                .as_array()
+                .expect("placements")
+                .iter()
+                .filter_map(|p| p["node"].as_i64())
+                .collect();
+            (f["size"].as_f64().expect("size"), nodes)
+        })
+        .collect();
+    let mut nodes: Vec<i64> = fragments.iter().flat_map(|(_, n)| n.clone()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let mut least = 0.0f64;
+    for set in 1u32..(1 << nodes.len()) {
+        let within = |id: &i64| set & (1 << nodes.iter().position(|n| n == id).unwrap()) != 0;
+        let rate: f64 = nodes
+            .iter()
+            .filter(|n| within(n))
+            .map(|n| rate_of(*n))
+            .sum();
+        let bytes: f64 = fragments
+            .iter()
+            .filter(|(_, held)| held.iter().all(within))
+            .map(|(size, _)| size)
+            .sum();
+        least = least.max(bytes / rate);
+    }
+    let total: f64 = report["size"].as_f64().expect("size");
+    total / least / f64::from(1 << 20)
 }
 
 /// Seconds taken by one `aws` call that must succeed.
@@ -588,6 +728,9 @@ fn main() {
                 "sqlite_one_gateway_ops_s": {"put": sput, "get": sget},
             }));
         }
+    }
+    if args.wan_mib > 0 {
+        rows.extend(wide_area(tmp.path(), args.wan_mib, args.runs));
     }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap()).expect("write JSON");
