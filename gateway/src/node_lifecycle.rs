@@ -71,6 +71,9 @@ pub fn spawn_registry_refresh(
         tick.tick().await;
         loop {
             tick.tick().await;
+            if let Err(e) = index.fold_node_usage().await {
+                tracing::warn!(error = %e, "folding the node usage log into its counters");
+            }
             match index.nodes().await {
                 Ok(nodes) => balancer.set_nodes(nodes),
                 Err(e) => tracing::warn!(error = %e, "reading the node registry"),

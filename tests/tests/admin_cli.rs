@@ -192,3 +192,66 @@ fn dev_restart_keeps_objects() {
         "a restart registers no new nodes"
     );
 }
+
+/// Per node, the bytes stored and replicas held are counters kept by the
+/// commits and deletions (folded on each registry refresh), not sums over
+/// every placement: after writes, an overwrite and a delete they match the
+/// replicas `inspect` shows, before and after the gateway folds them.
+#[test]
+fn node_usage_counters_follow_writes_and_deletes() {
+    let cluster = Cluster::start(3, 1, "2GiB");
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://usage"]);
+    let tmp = TempDir::new("usage");
+    for (key, size) in [("a", 300 << 10), ("b", 3 << 20), ("c", 20 << 10)] {
+        let file = tmp.path().join(key);
+        write_file(&file, size, false);
+        aws.ok(&[
+            "s3",
+            "cp",
+            file.to_str().unwrap(),
+            &format!("s3://usage/{key}"),
+        ]);
+    }
+    let file = tmp.path().join("a2");
+    write_file(&file, 700 << 10, false);
+    aws.ok(&["s3", "cp", file.to_str().unwrap(), "s3://usage/a"]);
+    aws.ok(&["s3", "rm", "s3://usage/b"]);
+    let mut expected = std::collections::BTreeMap::<i64, (u64, u64)>::new();
+    for key in ["a", "c"] {
+        for f in cluster.inspect("usage", key)["fragments"]
+            .as_array()
+            .unwrap()
+        {
+            for p in f["placements"].as_array().unwrap() {
+                let at = expected.entry(p["node"].as_i64().unwrap()).or_default();
+                at.0 += f["size"].as_u64().unwrap();
+                at.1 += 1;
+            }
+        }
+    }
+    let counted = || {
+        let out = tenfold(&["nodes", "list", "--json", "--index-url", &cluster.index_url]);
+        let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                let id = n["id"].as_i64().unwrap();
+                (
+                    id,
+                    (
+                        n["stored"].as_u64().unwrap(),
+                        n["replicas"].as_u64().unwrap(),
+                    ),
+                )
+            })
+            .filter(|(_, usage)| *usage != (0, 0))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(counted(), expected, "right after the writes");
+    // The gateway refreshes every second, folding the log each time.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(counted(), expected, "once folded");
+}

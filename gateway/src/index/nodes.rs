@@ -5,7 +5,7 @@ use sqlx::Row;
 use tenfold_balancer::NodeSpec;
 
 use super::rows::NewNode;
-use super::{Index, Tx, now_ms, to_i64, to_u64};
+use super::{Engine, Index, Tx, now_ms, to_i64, to_u64};
 use crate::error::GatewayError;
 
 /// What the index records of a node besides its registration.
@@ -75,6 +75,52 @@ impl Index {
         Ok(())
     }
 
+    /// Folds the node usage log (what commits and deletions changed, kept
+    /// by triggers on `placements`) into each node's `stored` and
+    /// `replicas` counters, so that reading them stays cheap however much
+    /// is stored. Idempotent, and safe with several gateways folding: each
+    /// log row is counted once, by whoever deletes it.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn fold_node_usage(&self) -> Result<(), GatewayError> {
+        match self.engine {
+            // One statement: only the rows it deletes are added, and
+            // outside SERIALIZABLE, so it never fails a commit.
+            Engine::Postgres => {
+                sqlx::query(
+                    "WITH moved AS (DELETE FROM node_usage_log RETURNING node_id, bytes, replicas), \
+                          sums AS (SELECT node_id, SUM(bytes) AS bytes, SUM(replicas) AS replicas \
+                                   FROM moved GROUP BY node_id) \
+                     UPDATE nodes SET stored = nodes.stored + sums.bytes, \
+                                      replicas = nodes.replicas + sums.replicas \
+                     FROM sums WHERE nodes.id = sums.node_id",
+                )
+                .execute(&self.pool)
+                .await?;
+            }
+            // One writer at a time: the transaction sees every row it deletes.
+            Engine::Sqlite => {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "UPDATE nodes SET \
+                       stored = stored + COALESCE((SELECT SUM(l.bytes) FROM node_usage_log l \
+                                                   WHERE l.node_id = nodes.id), 0), \
+                       replicas = replicas + COALESCE((SELECT SUM(l.replicas) FROM node_usage_log l \
+                                                       WHERE l.node_id = nodes.id), 0) \
+                     WHERE id IN (SELECT node_id FROM node_usage_log)",
+                )
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM node_usage_log")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every registered node, with the bytes the index records on it.
     ///
     /// # Errors
@@ -82,9 +128,8 @@ impl Index {
     pub async fn nodes(&self) -> Result<Vec<NodeSpec>, GatewayError> {
         let rows = sqlx::query(
             "SELECT n.id, n.name, n.endpoint, n.network, n.capacity, n.access_key, n.secret_key, n.bucket, n.state, \
-                    CAST(COALESCE((SELECT SUM(f.size) FROM placements p JOIN fragments f \
-                              ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx \
-                              WHERE p.node_id = n.id), 0) AS BIGINT) AS stored \
+                    n.stored + CAST(COALESCE((SELECT SUM(l.bytes) FROM node_usage_log l \
+                              WHERE l.node_id = n.id), 0) AS BIGINT) AS stored \
              FROM nodes n ORDER BY n.id",
         )
         .fetch_all(&self.pool)
@@ -127,7 +172,8 @@ impl Index {
         let rows = sqlx::query(
             "SELECT n.id, n.last_seen, n.audits, n.audit_failures, \
                     COALESCE(s.passes, 0) AS passes, \
-                    (SELECT COUNT(*) FROM placements p WHERE p.node_id = n.id) AS replicas \
+                    n.replicas + CAST(COALESCE((SELECT SUM(l.replicas) FROM node_usage_log l \
+                              WHERE l.node_id = n.id), 0) AS BIGINT) AS replicas \
              FROM nodes n LEFT JOIN node_scrubs s ON s.node_id = n.id",
         )
         .fetch_all(&self.pool)
@@ -166,6 +212,10 @@ impl Index {
                      (`tenfold nodes drain {id}` moves them off)"
                 )));
             }
+            sqlx::query("DELETE FROM node_usage_log WHERE node_id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
             sqlx::query("DELETE FROM garbage WHERE node_id = $1")
                 .bind(id)
                 .execute(&mut **tx)

@@ -231,25 +231,26 @@ impl Index {
             }
             query.execute(&mut **tx).await?;
         }
-        let placements: Vec<(u32, u16, &Placement)> = fragments
+        let placements: Vec<(u32, &FragmentRow, &Placement)> = fragments
             .iter()
-            .flat_map(|(seq, f)| f.placements.iter().map(move |p| (*seq, f.index, p)))
+            .flat_map(|(seq, f)| f.placements.iter().map(move |p| (*seq, *f, p)))
             .collect();
         for chunk in placements.chunks(ROWS_PER_INSERT) {
             let sql = insert_rows_sql(
                 "placements",
-                &["data_id", "seq", "idx", "network", "node_id", "cid"],
+                &["data_id", "seq", "idx", "network", "node_id", "cid", "size"],
                 chunk.len(),
             );
             let mut query = sqlx::query(&sql);
-            for (seq, index, p) in chunk {
+            for (seq, f, p) in chunk {
                 query = query
                     .bind(&data.data_id)
                     .bind(i64::from(*seq))
-                    .bind(i64::from(*index))
+                    .bind(i64::from(f.index))
                     .bind(p.network_name())
                     .bind(p.node_id())
-                    .bind(p.cid());
+                    .bind(p.cid())
+                    .bind(to_i64(f.size));
             }
             query.execute(&mut **tx).await?;
         }

@@ -186,7 +186,9 @@ impl Index {
             }
             for p in added {
                 sqlx::query(
-                    "INSERT INTO placements (data_id, seq, idx, network, node_id, cid) VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO placements (data_id, seq, idx, network, node_id, cid, size) \
+                     SELECT $1, $2, $3, $4, $5, $6, size FROM fragments \
+                     WHERE data_id = $1 AND seq = $2 AND idx = $3",
                 )
                 .bind(data_id)
                 .bind(i64::from(seq))
