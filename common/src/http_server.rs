@@ -323,6 +323,48 @@ macro_rules! until_idle {
     }};
 }
 
+/// Largest error body given its `RequestId` (S3 error bodies are a few
+/// hundred bytes).
+const MAX_ERROR_BODY: u64 = 8 << 10;
+
+/// An S3 error answer (an XML `<Error>` body) with `<RequestId>` added, the
+/// same id as its `x-amz-request-id` header, as S3 writes it; any other
+/// answer as it is.
+async fn error_with_request_id(resp: Response<Body>, request_id: &str) -> Response<Body> {
+    let is_xml = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/xml"));
+    let small = http_body::Body::size_hint(resp.body())
+        .exact()
+        .is_some_and(|len| len > 0 && len <= MAX_ERROR_BODY);
+    if resp.status().as_u16() < 400 || !is_xml || !small {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|b| b.to_bytes())
+    else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let body = match text.rfind("</Error>") {
+        Some(at) if !text.contains("<RequestId>") => {
+            format!(
+                "{}<RequestId>{request_id}</RequestId>{}",
+                &text[..at],
+                &text[at..]
+            )
+        }
+        _ => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, body.len().into());
+    Response::from_parts(parts, Body::from(body))
+}
+
 /// Serves HTTP/1 and HTTP/2 on `listener`, calling `handler` for every
 /// request inside a `request` span that carries a fresh request id, which is
 /// also returned to the client as `x-amz-request-id`.
@@ -465,6 +507,7 @@ pub async fn serve_http<H, Fut>(
                         );
                     }
                     tracing::debug!(status = resp.status().as_u16(), "response");
+                    let mut resp = error_with_request_id(resp, &request_id).await;
                     if let Ok(v) = request_id.parse() {
                         resp.headers_mut().insert("x-amz-request-id", v);
                     }

@@ -581,3 +581,36 @@ fn anonymous_uploads_are_refused_before_their_body_is_read() {
     cluster.aws().ok(&["s3", "ls", "s3://anon"]);
     assert!(!cluster.gateway_log().contains("panicked"));
 }
+
+/// An error body names its request, with the same id as its
+/// `x-amz-request-id` header: errors of the S3 layer (a missing signature)
+/// and of the gateway (a missing key) alike.
+#[test]
+fn error_bodies_carry_the_request_id() {
+    let cluster = Cluster::start(3, 1, "2GiB");
+    cluster.aws().ok(&["s3", "mb", "s3://ids"]);
+    let url = format!("{}/ids/missing", cluster.endpoint);
+    for (curl, code) in [
+        (Curl::new(), "AccessDenied"),
+        (
+            Curl::new().signed(tests::ACCESS_KEY, tests::SECRET_KEY),
+            "NoSuchKey",
+        ),
+    ] {
+        let answer = curl.args(&["-i"]).fetch(&url);
+        let id = answer
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("x-amz-request-id: "))
+            .expect("a request id header")
+            .trim();
+        assert!(
+            answer.body.contains(&format!("<Code>{code}</Code>"))
+                && answer
+                    .body
+                    .contains(&format!("<RequestId>{id}</RequestId></Error>")),
+            "{}",
+            answer.body
+        );
+    }
+}

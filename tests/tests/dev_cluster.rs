@@ -274,6 +274,17 @@ fn list_with_prefix_and_delimiter_then_delete_and_overwrite() {
         .map(|o| o["Key"].as_str().unwrap())
         .collect();
     assert_eq!(keys, ["top"]);
+    // An empty delimiter groups nothing and, as in S3, is not echoed.
+    let flat = dev.aws.json(&[
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        "list",
+        "--delimiter",
+        "",
+    ]);
+    assert_eq!(flat["Contents"].as_array().unwrap().len(), 5, "{flat}");
+    assert!(flat.get("Delimiter").is_none(), "{flat}");
     let a = dev.aws.json(&[
         "s3api",
         "list-objects-v2",

@@ -4,7 +4,7 @@
 //!
 //! A copy counts toward a fragment's target only on an active node. The
 //! candidates for repair are found without scanning every fragment: those
-//! with a copy on a node that is not active (`placements_by_node`), or in
+//! with a copy on a node that is not active (`placements_by_node_key`), or in
 //! the overflow store (`placements_overflowed`), or queued explicitly in
 //! `repairs`. A row in `repairs` is also each candidate's claim and back-off.
 
