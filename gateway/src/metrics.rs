@@ -516,6 +516,20 @@ pub async fn bind_admin(
     }
 }
 
+impl Metrics {
+    /// Exports the index's write-transaction figures too.
+    pub fn watch_index(&self, stats: &crate::index::IndexStats) {
+        for metric in [
+            Box::new(stats.write_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(stats.write_retries.clone()),
+        ] {
+            if let Err(e) = self.registry.register(metric) {
+                tracing::warn!(error = %e, "index metrics not registered");
+            }
+        }
+    }
+}
+
 /// Serves `/metrics`, `/health` and `/ready` on the admin listener until
 /// the process is told to stop.
 pub async fn serve_admin(admin: AdminSettings, metrics: Arc<Metrics>, store: Arc<ObjectStore>) {

@@ -117,6 +117,7 @@ pub async fn run_gateway(
     store.spawn_orphan_sweep();
 
     let metrics = Arc::new(Metrics::new());
+    metrics.watch_index(store.index.stats());
     let limiter = Arc::new(RateLimiter::new(
         settings.anonymous_rate,
         settings.anonymous_rate.saturating_mul(5),

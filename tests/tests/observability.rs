@@ -245,6 +245,11 @@ for f in fams:
         assert not s.name.endswith(("_ms", "_milliseconds", "_kb")), s.name
     if "duration" in f.name:
         assert f.name.endswith("_seconds") and f.type == "histogram", f.name
+# The bucket, the object and the node sightings were index writes.
+writes = [s.value for f in fams if f.name == "tenfold_index_write_duration_seconds"
+          for s in f.samples if s.name.endswith("_count")]
+assert writes and writes[0] >= 2, writes
+assert any(f.name == "tenfold_index_write_retries" for f in fams)
 print(len(fams))
 "#;
     let out = run(Command::new("python3").args(["-c", script]).arg(&file));

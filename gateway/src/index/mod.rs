@@ -101,6 +101,41 @@ pub struct Index {
     /// without it node secrets are returned sealed, and nodes cannot be
     /// registered.
     keyring: Option<Keyring>,
+    /// How its write transactions fare, for the metrics.
+    stats: IndexStats,
+}
+
+/// How an index's write transactions fare: the gateway's metrics register
+/// these (see [`Index::stats`]).
+#[derive(Debug, Clone)]
+pub struct IndexStats {
+    /// Seconds each write transaction took, its retries included.
+    pub write_seconds: prometheus::Histogram,
+    /// Write transactions run again after a conflict or a lost connection.
+    pub write_retries: prometheus::IntCounter,
+}
+
+impl IndexStats {
+    fn new() -> Self {
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        Self {
+            write_seconds: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "tenfold_index_write_duration_seconds",
+                    "Time each index write transaction took, its retries included.",
+                )
+                .buckets(buckets),
+            )
+            .expect("valid metric"),
+            write_retries: prometheus::IntCounter::new(
+                "tenfold_index_write_retries_total",
+                "Index write transactions run again after a conflict or a lost connection.",
+            )
+            .expect("valid metric"),
+        }
+    }
 }
 
 /// How often a conflicting write transaction is run again. Of N writers
@@ -148,6 +183,7 @@ macro_rules! write_tx {
     ($index:expr, |$tx:ident| $body:block) => {{
         let index = $index;
         let mut attempt = 0u32;
+        let started = std::time::Instant::now();
         loop {
             let mut transaction = index.begin_write().await?;
             let result = {
@@ -159,6 +195,10 @@ macro_rules! write_tx {
                 .await
             };
             if let Some(done) = index.settle(transaction, result, &mut attempt).await {
+                index
+                    .stats
+                    .write_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 break done;
             }
         }
@@ -285,6 +325,7 @@ impl Index {
             pool,
             engine,
             keyring: None,
+            stats: IndexStats::new(),
         })
     }
 
@@ -293,6 +334,11 @@ impl Index {
     pub fn with_keyring(mut self, keyring: Keyring) -> Self {
         self.keyring = Some(keyring);
         self
+    }
+
+    /// How its write transactions fare (shared by its clones).
+    pub fn stats(&self) -> &IndexStats {
+        &self.stats
     }
 
     /// The master keys this index was opened with, if any.
@@ -343,6 +389,7 @@ impl Index {
             return Some(Err(retry));
         }
         *attempt += 1;
+        self.stats.write_retries.inc();
         tracing::debug!(error = %retry, attempt = *attempt, "index write lost a race: running it again");
         let pause = rand::random_range(1..=5u64 << (*attempt).min(5));
         tokio::time::sleep(Duration::from_millis(pause)).await;
