@@ -7,15 +7,18 @@ use crate::node::Network;
 /// Everything that can go wrong while placing, reading or deleting fragments.
 #[derive(Debug, thiserror::Error)]
 pub enum BalancerError {
-    /// Not enough healthy nodes with free space accepted a replica.
+    /// Not enough healthy nodes with free space accepted a replica;
+    /// `unreachable` of the nodes tried did not answer (or failed), the
+    /// others were full.
     #[error(
-        "not enough {network} nodes with free space: {placed} of {needed} replicas of {key} placed"
+        "not enough {network} nodes with free space: {placed} of {needed} replicas of {key} placed ({unreachable} nodes unreachable)"
     )]
     InsufficientNodes {
         network: Network,
         key: String,
         needed: usize,
         placed: usize,
+        unreachable: usize,
     },
     /// The nodes could not hold a fragment and neither could the overflow
     /// store.
@@ -46,4 +49,16 @@ pub enum BalancerError {
     /// A node id the registry does not know.
     #[error("unknown node {0}")]
     UnknownNode(i64),
+}
+
+impl BalancerError {
+    /// Whether a placement fell short because nodes (or the overflow store)
+    /// did not answer, rather than for want of room: worth retrying.
+    pub fn nodes_unreachable(&self) -> bool {
+        match self {
+            BalancerError::InsufficientNodes { unreachable, .. } => *unreachable > 0,
+            BalancerError::OverflowFailed { nodes, .. } => nodes.nodes_unreachable(),
+            _ => false,
+        }
+    }
 }

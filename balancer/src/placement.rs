@@ -24,6 +24,25 @@ pub struct ReplicaPolicy {
     pub testnet: usize,
 }
 
+impl ReplicaPolicy {
+    /// Copies the policy asks for in all.
+    pub fn total(self) -> usize {
+        self.mainnet + self.testnet
+    }
+
+    /// Whether `placements` hold every node copy the policy asks for (the
+    /// overflow store's copy does not count).
+    pub fn is_met(self, placements: &[Placement]) -> bool {
+        let on = |network: Network| {
+            placements
+                .iter()
+                .filter(|p| matches!(p, Placement::Node { network: n, .. } if *n == network))
+                .count()
+        };
+        on(Network::Mainnet) >= self.mainnet && on(Network::Testnet) >= self.testnet
+    }
+}
+
 impl Default for ReplicaPolicy {
     /// The seed's policy: three copies on the mainnet, one on the testnet.
     fn default() -> Self {
@@ -130,13 +149,18 @@ pub struct PlacementFailure {
 impl Balancer {
     /// Places one fragment under `key` on every network per the policy.
     /// When the nodes cannot hold every replica (full, down or too few),
-    /// the fragment also goes to the overflow store, if there is one; the
-    /// replicas the nodes did take are kept.
+    /// the fragment also goes to the overflow store, if there is one.
+    ///
+    /// The write quorum: the fragment is placed once it has at least
+    /// [`Balancer::min_copies`] copies (the overflow's pin counts as one),
+    /// or, when the nodes are only full (none failed to answer), once the
+    /// overflow store, the tier for a full cluster, holds it. A fragment
+    /// placed short of the policy is the caller's to queue for repair
+    /// ([`ReplicaPolicy::is_met`]).
     ///
     /// # Errors
-    /// A [`PlacementFailure`] when some network lacks enough nodes that take
-    /// the replica and the overflow store is missing or failed; it lists the
-    /// copies that were written anyway.
+    /// A [`PlacementFailure`] below the quorum; it lists the copies that
+    /// were written anyway, for the caller to remove.
     #[tracing::instrument(skip_all, fields(key, len = data.len()))]
     pub async fn place(
         &self,
@@ -149,30 +173,41 @@ impl Balancer {
             self.place_on(Network::Testnet, self.policy.testnet, &[], key, &data, md5),
         );
         let (mut placed, short) = merge([main, test]);
-        let Some(error) = short else {
+        let Some(mut error) = short else {
             return Ok(placed);
         };
-        let Some(overflow) = &self.overflow else {
-            return Err(PlacementFailure {
-                error,
-                written: placed,
-            });
-        };
-        let span = tracing::debug_span!("overflow_put", store = %overflow.describe());
-        match overflow.put(data).instrument(span).await {
-            Ok(cid) => {
-                tracing::info!(key, %cid, replicas = placed.len(), reason = %error, "fragment overflowed");
-                placed.push(Placement::Overflow { cid });
-                Ok(placed)
+        if let Some(overflow) = &self.overflow {
+            let span = tracing::debug_span!("overflow_put", store = %overflow.describe());
+            match overflow.put(data).instrument(span).await {
+                Ok(cid) => {
+                    tracing::info!(key, %cid, replicas = placed.len(), reason = %error, "fragment overflowed");
+                    placed.push(Placement::Overflow { cid });
+                    if !error.nodes_unreachable() {
+                        return Ok(placed);
+                    }
+                }
+                Err(e) => {
+                    error = BalancerError::OverflowFailed {
+                        nodes: Box::new(error),
+                        overflow: e,
+                    };
+                }
             }
-            Err(e) => Err(PlacementFailure {
-                error: BalancerError::OverflowFailed {
-                    nodes: Box::new(error),
-                    overflow: e,
-                },
-                written: placed,
-            }),
         }
+        if placed.len() >= self.min_copies() {
+            tracing::warn!(key, copies = placed.len(), reason = %error, "fragment placed short of its target");
+            return Ok(placed);
+        }
+        Err(PlacementFailure {
+            error,
+            written: placed,
+        })
+    }
+
+    /// The write quorum: copies a fragment needs before a write is
+    /// acknowledged (never more than the policy asks for).
+    pub fn min_copies(&self) -> usize {
+        self.min_copies.clamp(1, self.policy.total().max(1))
     }
 
     /// Whether the nodes seem to have room for the node replicas a fragment
@@ -271,6 +306,7 @@ impl Balancer {
         let mut candidates: VecDeque<_> = up.into_iter().chain(down).collect();
         let mut inflight = FuturesUnordered::new();
         let mut placed = Vec::with_capacity(needed);
+        let mut unreachable = 0;
         while inflight.len() < needed {
             let Some(node) = candidates.pop_front() else {
                 break;
@@ -286,6 +322,7 @@ impl Balancer {
                 Err(failure) => {
                     tracing::warn!(node = node.spec.id, %failure, "replica refused, trying the next node");
                     node.record_failure(&failure);
+                    unreachable += usize::from(!matches!(failure, NodeFailure::Full(_)));
                     if let Some(next) = candidates.pop_front() {
                         inflight.push(put_replica(next, key, data.clone(), md5));
                     }
@@ -299,6 +336,7 @@ impl Balancer {
                     key: key.to_owned(),
                     needed,
                     placed: placed.len(),
+                    unreachable,
                 },
                 written: placed,
             });
@@ -385,7 +423,11 @@ fn merge(
             Ok(p) => placed.extend(p),
             Err(f) => {
                 placed.extend(f.written);
-                short.get_or_insert(f.error);
+                // Name the unreachable nodes, if any: that makes it a
+                // failure worth retrying.
+                if short.is_none() || f.error.nodes_unreachable() {
+                    short = Some(f.error);
+                }
             }
         }
     }
@@ -417,4 +459,72 @@ async fn put_replica(
     .instrument(span)
     .await;
     (node, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_is_met_by_node_copies_on_each_network_only() {
+        let policy = ReplicaPolicy::default();
+        let node = |node_id, network| Placement::Node { node_id, network };
+        let mut copies = vec![
+            node(1, Network::Mainnet),
+            node(2, Network::Mainnet),
+            node(3, Network::Testnet),
+            Placement::Overflow { cid: "c".into() },
+        ];
+        assert!(
+            !policy.is_met(&copies),
+            "the pin does not stand in for a node"
+        );
+        copies.push(node(4, Network::Testnet));
+        assert!(
+            !policy.is_met(&copies),
+            "a second testnet copy is no mainnet one"
+        );
+        copies.push(node(5, Network::Mainnet));
+        assert!(policy.is_met(&copies));
+        assert_eq!(policy.total(), 4);
+    }
+
+    #[test]
+    fn a_shortfall_is_worth_retrying_only_when_nodes_did_not_answer() {
+        let short = |unreachable| BalancerError::InsufficientNodes {
+            network: Network::Mainnet,
+            key: "k".into(),
+            needed: 3,
+            placed: 1,
+            unreachable,
+        };
+        assert!(!short(0).nodes_unreachable());
+        assert!(short(2).nodes_unreachable());
+        let via_overflow = BalancerError::OverflowFailed {
+            nodes: Box::new(short(1)),
+            overflow: tenfold_overflow::OverflowError::Unreachable {
+                store: "ipfs".into(),
+                message: "down".into(),
+            },
+        };
+        assert!(via_overflow.nodes_unreachable());
+    }
+
+    #[test]
+    fn the_quorum_never_asks_more_than_the_policy() {
+        let balancer = Balancer::new(ReplicaPolicy {
+            mainnet: 1,
+            testnet: 0,
+        });
+        assert_eq!(balancer.min_copies(), 1);
+        assert_eq!(Balancer::new(ReplicaPolicy::default()).min_copies(), 4);
+        let quorum = Balancer::new(ReplicaPolicy::default()).with_min_copies(2);
+        assert_eq!(quorum.min_copies(), 2);
+        assert_eq!(
+            Balancer::new(ReplicaPolicy::default())
+                .with_min_copies(0)
+                .min_copies(),
+            1
+        );
+    }
 }

@@ -497,6 +497,8 @@ pub struct Balancer {
     http: HttpClient,
     nodes: RwLock<BTreeMap<i64, Arc<NodeHandle>>>,
     pub(crate) policy: ReplicaPolicy,
+    /// The write quorum (see [`Balancer::min_copies`]).
+    pub(crate) min_copies: usize,
     /// Where fragments go when the nodes cannot hold them.
     pub(crate) overflow: Option<Arc<dyn OverflowStore>>,
 }
@@ -518,8 +520,17 @@ impl Balancer {
             http: HyperClient::builder(TokioExecutor::new()).build(trust.connector(connector)),
             nodes: RwLock::new(BTreeMap::new()),
             policy,
+            min_copies: policy.total(),
             overflow: None,
         }
+    }
+
+    /// Acknowledges a fragment once it has `copies` copies (by default,
+    /// every copy the policy asks for).
+    #[must_use]
+    pub fn with_min_copies(mut self, copies: usize) -> Self {
+        self.min_copies = copies;
+        self
     }
 
     /// Sends fragments the nodes cannot hold to `store`.

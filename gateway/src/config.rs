@@ -148,6 +148,12 @@ pub struct DurabilityPolicy {
     /// elsewhere.
     #[serde(deserialize_with = "duration")]
     pub node_lost_after: Duration,
+    /// The write quorum: a PUT (or part) is acknowledged only once every
+    /// fragment has at least this many copies (the overflow's pin counts as
+    /// one; at most the storage policy's copies). Below it the write fails
+    /// and leaves nothing; above it, short of the policy, the fragment is
+    /// queued for repair.
+    pub min_copies: usize,
     /// Fragments repaired at once by one gateway.
     pub repair_concurrency: usize,
     /// Every replica is read back and checked at least once per this
@@ -165,6 +171,7 @@ impl Default for DurabilityPolicy {
             gc_delay: DEFAULT_GC_DELAY,
             orphan_grace: DEFAULT_ORPHAN_GRACE,
             node_lost_after: DEFAULT_NODE_LOST_AFTER,
+            min_copies: 2,
             repair_concurrency: 4,
             scrub_every: Duration::from_secs(30 * 86_400),
             scrub_rate: 8 << 20,
@@ -383,6 +390,12 @@ impl ServeConfig {
         let config: Self = toml::from_str(&text)
             .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
         config.storage.validate()?;
+        if config.durability.min_copies == 0 {
+            return Err(GatewayError::Config(format!(
+                "{}: durability.min_copies must be at least 1",
+                path.display()
+            )));
+        }
         Ok(config)
     }
 }

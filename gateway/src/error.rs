@@ -142,6 +142,11 @@ impl From<GatewayError> for S3Error {
             GatewayError::Body(ref e) => body_error_code(e),
             GatewayError::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
             GatewayError::InvalidRange => S3ErrorCode::InvalidRange,
+            // Nodes that did not answer: a 503 the client retries.
+            GatewayError::InsufficientStorage(ref e) if e.nodes_unreachable() => {
+                tracing::warn!(error = %msg, "refusing upload: nodes unreachable");
+                S3ErrorCode::ServiceUnavailable
+            }
             GatewayError::InsufficientStorage(_) => {
                 tracing::warn!(error = %msg, "refusing upload");
                 return insufficient_storage(msg);

@@ -83,7 +83,8 @@ pub async fn run_gateway(
         .map_err(|e| GatewayError::Config(e.to_string()))?;
     let index = index.with_keyring(settings.keyring.clone());
     check_master_keys(&index, &settings.keyring).await?;
-    let mut balancer = Balancer::with_trust(settings.policy.replicas(), &settings.node_trust);
+    let mut balancer = Balancer::with_trust(settings.policy.replicas(), &settings.node_trust)
+        .with_min_copies(settings.durability.min_copies);
     if let Some(api) = &settings.ipfs_api {
         let ipfs = IpfsStore::new(api).map_err(|e| GatewayError::Config(e.to_string()))?;
         match ipfs.health().await {

@@ -341,6 +341,16 @@ impl ObjectStore {
             return Err(GatewayError::BadDigest);
         }
         let checksums = checks.checksums.verify(checksums)?;
+        let policy = self.balancer.policy();
+        let short = segments
+            .iter()
+            .flat_map(|s| {
+                s.fragments
+                    .iter()
+                    .filter(|f| !policy.is_met(&f.placements))
+                    .map(|f| (s.seq, f.index))
+            })
+            .collect();
         Ok(StoredData {
             data_id: data_id.to_owned(),
             size: offset,
@@ -348,6 +358,7 @@ impl ObjectStore {
             checksums,
             key: Some(wrapped),
             segments,
+            short,
         })
     }
 
@@ -522,6 +533,7 @@ mod tests {
                         placements,
                     }],
                 }],
+                short: Vec::new(),
             };
             let object = ObjectRow {
                 id: format!("object-{name}"),

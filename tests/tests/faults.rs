@@ -52,6 +52,48 @@ fn dead_nodes_before_put_and_before_get() {
     assert_eq!(sha256_file(&src), sha256_file(&dst));
 }
 
+/// The write quorum (two copies by default): with only one node up, a PUT
+/// is refused with a 503 the client may retry, and leaves nothing on the
+/// node that took its replicas.
+#[test]
+fn nodes_unreachable_below_the_quorum_refuse_with_503() {
+    let mut cluster = Cluster::start(3, 1, "1GiB");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("quorum");
+    aws.ok(&["s3", "mb", "s3://quorum"]);
+    let src = tmp.path().join("src");
+    write_file(&src, 2 << 20, false);
+    let dead: Vec<i64> = [0, 1, 3].iter().map(|&i| cluster.nodes[i].2).collect();
+    for id in &dead {
+        cluster.node(*id).proc.kill();
+    }
+    let err = aws.fails(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "quorum",
+        "--key",
+        "k",
+        "--body",
+        src.to_str().unwrap(),
+    ]);
+    assert!(err.contains("ServiceUnavailable"), "{err}");
+    let listed = aws.ok(&["s3", "ls", "s3://quorum"]);
+    assert!(
+        listed.trim().is_empty(),
+        "a refused PUT is visible: {listed}"
+    );
+    let survivor = cluster.nodes[2].2;
+    assert!(
+        eventually(Duration::from_secs(30), || cluster
+            .node(survivor)
+            .object_files()
+            .is_empty()),
+        "a refused PUT left {} files on the node that was up",
+        cluster.node(survivor).object_files().len()
+    );
+}
+
 #[test]
 fn corrupt_replicas_are_skipped() {
     // One mainnet and one testnet replica per fragment; even fragments are
@@ -175,8 +217,11 @@ fn a_full_node_refuses_and_the_balancer_places_elsewhere() {
 
 #[test]
 fn too_few_nodes_fails_cleanly_and_leaves_nothing_behind() {
-    // Two mainnet nodes cannot hold three mainnet replicas.
-    let cluster = Cluster::start(2, 1, "1GiB");
+    // Two mainnet nodes and a testnet one cannot give a fragment the four
+    // copies this write quorum asks for.
+    let cluster = Cluster::build(2, 1, "1GiB")
+        .durability("min_copies", "4")
+        .start();
     let aws = cluster.aws();
     let tmp = TempDir::new("few");
     aws.ok(&["s3", "mb", "s3://few"]);

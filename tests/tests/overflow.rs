@@ -276,6 +276,42 @@ fn added_nodes_take_overflowed_fragments_back() {
     assert_download(&aws, tmp.path(), "ovf", "x", &x);
 }
 
+/// The write quorum counts the overflow's pin as a copy: with only one
+/// mainnet node up, a PUT is stored on it and pinned; once nodes are back,
+/// repair brings every fragment to 3 + 1 on nodes and unpins it.
+#[test]
+fn with_nodes_down_the_pin_completes_the_quorum_until_repair() {
+    let ipfs = Ipfs::start();
+    let mut cluster = cluster_with_ipfs("64MiB", &ipfs.api);
+    let aws = cluster.aws();
+    let tmp = TempDir::new("overflow-quorum");
+    aws.ok(&["s3", "mb", "s3://ovf"]);
+    let dead: Vec<i64> = [0, 1, 3].iter().map(|&i| cluster.nodes[i].2).collect();
+    for id in &dead {
+        cluster.node(*id).proc.kill();
+    }
+    let x = tmp.path().join("x");
+    write_file(&x, 3 << 20, false);
+    aws.ok(&["s3", "cp", x.to_str().unwrap(), "s3://ovf/x"]);
+    let report = cluster.inspect("ovf", "x");
+    let cids = overflow_cids(&report);
+    assert_eq!(cids.len(), 10, "every fragment pinned: {report}");
+    assert_eq!(node_placements(&report), 10, "one node copy each: {report}");
+    assert_download(&aws, tmp.path(), "ovf", "x", &x);
+
+    for (network, name) in [
+        ("mainnet", "back-0"),
+        ("mainnet", "back-1"),
+        ("testnet", "back-2"),
+    ] {
+        let node = Node::start(cluster.dir.path(), name, "64MiB");
+        let id = cluster.register_node(&node, network, "64MiB");
+        cluster.nodes.push((network.to_owned(), node, id));
+    }
+    assert_returned_to_nodes(&cluster, &ipfs, "x", &cids);
+    assert_download(&aws, tmp.path(), "ovf", "x", &x);
+}
+
 #[test]
 fn ipfs_down_while_nodes_are_full_fails_cleanly() {
     let dead = format!("http://127.0.0.1:{}", free_port());

@@ -181,6 +181,41 @@ fn a_drained_node_ends_empty_and_can_be_removed() {
     assert!(!cluster.gateway_log().contains("panicked"));
 }
 
+/// A PUT the nodes can give only part of its target (two mainnet nodes for
+/// three mainnet copies) is acknowledged above the write quorum, counted
+/// below target and queued; once a third mainnet node joins, repair brings
+/// every fragment to 3 + 1.
+#[test]
+fn a_put_placed_short_is_repaired_when_nodes_join() {
+    let mut cluster = Cluster::start(2, 1, "1GiB");
+    let aws = cluster.aws();
+    let tmp = TempDir::new("short");
+    let files = put_objects(&aws, &tmp, "short", 2);
+    for i in 0..files.len() {
+        let report = cluster.inspect("short", &format!("o{i}"));
+        assert_eq!(assert_placements(&report, 2, 1), 10, "{report}");
+    }
+    let before = status(&cluster);
+    assert_eq!(before["fragments_below_target"], 20, "{before}");
+    assert_eq!(before["fragments_by_node_copies"]["3"], 20, "{before}");
+    assert_eq!(before["repair_queue"], 20, "{before}");
+
+    let node = tests::Node::start(cluster.dir.path(), "joined", "1GiB");
+    let id = cluster.register_node(&node, "mainnet", "1GiB");
+    cluster.nodes.push(("mainnet".to_owned(), node, id));
+    wait_repaired(&cluster, Duration::from_secs(120));
+    let after = status(&cluster);
+    assert_eq!(after["fragments_by_node_copies"]["4"], 20, "{after}");
+    assert_eq!(after["repair_queue"], 0, "{after}");
+    check_placements(&cluster, "short", files.len(), -1);
+    assert_eq!(
+        cluster.node(id).object_files().len(),
+        20,
+        "the new node holds the missing copies"
+    );
+    read_objects(&aws, &tmp, "short", &files);
+}
+
 /// Flips 32 bytes in the middle of a file, in place.
 fn corrupt(path: &std::path::Path) {
     let mut bytes = std::fs::read(path).unwrap();

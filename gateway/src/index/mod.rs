@@ -436,6 +436,7 @@ mod tests {
                     placements: vec![Placement::Overflow { cid: cid.into() }],
                 }],
             }],
+            short: Vec::new(),
         };
         let object = ObjectRow {
             id: format!("object-{key}"),

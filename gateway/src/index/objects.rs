@@ -254,6 +254,18 @@ impl Index {
             }
             query.execute(&mut **tx).await?;
         }
+        for chunk in data.short.chunks(ROWS_PER_INSERT) {
+            let sql = insert_rows_sql("repairs", &["data_id", "seq", "idx", "queued"], chunk.len());
+            let mut query = sqlx::query(&sql);
+            for (seq, idx) in chunk {
+                query = query
+                    .bind(&data.data_id)
+                    .bind(i64::from(*seq))
+                    .bind(i64::from(*idx))
+                    .bind(1i64);
+            }
+            query.execute(&mut **tx).await?;
+        }
         Ok(())
     }
 
@@ -280,10 +292,12 @@ impl Index {
             .bind(data_id)
             .execute(&mut **tx)
             .await?;
-        sqlx::query("DELETE FROM data_keys WHERE data_id = $1")
-            .bind(data_id)
-            .execute(&mut **tx)
-            .await?;
+        for table in ["data_keys", "repairs"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE data_id = $1"))
+                .bind(data_id)
+                .execute(&mut **tx)
+                .await?;
+        }
         Self::add_garbage_in(tx, &replicas).await
     }
 

@@ -113,6 +113,9 @@ pub struct StoredData {
     /// Its data key, wrapped.
     pub key: Option<WrappedKey>,
     pub segments: Vec<SegmentRow>,
+    /// The fragments (segment, index) placed short of the replica policy,
+    /// queued for repair when the data is committed.
+    pub short: Vec<(u32, u16)>,
 }
 
 impl SegmentRow {
