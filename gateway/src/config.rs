@@ -163,6 +163,10 @@ pub struct DurabilityPolicy {
     /// Bytes a second the scrub reads at most (per gateway).
     #[serde(deserialize_with = "size")]
     pub scrub_rate: u64,
+    /// One replica picked at random on every node is audited this often,
+    /// besides the scrub's passes (0 turns spot audits off).
+    #[serde(deserialize_with = "duration")]
+    pub spot_audit_every: Duration,
 }
 
 impl Default for DurabilityPolicy {
@@ -175,6 +179,7 @@ impl Default for DurabilityPolicy {
             repair_concurrency: 4,
             scrub_every: Duration::from_secs(30 * 86_400),
             scrub_rate: 8 << 20,
+            spot_audit_every: Duration::from_secs(600),
         }
     }
 }

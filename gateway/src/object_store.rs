@@ -98,7 +98,11 @@ impl ObjectStore {
             write_intents: Arc::default(),
             orphan_sweep: OrphanSweep::new(durability.orphan_grace),
             repair_concurrency: durability.repair_concurrency,
-            scrub: Scrub::new(durability.scrub_every, durability.scrub_rate),
+            scrub: Scrub::new(
+                durability.scrub_every,
+                durability.scrub_rate,
+                durability.spot_audit_every,
+            ),
             segment_budget: Arc::new(Semaphore::new(UPLOAD_BUDGET_BYTES / BUDGET_UNIT)),
             fetch_budget: Arc::new(Semaphore::new(DOWNLOAD_BUDGET_BYTES / BUDGET_UNIT)),
         }

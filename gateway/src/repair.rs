@@ -123,6 +123,24 @@ impl ObjectStore {
                 return false;
             }
         }
+        // The copies as they are now: another gateway may have repaired
+        // the fragment since the candidates were listed.
+        let c = match self.index.repair_candidate(c.id(), c.attempts).await {
+            Ok(Some(fresh)) => fresh,
+            Ok(None) => {
+                // Gone meanwhile (its object deleted or overwritten), or no
+                // copy left: recording nothing forgets a gone one's claim.
+                let policy = self.balancer.policy();
+                if let Err(e) = self.index.record_repair(c.id(), &[], None, policy).await {
+                    tracing::warn!(error = %e, "forgetting a repair");
+                }
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a claimed fragment's copies");
+                return false;
+            }
+        };
         match self.repair_claimed(&c).await {
             Ok(settled) => settled,
             Err(why) => {
@@ -139,22 +157,28 @@ impl ObjectStore {
 
     async fn repair_claimed(&self, c: &RepairCandidate) -> Result<bool, String> {
         let t = triage(&c.copies);
-        if !self.balancer.room_for(c.size, &t.good) {
-            return Err("the active nodes have no room for the missing copies".into());
-        }
         let key = c.key();
-        let data = self
-            .balancer
-            .read(&key, c.size, &t.readable, Check::Md5(c.md5))
-            .await
-            .map_err(|e| format!("no copy reads and verifies: {e}"))?;
-        let (added, settled) = match self
-            .balancer
-            .place_missing(&key, data, c.md5, &t.good)
-            .await
-        {
-            Ok(added) => (added, true),
-            Err(failure) => (failure.written, false),
+        let (added, settled) = if self.balancer.policy().is_met(&t.good) {
+            // At target already (another gateway repaired it meanwhile):
+            // only the copies that do not count are left to forget.
+            (Vec::new(), true)
+        } else {
+            if !self.balancer.room_for(c.size, &t.good) {
+                return Err("the active nodes have no room for the missing copies".into());
+            }
+            let data = self
+                .balancer
+                .read(&key, c.size, &t.readable, Check::Md5(c.md5))
+                .await
+                .map_err(|e| format!("no copy reads and verifies: {e}"))?;
+            match self
+                .balancer
+                .place_missing(&key, data, c.md5, &t.good)
+                .await
+            {
+                Ok(added) => (added, true),
+                Err(failure) => (failure.written, false),
+            }
         };
         let replicas = |placements: &[Placement]| -> Vec<Replica> {
             placements

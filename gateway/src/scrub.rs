@@ -6,13 +6,19 @@
 //! quarter of at least ten audits over one pass is disqualified (its
 //! replicas are repaired elsewhere, as Storj does with untrusted operators).
 //! One gateway scrubs a node at a time, and a pass resumes where it stopped.
+//!
+//! Spot audits come on top (Storj's audits of untrusted nodes): every
+//! `spot_audit_every`, one replica picked at random on each node is checked
+//! the same way, so that a node discarding data between two passes of a
+//! month-long scrub is caught within hours, not weeks.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tenfold_balancer::{AuditOutcome, NodeState};
 
-use crate::index::{AuditPolicy, now_ms};
+use crate::error::GatewayError;
+use crate::index::{AuditPolicy, ScrubItem, now_ms};
 use crate::object_store::{ObjectStore, new_object_id};
 
 /// Audits a failing node needs in one pass before it can be disqualified.
@@ -29,15 +35,18 @@ pub struct Scrub {
     pub every: Duration,
     /// Bytes read per second at most, across nodes.
     pub rate: u64,
+    /// One random replica of each node is audited this often (zero: never).
+    pub spot_every: Duration,
     /// This gateway's name in the index's scrub claims.
     owner: String,
 }
 
 impl Scrub {
-    pub fn new(every: Duration, rate: u64) -> Self {
+    pub fn new(every: Duration, rate: u64, spot_every: Duration) -> Self {
         Self {
             every,
             rate,
+            spot_every,
             owner: new_object_id(),
         }
     }
@@ -112,34 +121,19 @@ impl ObjectStore {
         node_id: i64,
         cursor: crate::index::ScrubCursor,
         batch: u64,
-    ) -> Result<(), crate::error::GatewayError> {
+    ) -> Result<(), GatewayError> {
         let limit = i64::try_from(batch).unwrap_or(i64::MAX);
         let items = self.index.scrub_batch(node_id, &cursor, limit).await?;
         let (mut passed, mut failed) = (0u64, 0u64);
         let mut reached = None;
         for item in &items {
             let started = std::time::Instant::now();
-            let key = crate::fragment::node_key(&item.data_id, item.seq, item.index);
-            let outcome = self
-                .balancer
-                .audit(node_id, &key, item.size, item.md5)
-                .await;
-            match &outcome {
+            match self.audit_replica(node_id, item).await? {
                 AuditOutcome::Intact => passed += 1,
-                AuditOutcome::Missing | AuditOutcome::Corrupt => {
-                    failed += 1;
-                    tracing::warn!(
-                        key,
-                        ?outcome,
-                        "scrub: replica lost, forgotten and queued for repair"
-                    );
-                    self.index
-                        .drop_bad_replica((&item.data_id, item.seq, item.index), node_id)
-                        .await?;
-                }
+                AuditOutcome::Missing | AuditOutcome::Corrupt => failed += 1,
                 AuditOutcome::Unreachable(why) => {
                     // No finding: the pass goes on from here next time.
-                    tracing::debug!(key, why, "scrub: node not reachable");
+                    tracing::debug!(why, "scrub: node not reachable");
                     break;
                 }
             }
@@ -176,9 +170,68 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Audits one replica on node `node_id`; one found missing or corrupt
+    /// is forgotten and its fragment queued for repair.
+    async fn audit_replica(
+        &self,
+        node_id: i64,
+        item: &ScrubItem,
+    ) -> Result<AuditOutcome, GatewayError> {
+        let key = crate::fragment::node_key(&item.data_id, item.seq, item.index);
+        let outcome = self
+            .balancer
+            .audit(node_id, &key, item.size, item.md5)
+            .await;
+        if matches!(outcome, AuditOutcome::Missing | AuditOutcome::Corrupt) {
+            tracing::warn!(
+                node = node_id,
+                key,
+                ?outcome,
+                "audit: replica lost, forgotten and queued for repair"
+            );
+            self.index
+                .drop_bad_replica((&item.data_id, item.seq, item.index), node_id)
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    /// One spot audit of every node that is reachable and not lost: a
+    /// replica picked at random, counted in the node's audit record.
+    pub async fn spot_audit_round(&self) {
+        for node in self.balancer.status() {
+            if node.state == NodeState::Lost || self.balancer.is_down(node.id) {
+                continue;
+            }
+            if let Err(e) = self.spot_audit(node.id).await {
+                tracing::warn!(node = node.id, error = %e, "spot audit failed");
+            }
+        }
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn spot_audit(&self, node_id: i64) -> Result<(), GatewayError> {
+        let Some(item) = self.index.random_replica(node_id).await? else {
+            return Ok(());
+        };
+        let (passed, failed) = match self.audit_replica(node_id, &item).await? {
+            AuditOutcome::Intact => (1, 0),
+            AuditOutcome::Missing | AuditOutcome::Corrupt => (0, 1),
+            AuditOutcome::Unreachable(why) => {
+                tracing::debug!(why, "spot audit: node not reachable");
+                return Ok(());
+            }
+        };
+        self.index
+            .record_audits(node_id, passed, failed, false, self.scrub.policy())
+            .await?;
+        Ok(())
+    }
+
     /// Runs the scrub, a round every tenth of `scrub_every` (1 s to 1 min),
     /// for as long as the store lives; a `scrub_every` of zero turns it off.
     pub fn spawn_scrub(self: &Arc<Self>) {
+        self.spawn_spot_audits();
         if self.scrub.every.is_zero() {
             tracing::warn!(
                 "the scrub is off (scrub_every = 0): lost or corrupt replicas go unnoticed"
@@ -197,6 +250,25 @@ impl ObjectStore {
             }
         });
     }
+
+    /// Runs a spot audit round every `spot_audit_every` (the first one
+    /// period after start), unless it is zero.
+    fn spawn_spot_audits(self: &Arc<Self>) {
+        let every = self.scrub.spot_every;
+        if every.is_zero() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { return };
+                store.spot_audit_round().await;
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -205,12 +277,12 @@ mod tests {
 
     #[test]
     fn a_pass_is_spread_over_the_period() {
-        let month = Scrub::new(Duration::from_secs(30 * 86_400), 1 << 20);
+        let month = Scrub::new(Duration::from_secs(30 * 86_400), 1 << 20, Duration::ZERO);
         assert_eq!(month.round(), Duration::from_secs(60));
         // 43,200 rounds a month: a node of a million replicas, 24 a round.
         assert_eq!(month.batch(1_000_000), 24);
         assert_eq!(month.batch(0), 1);
-        let short = Scrub::new(Duration::from_secs(10), 1 << 20);
+        let short = Scrub::new(Duration::from_secs(10), 1 << 20, Duration::ZERO);
         assert_eq!(short.round(), Duration::from_secs(1));
         assert_eq!(short.batch(35), 4);
         assert_eq!(short.batch(1_000_000), MAX_BATCH);

@@ -42,8 +42,8 @@ pub struct ClusterBuilder<'a> {
     /// so that tests see released replicas leave the nodes promptly, and
     /// `orphan_grace` 10 s, so that the orphan sweep runs beside every
     /// test's writes (and any replica it took wrongly would show), and the
-    /// scrub off (its audit reads would count in the node reads some tests
-    /// count; the scrub's own tests turn it on).
+    /// scrub and spot audits off (their reads would count in the node reads
+    /// some tests count; their own tests turn them on).
     durability: Vec<(String, String)>,
     tls: bool,
     node_args: NodeArgs<'a>,
@@ -196,6 +196,7 @@ impl Cluster {
                 ("gc_delay".into(), "1s".into()),
                 ("orphan_grace".into(), "10s".into()),
                 ("scrub_every".into(), "0s".into()),
+                ("spot_audit_every".into(), "0s".into()),
             ],
             tls: false,
             node_args: Box::new(|_, _| Vec::new()),

@@ -393,3 +393,81 @@ fn a_gateway_joins_a_dev_cluster_on_postgres() {
         "{err}"
     );
 }
+
+/// Two gateways on one Postgres index repair a lost node's fragments side
+/// by side: claims keep each fragment to one repair, so every fragment ends
+/// at exactly 3 + 1 copies, with no placement recorded twice.
+#[test]
+fn two_gateways_repair_a_lost_node_without_duplicate_copies() {
+    let pg = Postgres::start();
+    let url = pg.create_database("repair");
+    let mut cluster = Cluster::build(5, 2, "1GiB")
+        .index_url(&url)
+        .durability("node_lost_after", "3s")
+        .start();
+    let second = cluster.another_gateway();
+    let (a, b) = (cluster.aws(), second.aws());
+    let tmp = TempDir::new("pg-repair");
+    a.ok(&["s3", "mb", "s3://rep"]);
+    let files: Vec<String> = (0..16)
+        .map(|i| {
+            let file = file_of(tmp.path(), &format!("o{i}"), 3_000_000, false);
+            let via = if i % 2 == 0 { &a } else { &b };
+            via.ok(&["s3", "cp", "--quiet", &file, &format!("s3://rep/o{i}")]);
+            file
+        })
+        .collect();
+    let lost = cluster.nodes[0].2;
+    let held = cluster.node(lost).object_files().len();
+    assert!(held >= 60, "the node to lose holds {held} replicas");
+    cluster.node(lost).proc.kill();
+    let status = || -> serde_json::Value {
+        let out = cluster.admin(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    };
+    let mut last = serde_json::Value::Null;
+    let repaired = eventually(Duration::from_secs(150), || {
+        last = status();
+        let node = last["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == lost)
+            .cloned()
+            .unwrap();
+        node["state"] == "lost" && node["replicas"] == 0 && last["fragments_below_target"] == 0
+    });
+    assert!(repaired, "{last}");
+    let by_copies = last["fragments_by_node_copies"].as_object().unwrap();
+    assert_eq!(by_copies.len(), 1, "{last}");
+    assert_eq!(by_copies["4"], 160, "{last}");
+    let doubled = pg.sql(
+        "repair",
+        "SELECT COUNT(*) FROM (SELECT data_id, seq, idx, node_id FROM placements \
+         WHERE node_id IS NOT NULL GROUP BY data_id, seq, idx, node_id HAVING COUNT(*) > 1) d",
+    );
+    assert_eq!(doubled, "0", "placements recorded twice");
+    let repairs = pg.sql("repair", "SELECT COUNT(*) FROM repairs");
+    assert_eq!(repairs, "0", "repair rows left behind");
+    let by_gateway =
+        [cluster.gateway_log(), second.log()].map(|log| log.matches("fragment repaired").count());
+    eprintln!("repairs settled by each gateway: {by_gateway:?}");
+    // Each fragment the node held got one new copy, from one gateway.
+    assert_eq!(last["repaired"]["copies"], held, "{last}");
+    for (i, file) in files.iter().enumerate() {
+        let back = tmp.path().join(format!("back{i}"));
+        b.ok(&[
+            "s3",
+            "cp",
+            "--quiet",
+            &format!("s3://rep/o{i}"),
+            back.to_str().unwrap(),
+        ]);
+        assert_eq!(sha256_file(&back), sha256_file(Path::new(file)), "o{i}");
+    }
+}

@@ -279,6 +279,28 @@ fn the_scrub_finds_lost_replicas_and_disqualifies_a_node_that_loses_them() {
     );
     check_placements(&cluster, "scrub", files.len(), liar);
     assert!(cluster.gateway_log().contains("node disqualified"));
+    // What the passes found, and what repair wrote, is on record.
+    let liar_report = node_of(&last, liar);
+    assert!(
+        liar_report["last_pass_failures"].as_u64().unwrap() >= 10,
+        "{last}"
+    );
+    assert!(liar_report["last_pass_end"].as_i64().is_some(), "{last}");
+    assert!(
+        last["scrub"]["last_pass_failures"].as_u64().unwrap() >= 10,
+        "{last}"
+    );
+    // At least every replica the liar held was written again elsewhere.
+    let repaired = &last["repaired"];
+    assert!(repaired["copies"].as_u64().unwrap() >= 10, "{last}");
+    assert!(
+        repaired["bytes"].as_u64().unwrap() >= repaired["copies"].as_u64().unwrap() * 100_000,
+        "{last}"
+    );
+    let text = cluster.admin(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("repaired so far:"), "{text}");
+    assert!(text.contains("last passes:"), "{text}");
 
     let dead: Vec<i64> = [1, 2, 5, 6].iter().map(|&i| cluster.nodes[i].2).collect();
     for id in dead {
@@ -286,4 +308,49 @@ fn the_scrub_finds_lost_replicas_and_disqualifies_a_node_that_loses_them() {
     }
     read_objects(&aws, &tmp, "scrub", &files);
     assert!(!cluster.gateway_log().contains("panicked"));
+}
+
+/// Spot audits, with the scrub's passes off: replicas a node discarded are
+/// found by audits of random replicas, counted in its record, forgotten and
+/// repaired; a sound node's spot audits all pass.
+#[test]
+fn spot_audits_find_what_a_node_discarded() {
+    let mut cluster = Cluster::build(4, 1, "1GiB")
+        .durability("spot_audit_every", "300ms")
+        .start();
+    let aws = cluster.aws();
+    let tmp = TempDir::new("spot");
+    let files = put_objects(&aws, &tmp, "spot", 2);
+    let (careless, sound) = (cluster.nodes[0].2, cluster.nodes[4].2);
+    let discarded = cluster.node(careless).object_files();
+    assert!(discarded.len() >= 5, "{} replicas", discarded.len());
+    for file in &discarded {
+        std::fs::remove_file(file).unwrap();
+    }
+    let node_of = |status: &serde_json::Value, id: i64| {
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let mut last = serde_json::Value::Null;
+    let found = eventually(Duration::from_secs(90), || {
+        last = status(&cluster);
+        node_of(&last, careless)["audit_failures"].as_u64() >= Some(3)
+            && node_of(&last, sound)["audits"].as_u64() >= Some(3)
+            && last["repaired"]["copies"].as_u64() >= Some(3)
+    });
+    assert!(found, "{last}");
+    assert_eq!(node_of(&last, sound)["audit_failures"], 0, "{last}");
+    assert_eq!(
+        node_of(&last, sound)["scrub_passes"],
+        0,
+        "the scrub ran: {last}"
+    );
+    assert!(cluster.gateway_log().contains("replica lost"));
+    wait_repaired(&cluster, Duration::from_secs(60));
+    read_objects(&aws, &tmp, "spot", &files);
 }

@@ -9,7 +9,7 @@ use tenfold_balancer::{Network, NodeSpec, NodeState, OVERFLOW, Placement};
 
 use super::IndexArgs;
 use crate::error::GatewayError;
-use crate::index::{NodeRecord, Redundancy};
+use crate::index::{NodeRecord, Redundancy, Repaired};
 
 #[derive(Debug, Args)]
 pub(super) struct StatusArgs {
@@ -51,6 +51,15 @@ pub(super) struct NodeReport {
     pub audit_failures: u64,
     /// Scrub passes over it completed.
     pub scrub_passes: u64,
+    /// Audits in its current scrub pass (spot audits included), and how
+    /// many failed.
+    pub pass_audits: u64,
+    pub pass_failures: u64,
+    /// Its last complete pass: audits, failures, and when it ended (ms
+    /// since the epoch).
+    pub last_pass_audits: u64,
+    pub last_pass_failures: u64,
+    pub last_pass_end: Option<i64>,
 }
 
 impl NodeReport {
@@ -69,6 +78,11 @@ impl NodeReport {
             audits: record.audits,
             audit_failures: record.audit_failures,
             scrub_passes: record.scrub_passes,
+            pass_audits: record.pass_audits,
+            pass_failures: record.pass_failures,
+            last_pass_audits: record.last_pass_audits,
+            last_pass_failures: record.last_pass_failures,
+            last_pass_end: record.last_pass_end,
         }
     }
 }
@@ -92,6 +106,36 @@ struct OverflowReport {
     bytes: u64,
 }
 
+/// The scrub over every node: how far the current passes are, and what
+/// the last complete ones found.
+#[derive(Debug, Default, Serialize)]
+struct ScrubReport {
+    /// Replicas audited in the current passes, of all the replicas.
+    pass_audits: u64,
+    replicas: u64,
+    /// Audits in the current passes that failed.
+    pass_failures: u64,
+    /// Complete passes over a node, all nodes together.
+    passes: u64,
+    /// Audits, and failed ones, in each node's last complete pass.
+    last_pass_audits: u64,
+    last_pass_failures: u64,
+}
+
+impl ScrubReport {
+    fn of(nodes: &[NodeReport]) -> Self {
+        nodes.iter().fold(Self::default(), |mut r, n| {
+            r.pass_audits += n.pass_audits;
+            r.replicas += n.replicas;
+            r.pass_failures += n.pass_failures;
+            r.passes += n.scrub_passes;
+            r.last_pass_audits += n.last_pass_audits;
+            r.last_pass_failures += n.last_pass_failures;
+            r
+        })
+    }
+}
+
 /// `tenfold status --json`.
 #[derive(Debug, Serialize)]
 struct StatusReport {
@@ -102,6 +146,9 @@ struct StatusReport {
     /// `fragments_below_target`, `fragments_by_node_copies`, `repair_queue`.
     #[serde(flatten)]
     redundancy: Redundancy,
+    /// Copies and bytes repair wrote so far.
+    repaired: Repaired,
+    scrub: ScrubReport,
 }
 
 /// One fragment of `tenfold inspect --json`.
@@ -140,12 +187,17 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
     let (fragments, bytes) = index.overflow_usage().await?;
     let garbage = index.garbage_len().await?;
     let redundancy = index.redundancy(index.recorded_policy().await?).await?;
+    let repaired = index.repaired().await?;
+    let reports = node_reports(&index).await?;
+    let scrub = ScrubReport::of(&reports);
     if args.json {
         print_json(&StatusReport {
-            nodes: node_reports(&index).await?,
+            nodes: reports,
             overflow: OverflowReport { fragments, bytes },
             garbage,
             redundancy,
+            repaired,
+            scrub,
         });
         return Ok(());
     }
@@ -186,6 +238,19 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
             by_copies.join(", ")
         },
         redundancy.repair_queue
+    );
+    println!(
+        "repaired so far: {} copies, {}",
+        repaired.copies,
+        bytesize::ByteSize(repaired.bytes)
+    );
+    println!(
+        "scrub: {} of {} replicas audited in the current passes ({} failed); last passes: {} audits, {} failed",
+        scrub.pass_audits,
+        scrub.replicas,
+        scrub.pass_failures,
+        scrub.last_pass_audits,
+        scrub.last_pass_failures
     );
     println!("awaiting removal: {garbage} replicas");
     Ok(())

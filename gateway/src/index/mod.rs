@@ -221,7 +221,7 @@ mod shares;
 pub use access_keys::{AccessKeyRow, Owner};
 pub use nodes::NodeRecord;
 pub use orphans::NamedReplicas;
-pub use repair::Redundancy;
+pub use repair::{Redundancy, Repaired};
 pub use rows::{
     Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, PartRow, QueuedReplica,
     RepairCandidate, SegmentRow, ShareRow, StoredData, StoredPart, Tags, UploadAllowance,

@@ -20,6 +20,14 @@ pub struct NodeRecord {
     pub audit_failures: u64,
     /// Scrub passes over it completed.
     pub scrub_passes: u64,
+    /// Audits in the current pass, and how many failed.
+    pub pass_audits: u64,
+    pub pass_failures: u64,
+    /// Audits in the last complete pass, how many failed, and when it
+    /// ended (ms since the epoch).
+    pub last_pass_audits: u64,
+    pub last_pass_failures: u64,
+    pub last_pass_end: Option<i64>,
 }
 
 impl Index {
@@ -170,7 +178,8 @@ impl Index {
         &self,
     ) -> Result<std::collections::HashMap<i64, NodeRecord>, GatewayError> {
         let rows = sqlx::query(
-            "SELECT n.id, n.last_seen, n.audits, n.audit_failures, \
+            "SELECT n.id, n.last_seen, n.audits, n.audit_failures, n.window_audits, \
+                    n.window_failures, n.last_pass_audits, n.last_pass_failures, n.last_pass_end, \
                     COALESCE(s.passes, 0) AS passes, \
                     n.replicas + CAST(COALESCE((SELECT SUM(l.replicas) FROM node_usage_log l \
                               WHERE l.node_id = n.id), 0) AS BIGINT) AS replicas \
@@ -188,6 +197,11 @@ impl Index {
                         audits: to_u64(row.try_get("audits")?),
                         audit_failures: to_u64(row.try_get("audit_failures")?),
                         scrub_passes: to_u64(row.try_get("passes")?),
+                        pass_audits: to_u64(row.try_get("window_audits")?),
+                        pass_failures: to_u64(row.try_get("window_failures")?),
+                        last_pass_audits: to_u64(row.try_get("last_pass_audits")?),
+                        last_pass_failures: to_u64(row.try_get("last_pass_failures")?),
+                        last_pass_end: row.try_get("last_pass_end")?,
                     },
                 ))
             })

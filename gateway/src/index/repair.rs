@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use tenfold_balancer::{NodeState, Placement, Replica, ReplicaPolicy};
 
 use super::rows::RepairCandidate;
@@ -37,6 +38,19 @@ const CANDIDATES: &str = "SELECT p.data_id, p.seq, p.idx FROM placements p \
        JOIN nodes n ON n.id = p.node_id WHERE n.state <> 'active' \
      UNION SELECT data_id, seq, idx FROM placements WHERE network = 'overflow' \
      UNION SELECT data_id, seq, idx FROM repairs WHERE queued = 1";
+
+/// The counters of the copies repair wrote, and of their bytes.
+const REPAIRED_COPIES: &str = "repaired_copies";
+const REPAIRED_BYTES: &str = "repaired_bytes";
+
+/// What repair wrote since the index was made, for `tenfold status`.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Repaired {
+    /// New copies written on nodes.
+    pub copies: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
 
 /// The name of the setting holding the replica policy (`"3+1"`).
 const POLICY_SETTING: &str = "replica_policy";
@@ -72,33 +86,35 @@ impl Index {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        let mut out: Vec<RepairCandidate> = Vec::new();
-        for row in &rows {
-            let data_id: String = row.try_get("data_id")?;
-            let seq = u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX);
-            let index = u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX);
-            let state: Option<String> = row.try_get("state")?;
-            let state = state
-                .map(|s| s.parse::<NodeState>())
-                .transpose()
-                .map_err(GatewayError::Internal)?;
-            let copy = (placement_of(row)?, state);
-            match out.last_mut() {
-                Some(c) if c.data_id == data_id && c.seq == seq && c.index == index => {
-                    c.copies.push(copy);
-                }
-                _ => out.push(RepairCandidate {
-                    data_id,
-                    seq,
-                    index,
-                    size: to_u64(row.try_get("size")?),
-                    md5: md5_from_hex(&row.try_get::<String, _>("md5")?)?,
-                    copies: vec![copy],
-                    attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                }),
-            }
-        }
-        Ok(out)
+        candidates_of(&rows)
+    }
+
+    /// One fragment's copies as they are now, for a repair just claimed
+    /// (the candidate list it came from may predate another gateway's
+    /// repair of it); `None` when the fragment is gone.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn repair_candidate(
+        &self,
+        (data_id, seq, idx): (&str, u32, u16),
+        attempts: u32,
+    ) -> Result<Option<RepairCandidate>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT f.data_id, f.seq, f.idx, f.size, f.md5, p.network, p.node_id, p.cid, n.state, \
+                    CAST($4 AS BIGINT) AS attempts \
+             FROM fragments f \
+             JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
+             LEFT JOIN nodes n ON n.id = p.node_id \
+             WHERE f.data_id = $1 AND f.seq = $2 AND f.idx = $3",
+        )
+        .bind(data_id)
+        .bind(i64::from(seq))
+        .bind(i64::from(idx))
+        .bind(i64::from(attempts))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(candidates_of(&rows)?.pop())
     }
 
     /// Claims the repair of a fragment until `until` (ms): `false` when
@@ -172,18 +188,18 @@ impl Index {
         policy: ReplicaPolicy,
     ) -> Result<bool, GatewayError> {
         write_tx!(self, |tx| {
-            let exists =
-                sqlx::query("SELECT 1 FROM fragments WHERE data_id = $1 AND seq = $2 AND idx = $3")
-                    .bind(data_id)
-                    .bind(i64::from(seq))
-                    .bind(i64::from(idx))
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .is_some();
-            if !exists {
+            let size: Option<i64> = sqlx::query_scalar(
+                "SELECT size FROM fragments WHERE data_id = $1 AND seq = $2 AND idx = $3",
+            )
+            .bind(data_id)
+            .bind(i64::from(seq))
+            .bind(i64::from(idx))
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(size) = size else {
                 Self::forget_repair_in(tx, (data_id, seq, idx)).await?;
                 return Ok(false);
-            }
+            };
             for p in added {
                 sqlx::query(
                     "INSERT INTO placements (data_id, seq, idx, network, node_id, cid, size) \
@@ -198,6 +214,11 @@ impl Index {
                 .bind(p.cid())
                 .execute(&mut **tx)
                 .await?;
+            }
+            if !added.is_empty() {
+                let copies = i64::try_from(added.len()).unwrap_or(i64::MAX);
+                Self::add_to_counter_in(tx, REPAIRED_COPIES, copies).await?;
+                Self::add_to_counter_in(tx, REPAIRED_BYTES, size.saturating_mul(copies)).await?;
             }
             if let Some((dropped, due_now, later)) = settled {
                 for p in dropped {
@@ -363,6 +384,40 @@ impl Index {
         Ok(())
     }
 
+    /// Adds `by` to the counter `name`.
+    async fn add_to_counter_in(tx: &mut Tx, name: &str, by: i64) -> Result<(), GatewayError> {
+        sqlx::query(
+            "INSERT INTO counters (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+        )
+        .bind(name)
+        .bind(by)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// What repair wrote so far, every gateway's repairs together.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn repaired(&self) -> Result<Repaired, GatewayError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, value FROM counters WHERE name IN ($1, $2)")
+                .bind(REPAIRED_COPIES)
+                .bind(REPAIRED_BYTES)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut repaired = Repaired::default();
+        for (name, value) in rows {
+            match name.as_str() {
+                REPAIRED_COPIES => repaired.copies = to_u64(value),
+                _ => repaired.bytes = to_u64(value),
+            }
+        }
+        Ok(repaired)
+    }
+
     /// Records the replica policy the gateways place by, for `status`.
     ///
     /// # Errors
@@ -437,4 +492,36 @@ impl Index {
         report.repair_queue = to_u64(queue);
         Ok(report)
     }
+}
+
+/// Repair candidates from rows of fragment columns, one row per copy
+/// (`network`, `node_id`, `cid`, `state`), grouped by fragment in order.
+fn candidates_of(rows: &[AnyRow]) -> Result<Vec<RepairCandidate>, GatewayError> {
+    let mut out: Vec<RepairCandidate> = Vec::new();
+    for row in rows {
+        let data_id: String = row.try_get("data_id")?;
+        let seq = u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX);
+        let index = u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX);
+        let state: Option<String> = row.try_get("state")?;
+        let state = state
+            .map(|s| s.parse::<NodeState>())
+            .transpose()
+            .map_err(GatewayError::Internal)?;
+        let copy = (placement_of(row)?, state);
+        match out.last_mut() {
+            Some(c) if c.data_id == data_id && c.seq == seq && c.index == index => {
+                c.copies.push(copy);
+            }
+            _ => out.push(RepairCandidate {
+                data_id,
+                seq,
+                index,
+                size: to_u64(row.try_get("size")?),
+                md5: md5_from_hex(&row.try_get::<String, _>("md5")?)?,
+                copies: vec![copy],
+                attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
+            }),
+        }
+    }
+    Ok(out)
 }

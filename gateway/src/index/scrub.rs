@@ -6,6 +6,11 @@ use sqlx::Row;
 use super::{Index, Tx, md5_from_hex, now_ms, to_u64};
 use crate::error::GatewayError;
 
+/// The replicas after a random position a spot audit picks from: a random
+/// data id lands after a gap in the ids, and the draw among its successors
+/// spreads the pick over the fragments of each piece of data.
+const SPOT_WINDOW: i64 = 64;
+
 /// A position in a node's replicas, in `(data_id, seq, idx)` order; the
 /// default is before the first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +128,27 @@ impl Index {
             .collect()
     }
 
+    /// A replica on node `node_id` picked at random (among the replicas
+    /// after a random position), for a spot audit; `None` when it holds
+    /// none.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn random_replica(&self, node_id: i64) -> Result<Option<ScrubItem>, GatewayError> {
+        use rand::seq::IndexedRandom;
+        let from = ScrubCursor {
+            data_id: format!("{:032x}", rand::random::<u128>()),
+            ..ScrubCursor::default()
+        };
+        let mut near = self.scrub_batch(node_id, &from, SPOT_WINDOW).await?;
+        if near.is_empty() {
+            near = self
+                .scrub_batch(node_id, &ScrubCursor::default(), SPOT_WINDOW)
+                .await?;
+        }
+        Ok(near.choose(&mut rand::rng()).cloned())
+    }
+
     /// Saves where node `node_id`'s pass is; `None` ends the pass (the
     /// next starts from the beginning).
     ///
@@ -197,7 +223,9 @@ impl Index {
                 return Ok(false);
             }
             sqlx::query(
-                "UPDATE nodes SET window_start = $1, window_audits = 0, window_failures = 0 WHERE id = $2",
+                "UPDATE nodes SET last_pass_audits = window_audits, \
+                 last_pass_failures = window_failures, last_pass_end = $1, \
+                 window_start = $1, window_audits = 0, window_failures = 0 WHERE id = $2",
             )
             .bind(now_ms())
             .bind(node_id)
