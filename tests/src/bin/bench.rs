@@ -9,7 +9,9 @@
 //! transfer is zipped through a share link, PUT / GET throughput of an
 //! object that lives entirely on IPFS beside the same on nodes, and
 //! small-object operations per second through two gateways sharing a
-//! Postgres index beside one gateway on SQLite.
+//! Postgres index beside one gateway on SQLite; wide-area reads and writes
+//! on rate-capped nodes; and repair of a lost node against a plain
+//! node-to-node copy.
 //!
 //! `cargo build --release --bins && target/release/bench [--size MIB] [--runs 3] [--json FILE]`
 //! (`--help` lists every option; `--smoke` runs tiny sizes once, for CI).
@@ -64,6 +66,11 @@ struct Args {
     /// best assignment of its fragments to them; 0 to skip.
     #[arg(long, default_value_t = 256)]
     wan_mib: usize,
+    /// MiB of fragments on the node lost in the repair figure (a 4 + 2
+    /// cluster, `node_lost_after` 3 s), repaired and copied node to node
+    /// beside it; 0 to skip.
+    #[arg(long, default_value_t = 1024)]
+    repair_mib: usize,
     /// Tiny sizes, one run of each (for CI: the harness cannot rot; the
     /// figures are not judged). Overrides the sizes above.
     #[arg(long)]
@@ -83,6 +90,7 @@ fn parse_args() -> Args {
         args.range_mib = 16;
         args.overflow_mib = 1;
         args.wan_mib = 4;
+        args.repair_mib = 8;
     }
     args.size <<= 20;
     args
@@ -276,6 +284,148 @@ fn measure(aws: &Aws, bucket: &str, file: &Path, size: usize, runs: usize) -> (S
         get.push(mib / secs);
     }
     (stats(put), stats(get))
+}
+
+/// Repair: one mainnet node of a 4 + 2 cluster, holding `mib` MiB of
+/// fragments, is lost (`node_lost_after` 3 s). The time from its loss being
+/// noticed until no fragment is below target gives repair's throughput over
+/// the bytes it held, set against a plain node-to-node copy of as many bytes
+/// (GET from one node, PUT to another, four at a time as repair goes) in the
+/// same run; and the gateway's peak memory while it repairs.
+fn repair_figures(rt: &tokio::runtime::Runtime, tmp: &Path, mib: usize) -> serde_json::Value {
+    let mut cluster = Cluster::build(4, 2, "100GiB")
+        .durability("node_lost_after", "3s")
+        .start();
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://repair"]);
+    // A mainnet node holds three quarters of what random data stores.
+    let total = (mib << 20) * 4 / 3;
+    let chunk = total.min(64 << 20);
+    let file = tmp.join("repair-source");
+    write_file(&file, chunk, false);
+    for i in 0..total.div_ceil(chunk) {
+        aws.ok(&[
+            "s3",
+            "cp",
+            "--quiet",
+            file.to_str().unwrap(),
+            &format!("s3://repair/o{i}"),
+        ]);
+    }
+    let lost = cluster.nodes[0].2;
+    let held: u64 = cluster
+        .node(lost)
+        .object_files()
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    let status = |cluster: &Cluster| -> serde_json::Value {
+        let out = cluster.admin(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let pid = cluster.gateway.0.id();
+    let rss_before = proc_status_mib(pid, "VmRSS:");
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
+    let killed = Instant::now();
+    cluster.node(lost).proc.kill();
+    let mut noticed = None;
+    let deadline = killed + std::time::Duration::from_secs(3600);
+    let repaired = loop {
+        let now = status(&cluster);
+        let state = now["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["id"] == lost))
+            .map(|n| n["state"].clone());
+        let below = now["fragments_below_target"].as_u64().unwrap_or(0);
+        if noticed.is_none() && (below > 0 || state.as_ref().is_some_and(|s| s == "lost")) {
+            noticed = Some(Instant::now());
+        }
+        if noticed.is_some() && below == 0 {
+            break Instant::now();
+        }
+        assert!(Instant::now() < deadline, "repair did not finish: {now}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let peak = peak_rss_mib(pid);
+    let noticed = noticed.expect("noticed");
+    let repair_s = (repaired - noticed).as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let held_mib = held as f64 / f64::from(1 << 20);
+
+    // The baseline: as many bytes of fragments copied from a node that is
+    // left to a fresh one, by the same S3 requests repair makes.
+    let source = &cluster.nodes[1].1;
+    let target = Node::start(cluster.dir.path(), "copy-target", "100GiB");
+    let root = source.data.join("buckets");
+    let mut keys = Vec::new();
+    let mut copied = 0u64;
+    for (path, key) in source.object_keys() {
+        if copied >= held {
+            break;
+        }
+        copied += std::fs::metadata(&path).map_or(0, |m| m.len());
+        let bucket = path
+            .strip_prefix(&root)
+            .ok()
+            .and_then(|r| r.iter().next())
+            .map(|b| b.to_string_lossy().into_owned())
+            .expect("bucket folder");
+        keys.push((bucket, key));
+    }
+    let from = tests::sdk_client(&source.endpoint(), &source.access_key, &source.secret_key);
+    let to = tests::sdk_client(&target.endpoint(), &target.access_key, &target.secret_key);
+    let copy_s = rt.block_on(async {
+        let mut buckets: Vec<&String> = keys.iter().map(|(b, _)| b).collect();
+        buckets.dedup();
+        for bucket in buckets {
+            to.create_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("bucket");
+        }
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(keys));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let (from, to, queue) = (from.clone(), to.clone(), queue.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let next = queue.lock().expect("queue").pop();
+                        let Some((bucket, key)) = next else { break };
+                        let got = from.get_object().bucket(&bucket).key(&key).send().await;
+                        let body = got.expect("GET").body.collect().await.expect("body");
+                        to.put_object()
+                            .bucket(&bucket)
+                            .key(&key)
+                            .body(body.into_bytes().into())
+                            .send()
+                            .await
+                            .expect("PUT");
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.expect("copy task");
+        }
+        started.elapsed().as_secs_f64()
+    });
+    #[allow(clippy::cast_precision_loss)]
+    let copied_mib = copied as f64 / f64::from(1 << 20);
+    let (repair_mib_s, copy_mib_s) = (held_mib / repair_s, copied_mib / copy_s);
+    println!(
+        "repair of a lost node holding {held_mib:.0} MiB: noticed after {:.1} s, repaired in {repair_s:.1} s ({repair_mib_s:.1} MiB/s); node-to-node copy of {copied_mib:.0} MiB: {copy_mib_s:.1} MiB/s (ratio {:.2}); gateway RSS {rss_before:.0} MiB before, peak {peak:.0} MiB",
+        (noticed - killed).as_secs_f64(),
+        repair_mib_s / copy_mib_s
+    );
+    serde_json::json!({
+        "op": "repair of a lost node", "lost_bytes": held,
+        "noticed_s": (noticed - killed).as_secs_f64(), "repair_s": repair_s,
+        "repair_mib_s": repair_mib_s, "node_copy_mib_s": copy_mib_s,
+        "ratio": repair_mib_s / copy_mib_s,
+        "gateway_rss_before_mib": rss_before, "gateway_peak_rss_mib": peak,
+    })
 }
 
 /// Peak resident memory of a process (`VmHWM`), in MiB.
@@ -731,6 +881,9 @@ fn main() {
     }
     if args.wan_mib > 0 {
         rows.extend(wide_area(tmp.path(), args.wan_mib, args.runs));
+    }
+    if args.repair_mib > 0 {
+        rows.push(repair_figures(&rt, tmp.path(), args.repair_mib));
     }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap()).expect("write JSON");
