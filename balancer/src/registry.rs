@@ -106,9 +106,7 @@ impl LiveState {
         let at = ((sorted.len() - 1) as f64 * q).round() as usize;
         Some(sorted[at])
     }
-}
 
-impl LiveState {
     /// Milliseconds to read `bytes` from the node: time to first byte plus
     /// the bytes at its throughput. Unknown figures count as a fast node's,
     /// so new nodes get tried.

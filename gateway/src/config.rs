@@ -169,6 +169,49 @@ pub struct DurabilityPolicy {
     pub spot_audit_every: Duration,
 }
 
+impl DurabilityPolicy {
+    /// Checks the values make sense.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] naming the bad value.
+    pub fn validate(&self) -> Result<(), GatewayError> {
+        if self.min_copies == 0 {
+            return Err(GatewayError::Config(
+                "durability.min_copies must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What `tenfold dev --config FILE` takes from a `tenfold serve`
+/// configuration: how objects are stored and kept, and the overflow store;
+/// the rest of the file (addresses, index, credentials) is the dev
+/// cluster's own and ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DevConfig {
+    pub ipfs_api: Option<String>,
+    pub storage: StoragePolicy,
+    pub durability: DurabilityPolicy,
+}
+
+impl DevConfig {
+    /// Reads and checks a configuration file.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] when it cannot be read or is invalid.
+    pub fn load(path: &Path) -> Result<Self, GatewayError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+        let config: Self = toml::from_str(&text)
+            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+        config.storage.validate()?;
+        config.durability.validate()?;
+        Ok(config)
+    }
+}
+
 impl Default for DurabilityPolicy {
     fn default() -> Self {
         Self {
@@ -395,12 +438,7 @@ impl ServeConfig {
         let config: Self = toml::from_str(&text)
             .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
         config.storage.validate()?;
-        if config.durability.min_copies == 0 {
-            return Err(GatewayError::Config(format!(
-                "{}: durability.min_copies must be at least 1",
-                path.display()
-            )));
-        }
+        config.durability.validate()?;
         Ok(config)
     }
 }

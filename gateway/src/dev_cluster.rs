@@ -37,8 +37,9 @@ pub struct DevOptions {
     pub index_url: Option<String>,
     /// The master key, when not the folder's (created on the first start).
     pub master_key: Option<String>,
-    /// How long replicas released by a commit stay before they are removed.
-    pub gc_delay: Duration,
+    /// How objects are stored, and kept over time.
+    pub policy: StoragePolicy,
+    pub durability: DurabilityPolicy,
 }
 
 async fn bind_preferring(previous: Option<&str>) -> std::io::Result<TcpListener> {
@@ -144,11 +145,8 @@ pub async fn run_dev(opts: DevOptions) -> Result<(), GatewayError> {
     let settings = GatewaySettings {
         access_key: opts.access_key,
         secret_key: opts.secret_key,
-        policy: StoragePolicy::default(),
-        durability: DurabilityPolicy {
-            gc_delay: opts.gc_delay,
-            ..DurabilityPolicy::default()
-        },
+        policy: opts.policy,
+        durability: opts.durability,
         refresh: Duration::from_secs(2),
         base_domain: None,
         ipfs_api: opts.ipfs_api,

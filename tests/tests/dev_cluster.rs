@@ -18,7 +18,11 @@ struct Dev {
 
 impl Dev {
     fn start() -> Self {
-        let dir = TempDir::new("dev");
+        Self::start_with(TempDir::new("dev"), &[])
+    }
+
+    /// `tenfold dev` in `dir`, with `extra` arguments.
+    fn start_with(dir: TempDir, extra: &[&str]) -> Self {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(bin("tenfold"))
             .args([
@@ -32,6 +36,7 @@ impl Dev {
                 "--gc-delay",
                 "1s",
             ])
+            .args(extra)
             .env("TENFOLD_ACCESS_KEY", "dev-key")
             .env("TENFOLD_SECRET_KEY", "dev-secret")
             .stdout(Stdio::from(
@@ -80,6 +85,40 @@ impl Dev {
         }
         count(&self.dir.path().join("data").join("nodes"))
     }
+}
+
+/// `tenfold dev --config FILE` follows the `[storage]` and `[durability]`
+/// sections of a `tenfold serve` configuration (and ignores its addresses
+/// and index); a bad value is refused.
+#[test]
+fn dev_follows_the_storage_and_durability_of_a_config_file() {
+    let dir = TempDir::new("dev-config");
+    let config = dir.path().join("tenfold.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:1\"\nindex_url = \"sqlite:///nowhere/index.db\"\n\n\
+         [storage]\nmainnet_replicas = 2\n\n[durability]\nmin_copies = 3\n",
+    )
+    .unwrap();
+    let dev = Dev::start_with(dir, &["--config", config.to_str().unwrap()]);
+    dev.aws.ok(&["s3", "mb", "s3://conf"]);
+    let src = dev.dir.path().join("src");
+    write_file(&src, 2 << 20, false);
+    dev.aws
+        .ok(&["s3", "cp", src.to_str().unwrap(), "s3://conf/obj"]);
+    assert_eq!(assert_placements(&dev.inspect("conf", "obj"), 2, 1), 10);
+
+    std::fs::write(&config, "[durability]\nmin_copies = 0\n").unwrap();
+    let out = tests::run(Command::new(bin("tenfold")).args([
+        "dev",
+        "--data",
+        dev.dir.path().join("other").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("min_copies"), "{err}");
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tenfold_common::units::{parse_duration, parse_size};
 
+use crate::config::DevConfig;
 use crate::data_dir::DataDir;
 use crate::dev_cluster::{DevOptions, run_dev};
 use crate::error::GatewayError;
@@ -47,12 +48,26 @@ pub(super) struct DevArgs {
     master_key: Option<String>,
     /// How long replicas released by an overwrite or a delete stay on the
     /// nodes before they are removed (reads through other gateways that
-    /// started before finish within it).
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
-    gc_delay: std::time::Duration,
+    /// started before finish within it); 10m unless the config says.
+    #[arg(long, value_parser = parse_duration)]
+    gc_delay: Option<std::time::Duration>,
+    /// A `tenfold serve` configuration file whose `[storage]` and
+    /// `[durability]` sections the cluster follows (and its `ipfs_api`,
+    /// unless --ipfs-api is given); addresses, index and credentials stay
+    /// the dev cluster's own.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 pub(super) async fn run(args: DevArgs) -> Result<(), GatewayError> {
+    let config = match &args.config {
+        Some(path) => DevConfig::load(path)?,
+        None => DevConfig::default(),
+    };
+    let mut durability = config.durability;
+    if let Some(delay) = args.gc_delay {
+        durability.gc_delay = delay;
+    }
     run_dev(DevOptions {
         data: DataDir::new(args.data),
         listen: args.listen,
@@ -60,10 +75,11 @@ pub(super) async fn run(args: DevArgs) -> Result<(), GatewayError> {
         node_capacity: args.node_capacity,
         access_key: args.access_key,
         secret_key: args.secret_key,
-        ipfs_api: args.ipfs_api,
+        ipfs_api: args.ipfs_api.or(config.ipfs_api),
         index_url: args.index_url,
         master_key: args.master_key,
-        gc_delay: args.gc_delay,
+        policy: config.storage,
+        durability,
     })
     .await
 }
