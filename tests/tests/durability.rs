@@ -335,3 +335,86 @@ fn sigterm_lets_the_uploads_in_progress_finish() {
     aws.ok(&["s3", "cp", "s3://term/f", got.to_str().unwrap()]);
     assert_eq!(sha256_file(&file), sha256_file(&got));
 }
+
+/// SIGTERM during five concurrent uploads: the three that can finish
+/// within `shutdown_grace` answer 200 and read back after a restart; the
+/// two that cannot are cut off, leave no object, and once the orphan sweep
+/// has run the nodes hold exactly the files the index names.
+#[test]
+fn sigterm_during_five_uploads_keeps_the_finished_ones_and_nothing_else() {
+    let mut cluster = Cluster::build(3, 1, "1GiB")
+        .config("shutdown_grace", "6s")
+        .start();
+    let aws = cluster.aws();
+    let tmp = TempDir::new("sigterm5");
+    aws.ok(&["s3", "mb", "s3://term"]);
+    // At 2 MiB/s: 4 MiB takes two seconds, 40 MiB twenty.
+    let sizes = [4 << 20, 4 << 20, 4 << 20, 40 << 20, 40 << 20];
+    let files: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            let file = tmp.path().join(format!("f{i}"));
+            write_file(&file, size, false);
+            file
+        })
+        .collect();
+    let uploads: Vec<_> = files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| {
+            let args = unsigned_payload(ACCESS_KEY, SECRET_KEY);
+            let (file, url) = (file.clone(), format!("{}/term/f{i}", cluster.endpoint));
+            std::thread::spawn(move || {
+                run(Command::new("curl")
+                    .args(args)
+                    .args(["--limit-rate", "2M", "-T"])
+                    .arg(&file)
+                    .arg(url))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = cluster.gateway.0.id().to_string();
+    assert!(
+        run(Command::new("kill").args(["-TERM", &pid]))
+            .status
+            .success()
+    );
+    let answered: Vec<bool> = uploads
+        .into_iter()
+        .map(|u| u.join().unwrap().status.success())
+        .collect();
+    assert_eq!(answered, [true, true, true, false, false]);
+    let exited = eventually(Duration::from_secs(30), || {
+        matches!(cluster.gateway.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "the gateway did not exit after its grace");
+    assert!(cluster.gateway_log().contains("cut off"));
+
+    cluster
+        .restart_gateway(|config| config)
+        .expect("gateway restarts");
+    for (i, file) in files.iter().enumerate().take(3) {
+        let got = tmp.path().join(format!("got{i}"));
+        aws.ok(&[
+            "s3",
+            "cp",
+            &format!("s3://term/f{i}"),
+            got.to_str().unwrap(),
+        ]);
+        assert_eq!(sha256_file(file), sha256_file(&got), "f{i}");
+    }
+    let listed = aws.ok(&["s3", "ls", "s3://term/"]);
+    assert!(
+        !listed.contains("f3") && !listed.contains("f4"),
+        "a cut-off upload is visible: {listed}"
+    );
+    let named = named_replicas(&cluster, "term", &["f0", "f1", "f2"]);
+    assert!(
+        eventually(Duration::from_secs(90), || cluster.fragment_files()
+            == named),
+        "the nodes hold {} files, the index names {named}",
+        cluster.fragment_files()
+    );
+}

@@ -455,6 +455,104 @@ mod tests {
         (object, data)
     }
 
+    /// A write placed short of the policy is queued for repair in its
+    /// commit; a repair's new copy is recorded once however often the
+    /// record is repeated, and counted once; a node's audits make its last
+    /// pass's findings when the pass ends; discarding the data drops its
+    /// queue entry.
+    #[tokio::test]
+    async fn short_writes_repairs_and_audit_passes_are_recorded() {
+        use crate::crypto::MasterKey;
+        use tenfold_balancer::{Network, ReplicaPolicy};
+        let dir = std::env::temp_dir().join(format!("tenfold-index-short-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keyring = Keyring::new(
+            MasterKey::parse(&MasterKey::generate()).unwrap(),
+            Vec::new(),
+        );
+        let index = Index::open(&crate::data_dir::DataDir::new(&dir).index_url())
+            .await
+            .unwrap()
+            .with_keyring(keyring);
+        index.create_bucket("b", &Owner::Admin).await.unwrap();
+        let mut nodes = Vec::new();
+        for name in ["n1", "n2"] {
+            let node = NewNode {
+                name: name.into(),
+                endpoint: format!("http://{name}"),
+                network: Network::Mainnet,
+                capacity: 1 << 30,
+                access_key: "k".into(),
+                secret_key: "s".into(),
+                bucket: "tenfold".into(),
+            };
+            nodes.push(index.add_node(&node).await.unwrap());
+        }
+        let on = |node_id| Placement::Node {
+            node_id,
+            network: Network::Mainnet,
+        };
+        for (key, short) in [("x", vec![(0, 0)]), ("y", Vec::new())] {
+            let (object, mut data) = one_fragment_object(key, "unused");
+            data.segments[0].fragments[0].placements = vec![on(nodes[0])];
+            data.short = short;
+            index
+                .commit_object(&object, &data, &WriteCondition::Always)
+                .await
+                .unwrap();
+        }
+        let queued = index.repair_candidates(10).await.unwrap();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert_eq!(queued[0].id(), ("data-x", 0, 0));
+
+        let policy = ReplicaPolicy::default();
+        for _ in 0..2 {
+            let kept = index
+                .record_repair(("data-x", 0, 0), &[on(nodes[1])], None, policy)
+                .await
+                .unwrap();
+            assert!(kept);
+        }
+        let now = index
+            .repair_candidate(("data-x", 0, 0), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(now.copies.len(), 2, "{now:?}");
+        assert_eq!(index.repaired().await.unwrap().copies, 1);
+
+        // An audit pass's findings become the node's last pass at its end.
+        let policy_of_audits = AuditPolicy {
+            min_audits: 10,
+            max_failure_share: 0.25,
+        };
+        index
+            .record_audits(nodes[0], 3, 2, false, policy_of_audits)
+            .await
+            .unwrap();
+        let during = index.node_records().await.unwrap()[&nodes[0]];
+        assert_eq!((during.pass_audits, during.pass_failures), (5, 2));
+        assert_eq!(during.last_pass_end, None);
+        index
+            .record_audits(nodes[0], 1, 0, true, policy_of_audits)
+            .await
+            .unwrap();
+        let after = index.node_records().await.unwrap()[&nodes[0]];
+        assert_eq!((after.pass_audits, after.pass_failures), (0, 0));
+        assert_eq!((after.last_pass_audits, after.last_pass_failures), (6, 2));
+        assert!(after.last_pass_end.is_some());
+        assert_eq!((after.audits, after.audit_failures), (6, 2));
+
+        assert!(index.delete_object("b", "x").await.unwrap());
+        assert!(index.repair_candidates(10).await.unwrap().is_empty());
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM repairs")
+            .fetch_one(&index.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Content addressing gives identical fragments one content id: it is
     /// in use until the last fragment that has it goes, and every deletion
     /// queues it (the collector unpins only when it is no longer in use).

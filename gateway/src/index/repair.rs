@@ -200,11 +200,15 @@ impl Index {
                 Self::forget_repair_in(tx, (data_id, seq, idx)).await?;
                 return Ok(false);
             };
+            // A copy already recorded on the node (the same file) stays
+            // recorded once: the insert is idempotent.
+            let mut copies = 0;
             for p in added {
-                sqlx::query(
+                copies += sqlx::query(
                     "INSERT INTO placements (data_id, seq, idx, network, node_id, cid, size) \
                      SELECT $1, $2, $3, $4, $5, $6, size FROM fragments \
-                     WHERE data_id = $1 AND seq = $2 AND idx = $3",
+                     WHERE data_id = $1 AND seq = $2 AND idx = $3 \
+                     ON CONFLICT (node_id, data_id, seq, idx) DO NOTHING",
                 )
                 .bind(data_id)
                 .bind(i64::from(seq))
@@ -213,10 +217,11 @@ impl Index {
                 .bind(p.node_id())
                 .bind(p.cid())
                 .execute(&mut **tx)
-                .await?;
+                .await?
+                .rows_affected();
             }
-            if !added.is_empty() {
-                let copies = i64::try_from(added.len()).unwrap_or(i64::MAX);
+            if copies > 0 {
+                let copies = i64::try_from(copies).unwrap_or(i64::MAX);
                 Self::add_to_counter_in(tx, REPAIRED_COPIES, copies).await?;
                 Self::add_to_counter_in(tx, REPAIRED_BYTES, size.saturating_mul(copies)).await?;
             }
