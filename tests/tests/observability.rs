@@ -216,6 +216,7 @@ fn metrics_parse_and_follow_prometheus_naming() {
     let file = tmp.path().join("object");
     write_file(&file, 10_000, false);
     aws.ok(&["s3", "cp", file.to_str().unwrap(), "s3://named/object"]);
+    aws.ok(&["s3", "cp", "s3://named/object", "/dev/null"]);
     let url = format!("{}/metrics", cluster.admin_endpoint);
     assert_eq!(Curl::new().fetch(&url).status, 401);
     assert_eq!(
@@ -250,6 +251,10 @@ writes = [s.value for f in fams if f.name == "tenfold_index_write_duration_secon
           for s in f.samples if s.name.endswith("_count")]
 assert writes and writes[0] >= 2, writes
 assert any(f.name == "tenfold_index_write_retries" for f in fams)
+# The GET before the scrape read the object and its layout from the index.
+reads = {s.labels["query"]: s.value for f in fams if f.name == "tenfold_index_read_duration_seconds"
+         for s in f.samples if s.name.endswith("_count")}
+assert reads.get("object", 0) >= 1 and reads.get("layout", 0) >= 1 and reads.get("nodes", 0) >= 1, reads
 print(len(fams))
 "#;
     let out = run(Command::new("python3").args(["-c", script]).arg(&file));

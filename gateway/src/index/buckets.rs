@@ -11,11 +11,14 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn bucket_exists(&self, name: &str) -> Result<bool, GatewayError> {
-        Ok(sqlx::query("SELECT 1 FROM buckets WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .is_some())
+        self.timed_read("bucket", async {
+            Ok(sqlx::query("SELECT 1 FROM buckets WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some())
+        })
+        .await
     }
 
     /// Fails with `NoSuchBucket` unless the bucket exists.

@@ -113,6 +113,10 @@ pub struct IndexStats {
     pub write_seconds: prometheus::Histogram,
     /// Write transactions run again after a conflict or a lost connection.
     pub write_retries: prometheus::IntCounter,
+    /// Seconds the reads on the request path took, by query: `object`
+    /// (HEAD, GET), `layout` (where a GET's fragments are), `listing`,
+    /// `bucket`, `nodes` (the registry refresh).
+    pub read_seconds: prometheus::HistogramVec,
 }
 
 impl IndexStats {
@@ -126,7 +130,16 @@ impl IndexStats {
                     "tenfold_index_write_duration_seconds",
                     "Time each index write transaction took, its retries included.",
                 )
+                .buckets(buckets.clone()),
+            )
+            .expect("valid metric"),
+            read_seconds: prometheus::HistogramVec::new(
+                prometheus::HistogramOpts::new(
+                    "tenfold_index_read_duration_seconds",
+                    "Time the index's reads on the request path took, by query.",
+                )
                 .buckets(buckets),
+                &["query"],
             )
             .expect("valid metric"),
             write_retries: prometheus::IntCounter::new(
@@ -135,6 +148,23 @@ impl IndexStats {
             )
             .expect("valid metric"),
         }
+    }
+}
+
+impl Index {
+    /// Runs a read, timing it under `query` in the metrics.
+    async fn timed_read<T>(
+        &self,
+        query: &'static str,
+        read: impl std::future::Future<Output = Result<T, GatewayError>>,
+    ) -> Result<T, GatewayError> {
+        let started = std::time::Instant::now();
+        let result = read.await;
+        self.stats
+            .read_seconds
+            .with_label_values(&[query])
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 }
 

@@ -142,39 +142,42 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn nodes(&self) -> Result<Vec<NodeSpec>, GatewayError> {
-        let rows = sqlx::query(
-            "SELECT n.id, n.name, n.endpoint, n.network, n.capacity, n.access_key, n.secret_key, n.bucket, n.state, \
-                    n.stored + CAST(COALESCE((SELECT SUM(l.bytes) FROM node_usage_log l \
-                              WHERE l.node_id = n.id), 0) AS BIGINT) AS stored \
-             FROM nodes n ORDER BY n.id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let network: String = row.try_get("network")?;
-                Ok(NodeSpec {
-                    id: row.try_get("id")?,
-                    name: row.try_get("name")?,
-                    endpoint: row.try_get("endpoint")?,
-                    network: network.parse().map_err(GatewayError::Internal)?,
-                    capacity: to_u64(row.try_get("capacity")?),
-                    stored_bytes: to_u64(row.try_get("stored")?),
-                    access_key: row.try_get("access_key")?,
-                    secret_key: match &self.keyring {
-                        Some(keyring) => {
-                            keyring.open_secret(&row.try_get::<String, _>("secret_key")?)?
-                        }
-                        None => row.try_get("secret_key")?,
-                    },
-                    bucket: row.try_get("bucket")?,
-                    state: row
-                        .try_get::<String, _>("state")?
-                        .parse()
-                        .map_err(GatewayError::Internal)?,
+        self.timed_read("nodes", async {
+            let rows = sqlx::query(
+                "SELECT n.id, n.name, n.endpoint, n.network, n.capacity, n.access_key, n.secret_key, n.bucket, n.state, \
+                        n.stored + CAST(COALESCE((SELECT SUM(l.bytes) FROM node_usage_log l \
+                                  WHERE l.node_id = n.id), 0) AS BIGINT) AS stored \
+                 FROM nodes n ORDER BY n.id",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let network: String = row.try_get("network")?;
+                    Ok(NodeSpec {
+                        id: row.try_get("id")?,
+                        name: row.try_get("name")?,
+                        endpoint: row.try_get("endpoint")?,
+                        network: network.parse().map_err(GatewayError::Internal)?,
+                        capacity: to_u64(row.try_get("capacity")?),
+                        stored_bytes: to_u64(row.try_get("stored")?),
+                        access_key: row.try_get("access_key")?,
+                        secret_key: match &self.keyring {
+                            Some(keyring) => {
+                                keyring.open_secret(&row.try_get::<String, _>("secret_key")?)?
+                            }
+                            None => row.try_get("secret_key")?,
+                        },
+                        bucket: row.try_get("bucket")?,
+                        state: row
+                            .try_get::<String, _>("state")?
+                            .parse()
+                            .map_err(GatewayError::Internal)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
 
     /// What the index records of every node besides its registration:

@@ -46,15 +46,18 @@ impl Index {
         bucket: &str,
         key: &str,
     ) -> Result<Option<ObjectRow>, GatewayError> {
-        let row = sqlx::query(
-            "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags \
-             FROM objects WHERE bucket = $1 AND key = $2",
-        )
-        .bind(bucket)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Self::object_from_row).transpose()
+        self.timed_read("object", async {
+            let row = sqlx::query(
+                "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags \
+                 FROM objects WHERE bucket = $1 AND key = $2",
+            )
+            .bind(bucket)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(Self::object_from_row).transpose()
+        })
+        .await
     }
 
     /// Objects of a bucket with keys greater than `after` and at least
@@ -69,17 +72,20 @@ impl Index {
         after: &str,
         limit: i64,
     ) -> Result<Vec<ObjectRow>, GatewayError> {
-        let rows = sqlx::query(
-            "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags \
-             FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT $4",
-        )
-        .bind(bucket)
-        .bind(after)
-        .bind(prefix)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Self::object_from_row).collect()
+        self.timed_read("listing", async {
+            let rows = sqlx::query(
+                "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags \
+                 FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT $4",
+            )
+            .bind(bucket)
+            .bind(after)
+            .bind(prefix)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(Self::object_from_row).collect()
+        })
+        .await
     }
 
     /// The segments of an object that overlap plaintext `range` (and any
@@ -93,68 +99,71 @@ impl Index {
         object_id: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Vec<SegmentRow>, GatewayError> {
-        let rows = sqlx::query(
-            "SELECT s.data_id, s.seq, op.plain_offset + s.plain_offset AS plain_offset, s.plain_size, \
-                    s.frames, k.key_id, k.wrapped, f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
-             FROM object_parts op \
-             JOIN segments s ON s.data_id = op.data_id \
-             LEFT JOIN data_keys k ON k.data_id = s.data_id \
-             JOIN fragments f ON f.data_id = s.data_id AND f.seq = s.seq \
-             LEFT JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
-             WHERE op.object_id = $1 \
-               AND (s.plain_size = 0 OR (op.plain_offset + s.plain_offset < $3 \
-                    AND op.plain_offset + s.plain_offset + s.plain_size > $2)) \
-             ORDER BY op.part_number, s.seq, f.idx",
-        )
-        .bind(object_id)
-        .bind(to_i64(range.start))
-        .bind(to_i64(range.end))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut segments: Vec<SegmentRow> = Vec::new();
-        for row in &rows {
-            let data_id: String = row.try_get("data_id")?;
-            let seq = u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX);
-            if segments
-                .last()
-                .is_none_or(|s| s.seq != seq || s.data_id != data_id)
-            {
-                segments.push(SegmentRow {
-                    data_id,
-                    seq,
-                    plain_offset: to_u64(row.try_get("plain_offset")?),
-                    plain_size: to_u64(row.try_get("plain_size")?),
-                    frames: row
-                        .try_get::<Option<String>, _>("frames")?
-                        .and_then(|f| serde_json::from_str(&f).ok()),
-                    key: wrapped_key_of(row)?,
-                    fragments: Vec::new(),
-                });
-            }
-            let segment = segments
-                .last_mut()
-                .ok_or_else(|| GatewayError::Internal("layout".into()))?;
-            let index = u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX);
-            if segment.fragments.last().is_none_or(|f| f.index != index) {
-                segment.fragments.push(FragmentRow {
-                    index,
-                    size: to_u64(row.try_get("size")?),
-                    md5: md5_from_hex(&row.try_get::<String, _>("md5")?)?,
-                    placements: Vec::new(),
-                });
-            }
-            if let Some(network) = row.try_get::<Option<String>, _>("network")? {
-                let fragment = segment
-                    .fragments
+        self.timed_read("layout", async {
+            let rows = sqlx::query(
+                "SELECT s.data_id, s.seq, op.plain_offset + s.plain_offset AS plain_offset, s.plain_size, \
+                        s.frames, k.key_id, k.wrapped, f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
+                 FROM object_parts op \
+                 JOIN segments s ON s.data_id = op.data_id \
+                 LEFT JOIN data_keys k ON k.data_id = s.data_id \
+                 JOIN fragments f ON f.data_id = s.data_id AND f.seq = s.seq \
+                 LEFT JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
+                 WHERE op.object_id = $1 \
+                   AND (s.plain_size = 0 OR (op.plain_offset + s.plain_offset < $3 \
+                        AND op.plain_offset + s.plain_offset + s.plain_size > $2)) \
+                 ORDER BY op.part_number, s.seq, f.idx",
+            )
+            .bind(object_id)
+            .bind(to_i64(range.start))
+            .bind(to_i64(range.end))
+            .fetch_all(&self.pool)
+            .await?;
+            let mut segments: Vec<SegmentRow> = Vec::new();
+            for row in &rows {
+                let data_id: String = row.try_get("data_id")?;
+                let seq = u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX);
+                if segments
+                    .last()
+                    .is_none_or(|s| s.seq != seq || s.data_id != data_id)
+                {
+                    segments.push(SegmentRow {
+                        data_id,
+                        seq,
+                        plain_offset: to_u64(row.try_get("plain_offset")?),
+                        plain_size: to_u64(row.try_get("plain_size")?),
+                        frames: row
+                            .try_get::<Option<String>, _>("frames")?
+                            .and_then(|f| serde_json::from_str(&f).ok()),
+                        key: wrapped_key_of(row)?,
+                        fragments: Vec::new(),
+                    });
+                }
+                let segment = segments
                     .last_mut()
                     .ok_or_else(|| GatewayError::Internal("layout".into()))?;
-                fragment.placements.push(
-                    Placement::from_columns(&network, row.try_get("node_id")?, row.try_get("cid")?)
-                        .map_err(GatewayError::Internal)?,
-                );
+                let index = u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX);
+                if segment.fragments.last().is_none_or(|f| f.index != index) {
+                    segment.fragments.push(FragmentRow {
+                        index,
+                        size: to_u64(row.try_get("size")?),
+                        md5: md5_from_hex(&row.try_get::<String, _>("md5")?)?,
+                        placements: Vec::new(),
+                    });
+                }
+                if let Some(network) = row.try_get::<Option<String>, _>("network")? {
+                    let fragment = segment
+                        .fragments
+                        .last_mut()
+                        .ok_or_else(|| GatewayError::Internal("layout".into()))?;
+                    fragment.placements.push(
+                        Placement::from_columns(&network, row.try_get("node_id")?, row.try_get("cid")?)
+                            .map_err(GatewayError::Internal)?,
+                    );
+                }
             }
-        }
-        Ok(segments)
+            Ok(segments)
+        })
+        .await
     }
 
     pub(super) async fn bucket_exists_in(tx: &mut Tx, bucket: &str) -> Result<(), GatewayError> {
