@@ -202,14 +202,18 @@ impl DevConfig {
     /// # Errors
     /// [`GatewayError::Config`] when it cannot be read or is invalid.
     pub fn load(path: &Path) -> Result<Self, GatewayError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
-        let config: Self = toml::from_str(&text)
-            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+        let config: Self = read_toml(path)?;
         config.storage.validate()?;
         config.durability.validate()?;
         Ok(config)
     }
+}
+
+/// Reads a TOML file into `T`; errors name the file.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, GatewayError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))
 }
 
 impl Default for DurabilityPolicy {
@@ -433,10 +437,7 @@ impl ServeConfig {
     /// # Errors
     /// [`GatewayError::Config`] when it cannot be read or is invalid.
     pub fn load(path: &Path) -> Result<Self, GatewayError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
-        let config: Self = toml::from_str(&text)
-            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+        let config: Self = read_toml(path)?;
         config.storage.validate()?;
         config.durability.validate()?;
         Ok(config)

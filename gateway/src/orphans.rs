@@ -23,7 +23,7 @@ use futures::StreamExt;
 
 use crate::error::GatewayError;
 use crate::fragment::parse_node_key;
-use crate::index::now_ms;
+use crate::index::{Counter, now_ms};
 use crate::object_store::{ObjectStore, new_object_id};
 
 /// Node deletions in flight at once.
@@ -122,6 +122,11 @@ impl ObjectStore {
                 Ok((seen, gone)) => {
                     if gone > 0 {
                         tracing::info!(node = node.id, removed = gone, "orphan replicas removed");
+                        let gone_u64 = u64::try_from(gone).unwrap_or(u64::MAX);
+                        let counted = self.index.add_to_counter(Counter::OrphansSwept, gone_u64);
+                        if let Err(e) = counted.await {
+                            tracing::warn!(error = %e, "counting swept orphans");
+                        }
                     }
                     removed += gone;
                     sweep.keep_seen(node.id, seen);

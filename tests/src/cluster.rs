@@ -302,6 +302,17 @@ impl Cluster {
             .arg(key_file))
     }
 
+    /// `tenfold status --json` of this cluster.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.admin(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
     /// `tenfold inspect BUCKET KEY --json` against this cluster's index.
     pub fn inspect(&self, bucket: &str, key: &str) -> serde_json::Value {
         inspect(&["--index-url", &self.index_url], bucket, key)
@@ -529,4 +540,15 @@ pub fn assert_placements(report: &serde_json::Value, mainnet: usize, testnet: us
         }
     }
     fragments.len()
+}
+
+/// Node `id`'s report in a `tenfold status --json`.
+pub fn node_status(status: &serde_json::Value, id: i64) -> serde_json::Value {
+    status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["id"] == id)
+        .cloned()
+        .expect("the node is registered")
 }

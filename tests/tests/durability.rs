@@ -146,6 +146,24 @@ fn unsigned_payload(access_key: &str, secret_key: &str) -> Vec<String> {
     ]
 }
 
+/// PUTs `file` at `path` (`BUCKET/KEY`) with curl at 2 MiB/s, in a thread;
+/// its output says how the upload ended (`-f`: an HTTP error fails).
+fn upload_at_2_mib_s(
+    cluster: &Cluster,
+    file: &std::path::Path,
+    path: &str,
+) -> std::thread::JoinHandle<std::process::Output> {
+    let args = unsigned_payload(ACCESS_KEY, SECRET_KEY);
+    let (file, url) = (file.to_owned(), format!("{}/{path}", cluster.endpoint));
+    std::thread::spawn(move || {
+        run(Command::new("curl")
+            .args(args)
+            .args(["--limit-rate", "2M", "-T"])
+            .arg(&file)
+            .arg(url))
+    })
+}
+
 /// Node replicas every listed object's placements name.
 fn named_replicas(cluster: &Cluster, bucket: &str, keys: &[&str]) -> usize {
     keys.iter().map(|k| replicas_of(cluster, bucket, k)).sum()
@@ -273,6 +291,16 @@ fn orphans_are_swept_and_writes_in_progress_are_not() {
         assert_eq!(sha256_file(src), sha256_file(&got), "{key} after the sweep");
     }
     assert!(cluster.gateway_log().contains("orphan replicas removed"));
+    // `tenfold status` counts them: the cut upload's 80 or more, and the
+    // fragment-shaped file nothing named.
+    let mut swept = 0;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            swept = cluster.status()["swept_orphans"].as_u64().unwrap_or(0);
+            swept >= 81
+        }),
+        "status counts {swept} swept orphans"
+    );
     assert!(!cluster.gateway_log().contains("panicked"));
 }
 
@@ -288,17 +316,7 @@ fn sigterm_lets_the_uploads_in_progress_finish() {
     // 12 MiB at 2 MiB/s: about six seconds.
     let file = tmp.path().join("f");
     write_file(&file, 12 << 20, false);
-    let uploader = {
-        let args = unsigned_payload(ACCESS_KEY, SECRET_KEY);
-        let (file, url) = (file.clone(), format!("{}/term/f", cluster.endpoint));
-        std::thread::spawn(move || {
-            run(Command::new("curl")
-                .args(args)
-                .args(["--limit-rate", "2M", "-T"])
-                .arg(&file)
-                .arg(url))
-        })
-    };
+    let uploader = upload_at_2_mib_s(&cluster, &file, "term/f");
     std::thread::sleep(Duration::from_secs(2));
     let pid = cluster.gateway.0.id().to_string();
     assert!(
@@ -362,17 +380,7 @@ fn sigterm_during_five_uploads_keeps_the_finished_ones_and_nothing_else() {
     let uploads: Vec<_> = files
         .iter()
         .enumerate()
-        .map(|(i, file)| {
-            let args = unsigned_payload(ACCESS_KEY, SECRET_KEY);
-            let (file, url) = (file.clone(), format!("{}/term/f{i}", cluster.endpoint));
-            std::thread::spawn(move || {
-                run(Command::new("curl")
-                    .args(args)
-                    .args(["--limit-rate", "2M", "-T"])
-                    .arg(&file)
-                    .arg(url))
-            })
-        })
+        .map(|(i, file)| upload_at_2_mib_s(&cluster, file, &format!("term/f{i}")))
         .collect();
     std::thread::sleep(Duration::from_secs(1));
     let pid = cluster.gateway.0.id().to_string();

@@ -5,12 +5,11 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use tests::{
-    Aws, Cluster, Ipfs, Node, TempDir, assert_placements, bin, eventually, free_port,
-    overflow_cids, run, sha256_file, write_file,
+    Aws, Cluster, Ipfs, Node, TempDir, assert_placements, eventually, free_port, overflow_cids,
+    sha256_file, write_file,
 };
 
 fn cluster_with_ipfs(capacity: &str, api: &str) -> Cluster {
@@ -73,21 +72,6 @@ fn assert_range(
         std::fs::read(&dst).unwrap() == want,
         "range {first}-{last} of {key} differs"
     );
-}
-
-fn status_json(cluster: &Cluster) -> serde_json::Value {
-    let out = run(Command::new(bin("tenfold")).args([
-        "status",
-        "--json",
-        "--index-url",
-        &cluster.index_url,
-    ]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
 }
 
 /// Waits until none of `cids` is pinned any more.
@@ -168,7 +152,7 @@ fn full_nodes_overflow_to_ipfs_and_reads_still_work() {
     for cid in x_cids.iter().chain(&y_cids) {
         assert!(pins.contains(cid), "{cid} is not pinned");
     }
-    let status = status_json(&cluster);
+    let status = cluster.status();
     assert_eq!(
         status["overflow"]["fragments"].as_u64(),
         Some((x_cids.len() + 10) as u64),
@@ -240,10 +224,7 @@ fn deletes_unpin_and_freed_room_brings_fragments_back() {
     // and their content ids are unpinned.
     aws.ok(&["s3", "rm", "s3://ovf/filler"]);
     assert_returned_to_nodes(&cluster, &ipfs, "x", &x_cids);
-    assert_eq!(
-        status_json(&cluster)["overflow"]["fragments"].as_u64(),
-        Some(0)
-    );
+    assert_eq!(cluster.status()["overflow"]["fragments"].as_u64(), Some(0));
     assert_download(&aws, tmp.path(), "ovf", "x", &x);
 }
 

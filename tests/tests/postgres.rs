@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream;
 use tests::{
     Aws, Cluster, Node, Postgres, Proc, TempDir, assert_placements, bin, eventually, free_port,
-    inspect, sdk_client, sha256_file, wait_for_port, write_file,
+    inspect, node_status, sdk_client, sha256_file, wait_for_port, write_file,
 };
 
 fn file_of(dir: &Path, name: &str, len: usize, seed: bool) -> String {
@@ -421,25 +421,10 @@ fn two_gateways_repair_a_lost_node_without_duplicate_copies() {
     let held = cluster.node(lost).object_files().len();
     assert!(held >= 60, "the node to lose holds {held} replicas");
     cluster.node(lost).proc.kill();
-    let status = || -> serde_json::Value {
-        let out = cluster.admin(&["status", "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("status JSON")
-    };
     let mut last = serde_json::Value::Null;
     let repaired = eventually(Duration::from_secs(150), || {
-        last = status();
-        let node = last["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == lost)
-            .cloned()
-            .unwrap();
+        last = cluster.status();
+        let node = node_status(&last, lost);
         node["state"] == "lost" && node["replicas"] == 0 && last["fragments_below_target"] == 0
     });
     assert!(repaired, "{last}");

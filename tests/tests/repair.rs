@@ -6,18 +6,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tests::{Aws, Cluster, TempDir, assert_placements, eventually, sha256_file, write_file};
-
-/// `tenfold status --json` of a cluster.
-fn status(cluster: &Cluster) -> serde_json::Value {
-    let out = cluster.admin(&["status", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
-}
+use tests::{
+    Aws, Cluster, TempDir, assert_placements, eventually, node_status, sha256_file, write_file,
+};
 
 /// Puts `count` objects of 3 MB (ten fragments each) into a new bucket.
 fn put_objects(aws: &Aws, tmp: &TempDir, bucket: &str, count: usize) -> Vec<PathBuf> {
@@ -73,7 +64,7 @@ fn check_placements(cluster: &Cluster, bucket: &str, count: usize, gone: i64) ->
 fn wait_repaired(cluster: &Cluster, within: Duration) {
     let mut last = serde_json::Value::Null;
     let repaired = eventually(within, || {
-        last = status(cluster);
+        last = cluster.status();
         last["fragments_below_target"].as_u64() == Some(0)
     });
     assert!(repaired, "not repaired within {within:?}: {last}");
@@ -91,32 +82,24 @@ fn a_lost_node_is_repaired_around() {
     let aws = cluster.aws();
     let tmp = TempDir::new("lost");
     let files = put_objects(&aws, &tmp, "lost", 6);
-    let before = status(&cluster);
+    let before = cluster.status();
     assert_eq!(before["fragments_below_target"], 0, "{before}");
     assert_eq!(before["fragments_by_node_copies"]["4"], 60, "{before}");
 
     let lost = cluster.nodes[0].2;
     cluster.node(lost).proc.kill();
-    let node_of = |status: &serde_json::Value| {
-        status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == lost)
-            .cloned()
-            .unwrap()
-    };
     assert!(
-        eventually(
-            Duration::from_secs(60),
-            || node_of(&status(&cluster))["state"] == "lost"
-        ),
+        eventually(Duration::from_secs(60), || node_status(
+            &cluster.status(),
+            lost
+        )["state"]
+            == "lost"),
         "the node was not marked lost: {}",
-        status(&cluster)
+        cluster.status()
     );
     wait_repaired(&cluster, Duration::from_secs(120));
-    let after = status(&cluster);
-    assert_eq!(node_of(&after)["replicas"], 0, "{after}");
+    let after = cluster.status();
+    assert_eq!(node_status(&after, lost)["replicas"], 0, "{after}");
     assert_eq!(after["fragments_by_node_copies"]["4"], 60, "{after}");
     let replicas = check_placements(&cluster, "lost", files.len(), lost);
     let on_disks: usize = cluster
@@ -195,7 +178,7 @@ fn a_put_placed_short_is_repaired_when_nodes_join() {
         let report = cluster.inspect("short", &format!("o{i}"));
         assert_eq!(assert_placements(&report, 2, 1), 10, "{report}");
     }
-    let before = status(&cluster);
+    let before = cluster.status();
     assert_eq!(before["fragments_below_target"], 20, "{before}");
     assert_eq!(before["fragments_by_node_copies"]["3"], 20, "{before}");
     assert_eq!(before["repair_queue"], 20, "{before}");
@@ -204,7 +187,7 @@ fn a_put_placed_short_is_repaired_when_nodes_join() {
     let id = cluster.register_node(&node, "mainnet", "1GiB");
     cluster.nodes.push(("mainnet".to_owned(), node, id));
     wait_repaired(&cluster, Duration::from_secs(120));
-    let after = status(&cluster);
+    let after = cluster.status();
     assert_eq!(after["fragments_by_node_copies"]["4"], 20, "{after}");
     assert_eq!(after["repair_queue"], 0, "{after}");
     check_placements(&cluster, "short", files.len(), -1);
@@ -251,30 +234,21 @@ fn the_scrub_finds_lost_replicas_and_disqualifies_a_node_that_loses_them() {
     corrupt(&some[1]);
     std::fs::remove_file(&some[2]).unwrap();
 
-    let node_of = |status: &serde_json::Value, id: i64| {
-        status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == id)
-            .cloned()
-            .unwrap()
-    };
     let mut last = serde_json::Value::Null;
     let settled = eventually(Duration::from_secs(120), || {
-        last = status(&cluster);
-        node_of(&last, liar)["state"] == "disqualified"
-            && node_of(&last, liar)["replicas"] == 0
-            && node_of(&last, careless)["audit_failures"] == 3
+        last = cluster.status();
+        node_status(&last, liar)["state"] == "disqualified"
+            && node_status(&last, liar)["replicas"] == 0
+            && node_status(&last, careless)["audit_failures"] == 3
             && last["fragments_below_target"] == 0
     });
     assert!(settled, "{last}");
-    let careless_report = node_of(&last, careless);
+    let careless_report = node_status(&last, careless);
     assert_eq!(careless_report["state"], "active", "{last}");
     assert!(careless_report["audits"].as_u64().unwrap() > 3, "{last}");
     // Its copies repaired back onto it are sound: not every audit fails.
     assert!(
-        node_of(&last, liar)["audit_failures"].as_u64().unwrap() > 0,
+        node_status(&last, liar)["audit_failures"].as_u64().unwrap() > 0,
         "{last}"
     );
     check_placements(&cluster, "scrub", files.len(), liar);
@@ -283,7 +257,7 @@ fn the_scrub_finds_lost_replicas_and_disqualifies_a_node_that_loses_them() {
     // pass saw the liar's failures depends on timing: its last one may
     // find only the sound copies repaired back onto it, or nothing).
     assert!(
-        node_of(&last, liar)["audit_failures"].as_u64().unwrap() >= 10,
+        node_status(&last, liar)["audit_failures"].as_u64().unwrap() >= 10,
         "{last}"
     );
     for node in last["nodes"].as_array().unwrap() {
@@ -331,26 +305,17 @@ fn spot_audits_find_what_a_node_discarded() {
     for file in &discarded {
         std::fs::remove_file(file).unwrap();
     }
-    let node_of = |status: &serde_json::Value, id: i64| {
-        status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == id)
-            .cloned()
-            .unwrap()
-    };
     let mut last = serde_json::Value::Null;
     let found = eventually(Duration::from_secs(90), || {
-        last = status(&cluster);
-        node_of(&last, careless)["audit_failures"].as_u64() >= Some(3)
-            && node_of(&last, sound)["audits"].as_u64() >= Some(3)
+        last = cluster.status();
+        node_status(&last, careless)["audit_failures"].as_u64() >= Some(3)
+            && node_status(&last, sound)["audits"].as_u64() >= Some(3)
             && last["repaired"]["copies"].as_u64() >= Some(3)
     });
     assert!(found, "{last}");
-    assert_eq!(node_of(&last, sound)["audit_failures"], 0, "{last}");
+    assert_eq!(node_status(&last, sound)["audit_failures"], 0, "{last}");
     assert_eq!(
-        node_of(&last, sound)["scrub_passes"],
+        node_status(&last, sound)["scrub_passes"],
         0,
         "the scrub ran: {last}"
     );

@@ -148,6 +148,8 @@ struct StatusReport {
     redundancy: Redundancy,
     /// Copies and bytes repair wrote so far.
     repaired: Repaired,
+    /// Replicas the orphan sweep removed so far.
+    swept_orphans: u64,
     scrub: ScrubReport,
 }
 
@@ -187,7 +189,8 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
     let (fragments, bytes) = index.overflow_usage().await?;
     let garbage = index.garbage_len().await?;
     let redundancy = index.redundancy(index.recorded_policy().await?).await?;
-    let repaired = index.repaired().await?;
+    let counters = index.counters().await?;
+    let repaired = counters.repaired;
     let reports = node_reports(&index).await?;
     let scrub = ScrubReport::of(&reports);
     if args.json {
@@ -197,6 +200,7 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
             garbage,
             redundancy,
             repaired,
+            swept_orphans: counters.orphans_swept,
             scrub,
         });
         return Ok(());
@@ -252,7 +256,10 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
         scrub.last_pass_audits,
         scrub.last_pass_failures
     );
-    println!("awaiting removal: {garbage} replicas");
+    println!(
+        "awaiting removal: {garbage} replicas; orphan replicas swept so far: {}",
+        counters.orphans_swept
+    );
     Ok(())
 }
 

@@ -237,6 +237,7 @@ macro_rules! write_tx {
 
 mod access_keys;
 mod buckets;
+mod counters;
 mod garbage;
 mod multipart;
 mod nodes;
@@ -249,9 +250,10 @@ mod scrub;
 mod shares;
 
 pub use access_keys::{AccessKeyRow, Owner};
+pub use counters::{Counter, Counters, Repaired};
 pub use nodes::NodeRecord;
 pub use orphans::NamedReplicas;
-pub use repair::{Redundancy, Repaired};
+pub use repair::Redundancy;
 pub use rows::{
     Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, PartRow, QueuedReplica,
     RepairCandidate, SegmentRow, ShareRow, StoredData, StoredPart, Tags, UploadAllowance,
@@ -549,7 +551,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(now.copies.len(), 2, "{now:?}");
-        assert_eq!(index.repaired().await.unwrap().copies, 1);
+        assert_eq!(index.counters().await.unwrap().repaired.copies, 1);
 
         // An audit pass's findings become the node's last pass at its end.
         let policy_of_audits = AuditPolicy {

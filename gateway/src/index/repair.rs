@@ -14,6 +14,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use tenfold_balancer::{NodeState, Placement, Replica, ReplicaPolicy};
 
+use super::counters::Counter;
 use super::rows::RepairCandidate;
 use super::{Index, Tx, md5_from_hex, now_ms, placement_of, to_u64};
 use crate::error::GatewayError;
@@ -38,19 +39,6 @@ const CANDIDATES: &str = "SELECT p.data_id, p.seq, p.idx FROM placements p \
        JOIN nodes n ON n.id = p.node_id WHERE n.state <> 'active' \
      UNION SELECT data_id, seq, idx FROM placements WHERE network = 'overflow' \
      UNION SELECT data_id, seq, idx FROM repairs WHERE queued = 1";
-
-/// The counters of the copies repair wrote, and of their bytes.
-const REPAIRED_COPIES: &str = "repaired_copies";
-const REPAIRED_BYTES: &str = "repaired_bytes";
-
-/// What repair wrote since the index was made, for `tenfold status`.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct Repaired {
-    /// New copies written on nodes.
-    pub copies: u64,
-    /// Their bytes.
-    pub bytes: u64,
-}
 
 /// The name of the setting holding the replica policy (`"3+1"`).
 const POLICY_SETTING: &str = "replica_policy";
@@ -222,8 +210,9 @@ impl Index {
             }
             if copies > 0 {
                 let copies = i64::try_from(copies).unwrap_or(i64::MAX);
-                Self::add_to_counter_in(tx, REPAIRED_COPIES, copies).await?;
-                Self::add_to_counter_in(tx, REPAIRED_BYTES, size.saturating_mul(copies)).await?;
+                Self::add_to_counter_in(tx, Counter::RepairedCopies, copies).await?;
+                Self::add_to_counter_in(tx, Counter::RepairedBytes, size.saturating_mul(copies))
+                    .await?;
             }
             if let Some((dropped, due_now, later)) = settled {
                 for p in dropped {
@@ -387,40 +376,6 @@ impl Index {
             )));
         }
         Ok(())
-    }
-
-    /// Adds `by` to the counter `name`.
-    async fn add_to_counter_in(tx: &mut Tx, name: &str, by: i64) -> Result<(), GatewayError> {
-        sqlx::query(
-            "INSERT INTO counters (name, value) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
-        )
-        .bind(name)
-        .bind(by)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-
-    /// What repair wrote so far, every gateway's repairs together.
-    ///
-    /// # Errors
-    /// [`GatewayError::Index`].
-    pub async fn repaired(&self) -> Result<Repaired, GatewayError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT name, value FROM counters WHERE name IN ($1, $2)")
-                .bind(REPAIRED_COPIES)
-                .bind(REPAIRED_BYTES)
-                .fetch_all(&self.pool)
-                .await?;
-        let mut repaired = Repaired::default();
-        for (name, value) in rows {
-            match name.as_str() {
-                REPAIRED_COPIES => repaired.copies = to_u64(value),
-                _ => repaired.bytes = to_u64(value),
-            }
-        }
-        Ok(repaired)
     }
 
     /// Records the replica policy the gateways place by, for `status`.
