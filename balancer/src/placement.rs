@@ -33,14 +33,17 @@ impl ReplicaPolicy {
     /// Whether `placements` hold every node copy the policy asks for (the
     /// overflow store's copy does not count).
     pub fn is_met(self, placements: &[Placement]) -> bool {
-        let on = |network: Network| {
-            placements
-                .iter()
-                .filter(|p| matches!(p, Placement::Node { network: n, .. } if *n == network))
-                .count()
-        };
-        on(Network::Mainnet) >= self.mainnet && on(Network::Testnet) >= self.testnet
+        copies_on(placements, Network::Mainnet) >= self.mainnet
+            && copies_on(placements, Network::Testnet) >= self.testnet
     }
+}
+
+/// Node copies among `placements` on `network`.
+fn copies_on(placements: &[Placement], network: Network) -> usize {
+    placements
+        .iter()
+        .filter(|p| matches!(p, Placement::Node { network: n, .. } if *n == network))
+        .count()
 }
 
 impl Default for ReplicaPolicy {
@@ -246,13 +249,8 @@ impl Balancer {
         have: &[Placement],
     ) -> Result<Vec<Placement>, PlacementFailure> {
         let holders: Vec<i64> = have.iter().filter_map(Placement::node_id).collect();
-        let missing = |network: Network, wanted: usize| {
-            let held = have
-                .iter()
-                .filter(|p| matches!(p, Placement::Node { network: n, .. } if *n == network))
-                .count();
-            wanted.saturating_sub(held)
-        };
+        let missing =
+            |network: Network, wanted: usize| wanted.saturating_sub(copies_on(have, network));
         let (main, test) = futures::join!(
             self.place_on(
                 Network::Mainnet,
