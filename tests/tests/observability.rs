@@ -100,7 +100,7 @@ fn prometheus_sees_requests_bytes_nodes_and_queues_move() {
     let node = cluster.nodes[3].1.addr.clone();
     let prometheus = Prometheus::start(tmp.path(), &[&admin, &node]);
     prometheus.until("sum(up{job=\"tenfold\"})", |v| v == 2.0);
-    prometheus.until("sum(tenfold_node_up)", |v| v == 5.0);
+    prometheus.until("sum(tenfold_storage_node_up)", |v| v == 5.0);
 
     let aws = cluster.aws();
     aws.ok(&["s3", "mb", "s3://watched"]);
@@ -178,10 +178,10 @@ fn prometheus_sees_requests_bytes_nodes_and_queues_move() {
         "sum(tenfold_s3_request_duration_seconds_count{operation=\"PutObject\"})",
         |v| v >= 10.0,
     );
-    prometheus.until("sum(tenfold_node_reads_total)", |v| v >= 10.0);
-    prometheus.until("sum(tenfold_node_hedged_reads_total)", |v| v >= 1.0);
-    prometheus.until("count(tenfold_node_up == 0)", |v| v == 1.0);
-    prometheus.until("sum(tenfold_node_up)", |v| v == 4.0);
+    prometheus.until("sum(tenfold_storage_node_reads_total)", |v| v >= 10.0);
+    prometheus.until("sum(tenfold_storage_node_hedged_reads_total)", |v| v >= 1.0);
+    prometheus.until("count(tenfold_storage_node_up == 0)", |v| v == 1.0);
+    prometheus.until("sum(tenfold_storage_node_up)", |v| v == 4.0);
     prometheus.until("tenfold_index_up", |v| v == 1.0);
     // The node's own figures: its writes, their fsyncs, its space.
     // (It holds one of the replicas of most of the fragments.)

@@ -114,8 +114,9 @@ pub(super) async fn run(command: NodesCommand) -> Result<(), GatewayError> {
                 println!(
                     "{:>4}  {:<8}  {:<12}  {:>14}  {:>14}  {:>9}  {:<20}  {:>13}  {:<24}  {}",
                     n.id,
-                    n.network,
-                    n.state,
+                    // Padding applies to strings, not to these types' Display.
+                    n.network.to_string(),
+                    n.state.to_string(),
                     bytesize::ByteSize(n.capacity).to_string(),
                     bytesize::ByteSize(n.stored).to_string(),
                     n.replicas,

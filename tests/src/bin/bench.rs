@@ -71,6 +71,12 @@ struct Args {
     /// beside it; 0 to skip.
     #[arg(long, default_value_t = 1024)]
     repair_mib: usize,
+    /// Operations per round of the metrics-cost figure: 4 KiB PUTs and
+    /// GETs (one client) through one gateway, restarted with its admin
+    /// listener on (metrics counted) and off (nothing counted) in turn,
+    /// four rounds each; 0 to skip.
+    #[arg(long, default_value_t = 2000)]
+    metrics_ops: usize,
     /// Tiny sizes, one run of each (for CI: the harness cannot rot; the
     /// figures are not judged). Overrides the sizes above.
     #[arg(long)]
@@ -91,6 +97,7 @@ fn parse_args() -> Args {
         args.overflow_mib = 1;
         args.wan_mib = 4;
         args.repair_mib = 8;
+        args.metrics_ops = 32;
     }
     args.size <<= 20;
     args
@@ -433,6 +440,27 @@ fn peak_rss_mib(pid: u32) -> f64 {
     proc_status_mib(pid, "VmHWM:")
 }
 
+/// CPU seconds (user and system) process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces), from the
+    // third on: utime and stime are the 14th and 15th, in clock ticks.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let hz: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    ticks.iter().sum::<f64>() / hz.max(1.0)
+}
+
 /// A memory figure of `/proc/PID/status` (`VmHWM:`, `VmRSS:`), in MiB.
 fn proc_status_mib(pid: u32, field: &str) -> f64 {
     #[allow(clippy::cast_precision_loss)]
@@ -543,12 +571,12 @@ fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64,
 }
 
 /// PUTs then GETs of `ops` objects of `size` bytes by `clients` concurrent
-/// SDK clients, spread over the endpoints of `s3` (each a connection pool);
-/// operations per second of each.
+/// SDK clients, spread over the endpoints of `s3` (each a connection pool),
+/// under keys starting with `prefix`; operations per second of each.
 fn small_object_ops(
     rt: &tokio::runtime::Runtime,
     s3: &[aws_sdk_s3::Client],
-    size: usize,
+    (size, prefix): (usize, &str),
     clients: usize,
     ops: usize,
 ) -> (f64, f64) {
@@ -561,9 +589,10 @@ fn small_object_ops(
                 .map(|c| {
                     let s3 = s3[c % s3.len()].clone();
                     let body = body.clone();
+                    let prefix = prefix.to_owned();
                     tokio::spawn(async move {
                         for i in 0..per_client {
-                            let key = format!("small/{size}/{c}/{i}");
+                            let key = format!("{prefix}small/{size}/{c}/{i}");
                             if put {
                                 s3.put_object()
                                     .bucket("bench")
@@ -595,6 +624,82 @@ fn small_object_ops(
     };
     let put = run(true);
     (put, run(false))
+}
+
+/// What counting requests for Prometheus costs the hot path: 4 KiB PUT
+/// and GET ops/s (one client) and the gateway's CPU time per operation,
+/// with the admin listener on and off, the
+/// same gateway restarted between rounds, fresh keys in each, medians of
+/// the rounds.
+fn metrics_cost(rt: &tokio::runtime::Runtime, ops: usize) -> serde_json::Value {
+    /// Rounds of each, in the order on, off, off, on, on, off, … so that
+    /// a drift (the index growing) weighs on both alike.
+    const ROUNDS: usize = 4;
+    let mut cluster = Cluster::start(4, 2, "100GiB");
+    cluster.aws().ok(&["s3", "mb", "s3://bench"]);
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let mut config = std::fs::read_to_string(cluster.config_path()).expect("config");
+    let admin_line = config
+        .lines()
+        .find(|l| l.starts_with("admin_listen"))
+        .expect("admin_listen in the cluster's config")
+        .to_owned();
+    for round in 0..ROUNDS * 2 {
+        let metrics = matches!(round % 4, 0 | 3);
+        let line = if metrics {
+            admin_line.clone()
+        } else {
+            "admin_listen = \"off\"".to_owned()
+        };
+        config = config
+            .lines()
+            .map(|l| {
+                if l.starts_with("admin_listen") {
+                    line.as_str()
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = config.clone();
+        cluster.restart_gateway(|_| text).expect("gateway restart");
+        let sdk = tests::sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
+        let pid = cluster.gateway.0.id();
+        let cpu = cpu_seconds(pid);
+        let (put, get) = small_object_ops(
+            rt,
+            std::slice::from_ref(&sdk),
+            (4 << 10, &format!("{round}/")),
+            1,
+            ops,
+        );
+        // The gateway's CPU time per operation, in microseconds: steadier
+        // than ops/s on a machine whose two cores the clients share.
+        #[allow(clippy::cast_precision_loss)]
+        let cpu_us = (cpu_seconds(pid) - cpu) * 1e6 / (2 * ops) as f64;
+        if metrics { &mut on } else { &mut off }.push((put, get, cpu_us));
+    }
+    let median = |v: &[(f64, f64, f64)], field: usize| {
+        let mut x: Vec<f64> = v.iter().map(|f| [f.0, f.1, f.2][field]).collect();
+        x.sort_by(f64::total_cmp);
+        (x[(x.len() - 1) / 2] + x[x.len() / 2]) / 2.0
+    };
+    let (on_put, on_get, on_cpu) = (median(&on, 0), median(&on, 1), median(&on, 2));
+    let (off_put, off_get, off_cpu) = (median(&off, 0), median(&off, 1), median(&off, 2));
+    println!(
+        "metrics cost, 4 KiB, one client, {ops} ops a round, medians of {ROUNDS} rounds, with metrics / without: PUT {on_put:.0} / {off_put:.0} ops/s ({:.3})  GET {on_get:.0} / {off_get:.0} ops/s ({:.3})  gateway CPU {on_cpu:.0} / {off_cpu:.0} us per op ({:.3})",
+        on_put / off_put,
+        on_get / off_get,
+        on_cpu / off_cpu
+    );
+    serde_json::json!({
+        "op": "metrics cost, 4 KiB, one client", "ops_per_round": ops, "rounds": ROUNDS,
+        "metrics_on": {"put_ops_s": on_put, "get_ops_s": on_get, "gateway_cpu_us_per_op": on_cpu},
+        "metrics_off": {"put_ops_s": off_put, "get_ops_s": off_get, "gateway_cpu_us_per_op": off_cpu},
+        "ratio": {"put": on_put / off_put, "get": on_get / off_get, "cpu": on_cpu / off_cpu},
+        "rounds_on": on, "rounds_off": off,
+    })
 }
 
 /// `len` random bytes.
@@ -736,14 +841,14 @@ fn main() {
                 let (gput, gget) = small_object_ops(
                     &rt,
                     std::slice::from_ref(&gw_sdk),
-                    size,
+                    (size, ""),
                     clients,
                     args.small_ops,
                 );
                 let (dput, dget) = small_object_ops(
                     &rt,
                     std::slice::from_ref(&node_sdk),
-                    size,
+                    (size, ""),
                     clients,
                     args.small_ops,
                 );
@@ -857,11 +962,11 @@ fn main() {
         );
         for clients in [1, 16] {
             let size = 4 << 10;
-            let (pput, pget) = small_object_ops(&rt, &two, size, clients, args.postgres_ops);
+            let (pput, pget) = small_object_ops(&rt, &two, (size, ""), clients, args.postgres_ops);
             let (sput, sget) = small_object_ops(
                 &rt,
                 std::slice::from_ref(&gw_sdk),
-                size,
+                (size, ""),
                 clients,
                 args.postgres_ops,
             );
@@ -884,6 +989,9 @@ fn main() {
     }
     if args.repair_mib > 0 {
         rows.push(repair_figures(&rt, tmp.path(), args.repair_mib));
+    }
+    if args.metrics_ops > 0 {
+        rows.push(metrics_cost(&rt, args.metrics_ops));
     }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap()).expect("write JSON");
