@@ -95,6 +95,8 @@ for file in tests/tests/*.rs; do
 done
 echo "== system tests with the index on PostgreSQL ($TENFOLD_TEST_PG)"
 run_tests postgres -p tests "${pg_tests[@]}"
+# The index's own tests (its migrations among them) on PostgreSQL too.
+run_tests postgres-index -p tenfold --lib index::
 
 # The summary: what failed, in which run, and how long it all took.
 elapsed=$((SECONDS - started))
@@ -106,7 +108,7 @@ read -r passed failed < <(cat "$logs"/*.log | awk '/^test result:/ {
 } END { print p + 0, f + 0 }')
 echo
 echo "== summary ($((elapsed / 60)) min $((elapsed % 60)) s)"
-for label in sqlite postgres; do
+for label in sqlite postgres postgres-index; do
     grep -E '^test .* \.\.\. FAILED$' "$logs/$label.log" | sed "s/^/$label: /" || true
 done
 for label in "${failed_runs[@]}"; do

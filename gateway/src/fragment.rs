@@ -538,12 +538,18 @@ pub fn node_key(object_id: &str, segment: u32, index: u16) -> String {
     format!("{object_id}/{segment}/{index}")
 }
 
+/// Whether `id` has the shape of a data id: 32 lowercase hex digits, as
+/// [`crate::object_store::new_object_id`] makes them.
+pub fn is_data_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The data id, segment and fragment a [`node_key`] names; `None` for a
 /// key of any other shape (not a Tenfold fragment's).
 pub fn parse_node_key(key: &str) -> Option<(&str, u32, u16)> {
     let mut parts = key.split('/');
     let (data_id, segment, index) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || data_id.is_empty() {
+    if parts.next().is_some() || !is_data_id(data_id) {
         return None;
     }
     let parsed = (data_id, segment.parse().ok()?, index.parse().ok()?);
@@ -562,11 +568,14 @@ mod tests {
 
     #[test]
     fn node_keys_parse_back_and_other_keys_do_not() {
-        let key = node_key("0af3", 12, 7);
-        assert_eq!(parse_node_key(&key), Some(("0af3", 12, 7)));
-        assert_eq!(data_id_of(&key), "0af3");
+        let id = "0af3000000000000000000000000beef";
+        let key = node_key(id, 12, 7);
+        assert_eq!(parse_node_key(&key), Some((id, 12, 7)));
+        assert_eq!(data_id_of(&key), id);
         for other in [
             "",
+            "0af3/1/2",
+            "0AF3000000000000000000000000BEEF/1/2",
             "a",
             "a/1",
             "a/1/2/3",
@@ -577,6 +586,10 @@ mod tests {
             "a/+1/2",
         ] {
             assert_eq!(parse_node_key(other), None, "{other:?}");
+        }
+        for tail in ["1", "1/2/3", "x/2", "1/70000", "01/2", "+1/2"] {
+            let other = format!("{id}/{tail}");
+            assert_eq!(parse_node_key(&other), None, "{other:?}");
         }
     }
 

@@ -435,7 +435,8 @@ impl Metrics {
             fragments_below_target,
             fragments_by_node_copies,
             repair_queue,
-        } = index.redundancy(store.balancer.policy()).await?;
+            ..
+        } = index.redundancy().await?;
         self.below_target.set(count(fragments_below_target));
         self.repair_queue.set(count(repair_queue));
         self.by_copies.reset();

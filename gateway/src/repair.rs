@@ -19,8 +19,19 @@ use std::time::Duration;
 use futures::StreamExt;
 use tenfold_balancer::{Check, NodeState, Placement, Replica};
 
-use crate::index::{RepairCandidate, now_ms};
+use crate::index::{Redundancy, RepairCandidate, WalkCursor, now_ms};
 use crate::object_store::ObjectStore;
+
+/// Segments the walk goes through per repair round.
+const WALK_SEGMENTS: i64 = 10_000;
+
+/// Where this gateway's walk over the segments is, and what it found so
+/// far in this pass.
+#[derive(Debug, Default)]
+struct Walk {
+    cursor: WalkCursor,
+    found: Redundancy,
+}
 
 /// Candidates looked at per pass.
 const BATCH: i64 = 64;
@@ -83,6 +94,36 @@ fn triage(copies: &[(Placement, Option<NodeState>)]) -> Triage {
 }
 
 impl ObjectStore {
+    /// Takes the walk over the segments one step further (it queues for
+    /// repair what is below its target or on a node that is not active);
+    /// at its end, records what it found for `tenfold status`.
+    async fn walk_step(&self, walk: &mut Walk) {
+        let step = match self
+            .index
+            .check_segments(&walk.cursor, WALK_SEGMENTS, self.balancer.policy())
+            .await
+        {
+            Ok(step) => step,
+            Err(e) => {
+                tracing::warn!(error = %e, "walking the segments");
+                return;
+            }
+        };
+        if step.queued > 0 {
+            tracing::debug!(queued = step.queued, "fragments queued for repair");
+        }
+        walk.found.add(&step.redundancy);
+        match step.next {
+            Some(cursor) => walk.cursor = cursor,
+            None => {
+                if let Err(e) = self.index.record_redundancy(&walk.found).await {
+                    tracing::warn!(error = %e, "recording the redundancy");
+                }
+                *walk = Walk::default();
+            }
+        }
+    }
+
     /// One pass over the candidates; returns how many were looked at and
     /// how many are settled (at their target, the rest forgotten).
     pub async fn repair_pass(&self) -> (usize, usize) {
@@ -234,8 +275,12 @@ impl ObjectStore {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut walk = Walk::default();
             loop {
                 tick.tick().await;
+                if let Some(store) = weak.upgrade() {
+                    store.walk_step(&mut walk).await;
+                }
                 loop {
                     let Some(store) = weak.upgrade() else { return };
                     let (seen, settled) = store.repair_pass().await;

@@ -122,11 +122,13 @@ impl ObjectStore {
         cursor: crate::index::ScrubCursor,
         batch: u64,
     ) -> Result<(), GatewayError> {
-        let limit = i64::try_from(batch).unwrap_or(i64::MAX);
-        let items = self.index.scrub_batch(node_id, &cursor, limit).await?;
+        let limit = usize::try_from(batch).unwrap_or(usize::MAX);
+        let found = self.index.scrub_batch(node_id, &cursor, limit).await?;
+        let items = &found.items;
         let (mut passed, mut failed) = (0u64, 0u64);
         let mut reached = None;
-        for item in &items {
+        let mut cut_short = false;
+        for item in items {
             let started = std::time::Instant::now();
             match self.audit_replica(node_id, item).await? {
                 AuditOutcome::Intact => passed += 1,
@@ -134,6 +136,7 @@ impl ObjectStore {
                 AuditOutcome::Unreachable(why) => {
                     // No finding: the pass goes on from here next time.
                     tracing::debug!(why, "scrub: node not reachable");
+                    cut_short = true;
                     break;
                 }
             }
@@ -145,12 +148,18 @@ impl ObjectStore {
                 tokio::time::sleep(wait).await;
             }
         }
-        let done = (items.len() as u64) < batch
-            && reached.as_ref() == items.last().map(|i| i.cursor()).as_ref();
+        // All found audited: the pass ends with the segments, or goes on
+        // after the last one walked when the batch found fewer than asked.
+        let done = !cut_short && found.end;
+        let next = if cut_short || items.len() == limit {
+            reached
+        } else {
+            Some(found.scanned.clone())
+        };
         if done {
             self.index.save_scrub(node_id, None).await?;
             tracing::debug!("scrub: pass over the node complete");
-        } else if let Some(c) = &reached {
+        } else if let Some(c) = &next {
             self.index.save_scrub(node_id, Some(c)).await?;
         }
         if (passed + failed > 0 || done)

@@ -313,6 +313,30 @@ impl Cluster {
         serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
+    /// `tenfold status --json` once the gateway's walk over the segments
+    /// (which the redundancy figures come from) has ended after now.
+    pub fn walked_status(&self) -> serde_json::Value {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.status();
+            if status["redundancy_as_of"]
+                .as_u64()
+                .is_some_and(|t| u128::from(t) >= since)
+            {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no walk ended within 60 s: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// `tenfold inspect BUCKET KEY --json` against this cluster's index.
     pub fn inspect(&self, bucket: &str, key: &str) -> serde_json::Value {
         inspect(&["--index-url", &self.index_url], bucket, key)

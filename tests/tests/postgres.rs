@@ -423,7 +423,7 @@ fn two_gateways_repair_a_lost_node_without_duplicate_copies() {
     cluster.node(lost).proc.kill();
     let mut last = serde_json::Value::Null;
     let repaired = eventually(Duration::from_secs(150), || {
-        last = cluster.status();
+        last = cluster.walked_status();
         let node = node_status(&last, lost);
         node["state"] == "lost" && node["replicas"] == 0 && last["fragments_below_target"] == 0
     });

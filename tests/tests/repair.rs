@@ -64,7 +64,7 @@ fn check_placements(cluster: &Cluster, bucket: &str, count: usize, gone: i64) ->
 fn wait_repaired(cluster: &Cluster, within: Duration) {
     let mut last = serde_json::Value::Null;
     let repaired = eventually(within, || {
-        last = cluster.status();
+        last = cluster.walked_status();
         last["fragments_below_target"].as_u64() == Some(0)
     });
     assert!(repaired, "not repaired within {within:?}: {last}");
@@ -82,7 +82,7 @@ fn a_lost_node_is_repaired_around() {
     let aws = cluster.aws();
     let tmp = TempDir::new("lost");
     let files = put_objects(&aws, &tmp, "lost", 6);
-    let before = cluster.status();
+    let before = cluster.walked_status();
     assert_eq!(before["fragments_below_target"], 0, "{before}");
     assert_eq!(before["fragments_by_node_copies"]["4"], 60, "{before}");
 
@@ -98,7 +98,7 @@ fn a_lost_node_is_repaired_around() {
         cluster.status()
     );
     wait_repaired(&cluster, Duration::from_secs(120));
-    let after = cluster.status();
+    let after = cluster.walked_status();
     assert_eq!(node_status(&after, lost)["replicas"], 0, "{after}");
     assert_eq!(after["fragments_by_node_copies"]["4"], 60, "{after}");
     let replicas = check_placements(&cluster, "lost", files.len(), lost);
@@ -178,7 +178,7 @@ fn a_put_placed_short_is_repaired_when_nodes_join() {
         let report = cluster.inspect("short", &format!("o{i}"));
         assert_eq!(assert_placements(&report, 2, 1), 10, "{report}");
     }
-    let before = cluster.status();
+    let before = cluster.walked_status();
     assert_eq!(before["fragments_below_target"], 20, "{before}");
     assert_eq!(before["fragments_by_node_copies"]["3"], 20, "{before}");
     assert_eq!(before["repair_queue"], 20, "{before}");
@@ -187,7 +187,7 @@ fn a_put_placed_short_is_repaired_when_nodes_join() {
     let id = cluster.register_node(&node, "mainnet", "1GiB");
     cluster.nodes.push(("mainnet".to_owned(), node, id));
     wait_repaired(&cluster, Duration::from_secs(120));
-    let after = cluster.status();
+    let after = cluster.walked_status();
     assert_eq!(after["fragments_by_node_copies"]["4"], 20, "{after}");
     assert_eq!(after["repair_queue"], 0, "{after}");
     check_placements(&cluster, "short", files.len(), -1);
@@ -236,7 +236,7 @@ fn the_scrub_finds_lost_replicas_and_disqualifies_a_node_that_loses_them() {
 
     let mut last = serde_json::Value::Null;
     let settled = eventually(Duration::from_secs(120), || {
-        last = cluster.status();
+        last = cluster.walked_status();
         node_status(&last, liar)["state"] == "disqualified"
             && node_status(&last, liar)["replicas"] == 0
             && node_status(&last, careless)["audit_failures"] == 3

@@ -153,7 +153,7 @@ pub(super) async fn run(command: NodesCommand) -> Result<(), GatewayError> {
 }
 
 /// How long ago `ms` (since the epoch) was, roughly.
-fn seen_ago(ms: i64) -> String {
+pub(super) fn seen_ago(ms: i64) -> String {
     let secs = crate::index::now_ms().saturating_sub(ms) / 1000;
     let ago = humantime::format_duration(std::time::Duration::from_secs(
         u64::try_from(secs).unwrap_or(0),

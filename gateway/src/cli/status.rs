@@ -8,6 +8,7 @@ use serde::Serialize;
 use tenfold_balancer::{Network, NodeSpec, NodeState, OVERFLOW, Placement};
 
 use super::IndexArgs;
+use super::nodes::seen_ago;
 use crate::error::GatewayError;
 use crate::index::{NodeRecord, Redundancy, Repaired};
 
@@ -143,7 +144,8 @@ struct StatusReport {
     overflow: OverflowReport,
     /// Replicas queued for removal.
     garbage: i64,
-    /// `fragments_below_target`, `fragments_by_node_copies`, `repair_queue`.
+    /// `fragments_below_target`, `fragments_by_node_copies` (as of the
+    /// last walk over the segments, `redundancy_as_of`), `repair_queue`.
     #[serde(flatten)]
     redundancy: Redundancy,
     /// Copies and bytes repair wrote so far.
@@ -188,7 +190,7 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
     let nodes = index.nodes().await?;
     let (fragments, bytes) = index.overflow_usage().await?;
     let garbage = index.garbage_len().await?;
-    let redundancy = index.redundancy(index.recorded_policy().await?).await?;
+    let redundancy = index.redundancy().await?;
     let counters = index.counters().await?;
     let repaired = counters.repaired;
     let reports = node_reports(&index).await?;
@@ -234,13 +236,17 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
         .map(|(copies, count)| format!("{count} with {copies}"))
         .collect();
     println!(
-        "fragments below target: {} (copies on active nodes: {}); repair queue: {}",
+        "fragments below target: {} (copies on active nodes: {}; {}); repair queue: {}",
         redundancy.fragments_below_target,
         if by_copies.is_empty() {
             "none stored".to_owned()
         } else {
             by_copies.join(", ")
         },
+        redundancy.as_of.map_or_else(
+            || "no walk over the segments yet".to_owned(),
+            |t| format!("as of the walk that ended {}", seen_ago(t))
+        ),
         redundancy.repair_queue
     );
     println!(

@@ -12,7 +12,6 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{AnyPool, Executor, Row};
-use tenfold_balancer::Placement;
 
 use crate::crypto::{Keyring, WrappedKey};
 use crate::error::GatewayError;
@@ -36,28 +35,30 @@ fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// The placement in a row's `network`, `node_id` and `cid` columns.
-fn placement_of(row: &AnyRow) -> Result<Placement, GatewayError> {
-    Placement::from_columns(
-        &row.try_get::<String, _>("network")?,
-        row.try_get("node_id")?,
-        row.try_get("cid")?,
-    )
-    .map_err(GatewayError::Internal)
-}
-
 /// The wrapped data key in a row's `key_id` and `wrapped` columns.
 fn wrapped_key_of(row: &AnyRow) -> Result<Option<WrappedKey>, GatewayError> {
     let key_id: Option<String> = row.try_get("key_id")?;
-    let wrapped: Option<String> = row.try_get("wrapped")?;
-    key_id
+    let wrapped: Option<Vec<u8>> = row.try_get("wrapped")?;
+    Ok(key_id
         .zip(wrapped)
-        .map(|(key_id, wrapped)| {
-            let wrapped = hex::decode(&wrapped)
-                .map_err(|_| GatewayError::Internal(format!("bad wrapped key of {key_id}")))?;
-            Ok(WrappedKey { key_id, wrapped })
-        })
-        .transpose()
+        .map(|(key_id, wrapped)| WrappedKey { key_id, wrapped }))
+}
+
+/// A segment from a row of `segments` (`data_id`, `seq`, `plain_offset`,
+/// `plain_size`, `frames`, `key_id`, `wrapped`, `fragments`); its overflow
+/// pins' content ids are left empty.
+fn segment_of(row: &AnyRow) -> Result<SegmentRow, GatewayError> {
+    Ok(SegmentRow {
+        data_id: packed::id_text(&row.try_get::<Vec<u8>, _>("data_id")?),
+        seq: u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX),
+        plain_offset: to_u64(row.try_get("plain_offset")?),
+        plain_size: to_u64(row.try_get("plain_size")?),
+        frames: row
+            .try_get::<Option<String>, _>("frames")?
+            .and_then(|f| serde_json::from_str(&f).ok()),
+        key: wrapped_key_of(row)?,
+        fragments: packed::unpack(&row.try_get::<Vec<u8>, _>("fragments")?)?,
+    })
 }
 
 /// Rows written by one multi-row INSERT: a segment's ten fragments' forty
@@ -79,13 +80,6 @@ fn insert_rows_sql(table: &str, columns: &[&str], rows: usize) -> String {
         sql.push(')');
     }
     sql
-}
-
-fn md5_from_hex(text: &str) -> Result<[u8; 16], GatewayError> {
-    hex::decode(text)
-        .ok()
-        .and_then(|v| <[u8; 16]>::try_from(v).ok())
-        .ok_or_else(|| GatewayError::Internal(format!("bad md5 in index: {text}")))
 }
 
 /// The index database.
@@ -244,6 +238,7 @@ mod nodes;
 mod objects;
 mod orphans;
 mod overflow;
+mod packed;
 mod repair;
 mod rows;
 mod scrub;
@@ -253,13 +248,13 @@ pub use access_keys::{AccessKeyRow, Owner};
 pub use counters::{Counter, Counters, Repaired};
 pub use nodes::NodeRecord;
 pub use orphans::NamedReplicas;
-pub use repair::Redundancy;
+pub use repair::{CheckedSegments, Redundancy, WalkCursor};
 pub use rows::{
     Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, PartRow, QueuedReplica,
     RepairCandidate, SegmentRow, ShareRow, StoredData, StoredPart, Tags, UploadAllowance,
     UploadRow, WriteCondition,
 };
-pub use scrub::{AuditPolicy, ScrubCursor, ScrubItem};
+pub use scrub::{AuditPolicy, ScrubBatch, ScrubCursor, ScrubItem};
 
 /// Whether a database error is a conflict with a concurrent writer, after
 /// which the transaction changed nothing: Postgres's serialization failure
@@ -313,6 +308,12 @@ impl Index {
     /// [`GatewayError::Config`] for an unknown URL or a database newer than
     /// this binary; [`GatewayError::Index`] when it cannot be opened.
     pub async fn open(url: &str) -> Result<Self, GatewayError> {
+        Self::open_at(url, None).await
+    }
+
+    /// Opens the index at `url`, migrated up to migration `last` (all of
+    /// them when `None`; tests build older indexes with it).
+    async fn open_at(url: &str, last: Option<i64>) -> Result<Self, GatewayError> {
         sqlx::any::install_default_drivers();
         let engine = Engine::of_url(url)?;
         let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
@@ -344,10 +345,19 @@ impl Index {
             }
             Engine::Postgres => options.max_connections(16).connect(url).await?,
         };
-        let migrator = match engine {
+        let mut migrator = match engine {
             Engine::Sqlite => sqlx::migrate!("../migrations/sqlite"),
             Engine::Postgres => sqlx::migrate!("../migrations/postgres"),
         };
+        if let Some(last) = last {
+            let older: Vec<_> = migrator
+                .migrations
+                .iter()
+                .filter(|m| m.version <= last)
+                .cloned()
+                .collect();
+            migrator.migrations = older.into();
+        }
         migrator.run(&pool).await.map_err(|e| {
             GatewayError::Config(format!(
                 "index migration failed (is the index newer than this binary?): {e}"
@@ -444,10 +454,16 @@ mod tests {
 
     use super::*;
     use crate::integrity::Checksums;
-    use tenfold_balancer::Replica;
+    use tenfold_balancer::{Placement, Replica};
+
+    /// The data id of test object `key` (one letter): the shape every
+    /// data id has.
+    fn data_id_of(key: &str) -> String {
+        format!("{:0>32}", hex::encode(key))
+    }
 
     fn one_fragment_object(key: &str, cid: &str) -> (ObjectRow, StoredData) {
-        let data_id = format!("data-{key}");
+        let data_id = data_id_of(key);
         let data = StoredData {
             data_id: data_id.clone(),
             size: 1,
@@ -535,18 +551,19 @@ mod tests {
         }
         let queued = index.repair_candidates(10).await.unwrap();
         assert_eq!(queued.len(), 1, "{queued:?}");
-        assert_eq!(queued[0].id(), ("data-x", 0, 0));
+        let x = data_id_of("x");
+        assert_eq!(queued[0].id(), (x.as_str(), 0, 0));
 
         let policy = ReplicaPolicy::default();
         for _ in 0..2 {
             let kept = index
-                .record_repair(("data-x", 0, 0), &[on(nodes[1])], None, policy)
+                .record_repair((&x, 0, 0), &[on(nodes[1])], None, policy)
                 .await
                 .unwrap();
             assert!(kept);
         }
         let now = index
-            .repair_candidate(("data-x", 0, 0), 0)
+            .repair_candidate((&x, 0, 0), 0)
             .await
             .unwrap()
             .unwrap();
@@ -667,6 +684,148 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_eq!((again[0].id, again[0].attempts), (first[1].id, 1));
         assert_eq!(index.garbage_len().await.unwrap(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A test index's URL: a fresh database on the Postgres server at
+    /// `TENFOLD_TEST_PG` when it is set (the test script's Postgres pass),
+    /// else SQLite in `dir`.
+    async fn test_index_url(dir: &std::path::Path) -> String {
+        match std::env::var("TENFOLD_TEST_PG") {
+            Ok(server) => {
+                sqlx::any::install_default_drivers();
+                let server = server.trim_end_matches('/');
+                let name = format!("u{:016x}", rand::random::<u64>());
+                let admin = AnyPool::connect(&format!("{server}/postgres"))
+                    .await
+                    .unwrap();
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                format!("{server}/{name}")
+            }
+            Err(_) => crate::data_dir::DataDir::new(dir).index_url(),
+        }
+    }
+
+    /// An index written before segments were packed (migration 19) moves
+    /// forward whole: layout, keys, overflow pins, the repair queue and
+    /// writes in flight, and what a deletion then queues and frees.
+    #[tokio::test]
+    async fn an_index_of_placement_rows_moves_to_packed_segments() {
+        let dir = std::env::temp_dir().join(format!("tenfold-index-v18-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = test_index_url(&dir).await;
+        // The schema as migration 18 left it.
+        let engine = Engine::of_url(&url).unwrap();
+        {
+            let index = Index::open_at(&url, Some(18)).await.unwrap();
+            assert_eq!(index.engine, engine);
+            let (d, o) = (
+                "0123456789abcdef0123456789abcdef",
+                "fedcba9876543210fedcba9876543210",
+            );
+            let (md5a, md5b) = (hex::encode([0xaa; 16]), hex::encode([0xbb; 16]));
+            let wrapped = hex::encode([7u8; 60]);
+            for sql in [
+                "INSERT INTO nodes (id, name, endpoint, network, capacity, access_key, secret_key, bucket, created_at) \
+                 VALUES (1, 'n1', 'http://n1', 'mainnet', 100, 'k', 's', 'tenfold', 0), \
+                        (2, 'n2', 'http://n2', 'testnet', 100, 'k', 's', 'tenfold', 0)".to_owned(),
+                "INSERT INTO buckets (name, created_at) VALUES ('b', 0)".to_owned(),
+                format!("INSERT INTO objects (id, bucket, key, size, etag, metadata, headers, checksums, last_modified) \
+                         VALUES ('{o}', 'b', 'k', 10, 'e', '{{}}', '{{}}', '{{}}', 0)"),
+                format!("INSERT INTO object_parts (object_id, part_number, data_id, plain_offset, size, etag) \
+                         VALUES ('{o}', 1, '{d}', 0, 10, 'e')"),
+                format!("INSERT INTO segments (data_id, seq, plain_offset, plain_size, fragment_count, frames) \
+                         VALUES ('{d}', 0, 0, 10, 2, NULL)"),
+                format!("INSERT INTO data_keys (data_id, key_id, wrapped) VALUES ('{d}', 'k1', '{wrapped}')"),
+                format!("INSERT INTO fragments (data_id, seq, idx, size, md5) \
+                         VALUES ('{d}', 0, 0, 5, '{md5a}'), ('{d}', 0, 1, 6, '{md5b}')"),
+                format!("INSERT INTO placements (data_id, seq, idx, network, node_id, cid, size) \
+                         VALUES ('{d}', 0, 0, 'mainnet', 1, NULL, 5), ('{d}', 0, 0, 'testnet', 2, NULL, 5), \
+                                ('{d}', 0, 1, 'overflow', NULL, 'Qmcid', 6)"),
+                format!("INSERT INTO repairs (data_id, seq, idx, queued) VALUES ('{d}', 0, 1, 1)"),
+                "INSERT INTO writes_in_flight (data_id, heartbeat) \
+                 VALUES ('00000000000000000000000000000001', 5)".to_owned(),
+            ] {
+                sqlx::query(&sql).execute(&index.pool).await.unwrap();
+            }
+            index.fold_node_usage().await.unwrap();
+            index.pool.close().await;
+        }
+        let index = Index::open(&url).await.unwrap();
+        let d = "0123456789abcdef0123456789abcdef";
+        let layout = index
+            .layout("fedcba9876543210fedcba9876543210", 0..10)
+            .await
+            .unwrap();
+        assert_eq!(layout.len(), 1);
+        let s = &layout[0];
+        assert_eq!((s.data_id.as_str(), s.seq, s.plain_size), (d, 0, 10));
+        let key = s.key.as_ref().unwrap();
+        assert_eq!(
+            (key.key_id.as_str(), key.wrapped.as_slice()),
+            ("k1", &[7u8; 60][..])
+        );
+        assert_eq!(s.fragments.len(), 2);
+        assert_eq!((s.fragments[0].size, s.fragments[0].md5), (5, [0xaa; 16]));
+        assert_eq!(
+            s.fragments[0].placements,
+            [
+                Placement::Node {
+                    node_id: 1,
+                    network: tenfold_balancer::Network::Mainnet
+                },
+                Placement::Node {
+                    node_id: 2,
+                    network: tenfold_balancer::Network::Testnet
+                },
+            ]
+        );
+        assert_eq!((s.fragments[1].size, s.fragments[1].md5), (6, [0xbb; 16]));
+        assert_eq!(
+            s.fragments[1].placements,
+            [Placement::Overflow {
+                cid: "Qmcid".into()
+            }]
+        );
+        assert_eq!(index.master_key_ids().await.unwrap(), ["k1"]);
+        assert_eq!(index.overflow_usage().await.unwrap(), (1, 6));
+        assert!(index.cid_in_use("Qmcid").await.unwrap());
+        let queued: Vec<_> = index
+            .repair_candidates(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.seq, c.index))
+            .collect();
+        assert_eq!(queued, [(0, 1)]);
+        let named = index.named_on_node(1, (d, d), 0).await.unwrap();
+        assert_eq!(named.keys.len(), 1, "{:?}", named.keys);
+        let writing = index
+            .named_on_node(
+                1,
+                (
+                    "00000000000000000000000000000000",
+                    "00000000000000000000000000000002",
+                ),
+                0,
+            )
+            .await
+            .unwrap()
+            .writing;
+        assert!(writing.contains("00000000000000000000000000000001"));
+        // The usage the triggers counted, then what a deletion frees.
+        assert_eq!(index.node_records().await.unwrap()[&1].replicas, 1);
+        assert!(index.delete_object("b", "k").await.unwrap());
+        index.fold_node_usage().await.unwrap();
+        let records = index.node_records().await.unwrap();
+        assert_eq!((records[&1].replicas, records[&2].replicas), (0, 0));
+        assert_eq!(index.garbage_len().await.unwrap(), 3);
+        assert_eq!(index.overflow_usage().await.unwrap(), (0, 0));
+        assert!(index.repair_candidates(10).await.unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

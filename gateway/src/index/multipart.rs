@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use super::rows::{
     Assembly, ObjectRow, PartRow, StoredData, StoredPart, UploadRow, WriteCondition,
 };
-use super::{Index, Tx, now_ms, part_list_json, to_i64, to_u64};
+use super::{Index, Tx, now_ms, packed, part_list_json, to_i64, to_u64};
 use crate::error::GatewayError;
 
 impl Index {
@@ -109,7 +109,7 @@ impl Index {
     ) -> Result<(), GatewayError> {
         write_tx!(self, |tx| {
             Self::upload_exists_in(tx, upload_id).await?;
-            let old: Option<String> = sqlx::query_scalar(
+            let old: Option<Vec<u8>> = sqlx::query_scalar(
                 "SELECT data_id FROM upload_parts WHERE upload_id = $1 AND part_number = $2",
             )
             .bind(upload_id)
@@ -117,7 +117,7 @@ impl Index {
             .fetch_optional(&mut **tx)
             .await?;
             if let Some(old) = old {
-                Self::discard_data_in(tx, &old).await?;
+                Self::discard_data_in(tx, &packed::id_text(&old)).await?;
                 sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1 AND part_number = $2")
                     .bind(upload_id)
                     .bind(i64::from(part_number))
@@ -131,7 +131,7 @@ impl Index {
             )
             .bind(upload_id)
             .bind(i64::from(part_number))
-            .bind(&data.data_id)
+            .bind(packed::id_bytes(&data.data_id))
             .bind(to_i64(data.size))
             .bind(hex::encode(data.md5))
             .bind(now_ms())
@@ -227,7 +227,7 @@ impl Index {
             Self::upload_exists_in(tx, &upload.id).await?;
             let current = Self::current_etag_in(tx, &upload.bucket, &upload.key).await?;
             condition.check(&upload.key, current.as_deref())?;
-            let stored: Vec<(i64, String, i64, String, String)> = sqlx::query_as(
+            let stored: Vec<(i64, Vec<u8>, i64, String, String)> = sqlx::query_as(
                 "SELECT part_number, data_id, size, etag, checksums FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
             )
             .bind(&upload.id)
@@ -237,7 +237,7 @@ impl Index {
                 .into_iter()
                 .map(|(number, data_id, size, etag, checksums)| StoredPart {
                     number: u32::try_from(number).unwrap_or(0),
-                    data_id,
+                    data_id: packed::id_text(&data_id),
                     size: to_u64(size),
                     etag,
                     checksums: serde_json::from_str(&checksums).unwrap_or_default(),
@@ -318,13 +318,13 @@ impl Index {
         tx: &mut Tx,
         upload_id: &str,
     ) -> Result<bool, GatewayError> {
-        let parts: Vec<String> =
+        let parts: Vec<Vec<u8>> =
             sqlx::query_scalar("SELECT data_id FROM upload_parts WHERE upload_id = $1")
                 .bind(upload_id)
                 .fetch_all(&mut **tx)
                 .await?;
         for data_id in parts {
-            Self::discard_data_in(tx, &data_id).await?;
+            Self::discard_data_in(tx, &packed::id_text(&data_id)).await?;
         }
         let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(upload_id)

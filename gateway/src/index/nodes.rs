@@ -1,12 +1,35 @@
 //! The node registry: registrations (secrets sealed with the master key)
 //! and the bytes placements record on each node.
 
+use std::collections::BTreeMap;
+
 use sqlx::Row;
 use tenfold_balancer::NodeSpec;
 
 use super::rows::NewNode;
-use super::{Engine, Index, Tx, now_ms, to_i64, to_u64};
+use super::{Engine, Index, ROWS_PER_INSERT, Tx, insert_rows_sql, now_ms, to_i64, to_u64};
 use crate::error::GatewayError;
+
+/// What a transaction changes on nodes: bytes and replicas by node id,
+/// logged in the same transaction (see [`Index::fold_node_usage`]).
+#[derive(Debug, Default)]
+pub(super) struct NodeUsage(BTreeMap<i64, (i64, i64)>);
+
+impl NodeUsage {
+    /// A replica of `size` bytes placed on `node_id`.
+    pub(super) fn add(&mut self, node_id: i64, size: u64) {
+        let e = self.0.entry(node_id).or_default();
+        e.0 = e.0.saturating_add(to_i64(size));
+        e.1 += 1;
+    }
+
+    /// A replica of `size` bytes gone from `node_id`.
+    pub(super) fn remove(&mut self, node_id: i64, size: u64) {
+        let e = self.0.entry(node_id).or_default();
+        e.0 = e.0.saturating_sub(to_i64(size));
+        e.1 -= 1;
+    }
+}
 
 /// What the index records of a node besides its registration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,8 +106,27 @@ impl Index {
         Ok(())
     }
 
-    /// Folds the node usage log (what commits and deletions changed, kept
-    /// by triggers on `placements`) into each node's `stored` and
+    /// Appends what a transaction changed on nodes to the usage log (an
+    /// append-only log: concurrent commits never wait on a node's row).
+    pub(super) async fn log_usage_in(tx: &mut Tx, usage: &NodeUsage) -> Result<(), GatewayError> {
+        let rows: Vec<_> = usage.0.iter().filter(|(_, c)| **c != (0, 0)).collect();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let sql = insert_rows_sql(
+                "node_usage_log",
+                &["node_id", "bytes", "replicas"],
+                chunk.len(),
+            );
+            let mut query = sqlx::query(&sql);
+            for (node_id, (bytes, replicas)) in chunk {
+                query = query.bind(**node_id).bind(*bytes).bind(*replicas);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Folds the node usage log (what commits, deletions and repairs
+    /// changed, logged in their transactions) into each node's `stored` and
     /// `replicas` counters, so that reading them stays cheap however much
     /// is stored. Idempotent, and safe with several gateways folding: each
     /// log row is counted once, by whoever deletes it.
@@ -226,11 +268,15 @@ impl Index {
     /// not exist.
     pub async fn remove_node(&self, id: i64) -> Result<(), GatewayError> {
         write_tx!(self, |tx| {
-            let held: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM placements WHERE node_id = $1")
-                    .bind(id)
-                    .fetch_one(&mut **tx)
-                    .await?;
+            let held: i64 = sqlx::query_scalar(
+                "SELECT replicas + CAST(COALESCE((SELECT SUM(l.replicas) FROM node_usage_log l \
+                                                  WHERE l.node_id = nodes.id), 0) AS BIGINT) \
+                 FROM nodes WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .unwrap_or(0);
             if held > 0 {
                 return Err(GatewayError::InvalidArgument(format!(
                     "node {id} still holds {held} replicas; it cannot be removed yet \

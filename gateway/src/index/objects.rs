@@ -6,11 +6,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use tenfold_balancer::{Placement, Replica};
 
-use super::rows::{FragmentRow, ObjectRow, SegmentRow, StoredData, Tags, WriteCondition};
-use super::{
-    Index, ROWS_PER_INSERT, Tx, insert_rows_sql, md5_from_hex, placement_of, to_i64, to_u64,
-    wrapped_key_of,
-};
+use super::nodes::NodeUsage;
+use super::rows::{ObjectRow, SegmentRow, StoredData, Tags, WriteCondition};
+use super::{Index, ROWS_PER_INSERT, Tx, insert_rows_sql, packed, segment_of, to_i64, to_u64};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 
@@ -102,68 +100,82 @@ impl Index {
         self.timed_read("layout", async {
             let rows = sqlx::query(
                 "SELECT s.data_id, s.seq, op.plain_offset + s.plain_offset AS plain_offset, s.plain_size, \
-                        s.frames, k.key_id, k.wrapped, f.idx, f.size, f.md5, p.network, p.node_id, p.cid \
+                        s.frames, s.key_id, s.wrapped, s.fragments \
                  FROM object_parts op \
                  JOIN segments s ON s.data_id = op.data_id \
-                 LEFT JOIN data_keys k ON k.data_id = s.data_id \
-                 JOIN fragments f ON f.data_id = s.data_id AND f.seq = s.seq \
-                 LEFT JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
                  WHERE op.object_id = $1 \
                    AND (s.plain_size = 0 OR (op.plain_offset + s.plain_offset < $3 \
                         AND op.plain_offset + s.plain_offset + s.plain_size > $2)) \
-                 ORDER BY op.part_number, s.seq, f.idx",
+                 ORDER BY op.part_number, s.seq",
             )
             .bind(object_id)
             .bind(to_i64(range.start))
             .bind(to_i64(range.end))
             .fetch_all(&self.pool)
             .await?;
-            let mut segments: Vec<SegmentRow> = Vec::new();
+            let mut segments = Vec::with_capacity(rows.len());
             for row in &rows {
-                let data_id: String = row.try_get("data_id")?;
-                let seq = u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX);
-                if segments
-                    .last()
-                    .is_none_or(|s| s.seq != seq || s.data_id != data_id)
-                {
-                    segments.push(SegmentRow {
-                        data_id,
-                        seq,
-                        plain_offset: to_u64(row.try_get("plain_offset")?),
-                        plain_size: to_u64(row.try_get("plain_size")?),
-                        frames: row
-                            .try_get::<Option<String>, _>("frames")?
-                            .and_then(|f| serde_json::from_str(&f).ok()),
-                        key: wrapped_key_of(row)?,
-                        fragments: Vec::new(),
-                    });
+                let mut segment = segment_of(row)?;
+                if packed::has_overflow(&segment.fragments) {
+                    let mut conn = self.pool.acquire().await?;
+                    Self::fill_cids(&mut conn, &mut segment).await?;
                 }
-                let segment = segments
-                    .last_mut()
-                    .ok_or_else(|| GatewayError::Internal("layout".into()))?;
-                let index = u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX);
-                if segment.fragments.last().is_none_or(|f| f.index != index) {
-                    segment.fragments.push(FragmentRow {
-                        index,
-                        size: to_u64(row.try_get("size")?),
-                        md5: md5_from_hex(&row.try_get::<String, _>("md5")?)?,
-                        placements: Vec::new(),
-                    });
-                }
-                if let Some(network) = row.try_get::<Option<String>, _>("network")? {
-                    let fragment = segment
-                        .fragments
-                        .last_mut()
-                        .ok_or_else(|| GatewayError::Internal("layout".into()))?;
-                    fragment.placements.push(
-                        Placement::from_columns(&network, row.try_get("node_id")?, row.try_get("cid")?)
-                            .map_err(GatewayError::Internal)?,
-                    );
-                }
+                segments.push(segment);
             }
             Ok(segments)
         })
         .await
+    }
+
+    /// Fills in the content ids of a segment's overflow pins.
+    pub(super) async fn fill_cids(
+        conn: &mut sqlx::AnyConnection,
+        segment: &mut SegmentRow,
+    ) -> Result<(), GatewayError> {
+        let pins: Vec<(i64, String)> =
+            sqlx::query_as("SELECT idx, cid FROM overflow_pins WHERE data_id = $1 AND seq = $2")
+                .bind(packed::id_bytes(&segment.data_id))
+                .bind(i64::from(segment.seq))
+                .fetch_all(&mut *conn)
+                .await?;
+        for (idx, cid) in pins {
+            let Some(f) = segment
+                .fragments
+                .iter_mut()
+                .find(|f| i64::from(f.index) == idx)
+            else {
+                continue;
+            };
+            for p in &mut f.placements {
+                if let Placement::Overflow { cid: slot } = p {
+                    slot.clone_from(&cid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every segment of a piece of data, with its fragments and copies.
+    pub(super) async fn data_segments_in(
+        tx: &mut Tx,
+        data_id: &str,
+    ) -> Result<Vec<SegmentRow>, GatewayError> {
+        let rows = sqlx::query(
+            "SELECT data_id, seq, plain_offset, plain_size, frames, key_id, wrapped, fragments \
+             FROM segments WHERE data_id = $1 ORDER BY seq",
+        )
+        .bind(packed::id_bytes(data_id))
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut segment = segment_of(row)?;
+            if packed::has_overflow(&segment.fragments) {
+                Self::fill_cids(tx, &mut segment).await?;
+            }
+            out.push(segment);
+        }
+        Ok(out)
     }
 
     pub(super) async fn bucket_exists_in(tx: &mut Tx, bucket: &str) -> Result<(), GatewayError> {
@@ -179,15 +191,18 @@ impl Index {
         }
     }
 
-    /// Records placed data: its key, segments, fragments and placements.
+    /// Records placed data: its segments (with their fragments, copies and
+    /// wrapped key), its overflow pins, what it adds to each node, and its
+    /// fragments placed short of the policy, queued for repair.
     pub(super) async fn insert_data_in(tx: &mut Tx, data: &StoredData) -> Result<(), GatewayError> {
+        let id = packed::id_bytes(&data.data_id);
         if let Some(key) = &data.key {
-            sqlx::query("INSERT INTO data_keys (data_id, key_id, wrapped) VALUES ($1, $2, $3)")
-                .bind(&data.data_id)
-                .bind(&key.key_id)
-                .bind(hex::encode(&key.wrapped))
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO master_keys_used (key_id) VALUES ($1) ON CONFLICT (key_id) DO NOTHING",
+            )
+            .bind(&key.key_id)
+            .execute(&mut **tx)
+            .await?;
         }
         for chunk in data.segments.chunks(ROWS_PER_INSERT) {
             let sql = insert_rows_sql(
@@ -197,78 +212,52 @@ impl Index {
                     "seq",
                     "plain_offset",
                     "plain_size",
-                    "fragment_count",
                     "frames",
+                    "key_id",
+                    "wrapped",
+                    "fragments",
                 ],
                 chunk.len(),
             );
             let mut query = sqlx::query(&sql);
             for s in chunk {
                 query = query
-                    .bind(&data.data_id)
+                    .bind(id.clone())
                     .bind(i64::from(s.seq))
                     .bind(to_i64(s.plain_offset))
                     .bind(to_i64(s.plain_size))
-                    .bind(i64::try_from(s.fragments.len()).unwrap_or(i64::MAX))
                     .bind(
                         s.frames
                             .as_ref()
                             .and_then(|f| serde_json::to_string(f).ok()),
-                    );
+                    )
+                    .bind(data.key.as_ref().map(|k| k.key_id.clone()))
+                    .bind(data.key.as_ref().map(|k| k.wrapped.clone()))
+                    .bind(packed::pack(&s.fragments));
             }
             query.execute(&mut **tx).await?;
         }
-        let fragments: Vec<(u32, &FragmentRow)> = data
-            .segments
-            .iter()
-            .flat_map(|s| s.fragments.iter().map(move |f| (s.seq, f)))
-            .collect();
-        for chunk in fragments.chunks(ROWS_PER_INSERT) {
-            let sql = insert_rows_sql(
-                "fragments",
-                &["data_id", "seq", "idx", "size", "md5"],
-                chunk.len(),
-            );
-            let mut query = sqlx::query(&sql);
-            for (seq, f) in chunk {
-                query = query
-                    .bind(&data.data_id)
-                    .bind(i64::from(*seq))
-                    .bind(i64::from(f.index))
-                    .bind(to_i64(f.size))
-                    .bind(hex::encode(f.md5));
+        let mut usage = NodeUsage::default();
+        for s in &data.segments {
+            for f in &s.fragments {
+                for p in &f.placements {
+                    match p {
+                        Placement::Node { node_id, .. } => usage.add(*node_id, f.size),
+                        Placement::Overflow { cid } => {
+                            Self::insert_pin_in(tx, (&data.data_id, s.seq, f.index), cid, f.size)
+                                .await?;
+                        }
+                    }
+                }
             }
-            query.execute(&mut **tx).await?;
         }
-        let placements: Vec<(u32, &FragmentRow, &Placement)> = fragments
-            .iter()
-            .flat_map(|(seq, f)| f.placements.iter().map(move |p| (*seq, *f, p)))
-            .collect();
-        for chunk in placements.chunks(ROWS_PER_INSERT) {
-            let sql = insert_rows_sql(
-                "placements",
-                &["data_id", "seq", "idx", "network", "node_id", "cid", "size"],
-                chunk.len(),
-            );
-            let mut query = sqlx::query(&sql);
-            for (seq, f, p) in chunk {
-                query = query
-                    .bind(&data.data_id)
-                    .bind(i64::from(*seq))
-                    .bind(i64::from(f.index))
-                    .bind(p.network_name())
-                    .bind(p.node_id())
-                    .bind(p.cid())
-                    .bind(to_i64(f.size));
-            }
-            query.execute(&mut **tx).await?;
-        }
+        Self::log_usage_in(tx, &usage).await?;
         for chunk in data.short.chunks(ROWS_PER_INSERT) {
             let sql = insert_rows_sql("repairs", &["data_id", "seq", "idx", "queued"], chunk.len());
             let mut query = sqlx::query(&sql);
             for (seq, idx) in chunk {
                 query = query
-                    .bind(&data.data_id)
+                    .bind(id.clone())
                     .bind(i64::from(*seq))
                     .bind(i64::from(*idx))
                     .bind(1i64);
@@ -278,35 +267,53 @@ impl Index {
         Ok(())
     }
 
+    /// Records a fragment's overflow pin.
+    pub(super) async fn insert_pin_in(
+        tx: &mut Tx,
+        (data_id, seq, idx): (&str, u32, u16),
+        cid: &str,
+        size: u64,
+    ) -> Result<(), GatewayError> {
+        sqlx::query(
+            "INSERT INTO overflow_pins (data_id, seq, idx, cid, size) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (data_id, seq, idx) DO UPDATE SET cid = excluded.cid",
+        )
+        .bind(packed::id_bytes(data_id))
+        .bind(i64::from(seq))
+        .bind(i64::from(idx))
+        .bind(cid)
+        .bind(to_i64(size))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
     /// Moves a piece of data's replicas to the garbage queue and forgets it.
     pub(super) async fn discard_data_in(tx: &mut Tx, data_id: &str) -> Result<(), GatewayError> {
-        let rows = sqlx::query(
-            "SELECT seq, idx, network, node_id, cid FROM placements WHERE data_id = $1",
-        )
-        .bind(data_id)
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut replicas = Vec::with_capacity(rows.len());
-        for row in &rows {
-            replicas.push(Replica {
-                key: node_key(
-                    data_id,
-                    u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(0),
-                    u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(0),
-                ),
-                placement: placement_of(row)?,
-            });
+        let segments = Self::data_segments_in(tx, data_id).await?;
+        let mut usage = NodeUsage::default();
+        let mut replicas = Vec::new();
+        for s in &segments {
+            for f in &s.fragments {
+                for p in &f.placements {
+                    if let Some(node_id) = p.node_id() {
+                        usage.remove(node_id, f.size);
+                    }
+                    replicas.push(Replica {
+                        key: node_key(data_id, s.seq, f.index),
+                        placement: p.clone(),
+                    });
+                }
+            }
         }
-        sqlx::query("DELETE FROM segments WHERE data_id = $1")
-            .bind(data_id)
-            .execute(&mut **tx)
-            .await?;
-        for table in ["data_keys", "repairs"] {
+        let id = packed::id_bytes(data_id);
+        for table in ["segments", "overflow_pins", "repairs"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE data_id = $1"))
-                .bind(data_id)
+                .bind(id.clone())
                 .execute(&mut **tx)
                 .await?;
         }
+        Self::log_usage_in(tx, &usage).await?;
         Self::add_garbage_in(tx, &replicas).await
     }
 
@@ -317,7 +324,7 @@ impl Index {
     pub async fn data_committed(&self, data_id: &str) -> Result<bool, GatewayError> {
         Ok(
             sqlx::query("SELECT 1 FROM segments WHERE data_id = $1 LIMIT 1")
-                .bind(data_id)
+                .bind(packed::id_bytes(data_id))
                 .fetch_optional(&self.pool)
                 .await?
                 .is_some(),
@@ -326,13 +333,13 @@ impl Index {
 
     /// Deletes an object and discards its data.
     async fn discard_object_in(tx: &mut Tx, object_id: &str) -> Result<(), GatewayError> {
-        let data: Vec<String> =
+        let data: Vec<Vec<u8>> =
             sqlx::query_scalar("SELECT data_id FROM object_parts WHERE object_id = $1")
                 .bind(object_id)
                 .fetch_all(&mut **tx)
                 .await?;
         for data_id in data {
-            Self::discard_data_in(tx, &data_id).await?;
+            Self::discard_data_in(tx, &packed::id_text(&data_id)).await?;
         }
         sqlx::query("DELETE FROM objects WHERE id = $1")
             .bind(object_id)
@@ -399,7 +406,7 @@ impl Index {
         )
         .bind(object_id)
         .bind(i64::from(part_number))
-        .bind(data_id)
+        .bind(packed::id_bytes(data_id))
         .bind(to_i64(offset))
         .bind(to_i64(size))
         .bind(etag)
@@ -524,7 +531,7 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn master_key_ids(&self) -> Result<Vec<String>, GatewayError> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT key_id FROM data_keys")
+        Ok(sqlx::query_scalar("SELECT key_id FROM master_keys_used")
             .fetch_all(&self.pool)
             .await?)
     }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use super::{Index, ROWS_PER_INSERT, Tx, insert_rows_sql, now_ms};
+use super::{Index, ROWS_PER_INSERT, Tx, insert_rows_sql, now_ms, packed};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 
@@ -38,7 +38,7 @@ impl Index {
                         + " ON CONFLICT (data_id) DO UPDATE SET heartbeat = excluded.heartbeat";
                 let mut query = sqlx::query(&sql);
                 for id in chunk {
-                    query = query.bind(id).bind(now);
+                    query = query.bind(packed::id_bytes(id)).bind(now);
                 }
                 query.execute(&mut **tx).await?;
             }
@@ -112,35 +112,37 @@ impl Index {
         (first, last): (&str, &str),
         live_since: i64,
     ) -> Result<NamedReplicas, GatewayError> {
-        let writing = sqlx::query_scalar::<_, String>(
+        let (from, to) = (packed::id_bytes(first), packed::id_bytes(last));
+        let writing = sqlx::query_scalar::<_, Vec<u8>>(
             "SELECT data_id FROM writes_in_flight \
              WHERE data_id >= $1 AND data_id <= $2 AND heartbeat >= $3",
         )
-        .bind(first)
-        .bind(last)
+        .bind(from.clone())
+        .bind(to.clone())
         .bind(live_since)
         .fetch_all(&self.pool)
         .await?
-        .into_iter()
+        .iter()
+        .map(|id| packed::id_text(id))
         .collect();
         let mut keys = HashSet::new();
         let placed = sqlx::query(
-            "SELECT data_id, seq, idx FROM placements \
-             WHERE data_id >= $1 AND data_id <= $2 AND node_id = $3",
+            "SELECT data_id, seq, fragments FROM segments WHERE data_id >= $1 AND data_id <= $2",
         )
-        .bind(first)
-        .bind(last)
-        .bind(node_id)
+        .bind(from)
+        .bind(to)
         .fetch_all(&self.pool)
         .await?;
         for row in &placed {
-            let data_id: String = row.try_get("data_id")?;
-            let seq: i64 = row.try_get("seq")?;
-            let idx: i64 = row.try_get("idx")?;
-            let (Ok(seq), Ok(idx)) = (u32::try_from(seq), u16::try_from(idx)) else {
+            let data_id = packed::id_text(&row.try_get::<Vec<u8>, _>("data_id")?);
+            let Ok(seq) = u32::try_from(row.try_get::<i64, _>("seq")?) else {
                 continue;
             };
-            keys.insert(node_key(&data_id, seq, idx));
+            for f in packed::unpack(&row.try_get::<Vec<u8>, _>("fragments")?)? {
+                if f.placements.iter().any(|p| p.node_id() == Some(node_id)) {
+                    keys.insert(node_key(&data_id, seq, f.index));
+                }
+            }
         }
         // Queued removals name node keys, and every key of a data id starts
         // with it and a `/`: `{first}/` to `{last}/~` holds them all.

@@ -1,8 +1,6 @@
 //! Fragments held by the overflow store: how much they hold, and whether a
 //! content id is still used. (They go back onto nodes through repair.)
 
-use tenfold_balancer::OVERFLOW;
-
 use super::{Index, to_u64};
 use crate::error::GatewayError;
 
@@ -14,11 +12,8 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn overflow_usage(&self) -> Result<(u64, u64), GatewayError> {
         let (count, bytes): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(f.size), 0) AS BIGINT) FROM placements p \
-             JOIN fragments f ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx \
-             WHERE p.network = $1",
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM overflow_pins",
         )
-        .bind(OVERFLOW)
         .fetch_one(&self.pool)
         .await?;
         Ok((to_u64(count), to_u64(bytes)))
@@ -31,7 +26,7 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn cid_in_use(&self, cid: &str) -> Result<bool, GatewayError> {
         Ok(
-            sqlx::query("SELECT 1 FROM placements WHERE cid = $1 LIMIT 1")
+            sqlx::query("SELECT 1 FROM overflow_pins WHERE cid = $1 LIMIT 1")
                 .bind(cid)
                 .fetch_optional(&self.pool)
                 .await?

@@ -3,45 +3,133 @@
 //! repair follows.
 //!
 //! A copy counts toward a fragment's target only on an active node. The
-//! candidates for repair are found without scanning every fragment: those
-//! with a copy on a node that is not active (`placements_by_node_key`), or in
-//! the overflow store (`placements_overflowed`), or queued explicitly in
-//! `repairs`. A row in `repairs` is also each candidate's claim and back-off.
+//! candidates for repair are the fragments queued in `repairs` and those
+//! with an overflow pin. The queue is filled by the commits that placed a
+//! fragment short, by audits that found a copy bad, and by the walk over
+//! every segment ([`Index::check_segments`], run by each gateway's repair
+//! loop) that finds the fragments with a copy on a node that is not active
+//! or fewer active copies than the policy, and tallies the redundancy of
+//! all of them for `tenfold status`. A row in `repairs` is also each
+//! candidate's claim and back-off.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
-use tenfold_balancer::{NodeState, Placement, Replica, ReplicaPolicy};
+use tenfold_balancer::{Network, NodeState, Placement, Replica, ReplicaPolicy};
 
 use super::counters::Counter;
-use super::rows::RepairCandidate;
-use super::{Index, Tx, md5_from_hex, now_ms, placement_of, to_u64};
+use super::nodes::NodeUsage;
+use super::rows::{FragmentRow, RepairCandidate};
+use super::{Index, ROWS_PER_INSERT, Tx, insert_rows_sql, now_ms, packed, segment_of, to_u64};
 use crate::error::GatewayError;
 
-/// The redundancy of every stored fragment, for `tenfold status`.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+/// The redundancy of every stored fragment, for `tenfold status`: what the
+/// last complete walk over the segments found, and the queue as it is.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Redundancy {
     /// Fragments with fewer copies on active nodes than the policy asks for
     /// on either network.
     pub fragments_below_target: u64,
     /// Fragments by their number of copies on active nodes.
     pub fragments_by_node_copies: BTreeMap<String, u64>,
-    /// Fragments waiting for a repair (a copy on a node that is not active,
-    /// in the overflow store, or queued).
+    /// Fragments waiting for a repair (queued, or in the overflow store).
+    #[serde(default)]
     pub repair_queue: u64,
+    /// When the walk those figures come from ended (ms since the epoch;
+    /// none before the first).
+    #[serde(default, rename = "redundancy_as_of")]
+    pub as_of: Option<i64>,
+}
+
+impl Redundancy {
+    /// Adds a fragment with `mainnet` and `testnet` copies on active nodes.
+    fn tally(&mut self, (mainnet, testnet): (usize, usize), policy: ReplicaPolicy) {
+        if mainnet < policy.mainnet || testnet < policy.testnet {
+            self.fragments_below_target += 1;
+        }
+        *self
+            .fragments_by_node_copies
+            .entry((mainnet + testnet).to_string())
+            .or_default() += 1;
+    }
+
+    /// Adds another part of the walk's figures.
+    pub fn add(&mut self, other: &Redundancy) {
+        self.fragments_below_target += other.fragments_below_target;
+        for (copies, n) in &other.fragments_by_node_copies {
+            *self
+                .fragments_by_node_copies
+                .entry(copies.clone())
+                .or_default() += n;
+        }
+    }
+}
+
+/// Where a walk over the segments is: after segment `(data_id, seq)`; the
+/// default is before the first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalkCursor {
+    pub data_id: String,
+    pub seq: i64,
+}
+
+/// One step of the walk over the segments.
+#[derive(Debug, Clone)]
+pub struct CheckedSegments {
+    /// The redundancy of the fragments walked through.
+    pub redundancy: Redundancy,
+    /// Fragments queued for repair by this step.
+    pub queued: usize,
+    /// Where the step ended; `None` after the last segment.
+    pub next: Option<WalkCursor>,
 }
 
 /// The SQL of the repair candidates: `(data_id, seq, idx)` of every fragment
-/// with a copy on a node that is not active, in the overflow store, or
-/// queued in `repairs`.
-const CANDIDATES: &str = "SELECT p.data_id, p.seq, p.idx FROM placements p \
-       JOIN nodes n ON n.id = p.node_id WHERE n.state <> 'active' \
-     UNION SELECT data_id, seq, idx FROM placements WHERE network = 'overflow' \
+/// with an overflow pin or queued in `repairs`.
+const CANDIDATES: &str = "SELECT data_id, seq, idx FROM overflow_pins \
      UNION SELECT data_id, seq, idx FROM repairs WHERE queued = 1";
 
 /// The name of the setting holding the replica policy (`"3+1"`).
 const POLICY_SETTING: &str = "replica_policy";
+
+/// The name of the setting holding the last complete walk's [`Redundancy`].
+const REDUNDANCY_SETTING: &str = "redundancy";
+
+/// Candidates read per one asked for, to pick the most endangered among.
+const CANDIDATE_POOL: i64 = 4;
+
+/// Every registered node's lifecycle state.
+async fn node_states(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<HashMap<i64, NodeState>, GatewayError> {
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM nodes")
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(id, state)| Ok((id, state.parse().map_err(GatewayError::Internal)?)))
+        .collect()
+}
+
+/// A copy's state: its node's (a node no longer registered counts as
+/// lost), `None` for an overflow pin.
+fn copy_state(p: &Placement, states: &HashMap<i64, NodeState>) -> Option<NodeState> {
+    p.node_id()
+        .map(|id| states.get(&id).copied().unwrap_or(NodeState::Lost))
+}
+
+/// A fragment's copies on active nodes, `(mainnet, testnet)`.
+fn active_copies(f: &FragmentRow, states: &HashMap<i64, NodeState>) -> (usize, usize) {
+    let on = |network| {
+        f.placements
+            .iter()
+            .filter(|p| {
+                matches!(p, Placement::Node { network: n, .. } if *n == network)
+                    && copy_state(p, states) == Some(NodeState::Active)
+            })
+            .count()
+    };
+    (on(Network::Mainnet), on(Network::Testnet))
+}
 
 impl Index {
     /// Up to `limit` repair candidates not held back (by another gateway's
@@ -55,26 +143,38 @@ impl Index {
         limit: i64,
     ) -> Result<Vec<RepairCandidate>, GatewayError> {
         let sql = format!(
-            "SELECT f.data_id, f.seq, f.idx, f.size, f.md5, p.network, p.node_id, p.cid, n.state, o.good, o.attempts \
-             FROM (SELECT c.data_id, c.seq, c.idx, COALESCE(r.attempts, 0) AS attempts, \
-                     (SELECT COUNT(*) FROM placements g JOIN nodes gn ON gn.id = g.node_id \
-                      WHERE g.data_id = c.data_id AND g.seq = c.seq AND g.idx = c.idx \
-                        AND gn.state = 'active') AS good \
-                   FROM ({CANDIDATES}) c \
-                   LEFT JOIN repairs r ON r.data_id = c.data_id AND r.seq = c.seq AND r.idx = c.idx \
-                   WHERE r.not_before IS NULL OR r.not_before <= $1 \
-                   ORDER BY good, c.data_id, c.seq, c.idx LIMIT $2) o \
-             JOIN fragments f ON f.data_id = o.data_id AND f.seq = o.seq AND f.idx = o.idx \
-             JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
-             LEFT JOIN nodes n ON n.id = p.node_id \
-             ORDER BY o.good, f.data_id, f.seq, f.idx"
+            "SELECT c.data_id, c.seq, c.idx, COALESCE(r.attempts, 0) AS attempts \
+             FROM ({CANDIDATES}) c \
+             LEFT JOIN repairs r ON r.data_id = c.data_id AND r.seq = c.seq AND r.idx = c.idx \
+             WHERE r.not_before IS NULL OR r.not_before <= $1 \
+             ORDER BY c.data_id, c.seq, c.idx LIMIT $2"
         );
+        let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(&sql)
             .bind(now_ms())
-            .bind(limit)
-            .fetch_all(&self.pool)
+            .bind(limit.saturating_mul(CANDIDATE_POOL))
+            .fetch_all(&mut *conn)
             .await?;
-        candidates_of(&rows)
+        let states = node_states(&mut conn).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id = packed::id_text(&row.try_get::<Vec<u8>, _>("data_id")?);
+            let seq = u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX);
+            let idx = u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX);
+            let attempts = u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0);
+            if let Some(c) = Self::candidate(&mut conn, (&id, seq, idx), attempts, &states).await? {
+                out.push(c);
+            }
+        }
+        let good = |c: &RepairCandidate| {
+            c.copies
+                .iter()
+                .filter(|(_, s)| *s == Some(NodeState::Active))
+                .count()
+        };
+        out.sort_by_key(|c| good(c));
+        out.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(out)
     }
 
     /// One fragment's copies as they are now, for a repair just claimed
@@ -85,24 +185,60 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn repair_candidate(
         &self,
-        (data_id, seq, idx): (&str, u32, u16),
+        id: (&str, u32, u16),
         attempts: u32,
     ) -> Result<Option<RepairCandidate>, GatewayError> {
-        let rows = sqlx::query(
-            "SELECT f.data_id, f.seq, f.idx, f.size, f.md5, p.network, p.node_id, p.cid, n.state, \
-                    CAST($4 AS BIGINT) AS attempts \
-             FROM fragments f \
-             JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
-             LEFT JOIN nodes n ON n.id = p.node_id \
-             WHERE f.data_id = $1 AND f.seq = $2 AND f.idx = $3",
+        let mut conn = self.pool.acquire().await?;
+        let states = node_states(&mut conn).await?;
+        Self::candidate(&mut conn, id, attempts, &states).await
+    }
+
+    /// A fragment as a repair candidate, its copies with their nodes'
+    /// states; `None` when it is gone.
+    async fn candidate(
+        conn: &mut sqlx::AnyConnection,
+        (data_id, seq, idx): (&str, u32, u16),
+        attempts: u32,
+        states: &HashMap<i64, NodeState>,
+    ) -> Result<Option<RepairCandidate>, GatewayError> {
+        let Some(fragment) = Self::fragment(conn, (data_id, seq, idx)).await? else {
+            return Ok(None);
+        };
+        Ok(Some(RepairCandidate {
+            data_id: data_id.to_owned(),
+            seq,
+            index: idx,
+            size: fragment.size,
+            md5: fragment.md5,
+            copies: fragment
+                .placements
+                .iter()
+                .map(|p| (p.clone(), copy_state(p, states)))
+                .collect(),
+            attempts,
+        }))
+    }
+
+    /// One fragment with its copies (overflow pins' content ids filled
+    /// in); `None` when it is gone.
+    async fn fragment(
+        conn: &mut sqlx::AnyConnection,
+        (data_id, seq, idx): (&str, u32, u16),
+    ) -> Result<Option<FragmentRow>, GatewayError> {
+        let row = sqlx::query(
+            "SELECT data_id, seq, plain_offset, plain_size, frames, key_id, wrapped, fragments \
+             FROM segments WHERE data_id = $1 AND seq = $2",
         )
-        .bind(data_id)
+        .bind(packed::id_bytes(data_id))
         .bind(i64::from(seq))
-        .bind(i64::from(idx))
-        .bind(i64::from(attempts))
-        .fetch_all(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
-        Ok(candidates_of(&rows)?.pop())
+        let Some(row) = row else { return Ok(None) };
+        let mut segment = segment_of(&row)?;
+        if packed::has_overflow(&segment.fragments) {
+            Self::fill_cids(conn, &mut segment).await?;
+        }
+        Ok(segment.fragments.into_iter().find(|f| f.index == idx))
     }
 
     /// Claims the repair of a fragment until `until` (ms): `false` when
@@ -119,9 +255,9 @@ impl Index {
             Ok(sqlx::query(
                 "INSERT INTO repairs (data_id, seq, idx, not_before) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (data_id, seq, idx) DO UPDATE SET not_before = excluded.not_before \
-                 WHERE repairs.not_before <= $5 RETURNING data_id",
+                 WHERE repairs.not_before <= $5 RETURNING seq",
             )
-            .bind(data_id)
+            .bind(packed::id_bytes(data_id))
             .bind(i64::from(seq))
             .bind(i64::from(idx))
             .bind(until)
@@ -148,7 +284,7 @@ impl Index {
         )
         .bind(at)
         .bind(error)
-        .bind(data_id)
+        .bind(packed::id_bytes(data_id))
         .bind(i64::from(seq))
         .bind(i64::from(idx))
         .execute(&self.pool)
@@ -176,81 +312,165 @@ impl Index {
         policy: ReplicaPolicy,
     ) -> Result<bool, GatewayError> {
         write_tx!(self, |tx| {
-            let size: Option<i64> = sqlx::query_scalar(
-                "SELECT size FROM fragments WHERE data_id = $1 AND seq = $2 AND idx = $3",
-            )
-            .bind(data_id)
-            .bind(i64::from(seq))
-            .bind(i64::from(idx))
-            .fetch_optional(&mut **tx)
-            .await?;
-            let Some(size) = size else {
+            let states = node_states(tx).await?;
+            let Some(mut segment) = Self::segment_in(tx, (data_id, seq)).await? else {
                 Self::forget_repair_in(tx, (data_id, seq, idx)).await?;
                 return Ok(false);
             };
+            let Some(f) = segment.fragments.iter_mut().find(|f| f.index == idx) else {
+                Self::forget_repair_in(tx, (data_id, seq, idx)).await?;
+                return Ok(false);
+            };
+            let size = f.size;
+            let mut usage = NodeUsage::default();
             // A copy already recorded on the node (the same file) stays
-            // recorded once: the insert is idempotent.
-            let mut copies = 0;
+            // recorded once: adding is idempotent.
+            let mut copies = 0i64;
             for p in added {
-                copies += sqlx::query(
-                    "INSERT INTO placements (data_id, seq, idx, network, node_id, cid, size) \
-                     SELECT $1, $2, $3, $4, $5, $6, size FROM fragments \
-                     WHERE data_id = $1 AND seq = $2 AND idx = $3 \
-                     ON CONFLICT (node_id, data_id, seq, idx) DO NOTHING",
-                )
-                .bind(data_id)
-                .bind(i64::from(seq))
-                .bind(i64::from(idx))
-                .bind(p.network_name())
-                .bind(p.node_id())
-                .bind(p.cid())
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
+                let known = f.placements.iter().any(|q| match (p, q) {
+                    (Placement::Overflow { .. }, Placement::Overflow { .. }) => true,
+                    _ => p.node_id().is_some() && p.node_id() == q.node_id(),
+                });
+                if known {
+                    continue;
+                }
+                f.placements.push(p.clone());
+                match p {
+                    Placement::Node { node_id, .. } => {
+                        usage.add(*node_id, size);
+                        copies += 1;
+                    }
+                    Placement::Overflow { cid } => {
+                        Self::insert_pin_in(tx, (data_id, seq, idx), cid, size).await?;
+                    }
+                }
             }
             if copies > 0 {
-                let copies = i64::try_from(copies).unwrap_or(i64::MAX);
                 Self::add_to_counter_in(tx, Counter::RepairedCopies, copies).await?;
-                Self::add_to_counter_in(tx, Counter::RepairedBytes, size.saturating_mul(copies))
-                    .await?;
+                Self::add_to_counter_in(
+                    tx,
+                    Counter::RepairedBytes,
+                    super::to_i64(size).saturating_mul(copies),
+                )
+                .await?;
             }
+            let mut below = false;
             if let Some((dropped, due_now, later)) = settled {
                 for p in dropped {
-                    Self::drop_placement_in(tx, (data_id, seq, idx), p).await?;
+                    Self::remove_copy_in(tx, (data_id, seq, f), p, &mut usage).await?;
                 }
-                Self::add_garbage_released_in(tx, due_now, 0).await?;
-                Self::add_garbage_in(tx, later).await?;
                 // A copy may have been lost meanwhile (the scrub found one
                 // bad): then the fragment stays queued, due at once.
-                let (mainnet, testnet): (i64, i64) = sqlx::query_as(
-                    "SELECT CAST(COALESCE(SUM(CASE WHEN p.network = 'mainnet' THEN 1 ELSE 0 END), 0) AS BIGINT), \
-                            CAST(COALESCE(SUM(CASE WHEN p.network = 'testnet' THEN 1 ELSE 0 END), 0) AS BIGINT) \
-                     FROM placements p JOIN nodes n ON n.id = p.node_id \
-                     WHERE p.data_id = $1 AND p.seq = $2 AND p.idx = $3 AND n.state = 'active'",
-                )
-                .bind(data_id)
-                .bind(i64::from(seq))
-                .bind(i64::from(idx))
-                .fetch_one(&mut **tx)
-                .await?;
-                if to_u64(mainnet) >= policy.mainnet as u64
-                    && to_u64(testnet) >= policy.testnet as u64
-                {
-                    Self::forget_repair_in(tx, (data_id, seq, idx)).await?;
+                let (mainnet, testnet) = active_copies(f, &states);
+                below = mainnet < policy.mainnet || testnet < policy.testnet;
+                Self::add_garbage_released_in(tx, due_now, 0).await?;
+                Self::add_garbage_in(tx, later).await?;
+            }
+            Self::save_fragments_in(tx, &segment).await?;
+            Self::log_usage_in(tx, &usage).await?;
+            if settled.is_some() {
+                if below {
+                    Self::queue_repairs_in(tx, &[(data_id, seq, idx)], true).await?;
                 } else {
-                    sqlx::query(
-                        "UPDATE repairs SET queued = 1, not_before = 0 \
-                         WHERE data_id = $1 AND seq = $2 AND idx = $3",
-                    )
-                    .bind(data_id)
-                    .bind(i64::from(seq))
-                    .bind(i64::from(idx))
-                    .execute(&mut **tx)
-                    .await?;
+                    Self::forget_repair_in(tx, (data_id, seq, idx)).await?;
                 }
             }
             Ok(true)
         })
+    }
+
+    /// A segment with its fragments and copies, in a transaction.
+    async fn segment_in(
+        tx: &mut Tx,
+        (data_id, seq): (&str, u32),
+    ) -> Result<Option<super::SegmentRow>, GatewayError> {
+        let row = sqlx::query(
+            "SELECT data_id, seq, plain_offset, plain_size, frames, key_id, wrapped, fragments \
+             FROM segments WHERE data_id = $1 AND seq = $2",
+        )
+        .bind(packed::id_bytes(data_id))
+        .bind(i64::from(seq))
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut segment = segment_of(&row)?;
+        if packed::has_overflow(&segment.fragments) {
+            Self::fill_cids(tx, &mut segment).await?;
+        }
+        Ok(Some(segment))
+    }
+
+    /// Writes a segment's fragments (their copies changed) back.
+    async fn save_fragments_in(
+        tx: &mut Tx,
+        segment: &super::SegmentRow,
+    ) -> Result<(), GatewayError> {
+        sqlx::query("UPDATE segments SET fragments = $1 WHERE data_id = $2 AND seq = $3")
+            .bind(packed::pack(&segment.fragments))
+            .bind(packed::id_bytes(&segment.data_id))
+            .bind(i64::from(segment.seq))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes copy `placement` off fragment `f` (and its pin off
+    /// `overflow_pins`), noting what that frees on its node.
+    async fn remove_copy_in(
+        tx: &mut Tx,
+        (data_id, seq, f): (&str, u32, &mut FragmentRow),
+        placement: &Placement,
+        usage: &mut NodeUsage,
+    ) -> Result<(), GatewayError> {
+        let before = f.placements.len();
+        match placement {
+            Placement::Node { node_id, .. } => {
+                f.placements.retain(|p| p.node_id() != Some(*node_id));
+                if f.placements.len() < before {
+                    usage.remove(*node_id, f.size);
+                }
+            }
+            Placement::Overflow { .. } => {
+                f.placements.retain(|p| p.cid().is_none());
+                sqlx::query(
+                    "DELETE FROM overflow_pins WHERE data_id = $1 AND seq = $2 AND idx = $3",
+                )
+                .bind(packed::id_bytes(data_id))
+                .bind(i64::from(seq))
+                .bind(i64::from(f.index))
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues fragments for repair (`due_now`: at once, whatever back-off
+    /// they were in).
+    async fn queue_repairs_in(
+        tx: &mut Tx,
+        ids: &[(&str, u32, u16)],
+        due_now: bool,
+    ) -> Result<(), GatewayError> {
+        let conflict = if due_now {
+            " ON CONFLICT (data_id, seq, idx) DO UPDATE SET queued = 1, not_before = 0"
+        } else {
+            " ON CONFLICT (data_id, seq, idx) DO UPDATE SET queued = 1"
+        };
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            let sql = insert_rows_sql("repairs", &["data_id", "seq", "idx", "queued"], chunk.len())
+                + conflict;
+            let mut query = sqlx::query(&sql);
+            for (data_id, seq, idx) in chunk {
+                query = query
+                    .bind(packed::id_bytes(data_id))
+                    .bind(i64::from(*seq))
+                    .bind(i64::from(*idx))
+                    .bind(1i64);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     /// Removes a fragment's repair row (its queue entry, claim and back-off).
@@ -259,7 +479,7 @@ impl Index {
         (data_id, seq, idx): (&str, u32, u16),
     ) -> Result<(), GatewayError> {
         sqlx::query("DELETE FROM repairs WHERE data_id = $1 AND seq = $2 AND idx = $3")
-            .bind(data_id)
+            .bind(packed::id_bytes(data_id))
             .bind(i64::from(seq))
             .bind(i64::from(idx))
             .execute(&mut **tx)
@@ -267,45 +487,28 @@ impl Index {
         Ok(())
     }
 
-    async fn drop_placement_in(
-        tx: &mut Tx,
-        id: (&str, u32, u16),
-        placement: &Placement,
-    ) -> Result<(), GatewayError> {
-        match placement {
-            Placement::Node { node_id, .. } => Self::drop_node_copy_in(tx, id, *node_id).await,
-            Placement::Overflow { cid } => {
-                let (data_id, seq, idx) = id;
-                sqlx::query(
-                    "DELETE FROM placements WHERE data_id = $1 AND seq = $2 AND idx = $3 AND cid = $4",
-                )
-                .bind(data_id)
-                .bind(i64::from(seq))
-                .bind(i64::from(idx))
-                .bind(cid.as_str())
-                .execute(&mut **tx)
-                .await?;
-                Ok(())
-            }
-        }
-    }
-
-    /// Forgets a fragment's copy on node `node_id`.
+    /// Forgets a fragment's copy on node `node_id`, and queues the fragment
+    /// for repair.
     pub(super) async fn drop_node_copy_in(
         tx: &mut Tx,
         (data_id, seq, idx): (&str, u32, u16),
         node_id: i64,
     ) -> Result<(), GatewayError> {
-        sqlx::query(
-            "DELETE FROM placements WHERE data_id = $1 AND seq = $2 AND idx = $3 AND node_id = $4",
-        )
-        .bind(data_id)
-        .bind(i64::from(seq))
-        .bind(i64::from(idx))
-        .bind(node_id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        let Some(mut segment) = Self::segment_in(tx, (data_id, seq)).await? else {
+            return Ok(());
+        };
+        let Some(f) = segment.fragments.iter_mut().find(|f| f.index == idx) else {
+            return Ok(());
+        };
+        let mut usage = NodeUsage::default();
+        let placement = Placement::Node {
+            node_id,
+            network: Network::Mainnet,
+        };
+        Self::remove_copy_in(tx, (data_id, seq, f), &placement, &mut usage).await?;
+        Self::save_fragments_in(tx, &segment).await?;
+        Self::log_usage_in(tx, &usage).await?;
+        Self::queue_repairs_in(tx, &[(data_id, seq, idx)], false).await
     }
 
     /// Records that the nodes `ids` answered a probe now; lost ones among
@@ -414,74 +617,115 @@ impl Index {
         Ok(parsed.unwrap_or_default())
     }
 
-    /// How redundant every stored fragment is under `policy` (one pass over
-    /// the placements: an administrative query).
+    /// How redundant the stored fragments are: the last complete walk's
+    /// figures (see [`Index::check_segments`]), and the repair queue now.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
-    pub async fn redundancy(&self, policy: ReplicaPolicy) -> Result<Redundancy, GatewayError> {
-        let rows = sqlx::query(
-            "SELECT m, t, COUNT(*) AS fragments FROM \
-               (SELECT f.data_id, f.seq, f.idx, \
-                  SUM(CASE WHEN n.state = 'active' AND p.network = 'mainnet' THEN 1 ELSE 0 END) AS m, \
-                  SUM(CASE WHEN n.state = 'active' AND p.network = 'testnet' THEN 1 ELSE 0 END) AS t \
-                FROM fragments f \
-                LEFT JOIN placements p ON p.data_id = f.data_id AND p.seq = f.seq AND p.idx = f.idx \
-                LEFT JOIN nodes n ON n.id = p.node_id \
-                GROUP BY f.data_id, f.seq, f.idx) c \
-             GROUP BY m, t",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut report = Redundancy::default();
-        for row in &rows {
-            let m = to_u64(row.try_get::<i64, _>("m")?);
-            let t = to_u64(row.try_get::<i64, _>("t")?);
-            let count = to_u64(row.try_get::<i64, _>("fragments")?);
-            if m < policy.mainnet as u64 || t < policy.testnet as u64 {
-                report.fragments_below_target += count;
-            }
-            *report
-                .fragments_by_node_copies
-                .entry((m + t).to_string())
-                .or_default() += count;
-        }
+    pub async fn redundancy(&self) -> Result<Redundancy, GatewayError> {
+        let value: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                .bind(REDUNDANCY_SETTING)
+                .fetch_optional(&self.pool)
+                .await?;
+        let mut report: Redundancy = value
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default();
         let queue: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({CANDIDATES}) c"))
             .fetch_one(&self.pool)
             .await?;
         report.repair_queue = to_u64(queue);
         Ok(report)
     }
-}
 
-/// Repair candidates from rows of fragment columns, one row per copy
-/// (`network`, `node_id`, `cid`, `state`), grouped by fragment in order.
-fn candidates_of(rows: &[AnyRow]) -> Result<Vec<RepairCandidate>, GatewayError> {
-    let mut out: Vec<RepairCandidate> = Vec::new();
-    for row in rows {
-        let data_id: String = row.try_get("data_id")?;
-        let seq = u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX);
-        let index = u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX);
-        let state: Option<String> = row.try_get("state")?;
-        let state = state
-            .map(|s| s.parse::<NodeState>())
-            .transpose()
-            .map_err(GatewayError::Internal)?;
-        let copy = (placement_of(row)?, state);
-        match out.last_mut() {
-            Some(c) if c.data_id == data_id && c.seq == seq && c.index == index => {
-                c.copies.push(copy);
-            }
-            _ => out.push(RepairCandidate {
-                data_id,
-                seq,
-                index,
-                size: to_u64(row.try_get("size")?),
-                md5: md5_from_hex(&row.try_get::<String, _>("md5")?)?,
-                copies: vec![copy],
-                attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
-            }),
-        }
+    /// Records the figures of a complete walk over the segments.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn record_redundancy(&self, walked: &Redundancy) -> Result<(), GatewayError> {
+        let report = Redundancy {
+            repair_queue: 0,
+            as_of: Some(now_ms()),
+            ..walked.clone()
+        };
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(REDUNDANCY_SETTING)
+        .bind(serde_json::to_string(&report).unwrap_or_default())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
-    Ok(out)
+
+    /// One step of the walk over every segment: up to `limit` segments
+    /// after `after`, each fragment's copies on active nodes tallied under
+    /// `policy`, and the fragments with a copy on a node that is not
+    /// active, or below the policy, queued for repair (idempotent: a queued
+    /// fragment keeps its back-off).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn check_segments(
+        &self,
+        after: &WalkCursor,
+        limit: i64,
+        policy: ReplicaPolicy,
+    ) -> Result<CheckedSegments, GatewayError> {
+        let mut conn = self.pool.acquire().await?;
+        let states = node_states(&mut conn).await?;
+        let rows = sqlx::query(
+            "SELECT data_id, seq, fragments FROM segments \
+             WHERE data_id > $1 OR (data_id = $1 AND seq > $2) \
+             ORDER BY data_id, seq LIMIT $3",
+        )
+        .bind(packed::id_bytes(&after.data_id))
+        .bind(after.seq)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        drop(conn);
+        let mut step = CheckedSegments {
+            redundancy: Redundancy::default(),
+            queued: 0,
+            next: None,
+        };
+        let mut to_queue: Vec<(String, u32, u16)> = Vec::new();
+        for row in &rows {
+            let data_id = packed::id_text(&row.try_get::<Vec<u8>, _>("data_id")?);
+            let seq: i64 = row.try_get("seq")?;
+            for f in packed::unpack(&row.try_get::<Vec<u8>, _>("fragments")?)? {
+                let active = active_copies(&f, &states);
+                step.redundancy.tally(active, policy);
+                let elsewhere = f.placements.iter().any(|p| {
+                    p.node_id().is_some() && copy_state(p, &states) != Some(NodeState::Active)
+                });
+                if elsewhere || active.0 < policy.mainnet || active.1 < policy.testnet {
+                    to_queue.push((
+                        data_id.clone(),
+                        u32::try_from(seq).unwrap_or(u32::MAX),
+                        f.index,
+                    ));
+                }
+            }
+            step.next = Some(WalkCursor {
+                data_id: data_id.clone(),
+                seq,
+            });
+        }
+        if rows.len() < usize::try_from(limit).unwrap_or(usize::MAX) {
+            step.next = None;
+        }
+        if !to_queue.is_empty() {
+            let ids: Vec<(&str, u32, u16)> = to_queue
+                .iter()
+                .map(|(d, s, i)| (d.as_str(), *s, *i))
+                .collect();
+            let ids = &ids;
+            write_tx!(self, |tx| { Self::queue_repairs_in(tx, ids, false).await })?;
+            step.queued = ids.len();
+        }
+        Ok(step)
+    }
 }

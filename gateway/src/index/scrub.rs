@@ -3,13 +3,20 @@
 
 use sqlx::Row;
 
-use super::{Index, Tx, md5_from_hex, now_ms, to_u64};
+use super::{Index, Tx, now_ms, packed};
 use crate::error::GatewayError;
 
 /// The replicas after a random position a spot audit picks from: a random
 /// data id lands after a gap in the ids, and the draw among its successors
 /// spreads the pick over the fragments of each piece of data.
-const SPOT_WINDOW: i64 = 64;
+const SPOT_WINDOW: usize = 64;
+
+/// Segments a spot audit walks at most, in [`SCAN_SEGMENTS`] steps, to find
+/// a node's replica.
+const SPOT_SCANS: usize = 8;
+
+/// Segments one scrub batch walks at most.
+pub const SCAN_SEGMENTS: i64 = 4096;
 
 /// A position in a node's replicas, in `(data_id, seq, idx)` order; the
 /// default is before the first.
@@ -28,6 +35,19 @@ impl Default for ScrubCursor {
             idx: -1,
         }
     }
+}
+
+/// A node's replicas found in one walk over the segments.
+#[derive(Debug, Clone)]
+pub struct ScrubBatch {
+    /// The replicas, in order.
+    pub items: Vec<ScrubItem>,
+    /// Whether the walk reached the last segment (no replica of the node
+    /// comes after the items).
+    pub end: bool,
+    /// The position after the last segment walked through: where to go on
+    /// from when the items are fewer than asked and this is not the end.
+    pub scanned: ScrubCursor,
 }
 
 /// One replica to audit.
@@ -91,7 +111,9 @@ impl Index {
         .transpose()
     }
 
-    /// Up to `limit` replicas on node `node_id` after `cursor`, in order.
+    /// Up to `limit` replicas on node `node_id` after `cursor`, in order,
+    /// found in at most [`SCAN_SEGMENTS`] segments (a node's copies are
+    /// found by walking the segments: no index names them by node).
     ///
     /// # Errors
     /// [`GatewayError::Index`].
@@ -99,33 +121,52 @@ impl Index {
         &self,
         node_id: i64,
         cursor: &ScrubCursor,
-        limit: i64,
-    ) -> Result<Vec<ScrubItem>, GatewayError> {
+        limit: usize,
+    ) -> Result<ScrubBatch, GatewayError> {
         let rows = sqlx::query(
-            "SELECT p.data_id, p.seq, p.idx, f.size, f.md5 FROM placements p \
-             JOIN fragments f ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx \
-             WHERE p.node_id = $1 AND (p.data_id > $2 OR (p.data_id = $2 AND \
-               (p.seq > $3 OR (p.seq = $3 AND p.idx > $4)))) \
-             ORDER BY p.data_id, p.seq, p.idx LIMIT $5",
+            "SELECT data_id, seq, fragments FROM segments \
+             WHERE data_id > $1 OR (data_id = $1 AND seq >= $2) \
+             ORDER BY data_id, seq LIMIT $3",
         )
-        .bind(node_id)
-        .bind(&cursor.data_id)
+        .bind(packed::id_bytes(&cursor.data_id))
         .bind(cursor.seq)
-        .bind(cursor.idx)
-        .bind(limit)
+        .bind(SCAN_SEGMENTS)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ScrubItem {
-                    data_id: row.try_get("data_id")?,
-                    seq: u32::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(u32::MAX),
-                    index: u16::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u16::MAX),
-                    size: to_u64(row.try_get("size")?),
-                    md5: md5_from_hex(&row.try_get::<String, _>("md5")?)?,
-                })
-            })
-            .collect()
+        let mut batch = ScrubBatch {
+            items: Vec::new(),
+            end: rows.len() < usize::try_from(SCAN_SEGMENTS).unwrap_or(usize::MAX),
+            scanned: cursor.clone(),
+        };
+        for row in &rows {
+            let data_id = packed::id_text(&row.try_get::<Vec<u8>, _>("data_id")?);
+            let seq: i64 = row.try_get("seq")?;
+            let same = data_id == cursor.data_id && seq == cursor.seq;
+            for f in packed::unpack(&row.try_get::<Vec<u8>, _>("fragments")?)? {
+                if (same && i64::from(f.index) <= cursor.idx)
+                    || !f.placements.iter().any(|p| p.node_id() == Some(node_id))
+                {
+                    continue;
+                }
+                if batch.items.len() == limit {
+                    batch.end = false;
+                    return Ok(batch);
+                }
+                batch.items.push(ScrubItem {
+                    data_id: data_id.clone(),
+                    seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                    index: f.index,
+                    size: f.size,
+                    md5: f.md5,
+                });
+            }
+            batch.scanned = ScrubCursor {
+                data_id,
+                seq,
+                idx: i64::from(u16::MAX),
+            };
+        }
+        Ok(batch)
     }
 
     /// A replica on node `node_id` picked at random (among the replicas
@@ -136,17 +177,26 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn random_replica(&self, node_id: i64) -> Result<Option<ScrubItem>, GatewayError> {
         use rand::seq::IndexedRandom;
-        let from = ScrubCursor {
+        let mut from = ScrubCursor {
             data_id: format!("{:032x}", rand::random::<u128>()),
             ..ScrubCursor::default()
         };
-        let mut near = self.scrub_batch(node_id, &from, SPOT_WINDOW).await?;
-        if near.is_empty() {
-            near = self
-                .scrub_batch(node_id, &ScrubCursor::default(), SPOT_WINDOW)
-                .await?;
+        let mut wrapped = false;
+        for _ in 0..SPOT_SCANS {
+            let near = self.scrub_batch(node_id, &from, SPOT_WINDOW).await?;
+            if let Some(item) = near.items.choose(&mut rand::rng()) {
+                return Ok(Some(item.clone()));
+            }
+            from = if !near.end {
+                near.scanned
+            } else if wrapped {
+                break;
+            } else {
+                wrapped = true;
+                ScrubCursor::default()
+            };
         }
-        Ok(near.choose(&mut rand::rng()).cloned())
+        Ok(None)
     }
 
     /// Saves where node `node_id`'s pass is; `None` ends the pass (the
@@ -263,7 +313,7 @@ impl Index {
                 "INSERT INTO repairs (data_id, seq, idx, queued) VALUES ($1, $2, $3, 1) \
                  ON CONFLICT (data_id, seq, idx) DO UPDATE SET queued = 1",
             )
-            .bind(data_id)
+            .bind(packed::id_bytes(data_id))
             .bind(i64::from(seq))
             .bind(i64::from(idx))
             .execute(&mut **tx)
