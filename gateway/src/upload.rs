@@ -126,7 +126,8 @@ impl ObjectStore {
         self.detached(move |store| async move {
             let (data, _writing) = store.ingest(body, req.checks).await?;
             let row = ObjectRow {
-                id: new_object_id(),
+                // A single PUT's object id is its data's.
+                id: data.data_id.clone(),
                 bucket: req.bucket,
                 key: req.key,
                 size: data.size,

@@ -20,7 +20,7 @@ CREATE TABLE packed_segments (
     PRIMARY KEY (data_id, seq)
 );
 INSERT INTO packed_segments
-SELECT decode(s.data_id, 'hex'), s.seq, s.plain_offset, s.plain_size, s.frames, k.key_id,
+SELECT (CASE WHEN s.data_id ~ '^([0-9a-f]{2})*$' THEN decode(s.data_id, 'hex') ELSE convert_to(s.data_id, 'UTF8') END), s.seq, s.plain_offset, s.plain_size, s.frames, k.key_id,
        decode(k.wrapped, 'hex'),
        COALESCE((SELECT decode(string_agg(
                     lpad(to_hex(f.size), 8, '0') || f.md5
@@ -44,7 +44,7 @@ CREATE TABLE overflow_pins (
     PRIMARY KEY (data_id, seq, idx)
 );
 INSERT INTO overflow_pins
-SELECT decode(p.data_id, 'hex'), p.seq, p.idx, p.cid, f.size FROM placements p
+SELECT (CASE WHEN p.data_id ~ '^([0-9a-f]{2})*$' THEN decode(p.data_id, 'hex') ELSE convert_to(p.data_id, 'UTF8') END), p.seq, p.idx, p.cid, f.size FROM placements p
 JOIN fragments f ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx
 WHERE p.network = 'overflow' AND p.cid IS NOT NULL
 ON CONFLICT DO NOTHING;
@@ -63,10 +63,10 @@ DROP TABLE data_keys;
 ALTER TABLE packed_segments RENAME TO segments;
 ALTER INDEX packed_segments_pkey RENAME TO segments_pkey;
 
-ALTER TABLE object_parts ALTER COLUMN data_id TYPE BYTEA USING decode(data_id, 'hex');
-ALTER TABLE upload_parts ALTER COLUMN data_id TYPE BYTEA USING decode(data_id, 'hex');
-ALTER TABLE repairs ALTER COLUMN data_id TYPE BYTEA USING decode(data_id, 'hex');
-ALTER TABLE writes_in_flight ALTER COLUMN data_id TYPE BYTEA USING decode(data_id, 'hex');
+ALTER TABLE object_parts ALTER COLUMN data_id TYPE BYTEA USING (CASE WHEN data_id ~ '^([0-9a-f]{2})*$' THEN decode(data_id, 'hex') ELSE convert_to(data_id, 'UTF8') END);
+ALTER TABLE upload_parts ALTER COLUMN data_id TYPE BYTEA USING (CASE WHEN data_id ~ '^([0-9a-f]{2})*$' THEN decode(data_id, 'hex') ELSE convert_to(data_id, 'UTF8') END);
+ALTER TABLE repairs ALTER COLUMN data_id TYPE BYTEA USING (CASE WHEN data_id ~ '^([0-9a-f]{2})*$' THEN decode(data_id, 'hex') ELSE convert_to(data_id, 'UTF8') END);
+ALTER TABLE writes_in_flight ALTER COLUMN data_id TYPE BYTEA USING (CASE WHEN data_id ~ '^([0-9a-f]{2})*$' THEN decode(data_id, 'hex') ELSE convert_to(data_id, 'UTF8') END);
 
 -- A scrub pass starts again from the first segment.
 UPDATE node_scrubs SET cursor_data = '', cursor_seq = -1, cursor_idx = -1;

@@ -20,7 +20,7 @@ CREATE TABLE packed_segments (
     PRIMARY KEY (data_id, seq)
 ) WITHOUT ROWID;
 INSERT INTO packed_segments
-SELECT unhex(s.data_id), s.seq, s.plain_offset, s.plain_size, s.frames, k.key_id, unhex(k.wrapped),
+SELECT COALESCE(unhex(s.data_id), CAST(s.data_id AS BLOB)), s.seq, s.plain_offset, s.plain_size, s.frames, k.key_id, unhex(k.wrapped),
        COALESCE((SELECT unhex(group_concat(
                     printf('%08X', f.size) || f.md5
                     || printf('%02X', (SELECT COUNT(*) FROM placements p
@@ -43,7 +43,7 @@ CREATE TABLE overflow_pins (
     PRIMARY KEY (data_id, seq, idx)
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO overflow_pins
-SELECT unhex(p.data_id), p.seq, p.idx, p.cid, f.size FROM placements p
+SELECT COALESCE(unhex(p.data_id), CAST(p.data_id AS BLOB)), p.seq, p.idx, p.cid, f.size FROM placements p
 JOIN fragments f ON f.data_id = p.data_id AND f.seq = p.seq AND f.idx = p.idx
 WHERE p.network = 'overflow' AND p.cid IS NOT NULL;
 CREATE INDEX overflow_pins_by_cid ON overflow_pins (cid);
@@ -70,7 +70,7 @@ CREATE TABLE object_parts_packed (
     PRIMARY KEY (object_id, part_number)
 ) WITHOUT ROWID;
 INSERT INTO object_parts_packed
-SELECT object_id, part_number, unhex(data_id), plain_offset, size, etag, checksums FROM object_parts;
+SELECT object_id, part_number, COALESCE(unhex(data_id), CAST(data_id AS BLOB)), plain_offset, size, etag, checksums FROM object_parts;
 DROP TABLE object_parts;
 ALTER TABLE object_parts_packed RENAME TO object_parts;
 
@@ -85,7 +85,7 @@ CREATE TABLE upload_parts_packed (
     PRIMARY KEY (upload_id, part_number)
 );
 INSERT INTO upload_parts_packed
-SELECT upload_id, part_number, unhex(data_id), size, etag, last_modified, checksums FROM upload_parts;
+SELECT upload_id, part_number, COALESCE(unhex(data_id), CAST(data_id AS BLOB)), size, etag, last_modified, checksums FROM upload_parts;
 DROP TABLE upload_parts;
 ALTER TABLE upload_parts_packed RENAME TO upload_parts;
 
@@ -100,7 +100,7 @@ CREATE TABLE repairs_packed (
     PRIMARY KEY (data_id, seq, idx)
 );
 INSERT INTO repairs_packed
-SELECT unhex(data_id), seq, idx, queued, not_before, attempts, last_error FROM repairs;
+SELECT COALESCE(unhex(data_id), CAST(data_id AS BLOB)), seq, idx, queued, not_before, attempts, last_error FROM repairs;
 DROP TABLE repairs;
 ALTER TABLE repairs_packed RENAME TO repairs;
 
@@ -108,7 +108,7 @@ CREATE TABLE writes_in_flight_packed (
     data_id    BLOB    PRIMARY KEY,
     heartbeat  BIGINT  NOT NULL
 );
-INSERT INTO writes_in_flight_packed SELECT unhex(data_id), heartbeat FROM writes_in_flight;
+INSERT INTO writes_in_flight_packed SELECT COALESCE(unhex(data_id), CAST(data_id AS BLOB)), heartbeat FROM writes_in_flight;
 DROP TABLE writes_in_flight;
 ALTER TABLE writes_in_flight_packed RENAME TO writes_in_flight;
 

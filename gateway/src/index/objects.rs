@@ -7,31 +7,38 @@ use sqlx::any::AnyRow;
 use tenfold_balancer::{Placement, Replica};
 
 use super::nodes::NodeUsage;
-use super::rows::{ObjectRow, SegmentRow, StoredData, Tags, WriteCondition};
+use super::rows::{ObjectHeaders, ObjectRow, SegmentRow, StoredData, Tags, WriteCondition};
 use super::{Index, ROWS_PER_INSERT, Tx, insert_rows_sql, packed, segment_of, to_i64, to_u64};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 
 impl Index {
     fn object_from_row(row: &AnyRow) -> Result<ObjectRow, GatewayError> {
-        let metadata: String = row.try_get("metadata")?;
+        // Empty metadata, headers and tags are stored as NULL.
+        fn json<T: serde::de::DeserializeOwned + Default>(
+            row: &AnyRow,
+            column: &str,
+        ) -> Result<T, GatewayError> {
+            Ok(row
+                .try_get::<Option<String>, _>(column)?
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or_default())
+        }
         Ok(ObjectRow {
-            id: row.try_get("id")?,
+            id: packed::id_text(&row.try_get::<Vec<u8>, _>("id")?),
             bucket: row.try_get("bucket")?,
             key: row.try_get("key")?,
             size: to_u64(row.try_get("size")?),
             etag: row.try_get("etag")?,
             content_type: row.try_get("content_type")?,
-            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
-            headers: serde_json::from_str(&row.try_get::<String, _>("headers")?)
-                .unwrap_or_default(),
-            checksums: serde_json::from_str(&row.try_get::<String, _>("checksums")?)
-                .unwrap_or_default(),
+            metadata: json(row, "metadata")?,
+            headers: json(row, "headers")?,
+            checksums: json(row, "checksums")?,
             last_modified: row.try_get("last_modified")?,
             parts_count: row
                 .try_get::<Option<i64>, _>("parts_count")?
                 .and_then(|n| u32::try_from(n).ok()),
-            tags: serde_json::from_str(&row.try_get::<String, _>("tags")?).unwrap_or_default(),
+            tags: json(row, "tags")?,
         })
     }
 
@@ -98,17 +105,25 @@ impl Index {
         range: std::ops::Range<u64>,
     ) -> Result<Vec<SegmentRow>, GatewayError> {
         self.timed_read("layout", async {
+            // A single PUT's object id is its data's; a multipart object's
+            // parts name theirs.
             let rows = sqlx::query(
-                "SELECT s.data_id, s.seq, op.plain_offset + s.plain_offset AS plain_offset, s.plain_size, \
+                "SELECT 0 AS part_number, s.data_id, s.seq, s.plain_offset, s.plain_size, \
                         s.frames, s.key_id, s.wrapped, s.fragments \
+                 FROM segments s \
+                 WHERE s.data_id = $1 \
+                   AND (s.plain_size = 0 OR (s.plain_offset < $3 AND s.plain_offset + s.plain_size > $2)) \
+                 UNION ALL \
+                 SELECT op.part_number, s.data_id, s.seq, op.plain_offset + s.plain_offset AS plain_offset, \
+                        s.plain_size, s.frames, s.key_id, s.wrapped, s.fragments \
                  FROM object_parts op \
                  JOIN segments s ON s.data_id = op.data_id \
                  WHERE op.object_id = $1 \
                    AND (s.plain_size = 0 OR (op.plain_offset + s.plain_offset < $3 \
                         AND op.plain_offset + s.plain_offset + s.plain_size > $2)) \
-                 ORDER BY op.part_number, s.seq",
+                 ORDER BY part_number, seq",
             )
-            .bind(object_id)
+            .bind(packed::id_bytes(object_id))
             .bind(to_i64(range.start))
             .bind(to_i64(range.end))
             .fetch_all(&self.pool)
@@ -226,11 +241,7 @@ impl Index {
                     .bind(i64::from(s.seq))
                     .bind(to_i64(s.plain_offset))
                     .bind(to_i64(s.plain_size))
-                    .bind(
-                        s.frames
-                            .as_ref()
-                            .and_then(|f| serde_json::to_string(f).ok()),
-                    )
+                    .bind(s.frames.as_ref().map(packed::frames_text))
                     .bind(data.key.as_ref().map(|k| k.key_id.clone()))
                     .bind(data.key.as_ref().map(|k| k.wrapped.clone()))
                     .bind(packed::pack(&s.fragments));
@@ -331,18 +342,29 @@ impl Index {
         )
     }
 
-    /// Deletes an object and discards its data.
-    async fn discard_object_in(tx: &mut Tx, object_id: &str) -> Result<(), GatewayError> {
-        let data: Vec<Vec<u8>> =
+    /// Deletes the object at `bucket`/`key`, whose id is `id`, and
+    /// discards its data: a single PUT's (its id's), or its parts'.
+    async fn discard_object_in(
+        tx: &mut Tx,
+        (bucket, key): (&str, &str),
+        id: &[u8],
+    ) -> Result<(), GatewayError> {
+        let parts: Vec<Vec<u8>> =
             sqlx::query_scalar("SELECT data_id FROM object_parts WHERE object_id = $1")
-                .bind(object_id)
+                .bind(id.to_vec())
                 .fetch_all(&mut **tx)
                 .await?;
-        for data_id in data {
+        Self::discard_data_in(tx, &packed::id_text(id)).await?;
+        for data_id in parts {
             Self::discard_data_in(tx, &packed::id_text(&data_id)).await?;
         }
-        sqlx::query("DELETE FROM objects WHERE id = $1")
-            .bind(object_id)
+        sqlx::query("DELETE FROM object_parts WHERE object_id = $1")
+            .bind(id.to_vec())
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM objects WHERE bucket = $1 AND key = $2")
+            .bind(bucket)
+            .bind(key)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -354,14 +376,16 @@ impl Index {
         bucket: &str,
         key: &str,
     ) -> Result<bool, GatewayError> {
-        let old: Option<String> =
+        let old: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT id FROM objects WHERE bucket = $1 AND key = $2")
                 .bind(bucket)
                 .bind(key)
                 .fetch_optional(&mut **tx)
                 .await?;
         match old {
-            Some(id) => Self::discard_object_in(tx, &id).await.map(|()| true),
+            Some(id) => Self::discard_object_in(tx, (bucket, key), &id)
+                .await
+                .map(|()| true),
             None => Ok(false),
         }
     }
@@ -374,18 +398,26 @@ impl Index {
             "INSERT INTO objects (id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
-        .bind(&object.id)
+        .bind(packed::id_bytes(&object.id))
         .bind(&object.bucket)
         .bind(&object.key)
         .bind(to_i64(object.size))
         .bind(&object.etag)
         .bind(&object.content_type)
-        .bind(serde_json::to_string(&object.metadata).unwrap_or_else(|_| "{}".into()))
-        .bind(serde_json::to_string(&object.headers).unwrap_or_else(|_| "{}".into()))
+        .bind(
+            (!object.metadata.is_empty())
+                .then(|| serde_json::to_string(&object.metadata).ok())
+                .flatten(),
+        )
+        .bind(
+            (object.headers != ObjectHeaders::default())
+                .then(|| serde_json::to_string(&object.headers).ok())
+                .flatten(),
+        )
         .bind(serde_json::to_string(&object.checksums).unwrap_or_else(|_| "{}".into()))
         .bind(object.last_modified)
         .bind(object.parts_count.map(i64::from))
-        .bind(serde_json::to_string(&object.tags).unwrap_or_else(|_| "[]".into()))
+        .bind(tags_column(&object.tags))
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -404,7 +436,7 @@ impl Index {
             "INSERT INTO object_parts (object_id, part_number, data_id, plain_offset, size, etag) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(object_id)
+        .bind(packed::id_bytes(object_id))
         .bind(i64::from(part_number))
         .bind(packed::id_bytes(data_id))
         .bind(to_i64(offset))
@@ -417,7 +449,8 @@ impl Index {
 
     /// Makes a fully placed single-PUT object visible, replacing any object
     /// at the same key (whose replicas go to the garbage queue), in one
-    /// transaction, if `condition` holds of the object there.
+    /// transaction, if `condition` holds of the object there. Its id is its
+    /// data's (`object.id` is not looked at).
     ///
     /// # Errors
     /// [`GatewayError::NoSuchBucket`] when the bucket went away meanwhile,
@@ -433,18 +466,12 @@ impl Index {
             let current = Self::current_etag_in(tx, &object.bucket, &object.key).await?;
             condition.check(&object.key, current.as_deref())?;
             Self::replace_in(tx, &object.bucket, &object.key).await?;
-            Self::insert_object_in(tx, object).await?;
+            let object = ObjectRow {
+                id: data.data_id.clone(),
+                ..object.clone()
+            };
+            Self::insert_object_in(tx, &object).await?;
             Self::insert_data_in(tx, data).await?;
-            Self::insert_object_part_in(
-                tx,
-                &object.id,
-                1,
-                &data.data_id,
-                0,
-                data.size,
-                &object.etag,
-            )
-            .await?;
             Ok(())
         })
     }
@@ -473,7 +500,7 @@ impl Index {
         let row: Option<(i64, i64)> = sqlx::query_as(
             "SELECT plain_offset, size FROM object_parts WHERE object_id = $1 AND part_number = $2",
         )
-        .bind(object_id)
+        .bind(packed::id_bytes(object_id))
         .bind(i64::from(number))
         .fetch_optional(&self.pool)
         .await?;
@@ -492,7 +519,7 @@ impl Index {
         tags: &Tags,
     ) -> Result<bool, GatewayError> {
         let done = sqlx::query("UPDATE objects SET tags = $1 WHERE bucket = $2 AND key = $3")
-            .bind(serde_json::to_string(tags).unwrap_or_else(|_| "[]".into()))
+            .bind(tags_column(tags))
             .bind(bucket)
             .bind(key)
             .execute(&self.pool)
@@ -515,7 +542,7 @@ impl Index {
             "SELECT part_number, size FROM object_parts WHERE object_id = $1 AND part_number > $2 \
              ORDER BY part_number LIMIT $3",
         )
-        .bind(object_id)
+        .bind(packed::id_bytes(object_id))
         .bind(i64::from(after))
         .bind(limit)
         .fetch_all(&self.pool)
@@ -535,4 +562,11 @@ impl Index {
             .fetch_all(&self.pool)
             .await?)
     }
+}
+
+/// Tags as stored: none as NULL.
+fn tags_column(tags: &Tags) -> Option<String> {
+    (!tags.is_empty())
+        .then(|| serde_json::to_string(tags).ok())
+        .flatten()
 }

@@ -22,6 +22,7 @@ use tenfold_balancer::{Network, Placement};
 
 use super::rows::FragmentRow;
 use crate::error::GatewayError;
+use crate::fragment::FrameIndex;
 
 /// A copy's code for the overflow pin.
 const OVERFLOW: u32 = 0;
@@ -127,6 +128,33 @@ pub fn unpack(bytes: &[u8]) -> Result<Vec<FragmentRow>, GatewayError> {
     }
 }
 
+/// A segment's frame index as its row keeps it: `PLAIN:END,END,...`
+/// (`1048576:4122` for a small object's one frame).
+pub fn frames_text(frames: &FrameIndex) -> String {
+    let ends: Vec<String> = frames.ends.iter().map(u64::to_string).collect();
+    format!("{}:{}", frames.plain, ends.join(","))
+}
+
+/// A frame index from its row: the text [`frames_text`] writes, or the JSON
+/// rows written before it.
+pub fn frames_of(text: &str) -> Option<FrameIndex> {
+    if text.starts_with('{') {
+        return serde_json::from_str(text).ok();
+    }
+    let (plain, ends) = text.split_once(':')?;
+    Some(FrameIndex {
+        plain: plain.parse().ok()?,
+        ends: if ends.is_empty() {
+            Vec::new()
+        } else {
+            ends.split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?
+        },
+    })
+}
+
 /// Whether any copy of `fragments` is an overflow pin.
 pub fn has_overflow(fragments: &[FragmentRow]) -> bool {
     fragments
@@ -179,6 +207,27 @@ mod tests {
         assert_eq!((back[1].index, back[1].placements.len()), (1, 0));
         assert!(unpack(&packed[..packed.len() - 1]).is_err());
         assert!(unpack(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn frame_indexes_are_kept_short_and_old_ones_still_read() {
+        let frames = FrameIndex {
+            plain: 1 << 20,
+            ends: vec![1_048_600, 2_097_200, 2_500_000],
+        };
+        let text = frames_text(&frames);
+        assert_eq!(text, "1048576:1048600,2097200,2500000");
+        assert_eq!(frames_of(&text), Some(frames.clone()));
+        let json = serde_json::to_string(&frames).unwrap();
+        assert_eq!(frames_of(&json), Some(frames));
+        let none = FrameIndex {
+            plain: 64,
+            ends: Vec::new(),
+        };
+        assert_eq!(frames_of(&frames_text(&none)), Some(none));
+        for bad in ["", "x:1", "1:2,y", "12"] {
+            assert_eq!(frames_of(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

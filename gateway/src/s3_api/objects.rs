@@ -148,11 +148,18 @@ async fn requested_range(
             .map_err(|_| GatewayError::InvalidRange),
         (None, Some(n)) => {
             let n = part_number(n)?;
-            let (offset, size) = store
-                .index
-                .part_range(&row.id, n)
-                .await?
-                .ok_or(GatewayError::InvalidPartNumber)?;
+            let (offset, size) = if row.parts_count.is_some() {
+                store
+                    .index
+                    .part_range(&row.id, n)
+                    .await?
+                    .ok_or(GatewayError::InvalidPartNumber)?
+            } else if n == 1 {
+                // A single PUT is its own part 1.
+                (0, row.size)
+            } else {
+                return Err(GatewayError::InvalidPartNumber);
+            };
             Ok((offset..offset + size, row.parts_count.is_some()))
         }
         (None, None) => Ok((0..row.size, false)),

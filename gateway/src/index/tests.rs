@@ -1,0 +1,472 @@
+//! The index's tests: its transactions and migrations, on SQLite, or on
+//! PostgreSQL when `TENFOLD_TEST_PG` names a server.
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::integrity::Checksums;
+use tenfold_balancer::{Placement, Replica};
+
+/// The data id of test object `key` (one letter): the shape every
+/// data id has.
+fn data_id_of(key: &str) -> String {
+    format!("{:0>32}", hex::encode(key))
+}
+
+fn one_fragment_object(key: &str, cid: &str) -> (ObjectRow, StoredData) {
+    let data_id = data_id_of(key);
+    let data = StoredData {
+        data_id: data_id.clone(),
+        size: 1,
+        md5: [0; 16],
+        checksums: Checksums::default(),
+        key: None,
+        segments: vec![SegmentRow {
+            data_id,
+            seq: 0,
+            plain_offset: 0,
+            plain_size: 1,
+            frames: None,
+            key: None,
+            fragments: vec![FragmentRow {
+                index: 0,
+                size: 1,
+                md5: [0; 16],
+                placements: vec![Placement::Overflow { cid: cid.into() }],
+            }],
+        }],
+        short: Vec::new(),
+    };
+    let object = ObjectRow {
+        id: format!("object-{key}"),
+        bucket: "b".into(),
+        key: key.into(),
+        size: 1,
+        etag: "e".into(),
+        checksums: Checksums::default(),
+        content_type: None,
+        metadata: HashMap::new(),
+        headers: ObjectHeaders::default(),
+        last_modified: 0,
+        parts_count: None,
+        tags: Vec::new(),
+    };
+    (object, data)
+}
+
+/// A write placed short of the policy is queued for repair in its
+/// commit; a repair's new copy is recorded once however often the
+/// record is repeated, and counted once; a node's audits make its last
+/// pass's findings when the pass ends; discarding the data drops its
+/// queue entry.
+#[tokio::test]
+async fn short_writes_repairs_and_audit_passes_are_recorded() {
+    use crate::crypto::MasterKey;
+    use tenfold_balancer::{Network, ReplicaPolicy};
+    let dir = std::env::temp_dir().join(format!("tenfold-index-short-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keyring = Keyring::new(
+        MasterKey::parse(&MasterKey::generate()).unwrap(),
+        Vec::new(),
+    );
+    let index = Index::open(&crate::data_dir::DataDir::new(&dir).index_url())
+        .await
+        .unwrap()
+        .with_keyring(keyring);
+    index.create_bucket("b", &Owner::Admin).await.unwrap();
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2"] {
+        let node = NewNode {
+            name: name.into(),
+            endpoint: format!("http://{name}"),
+            network: Network::Mainnet,
+            capacity: 1 << 30,
+            access_key: "k".into(),
+            secret_key: "s".into(),
+            bucket: "tenfold".into(),
+        };
+        nodes.push(index.add_node(&node).await.unwrap());
+    }
+    let on = |node_id| Placement::Node {
+        node_id,
+        network: Network::Mainnet,
+    };
+    for (key, short) in [("x", vec![(0, 0)]), ("y", Vec::new())] {
+        let (object, mut data) = one_fragment_object(key, "unused");
+        data.segments[0].fragments[0].placements = vec![on(nodes[0])];
+        data.short = short;
+        index
+            .commit_object(&object, &data, &WriteCondition::Always)
+            .await
+            .unwrap();
+    }
+    let queued = index.repair_candidates(10).await.unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let x = data_id_of("x");
+    assert_eq!(queued[0].id(), (x.as_str(), 0, 0));
+
+    let policy = ReplicaPolicy::default();
+    for _ in 0..2 {
+        let kept = index
+            .record_repair((&x, 0, 0), &[on(nodes[1])], None, policy)
+            .await
+            .unwrap();
+        assert!(kept);
+    }
+    let now = index
+        .repair_candidate((&x, 0, 0), 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.copies.len(), 2, "{now:?}");
+    assert_eq!(index.counters().await.unwrap().repaired.copies, 1);
+
+    // An audit pass's findings become the node's last pass at its end.
+    let policy_of_audits = AuditPolicy {
+        min_audits: 10,
+        max_failure_share: 0.25,
+    };
+    index
+        .record_audits(nodes[0], 3, 2, false, policy_of_audits)
+        .await
+        .unwrap();
+    let during = index.node_records().await.unwrap()[&nodes[0]];
+    assert_eq!((during.pass_audits, during.pass_failures), (5, 2));
+    assert_eq!(during.last_pass_end, None);
+    index
+        .record_audits(nodes[0], 1, 0, true, policy_of_audits)
+        .await
+        .unwrap();
+    let after = index.node_records().await.unwrap()[&nodes[0]];
+    assert_eq!((after.pass_audits, after.pass_failures), (0, 0));
+    assert_eq!((after.last_pass_audits, after.last_pass_failures), (6, 2));
+    assert!(after.last_pass_end.is_some());
+    assert_eq!((after.audits, after.audit_failures), (6, 2));
+
+    assert!(index.delete_object("b", "x").await.unwrap());
+    assert!(index.repair_candidates(10).await.unwrap().is_empty());
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM repairs")
+        .fetch_one(&index.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Content addressing gives identical fragments one content id: it is
+/// in use until the last fragment that has it goes, and every deletion
+/// queues it (the collector unpins only when it is no longer in use).
+#[tokio::test]
+async fn a_content_id_is_in_use_while_any_fragment_has_it() {
+    let dir = std::env::temp_dir().join(format!("tenfold-index-cid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let index = Index::open(&crate::data_dir::DataDir::new(&dir).index_url())
+        .await
+        .unwrap();
+    index.create_bucket("b", &Owner::Admin).await.unwrap();
+    for key in ["x", "y"] {
+        let (object, data) = one_fragment_object(key, "shared-cid");
+        index
+            .commit_object(&object, &data, &WriteCondition::Always)
+            .await
+            .unwrap();
+    }
+    assert!(index.cid_in_use("shared-cid").await.unwrap());
+    assert_eq!(index.overflow_usage().await.unwrap(), (2, 2));
+
+    assert!(index.delete_object("b", "x").await.unwrap());
+    assert!(index.cid_in_use("shared-cid").await.unwrap());
+    let queued = index.claim_garbage(now_ms(), 60_000, 10).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].replica.placement.cid(), Some("shared-cid"));
+
+    assert!(index.delete_object("b", "y").await.unwrap());
+    assert!(!index.cid_in_use("shared-cid").await.unwrap());
+    assert_eq!(index.overflow_usage().await.unwrap(), (0, 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The garbage queue hands out only what is due (released before the
+/// grace period's start, not claimed, not backing off), oldest first,
+/// and each entry comes back on its own schedule.
+#[tokio::test]
+async fn garbage_is_claimed_when_due_and_retried_on_its_own() {
+    let dir = std::env::temp_dir().join(format!("tenfold-index-gc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let index = Index::open(&crate::data_dir::DataDir::new(&dir).index_url())
+        .await
+        .unwrap();
+    let replica = |node_id, key: &str| Replica {
+        key: key.to_owned(),
+        placement: Placement::Node {
+            node_id,
+            network: tenfold_balancer::Network::Mainnet,
+        },
+    };
+    let queued: Vec<Replica> = (0..4)
+        .map(|i| replica(1 + i % 2, &format!("d{i}/0/0")))
+        .collect();
+    index.add_garbage(&queued).await.unwrap();
+    // Within the grace period nothing is due.
+    assert!(
+        index
+            .claim_garbage(now_ms() - 60_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Then every entry, oldest first, claimed once.
+    let first = index.claim_garbage(now_ms(), 60_000, 3).await.unwrap();
+    let keys: Vec<&str> = first.iter().map(|q| q.replica.key.as_str()).collect();
+    assert_eq!(keys, ["d0/0/0", "d1/0/0", "d2/0/0"]);
+    let rest = index.claim_garbage(now_ms(), 60_000, 10).await.unwrap();
+    assert_eq!(rest.len(), 1, "claimed entries were handed out again");
+    // A failure puts one back with a back-off, and counts the attempt.
+    index
+        .retry_garbage(first[0].id, now_ms() + 60_000, Some("node down"))
+        .await
+        .unwrap();
+    index
+        .retry_garbage(first[1].id, now_ms() - 1, Some("node down"))
+        .await
+        .unwrap();
+    index.remove_garbage(first[2].id).await.unwrap();
+    let again = index.claim_garbage(now_ms(), 60_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (first[1].id, 1));
+    assert_eq!(index.garbage_len().await.unwrap(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A test index's URL: a fresh database on the Postgres server at
+/// `TENFOLD_TEST_PG` when it is set (the test script's Postgres pass),
+/// else SQLite in `dir`.
+async fn test_index_url(dir: &std::path::Path) -> String {
+    match std::env::var("TENFOLD_TEST_PG") {
+        Ok(server) => {
+            sqlx::any::install_default_drivers();
+            let server = server.trim_end_matches('/');
+            let name = format!("u{:016x}", rand::random::<u64>());
+            let admin = AnyPool::connect(&format!("{server}/postgres"))
+                .await
+                .unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+            format!("{server}/{name}")
+        }
+        Err(_) => crate::data_dir::DataDir::new(dir).index_url(),
+    }
+}
+
+/// An index written before segments and objects were packed (migrations
+/// 19 and 20) moves
+/// forward whole: layout, keys, overflow pins, the repair queue and
+/// writes in flight, and what a deletion then queues and frees.
+#[tokio::test]
+async fn an_index_of_placement_rows_moves_to_packed_segments() {
+    let dir = std::env::temp_dir().join(format!("tenfold-index-v18-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = test_index_url(&dir).await;
+    // The schema as migration 18 left it.
+    let engine = Engine::of_url(&url).unwrap();
+    {
+        let index = Index::open_at(&url, Some(18)).await.unwrap();
+        assert_eq!(index.engine, engine);
+        let (d, o) = (
+            "0123456789abcdef0123456789abcdef",
+            "fedcba9876543210fedcba9876543210",
+        );
+        let (m, p1, p2) = (
+            "aaaa0000000000000000000000000000",
+            "bbbb0000000000000000000000000000",
+            "cccc0000000000000000000000000000",
+        );
+        let (md5a, md5b) = (hex::encode([0xaa; 16]), hex::encode([0xbb; 16]));
+        let wrapped = hex::encode([7u8; 60]);
+        for sql in [
+            "INSERT INTO nodes (id, name, endpoint, network, capacity, access_key, secret_key, bucket, created_at) \
+             VALUES (1, 'n1', 'http://n1', 'mainnet', 100, 'k', 's', 'tenfold', 0), \
+                    (2, 'n2', 'http://n2', 'testnet', 100, 'k', 's', 'tenfold', 0)".to_owned(),
+            "INSERT INTO buckets (name, created_at) VALUES ('b', 0)".to_owned(),
+            format!("INSERT INTO objects (id, bucket, key, size, etag, metadata, headers, checksums, last_modified) \
+                     VALUES ('{o}', 'b', 'k', 10, 'e', '{{}}', '{{}}', '{{}}', 0)"),
+            format!("INSERT INTO object_parts (object_id, part_number, data_id, plain_offset, size, etag) \
+                     VALUES ('{o}', 1, '{d}', 0, 10, 'e')"),
+            format!("INSERT INTO segments (data_id, seq, plain_offset, plain_size, fragment_count, frames) \
+                     VALUES ('{d}', 0, 0, 10, 2, NULL)"),
+            format!("INSERT INTO data_keys (data_id, key_id, wrapped) VALUES ('{d}', 'k1', '{wrapped}')"),
+            format!("INSERT INTO fragments (data_id, seq, idx, size, md5) \
+                     VALUES ('{d}', 0, 0, 5, '{md5a}'), ('{d}', 0, 1, 6, '{md5b}')"),
+            format!("INSERT INTO placements (data_id, seq, idx, network, node_id, cid, size) \
+                     VALUES ('{d}', 0, 0, 'mainnet', 1, NULL, 5), ('{d}', 0, 0, 'testnet', 2, NULL, 5), \
+                            ('{d}', 0, 1, 'overflow', NULL, 'Qmcid', 6)"),
+            format!("INSERT INTO repairs (data_id, seq, idx, queued) VALUES ('{d}', 0, 1, 1)"),
+            // A multipart object of two parts.
+            format!("INSERT INTO objects (id, bucket, key, size, etag, metadata, headers, checksums, last_modified, parts_count, tags) \
+                     VALUES ('{m}', 'b', 'mp', 10, 'e-2', '{{\"a\":\"1\"}}', '{{}}', '{{}}', 0, 2, '[]')"),
+            format!("INSERT INTO object_parts (object_id, part_number, data_id, plain_offset, size, etag) \
+                     VALUES ('{m}', 1, '{p1}', 0, 5, 'e1'), ('{m}', 2, '{p2}', 5, 5, 'e2')"),
+            format!("INSERT INTO segments (data_id, seq, plain_offset, plain_size, fragment_count, frames) \
+                     VALUES ('{p1}', 0, 0, 5, 1, NULL), ('{p2}', 0, 0, 5, 1, '{{\"plain\":64,\"ends\":[9]}}')"),
+            format!("INSERT INTO fragments (data_id, seq, idx, size, md5) \
+                     VALUES ('{p1}', 0, 0, 9, '{md5a}'), ('{p2}', 0, 0, 9, '{md5b}')"),
+            "INSERT INTO writes_in_flight (data_id, heartbeat) \
+             VALUES ('00000000000000000000000000000001', 5)".to_owned(),
+        ] {
+            sqlx::query(&sql).execute(&index.pool).await.unwrap();
+        }
+        index.fold_node_usage().await.unwrap();
+        index.pool.close().await;
+    }
+    let index = Index::open(&url).await.unwrap();
+    let d = "0123456789abcdef0123456789abcdef";
+    // A single PUT's object id is now its data's.
+    let object = index.get_object("b", "k").await.unwrap().unwrap();
+    assert_eq!((object.id.as_str(), object.parts_count), (d, None));
+    assert!(object.metadata.is_empty() && object.tags.is_empty());
+    let layout = index.layout(&object.id, 0..10).await.unwrap();
+    assert_eq!(layout.len(), 1);
+    let s = &layout[0];
+    assert_eq!((s.data_id.as_str(), s.seq, s.plain_size), (d, 0, 10));
+    let key = s.key.as_ref().unwrap();
+    assert_eq!(
+        (key.key_id.as_str(), key.wrapped.as_slice()),
+        ("k1", &[7u8; 60][..])
+    );
+    assert_eq!(s.fragments.len(), 2);
+    assert_eq!((s.fragments[0].size, s.fragments[0].md5), (5, [0xaa; 16]));
+    assert_eq!(
+        s.fragments[0].placements,
+        [
+            Placement::Node {
+                node_id: 1,
+                network: tenfold_balancer::Network::Mainnet
+            },
+            Placement::Node {
+                node_id: 2,
+                network: tenfold_balancer::Network::Testnet
+            },
+        ]
+    );
+    assert_eq!((s.fragments[1].size, s.fragments[1].md5), (6, [0xbb; 16]));
+    assert_eq!(
+        s.fragments[1].placements,
+        [Placement::Overflow {
+            cid: "Qmcid".into()
+        }]
+    );
+    assert_eq!(index.master_key_ids().await.unwrap(), ["k1"]);
+    assert_eq!(index.overflow_usage().await.unwrap(), (1, 6));
+    assert!(index.cid_in_use("Qmcid").await.unwrap());
+    let queued: Vec<_> = index
+        .repair_candidates(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.seq, c.index))
+        .collect();
+    assert_eq!(queued, [(0, 1)]);
+    let named = index.named_on_node(1, (d, d), 0).await.unwrap();
+    assert_eq!(named.keys.len(), 1, "{:?}", named.keys);
+    let writing = index
+        .named_on_node(
+            1,
+            (
+                "00000000000000000000000000000000",
+                "00000000000000000000000000000002",
+            ),
+            0,
+        )
+        .await
+        .unwrap()
+        .writing;
+    assert!(writing.contains("00000000000000000000000000000001"));
+    let multipart = index.get_object("b", "mp").await.unwrap().unwrap();
+    assert_eq!(multipart.id, "aaaa0000000000000000000000000000");
+    assert_eq!(multipart.metadata["a"], "1");
+    let parts = index.layout(&multipart.id, 0..10).await.unwrap();
+    let offsets: Vec<(String, u64)> = parts
+        .iter()
+        .map(|s| (s.data_id.clone(), s.plain_offset))
+        .collect();
+    assert_eq!(
+        offsets,
+        [
+            ("bbbb0000000000000000000000000000".to_owned(), 0),
+            ("cccc0000000000000000000000000000".to_owned(), 5)
+        ]
+    );
+    assert_eq!(parts[1].frames.as_ref().unwrap().ends, [9]);
+    assert_eq!(
+        index.part_range(&multipart.id, 2).await.unwrap(),
+        Some((5, 5))
+    );
+    assert_eq!(
+        index
+            .object_parts(&multipart.id, 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // The usage the triggers counted, then what a deletion frees.
+    assert_eq!(index.node_records().await.unwrap()[&1].replicas, 1);
+    assert!(index.delete_object("b", "k").await.unwrap());
+    index.fold_node_usage().await.unwrap();
+    let records = index.node_records().await.unwrap();
+    assert_eq!((records[&1].replicas, records[&2].replicas), (0, 0));
+    assert_eq!(index.garbage_len().await.unwrap(), 3);
+    assert_eq!(index.overflow_usage().await.unwrap(), (0, 0));
+    assert!(index.repair_candidates(10).await.unwrap().is_empty());
+    assert!(index.delete_object("b", "mp").await.unwrap());
+    assert!(
+        index
+            .object_parts(&multipart.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !index
+            .data_committed("bbbb0000000000000000000000000000")
+            .await
+            .unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn multi_row_inserts_number_every_placeholder() {
+    assert_eq!(
+        insert_rows_sql("t", &["a", "b", "c"], 2),
+        "INSERT INTO t (a, b, c) VALUES ($1, $2, $3), ($4, $5, $6)"
+    );
+    assert_eq!(
+        insert_rows_sql("t", &["a"], 1),
+        "INSERT INTO t (a) VALUES ($1)"
+    );
+}
+
+#[tokio::test]
+async fn an_index_migrated_by_a_newer_binary_is_refused() {
+    let dir = std::env::temp_dir().join(format!("tenfold-index-newer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = crate::data_dir::DataDir::new(&dir).index_url();
+    let index = Index::open(&url).await.unwrap();
+    sqlx::query(NEWER_MIGRATION)
+        .execute(&index.pool)
+        .await
+        .unwrap();
+    index.pool.close().await;
+    let err = Index::open(&url).await.unwrap_err().to_string();
+    assert!(err.contains("newer than this binary"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A migration this binary does not know, as a newer one would record.
+const NEWER_MIGRATION: &str = "INSERT INTO _sqlx_migrations \
+    (version, description, success, checksum, execution_time) \
+    VALUES (99990101000000, 'from a newer tenfold', TRUE, x'00', 0)";
