@@ -10,6 +10,7 @@
 //! the nodes cannot hold go to an overflow store (IPFS), read last.
 
 pub mod audit;
+pub mod choice;
 pub mod error;
 pub mod hedged_read;
 pub mod node;

@@ -2,16 +2,15 @@
 //! at random among healthy nodes with room, failing over to the next
 //! candidate when a node errors, times out or is full.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use rand::seq::SliceRandom;
 use tracing::Instrument;
 
+use crate::choice::Choices;
 use crate::error::BalancerError;
 use crate::node::Network;
 use crate::node_client::{KeyPage, NodeFailure};
@@ -285,28 +284,15 @@ impl Balancer {
         md5: [u8; 16],
     ) -> Result<Vec<Placement>, PlacementFailure> {
         let len = data.len() as u64;
-        // Random order among nodes that are up, then (as a last resort) among
-        // nodes that failed lately; full nodes are left out.
-        let (mut up, mut down): (Vec<Arc<NodeHandle>>, Vec<Arc<NodeHandle>>) =
-            (Vec::new(), Vec::new());
-        for node in self.nodes_in(network) {
-            if exclude.contains(&node.spec.id) {
-                continue;
-            }
-            match node.placement_choice(len) {
-                Some(true) => up.push(node),
-                Some(false) => down.push(node),
-                None => {}
-            }
-        }
-        up.shuffle(&mut rand::rng());
-        down.shuffle(&mut rand::rng());
-        let mut candidates: VecDeque<_> = up.into_iter().chain(down).collect();
+        // Random nodes with room, the less full of two draws each (see
+        // `choice.rs`); nodes that failed lately only as a last resort.
+        let nodes = self.nodes_in(network);
+        let mut candidates = Choices::new(&nodes, len, exclude).map(Arc::clone);
         let mut inflight = FuturesUnordered::new();
         let mut placed = Vec::with_capacity(needed);
         let mut unreachable = 0;
         while inflight.len() < needed {
-            let Some(node) = candidates.pop_front() else {
+            let Some(node) = candidates.next() else {
                 break;
             };
             inflight.push(put_replica(node, key, data.clone(), md5));
@@ -321,7 +307,7 @@ impl Balancer {
                     tracing::warn!(node = node.spec.id, %failure, "replica refused, trying the next node");
                     node.record_failure(&failure);
                     unreachable += usize::from(!matches!(failure, NodeFailure::Full(_)));
-                    if let Some(next) = candidates.pop_front() {
+                    if let Some(next) = candidates.next() {
                         inflight.push(put_replica(next, key, data.clone(), md5));
                     }
                 }

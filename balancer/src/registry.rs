@@ -303,6 +303,14 @@ impl NodeHandle {
         }
     }
 
+    /// Its fill, as a share of its capacity, once it took `len` bytes more.
+    pub fn fill_after(&self, len: u64) -> f64 {
+        let (cap, used) = self.usage();
+        #[allow(clippy::cast_precision_loss)]
+        let fill = used.saturating_add(len) as f64 / cap.max(1) as f64;
+        fill
+    }
+
     /// Whether the node may take a new replica of `len` bytes: `None` when
     /// it is full (or said so lately), else whether it is up (a node that
     /// failed lately is only a last resort).
@@ -494,6 +502,9 @@ pub struct Balancer {
     /// The connection pool of every request to nodes, probes included.
     http: HttpClient,
     nodes: RwLock<BTreeMap<i64, Arc<NodeHandle>>>,
+    /// The same nodes by network (mainnet, testnet), for placement to draw
+    /// from without copying the set.
+    by_network: RwLock<[Arc<Vec<Arc<NodeHandle>>>; 2]>,
     pub(crate) policy: ReplicaPolicy,
     /// The write quorum (see [`Balancer::min_copies`]).
     pub(crate) min_copies: usize,
@@ -517,6 +528,7 @@ impl Balancer {
         Self {
             http: HyperClient::builder(TokioExecutor::new()).build(trust.connector(connector)),
             nodes: RwLock::new(BTreeMap::new()),
+            by_network: RwLock::default(),
             policy,
             min_copies: policy.total(),
             overflow: None,
@@ -589,6 +601,19 @@ impl Balancer {
                 tracing::info!(node = gone, "node left the registry");
             }
         }
+        let of = |network| {
+            Arc::new(
+                next.values()
+                    .filter(|n| n.spec.network == network)
+                    .cloned()
+                    .collect(),
+            )
+        };
+        *self
+            .by_network
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            [of(Network::Mainnet), of(Network::Testnet)];
         *nodes = next;
     }
 
@@ -605,14 +630,12 @@ impl Balancer {
             .ok_or(crate::BalancerError::UnknownNode(id))
     }
 
-    pub(crate) fn nodes_in(&self, network: Network) -> Vec<Arc<NodeHandle>> {
-        self.nodes
+    pub(crate) fn nodes_in(&self, network: Network) -> Arc<Vec<Arc<NodeHandle>>> {
+        let by_network = self
+            .by_network
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .filter(|n| n.spec.network == network)
-            .cloned()
-            .collect()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(&by_network[usize::from(network == Network::Testnet)])
     }
 
     /// Whether node `id` failed lately (or is not registered): a request to
@@ -731,6 +754,18 @@ fn same_endpoint(a: &NodeSpec, b: &NodeSpec) -> bool {
         && a.secret_key == b.secret_key
         && a.bucket == b.bucket
         && a.network == b.network
+}
+
+impl crate::choice::Candidate for NodeHandle {
+    fn id(&self) -> i64 {
+        self.spec.id
+    }
+    fn placement_choice(&self, len: u64) -> Option<bool> {
+        NodeHandle::placement_choice(self, len)
+    }
+    fn fill_after(&self, len: u64) -> f64 {
+        NodeHandle::fill_after(self, len)
+    }
 }
 
 #[cfg(test)]

@@ -253,11 +253,13 @@ fn the_scrub_finds_lost_replicas_and_disqualifies_a_node_that_loses_them() {
     );
     check_placements(&cluster, "scrub", files.len(), liar);
     assert!(cluster.gateway_log().contains("node disqualified"));
-    // What the passes found, and what repair wrote, is on record (which
-    // pass saw the liar's failures depends on timing: its last one may
-    // find only the sound copies repaired back onto it, or nothing).
+    // What the passes found is on record. Disqualifying takes a pass of at
+    // least ten audits more than a quarter of which failed, so at least
+    // three failures; how many more depends on timing (a pass that began
+    // before the files were corrupted counts its sound audits too, and
+    // copies repaired back onto the node pass).
     assert!(
-        node_status(&last, liar)["audit_failures"].as_u64().unwrap() >= 10,
+        node_status(&last, liar)["audit_failures"].as_u64().unwrap() >= 3,
         "{last}"
     );
     for node in last["nodes"].as_array().unwrap() {

@@ -71,6 +71,19 @@ struct Args {
     /// beside it; 0 to skip.
     #[arg(long, default_value_t = 1024)]
     repair_mib: usize,
+    /// Index scale figures: bytes per 4 KiB object and per 8 MiB segment
+    /// on SQLite and PostgreSQL; then this many segments of 10 fragments
+    /// x 4 copies written straight into a SQLite index (10 million
+    /// placements at 250,000), with `tenfold status` and the registry read
+    /// timed, and the walk over them; and a 1,000-key ListObjectsV2 page in
+    /// a bucket of a million keys against one of a thousand; 0 to skip.
+    #[arg(long, default_value_t = 250_000)]
+    index_segments: usize,
+    /// Registered nodes of the placement figure: a million fragments'
+    /// copies (3 each) placed among them by the balancer's choice of nodes,
+    /// time per fragment and fill balance (max / mean); 0 to skip.
+    #[arg(long, default_value_t = 10_000)]
+    placement_nodes: usize,
     /// Operations per round of the metrics-cost figure: 4 KiB PUTs and
     /// GETs (one client) through one gateway, restarted with its admin
     /// listener on (metrics counted) and off (nothing counted) in turn,
@@ -98,6 +111,8 @@ fn parse_args() -> Args {
         args.wan_mib = 4;
         args.repair_mib = 8;
         args.metrics_ops = 32;
+        args.index_segments = 2_000;
+        args.placement_nodes = 100;
     }
     args.size <<= 20;
     args
@@ -626,6 +641,265 @@ fn small_object_ops(
     (put, run(false))
 }
 
+/// A simulated node for the placement figure: what it holds of its
+/// capacity.
+struct SimNode {
+    id: i64,
+    capacity: u64,
+    used: std::cell::Cell<u64>,
+}
+
+impl tenfold_balancer::choice::Candidate for SimNode {
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn placement_choice(&self, len: u64) -> Option<bool> {
+        (self.used.get() + len <= self.capacity).then_some(true)
+    }
+    fn fill_after(&self, len: u64) -> f64 {
+        (self.used.get() + len) as f64 / self.capacity as f64
+    }
+}
+
+/// A million fragments' three copies placed among `nodes` simulated nodes
+/// of random capacities (1 to 4 TB) by the balancer's choice of nodes:
+/// time per fragment, and the fill balance at the end (max / mean fill).
+fn placement_figures(nodes: usize) -> serde_json::Value {
+    use tenfold_balancer::choice::{Candidate, Choices};
+    const FRAGMENTS: usize = 1_000_000;
+    const FRAGMENT: u64 = 838_900;
+    let sims: Vec<SimNode> = (0..nodes)
+        .map(|i| SimNode {
+            id: i as i64 + 1,
+            capacity: (1 + rand::random::<u64>() % 4) * 1_000_000_000_000,
+            used: std::cell::Cell::new(0),
+        })
+        .collect();
+    let t = Instant::now();
+    for _ in 0..FRAGMENTS {
+        for node in Choices::new(&sims, FRAGMENT, &[]).take(3) {
+            node.used.set(node.used.get() + FRAGMENT);
+        }
+    }
+    let per_fragment_us = t.elapsed().as_secs_f64() * 1e6 / FRAGMENTS as f64;
+    let fills: Vec<f64> = sims.iter().map(|n| n.fill_after(0)).collect();
+    let mean = fills.iter().sum::<f64>() / fills.len() as f64;
+    let max = fills.iter().copied().fold(0.0, f64::max);
+    println!(
+        "placement among {nodes} nodes (1-4 TB), {FRAGMENTS} fragments x 3 copies: {per_fragment_us:.2} us per fragment, fill max / mean {:.3}",
+        max / mean
+    );
+    serde_json::json!({
+        "op": "placement", "nodes": nodes, "fragments": FRAGMENTS, "copies": 3,
+        "us_per_fragment": per_fragment_us, "fill_max_over_mean": max / mean,
+    })
+}
+
+/// Runs `script` with `python3 -c` and `args`; its standard output.
+fn python(script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Bytes of a SQLite index file once checkpointed and vacuumed.
+const SQLITE_BYTES: &str = "import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=60)
+c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.execute('VACUUM')
+print(c.execute('PRAGMA page_count').fetchone()[0] * c.execute('PRAGMA page_size').fetchone()[0])";
+
+/// Fills a SQLite index with `n` segments of 10 fragments x 4 copies on
+/// the given mainnet and testnet node ids (the packed layout of
+/// `gateway/src/index/packed.rs`), under a bucket of a million object rows
+/// (`million`) and one of a thousand (`thousand`), whose data is absent:
+/// only listings read them.
+const SQLITE_FILL: &str = "import sqlite3, sys, os, random, struct, time
+path, n, mainnet, testnet = sys.argv[1], int(sys.argv[2]), eval(sys.argv[3]), eval(sys.argv[4])
+c = sqlite3.connect(path, timeout=60)
+def frag():
+    out = b''
+    for i in range(10):
+        copies = random.sample(mainnet, 3) + random.sample(testnet, 1)
+        out += struct.pack('>I', 838_900) + os.urandom(16) + bytes([4])
+        out += b''.join(struct.pack('>I', m * 2 + (1 if m in testnet else 0)) for m in copies)
+    return out
+def segments():
+    for i in range(n):
+        yield (os.urandom(16), 0, 0, 8 << 20, '1048576:838900', frag())
+c.executemany('INSERT INTO segments (data_id, seq, plain_offset, plain_size, frames, fragments) VALUES (?, ?, ?, ?, ?, ?)', segments())
+now = int(time.time() * 1000)
+for bucket, count in (('million', 1_000_000), ('thousand', 1_000)):
+    c.execute('INSERT INTO buckets (name, created_at) VALUES (?, ?)', (bucket, now))
+    c.executemany('INSERT INTO objects (bucket, key, id, size, etag, checksums, last_modified) VALUES (?, ?, ?, 1, ?, ?, ?)',
+        ((bucket, 'k/%08d' % i, os.urandom(16), 'e', '{}', now) for i in range(count)))
+c.commit()";
+
+/// Index scale: bytes per small object and per segment on both engines
+/// (1,000 objects of 4 KiB by the SDK, one of 512 MiB by the aws CLI),
+/// then `tenfold status`, the registry read and the walk with `segments`
+/// more segments (40 placements each), and listing pages at a million keys.
+fn index_scale(
+    rt: &tokio::runtime::Runtime,
+    tmp: &Path,
+    segments: usize,
+    smoke: bool,
+) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    let small = bytes_of(4 << 10);
+    // Fewer and smaller in a smoke run (the harness is checked, not the
+    // figures).
+    let (small_objects, big_mib) = if smoke { (50, 16) } else { (1000, 512) };
+    let big = tmp.join("index-big");
+    write_file(&big, big_mib << 20, false);
+    let pg = Postgres::start();
+    let pg_url = pg.create_database("scale");
+    let pg_bytes = || {
+        // Tables, their TOAST tables and indexes, main forks only: the free
+        // space and visibility maps come and go with autovacuum.
+        pg.sql("scale", "VACUUM FULL");
+        pg.sql(
+            "scale",
+            "SELECT SUM(pg_relation_size(c.oid, 'main')) FROM pg_class c \
+             WHERE c.relkind IN ('r', 'i', 't') AND (c.relnamespace = 'public'::regnamespace \
+               OR c.oid IN (SELECT reltoastrelid FROM pg_class WHERE relnamespace = 'public'::regnamespace) \
+               OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN \
+                 (SELECT reltoastrelid FROM pg_class WHERE relnamespace = 'public'::regnamespace)))",
+        )
+        .parse::<f64>()
+        .expect("relation sizes")
+    };
+    for engine in ["sqlite", "postgres"] {
+        let cluster = if engine == "sqlite" {
+            Cluster::start(4, 2, "100GiB")
+        } else {
+            Cluster::build(4, 2, "100GiB").index_url(&pg_url).start()
+        };
+        let db = cluster.index_url.trim_start_matches("sqlite://").to_owned();
+        let size = || -> f64 {
+            if engine == "sqlite" {
+                python(SQLITE_BYTES, &[&db]).parse().expect("bytes")
+            } else {
+                pg_bytes()
+            }
+        };
+        let aws = cluster.aws();
+        aws.ok(&["s3", "mb", "s3://idx"]);
+        let sdk = tests::sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
+        let s0 = size();
+        rt.block_on(async {
+            for i in 0..small_objects {
+                sdk.put_object()
+                    .bucket("idx")
+                    .key(format!("small/f{i}"))
+                    .body(small.clone().into())
+                    .send()
+                    .await
+                    .expect("small PUT");
+            }
+        });
+        let s1 = size();
+        aws.ok(&["s3", "cp", big.to_str().unwrap(), "s3://idx/big"]);
+        let s2 = size();
+        let (per_object, per_segment) = (
+            (s1 - s0) / small_objects as f64,
+            (s2 - s1) / (big_mib / 8) as f64,
+        );
+        println!(
+            "index bytes on {engine}: {per_object:.0} per 4 KiB object, {per_segment:.0} per 8 MiB segment ({small_objects} objects, then a {big_mib} MiB one; after VACUUM)"
+        );
+        rows.push(serde_json::json!({
+            "op": "index bytes", "engine": engine,
+            "per_4kib_object": per_object, "per_8mib_segment": per_segment,
+        }));
+        if engine == "postgres" {
+            continue;
+        }
+        let ids = |net: &str| {
+            let ids: Vec<String> = cluster
+                .nodes
+                .iter()
+                .filter(|(n, _, _)| n == net)
+                .map(|(_, _, id)| id.to_string())
+                .collect();
+            format!("[{}]", ids.join(","))
+        };
+        python(
+            SQLITE_FILL,
+            &[&db, &segments.to_string(), &ids("mainnet"), &ids("testnet")],
+        );
+        let timed = |args: &[&str]| {
+            let mut secs: Vec<f64> = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    let out = cluster.admin(args);
+                    assert!(out.status.success(), "{args:?}");
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            secs.sort_by(f64::total_cmp);
+            secs[2]
+        };
+        let status = timed(&["status", "--json"]);
+        let registry = timed(&["nodes", "list", "--json"]);
+        let t = Instant::now();
+        cluster.walked_status();
+        let walk = t.elapsed().as_secs_f64();
+        let list = |bucket: &str, keys: usize| {
+            let mut secs: Vec<f64> = (0..21)
+                .map(|_| {
+                    // A page of 1,000 keys: from anywhere among a million,
+                    // the whole bucket of a thousand.
+                    let after = (keys > 1000)
+                        .then(|| format!("k/{:08}", rand::random::<u64>() % (keys as u64 - 1000)));
+                    let t = Instant::now();
+                    let page = rt.block_on(
+                        sdk.list_objects_v2()
+                            .bucket(bucket)
+                            .set_start_after(after)
+                            .max_keys(1000)
+                            .send(),
+                    );
+                    assert_eq!(page.expect("ListObjectsV2").contents().len(), 1000);
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            secs.sort_by(f64::total_cmp);
+            secs[10]
+        };
+        let (at_million, at_thousand) = (list("million", 1_000_000), list("thousand", 1_000));
+        let placements = segments * 40;
+        println!(
+            "with {placements} placements more ({segments} segments): tenfold status {:.0} ms, nodes list (the registry read) {:.0} ms, medians of 5 runs of the command; a walk over them within {walk:.1} s",
+            status * 1000.0,
+            registry * 1000.0
+        );
+        println!(
+            "ListObjectsV2, 1,000 keys a page, median of 21: {:.1} ms at 1,000,000 keys, {:.1} ms at 1,000 (ratio {:.2})",
+            at_million * 1000.0,
+            at_thousand * 1000.0,
+            at_million / at_thousand
+        );
+        rows.push(serde_json::json!({
+            "op": "index at scale", "placements": placements,
+            "status_ms": status * 1000.0, "nodes_list_ms": registry * 1000.0, "walk_s": walk,
+            "list_1000_at_1m_keys_ms": at_million * 1000.0,
+            "list_1000_at_1k_keys_ms": at_thousand * 1000.0,
+            "list_ratio": at_million / at_thousand,
+        }));
+    }
+    std::fs::remove_file(&big).ok();
+    rows
+}
+
 /// What counting requests for Prometheus costs the hot path: 4 KiB PUT
 /// and GET ops/s (one client) and the gateway's CPU time per operation,
 /// with the admin listener on and off, the
@@ -989,6 +1263,17 @@ fn main() {
     }
     if args.repair_mib > 0 {
         rows.push(repair_figures(&rt, tmp.path(), args.repair_mib));
+    }
+    if args.placement_nodes > 0 {
+        rows.push(placement_figures(args.placement_nodes));
+    }
+    if args.index_segments > 0 {
+        rows.extend(index_scale(
+            &rt,
+            tmp.path(),
+            args.index_segments,
+            args.smoke,
+        ));
     }
     if args.metrics_ops > 0 {
         rows.push(metrics_cost(&rt, args.metrics_ops));
