@@ -586,15 +586,34 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn record_policy(&self, policy: ReplicaPolicy) -> Result<(), GatewayError> {
+        self.set_setting(
+            POLICY_SETTING,
+            &format!("{}+{}", policy.mainnet, policy.testnet),
+        )
+        .await
+    }
+
+    /// Sets a row of `settings`.
+    async fn set_setting(&self, name: &str, value: &str) -> Result<(), GatewayError> {
         sqlx::query(
             "INSERT INTO settings (name, value) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         )
-        .bind(POLICY_SETTING)
-        .bind(format!("{}+{}", policy.mainnet, policy.testnet))
+        .bind(name)
+        .bind(value)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// A row of `settings`, if set.
+    async fn setting(&self, name: &str) -> Result<Option<String>, GatewayError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// The replica policy a gateway recorded (the default before any did).
@@ -602,11 +621,7 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn recorded_policy(&self) -> Result<ReplicaPolicy, GatewayError> {
-        let value: Option<String> =
-            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-                .bind(POLICY_SETTING)
-                .fetch_optional(&self.pool)
-                .await?;
+        let value = self.setting(POLICY_SETTING).await?;
         let parsed = value.as_deref().and_then(|v| {
             let (m, t) = v.split_once('+')?;
             Some(ReplicaPolicy {
@@ -623,12 +638,9 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn redundancy(&self) -> Result<Redundancy, GatewayError> {
-        let value: Option<String> =
-            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-                .bind(REDUNDANCY_SETTING)
-                .fetch_optional(&self.pool)
-                .await?;
-        let mut report: Redundancy = value
+        let mut report: Redundancy = self
+            .setting(REDUNDANCY_SETTING)
+            .await?
             .and_then(|v| serde_json::from_str(&v).ok())
             .unwrap_or_default();
         let queue: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({CANDIDATES}) c"))
@@ -648,15 +660,11 @@ impl Index {
             as_of: Some(now_ms()),
             ..walked.clone()
         };
-        sqlx::query(
-            "INSERT INTO settings (name, value) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        self.set_setting(
+            REDUNDANCY_SETTING,
+            &serde_json::to_string(&report).unwrap_or_default(),
         )
-        .bind(REDUNDANCY_SETTING)
-        .bind(serde_json::to_string(&report).unwrap_or_default())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
     }
 
     /// One step of the walk over every segment: up to `limit` segments

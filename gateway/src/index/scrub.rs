@@ -308,17 +308,7 @@ impl Index {
         node_id: i64,
     ) -> Result<(), GatewayError> {
         write_tx!(self, |tx| {
-            Self::drop_node_copy_in(tx, (data_id, seq, idx), node_id).await?;
-            sqlx::query(
-                "INSERT INTO repairs (data_id, seq, idx, queued) VALUES ($1, $2, $3, 1) \
-                 ON CONFLICT (data_id, seq, idx) DO UPDATE SET queued = 1",
-            )
-            .bind(packed::id_bytes(data_id))
-            .bind(i64::from(seq))
-            .bind(i64::from(idx))
-            .execute(&mut **tx)
-            .await?;
-            Ok(())
+            Self::drop_node_copy_in(tx, (data_id, seq, idx), node_id).await
         })
     }
 }
