@@ -88,27 +88,6 @@ impl Placement {
             Placement::Overflow { .. } => OVERFLOW,
         }
     }
-
-    /// Rebuilds a placement from its index columns.
-    ///
-    /// # Errors
-    /// A message when the columns do not describe a placement.
-    pub fn from_columns(
-        network: &str,
-        node_id: Option<i64>,
-        cid: Option<String>,
-    ) -> Result<Self, String> {
-        match (network, node_id, cid) {
-            (OVERFLOW, None, Some(cid)) => Ok(Placement::Overflow { cid }),
-            (network, Some(node_id), None) => Ok(Placement::Node {
-                node_id,
-                network: network.parse()?,
-            }),
-            (network, node, cid) => Err(format!(
-                "bad placement: network {network}, node {node:?}, cid {cid:?}"
-            )),
-        }
-    }
 }
 
 /// The index's name for the overflow tier's placements.

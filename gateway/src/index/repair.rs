@@ -225,20 +225,9 @@ impl Index {
         conn: &mut sqlx::AnyConnection,
         (data_id, seq, idx): (&str, u32, u16),
     ) -> Result<Option<FragmentRow>, GatewayError> {
-        let row = sqlx::query(
-            "SELECT data_id, seq, plain_offset, plain_size, frames, key_id, wrapped, fragments \
-             FROM segments WHERE data_id = $1 AND seq = $2",
-        )
-        .bind(packed::id_bytes(data_id))
-        .bind(i64::from(seq))
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut segment = segment_of(&row)?;
-        if packed::has_overflow(&segment.fragments) {
-            Self::fill_cids(conn, &mut segment).await?;
-        }
-        Ok(segment.fragments.into_iter().find(|f| f.index == idx))
+        Ok(Self::segment_in(conn, (data_id, seq))
+            .await?
+            .and_then(|s| s.fragments.into_iter().find(|f| f.index == idx)))
     }
 
     /// Claims the repair of a fragment until `until` (ms): `false` when
@@ -379,9 +368,10 @@ impl Index {
         })
     }
 
-    /// A segment with its fragments and copies, in a transaction.
+    /// A segment with its fragments and copies (overflow pins' content ids
+    /// filled in), on `conn` or in a transaction.
     async fn segment_in(
-        tx: &mut Tx,
+        conn: &mut sqlx::AnyConnection,
         (data_id, seq): (&str, u32),
     ) -> Result<Option<super::SegmentRow>, GatewayError> {
         let row = sqlx::query(
@@ -390,12 +380,12 @@ impl Index {
         )
         .bind(packed::id_bytes(data_id))
         .bind(i64::from(seq))
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut segment = segment_of(&row)?;
         if packed::has_overflow(&segment.fragments) {
-            Self::fill_cids(tx, &mut segment).await?;
+            Self::fill_cids(conn, &mut segment).await?;
         }
         Ok(Some(segment))
     }
