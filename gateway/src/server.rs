@@ -30,6 +30,7 @@ use crate::object_store::ObjectStore;
 use crate::post_object::serve_form_upload;
 use crate::rate_limit::{RateLimiter, slow_down};
 use crate::s3_api::GatewayS3;
+use crate::s3_api::framing;
 use crate::s3_api::tenfold_routes::TenfoldRoutes;
 use crate::share::{SHARE_PATH, serve_share};
 use crate::upload_link::{UPLOAD_PATH, serve_upload_link};
@@ -200,6 +201,9 @@ pub async fn run_gateway(
                         .map(|(b, _)| b.clone());
                     serve_form_upload(&store, &access, bucket, req).await
                 } else {
+                    let mut req = req;
+                    let names_key = bucket.as_ref().is_some_and(|(_, key)| *key);
+                    framing::admit(&mut req, names_key);
                     into_response(s3.call(req).await)
                 };
                 if route.is_none()

@@ -25,6 +25,7 @@ use crate::integrity::{ChecksumExpectation, Checksums};
 use crate::object_store::{
     ObjectStore, UPLOAD_BUDGET_BYTES, budget_units, new_object_id, run_codec,
 };
+use crate::s3_api::MAX_UPLOAD_SIZE;
 use crate::write_intents::WriteIntent;
 
 /// Segments compressed and placed at once per upload, besides the one being
@@ -293,6 +294,11 @@ impl ObjectStore {
                     break;
                 }
             };
+            // A body of unknown length stops at S3's largest upload.
+            if offset + plain.len() as u64 > MAX_UPLOAD_SIZE {
+                first_error = Some(GatewayError::EntityTooLarge(offset + plain.len() as u64));
+                break;
+            }
             // The segment waits here for its turn to be compressed and placed.
             let units = budget_units(plain.len() as u64, UPLOAD_BUDGET_BYTES);
             let slot = Arc::clone(&self.segment_budget)

@@ -18,6 +18,21 @@ pub fn sigv4_args(access_key: &str, secret_key: &str) -> Vec<String> {
     ]
 }
 
+/// `curl` arguments that sign a request with SigV4 and send its body
+/// unsigned, as a streaming client does (`-s -f`: an HTTP error fails).
+pub fn unsigned_payload(access_key: &str, secret_key: &str) -> Vec<String> {
+    vec![
+        "-s".into(),
+        "-f".into(),
+        "--aws-sigv4".into(),
+        "aws:amz:us-east-1:s3".into(),
+        "--user".into(),
+        format!("{access_key}:{secret_key}"),
+        "-H".into(),
+        "x-amz-content-sha256: UNSIGNED-PAYLOAD".into(),
+    ]
+}
+
 /// The `aws` CLI pointed at one endpoint with one set of credentials.
 #[derive(Debug, Clone)]
 pub struct Aws {

@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use tests::{ACCESS_KEY, Cluster, SECRET_KEY, run};
+use tests::{
+    ACCESS_KEY, Cluster, SECRET_KEY, TempDir, run, sha256_file, unsigned_payload, write_file,
+};
 
 fn boto3(cluster: &Cluster, cases: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/boto3_suite.py");
@@ -118,4 +120,158 @@ fn boto3_modern_requests() {
         "ETag",
     ]);
     assert_eq!(attrs["ObjectSize"], (10 << 20) + 100, "{attrs}");
+}
+
+/// curl PUTs `file` from its standard input (`-T -`: `Transfer-Encoding:
+/// chunked`, no Content-Length) with `args`; returns the HTTP status and
+/// the response body.
+fn curl_streamed(args: &[String], file: &std::path::Path, url: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(args)
+        .args(["-w", "\n%{http_code}", "-T", "-", url])
+        .stdin(std::fs::File::open(file).unwrap())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_owned(), body.to_owned())
+}
+
+/// Bodies without a Content-Length (`curl -T -`, chunked): PutObject and
+/// UploadPart signed with UNSIGNED-PAYLOAD and a presigned PUT are stored
+/// whole; a body signed by its SHA-256 still needs its length (411), as in
+/// S3; a bad signature is refused.
+#[test]
+fn curl_streams_puts_without_a_length() {
+    let cluster = Cluster::start(3, 1, "2GiB");
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://streamed"]);
+    let dir = TempDir::new("streamed");
+    // Three segments, the last one short.
+    let big = dir.path().join("big");
+    write_file(&big, (17 << 20) + 5, false);
+    let mut args = unsigned_payload(ACCESS_KEY, SECRET_KEY);
+    args.retain(|a| a != "-f");
+    let url = format!("{}/streamed/big", cluster.endpoint);
+    assert_eq!(curl_streamed(&args, &big, &url).0, "200");
+    let back = dir.path().join("big.back");
+    aws.ok(&["s3", "cp", "s3://streamed/big", back.to_str().unwrap()]);
+    assert_eq!(sha256_file(&back), sha256_file(&big));
+    let head = aws.json(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "streamed",
+        "--key",
+        "big",
+    ]);
+    assert_eq!(head["ContentLength"], (17 << 20) + 5, "{head}");
+
+    // An empty streamed body is an empty object.
+    let empty = dir.path().join("empty");
+    write_file(&empty, 0, false);
+    let url = format!("{}/streamed/empty", cluster.endpoint);
+    assert_eq!(curl_streamed(&args, &empty, &url).0, "200");
+    let head = aws.json(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "streamed",
+        "--key",
+        "empty",
+    ]);
+    assert_eq!(head["ContentLength"], 0, "{head}");
+
+    // A part of a multipart upload.
+    let upload = aws.json(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        "streamed",
+        "--key",
+        "parts",
+    ]);
+    let id = upload["UploadId"].as_str().unwrap().to_owned();
+    let url = format!(
+        "{}/streamed/parts?partNumber=1&uploadId={id}",
+        cluster.endpoint
+    );
+    let (code, _) = curl_streamed(&args, &big, &url);
+    assert_eq!(code, "200");
+    let parts = aws.json(&[
+        "s3api",
+        "list-parts",
+        "--bucket",
+        "streamed",
+        "--key",
+        "parts",
+        "--upload-id",
+        &id,
+    ]);
+    assert_eq!(parts["Parts"][0]["Size"], (17 << 20) + 5, "{parts}");
+    let etag = parts["Parts"][0]["ETag"].as_str().unwrap().to_owned();
+    aws.ok(&[
+        "s3api",
+        "complete-multipart-upload",
+        "--bucket",
+        "streamed",
+        "--key",
+        "parts",
+        "--upload-id",
+        &id,
+        "--multipart-upload",
+        &format!(r#"{{"Parts":[{{"PartNumber":1,"ETag":{etag:?}}}]}}"#),
+    ]);
+    aws.ok(&["s3", "cp", "s3://streamed/parts", back.to_str().unwrap()]);
+    assert_eq!(sha256_file(&back), sha256_file(&big));
+
+    // A presigned PUT (boto3 signs it; curl streams the body).
+    let presign = run(Command::new("python3")
+        .args([
+            "-c",
+            "import boto3,sys,botocore.config as c; print(boto3.client('s3', \
+             endpoint_url=sys.argv[1], region_name='us-east-1', \
+             config=c.Config(signature_version='s3v4')).generate_presigned_url('put_object', \
+             Params={'Bucket': 'streamed', 'Key': 'presigned'}, ExpiresIn=600))",
+            &cluster.endpoint,
+        ])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"));
+    let url = String::from_utf8(presign.stdout).unwrap().trim().to_owned();
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    assert_eq!(curl_streamed(&["-s".into()], &big, &url).0, "200");
+    aws.ok(&[
+        "s3",
+        "cp",
+        "s3://streamed/presigned",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(sha256_file(&back), sha256_file(&big));
+
+    // A body signed by its SHA-256 needs its length, as in S3.
+    let mut signed = args.clone();
+    signed.pop();
+    signed.push(format!("x-amz-content-sha256: {}", sha256_file(&big)));
+    let url = format!("{}/streamed/signed", cluster.endpoint);
+    let (code, body) = curl_streamed(&signed, &big, &url);
+    assert_eq!(code, "411", "{body}");
+    assert!(body.contains("MissingContentLength"), "{body}");
+
+    // A wrong secret is refused, and nothing is stored.
+    let mut wrong = unsigned_payload(ACCESS_KEY, "not-the-secret");
+    wrong.retain(|a| a != "-f");
+    let url = format!("{}/streamed/forged", cluster.endpoint);
+    let (code, body) = curl_streamed(&wrong, &big, &url);
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("SignatureDoesNotMatch"), "{body}");
+    aws.fails(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "streamed",
+        "--key",
+        "forged",
+    ]);
 }

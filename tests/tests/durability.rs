@@ -5,7 +5,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{ACCESS_KEY, Cluster, SECRET_KEY, TempDir, eventually, run, sha256_file, write_file};
+use tests::{
+    ACCESS_KEY, Cluster, SECRET_KEY, TempDir, eventually, run, sha256_file, unsigned_payload,
+    write_file,
+};
 
 /// Node replicas of an object, as the index records them.
 fn replicas_of(cluster: &Cluster, bucket: &str, key: &str) -> usize {
@@ -129,21 +132,6 @@ fn deletions_go_on_while_a_node_is_down() {
         status["garbage"].as_i64().unwrap() >= i64::try_from(on_stopped).unwrap(),
         "{status}"
     );
-}
-
-/// `curl` arguments that sign a request with SigV4 and send its body
-/// unsigned, as a streaming client does.
-fn unsigned_payload(access_key: &str, secret_key: &str) -> Vec<String> {
-    vec![
-        "-s".into(),
-        "-f".into(),
-        "--aws-sigv4".into(),
-        "aws:amz:us-east-1:s3".into(),
-        "--user".into(),
-        format!("{access_key}:{secret_key}"),
-        "-H".into(),
-        "x-amz-content-sha256: UNSIGNED-PAYLOAD".into(),
-    ]
 }
 
 /// PUTs `file` at `path` (`BUCKET/KEY`) with curl at 2 MiB/s, in a thread;

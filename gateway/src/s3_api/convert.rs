@@ -143,10 +143,22 @@ pub fn headers(
     ObjectHeaders {
         cache_control,
         content_disposition,
-        content_encoding,
+        content_encoding: content_encoding.and_then(|e| stored_encoding(&e)),
         content_language,
         expires: expires.map(timestamp_to_ms),
     }
+}
+
+/// The Content-Encoding kept with an object: what the client sent, less
+/// `aws-chunked`, which only says how this request's body was framed (S3
+/// keeps `gzip` of `aws-chunked,gzip`; nothing of `aws-chunked` alone).
+fn stored_encoding(sent: &str) -> Option<String> {
+    let kept: Vec<&str> = sent
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(","))
 }
 
 /// The checksums a PUT or UploadPart declares, in headers or trailers.
@@ -266,4 +278,24 @@ pub fn tag_set(tags: &Tags) -> Vec<s3s::dto::Tag> {
 /// The `x-amz-tagging-count` of an object with `tags`.
 pub fn tag_count(tags: &Tags) -> Option<i32> {
     (!tags.is_empty()).then(|| i32::try_from(tags.len()).unwrap_or(i32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stored_encoding;
+
+    #[test]
+    fn aws_chunked_is_not_kept_as_an_encoding() {
+        assert_eq!(stored_encoding("aws-chunked"), None);
+        assert_eq!(stored_encoding("aws-chunked,gzip").as_deref(), Some("gzip"));
+        assert_eq!(
+            stored_encoding("gzip, aws-chunked").as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(stored_encoding("gzip,br").as_deref(), Some("gzip,br"));
+        assert_eq!(
+            stored_encoding("AWS-CHUNKED,,zstd").as_deref(),
+            Some("zstd")
+        );
+    }
 }

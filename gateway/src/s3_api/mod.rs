@@ -6,6 +6,7 @@
 
 mod buckets;
 mod convert;
+pub mod framing;
 mod listing;
 mod multipart;
 mod objects;
@@ -136,7 +137,9 @@ impl S3 for GatewayS3 {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let watch = body_watch(&req.extensions);
-        respond(objects::put(&self.store, req.input, req.trailing_headers, watch).await)
+        let mut input = req.input;
+        input.content_length = framing::announced(input.content_length, &req.extensions);
+        respond(objects::put(&self.store, input, req.trailing_headers, watch).await)
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
@@ -250,7 +253,9 @@ impl S3 for GatewayS3 {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let watch = body_watch(&req.extensions);
-        respond(multipart::upload_part(&self.store, req.input, req.trailing_headers, watch).await)
+        let mut input = req.input;
+        input.content_length = framing::announced(input.content_length, &req.extensions);
+        respond(multipart::upload_part(&self.store, input, req.trailing_headers, watch).await)
     }
 
     #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
