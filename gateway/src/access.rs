@@ -84,17 +84,27 @@ impl Access {
         })
     }
 
-    /// Fails with `AccessDenied` unless `caller` may use `bucket`. A bucket
-    /// that does not exist passes: the operation answers `NoSuchBucket`.
+    /// Fails with `AccessDenied` unless `caller` may use `bucket`, and
+    /// unless the bucket's owner is `expected_owner` when the request names
+    /// one (`x-amz-expected-bucket-owner`, as in S3). A bucket that does not
+    /// exist passes: the operation answers `NoSuchBucket`.
     ///
     /// # Errors
     /// `AccessDenied`, or `ServiceUnavailable` when the index cannot answer.
-    pub async fn require_bucket_access(&self, caller: &Caller, bucket: &str) -> S3Result<()> {
-        if caller.admin {
+    pub async fn require_bucket_access(
+        &self,
+        caller: &Caller,
+        bucket: &str,
+        expected_owner: Option<&str>,
+    ) -> S3Result<()> {
+        if caller.admin && expected_owner.is_none() {
             return Ok(());
         }
         match self.index.bucket_owner(bucket).await? {
             Some(owner) if !caller.may_use(&owner) => Err(s3_error!(AccessDenied, "Access Denied")),
+            Some(owner) if expected_owner.is_some_and(|id| id != owner.id()) => {
+                Err(s3_error!(AccessDenied, "Access Denied"))
+            }
             _ => Ok(()),
         }
     }
@@ -107,8 +117,11 @@ impl Access {
         source: &CopySource,
     ) -> S3Result<()> {
         let caller = caller_of(req)?;
+        let expected = expected_owner(&req.headers, "x-amz-source-expected-bucket-owner");
         match source {
-            CopySource::Bucket { bucket, .. } => self.require_bucket_access(caller, bucket).await,
+            CopySource::Bucket { bucket, .. } => {
+                self.require_bucket_access(caller, bucket, expected).await
+            }
             _ => Err(s3_error!(AccessDenied, "Access Denied")),
         }
     }
@@ -129,6 +142,15 @@ impl S3Auth for Access {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The header naming the bucket owner a request expects.
+pub const EXPECTED_OWNER: &str = "x-amz-expected-bucket-owner";
+
+/// The bucket owner a request expects, from header `name` ([`EXPECTED_OWNER`],
+/// or the copy source's).
+pub fn expected_owner<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"))
 }
 
 #[async_trait::async_trait]
@@ -153,7 +175,9 @@ impl S3Access for Access {
         if let Some(bucket) = bucket
             && cx.s3_op().name() != "CreateBucket"
         {
-            self.require_bucket_access(&caller, &bucket).await?;
+            let expected = expected_owner(cx.headers(), EXPECTED_OWNER);
+            self.require_bucket_access(&caller, &bucket, expected)
+                .await?;
         }
         cx.extensions_mut().insert(caller);
         Ok(())

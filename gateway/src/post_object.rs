@@ -147,7 +147,7 @@ async fn form_upload(
     let range = check_conditions(&policy, &fields, &bucket, &key)?;
 
     let caller = access.caller(&access_key).await?;
-    access.require_bucket_access(&caller, &bucket).await?;
+    access.require_bucket_access(&caller, &bucket, None).await?;
     if key.is_empty() {
         return Err(invalid("User key must have a length greater than 0."));
     }

@@ -350,6 +350,27 @@ def attributes_and_tags():
     check(not op["IsTruncated"] and [(p["PartNumber"], p["Size"]) for p in op["Parts"]] == [(3, 100)], f"second page: {op}")
 
 
+def expected_bucket_owner():
+    s3.create_bucket(Bucket="owned")
+    s3.put_object(Bucket="owned", Key="k", Body=b"mine")
+    owner = s3.list_buckets()["Owner"]["ID"]
+    check(owner, f"ListBuckets names an owner ({owner})")
+    listed = s3.list_objects_v2(Bucket="owned", FetchOwner=True)["Contents"][0]["Owner"]["ID"]
+    check(listed == owner, f"FetchOwner names the bucket's owner ({listed})")
+    check(s3.get_object(Bucket="owned", Key="k", ExpectedBucketOwner=owner)["Body"].read() == b"mine", "the right owner reads")
+    s3.put_object(Bucket="owned", Key="k2", Body=b"x", ExpectedBucketOwner=owner)
+    for call, kwargs in ((s3.get_object, {"Key": "k"}), (s3.put_object, {"Key": "k3", "Body": b"x"}),
+                         (s3.head_bucket, {}), (s3.list_objects_v2, {}), (s3.delete_object, {"Key": "k"})):
+        code = error_code(call, Bucket="owned", ExpectedBucketOwner="111122223333", **kwargs)
+        check(code == ("AccessDenied", 403) or code == ("403", 403), f"{call.__name__} with another owner: {code}")
+    check(s3.get_object(Bucket="owned", Key="k")["Body"].read() == b"mine", "nothing deleted by a refused request")
+    code = error_code(s3.head_object, Bucket="owned", Key="k3")
+    check(code[1] == 404, "nothing stored by a refused request")
+    code = error_code(s3.copy_object, Bucket="owned", Key="copy", CopySource="owned/k", ExpectedSourceBucketOwner="111122223333")
+    check(code == ("AccessDenied", 403), f"copy from another owner's bucket: {code}")
+    s3.copy_object(Bucket="owned", Key="copy", CopySource="owned/k", ExpectedSourceBucketOwner=owner, ExpectedBucketOwner=owner)
+
+
 def bucket_pages_and_full_object_checksums():
     for b in ("page-a", "page-b", "page-c", "other-d"):
         s3.create_bucket(Bucket=b)
@@ -376,6 +397,14 @@ def bucket_pages_and_full_object_checksums():
         if algorithm == "CRC32":
             want = base64.b64encode(zlib.crc32(b"".join(bodies)).to_bytes(4, "big")).decode()
             check(value == want, f"CRC32 of the whole object ({value} vs {want})")
+        # Each part's checksum, in GetObjectAttributes.
+        a = s3.get_object_attributes(Bucket="page-a", Key=key, ObjectAttributes=["ObjectParts", "Checksum"])
+        got = [p.get(f"Checksum{algorithm}") for p in a["ObjectParts"]["Parts"]]
+        check(got == [p[f"Checksum{algorithm}"] for p in parts], f"{algorithm}: part checksums in attributes ({got})")
+        if algorithm == "CRC32":
+            want = [base64.b64encode(zlib.crc32(b).to_bytes(4, "big")).decode() for b in bodies]
+            check(got == want, f"part CRC32s are the parts' ({got} vs {want})")
+        check(a["Checksum"].get("ChecksumType") == "FULL_OBJECT", f"attributes: FULL_OBJECT ({a['Checksum']})")
     # A declared whole-object checksum that is not the object's is refused.
     u = s3.create_multipart_upload(Bucket="page-a", Key="bad", ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT")["UploadId"]
     r = s3.upload_part(Bucket="page-a", Key="bad", UploadId=u, PartNumber=1, Body=b"x", ChecksumAlgorithm="CRC32")
@@ -388,7 +417,8 @@ def bucket_pages_and_full_object_checksums():
 
 for name in sys.argv[1:] or ["conditional_requests", "headers_and_overrides", "copy_and_batch_delete",
                              "big_listing", "parts_and_presign", "checksums", "not_implemented",
-                             "conditional_writes", "attributes_and_tags", "bucket_pages_and_full_object_checksums"]:
+                             "conditional_writes", "attributes_and_tags", "bucket_pages_and_full_object_checksums",
+                             "expected_bucket_owner"]:
     print("==", name)
     globals()[name]()
 print("boto3 suite passed")

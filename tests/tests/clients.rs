@@ -75,7 +75,7 @@ fn boto3_upload_part_copy_and_virtual_hosts() {
 
 /// S3 round 2: conditional writes (PUT and CompleteMultipartUpload),
 /// GetObjectAttributes, object tags, ListBuckets pages, FULL_OBJECT
-/// multipart checksums.
+/// multipart checksums, `x-amz-expected-bucket-owner`.
 #[test]
 fn boto3_modern_requests() {
     let cluster = Cluster::start(3, 1, "2GiB");
@@ -85,6 +85,7 @@ fn boto3_modern_requests() {
             "conditional_writes",
             "attributes_and_tags",
             "bucket_pages_and_full_object_checksums",
+            "expected_bucket_owner",
         ],
     );
     // The aws CLI too: tags and attributes.
@@ -120,6 +121,38 @@ fn boto3_modern_requests() {
         "ETag",
     ]);
     assert_eq!(attrs["ObjectSize"], (10 << 20) + 100, "{attrs}");
+
+    // The aws CLI v2: part checksums, and the expected bucket owner.
+    let v2 = aws.clone().with_program("/usr/bin/aws");
+    let attrs = v2.json(&[
+        "s3api",
+        "get-object-attributes",
+        "--bucket",
+        "page-a",
+        "--key",
+        "full-CRC32",
+        "--object-attributes",
+        "ObjectParts",
+    ]);
+    let parts = attrs["ObjectParts"]["Parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 3, "{attrs}");
+    assert!(
+        parts.iter().all(|p| p["ChecksumCRC32"].is_string()),
+        "{attrs}"
+    );
+    let owner = v2.json(&["s3api", "list-buckets"])["Owner"]["ID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let head = |owner: &str| {
+        let args = ["s3api", "head-object", "--bucket", "owned", "--key", "k"];
+        v2.run(&[&args[..], &["--expected-bucket-owner", owner]].concat())
+    };
+    assert!(head(&owner).status.success());
+    let refused = head("111122223333");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "another owner's id was accepted");
+    assert!(err.contains("403"), "{err}");
 }
 
 /// curl PUTs `file` from its standard input (`-T -`: `Transfer-Encoding:

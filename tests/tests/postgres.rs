@@ -1,7 +1,8 @@
 //! Several gateways on one Postgres index: what one writes the other
 //! reads, lists, overwrites and deletes; multipart uploads move between
 //! them; node registrations are shared; concurrent writers of one key leave
-//! one winner and no orphan fragment; an index outage answers 503 and
+//! one winner and no orphan fragment, conditional writers one winner per
+//! ETag; an index outage answers 503 and
 //! heals. Each test runs its own throwaway PostgreSQL server.
 
 use std::collections::HashSet;
@@ -259,6 +260,132 @@ fn concurrent_writers_of_one_key_leave_one_winner() {
         eventually(Duration::from_secs(60), || cluster.fragment_files()
             == replicas),
         "nodes hold {} files, the winner has {replicas} replicas",
+        cluster.fragment_files()
+    );
+}
+
+/// S3's conditional writes under contention: 16 writers, each reading the
+/// current ETag through one gateway and writing `If-Match` it through the
+/// other. Per ETag generation exactly one write wins; the others get 412
+/// (or 409); the winners form one chain from the first object to the last,
+/// whose bytes are the last winner's; and no loser leaves a replica behind.
+#[test]
+fn conditional_writers_win_once_per_etag_generation() {
+    let pg = Postgres::start();
+    let url = pg.create_database("ifmatch");
+    let cluster = Cluster::build(3, 1, "2GiB").index_url(&url).start();
+    let second = cluster.another_gateway();
+    cluster.aws().ok(&["s3", "mb", "s3://cas"]);
+    let clients = [
+        sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY),
+        sdk_client(&second.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let first = rt.block_on(async {
+        let put = clients[0]
+            .put_object()
+            .bucket("cas")
+            .key("counter")
+            .body(ByteStream::from_static(b"generation 0"))
+            .send()
+            .await
+            .unwrap();
+        put.e_tag().unwrap().to_owned()
+    });
+    // Each attempt: Ok((ETag read, ETag written, bytes)) or Err(status).
+    type Attempt = Result<(String, String, Vec<u8>), Option<u16>>;
+    let attempts: Vec<Attempt> = rt.block_on(async {
+        let writers: Vec<_> = (0..16usize)
+            .map(|w| {
+                let clients = clients.clone();
+                tokio::spawn(async move {
+                    let mut attempts = Vec::new();
+                    for round in 0..6 {
+                        let (reader, writer) =
+                            (&clients[(w + round) % 2], &clients[(w + round + 1) % 2]);
+                        let head = reader
+                            .head_object()
+                            .bucket("cas")
+                            .key("counter")
+                            .send()
+                            .await;
+                        let read = head.unwrap().e_tag().unwrap().to_owned();
+                        let body = format!("writer {w} round {round} after {read}").into_bytes();
+                        let put = writer
+                            .put_object()
+                            .bucket("cas")
+                            .key("counter")
+                            .if_match(&read)
+                            .body(ByteStream::from(body.clone()))
+                            .send()
+                            .await;
+                        attempts.push(match put {
+                            Ok(out) => Ok((read, out.e_tag().unwrap().to_owned(), body)),
+                            Err(e) => Err(e.raw_response().map(|r| r.status().as_u16())),
+                        });
+                    }
+                    attempts
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for writer in writers {
+            all.extend(writer.await.expect("writer task"));
+        }
+        all
+    });
+    let mut wins = std::collections::HashMap::new();
+    for attempt in &attempts {
+        match attempt {
+            Ok((read, written, body)) => {
+                let earlier = wins.insert(read.clone(), (written.clone(), body.clone()));
+                assert!(earlier.is_none(), "two writes won over ETag {read}");
+            }
+            Err(status) => assert!(
+                matches!(status, Some(412 | 409)),
+                "a losing conditional write answered {status:?}"
+            ),
+        }
+    }
+    assert!(wins.len() >= 6, "only {} of 96 writes won", wins.len());
+    // The winners chain from the first object to the current one.
+    let (mut etag, mut bytes) = (first, b"generation 0".to_vec());
+    let mut chained = 0;
+    while let Some((next, body)) = wins.get(&etag) {
+        (etag, bytes) = (next.clone(), body.clone());
+        chained += 1;
+    }
+    assert_eq!(chained, wins.len(), "every winner is one link of one chain");
+    for client in &clients {
+        let (now, got) = rt.block_on(async {
+            let out = client
+                .get_object()
+                .bucket("cas")
+                .key("counter")
+                .send()
+                .await
+                .unwrap();
+            let etag = out.e_tag().unwrap().to_owned();
+            (
+                etag,
+                out.body.collect().await.unwrap().into_bytes().to_vec(),
+            )
+        });
+        assert_eq!(now, etag, "the object is the chain's last winner");
+        assert!(got == bytes, "with the last winner's bytes");
+    }
+    // The losers' bodies leave the nodes: only the object's replicas stay.
+    let report = cluster.inspect("cas", "counter");
+    let replicas: usize = report["fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["placements"].as_array().unwrap().len())
+        .sum();
+    assert!(
+        eventually(Duration::from_secs(60), || cluster.fragment_files()
+            == replicas),
+        "nodes hold {} files, the object has {replicas} replicas",
         cluster.fragment_files()
     );
 }

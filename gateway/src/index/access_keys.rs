@@ -27,6 +27,16 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// The owner's id as S3 shows it (`Owner.ID`, and what
+    /// `x-amz-expected-bucket-owner` names): Tenfold has no accounts, so it
+    /// is the owning access key, or `tenfold` for the configuration's key.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Admin => "tenfold",
+            Self::Key(key) => key,
+        }
+    }
+
     fn from_column(owner: Option<String>) -> Self {
         owner.map_or(Self::Admin, Self::Key)
     }

@@ -248,16 +248,7 @@ impl Index {
             Self::insert_object_in(tx, &object).await?;
             let mut offset = 0;
             for part in &parts {
-                Self::insert_object_part_in(
-                    tx,
-                    &object.id,
-                    part.number,
-                    &part.data_id,
-                    offset,
-                    part.size,
-                    &part.etag,
-                )
-                .await?;
+                Self::insert_object_part_in(tx, &object.id, offset, part).await?;
                 offset += part.size;
             }
             for part in &stored {

@@ -7,10 +7,13 @@ use sqlx::any::AnyRow;
 use tenfold_balancer::{Placement, Replica};
 
 use super::nodes::NodeUsage;
-use super::rows::{ObjectHeaders, ObjectRow, SegmentRow, StoredData, Tags, WriteCondition};
+use super::rows::{
+    ObjectHeaders, ObjectRow, SegmentRow, StoredData, StoredPart, Tags, WriteCondition,
+};
 use super::{Index, ROWS_PER_INSERT, Tx, insert_rows_sql, packed, segment_of, to_i64, to_u64};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
+use crate::integrity::Checksums;
 
 impl Index {
     fn object_from_row(row: &AnyRow) -> Result<ObjectRow, GatewayError> {
@@ -423,25 +426,25 @@ impl Index {
         Ok(())
     }
 
+    /// Records `part` of multipart object `object_id`, starting at `offset`
+    /// in the object's bytes.
     pub(super) async fn insert_object_part_in(
         tx: &mut Tx,
         object_id: &str,
-        part_number: u32,
-        data_id: &str,
         offset: u64,
-        size: u64,
-        etag: &str,
+        part: &StoredPart,
     ) -> Result<(), GatewayError> {
         sqlx::query(
-            "INSERT INTO object_parts (object_id, part_number, data_id, plain_offset, size, etag) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO object_parts (object_id, part_number, data_id, plain_offset, size, etag, checksums) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(packed::id_bytes(object_id))
-        .bind(i64::from(part_number))
-        .bind(packed::id_bytes(data_id))
+        .bind(i64::from(part.number))
+        .bind(packed::id_bytes(&part.data_id))
         .bind(to_i64(offset))
-        .bind(to_i64(size))
-        .bind(etag)
+        .bind(to_i64(part.size))
+        .bind(&part.etag)
+        .bind(serde_json::to_string(&part.checksums).unwrap_or_else(|_| "{}".into()))
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -527,7 +530,7 @@ impl Index {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Part numbers and sizes of a multipart object's parts after
+    /// Part numbers, sizes and checksums of a multipart object's parts after
     /// `after`, at most `limit`.
     ///
     /// # Errors
@@ -537,10 +540,10 @@ impl Index {
         object_id: &str,
         after: u32,
         limit: i64,
-    ) -> Result<Vec<(u32, u64)>, GatewayError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT part_number, size FROM object_parts WHERE object_id = $1 AND part_number > $2 \
-             ORDER BY part_number LIMIT $3",
+    ) -> Result<Vec<(u32, u64, Checksums)>, GatewayError> {
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT part_number, size, checksums FROM object_parts \
+             WHERE object_id = $1 AND part_number > $2 ORDER BY part_number LIMIT $3",
         )
         .bind(packed::id_bytes(object_id))
         .bind(i64::from(after))
@@ -549,7 +552,13 @@ impl Index {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(n, size)| (u32::try_from(n).unwrap_or(0), to_u64(size)))
+            .map(|(n, size, checksums)| {
+                (
+                    u32::try_from(n).unwrap_or(0),
+                    to_u64(size),
+                    serde_json::from_str(&checksums).unwrap_or_default(),
+                )
+            })
             .collect())
     }
 

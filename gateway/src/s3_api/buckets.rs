@@ -68,8 +68,11 @@ pub async fn list(
     Ok(ListBucketsOutput {
         buckets: Some(buckets),
         continuation_token,
+        owner: Some(s3s::dto::Owner {
+            display_name: Some(caller.owner.id().to_owned()),
+            id: Some(caller.owner.id().to_owned()),
+        }),
         prefix: input.prefix,
-        ..Default::default()
     })
 }
 

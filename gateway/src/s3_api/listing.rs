@@ -174,10 +174,17 @@ pub async fn v2(
     let contents = contents(&listing, names);
     let prefixes = common_prefixes(&listing, names);
     let key_count = i32::try_from(contents.len() + prefixes.len()).unwrap_or(i32::MAX);
-    let owner = input.fetch_owner.unwrap_or(false).then(|| s3s::dto::Owner {
-        display_name: Some("tenfold".into()),
-        id: Some("tenfold".into()),
-    });
+    let owner = match input.fetch_owner {
+        Some(true) => store
+            .index
+            .bucket_owner(&input.bucket)
+            .await?
+            .map(|owner| s3s::dto::Owner {
+                display_name: Some(owner.id().to_owned()),
+                id: Some(owner.id().to_owned()),
+            }),
+        _ => None,
+    };
     Ok(ListObjectsV2Output {
         name: Some(input.bucket),
         prefix: Some(names.write(&prefix)),

@@ -219,7 +219,14 @@ pub(crate) fn assemble(
             return Err(GatewayError::EntityTooSmall(*number));
         }
         md5s.update(hex::decode(&part.etag).unwrap_or_default());
-        parts.push(part.clone());
+        // Each part keeps the upload's checksum (GetObjectAttributes shows it).
+        let mut part = part.clone();
+        part.checksums = upload
+            .checksum_algorithm
+            .as_deref()
+            .map(|algorithm| part.checksums.only(algorithm))
+            .unwrap_or_default();
+        parts.push(part);
     }
     let full_object = upload.checksum_type.as_deref() == Some(ChecksumType::FULL_OBJECT);
     let checksums = upload

@@ -401,15 +401,19 @@ pub async fn attributes(
             next_part_number_marker: parts
                 .last()
                 .filter(|_| truncated)
-                .map(|(n, _)| i32::try_from(*n).unwrap_or(i32::MAX)),
+                .map(|(n, _, _)| i32::try_from(*n).unwrap_or(i32::MAX)),
             part_number_marker: Some(i32::try_from(marker).unwrap_or(0)),
             parts: Some(
                 parts
                     .into_iter()
-                    .map(|(n, size)| ObjectPart {
+                    .map(|(n, size, c)| ObjectPart {
                         part_number: Some(i32::try_from(n).unwrap_or(i32::MAX)),
                         size: Some(size_i64(size)),
-                        ..Default::default()
+                        checksum_crc32: c.crc32,
+                        checksum_crc32c: c.crc32c,
+                        checksum_crc64nvme: c.crc64nvme,
+                        checksum_sha1: c.sha1,
+                        checksum_sha256: c.sha256,
                     })
                     .collect(),
             ),

@@ -20,7 +20,7 @@ use s3s::route::S3Route;
 use s3s::{Body, S3Request, S3Response, S3Result, s3_error};
 use tenfold_common::units::{parse_duration, parse_size};
 
-use crate::access::Access;
+use crate::access::{Access, EXPECTED_OWNER, expected_owner};
 use crate::addressing::BaseDomain;
 use crate::error::GatewayError;
 use crate::index::UploadAllowance;
@@ -213,7 +213,10 @@ impl S3Route for TenfoldRoutes {
             .ok_or_else(|| s3_error!(AccessDenied, "Signature is required"))?;
         let caller = self.access.caller(&credentials.access_key).await?;
         let bucket = self.bucket(&req)?;
-        self.access.require_bucket_access(&caller, &bucket).await?;
+        let expected = expected_owner(&req.headers, EXPECTED_OWNER);
+        self.access
+            .require_bucket_access(&caller, &bucket, expected)
+            .await?;
         let prefix = query_value(&req.uri, "prefix").unwrap_or_default();
         match req.method {
             Method::GET => self.zip(bucket, prefix).await,
