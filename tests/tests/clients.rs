@@ -308,3 +308,47 @@ fn curl_streams_puts_without_a_length() {
         "forged",
     ]);
 }
+
+/// Non-ASCII user metadata, as S3 documents it: a value sent as UTF-8 or
+/// RFC 2047-encoded is stored decoded, and returned RFC 2047-encoded (HTTP
+/// headers are ASCII) — which current SDKs decode back to what was sent.
+#[test]
+fn non_ascii_metadata_is_kept_and_returned_mail_safe() {
+    let cluster = Cluster::start(3, 1, "2GiB");
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://meta"]);
+    let dir = TempDir::new("meta");
+    let body = dir.path().join("body");
+    write_file(&body, 10, false);
+    let mut args = unsigned_payload(ACCESS_KEY, SECRET_KEY);
+    args.retain(|a| a != "-f");
+    for (key, sent) in [
+        ("raw", "Zürich 東京"),
+        ("encoded", "=?UTF-8?B?WsO8cmljaCDmnbHkuqw=?="),
+    ] {
+        let out = run(Command::new("curl")
+            .args(&args)
+            .args(["-w", "%{http_code}", "-o", "/dev/null"])
+            .args(["-H", &format!("x-amz-meta-city: {sent}"), "-T"])
+            .arg(&body)
+            .arg(format!("{}/meta/{key}", cluster.endpoint)));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "PUT {key}");
+        let head = aws.json(&["s3api", "head-object", "--bucket", "meta", "--key", key]);
+        let value = head["Metadata"]["city"].as_str().unwrap().to_owned();
+        assert!(
+            value.is_ascii() && value.starts_with("=?UTF-8?"),
+            "{key}: {value}"
+        );
+        let decoded = run(Command::new("python3").args([
+            "-c",
+            "import email.header,sys; print(str(email.header.make_header(\
+             email.header.decode_header(sys.argv[1]))))",
+            &value,
+        ]));
+        assert_eq!(
+            String::from_utf8_lossy(&decoded.stdout).trim(),
+            "Zürich 東京",
+            "{key}: {value}"
+        );
+    }
+}
