@@ -454,7 +454,7 @@ mod tests {
         fn describe(&self) -> String {
             "memory".into()
         }
-        async fn put(&self, data: Bytes) -> Result<String, tenfold_overflow::OverflowError> {
+        async fn add(&self, data: Bytes) -> Result<String, tenfold_overflow::OverflowError> {
             let cid = hex::encode(Md5::digest(&data));
             self.content.lock().unwrap().insert(cid.clone(), data);
             Ok(cid)
@@ -503,7 +503,7 @@ mod tests {
             .put(&node.spec.bucket, "frag", data.clone(), md5)
             .await
             .unwrap();
-        let cid = tenfold_overflow::OverflowStore::put(&*store, data.clone())
+        let cid = tenfold_overflow::OverflowStore::add(&*store, data.clone())
             .await
             .unwrap();
         let on = |node_id| Placement::Node {

@@ -159,7 +159,7 @@ impl Balancer {
         };
         if let Some(overflow) = &self.overflow {
             let span = tracing::debug_span!("overflow_put", store = %overflow.describe());
-            match overflow.put(data).instrument(span).await {
+            match overflow.put(key, data).instrument(span).await {
                 Ok(cid) => {
                     tracing::info!(key, %cid, replicas = placed.len(), reason = %error, "fragment overflowed");
                     placed.push(Placement::Overflow { cid });

@@ -87,6 +87,9 @@ impl ObjectStore {
                         .pin(cid)
                         .await
                         .map_err(GatewayError::Storage)?;
+                } else {
+                    // Not the orphan sweep's any more.
+                    self.index.forget_pins_of(cid).await?;
                 }
                 Ok(())
             }

@@ -33,6 +33,7 @@ pub mod post_object;
 pub mod preconditions;
 pub mod rate_limit;
 pub mod read_leases;
+pub mod recorded_pins;
 pub mod repair;
 pub mod s3_api;
 pub mod scrub;

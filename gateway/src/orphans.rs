@@ -14,6 +14,13 @@
 //! renewed its heartbeat meanwhile, so it is never taken for an orphan.
 //! One gateway sweeps a node at a time (a claim in the index); keys of any
 //! other shape than a fragment's are left alone.
+//!
+//! Pins on the overflow store are swept the same way, from the index's
+//! record of the pins Tenfold made ([`crate::recorded_pins`]): a pin
+//! recorded more than a grace period ago whose content id no stored
+//! fragment or queued removal names, and whose data is not being written,
+//! is undone. Pins Tenfold did not record (others', on a shared daemon)
+//! are never looked at.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,7 +30,7 @@ use futures::StreamExt;
 
 use crate::error::GatewayError;
 use crate::fragment::parse_node_key;
-use crate::index::{Counter, now_ms};
+use crate::index::{Counter, PinUse, now_ms};
 use crate::object_store::{ObjectStore, new_object_id};
 
 /// Node deletions in flight at once.
@@ -33,6 +40,10 @@ const DELETE_CONCURRENCY: usize = 16;
 const MAX_TRACKED: usize = 100_000;
 /// Shortest pause between two sweeps, however short the grace period.
 const MIN_PERIOD: Duration = Duration::from_millis(500);
+/// The overflow store's sweep claim (node ids start at 1).
+const OVERFLOW_CLAIM: i64 = 0;
+/// Recorded pins looked at per sweep.
+const PINS_PER_SWEEP: i64 = 1000;
 
 /// The sweep's state on this gateway.
 #[derive(Debug)]
@@ -138,6 +149,83 @@ impl ObjectStore {
             }
         }
         removed
+    }
+
+    /// Undoes the recorded pins that nothing names a grace period after
+    /// they were made (see the module documentation); returns how many.
+    pub async fn sweep_pins(&self) -> usize {
+        if self.balancer.overflow().is_none() {
+            return 0;
+        }
+        let sweep = &self.orphan_sweep;
+        let until = now_ms().saturating_add(millis(sweep.period() * 4));
+        match self
+            .index
+            .claim_sweep(OVERFLOW_CLAIM, &sweep.owner, until)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming the overflow sweep");
+                return 0;
+            }
+        }
+        match self.sweep_recorded_pins().await {
+            Ok(0) => 0,
+            Ok(undone) => {
+                tracing::info!(undone, "orphan pins undone");
+                let counted = self
+                    .index
+                    .add_to_counter(Counter::OrphanPinsSwept, u64::try_from(undone).unwrap_or(0));
+                if let Err(e) = counted.await {
+                    tracing::warn!(error = %e, "counting swept pins");
+                }
+                undone
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeping the overflow store's pins");
+                0
+            }
+        }
+    }
+
+    async fn sweep_recorded_pins(&self) -> Result<usize, GatewayError> {
+        let live_since = now_ms().saturating_sub(millis(self.orphan_sweep.grace));
+        let made = self
+            .index
+            .pins_made_before(live_since, PINS_PER_SWEEP)
+            .await?;
+        let mut undone = 0;
+        for (cid, data_id) in made {
+            // Nothing here starts writing this data until it is decided.
+            let hold = self.write_intents.hold_idle([data_id.as_str()]);
+            if !hold.holds(&data_id) {
+                continue;
+            }
+            match self.index.pin_use(&cid, &data_id, live_since).await? {
+                PinUse::Writing => continue,
+                PinUse::Named => {}
+                PinUse::Unnamed => {
+                    self.balancer
+                        .unpin(&cid)
+                        .await
+                        .map_err(GatewayError::Storage)?;
+                    // Identical content may have been committed meanwhile.
+                    if self.index.cid_in_use(&cid).await? {
+                        self.balancer
+                            .pin(&cid)
+                            .await
+                            .map_err(GatewayError::Storage)?;
+                    } else {
+                        tracing::debug!(cid, data_id, "orphan pin undone");
+                        undone += 1;
+                    }
+                }
+            }
+            self.index.forget_pin(&cid, &data_id).await?;
+        }
+        Ok(undone)
     }
 
     /// Lists node `node_id` page by page and removes the replicas unnamed
@@ -247,6 +335,7 @@ impl ObjectStore {
                 tick.tick().await;
                 let Some(store) = weak.upgrade() else { return };
                 store.sweep_orphans().await;
+                store.sweep_pins().await;
             }
         });
     }

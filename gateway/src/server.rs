@@ -29,6 +29,7 @@ use crate::node_lifecycle::spawn_registry_refresh;
 use crate::object_store::ObjectStore;
 use crate::post_object::serve_form_upload;
 use crate::rate_limit::{RateLimiter, slow_down};
+use crate::recorded_pins::RecordedPins;
 use crate::s3_api::GatewayS3;
 use crate::s3_api::framing;
 use crate::s3_api::tenfold_routes::TenfoldRoutes;
@@ -92,7 +93,8 @@ pub async fn run_gateway(
             Ok(health) => tracing::info!(store = %health.store, "overflow store ready"),
             Err(e) => tracing::warn!(error = %e, "overflow store not answering yet"),
         }
-        balancer = balancer.with_overflow(Arc::new(ipfs));
+        balancer =
+            balancer.with_overflow(Arc::new(RecordedPins::new(Arc::new(ipfs), index.clone())));
     }
     let balancer = Arc::new(balancer);
     balancer.set_nodes(index.nodes().await?);

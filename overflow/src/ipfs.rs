@@ -160,12 +160,12 @@ impl OverflowStore for IpfsStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(len = data.len()))]
-    async fn put(&self, data: Bytes) -> Result<String, OverflowError> {
+    async fn add(&self, data: Bytes) -> Result<String, OverflowError> {
         let len = data.len() as u64;
         let mut form = Form::default();
         form.add_reader("file", Cursor::new(data));
-        // Add unpinned, then pin: the pin is what keeps the content, and a
-        // failed pin must not leave a pin behind.
+        // Added unpinned: the pin, made apart, is what keeps the content, and
+        // a failed add must not leave a pin behind.
         let add = request::Add {
             pin: Some(false),
             cid_version: Some(1),
@@ -183,7 +183,6 @@ impl OverflowStore for IpfsStore {
                 message: format!("stored {} bytes of {len}", added.size),
             });
         }
-        self.pin(&added.hash).await?;
         tracing::debug!(cid = %added.hash, "added to IPFS");
         Ok(added.hash)
     }
@@ -294,7 +293,7 @@ mod tests {
             .unwrap()
             .port();
         let store = IpfsStore::new(&format!("http://127.0.0.1:{port}")).unwrap();
-        let err = store.put(Bytes::from_static(b"x")).await.unwrap_err();
+        let err = store.put("k", Bytes::from_static(b"x")).await.unwrap_err();
         assert!(matches!(err, OverflowError::Unreachable { .. }), "{err}");
         assert!(
             err.to_string().contains(&format!("127.0.0.1:{port}")),

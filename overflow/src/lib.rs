@@ -1,7 +1,7 @@
 //! The overflow tier: where the balancer puts a fragment when the storage
 //! nodes cannot hold all of its replicas.
 //!
-//! [`OverflowStore`] is what the balancer needs from such a store: put bytes
+//! [`OverflowStore`] is what the balancer needs from such a store: add bytes
 //! and get a content id back, read a byte range by content id, pin, unpin,
 //! and a health report. [`IpfsStore`] implements it over the IPFS RPC API
 //! (Kubo's, which js-ipfs also serves); other Web3 stores can implement it
@@ -35,6 +35,9 @@ pub enum OverflowError {
         operation: &'static str,
         message: String,
     },
+    /// A pin could not be recorded before it was made, so it was not made.
+    #[error("pin of {cid} not recorded: {message}")]
+    NotRecorded { cid: String, message: String },
 }
 
 /// An overflow store's state, for `tenfold status`.
@@ -54,11 +57,25 @@ pub trait OverflowStore: std::fmt::Debug + Send + Sync {
     /// Where the store is, for logs and errors (e.g. `IPFS at http://…`).
     fn describe(&self) -> String;
 
-    /// Stores `data` and pins it; returns its content id.
+    /// Stores `data` without pinning it; returns its content id. Unpinned
+    /// content may be dropped by the store's garbage collection at any time.
     ///
     /// # Errors
     /// An [`OverflowError`] when the store did not take it.
-    async fn put(&self, data: Bytes) -> Result<String, OverflowError>;
+    async fn add(&self, data: Bytes) -> Result<String, OverflowError>;
+
+    /// Stores `data`, the fragment stored on nodes under `key`, and pins
+    /// it; returns its content id. By default [`Self::add`] then
+    /// [`Self::pin`]; a wrapper may record the pin in between.
+    ///
+    /// # Errors
+    /// An [`OverflowError`] when the store did not take it.
+    async fn put(&self, key: &str, data: Bytes) -> Result<String, OverflowError> {
+        let _ = key;
+        let cid = self.add(data).await?;
+        self.pin(&cid).await?;
+        Ok(cid)
+    }
 
     /// Reads bytes `range` of the content `cid` (exactly that many bytes).
     ///

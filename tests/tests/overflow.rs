@@ -333,3 +333,87 @@ fn ipfs_down_while_nodes_are_full_fails_cleanly() {
     );
     assert_download(&aws, tmp.path(), "ovf", "small", &small);
 }
+
+/// Pins left by an upload whose gateway was killed mid-way are undone by
+/// the orphan sweep once `orphan_grace` has passed, and `tenfold status`
+/// counts them; the pins of stored objects stay, and so does a pin someone
+/// else made on the same daemon (Tenfold undoes only the pins it recorded).
+#[test]
+fn orphan_pins_are_undone_and_foreign_pins_kept() {
+    let ipfs = Ipfs::start();
+    let mut cluster = Cluster::build(3, 1, "1MiB")
+        .config("ipfs_api", &ipfs.api)
+        .durability("orphan_grace", "3s")
+        .start();
+    let aws = cluster.aws();
+    let tmp = TempDir::new("orphan-pins");
+    aws.ok(&["s3", "mb", "s3://ovf"]);
+    let kept = tmp.path().join("kept");
+    write_file(&kept, 3 << 20, false);
+    aws.ok(&["s3", "cp", kept.to_str().unwrap(), "s3://ovf/kept"]);
+    let stored: HashSet<String> = overflow_cids(&cluster.inspect("ovf", "kept"))
+        .into_iter()
+        .collect();
+    assert!(!stored.is_empty(), "the full nodes sent nothing to IPFS");
+
+    // Someone else's pin on the same daemon.
+    let foreign_file = tmp.path().join("foreign");
+    write_file(&foreign_file, 5000, false);
+    let added = tests::run(
+        std::process::Command::new("curl")
+            .args(["-s", "-f", "-F"])
+            .arg(format!("file=@{}", foreign_file.display()))
+            .arg(format!("{}/api/v0/add?pin=true&cid-version=1", ipfs.api)),
+    );
+    let added: serde_json::Value = serde_json::from_slice(&added.stdout).expect("add answer");
+    let foreign = added["Hash"].as_str().expect("a content id").to_owned();
+    assert!(ipfs.pins().contains(&foreign));
+
+    // An upload whose gateway is killed once some of it is pinned.
+    let big = tmp.path().join("big");
+    write_file(&big, 64 << 20, false);
+    let cut = {
+        let mut args = tests::unsigned_payload(tests::ACCESS_KEY, tests::SECRET_KEY);
+        args.extend(["--limit-rate".into(), "4M".into(), "-T".into()]);
+        let (big, url) = (big.clone(), format!("{}/ovf/big", cluster.endpoint));
+        std::thread::spawn(move || {
+            tests::run(
+                std::process::Command::new("curl")
+                    .args(args)
+                    .arg(&big)
+                    .arg(url),
+            )
+        })
+    };
+    // The daemon's own pins, the stored object's and the foreign one.
+    let want: HashSet<String> = ipfs.pins().into_iter().collect();
+    assert!(want.is_superset(&stored) && want.contains(&foreign));
+    let known = want.len();
+    assert!(
+        eventually(Duration::from_secs(60), || ipfs.pins().len() >= known + 10),
+        "the upload pinned nothing"
+    );
+    cluster
+        .restart_gateway(|config| config)
+        .expect("gateway restarts");
+    let _ = cut.join();
+    let orphans = ipfs.pins().len() - known;
+
+    // Only those are left.
+    assert!(
+        eventually(Duration::from_secs(60), || ipfs
+            .pins()
+            .into_iter()
+            .collect::<HashSet<_>>()
+            == want),
+        "pins left: {:?} (want {want:?})\n{}",
+        ipfs.pins(),
+        cluster.gateway_log()
+    );
+    assert_download(&aws, tmp.path(), "ovf", "kept", &kept);
+    let status = cluster.status();
+    assert!(
+        status["swept_pins"].as_u64().unwrap_or(0) >= u64::try_from(orphans).unwrap(),
+        "{orphans} orphan pins, status: {status}"
+    );
+}

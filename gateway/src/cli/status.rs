@@ -152,6 +152,8 @@ struct StatusReport {
     repaired: Repaired,
     /// Replicas the orphan sweep removed so far.
     swept_orphans: u64,
+    /// Overflow pins the orphan sweep undid so far.
+    swept_pins: u64,
     scrub: ScrubReport,
 }
 
@@ -203,6 +205,7 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
             redundancy,
             repaired,
             swept_orphans: counters.orphans_swept,
+            swept_pins: counters.orphan_pins_swept,
             scrub,
         });
         return Ok(());
@@ -263,8 +266,8 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), GatewayError> {
         scrub.last_pass_failures
     );
     println!(
-        "awaiting removal: {garbage} replicas; orphan replicas swept so far: {}",
-        counters.orphans_swept
+        "awaiting removal: {garbage} replicas; swept so far: {} orphan replicas, {} orphan pins",
+        counters.orphans_swept, counters.orphan_pins_swept
     );
     Ok(())
 }

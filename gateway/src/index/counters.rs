@@ -13,13 +13,16 @@ pub enum Counter {
     RepairedBytes,
     /// Replicas the orphan sweep removed from nodes.
     OrphansSwept,
+    /// Pins the orphan sweep undid on the overflow store.
+    OrphanPinsSwept,
 }
 
 impl Counter {
-    const ALL: [Counter; 3] = [
+    const ALL: [Counter; 4] = [
         Counter::RepairedCopies,
         Counter::RepairedBytes,
         Counter::OrphansSwept,
+        Counter::OrphanPinsSwept,
     ];
 
     fn name(self) -> &'static str {
@@ -27,6 +30,7 @@ impl Counter {
             Counter::RepairedCopies => "repaired_copies",
             Counter::RepairedBytes => "repaired_bytes",
             Counter::OrphansSwept => "orphans_swept",
+            Counter::OrphanPinsSwept => "orphan_pins_swept",
         }
     }
 }
@@ -45,6 +49,7 @@ pub struct Repaired {
 pub struct Counters {
     pub repaired: Repaired,
     pub orphans_swept: u64,
+    pub orphan_pins_swept: u64,
 }
 
 impl Index {
@@ -96,6 +101,7 @@ impl Index {
                 Counter::RepairedCopies => counters.repaired.copies = v,
                 Counter::RepairedBytes => counters.repaired.bytes = v,
                 Counter::OrphansSwept => counters.orphans_swept = v,
+                Counter::OrphanPinsSwept => counters.orphan_pins_swept = v,
             }
         }
         Ok(counters)

@@ -248,6 +248,7 @@ pub use access_keys::{AccessKeyRow, Owner};
 pub use counters::{Counter, Counters, Repaired};
 pub use nodes::NodeRecord;
 pub use orphans::NamedReplicas;
+pub use overflow::PinUse;
 pub use repair::{CheckedSegments, Redundancy, WalkCursor};
 pub use rows::{
     Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, PartRow, QueuedReplica,

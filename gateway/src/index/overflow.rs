@@ -1,8 +1,20 @@
-//! Fragments held by the overflow store: how much they hold, and whether a
-//! content id is still used. (They go back onto nodes through repair.)
+//! Fragments held by the overflow store: how much they hold, whether a
+//! content id is still used, and the pins Tenfold made (for the orphan
+//! sweep). (Fragments go back onto nodes through repair.)
 
-use super::{Index, to_u64};
+use super::{Index, Tx, now_ms, packed, to_u64};
 use crate::error::GatewayError;
+
+/// What the index says of a pin Tenfold made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinUse {
+    /// A stored fragment's copy, or a removal queued: not the sweep's.
+    Named,
+    /// Its data is still being written (a live heartbeat).
+    Writing,
+    /// Nothing names it: an orphan.
+    Unnamed,
+}
 
 impl Index {
     /// How many fragments, and how many bytes of them, live in the overflow
@@ -32,5 +44,112 @@ impl Index {
                 .await?
                 .is_some(),
         )
+    }
+
+    /// Records that `cid` is about to be pinned for the data `data_id`, as
+    /// of now (before the pin is made: see [`crate::orphans`]).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn record_pin(&self, cid: &str, data_id: &str) -> Result<(), GatewayError> {
+        let now = now_ms();
+        write_tx!(self, |tx| {
+            sqlx::query(
+                "INSERT INTO pins_made (cid, data_id, made_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (cid, data_id) DO UPDATE SET made_at = excluded.made_at",
+            )
+            .bind(cid)
+            .bind(packed::id_bytes(data_id))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Pins made before `before` (ms), oldest first, at most `limit`: the
+    /// content id and the data id of each.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn pins_made_before(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, GatewayError> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT cid, data_id FROM pins_made WHERE made_at < $1 ORDER BY made_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(cid, id)| (cid, packed::id_text(&id)))
+            .collect())
+    }
+
+    /// What names the pin of `cid` made for `data_id`: a stored fragment or
+    /// a queued removal, a write heartbeat at or after `live_since` (ms),
+    /// or nothing. The write is read first, as for node replicas (see
+    /// [`crate::orphans`]).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn pin_use(
+        &self,
+        cid: &str,
+        data_id: &str,
+        live_since: i64,
+    ) -> Result<PinUse, GatewayError> {
+        let writing =
+            sqlx::query("SELECT 1 FROM writes_in_flight WHERE data_id = $1 AND heartbeat >= $2")
+                .bind(packed::id_bytes(data_id))
+                .bind(live_since)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some();
+        let queued = sqlx::query("SELECT 1 FROM garbage WHERE cid = $1 LIMIT 1")
+            .bind(cid)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
+        Ok(if queued || self.cid_in_use(cid).await? {
+            PinUse::Named
+        } else if writing {
+            PinUse::Writing
+        } else {
+            PinUse::Unnamed
+        })
+    }
+
+    /// Forgets every record of pins of `cid` (unpinned by a removal).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn forget_pins_of(&self, cid: &str) -> Result<(), GatewayError> {
+        write_tx!(self, |tx| {
+            sqlx::query("DELETE FROM pins_made WHERE cid = $1")
+                .bind(cid)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Forgets the record of a pin (in use, or undone).
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn forget_pin(&self, cid: &str, data_id: &str) -> Result<(), GatewayError> {
+        write_tx!(self, |tx| {
+            sqlx::query("DELETE FROM pins_made WHERE cid = $1 AND data_id = $2")
+                .bind(cid)
+                .bind(packed::id_bytes(data_id))
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        })
     }
 }
