@@ -12,6 +12,8 @@
 //! heartbeats in the index, renewed every quarter of the grace period). A
 //! write still running a grace period after its first replica was seen has
 //! renewed its heartbeat meanwhile, so it is never taken for an orphan.
+//! Gateways on one index may have different grace periods: each announces
+//! its heartbeat period, and a sweep waits at least four of the longest.
 //! One gateway sweeps a node at a time (a claim in the index); keys of any
 //! other shape than a fragment's are left alone.
 //!
@@ -96,6 +98,19 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The grace period a sweep keeps to: `own`, or four of the longest
+/// heartbeat period a gateway announced (ms), whichever is longer: a write
+/// on a gateway that renews its heartbeat slowly is never swept by one
+/// with a shorter grace period.
+fn effective_grace(own: Duration, longest_heartbeat_ms: Option<i64>) -> Duration {
+    let theirs = longest_heartbeat_ms
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map_or(Duration::ZERO, |ms| {
+            Duration::from_millis(ms).saturating_mul(4)
+        });
+    own.max(theirs)
+}
+
 /// What to do with an unnamed replica first seen at `first_seen`.
 fn is_due(first_seen: Instant, now: Instant, grace: Duration) -> bool {
     now.saturating_duration_since(first_seen) >= grace
@@ -107,6 +122,13 @@ impl ObjectStore {
     pub async fn sweep_orphans(&self) -> usize {
         let sweep = &self.orphan_sweep;
         let claim_until = || now_ms().saturating_add(millis(sweep.period() * 4));
+        let grace = match self.effective_grace().await {
+            Ok(grace) => grace,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the gateways' heartbeat periods");
+                return 0;
+            }
+        };
         let mut removed = 0;
         for node in self.balancer.status() {
             if self.balancer.is_down(node.id) {
@@ -129,7 +151,7 @@ impl ObjectStore {
                 }
             }
             let before = sweep.take_seen(node.id);
-            match self.sweep_node(node.id, &before).await {
+            match self.sweep_node(node.id, &before, grace).await {
                 Ok((seen, gone)) => {
                     if gone > 0 {
                         tracing::info!(node = node.id, removed = gone, "orphan replicas removed");
@@ -191,7 +213,8 @@ impl ObjectStore {
     }
 
     async fn sweep_recorded_pins(&self) -> Result<usize, GatewayError> {
-        let live_since = now_ms().saturating_sub(millis(self.orphan_sweep.grace));
+        let grace = self.effective_grace().await?;
+        let live_since = now_ms().saturating_sub(millis(grace));
         let made = self
             .index
             .pins_made_before(live_since, PINS_PER_SWEEP)
@@ -236,8 +259,8 @@ impl ObjectStore {
         &self,
         node_id: i64,
         before: &HashMap<String, Instant>,
+        grace: Duration,
     ) -> Result<(HashMap<String, Instant>, usize), GatewayError> {
-        let grace = self.orphan_sweep.grace;
         let mut seen = HashMap::new();
         let (mut listed, mut removed) = (0, 0);
         let mut after: Option<String> = None;
@@ -307,6 +330,39 @@ impl ObjectStore {
         Ok((seen, removed))
     }
 
+    /// The grace period the sweep keeps to: this gateway's, or four
+    /// heartbeat periods of the slowest gateway on the index, if longer.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    async fn effective_grace(&self) -> Result<Duration, GatewayError> {
+        let longest = self.index.longest_heartbeat().await?;
+        Ok(effective_grace(self.orphan_sweep.grace, longest))
+    }
+
+    /// Records that this gateway's writes in progress are still going, and
+    /// how often it says so (done before the gateway serves, then every
+    /// heartbeat period).
+    pub async fn record_heartbeats(&self) {
+        let writing = self.write_intents.in_flight();
+        // Heartbeats older than four grace periods name no live write.
+        let expired = match self.effective_grace().await {
+            Ok(grace) => now_ms().saturating_sub(millis(grace.saturating_mul(4))),
+            Err(_) => i64::MIN,
+        };
+        let (owner, period) = (
+            &self.orphan_sweep.owner,
+            millis(self.orphan_sweep.heartbeat()),
+        );
+        let recorded = self
+            .index
+            .heartbeat_writes(owner, period, &writing, expired)
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, writes = writing.len(), "recording the heartbeat of writes in progress");
+        }
+    }
+
     /// Runs the sweep, and the heartbeats of this gateway's long writes,
     /// for as long as the store lives.
     pub fn spawn_orphan_sweep(self: &Arc<Self>) {
@@ -318,12 +374,7 @@ impl ObjectStore {
             loop {
                 tick.tick().await;
                 let Some(store) = weak.upgrade() else { return };
-                let writing = store.write_intents.in_flight();
-                // Heartbeats older than four grace periods name no live write.
-                let expired = now_ms().saturating_sub(millis(store.orphan_sweep.grace * 4));
-                if let Err(e) = store.index.heartbeat_writes(&writing, expired).await {
-                    tracing::warn!(error = %e, writes = writing.len(), "recording the heartbeat of writes in progress");
-                }
+                store.record_heartbeats().await;
             }
         });
         let weak = Arc::downgrade(self);
@@ -354,6 +405,19 @@ mod tests {
         assert!(is_due(now - grace, now, grace));
         // A first sighting "after" now (clock read earlier) is not due.
         assert!(!is_due(now + Duration::from_secs(1), now, grace));
+    }
+
+    #[test]
+    fn the_slowest_heartbeat_lengthens_the_grace_period() {
+        let own = Duration::from_secs(2);
+        assert_eq!(effective_grace(own, None), own);
+        assert_eq!(effective_grace(own, Some(250)), own);
+        // A gateway with a grace period of an hour renews every 15 minutes.
+        assert_eq!(
+            effective_grace(own, Some(900_000)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(effective_grace(own, Some(-5)), own);
     }
 
     #[test]

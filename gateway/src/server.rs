@@ -118,6 +118,9 @@ pub async fn run_gateway(
     store.spawn_garbage_collector();
     store.spawn_repair(settings.refresh);
     store.spawn_scrub();
+    // Other gateways' sweeps learn this one's heartbeat period before it
+    // takes a write.
+    store.record_heartbeats().await;
     store.spawn_orphan_sweep();
 
     // Without an admin listener nothing can scrape the metrics: requests

@@ -232,16 +232,31 @@ impl Cluster {
     /// adds one: `tenfold serve --index-url … --listen …` with the
     /// credentials and master key in the environment.
     pub fn another_gateway(&self) -> Gateway {
-        let addr = format!("127.0.0.1:{}", free_port());
         let master_key =
             std::fs::read_to_string(self.dir.path().join("master.key")).expect("master key");
-        let log = format!("gateway-{}.log", addr.replace([':', '.'], "-"));
-        let child = Command::new(bin("tenfold"))
-            .args(["serve", "--index-url", &self.index_url, "--listen", &addr])
-            .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        let mut serve = Command::new(bin("tenfold"));
+        serve
+            .args(["serve", "--index-url", &self.index_url])
             .env("TENFOLD_ACCESS_KEY", ACCESS_KEY)
             .env("TENFOLD_SECRET_KEY", SECRET_KEY)
-            .env("TENFOLD_MASTER_KEY", master_key.trim())
+            .env("TENFOLD_MASTER_KEY", master_key.trim());
+        self.spawn_another(serve)
+    }
+
+    /// Like [`Cluster::another_gateway`], with this cluster's configuration
+    /// file (its storage and durability settings), on its own ports.
+    pub fn another_gateway_alike(&self) -> Gateway {
+        let mut serve = Command::new(bin("tenfold"));
+        serve.args(["serve", "--config", self.config_path().to_str().unwrap()]);
+        self.spawn_another(serve)
+    }
+
+    fn spawn_another(&self, mut serve: Command) -> Gateway {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = format!("gateway-{}.log", addr.replace([':', '.'], "-"));
+        let child = serve
+            .args(["--listen", &addr])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
             .env("RUST_LOG", "info,tenfold=debug")
             .stdout(Stdio::null())
             .stderr(log_file(self.dir.path(), &log))

@@ -5,7 +5,7 @@
 //! ETag; an index outage answers 503 and
 //! heals. Each test runs its own throwaway PostgreSQL server.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -677,4 +677,261 @@ fn commits_cut_by_lost_index_connections_leave_whole_objects_or_nothing() {
         answered.iter().filter(|a| a.2).count(),
         visible.len()
     );
+}
+
+/// Bytes of write `round` of writer `writer`: its own, so a mix-up shows,
+/// and incompressible (xorshift), so the fragments are as large as the data.
+fn body_of(writer: usize, round: usize, len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ ((writer as u64) << 32 | round as u64);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// One write of the mixed workload, through `s3`; returns what the key
+/// holds afterwards (`None`: deleted).
+async fn mixed_write(
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+    op: usize,
+    body: Vec<u8>,
+    copy_of: Option<(&str, &Vec<u8>)>,
+) -> Option<Vec<u8>> {
+    let put = |body: Vec<u8>| {
+        s3.put_object()
+            .bucket("mix")
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+    };
+    match (op, copy_of) {
+        // An overwrite or a new object, of one segment or of two.
+        (0..=5, _) | (8, None) => {
+            put(body.clone()).await.expect("PUT");
+            Some(body)
+        }
+        (6, _) => {
+            let id = s3
+                .create_multipart_upload()
+                .bucket("mix")
+                .key(key)
+                .send()
+                .await
+                .expect("CreateMultipartUpload")
+                .upload_id
+                .unwrap();
+            let mut parts = Vec::new();
+            let split = 5 << 20;
+            for (n, piece) in [&body[..split], &body[split..]].into_iter().enumerate() {
+                let n = i32::try_from(n + 1).unwrap();
+                let done = s3
+                    .upload_part()
+                    .bucket("mix")
+                    .key(key)
+                    .upload_id(&id)
+                    .part_number(n)
+                    .body(ByteStream::from(piece.to_vec()))
+                    .send()
+                    .await
+                    .expect("UploadPart");
+                parts.push(
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(n)
+                        .e_tag(done.e_tag.unwrap())
+                        .build(),
+                );
+            }
+            s3.complete_multipart_upload()
+                .bucket("mix")
+                .key(key)
+                .upload_id(&id)
+                .multipart_upload(
+                    aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("CompleteMultipartUpload");
+            Some(body)
+        }
+        (7, _) => {
+            s3.delete_object()
+                .bucket("mix")
+                .key(key)
+                .send()
+                .await
+                .expect("DELETE");
+            None
+        }
+        (_, Some((source, bytes))) => {
+            s3.copy_object()
+                .bucket("mix")
+                .key(key)
+                .copy_source(format!("mix/{source}"))
+                .send()
+                .await
+                .expect("CopyObject");
+            Some(bytes.clone())
+        }
+        _ => unreachable!("ops are 0 to 9"),
+    }
+}
+
+/// Two gateways on one Postgres, every background job running on both
+/// (garbage with a short `gc_delay`, repair of a node lost mid-way, the
+/// orphan sweep, scrubs), under a mixed workload through both: PUTs of one
+/// and two segments, multipart uploads, overwrites, deletes and copies.
+/// Afterwards every object reads back as last written through either
+/// gateway, every fragment has 3 + 1 copies on distinct nodes (no
+/// duplicate placement), and listing every node finds exactly the
+/// replicas the index names: none it names was deleted, none is left over.
+#[test]
+fn two_gateways_keep_every_named_replica_under_a_mixed_workload() {
+    let pg = Postgres::start();
+    let url = pg.create_database("mixed");
+    let cluster = Cluster::build(4, 2, "2GiB")
+        .index_url(&url)
+        .gc_delay("1s")
+        .durability("node_lost_after", "3s")
+        .durability("orphan_grace", "2s")
+        .start();
+    let second = cluster.another_gateway_alike();
+    cluster.aws().ok(&["s3", "mb", "s3://mix"]);
+    let clients = [
+        sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY),
+        sdk_client(&second.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY),
+    ];
+    // A mainnet node stalls a few seconds in, long enough to be lost and
+    // repaired around, then comes back holding replicas nobody names.
+    let stalled = cluster.nodes[0].1.proc.0.id().to_string();
+    let staller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        run_kill("-STOP", &stalled);
+        std::thread::sleep(Duration::from_secs(10));
+        run_kill("-CONT", &stalled);
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let expected: Vec<(String, Option<Vec<u8>>)> = rt.block_on(async {
+        let writers: Vec<_> = (0..6usize)
+            .map(|w| {
+                let clients = clients.clone();
+                tokio::spawn(async move {
+                    let keys: Vec<String> = (0..3).map(|k| format!("w{w}-k{k}")).collect();
+                    let mut held: Vec<Option<Vec<u8>>> = vec![None; 3];
+                    for round in 0..10 {
+                        let k = round % 3;
+                        let op = (w * 7 + round * 3) % 10;
+                        let len = match op {
+                            4 | 5 => (9 << 20) + round * 1000,
+                            6 => (5 << 20) + 300_000,
+                            _ => 40_000 + (w * 1000 + round * 17_000) % 200_000,
+                        };
+                        let source = (k + 1) % 3;
+                        let copy_of = held[source].as_ref().map(|b| (keys[source].as_str(), b));
+                        let s3 = &clients[(w + round) % 2];
+                        held[k] =
+                            mixed_write(s3, &keys[k], op, body_of(w, round, len), copy_of).await;
+                    }
+                    keys.into_iter().zip(held).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for writer in writers {
+            all.extend(writer.await.expect("writer task"));
+        }
+        all
+    });
+    staller.join().unwrap();
+
+    // The index's replicas on each node, and what each node lists.
+    let named = || {
+        let mut by_node: HashMap<i64, HashSet<String>> = HashMap::new();
+        for (key, bytes) in &expected {
+            if bytes.is_none() {
+                continue;
+            }
+            let report = cluster.inspect("mix", key);
+            for f in report["fragments"].as_array().unwrap() {
+                for p in f["placements"].as_array().unwrap() {
+                    let node = p["node"].as_i64().expect("all on nodes");
+                    by_node
+                        .entry(node)
+                        .or_default()
+                        .insert(f["key"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+        by_node
+    };
+    let listed = |node: &Node| -> HashSet<String> {
+        let aws = Aws::new(&node.endpoint(), &node.access_key, &node.secret_key);
+        let out = aws.json(&["s3api", "list-objects-v2", "--bucket", "tenfold"]);
+        out["Contents"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .map(|o| o["Key"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut last = String::new();
+    let settled = eventually(Duration::from_secs(180), || {
+        let named = named();
+        let mut same = true;
+        last.clear();
+        for (_, node, id) in &cluster.nodes {
+            let (want, have) = (named.get(id).cloned().unwrap_or_default(), listed(node));
+            let lost: Vec<_> = want.difference(&have).collect();
+            // A replica the index names is never missing from its node.
+            assert!(lost.is_empty(), "node {id} lost named replicas: {lost:?}");
+            if want != have {
+                same = false;
+                last += &format!("node {id}: {} named, {} listed; ", want.len(), have.len());
+            }
+        }
+        same
+    });
+    assert!(
+        settled,
+        "the nodes never held exactly the named replicas: {last}"
+    );
+    // Every fragment: 3 + 1 copies on distinct nodes.
+    for (key, bytes) in &expected {
+        if bytes.is_some() {
+            let report = cluster.inspect("mix", key);
+            assert!(assert_placements(&report, 3, 1) > 0, "{report}");
+        }
+    }
+    // Every object as last written, through either gateway.
+    for (key, bytes) in &expected {
+        for s3 in &clients {
+            let got = rt.block_on(async {
+                match s3.get_object().bucket("mix").key(key).send().await {
+                    Ok(out) => Some(out.body.collect().await.unwrap().into_bytes().to_vec()),
+                    Err(e) => {
+                        let status = e.raw_response().map(|r| r.status().as_u16());
+                        assert_eq!(status, Some(404), "GET {key}");
+                        None
+                    }
+                }
+            });
+            assert!(
+                got == *bytes,
+                "{key} reads back otherwise than last written"
+            );
+        }
+    }
+}
+
+fn run_kill(signal: &str, pid: &str) {
+    let out = tests::run(Command::new("kill").args([signal, pid]));
+    assert!(out.status.success(), "kill {signal} {pid}");
 }

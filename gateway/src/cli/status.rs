@@ -10,6 +10,7 @@ use tenfold_balancer::{Network, NodeSpec, NodeState, OVERFLOW, Placement};
 use super::IndexArgs;
 use super::nodes::seen_ago;
 use crate::error::GatewayError;
+use crate::fragment::node_key;
 use crate::index::{NodeRecord, Redundancy, Repaired};
 
 #[derive(Debug, Args)]
@@ -162,6 +163,8 @@ struct StatusReport {
 struct FragmentReport {
     segment: usize,
     index: u16,
+    /// Its key on nodes.
+    key: String,
     size: u64,
     placements: Vec<Placement>,
 }
@@ -291,6 +294,7 @@ pub(super) async fn inspect(args: InspectArgs) -> Result<(), GatewayError> {
             s.fragments.iter().map(move |f| FragmentReport {
                 segment,
                 index: f.index,
+                key: node_key(&s.data_id, s.seq, f.index),
                 size: f.size,
                 placements: f.placements.clone(),
             })

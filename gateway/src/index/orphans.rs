@@ -20,18 +20,35 @@ pub struct NamedReplicas {
 
 impl Index {
     /// Records that the data `data_ids` is still being written, as of now,
-    /// and forgets records whose heartbeat is older than `expired_before`
-    /// (ms): their writer finished or died long ago.
+    /// and that gateway `owner` renews such records every `period_ms`;
+    /// forgets write records whose heartbeat is older than `expired_before`
+    /// (ms), whose writer finished or died long ago, and announcements no
+    /// gateway renewed.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn heartbeat_writes(
         &self,
+        owner: &str,
+        period_ms: i64,
         data_ids: &[String],
         expired_before: i64,
     ) -> Result<(), GatewayError> {
         write_tx!(self, |tx| {
             let now = now_ms();
+            sqlx::query(
+                "INSERT INTO gateway_heartbeats (owner, period_ms, until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (owner) DO UPDATE SET period_ms = excluded.period_ms, until = excluded.until",
+            )
+            .bind(owner)
+            .bind(period_ms)
+            .bind(now.saturating_add(period_ms.saturating_mul(4)))
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("DELETE FROM gateway_heartbeats WHERE until < $1")
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
             for chunk in data_ids.chunks(ROWS_PER_INSERT) {
                 let sql =
                     insert_rows_sql("writes_in_flight", &["data_id", "heartbeat"], chunk.len())
@@ -48,6 +65,20 @@ impl Index {
                 .await?;
             Ok(())
         })
+    }
+
+    /// The longest heartbeat period (ms) a gateway announced and still
+    /// renews, if any.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn longest_heartbeat(&self) -> Result<Option<i64>, GatewayError> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(period_ms) FROM gateway_heartbeats WHERE until >= $1")
+                .bind(now_ms())
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Claims the sweep of node `node_id` for `owner` until `until` (ms):
