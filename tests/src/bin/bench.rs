@@ -87,9 +87,13 @@ struct Args {
     /// Operations per round of the metrics-cost figure: 4 KiB PUTs and
     /// GETs (one client) through one gateway, restarted with its admin
     /// listener on (metrics counted) and off (nothing counted) in turn,
-    /// four rounds each; 0 to skip.
+    /// `metrics_rounds` rounds each; 0 to skip.
     #[arg(long, default_value_t = 2000)]
     metrics_ops: usize,
+    /// Rounds with metrics, and as many without, of the metrics-cost
+    /// figure (even: they alternate on, off, off, on, ...).
+    #[arg(long, default_value_t = 8)]
+    metrics_rounds: usize,
     /// Tiny sizes, one run of each (for CI: the harness cannot rot; the
     /// figures are not judged). Overrides the sizes above.
     #[arg(long)]
@@ -111,6 +115,7 @@ fn parse_args() -> Args {
         args.wan_mib = 4;
         args.repair_mib = 8;
         args.metrics_ops = 32;
+        args.metrics_rounds = 2;
         args.index_segments = 2_000;
         args.placement_nodes = 100;
     }
@@ -905,10 +910,9 @@ fn index_scale(
 /// with the admin listener on and off, the
 /// same gateway restarted between rounds, fresh keys in each, medians of
 /// the rounds.
-fn metrics_cost(rt: &tokio::runtime::Runtime, ops: usize) -> serde_json::Value {
-    /// Rounds of each, in the order on, off, off, on, on, off, … so that
-    /// a drift (the index growing) weighs on both alike.
-    const ROUNDS: usize = 4;
+fn metrics_cost(rt: &tokio::runtime::Runtime, ops: usize, rounds: usize) -> serde_json::Value {
+    // Rounds of each, in the order on, off, off, on, on, off, … so that a
+    // drift (the index growing) weighs on both alike.
     let mut cluster = Cluster::start(4, 2, "100GiB");
     cluster.aws().ok(&["s3", "mb", "s3://bench"]);
     let (mut on, mut off) = (Vec::new(), Vec::new());
@@ -918,7 +922,7 @@ fn metrics_cost(rt: &tokio::runtime::Runtime, ops: usize) -> serde_json::Value {
         .find(|l| l.starts_with("admin_listen"))
         .expect("admin_listen in the cluster's config")
         .to_owned();
-    for round in 0..ROUNDS * 2 {
+    for round in 0..rounds * 2 {
         let metrics = matches!(round % 4, 0 | 3);
         let line = if metrics {
             admin_line.clone()
@@ -961,14 +965,22 @@ fn metrics_cost(rt: &tokio::runtime::Runtime, ops: usize) -> serde_json::Value {
     };
     let (on_put, on_get, on_cpu) = (median(&on, 0), median(&on, 1), median(&on, 2));
     let (off_put, off_get, off_cpu) = (median(&off, 0), median(&off, 1), median(&off, 2));
+    // Each "on" round against the "off" round next to it (on, off, off,
+    // on, ...: pairs 0-1, 3-2, 4-5, ...): the spread of those ratios says
+    // how far apart two rounds of the same run fall anyway.
+    let pairs: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a.2 / b.2).collect();
+    let (low, high) = pairs
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
     println!(
-        "metrics cost, 4 KiB, one client, {ops} ops a round, medians of {ROUNDS} rounds, with metrics / without: PUT {on_put:.0} / {off_put:.0} ops/s ({:.3})  GET {on_get:.0} / {off_get:.0} ops/s ({:.3})  gateway CPU {on_cpu:.0} / {off_cpu:.0} us per op ({:.3})",
+        "metrics cost, 4 KiB, one client, {ops} ops a round, medians of {rounds} rounds, with metrics / without: PUT {on_put:.0} / {off_put:.0} ops/s ({:.3})  GET {on_get:.0} / {off_get:.0} ops/s ({:.3})  gateway CPU {on_cpu:.0} / {off_cpu:.0} us per op ({:.3}; paired rounds {low:.3} to {high:.3})",
         on_put / off_put,
         on_get / off_get,
         on_cpu / off_cpu
     );
     serde_json::json!({
-        "op": "metrics cost, 4 KiB, one client", "ops_per_round": ops, "rounds": ROUNDS,
+        "op": "metrics cost, 4 KiB, one client", "ops_per_round": ops, "rounds": rounds,
+        "cpu_ratio_of_paired_rounds": pairs,
         "metrics_on": {"put_ops_s": on_put, "get_ops_s": on_get, "gateway_cpu_us_per_op": on_cpu},
         "metrics_off": {"put_ops_s": off_put, "get_ops_s": off_get, "gateway_cpu_us_per_op": off_cpu},
         "ratio": {"put": on_put / off_put, "get": on_get / off_get, "cpu": on_cpu / off_cpu},
@@ -1276,7 +1288,11 @@ fn main() {
         ));
     }
     if args.metrics_ops > 0 {
-        rows.push(metrics_cost(&rt, args.metrics_ops));
+        rows.push(metrics_cost(
+            &rt,
+            args.metrics_ops,
+            args.metrics_rounds.max(1),
+        ));
     }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap()).expect("write JSON");
