@@ -357,6 +357,16 @@ impl Cluster {
         inspect(&["--index-url", &self.index_url], bucket, key)
     }
 
+    /// Replicas on nodes and pins the index names for `bucket`/`key`.
+    pub fn replicas_of(&self, bucket: &str, key: &str) -> usize {
+        self.inspect(bucket, key)["fragments"]
+            .as_array()
+            .expect("fragments")
+            .iter()
+            .map(|f| f["placements"].as_array().expect("placements").len())
+            .sum()
+    }
+
     /// Fragment files on all of this cluster's nodes.
     pub fn fragment_files(&self) -> usize {
         self.nodes

@@ -10,16 +10,6 @@ use tests::{
     write_file,
 };
 
-/// Node replicas of an object, as the index records them.
-fn replicas_of(cluster: &Cluster, bucket: &str, key: &str) -> usize {
-    cluster.inspect(bucket, key)["fragments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["placements"].as_array().unwrap().len())
-        .sum()
-}
-
 /// A slow GET that started before its object was overwritten, and one that
 /// started before it was deleted, both return the old bytes whole; the old
 /// replicas leave the nodes once the reads are done. The grace period is
@@ -69,7 +59,7 @@ fn a_read_in_progress_finishes_on_the_bytes_it_started_on() {
         // Released once the read is over: an overwrite leaves the new
         // object's replicas only, a delete none of the object's.
         let left = if op == "overwrite" {
-            before + replicas_of(&cluster, "lease", op)
+            before + cluster.replicas_of("lease", op)
         } else {
             before
         };
@@ -154,7 +144,7 @@ fn upload_at_2_mib_s(
 
 /// Node replicas every listed object's placements name.
 fn named_replicas(cluster: &Cluster, bucket: &str, keys: &[&str]) -> usize {
-    keys.iter().map(|k| replicas_of(cluster, bucket, k)).sum()
+    keys.iter().map(|k| cluster.replicas_of(bucket, k)).sum()
 }
 
 /// The orphan sweep: the replicas of an upload whose gateway was killed,

@@ -249,13 +249,7 @@ fn concurrent_writers_of_one_key_leave_one_winner() {
 
     // The losers' fragments are removed: the nodes end up holding exactly
     // the winner's replicas.
-    let report = cluster.inspect("race", "contested");
-    let replicas: usize = report["fragments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["placements"].as_array().unwrap().len())
-        .sum();
+    let replicas = cluster.replicas_of("race", "contested");
     assert!(
         eventually(Duration::from_secs(60), || cluster.fragment_files()
             == replicas),
@@ -375,13 +369,7 @@ fn conditional_writers_win_once_per_etag_generation() {
         assert!(got == bytes, "with the last winner's bytes");
     }
     // The losers' bodies leave the nodes: only the object's replicas stay.
-    let report = cluster.inspect("cas", "counter");
-    let replicas: usize = report["fragments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["placements"].as_array().unwrap().len())
-        .sum();
+    let replicas = cluster.replicas_of("cas", "counter");
     assert!(
         eventually(Duration::from_secs(60), || cluster.fragment_files()
             == replicas),
