@@ -8,6 +8,13 @@
     upload_page.py message URL SHOTS [FILE]
         opens the page (picks FILE if given) and prints its visible text
         once it settles.
+    upload_page.py phone URL SHOTS
+        on a phone-sized window: checks that nothing scrolls sideways and
+        that the keyboard alone reaches the file picker first, drops two
+        files made in the page (`a.txt`: "dropped a\n" x 1000, `b.bin`:
+        300,000 bytes i % 251) on the drop zone as a drag
+        and drop does, then tabs to "Copy link" and presses Enter; prints
+        `SHARE <href>` and `COPIED <what the page says>`.
 
 A screenshot of the page is saved in SHOTS when anything fails.
 """
@@ -20,6 +27,8 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -43,6 +52,54 @@ def progress(d):
     return int(text or 0)
 
 
+# Two files built in the page and dropped on the drop zone: what a drag and
+# drop from the desktop hands the page (a DataTransfer of Files).
+DROP = """
+const dt = new DataTransfer();
+dt.items.add(new File(["dropped a\\n".repeat(1000)], "a.txt", {type: "text/plain"}));
+const b = new Uint8Array(300000);
+for (let i = 0; i < b.length; i++) b[i] = i % 251;
+dt.items.add(new File([b], "b.bin"));
+const zone = document.getElementById("drop");
+for (const type of ["dragenter", "dragover", "drop"]) {
+  zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: dt}));
+}
+"""
+
+
+def tab_to(d, element_id, limit=40):
+    """Presses Tab until the element `element_id` has the focus."""
+    for _ in range(limit):
+        ActionChains(d).send_keys(Keys.TAB).perform()
+        if d.execute_script("return document.activeElement && document.activeElement.id") == element_id:
+            return
+    raise AssertionError(f"Tab never reached #{element_id}")
+
+
+def phone(d, url):
+    d.set_window_size(390, 844)
+    d.get(url)
+    wide = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert wide[0] <= wide[1], f"the page scrolls sideways on a phone: {wide}"
+    # The first stop of the keyboard is the file picker (inside the drop zone).
+    ActionChains(d).send_keys(Keys.TAB).perform()
+    first = d.execute_script("return document.activeElement.id")
+    assert first == "pick", f"the first Tab stop is #{first}, not the file picker"
+    ring = d.execute_script("return getComputedStyle(document.getElementById('drop')).outlineStyle")
+    assert ring != "none", "the focused drop zone shows no focus ring"
+    d.execute_script(DROP)
+    WebDriverWait(d, 120, poll_frequency=0.25).until(
+        lambda d: d.find_element("id", "share-link").get_attribute("href").find("/_share/") >= 0
+    )
+    wide = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert wide[0] <= wide[1], f"the finished page scrolls sideways on a phone: {wide}"
+    tab_to(d, "copy")
+    ActionChains(d).send_keys(Keys.ENTER).perform()
+    WebDriverWait(d, 10).until(lambda d: d.find_element("id", "copied").text.strip())
+    print("SHARE", d.find_element("id", "share-link").get_attribute("href"))
+    print("COPIED", d.find_element("id", "copied").text)
+
+
 def main():
     mode, url, shots = sys.argv[1:4]
     args = sys.argv[4:]
@@ -58,6 +115,9 @@ def main():
     files = [os.path.abspath(f) for f in args]
     d = browser()
     try:
+        if mode == "phone":
+            phone(d, url)
+            return
         d.get(url)
         if mode == "message":
             if files:

@@ -538,3 +538,43 @@ fn upload_links_say_when_they_are_expired_revoked_or_full() {
     );
     assert!(!cluster.gateway_log().contains("panicked"));
 }
+
+/// The upload page on a phone-sized screen, with the keyboard and a drag
+/// and drop: nothing scrolls sideways, the first Tab stop is the file
+/// picker (with a visible focus ring), files dropped on the drop zone are
+/// stored, and "Copy link" works from the keyboard.
+#[test]
+fn the_upload_page_works_on_a_phone_with_keyboard_and_drag_and_drop() {
+    let cluster = Cluster::start(3, 1, "2GiB");
+    cluster.aws().ok(&["s3", "mb", "s3://inbox"]);
+    let url = upload_link(&cluster, "inbox", "phone/", &["--expires", "1h"]);
+    let out = upload_page(&["phone", url.as_str()]);
+    let share = out
+        .lines()
+        .find_map(|l| l.strip_prefix("SHARE "))
+        .unwrap_or_else(|| panic!("no share link: {out}"))
+        .to_owned();
+    assert!(out.lines().any(|l| l.starts_with("COPIED ")), "{out}");
+    let page = Curl::new().fetch(&share);
+    assert_eq!(page.status, 200);
+    let links = file_links(&page.body);
+    assert_eq!(links.len(), 2, "{links:?}");
+    let tmp = TempDir::new("phone");
+    let b: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    for (name, want) in [
+        ("a.txt", "dropped a\n".repeat(1000).into_bytes()),
+        ("b.bin", b),
+    ] {
+        let link = links
+            .iter()
+            .find(|l| l.ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("{name} not on the page: {links:?}"));
+        let got = tmp.path().join(name);
+        let status = Curl::new().save(&format!("{}{link}", cluster.endpoint), &got);
+        assert_eq!(status, 200, "{link}");
+        assert!(
+            std::fs::read(&got).unwrap() == want,
+            "{name} came back otherwise than dropped"
+        );
+    }
+}
