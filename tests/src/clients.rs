@@ -33,6 +33,36 @@ pub fn unsigned_payload(access_key: &str, secret_key: &str) -> Vec<String> {
     ]
 }
 
+/// A SigV4 presigned URL (boto3, test credentials) for `method`
+/// (`put_object`, `get_object`) on `bucket`/`key` at `endpoint`.
+pub fn presigned(endpoint: &str, method: &str, bucket: &str, key: &str) -> String {
+    let out = run(Command::new("python3")
+        .args([
+            "-c",
+            "import boto3,sys,botocore.config as c; print(boto3.client('s3', \
+             endpoint_url=sys.argv[1], region_name='us-east-1', \
+             config=c.Config(signature_version='s3v4')).generate_presigned_url(sys.argv[2], \
+             Params={'Bucket': sys.argv[3], 'Key': sys.argv[4]}, ExpiresIn=600))",
+            endpoint,
+            method,
+            bucket,
+            key,
+        ])
+        .env("AWS_ACCESS_KEY_ID", crate::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", crate::SECRET_KEY)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"));
+    let url = String::from_utf8(out.stdout)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    assert!(
+        url.contains("X-Amz-Signature="),
+        "boto3 presigned no URL: {url}"
+    );
+    url
+}
+
 /// The `aws` CLI pointed at one endpoint with one set of credentials.
 #[derive(Debug, Clone)]
 pub struct Aws {

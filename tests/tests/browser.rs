@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{Cluster, Curl, TempDir, run, sha256_file, write_file};
+use tests::{Cluster, Curl, TempDir, presigned, run, sha256_file, write_file};
 
 /// A presigned POST made by boto3 for `key` in `bucket`, with the policy's
 /// extra `conditions` (a Python expression) and `fields`: the form's URL
@@ -577,4 +577,82 @@ fn the_upload_page_works_on_a_phone_with_keyboard_and_drag_and_drop() {
             "{name} came back otherwise than dropped"
         );
     }
+}
+
+/// What a page on another origin (`http://127.0.0.1:PORT`) gets from its
+/// `fetch` PUT to `put` and GET of `get` in a real Chromium.
+fn fetch_from_another_origin(port: u16, put: &str, get: &str) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/cross_origin.py");
+    let out = run(Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .args([put, get]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON line")
+}
+
+/// A web application on another site, in a real browser: without CORS
+/// rules its cross-origin PUT and GET are blocked (and nothing is stored);
+/// with rules for its origin they go through, the ETag readable as the
+/// rules expose it; a third origin stays blocked.
+#[test]
+fn a_page_on_another_origin_uses_the_bucket_as_its_cors_rules_allow() {
+    let cluster = Cluster::start(3, 1, "2GiB");
+    let aws = cluster.aws();
+    aws.ok(&["s3", "mb", "s3://web"]);
+    let tmp = TempDir::new("cross-origin");
+    let hello = tmp.path().join("hello");
+    std::fs::write(&hello, "hello from the bucket").unwrap();
+    aws.ok(&["s3", "cp", hello.to_str().unwrap(), "s3://web/hello"]);
+    let put = presigned(&cluster.endpoint, "put_object", "web", "from-browser");
+    let get = presigned(&cluster.endpoint, "get_object", "web", "hello");
+    let (site, other) = (tests::free_port(), tests::free_port());
+
+    let blocked = fetch_from_another_origin(site, &put, &get);
+    assert_eq!(blocked["put"], "blocked", "{blocked}");
+    assert_eq!(blocked["get"], "blocked", "{blocked}");
+    let absent = aws.run(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "web",
+        "--key",
+        "from-browser",
+    ]);
+    assert!(!absent.status.success(), "a blocked PUT stored something");
+
+    let rules = format!(
+        r#"{{"CORSRules":[{{"AllowedOrigins":["http://127.0.0.1:{site}"],"AllowedMethods":["GET","PUT"],"AllowedHeaders":["*"],"ExposeHeaders":["ETag"]}}]}}"#
+    );
+    aws.ok(&[
+        "s3api",
+        "put-bucket-cors",
+        "--bucket",
+        "web",
+        "--cors-configuration",
+        &rules,
+    ]);
+    let allowed = fetch_from_another_origin(site, &put, &get);
+    assert_eq!(allowed["put"], 200, "{allowed}");
+    assert_eq!(allowed["get"], "hello from the bucket", "{allowed}");
+    assert!(
+        allowed["etag"].as_str().is_some_and(|e| e.len() > 2),
+        "{allowed}"
+    );
+    let stored = tmp.path().join("stored");
+    aws.ok(&[
+        "s3",
+        "cp",
+        "s3://web/from-browser",
+        stored.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&stored).unwrap(), "from a browser");
+
+    let elsewhere = fetch_from_another_origin(other, &put, &get);
+    assert_eq!(elsewhere["put"], "blocked", "{elsewhere}");
+    assert_eq!(elsewhere["get"], "blocked", "{elsewhere}");
 }

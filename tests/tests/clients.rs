@@ -5,7 +5,8 @@
 use std::process::Command;
 
 use tests::{
-    ACCESS_KEY, Cluster, SECRET_KEY, TempDir, run, sha256_file, unsigned_payload, write_file,
+    ACCESS_KEY, Cluster, SECRET_KEY, TempDir, presigned, run, sha256_file, unsigned_payload,
+    write_file,
 };
 
 fn boto3(cluster: &Cluster, cases: &[&str]) {
@@ -259,21 +260,7 @@ fn curl_streams_puts_without_a_length() {
     assert_eq!(sha256_file(&back), sha256_file(&big));
 
     // A presigned PUT (boto3 signs it; curl streams the body).
-    let presign = run(Command::new("python3")
-        .args([
-            "-c",
-            "import boto3,sys,botocore.config as c; print(boto3.client('s3', \
-             endpoint_url=sys.argv[1], region_name='us-east-1', \
-             config=c.Config(signature_version='s3v4')).generate_presigned_url('put_object', \
-             Params={'Bucket': 'streamed', 'Key': 'presigned'}, ExpiresIn=600))",
-            &cluster.endpoint,
-        ])
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"));
-    let url = String::from_utf8(presign.stdout).unwrap().trim().to_owned();
-    assert!(url.contains("X-Amz-Signature="), "{url}");
+    let url = presigned(&cluster.endpoint, "put_object", "streamed", "presigned");
     assert_eq!(curl_streamed(&["-s".into()], &big, &url).0, "200");
     aws.ok(&[
         "s3",
