@@ -23,9 +23,10 @@ use tenfold_common::s3_errors::error_response;
 use crate::access::Access;
 use crate::error::GatewayError;
 use crate::index::{ObjectHeaders, WriteCondition};
+use crate::integrity::ChecksumExpectation;
 use crate::object_store::ObjectStore;
-use crate::s3_api::{MAX_UPLOAD_SIZE, check_key, check_metadata};
-use crate::upload::{BodyChecks, PutRequest};
+use crate::s3_api::{MAX_UPLOAD_SIZE, body_checks, check_key, check_metadata};
+use crate::upload::PutRequest;
 
 /// Most bytes of form fields before the file, as S3 bounds them (a
 /// policy document is at most 20 KB).
@@ -175,7 +176,23 @@ async fn form_upload(
             content_language: field("content-language"),
             expires: None,
         },
-        checks: BodyChecks::default(),
+        // The form's checksums, as S3 takes them (the policy names them
+        // like any other field): the file must match, or nothing is stored.
+        checks: body_checks(
+            None,
+            fields.get("content-md5"),
+            ChecksumExpectation::new(
+                [
+                    field("x-amz-checksum-crc32"),
+                    field("x-amz-checksum-crc32c"),
+                    field("x-amz-checksum-crc64nvme"),
+                    field("x-amz-checksum-sha1"),
+                    field("x-amz-checksum-sha256"),
+                ],
+                fields.get("x-amz-checksum-algorithm"),
+                None,
+            ),
+        )?,
         condition: WriteCondition::Always,
         tags: Vec::new(),
     };

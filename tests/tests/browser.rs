@@ -1,6 +1,7 @@
 //! What browsers send: HTML form uploads (S3's POST Object, with policies
-//! made by boto3's `generate_presigned_post`, SigV2 and SigV4) and
-//! cross-origin requests (bucket CORS rules, preflights).
+//! made by boto3's `generate_presigned_post`, SigV2 and SigV4, checksums
+//! included), cross-origin requests (bucket CORS rules, preflights, a page
+//! on another origin), and the upload page.
 
 use std::process::Command;
 use std::time::Duration;
@@ -166,6 +167,45 @@ fn form_uploads_follow_their_signed_policy() {
     let (status, body) = post_form(&url, &fields, &small);
     assert_eq!(status, 201, "{body}");
     assert!(body.contains("<Key>in/described</Key>"), "{body}");
+
+    // A checksum the policy names: the file must match it.
+    let sha = {
+        use sha2::Digest;
+        base64_simd::STANDARD.encode_to_string(sha2::Sha256::digest(std::fs::read(&small).unwrap()))
+    };
+    for (key, file, status) in [("in/summed", &small, 204), ("in/summed-bad", &large, 400)] {
+        let (url, fields) = presigned_post(
+            &cluster,
+            "forms",
+            key,
+            &format!(r#"[{{"x-amz-checksum-sha256": "{sha}"}}]"#),
+            &format!(r#"{{"x-amz-checksum-sha256": "{sha}"}}"#),
+            true,
+            600,
+        );
+        let (got, body) = post_form(&url, &fields, file);
+        assert_eq!(got, status, "{key}: {body}");
+        if status == 400 {
+            assert!(body.contains("BadDigest"), "{body}");
+            let absent = aws.run(&["s3api", "head-object", "--bucket", "forms", "--key", key]);
+            assert!(
+                !absent.status.success(),
+                "a form with a wrong checksum stored {key}"
+            );
+        } else {
+            let head = aws.json(&[
+                "s3api",
+                "head-object",
+                "--bucket",
+                "forms",
+                "--key",
+                key,
+                "--checksum-mode",
+                "ENABLED",
+            ]);
+            assert_eq!(head["ChecksumSHA256"], sha.as_str(), "{head}");
+        }
+    }
 
     // A large form is streamed, never held whole in memory.
     let big = tmp.path().join("big.bin");

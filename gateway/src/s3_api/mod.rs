@@ -13,7 +13,7 @@ mod objects;
 pub mod tenfold_routes;
 
 use convert::tags_from_set;
-pub(crate) use convert::{MAX_UPLOAD_SIZE, check_key, check_metadata};
+pub(crate) use convert::{MAX_UPLOAD_SIZE, body_checks, check_key, check_metadata};
 pub(crate) use multipart::assemble;
 
 use std::sync::Arc;
