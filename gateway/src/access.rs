@@ -21,6 +21,9 @@ pub struct Caller {
     pub owner: Owner,
     /// Whether it may touch every bucket.
     pub admin: bool,
+    /// The key's name, for logs (the configuration's key, which has none,
+    /// goes by its id).
+    pub name: String,
 }
 
 impl Caller {
@@ -75,12 +78,18 @@ impl Access {
             return Ok(Caller {
                 owner: Owner::Admin,
                 admin: true,
+                name: access_key.to_owned(),
             });
         }
-        let admin = self.index.is_admin_key(access_key).await?;
+        let (name, admin) = self
+            .index
+            .access_key_of(access_key)
+            .await?
+            .unwrap_or_else(|| (access_key.to_owned(), false));
         Ok(Caller {
             owner: Owner::Key(access_key.to_owned()),
             admin,
+            name,
         })
     }
 
@@ -160,14 +169,17 @@ impl S3Access for Access {
         let key = cx.credentials().map(|c| c.access_key.clone());
         if let Some(facts) = cx.extensions_mut().get::<RequestFacts>() {
             facts.set_operation(&operation);
-            if let Some(key) = &key {
-                facts.set_access_key(key);
-            }
         }
-        let Some(credentials) = cx.credentials() else {
+        let Some(key) = key else {
             return Err(s3_error!(AccessDenied, "Signature is required"));
         };
-        let caller = self.caller(&credentials.access_key).await?;
+        // Logged by its name; by its id when it cannot be looked up.
+        let caller = self.caller(&key).await;
+        let logged = caller.as_ref().map_or(key.as_str(), |c| c.name.as_str());
+        if let Some(facts) = cx.extensions_mut().get::<RequestFacts>() {
+            facts.set_access_key(logged);
+        }
+        let caller = caller?;
         let bucket = match cx.s3_path() {
             S3Path::Root => None,
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(bucket.to_string()),

@@ -46,7 +46,7 @@ impl RequestFacts {
         let _ = self.0.0.set(name.to_owned());
     }
 
-    /// Records the access key that signed the request.
+    /// Records the name of the access key that signed the request.
     pub fn set_access_key(&self, key: &str) {
         let _ = self.0.1.set(key.to_owned());
     }

@@ -348,4 +348,16 @@ fn buckets_belong_to_the_key_that_created_them() {
     let err = wrong.fails(&["s3", "ls"]);
     assert!(err.contains("SignatureDoesNotMatch"), "{err}");
     assert!(!cluster.gateway_log().contains("panicked"));
+
+    // The gateway's request lines name the key that signed, by its name.
+    let log = cluster.gateway_log();
+    let answered: Vec<&str> = log.lines().filter(|l| l.contains("answered")).collect();
+    assert!(
+        answered.iter().any(|l| l.contains("key=\"alice\"")),
+        "no request line names alice"
+    );
+    assert!(
+        !answered.iter().any(|l| l.contains(alice_key.as_str())),
+        "a request line shows alice's key id instead of her name"
+    );
 }

@@ -165,18 +165,21 @@ impl Index {
         keyring.open_secret(&sealed).map(Some)
     }
 
-    /// Whether `access_key` is an admin key of the index.
+    /// The name of `access_key` and whether it is an admin key of the
+    /// index; `None` when the index has no such key.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
-    pub async fn is_admin_key(&self, access_key: &str) -> Result<bool, GatewayError> {
-        Ok(
-            sqlx::query("SELECT 1 FROM access_keys WHERE access_key = $1 AND admin <> 0")
+    pub async fn access_key_of(
+        &self,
+        access_key: &str,
+    ) -> Result<Option<(String, bool)>, GatewayError> {
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT name, admin FROM access_keys WHERE access_key = $1")
                 .bind(access_key)
                 .fetch_optional(&self.pool)
-                .await?
-                .is_some(),
-        )
+                .await?;
+        Ok(row.map(|(name, admin)| (name, admin != 0)))
     }
 
     /// The owner of a bucket; `None` when there is no such bucket.
