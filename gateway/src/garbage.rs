@@ -71,29 +71,34 @@ impl ObjectStore {
                     Err(e) => Err(GatewayError::Storage(e)),
                 }
             }
-            Placement::Overflow { cid } => {
-                if self.index.cid_in_use(cid).await? {
-                    return Ok(());
-                }
-                self.balancer
-                    .unpin(cid)
-                    .await
-                    .map_err(GatewayError::Storage)?;
-                // An upload of identical content may have committed the same
-                // content id meanwhile: pin it again.
-                if self.index.cid_in_use(cid).await? {
-                    tracing::info!(cid, "content id used again meanwhile: re-pinned");
-                    self.balancer
-                        .pin(cid)
-                        .await
-                        .map_err(GatewayError::Storage)?;
-                } else {
-                    // Not the orphan sweep's any more.
-                    self.index.forget_pins_of(cid).await?;
-                }
-                Ok(())
-            }
+            Placement::Overflow { cid } => self.release_pin(cid).await.map(drop),
         }
+    }
+
+    /// Unpins `cid` unless a stored fragment still has its copy there
+    /// (content addressing gives identical fragments one content id), and
+    /// forgets its records (no longer the orphan sweep's); `true` when it
+    /// was unpinned.
+    pub(crate) async fn release_pin(&self, cid: &str) -> Result<bool, GatewayError> {
+        if self.index.cid_in_use(cid).await? {
+            return Ok(false);
+        }
+        self.balancer
+            .unpin(cid)
+            .await
+            .map_err(GatewayError::Storage)?;
+        // An upload of identical content may have committed the same
+        // content id meanwhile: pin it again.
+        if self.index.cid_in_use(cid).await? {
+            tracing::info!(cid, "content id used again meanwhile: re-pinned");
+            self.balancer
+                .pin(cid)
+                .await
+                .map_err(GatewayError::Storage)?;
+            return Ok(false);
+        }
+        self.index.forget_pins_of(cid).await?;
+        Ok(true)
     }
 
     /// Removes copies now; those that could not be removed are queued.

@@ -117,18 +117,12 @@ fn is_due(first_seen: Instant, now: Instant, grace: Duration) -> bool {
 }
 
 impl ObjectStore {
-    /// Sweeps every node that is up and not claimed by another gateway;
-    /// returns how many orphans were removed.
-    pub async fn sweep_orphans(&self) -> usize {
+    /// Sweeps every node that is up and not claimed by another gateway,
+    /// keeping to `grace` ([`ObjectStore::effective_grace`]); returns how
+    /// many orphans were removed.
+    pub async fn sweep_orphans(&self, grace: Duration) -> usize {
         let sweep = &self.orphan_sweep;
         let claim_until = || now_ms().saturating_add(millis(sweep.period() * 4));
-        let grace = match self.effective_grace().await {
-            Ok(grace) => grace,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the gateways' heartbeat periods");
-                return 0;
-            }
-        };
         let mut removed = 0;
         for node in self.balancer.status() {
             if self.balancer.is_down(node.id) {
@@ -155,11 +149,7 @@ impl ObjectStore {
                 Ok((seen, gone)) => {
                     if gone > 0 {
                         tracing::info!(node = node.id, removed = gone, "orphan replicas removed");
-                        let gone_u64 = u64::try_from(gone).unwrap_or(u64::MAX);
-                        let counted = self.index.add_to_counter(Counter::OrphansSwept, gone_u64);
-                        if let Err(e) = counted.await {
-                            tracing::warn!(error = %e, "counting swept orphans");
-                        }
+                        self.count_swept(Counter::OrphansSwept, gone).await;
                     }
                     removed += gone;
                     sweep.keep_seen(node.id, seen);
@@ -173,9 +163,17 @@ impl ObjectStore {
         removed
     }
 
-    /// Undoes the recorded pins that nothing names a grace period after
-    /// they were made (see the module documentation); returns how many.
-    pub async fn sweep_pins(&self) -> usize {
+    /// Adds `swept` to `counter`, for `tenfold status`.
+    async fn count_swept(&self, counter: Counter, swept: usize) {
+        let swept = u64::try_from(swept).unwrap_or(u64::MAX);
+        if let Err(e) = self.index.add_to_counter(counter, swept).await {
+            tracing::warn!(error = %e, ?counter, "counting what the sweep removed");
+        }
+    }
+
+    /// Undoes the recorded pins that nothing names `grace` after they were
+    /// made (see the module documentation); returns how many.
+    pub async fn sweep_pins(&self, grace: Duration) -> usize {
         if self.balancer.overflow().is_none() {
             return 0;
         }
@@ -193,16 +191,11 @@ impl ObjectStore {
                 return 0;
             }
         }
-        match self.sweep_recorded_pins().await {
+        match self.sweep_recorded_pins(grace).await {
             Ok(0) => 0,
             Ok(undone) => {
                 tracing::info!(undone, "orphan pins undone");
-                let counted = self
-                    .index
-                    .add_to_counter(Counter::OrphanPinsSwept, u64::try_from(undone).unwrap_or(0));
-                if let Err(e) = counted.await {
-                    tracing::warn!(error = %e, "counting swept pins");
-                }
+                self.count_swept(Counter::OrphanPinsSwept, undone).await;
                 undone
             }
             Err(e) => {
@@ -212,8 +205,7 @@ impl ObjectStore {
         }
     }
 
-    async fn sweep_recorded_pins(&self) -> Result<usize, GatewayError> {
-        let grace = self.effective_grace().await?;
+    async fn sweep_recorded_pins(&self, grace: Duration) -> Result<usize, GatewayError> {
         let live_since = now_ms().saturating_sub(millis(grace));
         let made = self
             .index
@@ -227,26 +219,16 @@ impl ObjectStore {
                 continue;
             }
             match self.index.pin_use(&cid, &data_id, live_since).await? {
-                PinUse::Writing => continue,
-                PinUse::Named => {}
+                PinUse::Writing => {}
+                PinUse::Named => self.index.forget_pins_of(&cid).await?,
+                // Its records go with the pin (still in use: the next sweep).
                 PinUse::Unnamed => {
-                    self.balancer
-                        .unpin(&cid)
-                        .await
-                        .map_err(GatewayError::Storage)?;
-                    // Identical content may have been committed meanwhile.
-                    if self.index.cid_in_use(&cid).await? {
-                        self.balancer
-                            .pin(&cid)
-                            .await
-                            .map_err(GatewayError::Storage)?;
-                    } else {
+                    if self.release_pin(&cid).await? {
                         tracing::debug!(cid, data_id, "orphan pin undone");
                         undone += 1;
                     }
                 }
             }
-            self.index.forget_pin(&cid, &data_id).await?;
         }
         Ok(undone)
     }
@@ -335,7 +317,7 @@ impl ObjectStore {
     ///
     /// # Errors
     /// [`GatewayError::Index`].
-    async fn effective_grace(&self) -> Result<Duration, GatewayError> {
+    pub async fn effective_grace(&self) -> Result<Duration, GatewayError> {
         let longest = self.index.longest_heartbeat().await?;
         Ok(effective_grace(self.orphan_sweep.grace, longest))
     }
@@ -385,8 +367,15 @@ impl ObjectStore {
             loop {
                 tick.tick().await;
                 let Some(store) = weak.upgrade() else { return };
-                store.sweep_orphans().await;
-                store.sweep_pins().await;
+                match store.effective_grace().await {
+                    Ok(grace) => {
+                        store.sweep_orphans(grace).await;
+                        store.sweep_pins(grace).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the gateways' heartbeat periods");
+                    }
+                }
             }
         });
     }

@@ -124,7 +124,8 @@ impl Index {
         })
     }
 
-    /// Forgets every record of pins of `cid` (unpinned by a removal).
+    /// Forgets every record of pins of `cid`: unpinned, or in use by a
+    /// stored fragment (then a removal unpins it).
     ///
     /// # Errors
     /// [`GatewayError::Index`].
@@ -132,21 +133,6 @@ impl Index {
         write_tx!(self, |tx| {
             sqlx::query("DELETE FROM pins_made WHERE cid = $1")
                 .bind(cid)
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
-        })
-    }
-
-    /// Forgets the record of a pin (in use, or undone).
-    ///
-    /// # Errors
-    /// [`GatewayError::Index`].
-    pub async fn forget_pin(&self, cid: &str, data_id: &str) -> Result<(), GatewayError> {
-        write_tx!(self, |tx| {
-            sqlx::query("DELETE FROM pins_made WHERE cid = $1 AND data_id = $2")
-                .bind(cid)
-                .bind(packed::id_bytes(data_id))
                 .execute(&mut **tx)
                 .await?;
             Ok(())
