@@ -167,14 +167,9 @@ impl Checksums {
         }
     }
 
-    /// Values from `x-amz-checksum-*` trailers override those of headers.
-    fn overlay_trailers(&mut self, trailers: &http::HeaderMap) {
-        let get = |name: &str| {
-            trailers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+    /// Sets the values `get` finds under their `x-amz-checksum-*` names
+    /// (in trailers, which override headers, or in a form's fields).
+    pub(crate) fn overlay(&mut self, get: impl Fn(&str) -> Option<String>) {
         for (slot, name) in [
             (&mut self.crc32, "x-amz-checksum-crc32"),
             (&mut self.crc32c, "x-amz-checksum-crc32c"),
@@ -209,17 +204,27 @@ impl ChecksumExpectation {
         trailers: Option<TrailingHeaders>,
     ) -> Self {
         let [crc32, crc32c, crc64nvme, sha1, sha256] = declared;
+        let declared = Checksums {
+            crc32,
+            crc32c,
+            crc64nvme,
+            sha1,
+            sha256,
+            full_object: false,
+        };
         Self {
-            declared: Checksums {
-                crc32,
-                crc32c,
-                crc64nvme,
-                sha1,
-                sha256,
-                full_object: false,
-            },
-            algorithm: algorithm.map(str::to_ascii_uppercase),
             trailers,
+            ..Self::declared(declared, algorithm)
+        }
+    }
+
+    /// `declared` checksums and the `algorithm` asked for, with no trailers
+    /// to come (a form upload's fields).
+    pub fn declared(declared: Checksums, algorithm: Option<&str>) -> Self {
+        Self {
+            declared,
+            algorithm: algorithm.map(str::to_ascii_uppercase),
+            trailers: None,
         }
     }
 
@@ -248,7 +253,12 @@ impl ChecksumExpectation {
         let computed = Checksums::from_dto(hasher.finalize());
         let mut expected = self.declared.clone();
         if let Some(trailers) = self.trailers.as_ref().and_then(TrailingHeaders::take) {
-            expected.overlay_trailers(&trailers);
+            expected.overlay(|name| {
+                trailers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            });
         }
         for ((name, want), (_, got)) in expected.fields().into_iter().zip(computed.fields()) {
             if let Some(want) = want

@@ -23,7 +23,7 @@ use tenfold_common::s3_errors::error_response;
 use crate::access::Access;
 use crate::error::GatewayError;
 use crate::index::{ObjectHeaders, WriteCondition};
-use crate::integrity::ChecksumExpectation;
+use crate::integrity::{ChecksumExpectation, Checksums};
 use crate::object_store::ObjectStore;
 use crate::s3_api::{MAX_UPLOAD_SIZE, body_checks, check_key, check_metadata};
 use crate::upload::PutRequest;
@@ -164,6 +164,8 @@ async fn form_upload(
         .map(str::to_owned)
         .or_else(|| file.content_type().map(ToString::to_string));
     let field = |name: &str| fields.get(name).map(str::to_owned);
+    let mut declared = Checksums::default();
+    declared.overlay(field);
     let put = PutRequest {
         bucket: bucket.clone(),
         key: key.clone(),
@@ -181,17 +183,7 @@ async fn form_upload(
         checks: body_checks(
             None,
             fields.get("content-md5"),
-            ChecksumExpectation::new(
-                [
-                    field("x-amz-checksum-crc32"),
-                    field("x-amz-checksum-crc32c"),
-                    field("x-amz-checksum-crc64nvme"),
-                    field("x-amz-checksum-sha1"),
-                    field("x-amz-checksum-sha256"),
-                ],
-                fields.get("x-amz-checksum-algorithm"),
-                None,
-            ),
+            ChecksumExpectation::declared(declared, fields.get("x-amz-checksum-algorithm")),
         )?,
         condition: WriteCondition::Always,
         tags: Vec::new(),

@@ -6,7 +6,7 @@ use s3s::dto::{
     ListBucketsInput, ListBucketsOutput, PutBucketCorsInput, PutBucketCorsOutput,
 };
 
-use super::convert::timestamp_ms;
+use super::convert::{owner_dto, timestamp_ms};
 use crate::access::Caller;
 use crate::cors::CorsRules;
 use crate::error::GatewayError;
@@ -68,10 +68,7 @@ pub async fn list(
     Ok(ListBucketsOutput {
         buckets: Some(buckets),
         continuation_token,
-        owner: Some(s3s::dto::Owner {
-            display_name: Some(caller.owner.id().to_owned()),
-            id: Some(caller.owner.id().to_owned()),
-        }),
+        owner: Some(owner_dto(&caller.owner)),
         prefix: input.prefix,
     })
 }

@@ -149,6 +149,15 @@ pub fn headers(
     }
 }
 
+/// A bucket owner as S3 shows it (ID and display name alike: Tenfold has
+/// no accounts, see [`Owner::id`]).
+pub fn owner_dto(owner: &crate::index::Owner) -> s3s::dto::Owner {
+    s3s::dto::Owner {
+        display_name: Some(owner.id().to_owned()),
+        id: Some(owner.id().to_owned()),
+    }
+}
+
 /// The Content-Encoding kept with an object: what the client sent, less
 /// `aws-chunked`, which only says how this request's body was framed (S3
 /// keeps `gzip` of `aws-chunked,gzip`; nothing of `aws-chunked` alone).

@@ -8,7 +8,7 @@ use s3s::dto::{
 };
 use tenfold_common::listing::{Listing, Step, decode_token, encode_token};
 
-use super::convert::{MAX_LIST_KEYS, etag, size_i64, timestamp_ms};
+use super::convert::{MAX_LIST_KEYS, etag, owner_dto, size_i64, timestamp_ms};
 use crate::error::GatewayError;
 use crate::index::ObjectRow;
 use crate::object_store::ObjectStore;
@@ -179,10 +179,8 @@ pub async fn v2(
             .index
             .bucket_owner(&input.bucket)
             .await?
-            .map(|owner| s3s::dto::Owner {
-                display_name: Some(owner.id().to_owned()),
-                id: Some(owner.id().to_owned()),
-            }),
+            .as_ref()
+            .map(owner_dto),
         _ => None,
     };
     Ok(ListObjectsV2Output {
