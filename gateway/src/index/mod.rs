@@ -97,6 +97,10 @@ pub struct Index {
     keyring: Option<Keyring>,
     /// How its write transactions fare, for the metrics.
     stats: IndexStats,
+    /// SQLite's writers take turns here, in arrival order, rather than in
+    /// SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries
+    /// and leaves the lock idle meanwhile (see [`Index::write_turn`]).
+    write_turns: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// How an index's write transactions fare: the gateway's metrics register
@@ -209,6 +213,7 @@ macro_rules! write_tx {
         let mut attempt = 0u32;
         let started = std::time::Instant::now();
         loop {
+            let turn = index.write_turn().await;
             let mut transaction = index.begin_write().await?;
             let result = {
                 let $tx: &mut Tx = &mut transaction;
@@ -218,7 +223,8 @@ macro_rules! write_tx {
                 }
                 .await
             };
-            if let Some(done) = index.settle(transaction, result, &mut attempt).await {
+            let settled = index.settle(transaction, result, &mut attempt, turn).await;
+            if let Some(done) = settled {
                 index
                     .stats
                     .write_seconds
@@ -257,6 +263,14 @@ pub use rows::{
 };
 pub use scrub::{AuditPolicy, ScrubBatch, ScrubCursor, ScrubItem};
 
+/// The object a write finds at its key.
+struct Occupant {
+    /// Its id, as stored.
+    id: Vec<u8>,
+    /// Its ETag.
+    etag: String,
+}
+
 /// Whether a database error is a conflict with a concurrent writer, after
 /// which the transaction changed nothing: Postgres's serialization failure
 /// (40001), deadlock (40P01) or unique violation (23505, a row another
@@ -277,20 +291,44 @@ fn is_connection_loss(e: &sqlx::Error) -> bool {
 }
 
 impl Index {
-    /// The ETag of the object at `bucket`/`key` now, in `tx`, for a
-    /// conditional write.
-    async fn current_etag_in(
+    /// The object at `bucket`/`key` now, in `tx`: its id and ETag (for a
+    /// conditional write, and to discard it when replaced).
+    async fn occupant_in(
         tx: &mut Tx,
         bucket: &str,
         key: &str,
-    ) -> Result<Option<String>, GatewayError> {
-        Ok(
-            sqlx::query_scalar("SELECT etag FROM objects WHERE bucket = $1 AND key = $2")
+    ) -> Result<Option<Occupant>, GatewayError> {
+        let row: Option<(Vec<u8>, String)> =
+            sqlx::query_as("SELECT id, etag FROM objects WHERE bucket = $1 AND key = $2")
                 .bind(bucket)
                 .bind(key)
                 .fetch_optional(&mut **tx)
-                .await?,
+                .await?;
+        Ok(row.map(|(id, etag)| Occupant { id, etag }))
+    }
+
+    /// [`Index::occupant_in`], after checking in the same query that the
+    /// bucket exists.
+    ///
+    /// # Errors
+    /// [`GatewayError::NoSuchBucket`], [`GatewayError::Index`].
+    async fn bucket_occupant_in(
+        tx: &mut Tx,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Occupant>, GatewayError> {
+        let row: Option<(Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
+            "SELECT o.id, o.etag FROM buckets b \
+             LEFT JOIN objects o ON o.bucket = b.name AND o.key = $2 WHERE b.name = $1",
         )
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        match row {
+            None => Err(GatewayError::NoSuchBucket(bucket.to_owned())),
+            Some((id, etag)) => Ok(id.zip(etag).map(|(id, etag)| Occupant { id, etag })),
+        }
     }
 
     /// Asks the database for nothing: whether it answers.
@@ -369,6 +407,8 @@ impl Index {
             engine,
             keyring: None,
             stats: IndexStats::new(),
+            write_turns: (engine == Engine::Sqlite)
+                .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(()))),
         })
     }
 
@@ -389,6 +429,16 @@ impl Index {
         self.keyring.as_ref()
     }
 
+    /// Waits for this gateway's turn to write (SQLite: one writer at a
+    /// time, first come first served); hold it until the transaction has
+    /// ended. Postgres takes writers at once, and this returns at once.
+    async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.write_turns {
+            Some(turns) => Some(turns.clone().lock_owned().await),
+            None => None,
+        }
+    }
+
     async fn begin_write(&self) -> Result<Tx, GatewayError> {
         Ok(match self.engine {
             // IMMEDIATE takes the write lock up front, so two writers queue
@@ -407,12 +457,14 @@ impl Index {
     /// Ends a write transaction run by [`write_tx!`]: commits it after
     /// `result` succeeded; `None` when it lost a race (a conflict with
     /// another writer, or a connection lost before committing: nothing
-    /// changed) and should run again, after a short random pause.
+    /// changed) and should run again, after a short random pause. The
+    /// write turn is given up before that pause.
     async fn settle<T>(
         &self,
         tx: Tx,
         result: Result<T, GatewayError>,
         attempt: &mut u32,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> Option<Result<T, GatewayError>> {
         let retry = match result {
             Ok(value) => match tx.commit().await {
@@ -428,6 +480,7 @@ impl Index {
             }
             Err(e) => return Some(Err(e)),
         };
+        drop(turn);
         if *attempt >= WRITE_RETRIES {
             return Some(Err(retry));
         }

@@ -225,8 +225,8 @@ impl Index {
         let assemble = &assemble;
         write_tx!(self, |tx| {
             Self::upload_exists_in(tx, &upload.id).await?;
-            let current = Self::current_etag_in(tx, &upload.bucket, &upload.key).await?;
-            condition.check(&upload.key, current.as_deref())?;
+            let old = Self::occupant_in(tx, &upload.bucket, &upload.key).await?;
+            condition.check(&upload.key, old.as_ref().map(|o| o.etag.as_str()))?;
             let stored: Vec<(i64, Vec<u8>, i64, String, String)> = sqlx::query_as(
                 "SELECT part_number, data_id, size, etag, checksums FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
             )
@@ -244,7 +244,9 @@ impl Index {
                 })
                 .collect();
             let Assembly { object, parts } = assemble(&stored)?;
-            Self::replace_in(tx, &object.bucket, &object.key).await?;
+            if let Some(old) = old {
+                Self::discard_object_in(tx, (&upload.bucket, &upload.key), &old.id).await?;
+            }
             Self::insert_object_in(tx, &object).await?;
             let mut offset = 0;
             for part in &parts {

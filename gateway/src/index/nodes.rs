@@ -159,6 +159,7 @@ impl Index {
                 if logged.is_none() {
                     return Ok(());
                 }
+                let _turn = self.write_turn().await;
                 let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "UPDATE nodes SET \

@@ -214,14 +214,8 @@ impl Index {
     /// fragments placed short of the policy, queued for repair.
     pub(super) async fn insert_data_in(tx: &mut Tx, data: &StoredData) -> Result<(), GatewayError> {
         let id = packed::id_bytes(&data.data_id);
-        if let Some(key) = &data.key {
-            sqlx::query(
-                "INSERT INTO master_keys_used (key_id) VALUES ($1) ON CONFLICT (key_id) DO NOTHING",
-            )
-            .bind(&key.key_id)
-            .execute(&mut **tx)
-            .await?;
-        }
+        // The segments' master key goes into `master_keys_used` by a
+        // trigger (migration 23).
         for chunk in data.segments.chunks(ROWS_PER_INSERT) {
             let sql = insert_rows_sql(
                 "segments",
@@ -347,7 +341,7 @@ impl Index {
 
     /// Deletes the object at `bucket`/`key`, whose id is `id`, and
     /// discards its data: a single PUT's (its id's), or its parts'.
-    async fn discard_object_in(
+    pub(super) async fn discard_object_in(
         tx: &mut Tx,
         (bucket, key): (&str, &str),
         id: &[u8],
@@ -379,14 +373,8 @@ impl Index {
         bucket: &str,
         key: &str,
     ) -> Result<bool, GatewayError> {
-        let old: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT id FROM objects WHERE bucket = $1 AND key = $2")
-                .bind(bucket)
-                .bind(key)
-                .fetch_optional(&mut **tx)
-                .await?;
-        match old {
-            Some(id) => Self::discard_object_in(tx, (bucket, key), &id)
+        match Self::occupant_in(tx, bucket, key).await? {
+            Some(old) => Self::discard_object_in(tx, (bucket, key), &old.id)
                 .await
                 .map(|()| true),
             None => Ok(false),
@@ -465,10 +453,11 @@ impl Index {
         condition: &WriteCondition,
     ) -> Result<(), GatewayError> {
         write_tx!(self, |tx| {
-            Self::bucket_exists_in(tx, &object.bucket).await?;
-            let current = Self::current_etag_in(tx, &object.bucket, &object.key).await?;
-            condition.check(&object.key, current.as_deref())?;
-            Self::replace_in(tx, &object.bucket, &object.key).await?;
+            let old = Self::bucket_occupant_in(tx, &object.bucket, &object.key).await?;
+            condition.check(&object.key, old.as_ref().map(|o| o.etag.as_str()))?;
+            if let Some(old) = old {
+                Self::discard_object_in(tx, (&object.bucket, &object.key), &old.id).await?;
+            }
             let object = ObjectRow {
                 id: data.data_id.clone(),
                 ..object.clone()

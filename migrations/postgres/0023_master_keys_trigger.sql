@@ -1,0 +1,11 @@
+-- A segment's master key is recorded by the database as the segment is
+-- inserted, in the same statement, instead of by one more statement of
+-- each write transaction (a round trip to the database).
+CREATE FUNCTION record_master_key() RETURNS trigger AS $$
+BEGIN
+    INSERT INTO master_keys_used (key_id) VALUES (NEW.key_id) ON CONFLICT (key_id) DO NOTHING;
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER segments_record_master_key AFTER INSERT ON segments
+FOR EACH ROW WHEN (NEW.key_id IS NOT NULL) EXECUTE FUNCTION record_master_key();
