@@ -63,6 +63,16 @@ if [ ! -x "$ipfs_dir/node_modules/.bin/jsipfs" ] || ! cmp -s tests/ipfs/package.
 fi
 export TENFOLD_JSIPFS="$ipfs_dir/node_modules/.bin/jsipfs"
 
+# The AWS SDK for JavaScript v3 (createPresignedPost, for the browser-form
+# tests), from tests/jssdk/package*.json, installed once outside the clone.
+jssdk_dir="${TENFOLD_JSSDK_DIR:-$HOME/.cache/tenfold/jssdk}"
+if [ ! -d "$jssdk_dir/node_modules/@aws-sdk/s3-presigned-post" ] || ! cmp -s tests/jssdk/package.json "$jssdk_dir/package.json"; then
+    mkdir -p "$jssdk_dir"
+    cp tests/jssdk/package.json tests/jssdk/package-lock.json "$jssdk_dir/"
+    (cd "$jssdk_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+export TENFOLD_JSSDK="$jssdk_dir/node_modules"
+
 # Every run of `cargo test` goes on past a failure (--no-fail-fast), so one
 # failing test cannot hide another; its output is kept to sum up at the end.
 started=$SECONDS

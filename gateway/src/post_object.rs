@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use s3s::auth::S3Auth;
@@ -41,6 +42,14 @@ const UNCONDITIONED_FIELDS: [&str; 5] = [
     "file",
 ];
 
+/// A refused form whose whole body is at most this long is read to its
+/// end before the answer, within [`DRAIN_TIME`]: a client that is still
+/// sending (`fetch`, a browser) then reads the S3 error instead of a reset
+/// connection. A longer one is not read further (nothing unauthenticated
+/// reads a large body): the connection is closed after the answer.
+const DRAIN_LIMIT: u64 = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Answers a form upload to `bucket` (`None`: the form was posted to an
 /// object's path, which S3 does not accept).
 pub async fn serve_form_upload(
@@ -49,8 +58,20 @@ pub async fn serve_form_upload(
     bucket: Option<String>,
     req: Request<Body>,
 ) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let small = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|length| length <= DRAIN_LIMIT);
+    // Shared with the form's reader, to drain what it left after a refusal.
+    let body = Arc::new(tokio::sync::Mutex::new(body));
+    let stream = futures::stream::unfold(body.clone(), |body| async move {
+        let item = body.lock().await.next().await;
+        item.map(|item| (item, body))
+    });
     let result = match bucket {
-        Some(bucket) => form_upload(store, access, bucket, req).await,
+        Some(bucket) => form_upload(store, access, bucket, &parts, stream).await,
         None => Err(S3Error::with_message(
             S3ErrorCode::MethodNotAllowed,
             "POST Object takes the bucket's URL, not an object's",
@@ -61,12 +82,32 @@ pub async fn serve_form_upload(
         Err(e) => {
             tracing::debug!(code = %e.code().as_str(), message = ?e.message(), "form upload refused");
             let mut resp = error_response(e);
-            // The rest of the body may be unread.
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if !(small && drained(&body).await) {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             resp
         }
     }
+}
+
+/// Reads and drops the rest of `body` (at most [`DRAIN_LIMIT`] bytes),
+/// within [`DRAIN_TIME`]: whether it reached its end.
+async fn drained(body: &tokio::sync::Mutex<Body>) -> bool {
+    let mut body = body.lock().await;
+    let mut left = DRAIN_LIMIT;
+    let drain = async {
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) if (chunk.len() as u64) <= left => left -= chunk.len() as u64,
+                _ => return false,
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, drain)
+        .await
+        .unwrap_or(false)
 }
 
 /// The form's fields before the file, names lowercased (S3 compares them
@@ -87,16 +128,17 @@ async fn form_upload(
     store: &Arc<ObjectStore>,
     access: &Access,
     bucket: String,
-    req: Request<Body>,
+    req: &http::request::Parts,
+    body: impl futures::Stream<Item = Result<Bytes, s3s::StdError>> + Send + 'static,
 ) -> Result<Response<Body>, S3Error> {
     let boundary = req
-        .headers()
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| multer::parse_boundary(v).ok())
         .ok_or_else(|| malformed("the Content-Type has no multipart boundary"))?;
-    let watch = req.extensions().get::<BodyWatch>().cloned();
-    let mut form = multer::Multipart::new(req.into_body(), boundary);
+    let watch = req.extensions.get::<BodyWatch>().cloned();
+    let mut form = multer::Multipart::new(body, boundary);
     let mut fields = Fields::default();
     let mut field_bytes = 0;
     let file = loop {

@@ -242,3 +242,19 @@ impl Curl {
         String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
     }
 }
+
+/// The AWS SDK for JavaScript's modules (`tests/jssdk`): `TENFOLD_JSSDK`,
+/// or where `tests/run.sh` installs them; for `NODE_PATH`.
+pub fn js_sdk_modules() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("TENFOLD_JSSDK") {
+        return std::path::PathBuf::from(path);
+    }
+    let home = std::env::var_os("HOME").expect("HOME");
+    let path = std::path::Path::new(&home).join(".cache/tenfold/jssdk/node_modules");
+    assert!(
+        path.join("@aws-sdk/s3-presigned-post").exists(),
+        "{} is missing: tests/run.sh installs the AWS SDK for JavaScript",
+        path.display()
+    );
+    path
+}

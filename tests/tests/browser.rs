@@ -619,6 +619,56 @@ fn the_upload_page_works_on_a_phone_with_keyboard_and_drag_and_drop() {
     }
 }
 
+/// The AWS SDK for JavaScript's `createPresignedPost`, unchanged, posted
+/// with `fetch` and `FormData` as a browser would: the object is stored as
+/// signed (bytes, type, metadata, the 201 answer with its key); a file over
+/// the policy's range, another type, another key and a forged metadata
+/// field get S3's errors, and store nothing.
+#[test]
+fn the_aws_js_sdk_presigned_post_works_unchanged() {
+    let cluster = Cluster::start(3, 1, "2GiB");
+    cluster.aws().ok(&["s3", "mb", "s3://js-forms"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js_presigned_post.mjs");
+    let out = run(Command::new("node")
+        .arg("--no-warnings")
+        .arg(script)
+        .args([
+            &cluster.endpoint,
+            tests::ACCESS_KEY,
+            tests::SECRET_KEY,
+            "js-forms",
+        ])
+        .env("NODE_PATH", tests::js_sdk_modules()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let accepted = &seen["accepted"];
+    assert_eq!(accepted["status"], 201, "{seen}");
+    assert_eq!(accepted["key"], "js/accepted.txt", "{seen}");
+    assert_eq!(accepted["same"], true, "{seen}");
+    assert_eq!(
+        accepted["head"],
+        serde_json::json!({"size": 3700, "type": "text/plain", "origin": "js-sdk"}),
+        "{seen}"
+    );
+    for (case, status, code) in [
+        ("too_large", 400, "EntityTooLarge"),
+        ("wrong_type", 403, "AccessDenied"),
+        ("other_key", 403, "AccessDenied"),
+        ("forged", 403, "AccessDenied"),
+    ] {
+        assert_eq!(seen[case]["status"], status, "{case}: {seen}");
+        assert_eq!(seen[case]["code"], code, "{case}: {seen}");
+        assert!(
+            seen[case]["head"].is_null(),
+            "{case} stored something: {seen}"
+        );
+    }
+}
+
 /// What a page on another origin (`http://127.0.0.1:PORT`) gets from its
 /// `fetch` PUT to `put` and GET of `get` in a real Chromium.
 fn fetch_from_another_origin(port: u16, put: &str, get: &str) -> serde_json::Value {
