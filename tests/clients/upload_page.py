@@ -16,7 +16,10 @@
         and drop does, then tabs to "Copy link" and presses Enter; prints
         `SHARE <href>` and `COPIED <what the page says>`.
 
-A screenshot of the page is saved in SHOTS when anything fails.
+SHOTS is a folder of its own for this run: a screenshot of each state the
+page goes through (opened, files picked and sending, reloaded, done, the
+message it settles on) is saved there as NN-STATE.png, and one more as
+failed.png when anything fails; the test keeps them as artifacts.
 """
 
 import os
@@ -38,6 +41,18 @@ def browser():
     for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]:
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+class Shots:
+    """Numbered screenshots of the page's states, in one folder."""
+
+    def __init__(self, d, folder):
+        self.d, self.folder, self.n = d, folder, 0
+        os.makedirs(folder, exist_ok=True)
+
+    def __call__(self, state):
+        self.n += 1
+        self.d.save_screenshot(os.path.join(self.folder, f"{self.n:02d}-{state}.png"))
 
 
 def pick(d, files, folder):
@@ -76,9 +91,10 @@ def tab_to(d, element_id, limit=40):
     raise AssertionError(f"Tab never reached #{element_id}")
 
 
-def phone(d, url):
+def phone(d, url, shot):
     d.set_window_size(390, 844)
     d.get(url)
+    shot("opened")
     wide = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
     assert wide[0] <= wide[1], f"the page scrolls sideways on a phone: {wide}"
     # The first stop of the keyboard is the file picker (inside the drop zone).
@@ -88,14 +104,17 @@ def phone(d, url):
     ring = d.execute_script("return getComputedStyle(document.getElementById('drop')).outlineStyle")
     assert ring != "none", "the focused drop zone shows no focus ring"
     d.execute_script(DROP)
+    shot("dropped")
     WebDriverWait(d, 120, poll_frequency=0.25).until(
         lambda d: d.find_element("id", "share-link").get_attribute("href").find("/_share/") >= 0
     )
+    shot("done")
     wide = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
     assert wide[0] <= wide[1], f"the finished page scrolls sideways on a phone: {wide}"
     tab_to(d, "copy")
     ActionChains(d).send_keys(Keys.ENTER).perform()
     WebDriverWait(d, 10).until(lambda d: d.find_element("id", "copied").text.strip())
+    shot("copied")
     print("SHARE", d.find_element("id", "share-link").get_attribute("href"))
     print("COPIED", d.find_element("id", "copied").text)
 
@@ -114,35 +133,43 @@ def main():
         del args[i : i + 2]
     files = [os.path.abspath(f) for f in args]
     d = browser()
+    shot = Shots(d, shots)
     try:
         if mode == "phone":
-            phone(d, url)
+            phone(d, url, shot)
             return
         d.get(url)
+        shot("opened")
         if mode == "message":
             if files:
                 pick(d, files, None)
+                shot("picked")
                 WebDriverWait(d, 60).until(
                     lambda d: d.find_element("id", "message").is_displayed()
                     or d.find_elements("css selector", "li .state")
                     and all(e.text not in ("waiting", "sending") for e in d.find_elements("css selector", "li .state"))
                 )
             time.sleep(0.5)
+            shot("message")
             print(d.find_element("tag name", "body").text)
             return
         pick(d, files, folder)
+        shot("sending")
         if reload_at is not None:
             WebDriverWait(d, 300, poll_frequency=0.2).until(lambda d: progress(d) >= reload_at)
+            shot(f"at-{reload_at}-percent")
             d.refresh()
+            shot("reloaded")
             pick(d, files, folder)
+            shot("resuming")
         WebDriverWait(d, 600, poll_frequency=0.25).until(
             lambda d: d.find_element("id", "share-link").get_attribute("href").find("/_share/") >= 0
         )
+        shot("done")
         print("SHARE", d.find_element("id", "share-link").get_attribute("href"))
         print("TEXT", d.find_element("id", "total-text").text)
     except Exception:
-        os.makedirs(shots, exist_ok=True)
-        d.save_screenshot(os.path.join(shots, f"upload-page-{mode}-{int(time.time())}.png"))
+        d.save_screenshot(os.path.join(shots, "failed.png"))
         print(d.find_element("tag name", "body").text, file=sys.stderr)
         raise
     finally:

@@ -342,19 +342,38 @@ fn cors_rules_answer_preflights_and_decorate_responses() {
 /// the target folder's `tmp/`).
 fn upload_page(args: &[&str]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/upload_page.py");
-    let shots = concat!(env!("CARGO_TARGET_TMPDIR"), "/screenshots");
     let (mode, rest) = args.split_first().unwrap();
     let (url, rest) = rest.split_first().unwrap();
+    let shots = shots_folder(mode, url);
     let out = run(Command::new("python3")
         .arg(script)
-        .args([mode, url, &shots])
+        .args([*mode, *url, shots.as_str()])
         .args(rest));
     assert!(
         out.status.success(),
-        "the upload page failed (screenshot in {shots}): {}",
+        "the upload page failed (its states' screenshots in {shots}): {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let taken = std::fs::read_dir(&shots).map_or(0, Iterator::count);
+    assert!(
+        taken >= 2,
+        "only {taken} screenshots of the page in {shots}"
+    );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// The folder of one run of the upload page driver in `mode` on `url`
+/// (the link's token tells runs apart), emptied: a screenshot of each
+/// state the page goes through lands there, kept as the test's artifacts.
+fn shots_folder(mode: &str, url: &str) -> String {
+    let token = url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    let shots = format!("{}/screenshots/{mode}-{token}", env!("CARGO_TARGET_TMPDIR"));
+    let _ = std::fs::remove_dir_all(&shots);
+    shots
 }
 
 /// `tenfold share create BUCKET PREFIX --upload ARGS…`: the link's URL.
@@ -474,10 +493,10 @@ fn a_large_browser_upload_resumes_after_a_gateway_restart_and_a_reload() {
     // The page reloads at 60 % and picks the file again; meanwhile the
     // gateway is restarted once a few parts are stored.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/upload_page.py");
-    let shots = concat!(env!("CARGO_TARGET_TMPDIR"), "/screenshots");
+    let shots = shots_folder("resume", &url);
     let browser = Command::new("python3")
         .arg(script)
-        .args(["upload", &url, shots, "--reload-at", "60"])
+        .args(["upload", &url, &shots, "--reload-at", "60"])
         .arg(&file)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
