@@ -2,7 +2,9 @@
 
     upload_page.py upload URL SHOTS [--folder DIR] [--reload-at PERCENT] FILE...
         picks the files (and the folder), waits until the page shows the
-        transfer's share link and prints `SHARE <href>`; with --reload-at,
+        transfer's share link and prints `SHARE <href>`, `TEXT <the total
+        progress line>` and `ELAPSED <seconds from picking to the share
+        link>`; with --reload-at,
         reloads the page once the total progress reaches PERCENT and picks
         the same files again (the page resumes their parts).
     upload_page.py message URL SHOTS [FILE]
@@ -153,6 +155,7 @@ def main():
             shot("message")
             print(d.find_element("tag name", "body").text)
             return
+        started = time.monotonic()
         pick(d, files, folder)
         shot("sending")
         if reload_at is not None:
@@ -165,8 +168,10 @@ def main():
         WebDriverWait(d, 600, poll_frequency=0.25).until(
             lambda d: d.find_element("id", "share-link").get_attribute("href").find("/_share/") >= 0
         )
+        elapsed = time.monotonic() - started
         shot("done")
         print("SHARE", d.find_element("id", "share-link").get_attribute("href"))
+        print("ELAPSED", f"{elapsed:.3f}")
         print("TEXT", d.find_element("id", "total-text").text)
     except Exception:
         d.save_screenshot(os.path.join(shots, "failed.png"))

@@ -40,6 +40,11 @@ struct Args {
     /// while the gateway's peak memory is watched; 0 to skip.
     #[arg(long, default_value_t = 1024)]
     cp_mib: usize,
+    /// Size in MiB of a file sent through an upload link's page in headless
+    /// Chromium, beside `aws s3 cp` of the same file to the same gateway,
+    /// the gateway's peak memory watched during each; 0 to skip.
+    #[arg(long, default_value_t = 1024)]
+    page_mib: usize,
     /// GETs timed for each latency figure; 0 to skip.
     #[arg(long, default_value_t = 300)]
     latency_gets: usize,
@@ -106,6 +111,7 @@ fn parse_args() -> Args {
         args.size = 1;
         args.runs = 1;
         args.cp_mib = 8;
+        args.page_mib = 8;
         args.latency_gets = 20;
         args.zip_mib = 8;
         args.small_ops = 32;
@@ -479,6 +485,79 @@ fn cpu_seconds(pid: u32) -> f64 {
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0);
     ticks.iter().sum::<f64>() / hz.max(1.0)
+}
+
+/// A `mib` MiB file sent by `aws s3 cp` and then through an upload link's
+/// page in headless Chromium (`tests/clients/upload_page.py`, timed from
+/// picking the file to the share link), to the same gateway: throughput
+/// and the gateway's peak RSS during each.
+fn page_upload(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> serde_json::Value {
+    let file = tmp.join("page.bin");
+    write_file(&file, mib << 20, false);
+    let pid = cluster.gateway.0.id();
+    let reset_peak = || std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
+    reset_peak();
+    let cp = timed(
+        gw,
+        &["s3", "cp", file.to_str().unwrap(), "s3://bench/page-cp.bin"],
+    );
+    let cp_peak = peak_rss_mib(pid);
+    let out = cluster.admin(&[
+        "share",
+        "create",
+        "bench",
+        "page/",
+        "--upload",
+        "--public-url",
+        &cluster.endpoint,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let shots = tmp.join("page-shots");
+    reset_peak();
+    let driver = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/clients/upload_page.py"
+        ))
+        .args(["upload", &url, shots.to_str().unwrap()])
+        .arg(&file)
+        .output()
+        .expect("python3");
+    assert!(
+        driver.status.success(),
+        "the upload page failed (screenshots in {}): {}",
+        shots.display(),
+        String::from_utf8_lossy(&driver.stderr)
+    );
+    let page_peak = peak_rss_mib(pid);
+    let page: f64 = String::from_utf8_lossy(&driver.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("ELAPSED ")?.trim().parse().ok())
+        .expect("the driver's ELAPSED line");
+    let listed = gw.ok(&["s3", "ls", "--recursive", "s3://bench/page/"]);
+    let stored: usize = listed
+        .lines()
+        .find(|l| l.ends_with("page.bin"))
+        .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or_else(|| panic!("the page's upload is not listed: {listed}"));
+    assert_eq!(stored, mib << 20, "the page stored another size");
+    let m = mib as f64;
+    println!(
+        "{mib} MiB upload: page in Chromium {:.1} MiB/s, aws s3 cp {:.1} MiB/s (ratio {:.2}); gateway peak RSS {page_peak:.0} / {cp_peak:.0} MiB",
+        m / page,
+        m / cp,
+        cp / page
+    );
+    serde_json::json!({
+        "op": "upload page vs aws s3 cp", "size_bytes": mib << 20,
+        "page_mib_s": m / page, "aws_cp_mib_s": m / cp, "ratio": cp / page,
+        "page_gateway_peak_rss_mib": page_peak, "aws_cp_gateway_peak_rss_mib": cp_peak,
+    })
 }
 
 /// A memory figure of `/proc/PID/status` (`VmHWM:`, `VmRSS:`), in MiB.
@@ -1113,6 +1192,9 @@ fn main() {
             "gateway_peak_rss_mib": peak_up.max(peak_down),
             "gateway_peak_rss_up_mib": peak_up, "gateway_peak_rss_down_mib": peak_down,
         }));
+    }
+    if args.page_mib > 0 {
+        rows.push(page_upload(&cluster, &gw, tmp.path(), args.page_mib));
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let gw_sdk = tests::sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
