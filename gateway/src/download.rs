@@ -17,7 +17,8 @@ use crate::index::{FragmentRow, ObjectRow, SegmentRow};
 use crate::object_store::{DOWNLOAD_BUDGET_BYTES, ObjectStore, budget_units, run_codec};
 use crate::upload::BodyStream;
 
-/// Segments fetched ahead of the one being sent: bounds memory per download.
+/// Segments fetched at once by one download (the one being sent and those
+/// ahead of it), when the download budget has room for them.
 const PREFETCH: usize = 4;
 
 impl ObjectStore {
@@ -73,8 +74,16 @@ impl ObjectStore {
     }
 
     /// The plaintext of `range` out of the `needed` segments (those that
-    /// overlap it, in order), segment by segment, [`PREFETCH`] fetched at
-    /// once.
+    /// overlap it, in order), segment by segment, up to [`PREFETCH`]
+    /// fetched at once.
+    ///
+    /// Every segment's bytes hold their share of the download budget until
+    /// the client has taken them (they are dropped once written), so
+    /// that readers who stop reading cannot pile decoded segments up
+    /// outside it. The next segment to send waits for its share; those
+    /// after it are fetched ahead only from what the budget has free at
+    /// that moment. A segment starts only with its share in hand, so no
+    /// download holds budget while it waits for more.
     fn fetched_segments(
         self: &Arc<Self>,
         needed: Vec<SegmentRow>,
@@ -82,32 +91,79 @@ impl ObjectStore {
     ) -> impl Stream<Item = Result<Bytes, GatewayError>> + Send + 'static {
         let this = Arc::clone(self);
         let span = tracing::Span::current();
-        futures::stream::iter(needed)
-            .map(move |segment| {
-                let this = Arc::clone(&this);
-                let range = range.clone();
-                async move {
-                    // The part of this segment the range covers.
-                    let offset = segment.plain_offset;
-                    let wanted = range.start.saturating_sub(offset)
-                        ..(range.end - offset).min(segment.plain_size);
-                    let units = budget_units(wanted.end - wanted.start, DOWNLOAD_BUDGET_BYTES);
-                    let slot = Arc::clone(&this.fetch_budget)
-                        .acquire_many_owned(units)
-                        .await
-                        .map_err(|e| GatewayError::Internal(e.to_string()))?;
-                    let (plain_start, plain) =
-                        this.fetch_segment_part(segment, wanted.clone()).await?;
-                    drop(slot);
-                    let start = usize::try_from(wanted.start - plain_start).unwrap_or(0);
-                    let end = usize::try_from(wanted.end - plain_start)
-                        .unwrap_or(0)
-                        .min(plain.len());
-                    Ok(plain.slice(start.min(end)..end))
+        let wanted_of = move |segment: &SegmentRow| {
+            let offset = segment.plain_offset;
+            range.start.saturating_sub(offset)..(range.end - offset).min(segment.plain_size)
+        };
+        let state = (
+            needed.into_iter().peekable(),
+            futures::stream::FuturesOrdered::new(),
+        );
+        futures::stream::unfold(state, move |(mut pending, mut running)| {
+            let (this, span, wanted_of) = (Arc::clone(&this), span.clone(), wanted_of);
+            async move {
+                let units = |segment: &SegmentRow| {
+                    let wanted = wanted_of(segment);
+                    budget_units(wanted.end - wanted.start, DOWNLOAD_BUDGET_BYTES)
+                };
+                if running.is_empty() {
+                    let segment = pending.next()?;
+                    let share = Arc::clone(&this.fetch_budget)
+                        .acquire_many_owned(units(&segment))
+                        .await;
+                    let wanted = wanted_of(&segment);
+                    running.push_back(
+                        Self::fetch_held(Arc::clone(&this), segment, wanted, share.ok())
+                            .instrument(span.clone()),
+                    );
                 }
-                .instrument(span.clone())
-            })
-            .buffered(PREFETCH)
+                while running.len() < PREFETCH {
+                    let Some(next) = pending.peek() else { break };
+                    let Ok(share) =
+                        Arc::clone(&this.fetch_budget).try_acquire_many_owned(units(next))
+                    else {
+                        break;
+                    };
+                    let segment = pending.next()?;
+                    let wanted = wanted_of(&segment);
+                    running.push_back(
+                        Self::fetch_held(Arc::clone(&this), segment, wanted, Some(share))
+                            .instrument(span.clone()),
+                    );
+                }
+                let item = running.next().await?;
+                Some((item, (pending, running)))
+            }
+        })
+    }
+
+    /// Plaintext `wanted` (offsets within the segment) of `segment`, its
+    /// budget `share` released when the bytes are dropped.
+    async fn fetch_held(
+        this: Arc<Self>,
+        segment: SegmentRow,
+        wanted: Range<u64>,
+        share: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Bytes, GatewayError> {
+        /// Bytes with the budget they take.
+        struct Held {
+            bytes: Bytes,
+            _share: Option<tokio::sync::OwnedSemaphorePermit>,
+        }
+        impl AsRef<[u8]> for Held {
+            fn as_ref(&self) -> &[u8] {
+                &self.bytes
+            }
+        }
+        let (plain_start, plain) = this.fetch_segment_part(segment, wanted.clone()).await?;
+        let start = usize::try_from(wanted.start - plain_start).unwrap_or(0);
+        let end = usize::try_from(wanted.end - plain_start)
+            .unwrap_or(0)
+            .min(plain.len());
+        Ok(Bytes::from_owner(Held {
+            bytes: plain.slice(start.min(end)..end),
+            _share: share,
+        }))
     }
 
     /// Bytes `range` of a stored object as an upload body: the source of a

@@ -136,6 +136,84 @@ fn a_reader_that_stops_reading_is_dropped() {
     assert!(!cluster.gateway_log().contains("panicked"));
 }
 
+/// Twenty GETs of a 64 MiB object whose clients read a few bytes and then
+/// stop: the decoded segments they leave unsent count in the gateway's
+/// 48 MiB download budget (`tenfold_download_budget_in_use_bytes` never
+/// shows more), so they hold tens of MiB, not ~20 x 32 MiB, until the
+/// client timeout drops them; afterwards the budget is all free, and a
+/// reader that reads gets the whole object.
+#[test]
+fn stalled_readers_hold_no_more_than_the_download_budget() {
+    let cluster = Cluster::build(3, 1, "2GiB")
+        .config("client_timeout", "6s")
+        .start();
+    let aws = cluster.aws();
+    let tmp = TempDir::new("budget");
+    aws.ok(&["s3", "mb", "s3://budget"]);
+    let file = tmp.path().join("big");
+    write_file(&file, 64 << 20, false);
+    aws.ok(&["s3", "cp", file.to_str().unwrap(), "s3://budget/big"]);
+    let url = aws
+        .ok(&["s3", "presign", "s3://budget/big"])
+        .trim()
+        .to_owned();
+    let addr = cluster.endpoint.trim_start_matches("http://").to_owned();
+    let path = url[url.find(&addr).unwrap() + addr.len()..].to_owned();
+    let in_use = || {
+        let metrics = Curl::new()
+            .fetch(&format!("{}/metrics", cluster.admin_endpoint))
+            .body;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tenfold_download_budget_in_use_bytes "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("the download budget gauge")
+    };
+    let pid = cluster.gateway.0.id();
+    let rss = || tests::proc_status_kib(pid, "VmRSS:").unwrap_or(0) >> 10;
+    let before = rss();
+    let mut readers: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut conn = TcpStream::connect(&addr).unwrap();
+            write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+            conn
+        })
+        .collect();
+    let mut head = [0u8; 4096];
+    for conn in &mut readers {
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let n = conn.read(&mut head).unwrap();
+        assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    // Stalled, within the timeout: what they hold, sampled.
+    let mut most_in_use = 0.0f64;
+    let mut most_rss = 0;
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(400));
+        most_in_use = most_in_use.max(in_use());
+        most_rss = most_rss.max(rss());
+    }
+    eprintln!(
+        "gateway RSS {before} MiB before, up to {most_rss} MiB with 20 stalled readers; budget in use up to {most_in_use} bytes"
+    );
+    assert!(most_in_use <= f64::from(48u32 << 20), "{most_in_use}");
+    assert!(
+        most_rss < before + 200,
+        "20 stalled readers raised the gateway's RSS from {before} to {most_rss} MiB"
+    );
+    // Dropped after the timeout: the budget is free again.
+    assert!(
+        tests::eventually(Duration::from_secs(40), || in_use() == 0.0),
+        "budget still in use after the stalled readers were dropped: {}",
+        in_use()
+    );
+    drop(readers);
+    let got = tmp.path().join("got");
+    aws.ok(&["s3", "cp", "s3://budget/big", got.to_str().unwrap()]);
+    assert_eq!(sha256_file(&file), sha256_file(&got));
+}
+
 /// S3's presign rules: at most seven days, for SigV4 URLs (`X-Amz-Expires`)
 /// and for the SigV2 ones boto3 still makes by default (`Expires`); SigV2
 /// `Authorization` headers are refused, on the gateway and a node alike.
