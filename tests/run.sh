@@ -51,26 +51,28 @@ if [ ! -x "$tools/bin/s3s-e2e" ]; then
 fi
 export PATH="$tools/bin:$PATH"
 
+# npm packages, each set from tests/NAME/package*.json installed once
+# outside the clone, again when its package.json changes:
+#   npm_once DIR NAME WHAT-IT-INSTALLS COMMAND...
+npm_once() {
+    local dir="$1" name="$2" installed="$3"
+    shift 3
+    if [ ! -e "$dir/$installed" ] || ! cmp -s "tests/$name/package.json" "$dir/package.json"; then
+        mkdir -p "$dir"
+        cp "tests/$name/package.json" "tests/$name/package-lock.json" "$dir/"
+        (cd "$dir" && "$@" --no-audit --no-fund --loglevel=error)
+    fi
+}
 # js-ipfs 0.66.1, the real IPFS daemon of the overflow tests (no Kubo binary
-# can be installed here), from tests/ipfs/package*.json, installed once
-# outside the clone (1-4 minutes, ~290 MB). `npm install`, not `npm ci`: an
-# optional git dependency cannot be fetched.
+# can be installed here; 1-4 minutes, ~290 MB). `npm install`, not `npm
+# ci`: an optional git dependency cannot be fetched.
 ipfs_dir="${TENFOLD_IPFS_DIR:-$HOME/.cache/tenfold/ipfs}"
-if [ ! -x "$ipfs_dir/node_modules/.bin/jsipfs" ] || ! cmp -s tests/ipfs/package.json "$ipfs_dir/package.json"; then
-    mkdir -p "$ipfs_dir"
-    cp tests/ipfs/package.json tests/ipfs/package-lock.json "$ipfs_dir/"
-    (cd "$ipfs_dir" && npm install --no-audit --no-fund --loglevel=error)
-fi
+npm_once "$ipfs_dir" ipfs node_modules/.bin/jsipfs npm install
 export TENFOLD_JSIPFS="$ipfs_dir/node_modules/.bin/jsipfs"
-
 # The AWS SDK for JavaScript v3 (createPresignedPost, for the browser-form
-# tests), from tests/jssdk/package*.json, installed once outside the clone.
+# tests).
 jssdk_dir="${TENFOLD_JSSDK_DIR:-$HOME/.cache/tenfold/jssdk}"
-if [ ! -d "$jssdk_dir/node_modules/@aws-sdk/s3-presigned-post" ] || ! cmp -s tests/jssdk/package.json "$jssdk_dir/package.json"; then
-    mkdir -p "$jssdk_dir"
-    cp tests/jssdk/package.json tests/jssdk/package-lock.json "$jssdk_dir/"
-    (cd "$jssdk_dir" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+npm_once "$jssdk_dir" jssdk node_modules/@aws-sdk/s3-presigned-post npm ci
 export TENFOLD_JSSDK="$jssdk_dir/node_modules"
 
 # Every run of `cargo test` goes on past a failure (--no-fail-fast), so one

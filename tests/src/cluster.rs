@@ -317,6 +317,21 @@ impl Cluster {
             .arg(key_file))
     }
 
+    /// `tenfold share create ARGS… --public-url ENDPOINT`: the link it
+    /// prints.
+    pub fn share_link(&self, args: &[&str]) -> String {
+        let mut all = vec!["share", "create"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--public-url", &self.endpoint]);
+        let out = self.admin(&all);
+        assert!(
+            out.status.success(),
+            "share create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// `tenfold status --json` of this cluster.
     pub fn status(&self) -> serde_json::Value {
         let out = self.admin(&["status", "--json"]);

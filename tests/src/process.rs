@@ -152,3 +152,7 @@ pub(crate) fn log_file(dir: &Path, name: &str) -> Stdio {
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("run command")
 }
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame: what an h2c
+/// client sends first.
+pub const H2C_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";

@@ -378,16 +378,9 @@ fn shots_folder(mode: &str, url: &str) -> String {
 
 /// `tenfold share create BUCKET PREFIX --upload ARGS…`: the link's URL.
 fn upload_link(cluster: &Cluster, bucket: &str, prefix: &str, args: &[&str]) -> String {
-    let mut all = vec!["share", "create", bucket, prefix, "--upload"];
+    let mut all = vec![bucket, prefix, "--upload"];
     all.extend_from_slice(args);
-    all.extend_from_slice(&["--public-url", &cluster.endpoint]);
-    let out = cluster.admin(&all);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let url = cluster.share_link(&all);
     assert!(url.contains("/_upload/"), "{url}");
     url
 }

@@ -9,22 +9,7 @@ use tests::{Cluster, Curl, TempDir, run, sha256_file, sigv4_args, write_file};
 
 /// Starts `tenfold share create` against the cluster and returns the URL.
 fn share(cluster: &Cluster, bucket: &str, prefix: &str, expires: &str) -> String {
-    let out = cluster.admin(&[
-        "share",
-        "create",
-        bucket,
-        prefix,
-        "--expires",
-        expires,
-        "--public-url",
-        &cluster.endpoint,
-    ]);
-    assert!(
-        out.status.success(),
-        "share create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    cluster.share_link(&[bucket, prefix, "--expires", expires])
 }
 
 /// `curl` a URL into `dest`; returns the HTTP status.

@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 
 use tests::{Cluster, Curl, TempDir, run, sha256_file, write_file};
 
-/// The HTTP/2 connection preface and an empty SETTINGS frame: what an h2c
-/// client sends first.
-const H2C_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
-
 /// Whether the server closed `conn` (end of stream or reset) before
 /// `deadline`, reading and dropping whatever it sent meanwhile.
 fn closed_before(conn: &mut TcpStream, deadline: Instant) -> bool {
@@ -58,7 +54,7 @@ fn idle_connections_are_closed() {
         if i % 2 == 0 {
             write!(conn, "GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
         } else {
-            conn.write_all(H2C_PREFACE).unwrap();
+            conn.write_all(tests::H2C_PREFACE).unwrap();
         }
         conns.push(conn);
     }

@@ -259,9 +259,6 @@ fn anonymous_post(addr: &str, path: &str, len: u64) -> (f64, String, u64) {
     (seconds, line, sent)
 }
 
-/// The HTTP/2 connection preface and an empty SETTINGS frame.
-const H2C_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
-
 /// When the server closed each of `conns` (seconds after its own `opened`
 /// instant), or `None` for those still open at `deadline`: all are watched
 /// at once, a quarter of a second apart, whatever they send meanwhile
@@ -389,20 +386,7 @@ fn main() {
             &format!("s3://attack/zip/{i}"),
         ]);
     }
-    let out = cluster.admin(&[
-        "share",
-        "create",
-        "attack",
-        "zip/",
-        "--public-url",
-        &cluster.endpoint,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let share = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let share = cluster.share_link(&["attack", "zip/"]);
     let zip_path = format!(
         "{}/zip",
         &share[share.find("/_share/").expect("a share URL")..]
@@ -486,7 +470,7 @@ fn main() {
         .map(|i| {
             let mut conn = TcpStream::connect(&addr).expect("connect");
             if i % 2 == 1 {
-                conn.write_all(H2C_PREFACE).unwrap();
+                conn.write_all(tests::H2C_PREFACE).unwrap();
             }
             (conn, Instant::now())
         })

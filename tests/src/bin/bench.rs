@@ -502,21 +502,7 @@ fn page_upload(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> serde_jso
         &["s3", "cp", file.to_str().unwrap(), "s3://bench/page-cp.bin"],
     );
     let cp_peak = peak_rss_mib(pid);
-    let out = cluster.admin(&[
-        "share",
-        "create",
-        "bench",
-        "page/",
-        "--upload",
-        "--public-url",
-        &cluster.endpoint,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let url = cluster.share_link(&["bench", "page/", "--upload"]);
     let shots = tmp.join("page-shots");
     reset_peak();
     let driver = std::process::Command::new("python3")
@@ -648,16 +634,7 @@ fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64,
         ]);
         std::fs::remove_file(&file).ok();
     }
-    let out = cluster.admin(&[
-        "share",
-        "create",
-        "bench",
-        "transfer/",
-        "--public-url",
-        &cluster.endpoint,
-    ]);
-    assert!(out.status.success(), "share create failed");
-    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let url = cluster.share_link(&["bench", "transfer/"]);
     let pid = cluster.gateway.0.id();
     // Reset the peak-RSS mark so the figure is the zip's alone.
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
