@@ -72,6 +72,7 @@ pub struct Metrics {
     sent_bytes: IntCounter,
     upload_budget: IntGauge,
     download_budget: IntGauge,
+    alive_tasks: IntGauge,
     node_up: IntGaugeVec,
     node_state: IntGaugeVec,
     node_capacity: IntGaugeVec,
@@ -193,6 +194,11 @@ impl Metrics {
                 &r,
                 "tenfold_download_budget_in_use_bytes",
                 "Plaintext bytes of downloads being fetched and decoded now (the download budget in use).",
+            ),
+            alive_tasks: gauge(
+                &r,
+                "tenfold_runtime_alive_tasks",
+                "Tasks alive in the gateway's runtime now: one per open connection and request, plus the background jobs (a leak shows as growth).",
             ),
             node_up: gauge_vec(
                 &r,
@@ -363,6 +369,14 @@ impl Metrics {
             &store.fetch_budget,
             crate::object_store::DOWNLOAD_BUDGET_BYTES,
         ));
+        self.alive_tasks.set(
+            i64::try_from(
+                tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks(),
+            )
+            .unwrap_or(i64::MAX),
+        );
         let due = {
             let mut at = self
                 .index_read_at

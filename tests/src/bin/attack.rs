@@ -59,12 +59,14 @@ const RSS_RISE_BOUND_MIB: f64 = 64.0;
 /// The legitimate client's object size.
 const LEGIT_MIB: usize = 10;
 
-/// A process's memory, descriptors and threads at one moment.
+/// A process's memory, descriptors, threads and (for the gateway) the
+/// tasks alive in its runtime at one moment.
 #[derive(Debug, Clone, Copy)]
 struct Gauge {
     rss_mib: f64,
     fds: usize,
     threads: u64,
+    tasks: Option<u64>,
 }
 
 fn mib(pid: u32, field: &str) -> f64 {
@@ -72,11 +74,18 @@ fn mib(pid: u32, field: &str) -> f64 {
     tests::proc_status_kib(pid, field).map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
-fn gauge(pid: u32) -> Gauge {
+fn gauge(pid: u32, admin: Option<&str>) -> Gauge {
     Gauge {
         rss_mib: mib(pid, "VmRSS:"),
         fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count),
         threads: tests::proc_status_kib(pid, "Threads:").unwrap_or(0),
+        tasks: admin.and_then(|admin| {
+            let metrics = tests::Curl::new().fetch(&format!("{admin}/metrics")).body;
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("tenfold_runtime_alive_tasks "))
+                .and_then(|v| v.trim().parse().ok())
+        }),
     }
 }
 
@@ -395,12 +404,12 @@ fn main() {
 
     let mut legit = Legit::start(aws.clone(), tmp.path().to_owned());
     legit.wait_ops(6);
-    let before = gauge(gw);
-    let node_before = gauge(node_pid);
+    let before = gauge(gw, Some(&cluster.admin_endpoint));
+    let node_before = gauge(node_pid, None);
     let mut rows = Vec::new();
     println!(
-        "gateway before: RSS {:.0} MiB, {} fds, {} threads; node RSS {:.0} MiB",
-        before.rss_mib, before.fds, before.threads, node_before.rss_mib
+        "gateway before: RSS {:.0} MiB, {} fds, {} threads, {:?} tasks; node RSS {:.0} MiB",
+        before.rss_mib, before.fds, before.threads, before.tasks, node_before.rss_mib
     );
 
     // 1. Anonymous form POSTs of a large file, at the gateway and a node.
@@ -477,7 +486,7 @@ fn main() {
         .unzip();
     let opening = opening.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(500));
-    let during = gauge(gw);
+    let during = gauge(gw, Some(&cluster.admin_endpoint));
     legit.wait_ops(2);
     let deadline = Instant::now() + timeout * 3 + Duration::from_secs(15);
     let closed_at = close_times(&mut conns, &opened, deadline);
@@ -491,8 +500,8 @@ fn main() {
     drop(conns);
     let idle_peak = mib(gw, "VmHWM:");
     println!(
-        "{} idle connections (half HTTP/1, half h2c, opened in {opening:.1} s): {still_open} still open; each closed by the server {median_close:.1} s (median) and at most {all_closed:.1} s after it opened (timeout {} s, then 5 s to close); gateway {} fds while they were open, peak RSS {idle_peak:.0} MiB",
-        args.conns, args.timeout_s, during.fds
+        "{} idle connections (half HTTP/1, half h2c, opened in {opening:.1} s): {still_open} still open; each closed by the server {median_close:.1} s (median) and at most {all_closed:.1} s after it opened (timeout {} s, then 5 s to close); gateway {} fds and {:?} tasks while they were open, peak RSS {idle_peak:.0} MiB",
+        args.conns, args.timeout_s, during.fds, during.tasks
     );
     assert_eq!(still_open, 0, "idle connections outlived the timeouts");
     rows.push(serde_json::json!({
@@ -525,7 +534,7 @@ fn main() {
         .count()
         - dropped_before;
     std::thread::sleep(Duration::from_secs(1));
-    let after_readers = gauge(gw);
+    let after_readers = gauge(gw, None);
     println!(
         "{} share-link zip readers at 1 byte/s ({} MiB zip): {cut} cut off ({logged} logged by the gateway); peak RSS {readers_peak:.0} MiB (+{:.0}), {:.0} MiB once they were gone",
         args.readers,
@@ -586,7 +595,7 @@ fn main() {
     let written = legit.stop();
     // Idle blocking-pool threads end after 10 s.
     std::thread::sleep(Duration::from_secs(12));
-    let after = gauge(gw);
+    let after = gauge(gw, Some(&cluster.admin_endpoint));
     let got = tmp.path().join("check");
     let lost: Vec<&str> = written
         .iter()
@@ -604,13 +613,15 @@ fn main() {
         .map(|(key, _)| key.as_str())
         .collect();
     println!(
-        "gateway after: RSS {:.0} MiB ({:+.0}), {} fds ({:+}), {} threads ({:+}); {} objects written by the client, {} lost or changed",
+        "gateway after: RSS {:.0} MiB ({:+.0}), {} fds ({:+}), {} threads ({:+}), {:?} tasks ({:?} before); {} objects written by the client, {} lost or changed",
         after.rss_mib,
         after.rss_mib - before.rss_mib,
         after.fds,
         after.fds as i64 - before.fds as i64,
         after.threads,
         after.threads as i64 - before.threads as i64,
+        after.tasks,
+        before.tasks,
         written.len(),
         lost.len()
     );
@@ -637,8 +648,8 @@ fn main() {
         }));
     }
     rows.push(serde_json::json!({
-        "gateway_before": {"rss_mib": before.rss_mib, "fds": before.fds, "threads": before.threads},
-        "gateway_after": {"rss_mib": after.rss_mib, "fds": after.fds, "threads": after.threads},
+        "gateway_before": {"rss_mib": before.rss_mib, "fds": before.fds, "threads": before.threads, "tasks": before.tasks},
+        "gateway_after": {"rss_mib": after.rss_mib, "fds": after.fds, "threads": after.threads, "tasks": after.tasks},
         "objects_written": written.len(), "objects_lost": lost,
     }));
     if let Some(path) = &args.json {
@@ -663,6 +674,11 @@ fn main() {
         "descriptors left open: {} before, {} after",
         before.fds,
         after.fds
+    );
+    let (tasks_before, tasks_after) = (before.tasks.expect("tasks"), after.tasks.expect("tasks"));
+    assert!(
+        tasks_after <= tasks_before + 32,
+        "tasks left alive: {tasks_before} before, {tasks_after} after"
     );
     if !args.smoke {
         assert!(

@@ -1131,6 +1131,23 @@ fn main() {
         );
         rows.push(serde_json::json!({"data": label, "op": "zstd stored ratio", "ratio": ratio}));
         let (dput, dget) = measure(&node, "bench", &file, args.size, args.runs);
+        // One stream read as fast as the client can: curl, presigned.
+        let mib = args.size >> 20;
+        let (gcurl, dcurl) = (
+            curl_get(&gw, "bench", mib, args.runs),
+            curl_get(&node, "bench", mib, args.runs),
+        );
+        println!(
+            "{label:<14} GET with curl (presigned), MiB/s medians: gateway {:.1}, direct node {:.1}, ratio {:.2}",
+            gcurl.median,
+            dcurl.median,
+            gcurl.median / dcurl.median
+        );
+        rows.push(serde_json::json!({
+            "data": label, "op": "GET with curl", "size_bytes": args.size, "runs": args.runs,
+            "gateway_mib_s": gcurl.median, "direct_mib_s": dcurl.median,
+            "ratio": gcurl.median / dcurl.median,
+        }));
         for (op, g, d) in [("PUT", gput, dput), ("GET", gget, dget)] {
             let ratio = g.median / d.median;
             println!(
