@@ -26,13 +26,13 @@ impl ObjectStore {
     /// fetching only the segments that overlap the range.
     ///
     /// When the range spans several segments, the fetching runs in a task
-    /// of its own, [`PREFETCH`] segments ahead of the one being sent plus
-    /// one decoded and waiting: the HTTP server polls a response body only
-    /// when it has room to write, so fetches driven by its polls would
-    /// stall while each segment is flushed to the client. The task ends
-    /// when the stream is dropped (the client hung up). A range within one
-    /// segment has nothing to fetch ahead and is fetched by the stream
-    /// itself, sparing a small GET the hand-off.
+    /// of its own, up to [`PREFETCH`] segments at once as the download
+    /// budget allows, plus one decoded and waiting: the HTTP server polls a
+    /// response body only when it has room to write, so fetches driven by
+    /// its polls would stall while each segment is flushed to the client.
+    /// The task ends when the stream is dropped (the client hung up). A
+    /// range within one segment has nothing to fetch ahead and is fetched
+    /// by the stream itself, sparing a small GET the hand-off.
     pub fn object_stream(
         self: &Arc<Self>,
         segments: Vec<SegmentRow>,
