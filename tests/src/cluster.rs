@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::clients::Aws;
+use crate::clients::{Aws, Curl};
 use crate::node::Node;
 use crate::process::{Proc, TempDir, bin, eventually, free_port, log_file, run, wait_for_port};
 use crate::{ACCESS_KEY, SECRET_KEY};
@@ -330,6 +330,17 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The value of an unlabelled metric `name` on the gateway's
+    /// `/metrics`, if it is there.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let metrics = Curl::new()
+            .fetch(&format!("{}/metrics", self.admin_endpoint))
+            .body;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     /// `tenfold status --json` of this cluster.

@@ -121,6 +121,18 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// A memory figure of `/proc/PID/status` in MiB (0 when unreadable).
+#[allow(clippy::cast_precision_loss)]
+pub fn proc_status_mib(pid: u32, field: &str) -> f64 {
+    proc_status_kib(pid, field).map_or(0.0, |kib| kib as f64 / 1024.0)
+}
+
+/// Resets the peak-RSS mark of `pid` (`/proc/PID/clear_refs`), so that
+/// `VmHWM` is the peak from now on.
+pub fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
+}
+
 /// A process's peak resident memory so far (`VmHWM`), in KiB.
 pub fn peak_rss_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmHWM:").expect("VmHWM in /proc/PID/status")

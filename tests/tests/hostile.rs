@@ -156,13 +156,8 @@ fn stalled_readers_hold_no_more_than_the_download_budget() {
     let addr = cluster.endpoint.trim_start_matches("http://").to_owned();
     let path = url[url.find(&addr).unwrap() + addr.len()..].to_owned();
     let in_use = || {
-        let metrics = Curl::new()
-            .fetch(&format!("{}/metrics", cluster.admin_endpoint))
-            .body;
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("tenfold_download_budget_in_use_bytes "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
+        cluster
+            .metric("tenfold_download_budget_in_use_bytes")
             .expect("the download budget gauge")
     };
     let pid = cluster.gateway.0.id();

@@ -69,29 +69,16 @@ struct Gauge {
     tasks: Option<u64>,
 }
 
-fn mib(pid: u32, field: &str) -> f64 {
-    #[allow(clippy::cast_precision_loss)]
-    tests::proc_status_kib(pid, field).map_or(0.0, |kib| kib as f64 / 1024.0)
-}
-
-fn gauge(pid: u32, admin: Option<&str>) -> Gauge {
+fn gauge(pid: u32, cluster: Option<&Cluster>) -> Gauge {
     Gauge {
-        rss_mib: mib(pid, "VmRSS:"),
+        rss_mib: tests::proc_status_mib(pid, "VmRSS:"),
         fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count),
         threads: tests::proc_status_kib(pid, "Threads:").unwrap_or(0),
-        tasks: admin.and_then(|admin| {
-            let metrics = tests::Curl::new().fetch(&format!("{admin}/metrics")).body;
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("tenfold_runtime_alive_tasks "))
-                .and_then(|v| v.trim().parse().ok())
-        }),
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        tasks: cluster
+            .and_then(|c| c.metric("tenfold_runtime_alive_tasks"))
+            .map(|v| v as u64),
     }
-}
-
-/// Resets the peak-RSS mark of `pid`, so that `VmHWM` is the peak from now.
-fn reset_peak(pid: u32) {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
 }
 
 /// One operation of the legitimate client.
@@ -404,7 +391,7 @@ fn main() {
 
     let mut legit = Legit::start(aws.clone(), tmp.path().to_owned());
     legit.wait_ops(6);
-    let before = gauge(gw, Some(&cluster.admin_endpoint));
+    let before = gauge(gw, Some(&cluster));
     let node_before = gauge(node_pid, None);
     let mut rows = Vec::new();
     println!(
@@ -414,8 +401,8 @@ fn main() {
 
     // 1. Anonymous form POSTs of a large file, at the gateway and a node.
     legit.set_phase("posts");
-    reset_peak(gw);
-    reset_peak(node_pid);
+    tests::reset_peak_rss(gw);
+    tests::reset_peak_rss(node_pid);
     let len = (args.post_mib as u64) << 20;
     // Rounds of them, for as long as the client takes to do two operations.
     let ops_before = legit.ops.lock().unwrap().len();
@@ -435,8 +422,8 @@ fn main() {
         posts.extend(round.into_iter().map(|t| t.join().unwrap()));
         rounds += 1;
     }
-    let gw_peak = mib(gw, "VmHWM:");
-    let node_peak = mib(node_pid, "VmHWM:");
+    let gw_peak = tests::proc_status_mib(gw, "VmHWM:");
+    let node_peak = tests::proc_status_mib(node_pid, "VmHWM:");
     let slowest = posts.iter().map(|p| p.0).fold(0.0, f64::max);
     let most_sent = posts.iter().map(|p| p.2).max().unwrap_or(0);
     // The status lines, with how many got each: 403 for an unsigned form;
@@ -473,7 +460,7 @@ fn main() {
 
     // 2. Idle connections, half HTTP/1 and half h2c.
     legit.set_phase("idle connections");
-    reset_peak(gw);
+    tests::reset_peak_rss(gw);
     let opening = Instant::now();
     let (mut conns, opened): (Vec<TcpStream>, Vec<Instant>) = (0..args.conns)
         .map(|i| {
@@ -486,7 +473,7 @@ fn main() {
         .unzip();
     let opening = opening.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(500));
-    let during = gauge(gw, Some(&cluster.admin_endpoint));
+    let during = gauge(gw, Some(&cluster));
     legit.wait_ops(2);
     let deadline = Instant::now() + timeout * 3 + Duration::from_secs(15);
     let closed_at = close_times(&mut conns, &opened, deadline);
@@ -498,7 +485,7 @@ fn main() {
         times.last().copied().unwrap_or(f64::NAN),
     );
     drop(conns);
-    let idle_peak = mib(gw, "VmHWM:");
+    let idle_peak = tests::proc_status_mib(gw, "VmHWM:");
     println!(
         "{} idle connections (half HTTP/1, half h2c, opened in {opening:.1} s): {still_open} still open; each closed by the server {median_close:.1} s (median) and at most {all_closed:.1} s after it opened (timeout {} s, then 5 s to close); gateway {} fds and {:?} tasks while they were open, peak RSS {idle_peak:.0} MiB",
         args.conns, args.timeout_s, during.fds, during.tasks
@@ -513,7 +500,7 @@ fn main() {
 
     // 3. Share-link zip readers that read one byte a second.
     legit.set_phase("slow readers");
-    reset_peak(gw);
+    tests::reset_peak_rss(gw);
     let dropped_before = cluster
         .gateway_log()
         .matches("dropped a connection that moved nothing")
@@ -526,7 +513,7 @@ fn main() {
         })
         .collect();
     let readers: Vec<(bool, u64)> = readers.into_iter().map(|t| t.join().unwrap()).collect();
-    let readers_peak = mib(gw, "VmHWM:");
+    let readers_peak = tests::proc_status_mib(gw, "VmHWM:");
     let cut = readers.iter().filter(|r| r.0).count();
     let logged = cluster
         .gateway_log()
@@ -554,7 +541,7 @@ fn main() {
 
     // 4. A node whose /health answer never ends.
     legit.set_phase("endless health");
-    reset_peak(gw);
+    tests::reset_peak_rss(gw);
     let stop = Arc::new(AtomicBool::new(false));
     let port = endless_health_node(stop.clone());
     let id = cluster.register_endpoint(
@@ -577,7 +564,7 @@ fn main() {
     // A few more probes of it.
     legit.wait_ops(2);
     stop.store(true, Ordering::SeqCst);
-    let health_peak = mib(gw, "VmHWM:");
+    let health_peak = tests::proc_status_mib(gw, "VmHWM:");
     println!(
         "a node answering /health without end: marked down after {marked_down:.1} s; gateway peak RSS {health_peak:.0} MiB (+{:.0})",
         health_peak - before.rss_mib
@@ -595,7 +582,7 @@ fn main() {
     let written = legit.stop();
     // Idle blocking-pool threads end after 10 s.
     std::thread::sleep(Duration::from_secs(12));
-    let after = gauge(gw, Some(&cluster.admin_endpoint));
+    let after = gauge(gw, Some(&cluster));
     let got = tmp.path().join("check");
     let lost: Vec<&str> = written
         .iter()

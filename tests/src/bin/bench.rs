@@ -357,8 +357,8 @@ fn repair_figures(rt: &tokio::runtime::Runtime, tmp: &Path, mib: usize) -> serde
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     };
     let pid = cluster.gateway.0.id();
-    let rss_before = proc_status_mib(pid, "VmRSS:");
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
+    let rss_before = tests::proc_status_mib(pid, "VmRSS:");
+    tests::reset_peak_rss(pid);
     let killed = Instant::now();
     cluster.node(lost).proc.kill();
     let mut noticed = None;
@@ -463,7 +463,7 @@ fn repair_figures(rt: &tokio::runtime::Runtime, tmp: &Path, mib: usize) -> serde
 
 /// Peak resident memory of a process (`VmHWM`), in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
-    proc_status_mib(pid, "VmHWM:")
+    tests::proc_status_mib(pid, "VmHWM:")
 }
 
 /// CPU seconds (user and system) process `pid` has used so far.
@@ -495,8 +495,7 @@ fn page_upload(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> serde_jso
     let file = tmp.join("page.bin");
     write_file(&file, mib << 20, false);
     let pid = cluster.gateway.0.id();
-    let reset_peak = || std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
-    reset_peak();
+    tests::reset_peak_rss(pid);
     let cp = timed(
         gw,
         &["s3", "cp", file.to_str().unwrap(), "s3://bench/page-cp.bin"],
@@ -504,7 +503,7 @@ fn page_upload(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> serde_jso
     let cp_peak = peak_rss_mib(pid);
     let url = cluster.share_link(&["bench", "page/", "--upload"]);
     let shots = tmp.join("page-shots");
-    reset_peak();
+    tests::reset_peak_rss(pid);
     let driver = std::process::Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -544,12 +543,6 @@ fn page_upload(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> serde_jso
         "page_mib_s": m / page, "aws_cp_mib_s": m / cp, "ratio": cp / page,
         "page_gateway_peak_rss_mib": page_peak, "aws_cp_gateway_peak_rss_mib": cp_peak,
     })
-}
-
-/// A memory figure of `/proc/PID/status` (`VmHWM:`, `VmRSS:`), in MiB.
-fn proc_status_mib(pid: u32, field: &str) -> f64 {
-    #[allow(clippy::cast_precision_loss)]
-    tests::proc_status_kib(pid, field).map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
 /// Sends `GET path` on a keep-alive connection and reads the whole answer;
@@ -637,8 +630,8 @@ fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64,
     let url = cluster.share_link(&["bench", "transfer/"]);
     let pid = cluster.gateway.0.id();
     // Reset the peak-RSS mark so the figure is the zip's alone.
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
-    let before = proc_status_mib(pid, "VmRSS:");
+    tests::reset_peak_rss(pid);
+    let before = tests::proc_status_mib(pid, "VmRSS:");
     let t = Instant::now();
     let status = tests::Curl::new().save(&format!("{url}/zip"), Path::new("/dev/null"));
     assert_eq!(status, 200, "zip download failed");
@@ -1171,7 +1164,7 @@ fn main() {
         let up = timed(&gw, &["s3", "cp", file.to_str().unwrap(), "s3://bench/cp"]);
         let peak_up = peak_rss_mib(pid);
         // Reset the peak-RSS mark so the second figure is the download's.
-        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").ok();
+        tests::reset_peak_rss(pid);
         let down = timed(&gw, &["s3", "cp", "s3://bench/cp", "/dev/null"]);
         let peak_down = peak_rss_mib(pid);
         println!(
