@@ -7,6 +7,10 @@ use tenfold_common::tls::TlsFiles;
 use tenfold_common::units::{parse_duration, parse_size};
 use tenfold_node::{NodeConfig, run_node};
 
+/// jemalloc, which returns freed memory to the system (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A standalone S3-compatible storage node for Tenfold.
 #[derive(Debug, Parser)]
 #[command(name = "tenfold-node", version)]
@@ -51,6 +55,9 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     tenfold_common::logging::init(args.log_format);
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "jemalloc background thread not started");
+    }
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,
         Err(e) => {
