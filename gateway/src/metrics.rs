@@ -537,6 +537,7 @@ impl Metrics {
         for metric in [
             Box::new(stats.write_seconds.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(stats.write_retries.clone()),
+            Box::new(stats.commit_batch_objects.clone()),
             Box::new(stats.read_seconds.clone()),
         ] {
             if let Err(e) = self.registry.register(metric) {

@@ -101,6 +101,9 @@ pub struct Index {
     /// SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries
     /// and leaves the lock idle meanwhile (see [`Index::write_turn`]).
     write_turns: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite's single-PUT commits that arrive together are written
+    /// together (see [`group_commit`]).
+    group_commits: Option<std::sync::Arc<group_commit::GroupCommits>>,
 }
 
 /// How an index's write transactions fare: the gateway's metrics register
@@ -111,6 +114,8 @@ pub struct IndexStats {
     pub write_seconds: prometheus::Histogram,
     /// Write transactions run again after a conflict or a lost connection.
     pub write_retries: prometheus::IntCounter,
+    /// Objects committed by each group commit's transaction (SQLite).
+    pub commit_batch_objects: prometheus::Histogram,
     /// Seconds the reads on the request path took, by query: `object`
     /// (HEAD, GET), `layout` (where a GET's fragments are), `listing`,
     /// `bucket`, `nodes` (the registry refresh).
@@ -143,6 +148,14 @@ impl IndexStats {
             write_retries: prometheus::IntCounter::new(
                 "tenfold_index_write_retries_total",
                 "Index write transactions run again after a conflict or a lost connection.",
+            )
+            .expect("valid metric"),
+            commit_batch_objects: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "tenfold_index_commit_batch_objects",
+                    "Objects committed together by each group commit's transaction (SQLite).",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             )
             .expect("valid metric"),
         }
@@ -239,6 +252,7 @@ mod access_keys;
 mod buckets;
 mod counters;
 mod garbage;
+mod group_commit;
 mod multipart;
 mod nodes;
 mod objects;
@@ -409,6 +423,7 @@ impl Index {
             stats: IndexStats::new(),
             write_turns: (engine == Engine::Sqlite)
                 .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(()))),
+            group_commits: (engine == Engine::Sqlite).then(Default::default),
         })
     }
 

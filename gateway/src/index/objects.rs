@@ -213,6 +213,18 @@ impl Index {
     /// wrapped key), its overflow pins, what it adds to each node, and its
     /// fragments placed short of the policy, queued for repair.
     pub(super) async fn insert_data_in(tx: &mut Tx, data: &StoredData) -> Result<(), GatewayError> {
+        let mut usage = NodeUsage::default();
+        Self::insert_data_counted_in(tx, data, &mut usage).await?;
+        Self::log_usage_in(tx, &usage).await
+    }
+
+    /// [`Index::insert_data_in`], adding what it places on nodes to `usage`
+    /// for the caller to log (once for a whole group commit).
+    pub(super) async fn insert_data_counted_in(
+        tx: &mut Tx,
+        data: &StoredData,
+        usage: &mut NodeUsage,
+    ) -> Result<(), GatewayError> {
         let id = packed::id_bytes(&data.data_id);
         // The segments' master key goes into `master_keys_used` by a
         // trigger (migration 23).
@@ -245,7 +257,6 @@ impl Index {
             }
             query.execute(&mut **tx).await?;
         }
-        let mut usage = NodeUsage::default();
         for s in &data.segments {
             for f in &s.fragments {
                 for p in &f.placements {
@@ -259,7 +270,6 @@ impl Index {
                 }
             }
         }
-        Self::log_usage_in(tx, &usage).await?;
         for chunk in data.short.chunks(ROWS_PER_INSERT) {
             let sql = insert_rows_sql("repairs", &["data_id", "seq", "idx", "queued"], chunk.len());
             let mut query = sqlx::query(&sql);
@@ -447,6 +457,19 @@ impl Index {
     /// [`GatewayError::NoSuchBucket`] when the bucket went away meanwhile,
     /// [`GatewayError::PreconditionFailed`], [`GatewayError::Index`].
     pub async fn commit_object(
+        &self,
+        object: &ObjectRow,
+        data: &StoredData,
+        condition: &WriteCondition,
+    ) -> Result<(), GatewayError> {
+        match &self.group_commits {
+            Some(commits) => self.commit_grouped(commits, object, data, condition).await,
+            None => self.commit_object_alone(object, data, condition).await,
+        }
+    }
+
+    /// [`Index::commit_object`] in a transaction of its own.
+    pub(super) async fn commit_object_alone(
         &self,
         object: &ObjectRow,
         data: &StoredData,

@@ -470,3 +470,69 @@ async fn an_index_migrated_by_a_newer_binary_is_refused() {
 const NEWER_MIGRATION: &str = "INSERT INTO _sqlx_migrations \
     (version, description, success, checksum, execution_time) \
     VALUES (99990101000000, 'from a newer tenfold', TRUE, x'00', 0)";
+
+/// Commits that arrive together share transactions (SQLite's group
+/// commit), and each is still judged on its own: all land, a conditional
+/// write that loses to another in the same batch is refused and leaves
+/// nothing, a commit to a missing bucket fails alone, and every stored
+/// byte is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_that_arrive_together_share_a_transaction_and_keep_their_answers() {
+    let dir = std::env::temp_dir().join(format!("tenfold-index-group-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let index = Index::open(&test_index_url(&dir).await).await.unwrap();
+    index.create_bucket("b", &Owner::Admin).await.unwrap();
+    let commits = (0..64).map(|i| {
+        let index = index.clone();
+        async move {
+            // Keys k0..k31 once each; then k0..k31 again, only if absent.
+            let key = format!("k{}", i % 32);
+            let (mut object, mut data) = one_fragment_object(&key, "unused");
+            data.data_id = format!("{i:032x}");
+            data.segments[0].data_id.clone_from(&data.data_id);
+            if i == 63 {
+                object.bucket = "missing".into();
+            }
+            let condition = if i < 32 {
+                WriteCondition::Always
+            } else {
+                WriteCondition::IfAbsent
+            };
+            (i, index.commit_object(&object, &data, &condition).await)
+        }
+    });
+    let answers = futures::future::join_all(commits).await;
+    let mut landed = 0;
+    for (i, answer) in answers {
+        match (i, answer) {
+            (0..32, Ok(())) => landed += 1,
+            (63, Err(GatewayError::NoSuchBucket(_))) => {}
+            // Its first writer may commit before or after it.
+            (32..63, Ok(()) | Err(GatewayError::PreconditionFailed)) => {}
+            (i, answer) => panic!("commit {i}: {answer:?}"),
+        }
+    }
+    assert_eq!(landed, 32);
+    assert_eq!(
+        index.list_objects("b", "", "", 1000).await.unwrap().len(),
+        32
+    );
+    // The replaced objects' data went to garbage; what is left is one
+    // fragment per key.
+    let mut segments = 0;
+    for object in index.list_objects("b", "", "", 1000).await.unwrap() {
+        segments += index.layout(&object.id, 0..1).await.unwrap().len();
+    }
+    assert_eq!(segments, 32);
+    if index.engine == Engine::Sqlite {
+        let batches = index.stats.commit_batch_objects.get_sample_count();
+        assert!(
+            batches < 64,
+            "{batches} transactions for 64 commits: none were grouped"
+        );
+        // Every commit went through a batch, the refused ones too.
+        let total = index.stats.commit_batch_objects.get_sample_sum();
+        assert!((total - 64.0).abs() < 0.5, "{total} commits in batches");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,225 @@
+//! Group commit (SQLite): single-PUT commits that arrive while another is
+//! being written wait, and are then written together in one transaction,
+//! so a burst of small PUTs pays for one `BEGIN`, one usage-log insert
+//! and one `COMMIT` (one fsync of the WAL) rather than one each. A lone
+//! commit goes at once, as before: nothing waits for company.
+//!
+//! Each commit is answered only once its transaction has committed. The
+//! batch runs in its own task, so a client that goes away cannot cut
+//! another's commit short; a commit whose client went away before its
+//! batch started is left out.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use super::nodes::NodeUsage;
+use super::rows::{ObjectRow, StoredData, WriteCondition};
+use super::{Index, Tx};
+use crate::error::GatewayError;
+
+/// At most this many commits share a transaction (bounds how long one
+/// holds SQLite's write lock).
+const MAX_BATCH: usize = 128;
+
+/// A commit waiting for its batch.
+#[derive(Debug)]
+struct Waiting {
+    object: ObjectRow,
+    data: StoredData,
+    condition: WriteCondition,
+    done: oneshot::Sender<Result<(), GatewayError>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    waiting: Vec<Waiting>,
+    /// Whether a task is writing batches (it takes what waits until
+    /// nothing does).
+    committing: bool,
+}
+
+/// The commits waiting for a batch, shared by an index's clones.
+#[derive(Debug, Default)]
+pub(super) struct GroupCommits(Mutex<State>);
+
+impl GroupCommits {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `waiting`; `true` when no task is writing batches, and the
+    /// caller must start one.
+    fn queue(&self, waiting: Waiting) -> bool {
+        let mut state = self.state();
+        state.waiting.push(waiting);
+        !std::mem::replace(&mut state.committing, true)
+    }
+
+    /// The next batch; empty when nothing waits, and then the task ends.
+    fn next_batch(&self) -> Vec<Waiting> {
+        let mut state = self.state();
+        let n = state.waiting.len().min(MAX_BATCH);
+        if n == 0 {
+            state.committing = false;
+        }
+        state.waiting.drain(..n).collect()
+    }
+}
+
+/// Ends the batch task's turn if it ends other than by finding nothing to
+/// write (a panic, or its runtime shutting down), so that the next commit
+/// starts another and no commit waits on a task that is gone.
+struct Committing<'a> {
+    commits: &'a GroupCommits,
+    /// Set when `next_batch` found nothing and handed the turn back.
+    handed_back: bool,
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        if self.handed_back {
+            return;
+        }
+        let mut state = self.commits.state();
+        state.committing = false;
+        for w in state.waiting.drain(..) {
+            let _ = w.done.send(Err(GatewayError::Internal(
+                "index commit task ended".into(),
+            )));
+        }
+    }
+}
+
+impl Index {
+    /// Commits through the group commit: queues the commit, starts the
+    /// batch task when none runs, and waits for the answer.
+    pub(super) async fn commit_grouped(
+        &self,
+        commits: &Arc<GroupCommits>,
+        object: &ObjectRow,
+        data: &StoredData,
+        condition: &WriteCondition,
+    ) -> Result<(), GatewayError> {
+        let (done, answer) = oneshot::channel();
+        let start = commits.queue(Waiting {
+            object: object.clone(),
+            data: data.clone(),
+            condition: condition.clone(),
+            done,
+        });
+        if start {
+            let index = self.clone();
+            let commits = Arc::clone(commits);
+            tokio::spawn(async move { index.write_batches(&commits).await });
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(GatewayError::Internal("index commit task ended".into())))
+    }
+
+    /// The batch task: writes what waits, batch by batch, until nothing
+    /// does.
+    async fn write_batches(&self, commits: &GroupCommits) {
+        let mut turn = Committing {
+            commits,
+            handed_back: false,
+        };
+        loop {
+            let mut batch = commits.next_batch();
+            if batch.is_empty() {
+                turn.handed_back = true;
+                return;
+            }
+            batch.retain(|w| !w.done.is_closed());
+            if batch.is_empty() {
+                continue;
+            }
+            let span = tracing::debug_span!("index_group_commit", objects = batch.len());
+            self.write_batch(batch).instrument(span).await;
+        }
+    }
+
+    /// Writes `batch` in one transaction and answers each commit; when the
+    /// transaction fails as a whole, writes each commit alone instead, so
+    /// that one cannot fail the others.
+    async fn write_batch(&self, batch: Vec<Waiting>) {
+        let written = self.write_batch_tx(&batch).await;
+        if written.is_ok() {
+            #[allow(clippy::cast_precision_loss)]
+            self.stats.commit_batch_objects.observe(batch.len() as f64);
+        }
+        match written {
+            Ok(answers) => {
+                for (w, answer) in batch.into_iter().zip(answers) {
+                    let _ = w.done.send(answer);
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some(w) = batch.into_iter().next() {
+                    let _ = w.done.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, objects = batch.len(), "index group commit failed: committing one by one");
+                for w in batch {
+                    let answer = self
+                        .commit_object_alone(&w.object, &w.data, &w.condition)
+                        .await;
+                    let _ = w.done.send(answer);
+                }
+            }
+        }
+    }
+
+    /// The transaction of a batch: each commit's answer, `Err` when the
+    /// transaction failed.
+    async fn write_batch_tx(
+        &self,
+        batch: &[Waiting],
+    ) -> Result<Vec<Result<(), GatewayError>>, GatewayError> {
+        write_tx!(self, |tx| {
+            let mut usage = NodeUsage::default();
+            let mut answers = Vec::with_capacity(batch.len());
+            for w in batch {
+                answers.push(
+                    Self::commit_object_in(tx, &w.object, &w.data, &w.condition, &mut usage)
+                        .await?,
+                );
+            }
+            Self::log_usage_in(tx, &usage).await?;
+            Ok(answers)
+        })
+    }
+
+    /// One commit inside a batch's transaction: `Ok(Err(_))` when its
+    /// bucket or condition refuses it (nothing of it written, the batch
+    /// goes on), `Err` when the transaction itself failed.
+    async fn commit_object_in(
+        tx: &mut Tx,
+        object: &ObjectRow,
+        data: &StoredData,
+        condition: &WriteCondition,
+        usage: &mut NodeUsage,
+    ) -> Result<Result<(), GatewayError>, GatewayError> {
+        let old = match Self::bucket_occupant_in(tx, &object.bucket, &object.key).await {
+            Ok(old) => old,
+            Err(e @ GatewayError::Index(_)) => return Err(e),
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if let Err(refused) = condition.check(&object.key, old.as_ref().map(|o| o.etag.as_str())) {
+            return Ok(Err(refused));
+        }
+        if let Some(old) = old {
+            Self::discard_object_in(tx, (&object.bucket, &object.key), &old.id).await?;
+        }
+        let object = ObjectRow {
+            id: data.data_id.clone(),
+            ..object.clone()
+        };
+        Self::insert_object_in(tx, &object).await?;
+        Self::insert_data_counted_in(tx, data, usage).await?;
+        Ok(Ok(()))
+    }
+}
