@@ -192,34 +192,4 @@ impl Index {
             Ok(answers)
         })
     }
-
-    /// One commit inside a batch's transaction: `Ok(Err(_))` when its
-    /// bucket or condition refuses it (nothing of it written, the batch
-    /// goes on), `Err` when the transaction itself failed.
-    async fn commit_object_in(
-        tx: &mut Tx,
-        object: &ObjectRow,
-        data: &StoredData,
-        condition: &WriteCondition,
-        usage: &mut NodeUsage,
-    ) -> Result<Result<(), GatewayError>, GatewayError> {
-        let old = match Self::bucket_occupant_in(tx, &object.bucket, &object.key).await {
-            Ok(old) => old,
-            Err(e @ GatewayError::Index(_)) => return Err(e),
-            Err(refused) => return Ok(Err(refused)),
-        };
-        if let Err(refused) = condition.check(&object.key, old.as_ref().map(|o| o.etag.as_str())) {
-            return Ok(Err(refused));
-        }
-        if let Some(old) = old {
-            Self::discard_object_in(tx, (&object.bucket, &object.key), &old.id).await?;
-        }
-        let object = ObjectRow {
-            id: data.data_id.clone(),
-            ..object.clone()
-        };
-        Self::insert_object_in(tx, &object).await?;
-        Self::insert_data_counted_in(tx, data, usage).await?;
-        Ok(Ok(()))
-    }
 }

@@ -476,19 +476,42 @@ impl Index {
         condition: &WriteCondition,
     ) -> Result<(), GatewayError> {
         write_tx!(self, |tx| {
-            let old = Self::bucket_occupant_in(tx, &object.bucket, &object.key).await?;
-            condition.check(&object.key, old.as_ref().map(|o| o.etag.as_str()))?;
-            if let Some(old) = old {
-                Self::discard_object_in(tx, (&object.bucket, &object.key), &old.id).await?;
-            }
-            let object = ObjectRow {
-                id: data.data_id.clone(),
-                ..object.clone()
-            };
-            Self::insert_object_in(tx, &object).await?;
-            Self::insert_data_in(tx, data).await?;
+            let mut usage = NodeUsage::default();
+            Self::commit_object_in(tx, object, data, condition, &mut usage).await??;
+            Self::log_usage_in(tx, &usage).await?;
             Ok(())
         })
+    }
+
+    /// A single-PUT commit inside `tx`, adding what it places on nodes to
+    /// `usage`: `Ok(Err(_))` when its bucket or condition refuses it
+    /// (nothing of it written; a group commit goes on with the others),
+    /// `Err` when the transaction itself failed.
+    pub(super) async fn commit_object_in(
+        tx: &mut Tx,
+        object: &ObjectRow,
+        data: &StoredData,
+        condition: &WriteCondition,
+        usage: &mut NodeUsage,
+    ) -> Result<Result<(), GatewayError>, GatewayError> {
+        let old = match Self::bucket_occupant_in(tx, &object.bucket, &object.key).await {
+            Ok(old) => old,
+            Err(e @ GatewayError::Index(_)) => return Err(e),
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if let Err(refused) = condition.check(&object.key, old.as_ref().map(|o| o.etag.as_str())) {
+            return Ok(Err(refused));
+        }
+        if let Some(old) = old {
+            Self::discard_object_in(tx, (&object.bucket, &object.key), &old.id).await?;
+        }
+        let object = ObjectRow {
+            id: data.data_id.clone(),
+            ..object.clone()
+        };
+        Self::insert_object_in(tx, &object).await?;
+        Self::insert_data_counted_in(tx, data, usage).await?;
+        Ok(Ok(()))
     }
 
     /// Deletes the object at `bucket`/`key`; its replicas go to the garbage
