@@ -68,6 +68,11 @@ impl GroupCommits {
     }
 }
 
+/// The answer of a commit whose batch task ended without answering it.
+fn task_ended() -> GatewayError {
+    GatewayError::Internal("index commit task ended".into())
+}
+
 /// Ends the batch task's turn if it ends other than by finding nothing to
 /// write (a panic, or its runtime shutting down), so that the next commit
 /// starts another and no commit waits on a task that is gone.
@@ -85,9 +90,7 @@ impl Drop for Committing<'_> {
         let mut state = self.commits.state();
         state.committing = false;
         for w in state.waiting.drain(..) {
-            let _ = w.done.send(Err(GatewayError::Internal(
-                "index commit task ended".into(),
-            )));
+            let _ = w.done.send(Err(task_ended()));
         }
     }
 }
@@ -114,9 +117,7 @@ impl Index {
             let commits = Arc::clone(commits);
             tokio::spawn(async move { index.write_batches(&commits).await });
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(GatewayError::Internal("index commit task ended".into())))
+        answer.await.unwrap_or_else(|_| Err(task_ended()))
     }
 
     /// The batch task: writes what waits, batch by batch, until nothing

@@ -474,8 +474,7 @@ const NEWER_MIGRATION: &str = "INSERT INTO _sqlx_migrations \
 /// Commits that arrive together share transactions (SQLite's group
 /// commit), and each is still judged on its own: all land, a conditional
 /// write that loses to another in the same batch is refused and leaves
-/// nothing, a commit to a missing bucket fails alone, and every stored
-/// byte is counted once.
+/// nothing, and a commit to a missing bucket fails alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_that_arrive_together_share_a_transaction_and_keep_their_answers() {
     let dir = std::env::temp_dir().join(format!("tenfold-index-group-{}", std::process::id()));
