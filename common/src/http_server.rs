@@ -130,7 +130,9 @@ fn is_sigv2_header<B>(req: &Request<B>) -> bool {
 /// Why a presigned URL's validity is refused, if it is: at most seven days,
 /// as S3 allows. A SigV4 URL says it in whole seconds (`X-Amz-Expires`); a
 /// SigV2 one (still what boto3 presigns by default) gives the moment it
-/// lapses (`Expires`, Unix seconds), checked against `now`.
+/// lapses (`Expires`, Unix seconds), checked against `now`: a URL made for
+/// 7 days and 1 s cannot be told from a 7-day one used a second later, and
+/// the check errs towards accepting, so no URL of 7 days or less is refused.
 fn bad_presign_expiry<B>(req: &Request<B>, now: std::time::SystemTime) -> Option<&'static str> {
     const TOO_LONG: &str = "X-Amz-Expires must be less than a week (in seconds) that is 604800";
     let mut sigv2 = (false, None);
