@@ -254,6 +254,7 @@ mod tests {
 
     use super::*;
     use crate::node::{Network, NodeSpec};
+    use crate::node_client::crc32c;
     use crate::placement::ReplicaPolicy;
 
     async fn start_node(dir: &std::path::Path, id: i64, delay: Duration) -> NodeSpec {
@@ -300,7 +301,7 @@ mod tests {
             let node = balancer.node(id).unwrap();
             node.ensure_bucket().await.unwrap();
             node.client
-                .put(&node.spec.bucket, "frag", data.clone(), md5)
+                .put(&node.spec.bucket, "frag", data.clone(), md5, crc32c(&data))
                 .await
                 .unwrap();
         }
@@ -359,7 +360,7 @@ mod tests {
             node.ensure_bucket().await.unwrap();
             let sum: [u8; 16] = Md5::digest(bytes).into();
             node.client
-                .put(&node.spec.bucket, "frag", bytes.clone(), sum)
+                .put(&node.spec.bucket, "frag", bytes.clone(), sum, crc32c(bytes))
                 .await
                 .unwrap();
         }
@@ -421,7 +422,7 @@ mod tests {
         // A demoted node that holds the right bytes serves them then.
         let node = balancer.node(1).unwrap();
         node.client
-            .put(&node.spec.bucket, "frag", data.clone(), md5)
+            .put(&node.spec.bucket, "frag", data.clone(), md5, crc32c(&data))
             .await
             .unwrap();
         let got = balancer
@@ -500,7 +501,7 @@ mod tests {
         let node = balancer.node(1).unwrap();
         node.ensure_bucket().await.unwrap();
         node.client
-            .put(&node.spec.bucket, "frag", data.clone(), md5)
+            .put(&node.spec.bucket, "frag", data.clone(), md5, crc32c(&data))
             .await
             .unwrap();
         let cid = tenfold_overflow::OverflowStore::add(&*store, data.clone())

@@ -71,6 +71,13 @@ impl std::fmt::Display for NodeFailure {
     }
 }
 
+/// CRC32C (Castagnoli) of `data`: the `x-amz-checksum-crc32c` a replica
+/// is sent with.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data);
+    u32::try_from(crc).unwrap_or_default()
+}
+
 /// A fragment read from a node, with how long it took.
 #[derive(Debug)]
 pub struct Fetched {
@@ -132,13 +139,15 @@ impl NodeClient {
         }
     }
 
-    /// Stores `data` under `key`, sending Content-MD5 and checking the ETag
-    /// the node answers, so a replica only counts once the node has the
-    /// right bytes.
+    /// Stores `data` under `key`, sending its Content-MD5 and
+    /// `x-amz-checksum-crc32c` ([`crc32c`]) and checking the ETag the node
+    /// answers, so a replica only counts once the node has the right bytes.
     ///
-    /// The payload is not signed (`UNSIGNED-PAYLOAD`): the Content-MD5
-    /// header is, and the node checks the body against it, so the body is
-    /// as well protected without a SHA-256 of every replica.
+    /// The payload is not signed (`UNSIGNED-PAYLOAD`): the digest headers
+    /// are, and the node checks the body against them, so the body is as
+    /// well protected without a SHA-256 of every replica. A `tenfold-node`
+    /// checks the CRC32C alone and answers the Content-MD5 as its ETag, so
+    /// it does not compute MD5 again; any other S3 server checks both.
     ///
     /// # Errors
     /// A [`NodeFailure`] saying why the node did not take the replica.
@@ -148,15 +157,20 @@ impl NodeClient {
         key: &str,
         data: Bytes,
         md5: [u8; 16],
+        crc32c: u32,
     ) -> Result<(), NodeFailure> {
         let content_md5 = base64_simd::STANDARD.encode_to_string(md5);
+        let checksum = base64_simd::STANDARD.encode_to_string(crc32c.to_be_bytes());
         let expected = hex::encode(md5);
         within_deadline(async {
             let answer = self
                 .send(
                     Method::PUT,
                     &object_path(bucket, key),
-                    &[("content-md5", &content_md5)],
+                    &[
+                        ("content-md5", &content_md5),
+                        ("x-amz-checksum-crc32c", &checksum),
+                    ],
                     data,
                 )
                 .await?;

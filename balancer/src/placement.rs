@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::choice::Choices;
 use crate::error::BalancerError;
 use crate::node::Network;
-use crate::node_client::{KeyPage, NodeFailure};
+use crate::node_client::{KeyPage, NodeFailure, crc32c};
 use crate::registry::{Balancer, NodeHandle};
 
 /// How many replicas each fragment gets on each network.
@@ -149,9 +149,24 @@ impl Balancer {
         data: Bytes,
         md5: [u8; 16],
     ) -> Result<Vec<Placement>, PlacementFailure> {
+        let digests = (md5, crc32c(&data));
         let (main, test) = futures::join!(
-            self.place_on(Network::Mainnet, self.policy.mainnet, &[], key, &data, md5),
-            self.place_on(Network::Testnet, self.policy.testnet, &[], key, &data, md5),
+            self.place_on(
+                Network::Mainnet,
+                self.policy.mainnet,
+                &[],
+                key,
+                &data,
+                digests
+            ),
+            self.place_on(
+                Network::Testnet,
+                self.policy.testnet,
+                &[],
+                key,
+                &data,
+                digests
+            ),
         );
         let (mut placed, short) = merge([main, test]);
         let Some(mut error) = short else {
@@ -229,6 +244,7 @@ impl Balancer {
         let holders: Vec<i64> = have.iter().filter_map(Placement::node_id).collect();
         let missing =
             |network: Network, wanted: usize| wanted.saturating_sub(copies_on(have, network));
+        let digests = (md5, crc32c(&data));
         let (main, test) = futures::join!(
             self.place_on(
                 Network::Mainnet,
@@ -236,7 +252,7 @@ impl Balancer {
                 &holders,
                 key,
                 &data,
-                md5
+                digests
             ),
             self.place_on(
                 Network::Testnet,
@@ -244,7 +260,7 @@ impl Balancer {
                 &holders,
                 key,
                 &data,
-                md5
+                digests
             ),
         );
         match merge([main, test]) {
@@ -260,7 +276,7 @@ impl Balancer {
         exclude: &[i64],
         key: &str,
         data: &Bytes,
-        md5: [u8; 16],
+        digests: ([u8; 16], u32),
     ) -> Result<Vec<Placement>, PlacementFailure> {
         let len = data.len() as u64;
         // Random nodes with room, the less full of two draws each (see
@@ -274,7 +290,7 @@ impl Balancer {
             let Some(node) = candidates.next() else {
                 break;
             };
-            inflight.push(put_replica(node, key, data.clone(), md5));
+            inflight.push(put_replica(node, key, data.clone(), digests));
         }
         while let Some((node, result)) = inflight.next().await {
             match result {
@@ -287,7 +303,7 @@ impl Balancer {
                     node.record_failure(&failure);
                     unreachable += usize::from(!matches!(failure, NodeFailure::Full(_)));
                     if let Some(next) = candidates.next() {
-                        inflight.push(put_replica(next, key, data.clone(), md5));
+                        inflight.push(put_replica(next, key, data.clone(), digests));
                     }
                 }
             }
@@ -401,7 +417,7 @@ async fn put_replica(
     node: Arc<NodeHandle>,
     key: &str,
     data: Bytes,
-    md5: [u8; 16],
+    (md5, crc32c): ([u8; 16], u32),
 ) -> (Arc<NodeHandle>, Result<(), NodeFailure>) {
     let span = tracing::debug_span!("node_put", node = node.spec.id, key, len = data.len());
     let result = async {
@@ -414,7 +430,9 @@ async fn put_replica(
         node.ensure_bucket().await?;
         let started = Instant::now();
         let len = data.len() as u64;
-        node.client.put(&node.spec.bucket, key, data, md5).await?;
+        node.client
+            .put(&node.spec.bucket, key, data, md5, crc32c)
+            .await?;
         node.record_success(started);
         node.record_placed(len);
         Ok(())

@@ -57,6 +57,75 @@ pub struct PutAttributes {
     pub content_length: Option<u64>,
     /// The Content-MD5 the client sent, checked against the body.
     pub content_md5: Option<[u8; 16]>,
+    /// The `x-amz-checksum-crc32c` the client sent, checked against the
+    /// body. Sent with a Content-MD5 (as the gateway does), the body is
+    /// checked by its CRC32C alone and the Content-MD5 is its ETag: MD5
+    /// runs at ~0.5 GB/s, CRC32C an order of magnitude faster, and the
+    /// gateway never trusts a node's ETag (it checks what it reads back
+    /// against its own MD5).
+    pub crc32c: Option<u32>,
+}
+
+/// A PUT body's checks, computed as it arrives.
+struct BodyDigest {
+    /// Where the ETag (hex MD5) comes from.
+    etag: EtagSource,
+    /// The CRC32C so far, and the one the client sent.
+    crc32c: Option<(crc_fast::Digest, u32)>,
+}
+
+enum EtagSource {
+    /// MD5 computed over the body, checked against a Content-MD5 if sent.
+    Computed(Md5, Option<[u8; 16]>),
+    /// The Content-MD5 sent, vouched for by the CRC32C sent with it.
+    Vouched([u8; 16]),
+}
+
+impl BodyDigest {
+    fn new(attrs: &PutAttributes) -> Self {
+        let etag = match (attrs.content_md5, attrs.crc32c) {
+            (Some(md5), Some(_)) => EtagSource::Vouched(md5),
+            (expected, _) => EtagSource::Computed(Md5::new(), expected),
+        };
+        Self {
+            etag,
+            crc32c: attrs.crc32c.map(|sent| {
+                (
+                    crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi),
+                    sent,
+                )
+            }),
+        }
+    }
+
+    fn update(&mut self, chunk: &[u8]) {
+        if let EtagSource::Computed(md5, _) = &mut self.etag {
+            md5.update(chunk);
+        }
+        if let Some((crc, _)) = &mut self.crc32c {
+            crc.update(chunk);
+        }
+    }
+
+    /// The body's ETag (hex MD5), once every digest the client sent matches.
+    fn etag(self) -> Result<String, StoreError> {
+        if let Some((crc, sent)) = &self.crc32c
+            && crc.finalize() != u64::from(*sent)
+        {
+            return Err(StoreError::BadDigest("x-amz-checksum-crc32c"));
+        }
+        let md5: [u8; 16] = match self.etag {
+            EtagSource::Computed(md5, expected) => {
+                let digest: [u8; 16] = md5.finalize().into();
+                if expected.is_some_and(|e| e != digest) {
+                    return Err(StoreError::BadDigest("Content-MD5"));
+                }
+                digest
+            }
+            EtagSource::Vouched(md5) => md5,
+        };
+        Ok(hex::encode(md5))
+    }
 }
 
 /// An object opened for reading.
@@ -333,13 +402,13 @@ impl DiskStore {
         let mut file = None;
         let mut batch = Vec::new();
         let mut batched = 0usize;
-        let mut md5 = Md5::new();
+        let mut digest = BodyDigest::new(attrs);
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             self.reserve(chunk.len() as u64)?;
             *reserved += chunk.len() as u64;
-            md5.update(&chunk);
+            digest.update(&chunk);
             size += chunk.len() as u64;
             batched += chunk.len();
             batch.push(chunk);
@@ -358,15 +427,9 @@ impl DiskStore {
                 expected,
             });
         }
-        let digest: [u8; 16] = md5.finalize().into();
-        if let Some(expected) = attrs.content_md5
-            && expected != digest
-        {
-            return Err(StoreError::BadDigest);
-        }
         let meta = ObjectMeta {
             size,
-            etag: hex::encode(digest),
+            etag: digest.etag()?,
             content_type: attrs.content_type.clone(),
             metadata: attrs.metadata.clone(),
             last_modified: time::OffsetDateTime::now_utc().unix_timestamp(),
@@ -714,7 +777,66 @@ mod tests {
             .put_object("b", "md5", attrs, body(&[b"x"]))
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::BadDigest));
+        assert!(matches!(err, StoreError::BadDigest("Content-MD5")));
+
+        // A CRC32C sent with a Content-MD5 checks the body alone, and the
+        // Content-MD5 becomes the ETag; a wrong one stores nothing.
+        let crc = |data: &[u8]| {
+            u32::try_from(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data)).unwrap()
+        };
+        let md5: [u8; 16] = Md5::digest(b"vouched").into();
+        let vouched = |crc32c| PutAttributes {
+            content_md5: Some(md5),
+            crc32c: Some(crc32c),
+            ..Default::default()
+        };
+        let meta = store
+            .put_object(
+                "b",
+                "crc",
+                vouched(crc(b"vouched")),
+                body(&[b"vouch", b"ed"]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(meta.etag, hex::encode(md5));
+        store.delete_object("b", "crc").await.unwrap();
+        let err = store
+            .put_object(
+                "b",
+                "crc",
+                vouched(crc(b"vouched") ^ 1),
+                body(&[b"vouched"]),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::BadDigest("x-amz-checksum-crc32c")
+        ));
+        // Without a Content-MD5 the CRC32C is checked and the MD5 computed.
+        let crc_only = |crc32c| PutAttributes {
+            crc32c: Some(crc32c),
+            ..Default::default()
+        };
+        let meta = store
+            .put_object("b", "crc", crc_only(crc(b"x")), body(&[b"x"]))
+            .await
+            .unwrap();
+        assert_eq!(meta.etag, hex::encode(Md5::digest(b"x")));
+        store.delete_object("b", "crc").await.unwrap();
+        let err = store
+            .put_object("b", "crc", crc_only(0), body(&[b"x"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::BadDigest("x-amz-checksum-crc32c")
+        ));
+        assert!(matches!(
+            store.open_object("b", "crc").await,
+            Err(StoreError::NoSuchKey { .. })
+        ));
 
         let reads = store.reads();
         let listed = store.list_keys("b", "", None).await.unwrap();

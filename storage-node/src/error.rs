@@ -21,10 +21,12 @@ pub enum StoreError {
     KeyTooLong,
     #[error("node is full: {needed} bytes needed, {available} available")]
     InsufficientStorage { needed: u64, available: u64 },
-    #[error("Content-MD5 does not match the body")]
-    BadDigest,
+    #[error("the {0} sent does not match the body")]
+    BadDigest(&'static str),
     #[error("invalid Content-MD5 header")]
     InvalidDigest,
+    #[error("value for x-amz-checksum-crc32c header is invalid")]
+    InvalidChecksum,
     #[error("body ended after {got} of {expected} bytes")]
     IncompleteBody { got: u64, expected: u64 },
     #[error(transparent)]
@@ -49,8 +51,9 @@ impl From<StoreError> for S3Error {
             StoreError::InvalidKey(_) => S3ErrorCode::InvalidArgument,
             StoreError::KeyTooLong => S3ErrorCode::KeyTooLongError,
             StoreError::InsufficientStorage { .. } => return insufficient_storage(msg),
-            StoreError::BadDigest => S3ErrorCode::BadDigest,
+            StoreError::BadDigest(_) => S3ErrorCode::BadDigest,
             StoreError::InvalidDigest => S3ErrorCode::InvalidDigest,
+            StoreError::InvalidChecksum => S3ErrorCode::InvalidRequest,
             StoreError::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
             StoreError::Body(e) => body_error_code(e),
             StoreError::Corrupt(_) | StoreError::Io(_) | StoreError::Config(_) => {

@@ -55,6 +55,15 @@ fn decode_content_md5(b64: &str) -> Result<[u8; 16], StoreError> {
     bytes.try_into().map_err(|_| StoreError::InvalidDigest)
 }
 
+/// An `x-amz-checksum-crc32c` header's value: a base64 big-endian u32.
+fn decode_crc32c(b64: &str) -> Result<u32, StoreError> {
+    let bytes = base64_simd::STANDARD
+        .decode_to_vec(b64)
+        .map_err(|_| StoreError::InvalidChecksum)?;
+    let bytes: [u8; 4] = bytes.try_into().map_err(|_| StoreError::InvalidChecksum)?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
 /// Resolves an optional Range header against an object size.
 ///
 /// # Errors
@@ -134,11 +143,17 @@ impl S3 for NodeS3 {
             .as_deref()
             .map(decode_content_md5)
             .transpose()?;
+        let crc32c = input
+            .checksum_crc32c
+            .as_deref()
+            .map(decode_crc32c)
+            .transpose()?;
         let attrs = PutAttributes {
             content_type: input.content_type.map(|m| m.to_string()),
             metadata: input.metadata.unwrap_or_default(),
             content_length: input.content_length.and_then(|n| u64::try_from(n).ok()),
             content_md5,
+            crc32c,
         };
         let body = input
             .body

@@ -6,6 +6,8 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use md5_digest::Digest as _;
+
 use tests::{Aws, Node, Proc, TempDir, bin, eventually, sha256_file, wait_for_port, write_file};
 
 fn health(addr: &str) -> serde_json::Value {
@@ -97,6 +99,37 @@ fn s3_operations_ranges_and_health() {
         "x/",
     ]);
     assert_eq!(list["Contents"][0]["Key"], "x/../y");
+
+    // A body is checked by the CRC32C it is sent with; beside a
+    // Content-MD5 (as the gateway sends them) that is its ETag.
+    let small = tmp.path().join("small");
+    std::fs::write(&small, b"checked by its crc32c").unwrap();
+    let crc = tenfold_balancer::node_client::crc32c(b"checked by its crc32c");
+    let crc = base64_simd::STANDARD.encode_to_string(crc.to_be_bytes());
+    let md5 = md5_digest::Md5::digest(b"checked by its crc32c");
+    let put = |key: &str, crc: &str| {
+        vec![
+            "s3api".to_owned(),
+            "put-object".to_owned(),
+            "--bucket=frag".to_owned(),
+            format!("--key={key}"),
+            format!("--body={}", small.display()),
+            format!(
+                "--content-md5={}",
+                base64_simd::STANDARD.encode_to_string(md5)
+            ),
+            format!("--checksum-crc32-c={crc}"),
+        ]
+    };
+    let args = put("crc", &crc);
+    let stored = aws.json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(stored["ETag"], format!("\"{}\"", hex::encode(md5)));
+    for (bad, code) in [("AAAAAA==", "BadDigest"), ("not-base64!", "InvalidRequest")] {
+        let args = put("bad", bad);
+        let err = aws.fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(err.contains(code), "{bad}: {err}");
+    }
+    aws.ok(&["s3", "rm", "s3://frag/crc"]);
 
     let h = health(&node.addr);
     assert_eq!(h["capacity"], 50 << 20);
