@@ -421,6 +421,8 @@ async fn put_replica(
 ) -> (Arc<NodeHandle>, Result<(), NodeFailure>) {
     let span = tracing::debug_span!("node_put", node = node.spec.id, key, len = data.len());
     let result = async {
+        let len = data.len() as u64;
+        let _writing = node.start_write(len);
         let _slot = node
             .load
             .slots
@@ -429,7 +431,6 @@ async fn put_replica(
             .map_err(|e| NodeFailure::Other(e.to_string()))?;
         node.ensure_bucket().await?;
         let started = Instant::now();
-        let len = data.len() as u64;
         node.client
             .put(&node.spec.bucket, key, data, md5, crc32c)
             .await?;

@@ -142,6 +142,9 @@ pub(crate) struct NodeLoad {
     /// Bytes of the fragment reads asked of the node and not finished,
     /// queued ones too.
     reading_bytes: AtomicU64,
+    /// Bytes of the replicas being written to the node, queued ones too:
+    /// counted as used until they are placed or fail.
+    writing_bytes: AtomicU64,
     /// Time the node spent sending fragments, for its throughput.
     clock: Mutex<TransferClock>,
 }
@@ -151,6 +154,7 @@ impl NodeLoad {
         Arc::new(Self {
             slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
             reading_bytes: AtomicU64::new(0),
+            writing_bytes: AtomicU64::new(0),
             clock: Mutex::new(TransferClock::default()),
         })
     }
@@ -238,6 +242,21 @@ impl Reading {
     }
 }
 
+/// A replica write counted in its node's load while it lasts.
+#[must_use = "the write stays counted only while the guard lives"]
+pub(crate) struct Writing {
+    load: Arc<NodeLoad>,
+    len: u64,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.load
+            .writing_bytes
+            .fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Reading {
     fn drop(&mut self) {
         self.end(0);
@@ -294,13 +313,16 @@ impl NodeHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Capacity and bytes used as best known now.
+    /// Capacity and bytes used as best known now, replicas being written
+    /// included.
     pub fn usage(&self) -> (u64, u64) {
+        let writing = self.load.writing_bytes.load(Ordering::Relaxed);
         let st = self.state();
-        match st.reported {
-            Some((cap, used)) => (cap.min(self.spec.capacity), used + st.placed_since),
-            None => (self.spec.capacity, self.spec.stored_bytes + st.placed_since),
-        }
+        let (cap, used) = match st.reported {
+            Some((cap, used)) => (cap.min(self.spec.capacity), used),
+            None => (self.spec.capacity, self.spec.stored_bytes),
+        };
+        (cap, used + st.placed_since + writing)
     }
 
     /// Its fill, as a share of its capacity, once it took `len` bytes more.
@@ -391,6 +413,18 @@ impl NodeHandle {
         let mut st = self.state();
         st.latency_ms = Some(ewma(st.latency_ms, ms));
         st.down_until = None;
+    }
+
+    /// Counts a replica write of `len` bytes as used room (and load) until
+    /// the returned guard is dropped: concurrent placements do not overshoot
+    /// a node's room, and of two nodes equally full the one with less
+    /// queued is drawn.
+    pub(crate) fn start_write(&self, len: u64) -> Writing {
+        self.load.writing_bytes.fetch_add(len, Ordering::Relaxed);
+        Writing {
+            load: Arc::clone(&self.load),
+            len,
+        }
     }
 
     /// Counts a read of `len` bytes in the node's load until the returned
@@ -829,6 +863,26 @@ mod tests {
         assert!(one.read_rank(800_000) > two.read_rank(800_000));
         drop(reading);
         assert_eq!(one.read_rank(800_000), two.read_rank(800_000));
+    }
+
+    /// Replicas being written count as used: equal nodes, the one with
+    /// writes queued is the fuller, and a node whose room they take is
+    /// offered no more until they end.
+    #[test]
+    fn queued_writes_take_room_until_they_end() {
+        let balancer = Balancer::new(ReplicaPolicy::default());
+        balancer.set_nodes(vec![spec(1), spec(2)]);
+        let (one, two) = (balancer.node(1).unwrap(), balancer.node(2).unwrap());
+        assert_eq!(one.fill_after(1000), two.fill_after(1000));
+        let writing = one.start_write(1 << 29);
+        assert!(one.fill_after(1000) > two.fill_after(1000));
+        assert_eq!(one.placement_choice(1 << 29), Some(true));
+        let more = one.start_write(1 << 29);
+        assert_eq!(one.placement_choice(1), None, "no room left");
+        assert_eq!(one.status().used, 1 << 30);
+        drop((writing, more));
+        assert_eq!(one.fill_after(1000), two.fill_after(1000));
+        assert_eq!(one.placement_choice(1 << 30), Some(true));
     }
 
     /// A node whose `/health` answer never ends is marked down after the
