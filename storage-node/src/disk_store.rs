@@ -172,13 +172,22 @@ impl OpenObject {
 }
 
 /// Bytes `at..end` of `file`, at most [`READ_CHUNK`] of them, in one
-/// blocking call.
+/// blocking call. They are read into the buffer's spare capacity, never
+/// zeroed first (the zeroing was ~10 % of a node's CPU serving a GET); the
+/// file's position moves, so the chunks of one file are read one at a
+/// time.
 async fn read_chunk(file: Arc<std::fs::File>, at: u64, end: u64) -> std::io::Result<Bytes> {
     blocking(move || {
-        use std::os::unix::fs::FileExt as _;
+        use std::io::{Read as _, Seek as _};
         let len = end.saturating_sub(at).min(READ_CHUNK);
-        let mut data = vec![0; usize::try_from(len).map_err(std::io::Error::other)?];
-        file.read_exact_at(&mut data, at)?;
+        let want = usize::try_from(len).map_err(std::io::Error::other)?;
+        let mut data = Vec::with_capacity(want);
+        let mut file = &*file;
+        file.seek(std::io::SeekFrom::Start(at))?;
+        file.take(len).read_to_end(&mut data)?;
+        if data.len() != want {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
         Ok(Bytes::from(data))
     })
     .await
