@@ -13,6 +13,7 @@ pub mod ipfs;
 pub mod node;
 pub mod postgres;
 pub mod process;
+pub mod seaweedfs;
 
 pub use clients::*;
 pub use cluster::*;
@@ -21,6 +22,7 @@ pub use ipfs::*;
 pub use node::*;
 pub use postgres::*;
 pub use process::*;
+pub use seaweedfs::*;
 
 /// Access key the test gateways accept.
 pub const ACCESS_KEY: &str = "test-access";

