@@ -717,34 +717,52 @@ fn peer_figures(
     println!(
         "small objects against SeaweedFS (weed mini, one copy), aws-sdk-s3 in process, {ops} operations each, ops/s (gateway / SeaweedFS, ratio):"
     );
+    small_objects_side_by_side(
+        rt,
+        (gw_sdk, &weed_sdk),
+        ("small objects against SeaweedFS", "seaweedfs", "peer/"),
+        ops,
+    )
+}
+
+/// Small-object ops/s through the gateway and through `other`, 4 KiB and
+/// 64 KiB objects, 1 and 16 clients, `ops` operations each, keys under
+/// `prefix`: a line each, and JSON rows named `op` with the other side's
+/// figures under `{name}_ops_s`.
+fn small_objects_side_by_side(
+    rt: &tokio::runtime::Runtime,
+    (gateway, other): (&aws_sdk_s3::Client, &aws_sdk_s3::Client),
+    (op, name, prefix): (&str, &str, &str),
+    ops: usize,
+) -> Vec<serde_json::Value> {
     let mut rows = Vec::new();
     for size in [4 << 10, 64 << 10] {
         for clients in [1, 16] {
             let (gput, gget) = small_object_ops(
                 rt,
-                std::slice::from_ref(gw_sdk),
-                (size, "peer/"),
+                std::slice::from_ref(gateway),
+                (size, prefix),
                 clients,
                 ops,
             );
-            let (wput, wget) = small_object_ops(
+            let (oput, oget) = small_object_ops(
                 rt,
-                std::slice::from_ref(&weed_sdk),
-                (size, "peer/"),
+                std::slice::from_ref(other),
+                (size, prefix),
                 clients,
                 ops,
             );
             println!(
-                "  {:>3} KiB x {clients:>2} clients: PUT {gput:>7.0} / {wput:>7.0} ({:.2})  GET {gget:>7.0} / {wget:>7.0} ({:.2})",
+                "  {:>3} KiB x {clients:>2} clients: PUT {gput:>7.0} / {oput:>7.0} ({:.2})  GET {gget:>7.0} / {oget:>7.0} ({:.2})",
                 size >> 10,
-                gput / wput,
-                gget / wget
+                gput / oput,
+                gget / oget
             );
             rows.push(serde_json::json!({
-                "op": "small objects against SeaweedFS", "size_bytes": size, "clients": clients,
+                "op": op, "size_bytes": size, "clients": clients,
                 "gateway_ops_s": {"put": gput, "get": gget},
-                "seaweedfs_ops_s": {"put": wput, "get": wget},
-                "ratio": {"put": gput / wput, "get": gget / wget},
+                format!("{name}_ops_s"): {"put": oput, "get": oget},
+                "ratio": {"put": gput / oput, "get": gget / oget},
             }));
         }
     }
@@ -1247,35 +1265,12 @@ fn main() {
             "small objects, aws-sdk-s3 in process, {} operations each, ops/s (gateway / direct node, ratio):",
             args.small_ops
         );
-        for size in [4 << 10, 64 << 10] {
-            for clients in [1, 16] {
-                let (gput, gget) = small_object_ops(
-                    &rt,
-                    std::slice::from_ref(&gw_sdk),
-                    (size, ""),
-                    clients,
-                    args.small_ops,
-                );
-                let (dput, dget) = small_object_ops(
-                    &rt,
-                    std::slice::from_ref(&node_sdk),
-                    (size, ""),
-                    clients,
-                    args.small_ops,
-                );
-                println!(
-                    "  {:>3} KiB x {clients:>2} clients: PUT {gput:>7.0} / {dput:>7.0} ({:.2})  GET {gget:>7.0} / {dget:>7.0} ({:.2})",
-                    size >> 10,
-                    gput / dput,
-                    gget / dget
-                );
-                rows.push(serde_json::json!({
-                    "op": "small objects", "size_bytes": size, "clients": clients,
-                    "gateway_ops_s": {"put": gput, "get": gget},
-                    "direct_ops_s": {"put": dput, "get": dget},
-                }));
-            }
-        }
+        rows.extend(small_objects_side_by_side(
+            &rt,
+            (&gw_sdk, &node_sdk),
+            ("small objects", "direct", ""),
+            args.small_ops,
+        ));
     }
     if args.peer_ops > 0 {
         rows.extend(peer_figures(&rt, &gw_sdk, args.peer_ops));
