@@ -39,7 +39,8 @@ const MAX_KEY_LEN: usize = 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ObjectMeta {
     pub size: u64,
-    /// Hex MD5 of the data, the S3 ETag of a single PUT.
+    /// Hex MD5 of the data, the S3 ETag of a single PUT: computed, or the
+    /// Content-MD5 sent with an `x-amz-checksum-crc32c` the data matched.
     pub etag: String,
     pub content_type: Option<String>,
     #[serde(default)]
