@@ -267,8 +267,10 @@ impl DiskStore {
     /// # Errors
     /// [`StoreError::BucketExists`] when it is already there.
     pub async fn create_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        let buckets = self.root.join("buckets");
         match fs::create_dir(self.bucket_dir(bucket)).await {
-            Ok(()) => Ok(()),
+            // The new folder's entry is durable before the bucket is.
+            Ok(()) => Ok(blocking(move || sync_dir(&buckets)).await?),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(StoreError::BucketExists(bucket.to_owned()))
             }
@@ -460,10 +462,10 @@ impl DiskStore {
             let mut synced = started.elapsed();
             let replaced = std::fs::metadata(&path).map_or(0, |m| m.len());
             let parent = path.parent().unwrap_or(&path);
-            std::fs::create_dir_all(parent)?;
+            create_dirs(parent)?;
             std::fs::rename(&tmp, &path)?;
             let started = std::time::Instant::now();
-            std::fs::File::open(parent)?.sync_all()?;
+            sync_dir(parent)?;
             synced += started.elapsed();
             fsync_seconds.observe(synced.as_secs_f64());
             Ok::<_, std::io::Error>(replaced)
@@ -632,6 +634,29 @@ where
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| E::from(std::io::Error::other(e)))?
+}
+
+/// Makes the entries of folder `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and any missing folders above it (a long key's hex
+/// components), each made durable by an fsync of the folder holding it,
+/// so that an acknowledged object never sits in a folder a crash forgets.
+fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no parent folder"))?;
+    create_dirs(parent)?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => sync_dir(parent),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Appends `chunks` to `file`, or to a new file at `path` if there is none
@@ -847,6 +872,19 @@ mod tests {
             store.open_object("b", "crc").await,
             Err(StoreError::NoSuchKey { .. })
         ));
+
+        // A long key lives in folders of its own, created on the way in
+        // and pruned on the way out.
+        let long = "l".repeat(300);
+        store
+            .put_object("b", &long, PutAttributes::default(), body(&[b"long"]))
+            .await
+            .unwrap();
+        let path = store.object_path("b", &long).unwrap();
+        assert!(path.parent().unwrap() != store.bucket_dir("b"));
+        assert_eq!(read(&store, &long, None).await.1, b"long");
+        store.delete_object("b", &long).await.unwrap();
+        assert!(!path.parent().unwrap().exists(), "its folders are pruned");
 
         let reads = store.reads();
         let listed = store.list_keys("b", "", None).await.unwrap();
