@@ -27,7 +27,8 @@ pub struct ObjectStore {
     pub keyring: Keyring,
     /// Plaintext bytes per segment.
     pub segment_size: usize,
-    /// Wakes the garbage collector when replicas were queued for deletion.
+    /// Wakes the garbage collector when replicas it may remove at once were
+    /// queued.
     pub garbage_ready: Notify,
     /// Age at which an unfinished multipart upload is aborted.
     pub abandoned_after: Duration,
@@ -105,6 +106,17 @@ impl ObjectStore {
             ),
             segment_budget: Arc::new(Semaphore::new(UPLOAD_BUDGET_BYTES / BUDGET_UNIT)),
             fetch_budget: Arc::new(Semaphore::new(DOWNLOAD_BUDGET_BYTES / BUDGET_UNIT)),
+        }
+    }
+
+    /// Wakes the garbage collector for replicas a commit or deletion just
+    /// released, when they are due at once (no `gc_delay`). Otherwise they
+    /// fall due `gc_delay` later and the collector's idle pass finds them
+    /// then: waking it on every write would only run an empty pass, two
+    /// index transactions, against the writes that follow.
+    pub fn garbage_released(&self) {
+        if self.gc_delay.is_zero() {
+            self.garbage_ready.notify_one();
         }
     }
 }

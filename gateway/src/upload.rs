@@ -213,7 +213,7 @@ impl ObjectStore {
         let error = match commit.await {
             Ok(()) => {
                 // Whatever the commit replaced was queued: collect it.
-                self.garbage_ready.notify_one();
+                self.garbage_released();
                 return Ok(());
             }
             Err(e) => e,
@@ -222,7 +222,7 @@ impl ObjectStore {
             match self.index.data_committed(&data.data_id).await {
                 Ok(true) => {
                     tracing::warn!(data = %data.data_id, %error, "the commit's answer was lost, but it happened");
-                    self.garbage_ready.notify_one();
+                    self.garbage_released();
                     return Ok(());
                 }
                 Ok(false) => {}

@@ -457,7 +457,7 @@ async fn complete_large_file(
             assemble(upload, &chosen, &[], &Checksums::default(), stored)
         })
         .await?;
-    store.garbage_ready.notify_one();
+    store.garbage_released();
     tracing::info!(key = %object.key, size = object.size, parts = chosen.len(), "large file stored through an upload link");
     Ok(json(
         StatusCode::OK,

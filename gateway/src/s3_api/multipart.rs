@@ -157,7 +157,7 @@ pub async fn complete(
                     assemble(&upload, &chosen, &declared, &whole, stored)
                 })
                 .await?;
-            store.garbage_ready.notify_one();
+            store.garbage_released();
             tracing::info!(object = %object.id, size = object.size, parts = chosen.len(), "multipart object stored");
             object
         }
@@ -273,7 +273,7 @@ pub async fn abort(
         .get_upload(&input.bucket, &input.key, &input.upload_id)
         .await?;
     store.index.abort_upload(&upload.id).await?;
-    store.garbage_ready.notify_one();
+    store.garbage_released();
     Ok(AbortMultipartUploadOutput::default())
 }
 

@@ -543,7 +543,7 @@ pub async fn delete(
 ) -> Result<DeleteObjectOutput, GatewayError> {
     store.index.require_bucket(bucket).await?;
     if store.index.delete_object(bucket, key).await? {
-        store.garbage_ready.notify_one();
+        store.garbage_released();
     }
     Ok(DeleteObjectOutput::default())
 }
@@ -577,7 +577,7 @@ pub async fn delete_many(
             }),
         }
     }
-    store.garbage_ready.notify_one();
+    store.garbage_released();
     Ok(DeleteObjectsOutput {
         deleted: Some(deleted),
         errors: Some(errors),
