@@ -212,7 +212,7 @@ impl ObjectStore {
     ) -> Result<(), GatewayError> {
         let error = match commit.await {
             Ok(()) => {
-                // Whatever the commit replaced was queued: collect it.
+                // Whatever the commit replaced was queued for the collector.
                 self.garbage_released();
                 return Ok(());
             }
