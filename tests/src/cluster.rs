@@ -393,12 +393,9 @@ impl Cluster {
             .sum()
     }
 
-    /// Fragment files on all of this cluster's nodes.
-    pub fn fragment_files(&self) -> usize {
-        self.nodes
-            .iter()
-            .map(|(_, n, _)| n.object_files().len())
-            .sum()
+    /// Replicas (objects) on all of this cluster's nodes, as they list them.
+    pub fn stored_replicas(&self) -> usize {
+        self.nodes.iter().map(|(_, n, _)| n.replicas().len()).sum()
     }
 
     /// The node with this index id.

@@ -81,43 +81,153 @@ impl Node {
             .expect("objects_read")
     }
 
-    /// Files holding fragments on this node, with the object key each holds
-    /// (a node names a file by the hex of its key, cut into folders).
-    pub fn object_keys(&self) -> Vec<(PathBuf, String)> {
-        let root = self.data.join("buckets");
-        self.object_files()
-            .into_iter()
-            .filter_map(|file| {
-                let rel = file.strip_prefix(&root).ok()?;
-                // The first component is the bucket.
-                let hex: String = rel
-                    .iter()
-                    .skip(1)
-                    .map(|c| c.to_string_lossy().trim_end_matches(".obj").to_owned())
-                    .collect();
-                let key = String::from_utf8(hex::decode(hex).ok()?).ok()?;
-                Some((file, key))
-            })
-            .collect()
-    }
-
-    /// Files holding fragments on this node.
-    pub fn object_files(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else if p.extension().is_some_and(|x| x == "obj") {
-                    out.push(p);
+    /// The objects this node holds (every bucket, every key), listed
+    /// through its S3 API, as the gateway sees them.
+    pub fn replicas(&self) -> Vec<Replica> {
+        let answer = self.request("GET", "/");
+        assert_eq!(answer.status, 200, "ListBuckets: {}", answer.body);
+        let mut out = Vec::new();
+        for bucket in xml_values(&answer.body, "Name") {
+            let mut after = String::new();
+            loop {
+                let mut query = "?list-type=2".to_owned();
+                if !after.is_empty() {
+                    query = format!("{query}&start-after={}", percent_encode(&after, false));
+                }
+                let answer = self.request("GET", &format!("/{bucket}{query}"));
+                assert_eq!(answer.status, 200, "ListObjectsV2: {}", answer.body);
+                for item in answer.body.split("<Contents>").skip(1) {
+                    let key = xml_values(item, "Key").pop().expect("Key");
+                    let size = xml_values(item, "Size").pop().expect("Size");
+                    after.clone_from(&key);
+                    out.push(Replica {
+                        bucket: bucket.clone(),
+                        key,
+                        size: size.parse().expect("Size"),
+                    });
+                }
+                if !answer.body.contains("<IsTruncated>true</IsTruncated>") {
+                    break;
                 }
             }
         }
-        let mut out = Vec::new();
-        walk(&self.data.join("buckets"), &mut out);
         out
     }
+
+    /// The bytes the node holds for `replica`.
+    pub fn replica_bytes(&self, replica: &Replica) -> Vec<u8> {
+        let dest = self
+            .data
+            .with_extension(format!("get-{:x}", rand::random::<u64>()));
+        let status = self
+            .curl("GET")
+            .header(EMPTY_BODY_SHA256)
+            .save(&self.object_url(replica), &dest);
+        assert_eq!(status, 200, "GET {}", replica.key);
+        let bytes = std::fs::read(&dest).unwrap();
+        let _ = std::fs::remove_file(&dest);
+        bytes
+    }
+
+    /// Makes the node hold `bytes` for `replica` (a PUT to the node itself):
+    /// a node that lies, or lost what it was given.
+    pub fn put_replica(&self, replica: &Replica, bytes: &[u8]) {
+        let src = self
+            .data
+            .with_extension(format!("put-{:x}", rand::random::<u64>()));
+        std::fs::write(&src, bytes).unwrap();
+        let answer = self
+            .curl("PUT")
+            .args(&["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T"])
+            .args(&[src.to_str().unwrap()])
+            .fetch(&self.object_url(replica));
+        let _ = std::fs::remove_file(&src);
+        assert_eq!(answer.status, 200, "PUT {}: {}", replica.key, answer.body);
+    }
+
+    /// Flips the bits of bytes `range` of what the node holds for
+    /// `replica`.
+    pub fn corrupt_replica(&self, replica: &Replica, range: std::ops::Range<usize>) {
+        let mut bytes = self.replica_bytes(replica);
+        for b in &mut bytes[range] {
+            *b ^= 0xff;
+        }
+        self.put_replica(replica, &bytes);
+    }
+
+    /// Removes `replica` from the node, as a node that lost it.
+    pub fn remove_replica(&self, replica: &Replica) {
+        let answer = self.request("DELETE", &self.object_path(replica));
+        assert_eq!(
+            answer.status, 204,
+            "DELETE {}: {}",
+            replica.key, answer.body
+        );
+    }
+
+    fn object_path(&self, replica: &Replica) -> String {
+        format!("/{}/{}", replica.bucket, percent_encode(&replica.key, true))
+    }
+
+    fn object_url(&self, replica: &Replica) -> String {
+        format!("{}{}", self.endpoint(), self.object_path(replica))
+    }
+
+    /// A curl request to this node, signed with its key (its certificate
+    /// not checked).
+    fn curl(&self, method: &str) -> Curl {
+        Curl::new()
+            .method(method)
+            .args(&["-k", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+            .args(&[&format!("{}:{}", self.access_key, self.secret_key)])
+    }
+
+    /// A signed request with no body.
+    fn request(&self, method: &str, path: &str) -> crate::clients::Answer {
+        self.curl(method)
+            .header(EMPTY_BODY_SHA256)
+            .fetch(&format!("{}{path}", self.endpoint()))
+    }
+}
+
+/// The SigV4 payload header of a request without a body.
+const EMPTY_BODY_SHA256: &str =
+    "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// One object a node holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+}
+
+/// The text of every `<tag>` element in `xml`, unescaped.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    xml.split(&open)
+        .skip(1)
+        .filter_map(|rest| rest.split_once(&close).map(|(v, _)| v))
+        .map(|v| {
+            v.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&")
+        })
+        .collect()
+}
+
+/// `text` percent-encoded as SigV4 wants it: in a query, or in a path
+/// (where `/` stays).
+fn percent_encode(text: &str, in_path: bool) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            b'/' if in_path => "/".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

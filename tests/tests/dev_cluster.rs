@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tests::{
-    Aws, Proc, TempDir, assert_placements, bin, eventually, free_port, inspect, sha256_file,
+    Aws, Proc, TempDir, assert_placements, bin, eventually, free_port, inspect, run, sha256_file,
     wait_for_port, write_file,
 };
 
@@ -66,24 +66,26 @@ impl Dev {
         )
     }
 
-    fn node_files(&self) -> usize {
-        fn count(dir: &std::path::Path) -> usize {
-            std::fs::read_dir(dir)
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| {
-                            let p = e.path();
-                            if p.is_dir() {
-                                count(&p)
-                            } else {
-                                usize::from(p.extension().is_some_and(|x| x == "obj"))
-                            }
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
-        }
-        count(&self.dir.path().join("data").join("nodes"))
+    /// Replicas on the nodes, once none awaits removal (`None` while some
+    /// do), as `tenfold status` reports them.
+    fn settled_replicas(&self) -> Option<u64> {
+        let out = run(Command::new(bin("tenfold"))
+            .args(["status", "--json", "--data"])
+            .arg(self.dir.path().join("data")));
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        (status["garbage"] == 0).then(|| {
+            status["nodes"]
+                .as_array()
+                .expect("nodes")
+                .iter()
+                .map(|n| n["replicas"].as_u64().expect("replicas"))
+                .sum()
+        })
     }
 }
 
@@ -374,7 +376,7 @@ fn list_with_prefix_and_delimiter_then_delete_and_overwrite() {
     assert_eq!(listed.lines().count(), 5, "{listed}");
 
     // Overwrite: new bytes come back, and the old fragments leave the nodes.
-    let files_before = dev.node_files();
+    let replicas_before = dev.settled_replicas().expect("nothing awaits removal");
     let other = tmp.path().join("other");
     write_file(&other, 300_000, false);
     dev.aws
@@ -384,7 +386,8 @@ fn list_with_prefix_and_delimiter_then_delete_and_overwrite() {
         .ok(&["s3", "cp", "s3://list/top", dst.to_str().unwrap()]);
     assert_eq!(sha256_file(&other), sha256_file(&dst));
     assert!(
-        eventually(Duration::from_secs(60), || dev.node_files() == files_before),
+        eventually(Duration::from_secs(60), || dev.settled_replicas()
+            == Some(replicas_before)),
         "old fragments of the overwritten object stay on the nodes"
     );
 
@@ -405,12 +408,15 @@ fn list_with_prefix_and_delimiter_then_delete_and_overwrite() {
     ]);
     assert!(err.contains("NoSuchKey"), "{err}");
     assert!(
-        eventually(Duration::from_secs(60), || dev.node_files() < files_before),
+        eventually(Duration::from_secs(60), || dev
+            .settled_replicas()
+            .is_some_and(|n| n < replicas_before)),
         "deleted fragments stay on the nodes"
     );
     dev.aws.ok(&["s3", "rm", "s3://list/", "--recursive"]);
     assert!(
-        eventually(Duration::from_secs(60), || dev.node_files() == 0),
+        eventually(Duration::from_secs(60), || dev.settled_replicas()
+            == Some(0)),
         "fragments remain after deleting everything"
     );
     dev.aws.ok(&["s3", "rb", "s3://list"]);

@@ -201,18 +201,14 @@ fn a_lying_node_is_demoted_and_reads_stay_correct() {
     aws.ok(&["s3", "cp", src.to_str().unwrap(), "s3://liar/obj"]);
     // mainnet-0 now answers every fragment with wrong bytes.
     let liar = &cluster.nodes[0].1;
-    let files = liar.object_files();
+    let replicas = liar.replicas();
     assert_eq!(
-        files.len(),
+        replicas.len(),
         10,
         "every fragment has a replica on each mainnet node"
     );
-    for file in &files {
-        let mut bytes = std::fs::read(file).unwrap();
-        for b in &mut bytes[40..80] {
-            *b ^= 0x5a;
-        }
-        std::fs::write(file, bytes).unwrap();
+    for replica in &replicas {
+        liar.corrupt_replica(replica, 40..80);
     }
     // Every GET is correct, and the liar is found out: its lie passes a
     // length check, fails the frames' AEAD tags, and the MD5-checked second

@@ -28,7 +28,7 @@ fn a_read_in_progress_finishes_on_the_bytes_it_started_on() {
     write_file(&new, 1 << 20, false);
     for op in ["overwrite", "delete"] {
         let target = format!("s3://lease/{op}");
-        let before = cluster.fragment_files();
+        let before = cluster.stored_replicas();
         aws.ok(&["s3", "cp", old.to_str().unwrap(), &target]);
         let url = aws.ok(&["s3", "presign", &target]).trim().to_owned();
         let got = tmp.path().join(format!("got-{op}"));
@@ -64,9 +64,10 @@ fn a_read_in_progress_finishes_on_the_bytes_it_started_on() {
             before
         };
         assert!(
-            eventually(Duration::from_secs(60), || cluster.fragment_files() == left),
+            eventually(Duration::from_secs(60), || cluster.stored_replicas()
+                == left),
             "{op}: {} replica files on the nodes, expected {left}",
-            cluster.fragment_files()
+            cluster.stored_replicas()
         );
     }
     assert!(!cluster.gateway_log().contains("panicked"));
@@ -95,7 +96,7 @@ fn deletions_go_on_while_a_node_is_down() {
         "s3://gcdown/many/",
     ]);
     let stopped = cluster.nodes[0].2;
-    let on_stopped = cluster.node(stopped).object_files().len();
+    let on_stopped = cluster.node(stopped).replicas().len();
     assert!(
         on_stopped > 512,
         "the stopped node holds {on_stopped} replicas, not more than a pass takes"
@@ -107,7 +108,7 @@ fn deletions_go_on_while_a_node_is_down() {
             .nodes
             .iter()
             .filter(|(_, _, id)| *id != stopped)
-            .map(|(_, node, _)| node.object_files().len())
+            .map(|(_, node, _)| node.replicas().len())
             .sum::<usize>()
     };
     assert!(
@@ -207,7 +208,7 @@ fn orphans_are_swept_and_writes_in_progress_are_not() {
     // An upload cut short by killing its gateway once part of it is stored.
     let big = tmp.path().join("big");
     write_file(&big, 64 << 20, false);
-    let before = cluster.fragment_files();
+    let before = cluster.stored_replicas();
     // One PUT (the CLI would go multipart, and its parts are named).
     let cut = {
         let args = unsigned_payload(ACCESS_KEY, SECRET_KEY);
@@ -221,7 +222,7 @@ fn orphans_are_swept_and_writes_in_progress_are_not() {
         })
     };
     assert!(
-        eventually(Duration::from_secs(60), || cluster.fragment_files()
+        eventually(Duration::from_secs(60), || cluster.stored_replicas()
             >= before + 80),
         "the upload stored no replicas"
     );
@@ -246,16 +247,15 @@ fn orphans_are_swept_and_writes_in_progress_are_not() {
     // What is left: the replicas the index names, and the foreign file.
     let want = named_replicas(&cluster, "orphans", &["keep", "slow"]) + 1;
     assert!(
-        eventually(Duration::from_secs(60), || cluster.fragment_files() == want),
+        eventually(Duration::from_secs(60), || cluster.stored_replicas()
+            == want),
         "the nodes hold {} files; the index names {} and one foreign file was put",
-        cluster.fragment_files(),
+        cluster.stored_replicas(),
         want - 1
     );
     let node = &cluster.nodes[0].1;
     assert!(
-        node.object_keys()
-            .iter()
-            .any(|(_, k)| k == "notes/readme.txt"),
+        node.replicas().iter().any(|r| r.key == "notes/readme.txt"),
         "the foreign file was removed"
     );
     for (key, src) in [("keep", &keep), ("slow", &slow)] {
@@ -398,9 +398,9 @@ fn sigterm_during_five_uploads_keeps_the_finished_ones_and_nothing_else() {
     );
     let named = named_replicas(&cluster, "term", &["f0", "f1", "f2"]);
     assert!(
-        eventually(Duration::from_secs(90), || cluster.fragment_files()
+        eventually(Duration::from_secs(90), || cluster.stored_replicas()
             == named),
         "the nodes hold {} files, the index names {named}",
-        cluster.fragment_files()
+        cluster.stored_replicas()
     );
 }

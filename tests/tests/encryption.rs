@@ -89,7 +89,7 @@ fn nothing_readable_leaves_the_gateway_and_master_keys_rotate() {
         cluster
             .nodes
             .iter()
-            .all(|(_, n, _)| !n.object_files().is_empty())
+            .all(|(_, n, _)| !n.replicas().is_empty())
     );
 
     let windows: HashSet<&[u8]> = text.windows(WINDOW).chain(random.windows(WINDOW)).collect();

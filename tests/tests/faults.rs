@@ -87,10 +87,10 @@ fn nodes_unreachable_below_the_quorum_refuse_with_503() {
     assert!(
         eventually(Duration::from_secs(30), || cluster
             .node(survivor)
-            .object_files()
+            .replicas()
             .is_empty()),
         "a refused PUT left {} files on the node that was up",
-        cluster.node(survivor).object_files().len()
+        cluster.node(survivor).replicas().len()
     );
 }
 
@@ -114,17 +114,13 @@ fn corrupt_replicas_are_skipped() {
     let mut corrupted = 0;
     for (network, node, _) in &cluster.nodes {
         let parity = usize::from(network == "testnet");
-        for (file, key) in node.object_keys() {
-            let index: usize = key.rsplit('/').next().unwrap().parse().unwrap();
+        for replica in node.replicas() {
+            let index: usize = replica.key.rsplit('/').next().unwrap().parse().unwrap();
             if index % 2 != parity {
                 continue;
             }
-            let mut bytes = std::fs::read(&file).unwrap();
             // Past the 24-byte fragment header, inside the payload.
-            for b in &mut bytes[30..60] {
-                *b ^= 0xff;
-            }
-            std::fs::write(&file, bytes).unwrap();
+            node.corrupt_replica(&replica, 30..60);
             corrupted += 1;
         }
     }
@@ -215,11 +211,7 @@ fn a_full_node_refuses_and_the_balancer_places_elsewhere() {
     }
     // ~200 KiB fragments: the tiny node holds at most one of the 60.
     assert!(on_tiny <= 1, "{on_tiny} replicas on a 300 KiB node");
-    let stored: u64 = tiny
-        .object_files()
-        .iter()
-        .map(|f| std::fs::metadata(f).unwrap().len())
-        .sum();
+    let stored: u64 = tiny.replicas().iter().map(|r| r.size).sum();
     assert!(stored <= 300 << 10, "tiny node holds {stored} bytes");
 }
 
@@ -252,9 +244,9 @@ fn too_few_nodes_fails_cleanly_and_leaves_nothing_behind() {
         "a failed PUT is visible: {listed}"
     );
     assert!(
-        eventually(Duration::from_secs(60), || cluster.fragment_files() == 0),
+        eventually(Duration::from_secs(60), || cluster.stored_replicas() == 0),
         "{} orphan fragments",
-        cluster.fragment_files()
+        cluster.stored_replicas()
     );
 }
 

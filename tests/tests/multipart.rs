@@ -55,12 +55,12 @@ fn s3_cp_of_a_large_file_goes_multipart_and_round_trips() {
         std::fs::read(&src).unwrap()[start..start + 2000]
     );
     // Overwriting it with a small object frees every part's fragments.
-    let before = cluster.fragment_files();
+    let before = cluster.stored_replicas();
     let small = tmp.path().join("small");
     write_file(&small, 1000, false);
     aws.ok(&["s3", "cp", small.to_str().unwrap(), "s3://mpcp/big"]);
     assert!(
-        eventually(Duration::from_secs(60), || cluster.fragment_files()
+        eventually(Duration::from_secs(60), || cluster.stored_replicas()
             < before / 10),
         "old parts stay on the nodes"
     );
@@ -376,7 +376,7 @@ fn multipart_calls_by_hand() {
     assert!(err.contains("InvalidArgument"), "{err}");
 
     // Abort frees every fragment the upload placed.
-    let before_abort = cluster.fragment_files();
+    let before_abort = cluster.stored_replicas();
     aws.ok(&[
         "s3api",
         "abort-multipart-upload",
@@ -388,7 +388,7 @@ fn multipart_calls_by_hand() {
         &sid,
     ]);
     assert!(
-        eventually(Duration::from_secs(60), || cluster.fragment_files()
+        eventually(Duration::from_secs(60), || cluster.stored_replicas()
             < before_abort),
         "aborted parts stay on the nodes"
     );
@@ -405,9 +405,9 @@ fn multipart_calls_by_hand() {
     assert!(err.contains("NoSuchUpload"), "{err}");
     aws.ok(&["s3", "rm", "s3://hand/obj"]);
     assert!(
-        eventually(Duration::from_secs(60), || cluster.fragment_files() == 0),
+        eventually(Duration::from_secs(60), || cluster.stored_replicas() == 0),
         "{} fragments left",
-        cluster.fragment_files()
+        cluster.stored_replicas()
     );
 }
 
@@ -446,9 +446,9 @@ fn abandoned_uploads_are_cleaned_up() {
         p.to_str().unwrap(),
     ]);
     // 20 s of age: room for a slow machine to get here first.
-    assert!(cluster.fragment_files() > 0);
+    assert!(cluster.stored_replicas() > 0);
     assert!(
-        eventually(Duration::from_secs(60), || cluster.fragment_files() == 0),
+        eventually(Duration::from_secs(60), || cluster.stored_replicas() == 0),
         "the abandoned upload's fragments were never removed"
     );
     let uploads = aws.json(&["s3api", "list-multipart-uploads", "--bucket", "gone"]);

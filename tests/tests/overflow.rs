@@ -319,7 +319,7 @@ fn ipfs_down_while_nodes_are_full_fails_cleanly() {
     let files_before: Vec<usize> = cluster
         .nodes
         .iter()
-        .map(|(_, n, _)| n.object_files().len())
+        .map(|(_, n, _)| n.replicas().len())
         .collect();
 
     let big = tmp.path().join("big");
@@ -338,7 +338,7 @@ fn ipfs_down_while_nodes_are_full_fails_cleanly() {
             let now: Vec<usize> = cluster
                 .nodes
                 .iter()
-                .map(|(_, n, _)| n.object_files().len())
+                .map(|(_, n, _)| n.replicas().len())
                 .collect();
             now == files_before
         }),

@@ -251,10 +251,10 @@ fn concurrent_writers_of_one_key_leave_one_winner() {
     // the winner's replicas.
     let replicas = cluster.replicas_of("race", "contested");
     assert!(
-        eventually(Duration::from_secs(60), || cluster.fragment_files()
+        eventually(Duration::from_secs(60), || cluster.stored_replicas()
             == replicas),
         "nodes hold {} files, the winner has {replicas} replicas",
-        cluster.fragment_files()
+        cluster.stored_replicas()
     );
 }
 
@@ -371,10 +371,10 @@ fn conditional_writers_win_once_per_etag_generation() {
     // The losers' bodies leave the nodes: only the object's replicas stay.
     let replicas = cluster.replicas_of("cas", "counter");
     assert!(
-        eventually(Duration::from_secs(60), || cluster.fragment_files()
+        eventually(Duration::from_secs(60), || cluster.stored_replicas()
             == replicas),
         "nodes hold {} files, the object has {replicas} replicas",
-        cluster.fragment_files()
+        cluster.stored_replicas()
     );
 }
 
@@ -533,7 +533,7 @@ fn two_gateways_repair_a_lost_node_without_duplicate_copies() {
         })
         .collect();
     let lost = cluster.nodes[0].2;
-    let held = cluster.node(lost).object_files().len();
+    let held = cluster.node(lost).replicas().len();
     assert!(held >= 60, "the node to lose holds {held} replicas");
     cluster.node(lost).proc.kill();
     let mut last = serde_json::Value::Null;
@@ -655,10 +655,10 @@ fn commits_cut_by_lost_index_connections_leave_whole_objects_or_nothing() {
         })
         .sum();
     assert!(
-        eventually(Duration::from_secs(90), || cluster.fragment_files()
+        eventually(Duration::from_secs(90), || cluster.stored_replicas()
             == named),
         "the nodes hold {} files, the index names {named}",
-        cluster.fragment_files()
+        cluster.stored_replicas()
     );
     eprintln!(
         "connections cut: {cut}; PUTs answered 200: {} of 30; visible: {}",

@@ -106,7 +106,7 @@ fn a_lost_node_is_repaired_around() {
         .nodes
         .iter()
         .filter(|(_, _, id)| *id != lost)
-        .map(|(_, n, _)| n.object_files().len())
+        .map(|(_, n, _)| n.replicas().len())
         .sum();
     assert_eq!(on_disks, replicas, "files on the live nodes' disks");
     assert!(cluster.gateway_log().contains("node lost"));
@@ -146,10 +146,10 @@ fn a_drained_node_ends_empty_and_can_be_removed() {
     assert!(
         eventually(Duration::from_secs(120), || cluster
             .node(drained)
-            .object_files()
+            .replicas()
             .is_empty()),
         "the drained node still holds {} files",
-        cluster.node(drained).object_files().len()
+        cluster.node(drained).replicas().len()
     );
     wait_repaired(&cluster, Duration::from_secs(60));
     let out = cluster.admin(&["nodes", "remove", &id]);
@@ -192,7 +192,7 @@ fn a_put_placed_short_is_repaired_when_nodes_join() {
     assert_eq!(after["repair_queue"], 0, "{after}");
     check_placements(&cluster, "short", files.len(), -1);
     assert_eq!(
-        cluster.node(id).object_files().len(),
+        cluster.node(id).replicas().len(),
         20,
         "the new node holds the missing copies"
     );
@@ -200,14 +200,10 @@ fn a_put_placed_short_is_repaired_when_nodes_join() {
 }
 
 /// Flips 32 bytes in the middle of a file, in place.
-fn corrupt(path: &std::path::Path) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let mid = bytes.len() / 2;
-    let end = (mid + 32).min(bytes.len());
-    for b in &mut bytes[mid..end] {
-        *b ^= 0xff;
-    }
-    std::fs::write(path, bytes).unwrap();
+fn corrupt(node: &tests::Node, replica: &tests::Replica) {
+    let mid = usize::try_from(replica.size / 2).unwrap();
+    let end = (mid + 32).min(usize::try_from(replica.size).unwrap());
+    node.corrupt_replica(replica, mid..end);
 }
 
 /// The scrub reads every replica back: a node whose every file was
@@ -225,14 +221,15 @@ fn the_scrub_finds_lost_replicas_and_disqualifies_a_node_that_loses_them() {
     let tmp = TempDir::new("scrub");
     let files = put_objects(&aws, &tmp, "scrub", 6);
     let (liar, careless) = (cluster.nodes[0].2, cluster.nodes[1].2);
-    for file in cluster.node(liar).object_files() {
-        corrupt(&file);
+    let node = cluster.node(liar);
+    for replica in node.replicas() {
+        corrupt(node, &replica);
     }
-    let mut some = cluster.node(careless).object_files();
-    some.sort();
-    corrupt(&some[0]);
-    corrupt(&some[1]);
-    std::fs::remove_file(&some[2]).unwrap();
+    let node = cluster.node(careless);
+    let some = node.replicas();
+    corrupt(node, &some[0]);
+    corrupt(node, &some[1]);
+    node.remove_replica(&some[2]);
 
     let mut last = serde_json::Value::Null;
     let settled = eventually(Duration::from_secs(120), || {
@@ -302,10 +299,11 @@ fn spot_audits_find_what_a_node_discarded() {
     let tmp = TempDir::new("spot");
     let files = put_objects(&aws, &tmp, "spot", 2);
     let (careless, sound) = (cluster.nodes[0].2, cluster.nodes[4].2);
-    let discarded = cluster.node(careless).object_files();
+    let node = cluster.node(careless);
+    let discarded = node.replicas();
     assert!(discarded.len() >= 5, "{} replicas", discarded.len());
-    for file in &discarded {
-        std::fs::remove_file(file).unwrap();
+    for replica in &discarded {
+        node.remove_replica(replica);
     }
     let mut last = serde_json::Value::Null;
     let found = eventually(Duration::from_secs(90), || {

@@ -151,7 +151,7 @@ fn https_gateway_and_nodes_with_a_private_ca() {
         cluster
             .nodes
             .iter()
-            .all(|(_, n, _)| n.object_files().is_empty())
+            .all(|(_, n, _)| n.replicas().is_empty())
     );
 
     // Told to trust the private CA, it stores and reads over HTTPS.

@@ -353,12 +353,7 @@ fn repair_figures(rt: &tokio::runtime::Runtime, tmp: &Path, mib: usize) -> serde
         ]);
     }
     let lost = cluster.nodes[0].2;
-    let held: u64 = cluster
-        .node(lost)
-        .object_files()
-        .iter()
-        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
-        .sum();
+    let held: u64 = cluster.node(lost).replicas().iter().map(|r| r.size).sum();
     let status = |cluster: &Cluster| -> serde_json::Value {
         let out = cluster.admin(&["status", "--json"]);
         serde_json::from_slice(&out.stdout).unwrap_or_default()
@@ -396,21 +391,14 @@ fn repair_figures(rt: &tokio::runtime::Runtime, tmp: &Path, mib: usize) -> serde
     // left to a fresh one, by the same S3 requests repair makes.
     let source = &cluster.nodes[1].1;
     let target = Node::start(cluster.dir.path(), "copy-target", "100GiB");
-    let root = source.data.join("buckets");
     let mut keys = Vec::new();
     let mut copied = 0u64;
-    for (path, key) in source.object_keys() {
+    for replica in source.replicas() {
         if copied >= held {
             break;
         }
-        copied += std::fs::metadata(&path).map_or(0, |m| m.len());
-        let bucket = path
-            .strip_prefix(&root)
-            .ok()
-            .and_then(|r| r.iter().next())
-            .map(|b| b.to_string_lossy().into_owned())
-            .expect("bucket folder");
-        keys.push((bucket, key));
+        copied += replica.size;
+        keys.push((replica.bucket, replica.key));
     }
     let from = tests::sdk_client(&source.endpoint(), &source.access_key, &source.secret_key);
     let to = tests::sdk_client(&target.endpoint(), &target.access_key, &target.secret_key);
