@@ -1,4 +1,6 @@
-//! On-disk layout of a storage node: one folder per bucket, one file per object.
+//! On-disk layout of a storage node: one folder per bucket, one file per
+//! object, except small objects, which are records in volume files
+//! ([`crate::volumes`]).
 //!
 //! An object key is hex-encoded and cut into path components of at most
 //! [`COMPONENT_HEX`] characters, so no key (`../x`, `/abs`, NUL bytes, 1 KiB
@@ -21,6 +23,7 @@ use tenfold_common::http_server::BodyError;
 use tokio::fs;
 
 use crate::error::StoreError;
+use crate::volumes::{self, SMALL_MAX, Volumes};
 
 /// Hex characters per path component: well under the 255-byte file name limit.
 const COMPONENT_HEX: usize = 200;
@@ -34,6 +37,9 @@ const WRITE_BATCH: usize = 1 << 20;
 const READ_CHUNK: u64 = 256 * 1024;
 /// Longest S3 object key, in bytes.
 const MAX_KEY_LEN: usize = 1024;
+/// Dead volume bytes below which no merge starts on its own (a full node
+/// merges whatever it has).
+const MERGE_FLOOR: u64 = 64 << 20;
 
 /// What a node knows about one stored object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,7 +139,16 @@ impl BodyDigest {
 #[derive(Debug)]
 pub struct OpenObject {
     pub meta: ObjectMeta,
-    file: std::fs::File,
+    source: Source,
+}
+
+/// Where an open object's bytes are.
+#[derive(Debug)]
+enum Source {
+    /// Its own file (the data first).
+    File(std::fs::File),
+    /// A volume record, already read and checked.
+    Volume(Bytes),
 }
 
 impl OpenObject {
@@ -155,7 +170,16 @@ impl OpenObject {
         ),
         StoreError,
     > {
-        let file = Arc::new(self.file);
+        let file = match self.source {
+            Source::Volume(body) => {
+                let len = body.len() as u64;
+                let (start, end) = (range.start.min(len), range.end.min(len));
+                let piece = body.slice(to_usize(start)?..to_usize(end.max(start))?);
+                let once = futures::stream::once(futures::future::ready(Ok(piece)));
+                return Ok((self.meta, futures::future::Either::Left(once)));
+            }
+            Source::File(file) => Arc::new(file),
+        };
         let end = range.end;
         let first = read_chunk(Arc::clone(&file), range.start, end).await?;
         let next = range.start + first.len() as u64;
@@ -168,8 +192,12 @@ impl OpenObject {
             Ok(Some((chunk, (file, at))))
         });
         let body = futures::stream::once(futures::future::ready(Ok(first))).chain(rest);
-        Ok((self.meta, body))
+        Ok((self.meta, futures::future::Either::Right(body)))
     }
+}
+
+fn to_usize(n: u64) -> std::io::Result<usize> {
+    usize::try_from(n).map_err(std::io::Error::other)
 }
 
 /// Bytes `at..end` of `file`, at most [`READ_CHUNK`] of them, in one
@@ -199,8 +227,10 @@ async fn read_chunk(file: Arc<std::fs::File>, at: u64, end: u64) -> std::io::Res
 pub struct DiskStore {
     root: PathBuf,
     capacity: u64,
-    used: AtomicU64,
+    /// Bytes on disk, shared with the volume merges that free some.
+    used: Arc<AtomicU64>,
     reads: AtomicU64,
+    volumes: Arc<Volumes>,
     /// How long each write's fsyncs take.
     fsync_seconds: prometheus::Histogram,
 }
@@ -219,14 +249,40 @@ impl DiskStore {
         }
         fs::create_dir_all(&tmp).await?;
         let buckets = root.join("buckets");
-        let used = blocking(move || disk_usage(&buckets)).await?;
-        Ok(Self {
+        let fsync_seconds = crate::metrics::fsync_histogram();
+        let (volumes_dir, histogram) = (root.join("volumes"), fsync_seconds.clone());
+        let (used, volumes) = blocking(move || {
+            let (volumes, in_volumes) = Volumes::open(&volumes_dir, MERGE_FLOOR, histogram)?;
+            Ok::<_, std::io::Error>((disk_usage(&buckets)? + in_volumes, volumes))
+        })
+        .await?;
+        let store = Self {
             root: root.to_path_buf(),
             capacity,
-            used: AtomicU64::new(used),
+            used: Arc::new(AtomicU64::new(used)),
             reads: AtomicU64::new(0),
-            fsync_seconds: crate::metrics::fsync_histogram(),
-        })
+            volumes: Arc::new(volumes),
+            fsync_seconds,
+        };
+        store.merge_if_due();
+        Ok(store)
+    }
+
+    /// Starts a merge of the volumes in the background if their dead bytes
+    /// call for one.
+    fn merge_if_due(&self) {
+        let used = Arc::clone(&self.used);
+        self.volumes
+            .merge_if_due(move |freed| release(&used, freed));
+    }
+
+    /// Merges the volumes now if they hold dead bytes (a full node's last
+    /// resort before refusing a write).
+    async fn merge_now(&self) {
+        match self.volumes.merge().await {
+            Ok(freed) => release(&self.used, freed),
+            Err(e) => tracing::error!(error = %e, "volume merge failed"),
+        }
     }
 
     /// The histogram of each write's fsync times.
@@ -292,7 +348,8 @@ impl DiskStore {
     /// [`StoreError::BucketNotEmpty`] when it holds objects.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), StoreError> {
         let dir = self.existing_bucket_dir(bucket).await?;
-        if fs::read_dir(&dir).await?.next_entry().await?.is_some() {
+        if self.volumes.has_keys(bucket) || fs::read_dir(&dir).await?.next_entry().await?.is_some()
+        {
             return Err(StoreError::BucketNotEmpty(bucket.to_owned()));
         }
         fs::remove_dir(&dir).await?;
@@ -334,12 +391,7 @@ impl DiskStore {
     }
 
     fn release(&self, n: u64) {
-        // Saturating, so a miscount can never wrap the counter.
-        let _ = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                Some(u.saturating_sub(n))
-            });
+        release(&self.used, n);
     }
 
     /// Stores an object from a body stream, atomically and durably.
@@ -363,7 +415,11 @@ impl DiskStore {
         let path = self.object_path(bucket, key)?;
         self.existing_bucket_dir(bucket).await?;
         if let Some(len) = attrs.content_length {
-            // Refuse early, before reading a byte of the body.
+            // Refuse early, before reading a byte of the body; dead volume
+            // bytes are merged away first.
+            if len > self.capacity.saturating_sub(self.used()) {
+                self.merge_now().await;
+            }
             let available = self.capacity.saturating_sub(self.used());
             if len > available {
                 return Err(StoreError::InsufficientStorage {
@@ -372,17 +428,32 @@ impl DiskStore {
                 });
             }
         }
+        let mut reserved = 0u64;
+        if attrs.content_length.is_some_and(|len| len <= SMALL_MAX) {
+            let written = self
+                .put_small(bucket, key, &path, &attrs, body, &mut reserved)
+                .await;
+            if written.is_err() {
+                self.release(reserved);
+            }
+            return written;
+        }
         let tmp = self
             .root
             .join("tmp")
             .join(format!("{:032x}", rand::random::<u128>()));
-        let mut reserved = 0u64;
         match self
             .write_object(&tmp, &path, &attrs, body, &mut reserved)
             .await
         {
             Ok((meta, replaced)) => {
                 self.release(replaced);
+                // The file is durable; a small object of the same key, now
+                // older, goes (durably, or it would hide the file).
+                if let Some(tombstone) = self.volumes.delete(bucket, key).await? {
+                    self.used.fetch_add(tombstone, Ordering::AcqRel);
+                    self.merge_if_due();
+                }
                 Ok(meta)
             }
             Err(e) => {
@@ -391,6 +462,63 @@ impl DiskStore {
                 Err(e)
             }
         }
+    }
+
+    /// Stores an object of at most [`SMALL_MAX`] bytes as a volume record,
+    /// durably, then removes a file of the same key (durably too, as the
+    /// record alone decides the key once it exists).
+    async fn put_small<S>(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        attrs: &PutAttributes,
+        mut body: S,
+        reserved: &mut u64,
+    ) -> Result<ObjectMeta, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
+    {
+        let expected = attrs.content_length.unwrap_or(SMALL_MAX);
+        let mut digest = BodyDigest::new(attrs);
+        let mut chunks = Vec::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            if size > expected {
+                return Err(StoreError::IncompleteBody {
+                    got: size,
+                    expected,
+                });
+            }
+            self.reserve(chunk.len() as u64)?;
+            *reserved += chunk.len() as u64;
+            digest.update(&chunk);
+            chunks.push(chunk);
+        }
+        let meta = object_meta(digest, attrs, size)?;
+        let record = volumes::encode_put(bucket, key, &meta, &chunks)?;
+        let overhead = record.len() as u64 - size;
+        self.reserve(overhead)?;
+        *reserved += overhead;
+        let replaced = self.volumes.put(bucket, key, record).await?;
+        if replaced > 0 {
+            self.merge_if_due();
+        }
+        let path = path.to_path_buf();
+        let removed = blocking(move || match std::fs::metadata(&path) {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                sync_dir(path.parent().unwrap_or(&path))?;
+                Ok(file.len())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        })
+        .await?;
+        self.release(removed);
+        Ok(meta)
     }
 
     /// Writes the body and its trailer to `tmp`, fsyncs it and renames it
@@ -431,21 +559,7 @@ impl DiskStore {
                 batched = 0;
             }
         }
-        if let Some(expected) = attrs.content_length
-            && expected != size
-        {
-            return Err(StoreError::IncompleteBody {
-                got: size,
-                expected,
-            });
-        }
-        let meta = ObjectMeta {
-            size,
-            etag: digest.etag()?,
-            content_type: attrs.content_type.clone(),
-            metadata: attrs.metadata.clone(),
-            last_modified: time::OffsetDateTime::now_utc().unix_timestamp(),
-        };
+        let meta = object_meta(digest, attrs, size)?;
         let mut trailer = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
         let trailer_len = u32::try_from(trailer.len()).map_err(std::io::Error::other)?;
         trailer.extend_from_slice(&trailer_len.to_le_bytes());
@@ -495,10 +609,19 @@ impl DiskStore {
 
     async fn open_uncounted(&self, bucket: &str, key: &str) -> Result<OpenObject, StoreError> {
         let path = self.object_path(bucket, key)?;
+        if let Some(record) = self.volumes.get(bucket, key).await? {
+            return Ok(OpenObject {
+                meta: record.meta,
+                source: Source::Volume(record.body),
+            });
+        }
         let opened = blocking(move || {
             let file = std::fs::File::open(&path)?;
             let meta = read_trailer(&file, &path)?;
-            Ok::<_, StoreError>(OpenObject { meta, file })
+            Ok::<_, StoreError>(OpenObject {
+                meta,
+                source: Source::File(file),
+            })
         })
         .await;
         match opened {
@@ -520,6 +643,10 @@ impl DiskStore {
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         let bucket_dir = self.existing_bucket_dir(bucket).await?;
         let path = self.object_path(bucket, key)?;
+        if let Some(tombstone) = self.volumes.delete(bucket, key).await? {
+            self.used.fetch_add(tombstone, Ordering::AcqRel);
+            self.merge_if_due();
+        }
         let len = match fs::metadata(&path).await {
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -563,8 +690,10 @@ impl DiskStore {
         let mut keys: Vec<String> = keys
             .into_iter()
             .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+            .chain(self.volumes.keys(bucket, prefix, after))
             .collect();
         keys.sort();
+        keys.dedup();
         Ok(keys)
     }
 }
@@ -625,6 +754,38 @@ fn disk_usage(dir: &Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
+/// The metadata of a body of `size` bytes, once it checked against what
+/// the client announced.
+fn object_meta(
+    digest: BodyDigest,
+    attrs: &PutAttributes,
+    size: u64,
+) -> Result<ObjectMeta, StoreError> {
+    if let Some(expected) = attrs.content_length
+        && expected != size
+    {
+        return Err(StoreError::IncompleteBody {
+            got: size,
+            expected,
+        });
+    }
+    Ok(ObjectMeta {
+        size,
+        etag: digest.etag()?,
+        content_type: attrs.content_type.clone(),
+        metadata: attrs.metadata.clone(),
+        last_modified: time::OffsetDateTime::now_utc().unix_timestamp(),
+    })
+}
+
+/// Takes `n` bytes off the `used` counter, never below zero (so that a
+/// miscount cannot wrap it).
+fn release(used: &AtomicU64, n: u64) {
+    let _ = used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+        Some(u.saturating_sub(n))
+    });
+}
+
 /// Runs blocking file work on the blocking thread pool.
 async fn blocking<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
 where
@@ -637,14 +798,14 @@ where
 }
 
 /// Makes the entries of folder `dir` durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
 /// Creates `dir` and any missing folders above it (a long key's hex
 /// components), each made durable by an fsync of the folder holding it,
 /// so that an acknowledged object never sits in a folder a crash forgets.
-fn create_dirs(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_dirs(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -966,6 +1127,246 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
         let (m, _) = read(&store, "k", None).await;
         assert_eq!(m.size, 5, "a failed write replaced the object");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Stores `data` at `key` in bucket `b` with its length announced (as
+    /// the gateway does), so a small one goes to a volume.
+    async fn put_sized(
+        store: &DiskStore,
+        key: &str,
+        data: &[u8],
+    ) -> Result<ObjectMeta, StoreError> {
+        let attrs = PutAttributes {
+            content_length: Some(data.len() as u64),
+            ..Default::default()
+        };
+        let data: &'static [u8] = Box::leak(data.to_vec().into_boxed_slice());
+        store.put_object("b", key, attrs, body(&[data])).await
+    }
+
+    fn volume_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("volumes"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("tfnode-{:x}", rand::random::<u64>()))
+    }
+
+    #[tokio::test]
+    async fn small_objects_live_in_volumes_and_survive_a_restart() {
+        let dir = temp_dir();
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        store.create_bucket("b").await.unwrap();
+        let meta = put_sized(&store, "k1", b"hello world").await.unwrap();
+        assert_eq!(meta.etag, "5eb63bbbe01eeed093cb22bb8f5acdc3");
+        put_sized(&store, "k2", &[2u8; 5000]).await.unwrap();
+        put_sized(&store, "gone", b"x").await.unwrap();
+        // No object file: the three are records.
+        assert!(walk(&dir.join("buckets/b")).is_empty());
+        assert_eq!(read(&store, "k1", Some(6..9)).await.1, b"wor");
+        put_sized(&store, "k1", b"second").await.unwrap();
+        store.delete_object("b", "gone").await.unwrap();
+        assert_eq!(store.list_keys("b", "", None).await.unwrap(), ["k1", "k2"]);
+        assert_eq!(store.list_keys("b", "k", Some("k1")).await.unwrap(), ["k2"]);
+        assert!(matches!(
+            store.delete_bucket("b").await,
+            Err(StoreError::BucketNotEmpty(_))
+        ));
+        let used = store.used();
+        drop(store);
+
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        assert_eq!(store.used(), used);
+        let (m, data) = read(&store, "k1", None).await;
+        assert_eq!((m.size, data.as_slice()), (6, &b"second"[..]));
+        assert_eq!(read(&store, "k2", None).await.1, vec![2u8; 5000]);
+        assert!(matches!(
+            store.open_object("b", "gone").await,
+            Err(StoreError::NoSuchKey { .. })
+        ));
+        // Each start writes to a volume of its own.
+        assert_eq!(volume_files(&dir).len(), 2);
+        store.delete_object("b", "k1").await.unwrap();
+        store.delete_object("b", "k2").await.unwrap();
+        store.delete_bucket("b").await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut keys = Vec::new();
+        walk_keys(dir, String::new(), &mut keys).unwrap();
+        keys
+    }
+
+    #[tokio::test]
+    async fn a_torn_or_corrupt_volume_record_loses_only_what_follows_it() {
+        let dir = temp_dir();
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        store.create_bucket("b").await.unwrap();
+        put_sized(&store, "kept", b"acknowledged").await.unwrap();
+        put_sized(&store, "torn", &[9u8; 3000]).await.unwrap();
+        // Nothing but the two records: they end where the bytes in use do.
+        let end = store.used();
+        drop(store);
+        // A crash halfway through the second record's write: its last
+        // blocks never reached the disk, and read as the zeros written
+        // ahead of it.
+        let volume = volume_files(&dir).pop().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&volume)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &[0; 1500], end - 1500).unwrap();
+        drop(file);
+
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        assert_eq!(read(&store, "kept", None).await.1, b"acknowledged");
+        assert!(matches!(
+            store.open_object("b", "torn").await,
+            Err(StoreError::NoSuchKey { .. })
+        ));
+        // Writes after the restart go to a new volume, past the damage.
+        put_sized(&store, "after", b"later").await.unwrap();
+        drop(store);
+
+        // A bit flipped in a record's body: the record is refused on read
+        // and ends the scan at the next start.
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        assert_eq!(read(&store, "after", None).await.1, b"later");
+        let newest = volume_files(&dir)[1].clone();
+        let mut bytes = std::fs::read(&newest).unwrap();
+        let at = bytes.iter().rposition(|&b| b != 0).unwrap();
+        bytes[at] ^= 1;
+        std::fs::write(&newest, &bytes).unwrap();
+        assert!(store.open_object("b", "after").await.is_err());
+        drop(store);
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        assert!(matches!(
+            store.open_object("b", "after").await,
+            Err(StoreError::NoSuchKey { .. })
+        ));
+        assert_eq!(read(&store, "kept", None).await.1, b"acknowledged");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn merges_free_dead_bytes_and_never_bring_back_a_deleted_key() {
+        let dir = temp_dir();
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        store.create_bucket("b").await.unwrap();
+        for i in 0..50u8 {
+            put_sized(&store, &format!("k{i:02}"), &[i; 2000])
+                .await
+                .unwrap();
+        }
+        // A restart seals that volume: the deletes land in the next.
+        drop(store);
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        for i in 0..40u8 {
+            store.delete_object("b", &format!("k{i:02}")).await.unwrap();
+        }
+        put_sized(&store, "k45", b"rewritten").await.unwrap();
+        drop(store);
+        let before_merge: Vec<(PathBuf, Vec<u8>)> = volume_files(&dir)
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect();
+        assert_eq!(before_merge.len(), 2);
+
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        let used = store.used();
+        assert!(store.volumes.dead_bytes() > 40 * 2000);
+        store.merge_now().await;
+        assert!(
+            store.used() < used - 40 * 2000,
+            "{} of {used}",
+            store.used()
+        );
+        assert_eq!(store.volumes.dead_bytes(), 0);
+        let live: Vec<String> = (40..50).map(|i| format!("k{i:02}")).collect();
+        assert_eq!(store.list_keys("b", "", None).await.unwrap(), live);
+        assert_eq!(read(&store, "k45", None).await.1, b"rewritten");
+        assert_eq!(read(&store, "k41", None).await.1, vec![41u8; 2000]);
+        drop(store);
+
+        // A crash after the merged volume was made durable and the oldest
+        // source removed, before the others were: nothing deleted returns,
+        // no newer write is undone.
+        let (first, _) = &before_merge[0];
+        assert!(!first.exists());
+        for (path, bytes) in &before_merge[1..] {
+            std::fs::write(path, bytes).unwrap();
+        }
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        assert_eq!(store.list_keys("b", "", None).await.unwrap(), live);
+        assert_eq!(read(&store, "k45", None).await.1, b"rewritten");
+        assert_eq!(read(&store, "k49", None).await.1, vec![49u8; 2000]);
+        drop(store);
+        // And once the merge's own volume is gone too (a crash before it
+        // was durable), the sources alone still say the same.
+        for path in volume_files(&dir) {
+            if !before_merge.iter().any(|(p, _)| *p == path) {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        std::fs::write(&before_merge[0].0, &before_merge[0].1).unwrap();
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        assert_eq!(store.list_keys("b", "", None).await.unwrap(), live);
+        assert_eq!(read(&store, "k45", None).await.1, b"rewritten");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn small_and_large_writes_of_one_key_replace_each_other() {
+        let dir = temp_dir();
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        store.create_bucket("b").await.unwrap();
+        let large = vec![5u8; usize::try_from(SMALL_MAX).unwrap() + 1];
+        put_sized(&store, "k", b"small").await.unwrap();
+        put_sized(&store, "k", &large).await.unwrap();
+        assert_eq!(read(&store, "k", None).await.1, large);
+        assert_eq!(walk(&dir.join("buckets/b")), ["k"]);
+        drop(store);
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        assert_eq!(read(&store, "k", None).await.1.len(), large.len());
+        put_sized(&store, "k", b"small again").await.unwrap();
+        assert!(walk(&dir.join("buckets/b")).is_empty());
+        drop(store);
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        assert_eq!(read(&store, "k", None).await.1, b"small again");
+        assert_eq!(store.list_keys("b", "", None).await.unwrap(), ["k"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_full_node_merges_its_dead_bytes_before_refusing_a_write() {
+        let dir = temp_dir();
+        let store = DiskStore::open(&dir, 64 * 1024).await.unwrap();
+        store.create_bucket("b").await.unwrap();
+        for round in 0..10u8 {
+            // 40 KiB written and deleted each round: 400 KiB through a
+            // 64 KiB node.
+            for i in 0..4u8 {
+                put_sized(&store, &format!("k{i}"), &[round; 10_000])
+                    .await
+                    .unwrap();
+            }
+            for i in 0..4u8 {
+                store.delete_object("b", &format!("k{i}")).await.unwrap();
+            }
+        }
+        assert!(store.used() <= 64 * 1024);
+        put_sized(&store, "last", &[1; 10_000]).await.unwrap();
+        assert_eq!(read(&store, "last", None).await.1, vec![1u8; 10_000]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

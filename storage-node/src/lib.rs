@@ -1,7 +1,9 @@
 //! `tenfold-node`: a standalone S3-compatible storage node for Tenfold operators.
 //!
-//! Objects live as plain files under a data directory ([`disk_store`]), written
-//! atomically and durably, within a capacity limit. The S3 API ([`s3_api`]) is
+//! Objects live under a data directory ([`disk_store`]), written atomically
+//! and durably, within a capacity limit: a file each, or a record in a
+//! volume file for small ones, so that concurrent small writes share one
+//! fsync ([`volumes`]). The S3 API ([`s3_api`]) is
 //! served by `s3s` with SigV4 authentication; `GET /health` reports capacity
 //! and usage as JSON ([`server`]). HTTP serving, TLS, sizes and listings
 //! come from `tenfold-common`, shared with the gateway.
@@ -13,6 +15,7 @@ pub mod error;
 pub mod metrics;
 pub mod s3_api;
 pub mod server;
+pub mod volumes;
 
 pub use disk_store::DiskStore;
 pub use error::StoreError;

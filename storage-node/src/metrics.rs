@@ -20,7 +20,7 @@ pub fn fsync_histogram() -> Histogram {
     Histogram::with_opts(
         HistogramOpts::new(
             "tenfold_node_fsync_duration_seconds",
-            "Time to fsync a written object and its folder.",
+            "Time to fsync a written object file and its folder, or a volume (shared by the writes waiting).",
         )
         .buckets(FSYNC_BUCKETS.to_vec()),
     )

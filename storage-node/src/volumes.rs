@@ -1,0 +1,860 @@
+//! Small objects appended to volume files, so that concurrent writes share
+//! one `fdatasync` (Haystack's and SeaweedFS's design, Bitcask's merge).
+//!
+//! A file per object costs four block writes and two fsyncs (the data, its
+//! inode, the folder's block and inode): most of a small PUT's time. Here
+//! an object of up to [`SMALL_MAX`] bytes is one record appended to the
+//! active volume, and a write is answered once an `fdatasync` that began
+//! after it returned: the writes that arrive while one runs share the next.
+//!
+//! A record is `TFV1`, the CRC32C of the rest, its kind (put or delete),
+//! the lengths of the bucket, key, metadata (JSON) and body, then those
+//! bytes. The in-memory map from bucket and key to the newest record is
+//! rebuilt at start by reading every volume in order (later records win, a
+//! delete record removes the key); a record that does not check (a crash's
+//! torn tail) ends its volume's scan, and every start writes to a new
+//! volume, so nothing is ever appended after damage. Reads check the CRC.
+//!
+//! Overwritten and deleted records are dead bytes until a merge: when they
+//! outweigh the live ones, the live records of every sealed volume are
+//! copied to one new volume (ordered before the active one), which is made
+//! durable before the old volumes are removed, oldest first, so a crash at
+//! any point leaves the newest record of each key readable and no deleted
+//! key comes back. A reader holding a removed volume keeps reading it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufReader, Read as _};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::disk_store::ObjectMeta;
+
+/// Largest body stored in a volume; larger objects get a file each.
+pub const SMALL_MAX: u64 = 128 * 1024;
+/// Magic number opening every record.
+const MAGIC: &[u8; 4] = b"TFV1";
+/// Bytes of a record before its bucket name.
+const HEADER_LEN: usize = 21;
+/// Record kinds.
+const PUT: u8 = 1;
+const DELETE: u8 = 2;
+/// Longest metadata a record may hold (a sanity bound for the scan).
+const META_MAX: usize = 1 << 20;
+/// Suffix of volume file names.
+const VOLUME_SUFFIX: &str = ".vol";
+/// Zeros written ahead of the records of the active volume, so that an
+/// `fdatasync` finds the file's size and blocks already on disk and writes
+/// the records' block alone (0.13 ms here against 0.2 ms when each append
+/// grows the file).
+const PREALLOCATE: u64 = 1 << 20;
+
+/// Where the newest record of a key lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    volume: u64,
+    offset: u64,
+    len: u32,
+}
+
+/// One volume file and its group `fdatasync`.
+#[derive(Debug)]
+struct Volume {
+    id: u64,
+    file: File,
+    syncs: Mutex<SyncState>,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    waiting: Vec<oneshot::Sender<Result<(), (std::io::ErrorKind, String)>>>,
+    running: bool,
+}
+
+/// A volume's bytes: its records (the end of the last), those of live
+/// records, and the file's length (records and the zeros after them).
+#[derive(Debug)]
+struct VolumeUse {
+    volume: Arc<Volume>,
+    size: u64,
+    live: u64,
+    allocated: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    keys: HashMap<String, BTreeMap<String, Loc>>,
+    volumes: BTreeMap<u64, VolumeUse>,
+    active: u64,
+}
+
+/// A record read back, checked.
+#[derive(Debug)]
+pub struct Record {
+    pub meta: ObjectMeta,
+    /// The object's bytes.
+    pub body: Bytes,
+}
+
+/// The small-object volumes of a store.
+#[derive(Debug)]
+pub struct Volumes {
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Dead bytes below which no merge starts.
+    merge_floor: u64,
+    /// One merge at a time.
+    merge_lock: tokio::sync::Mutex<()>,
+    /// Whether a background merge is queued (so that a burst of deletes
+    /// queues one, not one each).
+    merge_queued: AtomicBool,
+    fsync_seconds: prometheus::Histogram,
+}
+
+impl Volumes {
+    /// Opens the volumes in `dir` (blocking): reads every record, and starts
+    /// a new active volume. Returns them and the bytes their records take
+    /// (the zeros written ahead and a torn tail are not counted).
+    ///
+    /// # Errors
+    /// Fails when the folder or a volume cannot be read.
+    pub fn open(
+        dir: &Path,
+        merge_floor: u64,
+        fsync_seconds: prometheus::Histogram,
+    ) -> std::io::Result<(Self, u64)> {
+        crate::disk_store::create_dirs(dir)?;
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(VOLUME_SUFFIX))
+                .and_then(|n| u64::from_str_radix(n, 16).ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        let mut state = State {
+            keys: HashMap::new(),
+            volumes: BTreeMap::new(),
+            active: 0,
+        };
+        let mut total = 0;
+        for &id in &ids {
+            let path = volume_path(dir, id);
+            let file = File::options().read(true).write(true).open(&path)?;
+            let allocated = file.metadata()?.len();
+            state.volumes.insert(
+                id,
+                VolumeUse {
+                    volume: Arc::new(Volume::new(id, file)),
+                    size: 0,
+                    live: 0,
+                    allocated,
+                },
+            );
+            let (end, clean) = scan(&path, id, &mut state)?;
+            if end == 0 && clean {
+                // Nothing but zeros (a start's volume nothing was written
+                // to): nothing to keep.
+                state.volumes.remove(&id);
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            if let Some(v) = state.volumes.get_mut(&id) {
+                v.size = end;
+            }
+            total += end;
+        }
+        let volumes = Self {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(state),
+            merge_floor,
+            merge_lock: tokio::sync::Mutex::new(()),
+            merge_queued: AtomicBool::new(false),
+            fsync_seconds,
+        };
+        let next = ids.last().map_or(1, |id| id + 1);
+        let active = volumes.create_volume(next)?;
+        let mut state = volumes.state();
+        state.active = next;
+        state.volumes.insert(
+            next,
+            VolumeUse {
+                volume: active,
+                size: 0,
+                live: 0,
+                allocated: 0,
+            },
+        );
+        drop(state);
+        Ok((volumes, total))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates volume `id` and makes its name durable (blocking).
+    fn create_volume(&self, id: u64) -> std::io::Result<Arc<Volume>> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(volume_path(&self.dir, id))?;
+        crate::disk_store::sync_dir(&self.dir)?;
+        Ok(Arc::new(Volume::new(id, file)))
+    }
+
+    /// Appends a put record ([`encode_put`]) and waits until it is durable.
+    /// Returns the bytes of the record it replaced (0 if none): dead until
+    /// a merge.
+    ///
+    /// # Errors
+    /// A disk error; then the key keeps its previous record.
+    pub async fn put(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        record: Vec<u8>,
+    ) -> std::io::Result<u64> {
+        let this = Arc::clone(self);
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let (volume, loc, old) = blocking(move || {
+            let mut state = this.state();
+            let (volume, loc) = this.append_locked(&mut state, &record)?;
+            let old = state
+                .keys
+                .entry(bucket.clone())
+                .or_default()
+                .insert(key.clone(), loc);
+            if let Some(old) = old {
+                state.mark_dead(old);
+            }
+            Ok::<_, std::io::Error>((volume, loc, (bucket, key, old)))
+        })
+        .await?;
+        let (bucket, key, old) = old;
+        if let Err(e) = self.sync(&volume).await {
+            // Not durable: the key goes back to what it was, unless a later
+            // write replaced it meanwhile.
+            let mut state = self.state();
+            state.mark_dead(loc);
+            let keys = state.keys.entry(bucket.clone()).or_default();
+            if keys.get(&key) == Some(&loc) {
+                match old {
+                    Some(old) => {
+                        keys.insert(key, old);
+                        if let Some(v) = state.volumes.get_mut(&old.volume) {
+                            v.live += u64::from(old.len);
+                        }
+                    }
+                    None => {
+                        keys.remove(&key);
+                    }
+                }
+            }
+            if state.keys.get(&bucket).is_some_and(BTreeMap::is_empty) {
+                state.keys.remove(&bucket);
+            }
+            return Err(e);
+        }
+        Ok(old.map_or(0, |o| u64::from(o.len)))
+    }
+
+    /// Appends a delete record for `bucket`/`key` if it has a record, and
+    /// waits until it is durable (a large object written over a small one
+    /// relies on it). Returns the delete record's bytes, `None` when the key
+    /// had no record.
+    ///
+    /// # Errors
+    /// A disk error.
+    pub async fn delete(self: &Arc<Self>, bucket: &str, key: &str) -> std::io::Result<Option<u64>> {
+        let record = encode(DELETE, bucket, key, &[], &[])?;
+        let this = Arc::clone(self);
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let appended = blocking(move || {
+            let mut state = this.state();
+            if state
+                .keys
+                .get(&bucket)
+                .is_none_or(|k| !k.contains_key(&key))
+            {
+                return Ok(None);
+            }
+            let (volume, tombstone) = this.append_locked(&mut state, &record)?;
+            state.mark_dead(tombstone);
+            let old = state.keys.get_mut(&bucket).and_then(|k| k.remove(&key));
+            if state.keys.get(&bucket).is_some_and(BTreeMap::is_empty) {
+                state.keys.remove(&bucket);
+            }
+            if let Some(old) = old {
+                state.mark_dead(old);
+            }
+            Ok(Some((volume, u64::from(tombstone.len))))
+        })
+        .await?;
+        let Some((volume, len)) = appended else {
+            return Ok(None);
+        };
+        self.sync(&volume).await?;
+        Ok(Some(len))
+    }
+
+    /// Writes `record` at the end of the active volume (blocking, under the
+    /// lock, so records land in the order the map sees them).
+    fn append_locked(
+        &self,
+        state: &mut State,
+        record: &[u8],
+    ) -> std::io::Result<(Arc<Volume>, Loc)> {
+        let active = state
+            .volumes
+            .get_mut(&state.active)
+            .ok_or_else(|| std::io::Error::other("no active volume"))?;
+        let offset = active.size;
+        let len = u32::try_from(record.len()).map_err(std::io::Error::other)?;
+        let end = offset + u64::from(len);
+        if end > active.allocated {
+            let ahead = PREALLOCATE.max(end - active.allocated);
+            let zeros = vec![0u8; usize::try_from(ahead).map_err(std::io::Error::other)?];
+            active.volume.file.write_all_at(&zeros, active.allocated)?;
+            active.allocated += zeros.len() as u64;
+        }
+        active.volume.file.write_all_at(record, offset)?;
+        active.size += u64::from(len);
+        active.live += u64::from(len);
+        let loc = Loc {
+            volume: active.volume.id,
+            offset,
+            len,
+        };
+        Ok((Arc::clone(&active.volume), loc))
+    }
+
+    /// Waits for an `fdatasync` of `volume` that starts after this call:
+    /// the writes waiting together share one.
+    async fn sync(&self, volume: &Arc<Volume>) -> std::io::Result<()> {
+        let (done, answer) = oneshot::channel();
+        let start = {
+            let mut syncs = volume.syncs();
+            syncs.waiting.push(done);
+            !std::mem::replace(&mut syncs.running, true)
+        };
+        if start {
+            let volume = Arc::clone(volume);
+            let histogram = self.fsync_seconds.clone();
+            tokio::spawn(async move { volume.sync_rounds(&histogram).await });
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((kind, msg))) => Err(std::io::Error::new(kind, msg)),
+            Err(_) => Err(std::io::Error::other("volume sync task ended")),
+        }
+    }
+
+    /// The record of `bucket`/`key`, if it has one in a volume.
+    ///
+    /// # Errors
+    /// A disk error, or [`std::io::ErrorKind::InvalidData`] when the record
+    /// does not check.
+    pub async fn get(&self, bucket: &str, key: &str) -> std::io::Result<Option<Record>> {
+        let found = {
+            let state = self.state();
+            state
+                .keys
+                .get(bucket)
+                .and_then(|k| k.get(key))
+                .and_then(|loc| {
+                    let volume = &state.volumes.get(&loc.volume)?.volume;
+                    Some((Arc::clone(volume), *loc))
+                })
+        };
+        let Some((volume, loc)) = found else {
+            return Ok(None);
+        };
+        let record = blocking(move || read_record(&volume.file, loc)).await?;
+        let decoded = decode(&record).ok_or_else(|| corrupt(&self.dir, loc))?;
+        if decoded.kind != PUT {
+            return Err(corrupt(&self.dir, loc));
+        }
+        let meta: ObjectMeta =
+            serde_json::from_slice(decoded.meta).map_err(|_| corrupt(&self.dir, loc))?;
+        let body = record.slice_ref(decoded.body);
+        Ok(Some(Record { meta, body }))
+    }
+
+    /// Whether `bucket`/`key` has a record in a volume.
+    pub fn contains(&self, bucket: &str, key: &str) -> bool {
+        self.state()
+            .keys
+            .get(bucket)
+            .is_some_and(|k| k.contains_key(key))
+    }
+
+    /// Whether any key of `bucket` lives in a volume.
+    pub fn has_keys(&self, bucket: &str) -> bool {
+        self.state().keys.contains_key(bucket)
+    }
+
+    /// The keys of `bucket` in volumes that start with `prefix` and sort
+    /// after `after`, in order.
+    pub fn keys(&self, bucket: &str, prefix: &str, after: Option<&str>) -> Vec<String> {
+        let state = self.state();
+        let Some(keys) = state.keys.get(bucket) else {
+            return Vec::new();
+        };
+        let from = match after {
+            Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_owned()),
+            _ => std::ops::Bound::Included(prefix.to_owned()),
+        };
+        keys.range((from, std::ops::Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Bytes of overwritten and deleted records.
+    pub fn dead_bytes(&self) -> u64 {
+        self.state().volumes.values().map(|v| v.size - v.live).sum()
+    }
+
+    /// Whether dead bytes reach half the live ones (and the floor): a merge
+    /// then copies at most two live bytes per dead byte it frees. With
+    /// nothing live, any dead byte is worth a merge (it copies nothing).
+    pub fn merge_due(&self) -> bool {
+        let state = self.state();
+        let (size, live) = state
+            .volumes
+            .values()
+            .fold((0, 0), |(s, l), v| (s + v.size, l + v.live));
+        let dead = size - live;
+        dead > 0 && (live == 0 || dead >= (live / 2).max(self.merge_floor))
+    }
+
+    /// Queues a merge in the background if one is due and none is queued;
+    /// `freed` is told the bytes it frees.
+    pub fn merge_if_due(self: &Arc<Self>, freed: impl FnOnce(u64) + Send + 'static) {
+        if !self.merge_due() || self.merge_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _turn = this.merge_lock.lock().await;
+            this.merge_queued.store(false, Ordering::Release);
+            if !this.merge_due() {
+                return;
+            }
+            let merging = Arc::clone(&this);
+            match blocking(move || merging.merge_blocking()).await {
+                Ok(n) => freed(n),
+                Err(e) => tracing::error!(error = %e, "volume merge failed"),
+            }
+        });
+    }
+
+    /// Copies the live records of every sealed volume (and the active one,
+    /// which a new volume replaces) to one new volume, makes it durable,
+    /// then removes the old ones, oldest first. Returns the bytes freed.
+    /// Waits for a merge in progress first; does nothing when no byte is
+    /// dead.
+    ///
+    /// # Errors
+    /// A disk error; the old volumes then stay, and every record with them.
+    pub async fn merge(self: &Arc<Self>) -> std::io::Result<u64> {
+        let _turn = self.merge_lock.lock().await;
+        if self.dead_bytes() == 0 {
+            return Ok(0);
+        }
+        let this = Arc::clone(self);
+        blocking(move || this.merge_blocking()).await
+    }
+
+    fn merge_blocking(&self) -> std::io::Result<u64> {
+        let (sources, output) = {
+            let mut state = self.state();
+            let output_id = state.active + 1;
+            let next_active = state.active + 2;
+            let output = self.create_volume(output_id)?;
+            let active = self.create_volume(next_active).inspect_err(|_| {
+                // So that the next merge can create it again.
+                let _ = std::fs::remove_file(volume_path(&self.dir, output_id));
+            })?;
+            let sources: Vec<u64> = state.volumes.keys().copied().collect();
+            state.active = next_active;
+            for (id, volume) in [(output_id, output), (next_active, active)] {
+                state.volumes.insert(
+                    id,
+                    VolumeUse {
+                        volume,
+                        size: 0,
+                        live: 0,
+                        allocated: 0,
+                    },
+                );
+            }
+            (sources, output_id)
+        };
+        let merged = self.copy_live(&sources, output);
+        let (written, removed) = {
+            let mut state = self.state();
+            let written = merged?;
+            let mut removed: Vec<VolumeUse> = sources
+                .iter()
+                .filter_map(|id| state.volumes.remove(id))
+                .collect();
+            if written == 0 {
+                // Nothing was live: the merge's volume stays empty.
+                removed.extend(state.volumes.remove(&output));
+            }
+            (written, removed)
+        };
+        let mut freed = 0;
+        for gone in removed {
+            // Oldest first, each removal durable before the next: a crash
+            // between two leaves only newer volumes, whose delete records
+            // still hide what they deleted.
+            std::fs::remove_file(volume_path(&self.dir, gone.volume.id))?;
+            crate::disk_store::sync_dir(&self.dir)?;
+            freed += gone.size;
+        }
+        Ok(freed.saturating_sub(written))
+    }
+
+    /// Copies each live record of `sources` to volume `output` and points
+    /// the key at its copy (unless a write replaced it meanwhile), then
+    /// makes `output` durable. Returns the bytes written.
+    fn copy_live(&self, sources: &[u64], output: u64) -> std::io::Result<u64> {
+        let (out, live) = {
+            let state = self.state();
+            let out = Arc::clone(&state.volumes[&output].volume);
+            let live: Vec<(String, String, Loc, Arc<Volume>)> = state
+                .keys
+                .iter()
+                .flat_map(|(bucket, keys)| {
+                    keys.iter()
+                        .filter(|(_, loc)| sources.contains(&loc.volume))
+                        .filter_map(|(key, loc)| {
+                            let volume = &state.volumes.get(&loc.volume)?.volume;
+                            Some((bucket.clone(), key.clone(), *loc, Arc::clone(volume)))
+                        })
+                })
+                .collect();
+            (out, live)
+        };
+        let mut written = 0u64;
+        for (bucket, key, loc, volume) in live {
+            let record = read_record(&volume.file, loc)?;
+            if decode(&record).is_none() {
+                return Err(corrupt(&self.dir, loc));
+            }
+            out.file.write_all_at(&record, written)?;
+            let copy = Loc {
+                volume: output,
+                offset: written,
+                len: loc.len,
+            };
+            written += u64::from(loc.len);
+            let mut state = self.state();
+            if let Some(out_use) = state.volumes.get_mut(&output) {
+                out_use.size = written;
+                out_use.allocated = written;
+            }
+            let current = state.keys.get_mut(&bucket).and_then(|k| k.get_mut(&key));
+            match current {
+                Some(current) if *current == loc => {
+                    *current = copy;
+                    state.mark_dead(loc);
+                    if let Some(out_use) = state.volumes.get_mut(&output) {
+                        out_use.live += u64::from(loc.len);
+                    }
+                }
+                // Replaced or deleted meanwhile: the copy is dead.
+                _ => {}
+            }
+        }
+        out.file.sync_data()?;
+        Ok(written)
+    }
+}
+
+impl State {
+    /// Counts the record at `loc` as dead.
+    fn mark_dead(&mut self, loc: Loc) {
+        if let Some(v) = self.volumes.get_mut(&loc.volume) {
+            v.live = v.live.saturating_sub(u64::from(loc.len));
+        }
+    }
+}
+
+impl Volume {
+    fn new(id: u64, file: File) -> Self {
+        Self {
+            id,
+            file,
+            syncs: Mutex::default(),
+        }
+    }
+
+    fn syncs(&self) -> MutexGuard<'_, SyncState> {
+        self.syncs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The sync task: one `fdatasync` for all who wait, round after round,
+    /// until nobody does.
+    async fn sync_rounds(self: Arc<Self>, histogram: &prometheus::Histogram) {
+        let mut turn = SyncTurn {
+            volume: &self,
+            handed_back: false,
+        };
+        loop {
+            let round = {
+                let mut syncs = self.syncs();
+                if syncs.waiting.is_empty() {
+                    syncs.running = false;
+                    turn.handed_back = true;
+                    return;
+                }
+                std::mem::take(&mut syncs.waiting)
+            };
+            let volume = Arc::clone(&self);
+            let started = std::time::Instant::now();
+            let result = blocking(move || volume.file.sync_data()).await;
+            histogram.observe(started.elapsed().as_secs_f64());
+            let answer = result.map_err(|e| (e.kind(), e.to_string()));
+            for waiting in round {
+                let _ = waiting.send(answer.clone());
+            }
+        }
+    }
+}
+
+/// Ends a sync task's turn if it ends other than by finding nobody
+/// waiting (its runtime shutting down), failing those who wait, so that
+/// the next write starts another task rather than waiting on one gone.
+struct SyncTurn<'a> {
+    volume: &'a Volume,
+    handed_back: bool,
+}
+
+impl Drop for SyncTurn<'_> {
+    fn drop(&mut self) {
+        if !self.handed_back {
+            let mut syncs = self.volume.syncs();
+            syncs.running = false;
+            syncs.waiting.clear();
+        }
+    }
+}
+
+fn volume_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}{VOLUME_SUFFIX}"))
+}
+
+fn corrupt(dir: &Path, loc: Loc) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "record at {} offset {} does not check",
+            volume_path(dir, loc.volume).display(),
+            loc.offset
+        ),
+    )
+}
+
+/// The record of a put of `body` at `bucket`/`key`.
+///
+/// # Errors
+/// When a field is too long for the record format.
+pub fn encode_put(
+    bucket: &str,
+    key: &str,
+    meta: &ObjectMeta,
+    body: &[Bytes],
+) -> std::io::Result<Vec<u8>> {
+    let meta = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
+    encode(PUT, bucket, key, &meta, body)
+}
+
+/// A record's bytes.
+fn encode(
+    kind: u8,
+    bucket: &str,
+    key: &str,
+    meta: &[u8],
+    body: &[Bytes],
+) -> std::io::Result<Vec<u8>> {
+    let body_len: usize = body.iter().map(Bytes::len).sum();
+    let too_long = |_| std::io::Error::other("record field too long");
+    let mut record =
+        Vec::with_capacity(HEADER_LEN + bucket.len() + key.len() + meta.len() + body_len);
+    record.extend_from_slice(MAGIC);
+    record.extend_from_slice(&[0; 4]);
+    record.push(kind);
+    record.extend_from_slice(&u16::try_from(bucket.len()).map_err(too_long)?.to_le_bytes());
+    record.extend_from_slice(&u16::try_from(key.len()).map_err(too_long)?.to_le_bytes());
+    record.extend_from_slice(&u32::try_from(meta.len()).map_err(too_long)?.to_le_bytes());
+    record.extend_from_slice(&u32::try_from(body_len).map_err(too_long)?.to_le_bytes());
+    record.extend_from_slice(bucket.as_bytes());
+    record.extend_from_slice(key.as_bytes());
+    record.extend_from_slice(meta);
+    for chunk in body {
+        record.extend_from_slice(chunk);
+    }
+    let crc = crc32c(&record[8..]);
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(record)
+}
+
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    digest.update(bytes);
+    u32::try_from(digest.finalize()).unwrap_or_default()
+}
+
+/// The lengths a record's header gives: bucket, key, metadata, body.
+fn header_lengths(header: &[u8]) -> Option<(usize, usize, usize, usize)> {
+    if header.len() < HEADER_LEN || &header[..4] != MAGIC || !matches!(header[8], PUT | DELETE) {
+        return None;
+    }
+    let u16_at = |i: usize| usize::from(u16::from_le_bytes([header[i], header[i + 1]]));
+    let u32_at = |i: usize| {
+        usize::try_from(u32::from_le_bytes([
+            header[i],
+            header[i + 1],
+            header[i + 2],
+            header[i + 3],
+        ]))
+        .ok()
+    };
+    let (meta, body) = (u32_at(13)?, u32_at(17)?);
+    let small = usize::try_from(SMALL_MAX).ok()?;
+    (meta <= META_MAX && body <= small).then_some((u16_at(9), u16_at(11), meta, body))
+}
+
+/// A record's parts.
+struct Decoded<'a> {
+    kind: u8,
+    bucket: &'a [u8],
+    key: &'a [u8],
+    meta: &'a [u8],
+    body: &'a [u8],
+}
+
+/// Splits and checks a whole record; `None` when it does not check.
+fn decode(record: &[u8]) -> Option<Decoded<'_>> {
+    let (b, k, m, n) = header_lengths(record)?;
+    if record.len() != HEADER_LEN + b + k + m + n {
+        return None;
+    }
+    let crc = u32::from_le_bytes([record[4], record[5], record[6], record[7]]);
+    if crc32c(&record[8..]) != crc {
+        return None;
+    }
+    let (bucket, rest) = record[HEADER_LEN..].split_at(b);
+    let (key, rest) = rest.split_at(k);
+    let (meta, body) = rest.split_at(m);
+    Some(Decoded {
+        kind: record[8],
+        bucket,
+        key,
+        meta,
+        body,
+    })
+}
+
+/// The bytes of the record at `loc` (blocking).
+fn read_record(file: &File, loc: Loc) -> std::io::Result<Bytes> {
+    let mut record = vec![0u8; usize::try_from(loc.len).map_err(std::io::Error::other)?];
+    file.read_exact_at(&mut record, loc.offset)?;
+    Ok(Bytes::from(record))
+}
+
+/// Reads volume `id` record by record into `state` (blocking); returns
+/// where its records end, and whether only zeros follow them. Zeros
+/// (written ahead) end the scan, and so does a record that does not check
+/// (a torn tail, or damage: what follows is lost, and the gateway's audits
+/// find it missing).
+fn scan(path: &Path, id: u64, state: &mut State) -> std::io::Result<(u64, bool)> {
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut offset = 0u64;
+    let mut record = Vec::new();
+    let mut clean = true;
+    loop {
+        record.resize(HEADER_LEN, 0);
+        match reader.read_exact(&mut record) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        if record.iter().all(|&b| b == 0) {
+            break;
+        }
+        clean = false;
+        let Some((b, k, m, n)) = header_lengths(&record) else {
+            tracing::warn!(volume = %path.display(), offset, "volume record header does not check: scan ends here");
+            break;
+        };
+        record.resize(HEADER_LEN + b + k + m + n, 0);
+        match reader.read_exact(&mut record[HEADER_LEN..]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::warn!(volume = %path.display(), offset, "volume ends in a torn record");
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+        let Some(decoded) = decode(&record) else {
+            tracing::warn!(volume = %path.display(), offset, "volume record does not check: scan ends here");
+            break;
+        };
+        let (Ok(bucket), Ok(key)) = (
+            std::str::from_utf8(decoded.bucket),
+            std::str::from_utf8(decoded.key),
+        ) else {
+            break;
+        };
+        let len = u32::try_from(record.len()).map_err(std::io::Error::other)?;
+        let loc = Loc {
+            volume: id,
+            offset,
+            len,
+        };
+        offset += u64::from(len);
+        clean = true;
+        let keys = state.keys.entry(bucket.to_owned()).or_default();
+        let old = if decoded.kind == PUT {
+            if let Some(v) = state.volumes.get_mut(&id) {
+                v.live += u64::from(len);
+            }
+            keys.insert(key.to_owned(), loc)
+        } else {
+            let old = keys.remove(key);
+            if keys.is_empty() {
+                state.keys.remove(bucket);
+            }
+            old
+        };
+        if let Some(old) = old {
+            state.mark_dead(old);
+        }
+    }
+    Ok((offset, clean))
+}
+
+/// Runs blocking file work on the blocking thread pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}
