@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::clients::Curl;
-use crate::process::{Proc, bin, free_port, log_file, wait_for_port};
+use crate::process::{Proc, bin, free_port, wait_for_port};
 
 /// One `tenfold-node` process.
 #[derive(Debug)]
@@ -16,6 +16,28 @@ pub struct Node {
     pub data: PathBuf,
     pub access_key: String,
     pub secret_key: String,
+    /// Its command line, to start it again.
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+/// Starts `tenfold-node ARGS`, logging to `log` (appended), and waits for
+/// it to listen on `addr`.
+fn spawn_node(args: &[String], log: &Path, addr: &str) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("node log");
+    let child = Command::new(bin("tenfold-node"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn tenfold-node");
+    let mut proc = Proc(child);
+    wait_for_port(addr, &mut proc.0);
+    proc
 }
 
 impl Node {
@@ -28,37 +50,45 @@ impl Node {
     pub fn start_with(dir: &Path, name: &str, capacity: &str, extra: &[String]) -> Self {
         let data = dir.join(name);
         let addr = format!("127.0.0.1:{}", free_port());
-        let access_key = format!("{name}-key");
-        let secret_key = format!("{name}-secret");
-        let child = Command::new(bin("tenfold-node"))
-            .args([
-                "--data",
-                data.to_str().unwrap(),
-                "--listen",
-                &addr,
-                "--capacity",
-                capacity,
-            ])
-            .args(["--access-key", &access_key, "--secret-key", &secret_key])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log_file(dir, &format!("{name}.log")))
-            .spawn()
-            .expect("spawn tenfold-node");
-        let mut proc = Proc(child);
-        wait_for_port(&addr, &mut proc.0);
+        let mut args: Vec<String> = [
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            &addr,
+            "--capacity",
+            capacity,
+            "--access-key",
+            &format!("{name}-key"),
+            "--secret-key",
+            &format!("{name}-secret"),
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.extend(extra.iter().cloned());
+        let log = dir.join(format!("{name}.log"));
+        let proc = spawn_node(&args, &log, &addr);
         Self {
             proc,
-            addr,
             scheme: if extra.iter().any(|a| a == "--tls-cert") {
                 "https"
             } else {
                 "http"
             },
+            access_key: format!("{name}-key"),
+            secret_key: format!("{name}-secret"),
+            addr,
             data,
-            access_key,
-            secret_key,
+            args,
+            log,
         }
+    }
+
+    /// Kills the node if it runs (SIGKILL: no chance to finish anything)
+    /// and starts it again on the same folder, address and keys.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = spawn_node(&self.args, &self.log, &self.addr);
     }
 
     pub fn endpoint(&self) -> String {
