@@ -787,7 +787,9 @@ fn release(used: &AtomicU64, n: u64) {
 }
 
 /// Runs blocking file work on the blocking thread pool.
-async fn blocking<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+pub(crate) async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
 where
     T: Send + 'static,
     E: From<std::io::Error> + Send + 'static,
@@ -1335,11 +1337,15 @@ mod tests {
         put_sized(&store, "k", &large).await.unwrap();
         assert_eq!(read(&store, "k", None).await.1, large);
         assert_eq!(walk(&dir.join("buckets/b")), ["k"]);
+        // The small record is dead: wait for its merge (started in the
+        // background) before another store opens the folder.
+        store.merge_now().await;
         drop(store);
         let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
         assert_eq!(read(&store, "k", None).await.1.len(), large.len());
         put_sized(&store, "k", b"small again").await.unwrap();
         assert!(walk(&dir.join("buckets/b")).is_empty());
+        store.merge_now().await;
         drop(store);
         let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
         assert_eq!(read(&store, "k", None).await.1, b"small again");

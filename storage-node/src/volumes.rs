@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::disk_store::ObjectMeta;
+use crate::disk_store::{ObjectMeta, blocking};
 
 /// Largest body stored in a volume; larger objects get a file each.
 pub const SMALL_MAX: u64 = 128 * 1024;
@@ -287,7 +287,7 @@ impl Volumes {
                 .get(&bucket)
                 .is_none_or(|k| !k.contains_key(&key))
             {
-                return Ok(None);
+                return Ok::<_, std::io::Error>(None);
             }
             let (volume, tombstone) = this.append_locked(&mut state, &record)?;
             state.mark_dead(tombstone);
@@ -848,13 +848,4 @@ fn scan(path: &Path, id: u64, state: &mut State) -> std::io::Result<(u64, bool)>
         }
     }
     Ok((offset, clean))
-}
-
-/// Runs blocking file work on the blocking thread pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(std::io::Error::other)?
 }
