@@ -227,8 +227,9 @@ async fn read_chunk(file: Arc<std::fs::File>, at: u64, end: u64) -> std::io::Res
 pub struct DiskStore {
     root: PathBuf,
     capacity: u64,
-    /// Bytes on disk, shared with the volume merges that free some.
-    used: Arc<AtomicU64>,
+    /// Bytes of object files and of writes in progress (the volumes count
+    /// their records themselves).
+    in_files: AtomicU64,
     reads: AtomicU64,
     volumes: Arc<Volumes>,
     /// How long each write's fsyncs take.
@@ -251,15 +252,15 @@ impl DiskStore {
         let buckets = root.join("buckets");
         let fsync_seconds = crate::metrics::fsync_histogram();
         let (volumes_dir, histogram) = (root.join("volumes"), fsync_seconds.clone());
-        let (used, volumes) = blocking(move || {
-            let (volumes, in_volumes) = Volumes::open(&volumes_dir, MERGE_FLOOR, histogram)?;
-            Ok::<_, std::io::Error>((disk_usage(&buckets)? + in_volumes, volumes))
+        let (in_files, volumes) = blocking(move || {
+            let volumes = Volumes::open(&volumes_dir, MERGE_FLOOR, histogram)?;
+            Ok::<_, std::io::Error>((disk_usage(&buckets)?, volumes))
         })
         .await?;
         let store = Self {
             root: root.to_path_buf(),
             capacity,
-            used: Arc::new(AtomicU64::new(used)),
+            in_files: AtomicU64::new(in_files),
             reads: AtomicU64::new(0),
             volumes: Arc::new(volumes),
             fsync_seconds,
@@ -271,17 +272,16 @@ impl DiskStore {
     /// Starts a merge of the volumes in the background if their dead bytes
     /// call for one.
     fn merge_if_due(&self) {
-        let used = Arc::clone(&self.used);
-        self.volumes
-            .merge_if_due(move |freed| release(&used, freed));
+        self.volumes.merge_if_due();
     }
 
-    /// Merges the volumes now if they hold dead bytes (a full node's last
-    /// resort before refusing a write).
-    async fn merge_now(&self) {
-        match self.volumes.merge().await {
-            Ok(freed) => release(&self.used, freed),
-            Err(e) => tracing::error!(error = %e, "volume merge failed"),
+    /// Merges the volumes now (after any merge in progress) if they hold
+    /// at least `needed` dead bytes: a full node's last resort before
+    /// refusing a write of that much more than fits, which must not cost a
+    /// rewrite of every volume when it would not make room.
+    async fn merge_now(&self, needed: u64) {
+        if let Err(e) = self.volumes.merge(needed).await {
+            tracing::error!(error = %e, "volume merge failed");
         }
     }
 
@@ -297,7 +297,12 @@ impl DiskStore {
 
     /// Bytes currently stored (including writes in progress).
     pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Acquire)
+        self.in_files.load(Ordering::Acquire) + self.volumes.bytes()
+    }
+
+    /// Bytes of overwritten and deleted volume records, until a merge.
+    pub fn dead_bytes(&self) -> u64 {
+        self.volumes.dead_bytes()
     }
 
     /// Objects opened for reading since the node started.
@@ -379,19 +384,38 @@ impl DiskStore {
 
     /// Reserves `n` bytes of capacity, or reports the node full.
     fn reserve(&self, n: u64) -> Result<(), StoreError> {
-        self.used
+        let in_volumes = self.volumes.bytes();
+        self.in_files
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|&total| total <= self.capacity)
+                used.checked_add(n)
+                    .filter(|&total| total + in_volumes <= self.capacity)
             })
             .map(|_| ())
             .map_err(|used| StoreError::InsufficientStorage {
                 needed: n,
-                available: self.capacity.saturating_sub(used),
+                available: self.capacity.saturating_sub(used + in_volumes),
             })
     }
 
+    /// [`Self::reserve`], merging the volumes' dead records away first
+    /// when the room is not there (or held by a merge's copies, counted
+    /// until it removes what they replace).
+    async fn reserve_merging(&self, n: u64) -> Result<(), StoreError> {
+        if self.reserve(n).is_ok() {
+            return Ok(());
+        }
+        let short = (self.used() + n).saturating_sub(self.capacity);
+        self.merge_now(short).await;
+        self.reserve(n)
+    }
+
     fn release(&self, n: u64) {
-        release(&self.used, n);
+        // Saturating, so a miscount can never wrap the counter.
+        let _ = self
+            .in_files
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
     }
 
     /// Stores an object from a body stream, atomically and durably.
@@ -418,7 +442,8 @@ impl DiskStore {
             // Refuse early, before reading a byte of the body; dead volume
             // bytes are merged away first.
             if len > self.capacity.saturating_sub(self.used()) {
-                self.merge_now().await;
+                self.merge_now(len - self.capacity.saturating_sub(self.used()))
+                    .await;
             }
             let available = self.capacity.saturating_sub(self.used());
             if len > available {
@@ -450,8 +475,7 @@ impl DiskStore {
                 self.release(replaced);
                 // The file is durable; a small object of the same key, now
                 // older, goes (durably, or it would hide the file).
-                if let Some(tombstone) = self.volumes.delete(bucket, key).await? {
-                    self.used.fetch_add(tombstone, Ordering::AcqRel);
+                if self.volumes.delete(bucket, key).await? {
                     self.merge_if_due();
                 }
                 Ok(meta)
@@ -492,7 +516,7 @@ impl DiskStore {
                     expected,
                 });
             }
-            self.reserve(chunk.len() as u64)?;
+            self.reserve_merging(chunk.len() as u64).await?;
             *reserved += chunk.len() as u64;
             digest.update(&chunk);
             chunks.push(chunk);
@@ -500,10 +524,13 @@ impl DiskStore {
         let meta = object_meta(digest, attrs, size)?;
         let record = volumes::encode_put(bucket, key, &meta, &chunks)?;
         let overhead = record.len() as u64 - size;
-        self.reserve(overhead)?;
+        self.reserve_merging(overhead).await?;
         *reserved += overhead;
-        let replaced = self.volumes.put(bucket, key, record).await?;
-        if replaced > 0 {
+        let replaced = self.volumes.put(bucket, key, record).await;
+        // The volume counts the record from now on (appended, even when its
+        // sync failed): the room held for it while it came goes back.
+        self.release(std::mem::take(reserved));
+        if replaced? > 0 {
             self.merge_if_due();
         }
         let path = path.to_path_buf();
@@ -643,8 +670,7 @@ impl DiskStore {
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         let bucket_dir = self.existing_bucket_dir(bucket).await?;
         let path = self.object_path(bucket, key)?;
-        if let Some(tombstone) = self.volumes.delete(bucket, key).await? {
-            self.used.fetch_add(tombstone, Ordering::AcqRel);
+        if self.volumes.delete(bucket, key).await? {
             self.merge_if_due();
         }
         let len = match fs::metadata(&path).await {
@@ -776,14 +802,6 @@ fn object_meta(
         metadata: attrs.metadata.clone(),
         last_modified: time::OffsetDateTime::now_utc().unix_timestamp(),
     })
-}
-
-/// Takes `n` bytes off the `used` counter, never below zero (so that a
-/// miscount cannot wrap it).
-fn release(used: &AtomicU64, n: u64) {
-    let _ = used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-        Some(u.saturating_sub(n))
-    });
 }
 
 /// Runs blocking file work on the blocking thread pool.
@@ -1174,6 +1192,8 @@ mod tests {
         assert_eq!(read(&store, "k1", Some(6..9)).await.1, b"wor");
         put_sized(&store, "k1", b"second").await.unwrap();
         store.delete_object("b", "gone").await.unwrap();
+        // The first k1, "gone" and its delete record wait for a merge.
+        assert!(store.dead_bytes() > 11 + 1, "{}", store.dead_bytes());
         assert_eq!(store.list_keys("b", "", None).await.unwrap(), ["k1", "k2"]);
         assert_eq!(store.list_keys("b", "k", Some("k1")).await.unwrap(), ["k2"]);
         assert!(matches!(
@@ -1287,7 +1307,7 @@ mod tests {
         let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
         let used = store.used();
         assert!(store.volumes.dead_bytes() > 40 * 2000);
-        store.merge_now().await;
+        store.merge_now(0).await;
         assert!(
             store.used() < used - 40 * 2000,
             "{} of {used}",
@@ -1339,13 +1359,13 @@ mod tests {
         assert_eq!(walk(&dir.join("buckets/b")), ["k"]);
         // The small record is dead: wait for its merge (started in the
         // background) before another store opens the folder.
-        store.merge_now().await;
+        store.merge_now(0).await;
         drop(store);
         let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
         assert_eq!(read(&store, "k", None).await.1.len(), large.len());
         put_sized(&store, "k", b"small again").await.unwrap();
         assert!(walk(&dir.join("buckets/b")).is_empty());
-        store.merge_now().await;
+        store.merge_now(0).await;
         drop(store);
         let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
         assert_eq!(read(&store, "k", None).await.1, b"small again");

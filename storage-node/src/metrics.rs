@@ -37,6 +37,7 @@ pub struct NodeMetrics {
     capacity: IntGauge,
     used: IntGauge,
     free: IntGauge,
+    dead: IntGauge,
     objects_read: IntGauge,
 }
 
@@ -83,6 +84,10 @@ impl NodeMetrics {
                 "Bytes stored, writes in progress included.",
             ),
             free: gauge("tenfold_node_free_bytes", "Capacity left."),
+            dead: gauge(
+                "tenfold_node_volume_dead_bytes",
+                "Bytes of overwritten and deleted small objects in volumes, until a merge reclaims them (counted in used).",
+            ),
             objects_read: gauge(
                 "tenfold_node_objects_read",
                 "Objects opened for reading since the node started.",
@@ -116,6 +121,7 @@ impl NodeMetrics {
         self.used.set(count(store.used()));
         self.free
             .set(count(store.capacity().saturating_sub(store.used())));
+        self.dead.set(count(store.dead_bytes()));
         self.objects_read.set(count(store.reads()));
         text_response(&self.registry)
     }

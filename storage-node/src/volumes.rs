@@ -27,7 +27,7 @@ use std::fs::File;
 use std::io::{BufReader, Read as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -113,13 +113,15 @@ pub struct Volumes {
     /// Whether a background merge is queued (so that a burst of deletes
     /// queues one, not one each).
     merge_queued: AtomicBool,
+    /// Bytes of records in all volumes (what the volumes count against
+    /// the node's capacity), kept beside the lock for cheap reads.
+    bytes: AtomicU64,
     fsync_seconds: prometheus::Histogram,
 }
 
 impl Volumes {
     /// Opens the volumes in `dir` (blocking): reads every record, and starts
-    /// a new active volume. Returns them and the bytes their records take
-    /// (the zeros written ahead and a torn tail are not counted).
+    /// a new active volume.
     ///
     /// # Errors
     /// Fails when the folder or a volume cannot be read.
@@ -127,7 +129,7 @@ impl Volumes {
         dir: &Path,
         merge_floor: u64,
         fsync_seconds: prometheus::Histogram,
-    ) -> std::io::Result<(Self, u64)> {
+    ) -> std::io::Result<Self> {
         crate::disk_store::create_dirs(dir)?;
         let mut ids = Vec::new();
         for entry in std::fs::read_dir(dir)? {
@@ -179,6 +181,7 @@ impl Volumes {
             merge_floor,
             merge_lock: tokio::sync::Mutex::new(()),
             merge_queued: AtomicBool::new(false),
+            bytes: AtomicU64::new(total),
             fsync_seconds,
         };
         let next = ids.last().map_or(1, |id| id + 1);
@@ -195,7 +198,7 @@ impl Volumes {
             },
         );
         drop(state);
-        Ok((volumes, total))
+        Ok(volumes)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -271,12 +274,11 @@ impl Volumes {
 
     /// Appends a delete record for `bucket`/`key` if it has a record, and
     /// waits until it is durable (a large object written over a small one
-    /// relies on it). Returns the delete record's bytes, `None` when the key
-    /// had no record.
+    /// relies on it). `false` when the key had no record.
     ///
     /// # Errors
     /// A disk error.
-    pub async fn delete(self: &Arc<Self>, bucket: &str, key: &str) -> std::io::Result<Option<u64>> {
+    pub async fn delete(self: &Arc<Self>, bucket: &str, key: &str) -> std::io::Result<bool> {
         let record = encode(DELETE, bucket, key, &[], &[])?;
         let this = Arc::clone(self);
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
@@ -298,14 +300,14 @@ impl Volumes {
             if let Some(old) = old {
                 state.mark_dead(old);
             }
-            Ok(Some((volume, u64::from(tombstone.len))))
+            Ok(Some(volume))
         })
         .await?;
-        let Some((volume, len)) = appended else {
-            return Ok(None);
+        let Some(volume) = appended else {
+            return Ok(false);
         };
         self.sync(&volume).await?;
-        Ok(Some(len))
+        Ok(true)
     }
 
     /// Writes `record` at the end of the active volume (blocking, under the
@@ -331,6 +333,7 @@ impl Volumes {
         active.volume.file.write_all_at(record, offset)?;
         active.size += u64::from(len);
         active.live += u64::from(len);
+        self.bytes.fetch_add(u64::from(len), Ordering::AcqRel);
         let loc = Loc {
             volume: active.volume.id,
             offset,
@@ -422,6 +425,13 @@ impl Volumes {
             .collect()
     }
 
+    /// Bytes of records (live and dead) in all volumes: what the volumes
+    /// take of the node's capacity (the zeros written ahead of the active
+    /// one and torn tails are not counted).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
     /// Bytes of overwritten and deleted records.
     pub fn dead_bytes(&self) -> u64 {
         self.state().volumes.values().map(|v| v.size - v.live).sum()
@@ -440,9 +450,8 @@ impl Volumes {
         dead > 0 && (live == 0 || dead >= (live / 2).max(self.merge_floor))
     }
 
-    /// Queues a merge in the background if one is due and none is queued;
-    /// `freed` is told the bytes it frees.
-    pub fn merge_if_due(self: &Arc<Self>, freed: impl FnOnce(u64) + Send + 'static) {
+    /// Queues a merge in the background if one is due and none is queued.
+    pub fn merge_if_due(self: &Arc<Self>) {
         if !self.merge_due() || self.merge_queued.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -454,9 +463,8 @@ impl Volumes {
                 return;
             }
             let merging = Arc::clone(&this);
-            match blocking(move || merging.merge_blocking()).await {
-                Ok(n) => freed(n),
-                Err(e) => tracing::error!(error = %e, "volume merge failed"),
+            if let Err(e) = blocking(move || merging.merge_blocking()).await {
+                tracing::error!(error = %e, "volume merge failed");
             }
         });
     }
@@ -464,14 +472,14 @@ impl Volumes {
     /// Copies the live records of every sealed volume (and the active one,
     /// which a new volume replaces) to one new volume, makes it durable,
     /// then removes the old ones, oldest first. Returns the bytes freed.
-    /// Waits for a merge in progress first; does nothing when no byte is
-    /// dead.
+    /// Waits for a merge in progress first; does nothing unless at least
+    /// `at_least` bytes (and one) are dead.
     ///
     /// # Errors
     /// A disk error; the old volumes then stay, and every record with them.
-    pub async fn merge(self: &Arc<Self>) -> std::io::Result<u64> {
+    pub async fn merge(self: &Arc<Self>, at_least: u64) -> std::io::Result<u64> {
         let _turn = self.merge_lock.lock().await;
-        if self.dead_bytes() == 0 {
+        if self.dead_bytes() < at_least.max(1) {
             return Ok(0);
         }
         let this = Arc::clone(self);
@@ -525,8 +533,11 @@ impl Volumes {
             std::fs::remove_file(volume_path(&self.dir, gone.volume.id))?;
             crate::disk_store::sync_dir(&self.dir)?;
             freed += gone.size;
+            self.bytes.fetch_sub(gone.size, Ordering::AcqRel);
         }
-        Ok(freed.saturating_sub(written))
+        let freed = freed.saturating_sub(written);
+        tracing::info!(freed, written, "volumes merged");
+        Ok(freed)
     }
 
     /// Copies each live record of `sources` to volume `output` and points
@@ -563,6 +574,7 @@ impl Volumes {
                 len: loc.len,
             };
             written += u64::from(loc.len);
+            self.bytes.fetch_add(u64::from(loc.len), Ordering::AcqRel);
             let mut state = self.state();
             if let Some(out_use) = state.volumes.get_mut(&output) {
                 out_use.size = written;
