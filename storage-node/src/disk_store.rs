@@ -1212,10 +1212,19 @@ mod tests {
             store.open_object("b", "gone").await,
             Err(StoreError::NoSuchKey { .. })
         ));
-        // Each start writes to a volume of its own.
+        // A start makes no volume until something is written; then each
+        // start writes to a volume of its own.
+        assert_eq!(volume_files(&dir).len(), 1);
+        put_sized(&store, "k3", b"after").await.unwrap();
         assert_eq!(volume_files(&dir).len(), 2);
-        store.delete_object("b", "k1").await.unwrap();
-        store.delete_object("b", "k2").await.unwrap();
+        for key in ["k1", "k2", "k3"] {
+            store.delete_object("b", key).await.unwrap();
+        }
+        // With nothing live, a merge leaves no volume file behind (a
+        // drained node holds no file at all).
+        store.merge_now(0).await;
+        assert!(volume_files(&dir).is_empty(), "{:?}", volume_files(&dir));
+        assert_eq!(store.used(), 0);
         store.delete_bucket("b").await.unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }

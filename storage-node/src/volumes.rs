@@ -21,6 +21,9 @@
 //! durable before the old volumes are removed, oldest first, so a crash at
 //! any point leaves the newest record of each key readable and no deleted
 //! key comes back. A reader holding a removed volume keeps reading it.
+//! Volumes are made by the first write to them: a node holding no small
+//! object (a drained one, or one whose objects were all deleted and merged
+//! away) holds no volume file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -120,8 +123,8 @@ pub struct Volumes {
 }
 
 impl Volumes {
-    /// Opens the volumes in `dir` (blocking): reads every record, and starts
-    /// a new active volume.
+    /// Opens the volumes in `dir` (blocking): reads every record; the next
+    /// write starts a new active volume.
     ///
     /// # Errors
     /// Fails when the folder or a volume cannot be read.
@@ -184,20 +187,9 @@ impl Volumes {
             bytes: AtomicU64::new(total),
             fsync_seconds,
         };
-        let next = ids.last().map_or(1, |id| id + 1);
-        let active = volumes.create_volume(next)?;
-        let mut state = volumes.state();
-        state.active = next;
-        state.volumes.insert(
-            next,
-            VolumeUse {
-                volume: active,
-                size: 0,
-                live: 0,
-                allocated: 0,
-            },
-        );
-        drop(state);
+        // The next volume is created by the first write to it: a node
+        // holding no small object keeps no volume file.
+        volumes.state().active = ids.last().map_or(1, |id| id + 1);
         Ok(volumes)
     }
 
@@ -317,6 +309,10 @@ impl Volumes {
         state: &mut State,
         record: &[u8],
     ) -> std::io::Result<(Arc<Volume>, Loc)> {
+        if !state.volumes.contains_key(&state.active) {
+            let volume = self.create_volume(state.active)?;
+            state.volumes.insert(state.active, VolumeUse::new(volume));
+        }
         let active = state
             .volumes
             .get_mut(&state.active)
@@ -489,40 +485,20 @@ impl Volumes {
     fn merge_blocking(&self) -> std::io::Result<u64> {
         let (sources, output) = {
             let mut state = self.state();
-            let output_id = state.active + 1;
-            let next_active = state.active + 2;
-            let output = self.create_volume(output_id)?;
-            let active = self.create_volume(next_active).inspect_err(|_| {
-                // So that the next merge can create it again.
-                let _ = std::fs::remove_file(volume_path(&self.dir, output_id));
-            })?;
+            let output = state.active + 1;
+            // Writes from now on go to a new volume, after the merge's.
+            state.active += 2;
             let sources: Vec<u64> = state.volumes.keys().copied().collect();
-            state.active = next_active;
-            for (id, volume) in [(output_id, output), (next_active, active)] {
-                state.volumes.insert(
-                    id,
-                    VolumeUse {
-                        volume,
-                        size: 0,
-                        live: 0,
-                        allocated: 0,
-                    },
-                );
-            }
-            (sources, output_id)
+            (sources, output)
         };
         let merged = self.copy_live(&sources, output);
         let (written, removed) = {
             let mut state = self.state();
             let written = merged?;
-            let mut removed: Vec<VolumeUse> = sources
+            let removed: Vec<VolumeUse> = sources
                 .iter()
                 .filter_map(|id| state.volumes.remove(id))
                 .collect();
-            if written == 0 {
-                // Nothing was live: the merge's volume stays empty.
-                removed.extend(state.volumes.remove(&output));
-            }
             (written, removed)
         };
         let mut freed = 0;
@@ -544,10 +520,9 @@ impl Volumes {
     /// the key at its copy (unless a write replaced it meanwhile), then
     /// makes `output` durable. Returns the bytes written.
     fn copy_live(&self, sources: &[u64], output: u64) -> std::io::Result<u64> {
-        let (out, live) = {
+        let live: Vec<(String, String, Loc, Arc<Volume>)> = {
             let state = self.state();
-            let out = Arc::clone(&state.volumes[&output].volume);
-            let live: Vec<(String, String, Loc, Arc<Volume>)> = state
+            state
                 .keys
                 .iter()
                 .flat_map(|(bucket, keys)| {
@@ -558,9 +533,16 @@ impl Volumes {
                             Some((bucket.clone(), key.clone(), *loc, Arc::clone(volume)))
                         })
                 })
-                .collect();
-            (out, live)
+                .collect()
         };
+        if live.is_empty() {
+            // Nothing to keep: no volume is made for it.
+            return Ok(0);
+        }
+        let out = self.create_volume(output)?;
+        self.state()
+            .volumes
+            .insert(output, VolumeUse::new(Arc::clone(&out)));
         let mut written = 0u64;
         for (bucket, key, loc, volume) in live {
             let record = read_record(&volume.file, loc)?;
@@ -595,6 +577,18 @@ impl Volumes {
         }
         out.file.sync_data()?;
         Ok(written)
+    }
+}
+
+impl VolumeUse {
+    /// A new, empty volume's use.
+    fn new(volume: Arc<Volume>) -> Self {
+        Self {
+            volume,
+            size: 0,
+            live: 0,
+            allocated: 0,
+        }
     }
 }
 
