@@ -437,7 +437,11 @@ impl DiskStore {
         S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
     {
         let path = self.object_path(bucket, key)?;
-        self.existing_bucket_dir(bucket).await?;
+        let small = attrs.content_length.is_some_and(|len| len <= SMALL_MAX);
+        if !small {
+            // (A small write checks its bucket on its one trip to the disk.)
+            self.existing_bucket_dir(bucket).await?;
+        }
         if let Some(len) = attrs.content_length {
             // Refuse early, before reading a byte of the body; dead volume
             // bytes are merged away first.
@@ -454,7 +458,7 @@ impl DiskStore {
             }
         }
         let mut reserved = 0u64;
-        if attrs.content_length.is_some_and(|len| len <= SMALL_MAX) {
+        if small {
             let written = self
                 .put_small(bucket, key, &path, &attrs, body, &mut reserved)
                 .await;
@@ -526,25 +530,47 @@ impl DiskStore {
         let overhead = record.len() as u64 - size;
         self.reserve_merging(overhead).await?;
         *reserved += overhead;
-        let replaced = self.volumes.put(bucket, key, record).await;
+        let (bucket_dir, file) = (self.bucket_dir(bucket), path.to_path_buf());
+        let missing_bucket = bucket.to_owned();
+        let written = self
+            .volumes
+            .put(bucket, key, record, move || {
+                // The bucket is checked, and a file of the same key (a
+                // large object the record replaces) looked for, on the
+                // append's own trip to a blocking thread.
+                if !bucket_dir.try_exists()? {
+                    return Err(StoreError::NoSuchBucket(missing_bucket));
+                }
+                match std::fs::metadata(&file) {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await;
         // The volume counts the record from now on (appended, even when its
         // sync failed): the room held for it while it came goes back.
         self.release(std::mem::take(reserved));
-        if replaced? > 0 {
+        let (replaced, shadowed_file) = written?;
+        if replaced > 0 {
             self.merge_if_due();
         }
-        let path = path.to_path_buf();
-        let removed = blocking(move || match std::fs::metadata(&path) {
-            Ok(file) => {
-                std::fs::remove_file(&path)?;
-                sync_dir(path.parent().unwrap_or(&path))?;
-                Ok(file.len())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e),
-        })
-        .await?;
-        self.release(removed);
+        if shadowed_file {
+            // The record is durable: the older file goes, durably too, as
+            // the record alone decides the key once it exists.
+            let path = path.to_path_buf();
+            let removed = blocking(move || match std::fs::metadata(&path) {
+                Ok(file) => {
+                    std::fs::remove_file(&path)?;
+                    sync_dir(path.parent().unwrap_or(&path))?;
+                    Ok(file.len())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+                Err(e) => Err(e),
+            })
+            .await?;
+            self.release(removed);
+        }
         Ok(meta)
     }
 
@@ -670,7 +696,8 @@ impl DiskStore {
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
         let bucket_dir = self.existing_bucket_dir(bucket).await?;
         let path = self.object_path(bucket, key)?;
-        if self.volumes.delete(bucket, key).await? {
+        let had_record = self.volumes.delete(bucket, key).await?;
+        if had_record {
             self.merge_if_due();
         }
         let len = match fs::metadata(&path).await {
@@ -682,6 +709,14 @@ impl DiskStore {
             Ok(()) => self.release(len),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e.into()),
+        }
+        if had_record {
+            // A file a crash left beside the key's newer record (before the
+            // small write could remove it): its removal is made durable, or
+            // a crash now would bring that older object back once the
+            // record's delete hides the record.
+            let parent = path.parent().unwrap_or(&path).to_path_buf();
+            blocking(move || sync_dir(&parent)).await?;
         }
         // Prune the folders the key's hex components made, up to the bucket.
         let mut dir = path.parent().map(Path::to_path_buf);
@@ -1233,6 +1268,26 @@ mod tests {
         let mut keys = Vec::new();
         walk_keys(dir, String::new(), &mut keys).unwrap();
         keys
+    }
+
+    #[tokio::test]
+    async fn writes_to_a_missing_bucket_are_refused_and_store_nothing() {
+        let dir = temp_dir();
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        for size in [10, SMALL_MAX as usize + 1] {
+            let refused = put_sized(&store, "k", &vec![1u8; size]).await;
+            assert!(
+                matches!(refused, Err(StoreError::NoSuchBucket(ref b)) if b == "b"),
+                "{size} bytes: {refused:?}"
+            );
+        }
+        assert_eq!(store.used(), 0);
+        assert!(volume_files(&dir).is_empty());
+        // Once the bucket exists, the same writes succeed.
+        store.create_bucket("b").await.unwrap();
+        put_sized(&store, "k", b"small").await.unwrap();
+        assert_eq!(read(&store, "k", None).await.1, b"small");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -209,20 +209,29 @@ impl Volumes {
     }
 
     /// Appends a put record ([`encode_put`]) and waits until it is durable.
-    /// Returns the bytes of the record it replaced (0 if none): dead until
-    /// a merge.
+    /// `before` runs first, on the same trip to a blocking thread (checks
+    /// the caller needs of the disk): when it fails nothing is appended.
+    /// Returns the bytes of the record it replaced (0 if none: they are
+    /// dead until a merge) and what `before` returned.
     ///
     /// # Errors
-    /// A disk error; then the key keeps its previous record.
-    pub async fn put(
+    /// `before`'s error, or a disk error; then the key keeps its previous
+    /// record.
+    pub async fn put<R, E>(
         self: &Arc<Self>,
         bucket: &str,
         key: &str,
         record: Vec<u8>,
-    ) -> std::io::Result<u64> {
+        before: impl FnOnce() -> Result<R, E> + Send + 'static,
+    ) -> Result<(u64, R), E>
+    where
+        R: Send + 'static,
+        E: From<std::io::Error> + Send + 'static,
+    {
         let this = Arc::clone(self);
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        let (volume, loc, old) = blocking(move || {
+        let (volume, loc, old, checked) = blocking(move || {
+            let checked = before()?;
             let mut state = this.state();
             let (volume, loc) = this.append_locked(&mut state, &record)?;
             let old = state
@@ -233,7 +242,7 @@ impl Volumes {
             if let Some(old) = old {
                 state.mark_dead(old);
             }
-            Ok::<_, std::io::Error>((volume, loc, (bucket, key, old)))
+            Ok::<_, E>((volume, loc, (bucket, key, old), checked))
         })
         .await?;
         let (bucket, key, old) = old;
@@ -259,9 +268,9 @@ impl Volumes {
             if state.keys.get(&bucket).is_some_and(BTreeMap::is_empty) {
                 state.keys.remove(&bucket);
             }
-            return Err(e);
+            return Err(e.into());
         }
-        Ok(old.map_or(0, |o| u64::from(o.len)))
+        Ok((old.map_or(0, |o| u64::from(o.len)), checked))
     }
 
     /// Appends a delete record for `bucket`/`key` if it has a record, and
@@ -350,7 +359,7 @@ impl Volumes {
         if start {
             let volume = Arc::clone(volume);
             let histogram = self.fsync_seconds.clone();
-            tokio::spawn(async move { volume.sync_rounds(&histogram).await });
+            tokio::task::spawn_blocking(move || volume.sync_rounds(&histogram));
         }
         match answer.await {
             Ok(Ok(())) => Ok(()),
@@ -614,11 +623,11 @@ impl Volume {
         self.syncs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The sync task: one `fdatasync` for all who wait, round after round,
-    /// until nobody does.
-    async fn sync_rounds(self: Arc<Self>, histogram: &prometheus::Histogram) {
+    /// The sync rounds (on a blocking thread): one `fdatasync` for all who
+    /// wait, round after round, until nobody does.
+    fn sync_rounds(&self, histogram: &prometheus::Histogram) {
         let mut turn = SyncTurn {
-            volume: &self,
+            volume: self,
             handed_back: false,
         };
         loop {
@@ -631,9 +640,8 @@ impl Volume {
                 }
                 std::mem::take(&mut syncs.waiting)
             };
-            let volume = Arc::clone(&self);
             let started = std::time::Instant::now();
-            let result = blocking(move || volume.file.sync_data()).await;
+            let result = self.file.sync_data();
             histogram.observe(started.elapsed().as_secs_f64());
             let answer = result.map_err(|e| (e.kind(), e.to_string()));
             for waiting in round {
@@ -643,9 +651,9 @@ impl Volume {
     }
 }
 
-/// Ends a sync task's turn if it ends other than by finding nobody
-/// waiting (its runtime shutting down), failing those who wait, so that
-/// the next write starts another task rather than waiting on one gone.
+/// Ends a sync thread's turn if it ends other than by finding nobody
+/// waiting (a panic), failing those who wait, so that the next write
+/// starts another rather than waiting on one gone.
 struct SyncTurn<'a> {
     volume: &'a Volume,
     handed_back: bool,
