@@ -3,7 +3,7 @@
 //! copies on the other nodes, on their disks, and every object readable
 //! once only a minimum of nodes is left.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tests::{
@@ -12,11 +12,18 @@ use tests::{
 
 /// Puts `count` objects of 3 MB (ten fragments each) into a new bucket.
 fn put_objects(aws: &Aws, tmp: &TempDir, bucket: &str, count: usize) -> Vec<PathBuf> {
+    put_sized_objects(aws, tmp, bucket, &vec![3_000_000; count])
+}
+
+/// Like [`put_objects`], object `o{i}` of `sizes[i]` bytes.
+fn put_sized_objects(aws: &Aws, tmp: &TempDir, bucket: &str, sizes: &[usize]) -> Vec<PathBuf> {
     aws.ok(&["s3", "mb", &format!("s3://{bucket}")]);
-    (0..count)
-        .map(|i| {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
             let file = tmp.path().join(format!("o{i}"));
-            write_file(&file, 3_000_000, false);
+            write_file(&file, size, false);
             aws.ok(&[
                 "s3",
                 "cp",
@@ -27,6 +34,23 @@ fn put_objects(aws: &Aws, tmp: &TempDir, bucket: &str, count: usize) -> Vec<Path
             file
         })
         .collect()
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
 }
 
 /// Every object reads back whole.
@@ -120,14 +144,17 @@ fn a_lost_node_is_repaired_around() {
 }
 
 /// `tenfold nodes drain` moves every replica off a node (it ends with no
-/// file), `nodes remove` then succeeds (and is refused before), and every
-/// object reads with the node gone.
+/// file on its disk: neither object files nor the volumes of its small
+/// replicas), `nodes remove` then succeeds (and is refused before), and
+/// every object reads with the node gone.
 #[test]
 fn a_drained_node_ends_empty_and_can_be_removed() {
     let mut cluster = Cluster::start(5, 2, "1GiB");
     let aws = cluster.aws();
     let tmp = TempDir::new("drain");
-    let files = put_objects(&aws, &tmp, "drain", 6);
+    // Large objects (a file per replica) and small ones (volume records).
+    let sizes = [3_000_000, 40_000, 3_000_000, 40_000, 3_000_000, 40_000];
+    let files = put_sized_objects(&aws, &tmp, "drain", &sizes);
     let drained = cluster.nodes[0].2;
     let id = drained.to_string();
     let refused = cluster.admin(&["nodes", "remove", &id]);
@@ -150,6 +177,15 @@ fn a_drained_node_ends_empty_and_can_be_removed() {
             .is_empty()),
         "the drained node still holds {} files",
         cluster.node(drained).replicas().len()
+    );
+    let data = cluster.node(drained).data.clone();
+    let mut on_disk = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            on_disk = files_under(&data);
+            on_disk.is_empty()
+        }),
+        "the drained node's disk still holds {on_disk:?}"
     );
     wait_repaired(&cluster, Duration::from_secs(60));
     let out = cluster.admin(&["nodes", "remove", &id]);
