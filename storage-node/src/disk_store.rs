@@ -1200,13 +1200,23 @@ mod tests {
         store.put_object("b", key, attrs, body(&[data])).await
     }
 
-    fn volume_files(dir: &Path) -> Vec<PathBuf> {
+    /// The files in the volumes folder whose names end in `suffix`.
+    fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("volumes"))
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
             .collect();
         files.sort();
         files
+    }
+
+    fn volume_files(dir: &Path) -> Vec<PathBuf> {
+        files_ending(dir, ".vol")
+    }
+
+    fn hint_files(dir: &Path) -> Vec<PathBuf> {
+        files_ending(dir, ".hint")
     }
 
     fn temp_dir() -> PathBuf {
@@ -1258,7 +1268,11 @@ mod tests {
         // With nothing live, a merge leaves no volume file behind (a
         // drained node holds no file at all).
         store.merge_now(0).await;
-        assert!(volume_files(&dir).is_empty(), "{:?}", volume_files(&dir));
+        assert!(
+            files_ending(&dir, "").is_empty(),
+            "{:?}",
+            files_ending(&dir, "")
+        );
         assert_eq!(store.used(), 0);
         store.delete_bucket("b").await.unwrap();
         let _ = std::fs::remove_dir_all(&dir);
@@ -1322,7 +1336,7 @@ mod tests {
         drop(store);
 
         // A bit flipped in a record's body: the record is refused on read
-        // and ends the scan at the next start.
+        // and forgotten (the key reads as missing), at the next start too.
         let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
         assert_eq!(read(&store, "after", None).await.1, b"later");
         let newest = volume_files(&dir)[1].clone();
@@ -1338,6 +1352,72 @@ mod tests {
             Err(StoreError::NoSuchKey { .. })
         ));
         assert_eq!(read(&store, "kept", None).await.1, b"acknowledged");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn hints_stand_in_for_sealed_volumes_and_damage_loses_only_its_record() {
+        let dir = temp_dir();
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        store.create_bucket("b").await.unwrap();
+        put_sized(&store, "k1", b"one").await.unwrap();
+        put_sized(&store, "k2", &[2u8; 3000]).await.unwrap();
+        put_sized(&store, "k3", b"three").await.unwrap();
+        put_sized(&store, "gone", b"x").await.unwrap();
+        store.delete_object("b", "gone").await.unwrap();
+        drop(store);
+        let check = |store: DiskStore, k2: bool| async move {
+            assert_eq!(read(&store, "k1", None).await.1, b"one");
+            assert_eq!(read(&store, "k3", None).await.1, b"three");
+            let got = store.open_object("b", "k2").await;
+            if k2 {
+                assert_eq!(read(&store, "k2", None).await.1, vec![2u8; 3000]);
+            } else {
+                assert!(matches!(got, Err(StoreError::NoSuchKey { .. })));
+            }
+            assert!(matches!(
+                store.open_object("b", "gone").await,
+                Err(StoreError::NoSuchKey { .. })
+            ));
+            store
+        };
+
+        // The start after the writes reads the volume whole and leaves a
+        // hint of it, which the next start reads instead.
+        let store = check(DiskStore::open(&dir, 1 << 30).await.unwrap(), true).await;
+        drop(store);
+        let hints = hint_files(&dir);
+        assert_eq!(hints.len(), 1);
+        let hint = std::fs::read(&hints[0]).unwrap();
+
+        // A hint that does not check is ignored and written again.
+        let mut damaged = hint.clone();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 1;
+        std::fs::write(&hints[0], &damaged).unwrap();
+        drop(check(DiskStore::open(&dir, 1 << 30).await.unwrap(), true).await);
+        assert_eq!(std::fs::read(&hints[0]).unwrap(), hint);
+
+        // Damage in k2's body: a whole read would end at k2 and lose k3;
+        // with the hint only k2 is lost, and it reads as missing.
+        let volume = volume_files(&dir).pop().unwrap();
+        let mut bytes = std::fs::read(&volume).unwrap();
+        let at = bytes
+            .windows(3000)
+            .position(|w| w.iter().all(|&b| b == 2))
+            .unwrap();
+        bytes[at + 1500] ^= 1;
+        std::fs::write(&volume, &bytes).unwrap();
+        let store = check(DiskStore::open(&dir, 1 << 30).await.unwrap(), false).await;
+
+        // A merge copies the records that check to a volume with its own
+        // hint, and removes the old volume and hint.
+        store.merge_now(0).await;
+        assert_eq!(volume_files(&dir).len(), 1);
+        assert_ne!(volume_files(&dir)[0], volume);
+        assert_eq!(hint_files(&dir).len(), 1);
+        drop(store);
+        drop(check(DiskStore::open(&dir, 1 << 30).await.unwrap(), false).await);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

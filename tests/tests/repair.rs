@@ -323,6 +323,63 @@ fn the_scrub_finds_lost_replicas_and_disqualifies_a_node_that_loses_them() {
     assert!(!cluster.gateway_log().contains("panicked"));
 }
 
+/// A small replica damaged on a node's disk (a byte flipped inside its
+/// volume record, as bit rot would do): the node answers it as missing
+/// rather than failing every read of it, so the scrub counts the failure,
+/// forgets the replica and repairs the fragment back onto that node, and
+/// the object reads whole.
+#[test]
+fn a_small_replica_damaged_in_its_volume_is_found_and_repaired() {
+    let cluster = Cluster::build(3, 1, "1GiB")
+        .durability("scrub_every", "5s")
+        .start();
+    let aws = cluster.aws();
+    let tmp = TempDir::new("rot");
+    let files = put_sized_objects(&aws, &tmp, "rot", &[40_000]);
+    let (_, node, id) = &cluster.nodes[0];
+    let replica = node.replicas().remove(0);
+    let sound = node.replica_bytes(&replica);
+    let mut damaged = 0;
+    for volume in files_under(&node.data.join("volumes")) {
+        if !volume.to_string_lossy().ends_with(".vol") {
+            continue;
+        }
+        let bytes = std::fs::read(&volume).unwrap();
+        if let Some(at) = bytes.windows(sound.len()).position(|w| w == sound) {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&volume)
+                .unwrap();
+            let flipped = [bytes[at + sound.len() / 2] ^ 0x10];
+            std::os::unix::fs::FileExt::write_all_at(
+                &file,
+                &flipped,
+                (at + sound.len() / 2) as u64,
+            )
+            .unwrap();
+            damaged += 1;
+        }
+    }
+    assert_eq!(damaged, 1, "the replica's record was not found in a volume");
+
+    let mut last = serde_json::Value::Null;
+    let repaired = eventually(Duration::from_secs(90), || {
+        last = cluster.walked_status();
+        node_status(&last, *id)["audit_failures"].as_u64() >= Some(1)
+            && last["fragments_below_target"] == 0
+            && node.replicas().iter().any(|r| r.key == replica.key)
+    });
+    assert!(repaired, "{last}");
+    assert_eq!(node.replica_bytes(&replica), sound, "the repaired copy");
+    assert!(
+        cluster
+            .gateway_log()
+            .contains("audit: replica lost, forgotten and queued for repair")
+    );
+    read_objects(&aws, &tmp, "rot", &files);
+    assert!(!cluster.gateway_log().contains("panicked"));
+}
+
 /// Spot audits, with the scrub's passes off: replicas a node discarded are
 /// found by audits of random replicas, counted in its record, forgotten and
 /// repaired; a sound node's spot audits all pass.
