@@ -565,10 +565,14 @@ impl Volumes {
             let sources: Vec<u64> = state.volumes.keys().copied().collect();
             (sources, output)
         };
-        let merged = self.copy_live(&sources, output);
-        let (written, removed) = {
+        let (written, entries) = self.copy_live(&sources, output)?;
+        if !entries.is_empty()
+            && let Err(e) = write_hint(&self.dir, output, written, &entries)
+        {
+            tracing::warn!(volume = output, error = %e, "volume hint not written");
+        }
+        let removed = {
             let mut state = self.state();
-            let (written, entries) = merged?;
             let mut removed: Vec<VolumeUse> = sources
                 .iter()
                 .filter_map(|id| state.volumes.remove(id))
@@ -576,10 +580,8 @@ impl Volumes {
             if entries.is_empty() {
                 // Nothing was copied: the merge's volume, if made, goes too.
                 removed.extend(state.volumes.remove(&output));
-            } else if let Err(e) = write_hint(&self.dir, output, written, &entries) {
-                tracing::warn!(volume = output, error = %e, "volume hint not written");
             }
-            (written, removed)
+            removed
         };
         let mut freed = 0;
         for gone in removed {
