@@ -167,6 +167,7 @@ impl Volumes {
             }
         }
         ids.sort_unstable();
+        hints.sort_unstable();
         for orphan in hints.iter().filter(|h| ids.binary_search(h).is_err()) {
             // Its volume was merged away before the hint went.
             std::fs::remove_file(hint_path(dir, *orphan))?;
@@ -174,7 +175,9 @@ impl Volumes {
         let mut state = State {
             keys: HashMap::new(),
             volumes: BTreeMap::new(),
-            active: 0,
+            // The next volume is created by the first write to it: a node
+            // holding no small object keeps no volume file.
+            active: ids.last().map_or(1, |id| id + 1),
         };
         let mut total = 0;
         for &id in &ids {
@@ -185,7 +188,8 @@ impl Volumes {
                 .volumes
                 .insert(id, VolumeUse::new(Arc::new(Volume::new(id, file))));
             let hinted = hints
-                .contains(&id)
+                .binary_search(&id)
+                .is_ok()
                 .then(|| read_hint(dir, id, allocated))
                 .flatten();
             let from_hint = hinted.is_some();
@@ -217,7 +221,7 @@ impl Volumes {
                 }
             }
         }
-        let volumes = Self {
+        Ok(Self {
             dir: dir.to_path_buf(),
             state: Mutex::new(state),
             merge_floor,
@@ -225,11 +229,7 @@ impl Volumes {
             merge_queued: AtomicBool::new(false),
             bytes: AtomicU64::new(total),
             fsync_seconds,
-        };
-        // The next volume is created by the first write to it: a node
-        // holding no small object keeps no volume file.
-        volumes.state().active = ids.last().map_or(1, |id| id + 1);
-        Ok(volumes)
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -288,24 +288,16 @@ impl Volumes {
         if let Err(e) = self.sync(&volume).await {
             // Not durable: the key goes back to what it was, unless a later
             // write replaced it meanwhile.
+            // (A write that did counted this record dead already.)
             let mut state = self.state();
-            state.mark_dead(loc);
-            let keys = state.keys.entry(bucket.clone()).or_default();
-            if keys.get(&key) == Some(&loc) {
-                match old {
-                    Some(old) => {
-                        keys.insert(key, old);
-                        if let Some(v) = state.volumes.get_mut(&old.volume) {
-                            v.live += u64::from(old.len);
-                        }
-                    }
-                    None => {
-                        keys.remove(&key);
+            if state.keys.get(&bucket).and_then(|k| k.get(&key)) == Some(&loc) {
+                state.remove_key(&bucket, &key);
+                if let Some(old) = old {
+                    state.keys.entry(bucket).or_default().insert(key, old);
+                    if let Some(v) = state.volumes.get_mut(&old.volume) {
+                        v.live += u64::from(old.len);
                     }
                 }
-            }
-            if state.keys.get(&bucket).is_some_and(BTreeMap::is_empty) {
-                state.keys.remove(&bucket);
             }
             return Err(e.into());
         }
@@ -333,13 +325,7 @@ impl Volumes {
             }
             let (volume, tombstone) = this.append_locked(&mut state, &record)?;
             state.mark_dead(tombstone);
-            let old = state.keys.get_mut(&bucket).and_then(|k| k.remove(&key));
-            if state.keys.get(&bucket).is_some_and(BTreeMap::is_empty) {
-                state.keys.remove(&bucket);
-            }
-            if let Some(old) = old {
-                state.mark_dead(old);
-            }
+            state.remove_key(&bucket, &key);
             Ok(Some(volume))
         })
         .await?;
@@ -451,17 +437,9 @@ impl Volumes {
     /// at `loc`, counting that record dead.
     fn forget(&self, bucket: &str, key: &str, loc: Loc) {
         let mut state = self.state();
-        let Some(keys) = state.keys.get_mut(bucket) else {
-            return;
-        };
-        if keys.get(key) != Some(&loc) {
-            return;
+        if state.keys.get(bucket).and_then(|k| k.get(key)) == Some(&loc) {
+            state.remove_key(bucket, key);
         }
-        keys.remove(key);
-        if keys.is_empty() {
-            state.keys.remove(bucket);
-        }
-        state.mark_dead(loc);
     }
 
     /// Whether `bucket`/`key` has a record in a volume.
@@ -698,20 +676,32 @@ impl State {
             offset: entry.offset,
             len: entry.len,
         };
-        let keys = self.keys.entry(entry.bucket.clone()).or_default();
-        let old = if entry.kind == PUT {
-            keys.insert(entry.key.clone(), loc)
-        } else {
-            let old = keys.remove(&entry.key);
-            if keys.is_empty() {
-                self.keys.remove(&entry.bucket);
-            }
-            old
-        };
-        if entry.kind == PUT
-            && let Some(v) = self.volumes.get_mut(&volume)
-        {
+        if entry.kind != PUT {
+            self.remove_key(&entry.bucket, &entry.key);
+            return;
+        }
+        let old = self
+            .keys
+            .entry(entry.bucket.clone())
+            .or_default()
+            .insert(entry.key.clone(), loc);
+        if let Some(v) = self.volumes.get_mut(&volume) {
             v.live += u64::from(entry.len);
+        }
+        if let Some(old) = old {
+            self.mark_dead(old);
+        }
+    }
+
+    /// Removes `bucket`/`key` from the map (and the bucket once it has no
+    /// key left), counting its record dead.
+    fn remove_key(&mut self, bucket: &str, key: &str) {
+        let Some(keys) = self.keys.get_mut(bucket) else {
+            return;
+        };
+        let old = keys.remove(key);
+        if keys.is_empty() {
+            self.keys.remove(bucket);
         }
         if let Some(old) = old {
             self.mark_dead(old);
