@@ -229,11 +229,32 @@ pub struct DiskStore {
     capacity: u64,
     /// Bytes of object files and of writes in progress (the volumes count
     /// their records themselves).
-    in_files: AtomicU64,
+    in_files: Arc<AtomicU64>,
     reads: AtomicU64,
     volumes: Arc<Volumes>,
     /// How long each write's fsyncs take.
     fsync_seconds: prometheus::Histogram,
+}
+
+/// Room held in a [`DiskStore`]'s count of bytes in files, given back
+/// when dropped.
+struct Held {
+    counter: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        release(&self.counter, self.bytes);
+    }
+}
+
+/// Takes `n` bytes off a count of bytes in use.
+fn release(counter: &AtomicU64, n: u64) {
+    // Saturating, so a miscount can never wrap the counter.
+    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+        Some(u.saturating_sub(n))
+    });
 }
 
 impl DiskStore {
@@ -260,7 +281,7 @@ impl DiskStore {
         let store = Self {
             root: root.to_path_buf(),
             capacity,
-            in_files: AtomicU64::new(in_files),
+            in_files: Arc::new(AtomicU64::new(in_files)),
             reads: AtomicU64::new(0),
             volumes: Arc::new(volumes),
             fsync_seconds,
@@ -410,12 +431,7 @@ impl DiskStore {
     }
 
     fn release(&self, n: u64) {
-        // Saturating, so a miscount can never wrap the counter.
-        let _ = self
-            .in_files
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                Some(u.saturating_sub(n))
-            });
+        release(&self.in_files, n);
     }
 
     /// Stores an object from a body stream, atomically and durably.
@@ -532,25 +548,38 @@ impl DiskStore {
         *reserved += overhead;
         let (bucket_dir, file) = (self.bucket_dir(bucket), path.to_path_buf());
         let missing_bucket = bucket.to_owned();
+        let held = Held {
+            counter: Arc::clone(&self.in_files),
+            bytes: std::mem::take(reserved),
+        };
         let written = self
             .volumes
-            .put(bucket, key, record, move || {
-                // The bucket is checked, and a file of the same key (a
-                // large object the record replaces) looked for, on the
-                // append's own trip to a blocking thread.
-                if !bucket_dir.try_exists()? {
-                    return Err(StoreError::NoSuchBucket(missing_bucket));
-                }
-                match std::fs::metadata(&file) {
-                    Ok(_) => Ok(true),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                    Err(e) => Err(e.into()),
-                }
-            })
+            .put(
+                bucket,
+                key,
+                record,
+                move || {
+                    // The bucket is checked, and a file of the same key (a
+                    // large object the record replaces) looked for, on the
+                    // append's own trip to a blocking thread.
+                    if !bucket_dir.try_exists()? {
+                        return Err(StoreError::NoSuchBucket(missing_bucket));
+                    }
+                    match std::fs::metadata(&file) {
+                        Ok(_) => Ok(true),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                        Err(e) => Err(e.into()),
+                    }
+                },
+                // The volume counts the record from its append on (even
+                // when its sync fails): the room held for it goes back at
+                // once, not after the sync, or concurrent writes near the
+                // capacity would be refused for room counted twice. (When
+                // nothing is appended, the closure is dropped unrun and
+                // gives it back all the same.)
+                move || drop(held),
+            )
             .await;
-        // The volume counts the record from now on (appended, even when its
-        // sync failed): the room held for it while it came goes back.
-        self.release(std::mem::take(reserved));
         let (replaced, shadowed_file) = written?;
         if replaced > 0 {
             self.merge_if_due();
@@ -1514,6 +1543,46 @@ mod tests {
         let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
         assert_eq!(read(&store, "k", None).await.1, b"small again");
         assert_eq!(store.list_keys("b", "", None).await.unwrap(), ["k"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Writes that fit together are all taken when they come at once: a
+    /// record is counted once, not by the volume and by the room held for
+    /// it until its sync.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_small_writes_that_fit_are_all_taken() {
+        let probe_dir = temp_dir();
+        let probe = DiskStore::open(&probe_dir, 1 << 30).await.unwrap();
+        probe.create_bucket("b").await.unwrap();
+        put_sized(&probe, "k0", &[0; 100_000]).await.unwrap();
+        let record = probe.used();
+        let _ = std::fs::remove_dir_all(&probe_dir);
+
+        let dir = temp_dir();
+        let store = Arc::new(
+            DiskStore::open(&dir, 8 * record + record / 2)
+                .await
+                .unwrap(),
+        );
+        store.create_bucket("b").await.unwrap();
+        let writes = (0..8u8).map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { put_sized(&store, &format!("k{i}"), &[i; 100_000]).await })
+        });
+        for (i, written) in futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let written = written.unwrap();
+            assert!(written.is_ok(), "write {i}: {written:?}");
+        }
+        assert_eq!(store.used(), 8 * record);
+        // The ninth does not fit.
+        assert!(matches!(
+            put_sized(&store, "k8", &[8; 100_000]).await,
+            Err(StoreError::InsufficientStorage { .. })
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

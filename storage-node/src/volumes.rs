@@ -250,8 +250,11 @@ impl Volumes {
     /// Appends a put record ([`encode_put`]) and waits until it is durable.
     /// `before` runs first, on the same trip to a blocking thread (checks
     /// the caller needs of the disk): when it fails nothing is appended.
-    /// Returns the bytes of the record it replaced (0 if none: they are
-    /// dead until a merge) and what `before` returned.
+    /// `appended` runs as soon as the record is written and counted in
+    /// [`Self::bytes`] (before the sync), so the caller can give back the
+    /// room it held for it without counting it twice meanwhile. Returns the
+    /// bytes of the record it replaced (0 if none: they are dead until a
+    /// merge) and what `before` returned.
     ///
     /// # Errors
     /// `before`'s error, or a disk error; then the key keeps its previous
@@ -262,6 +265,7 @@ impl Volumes {
         key: &str,
         record: Vec<u8>,
         before: impl FnOnce() -> Result<R, E> + Send + 'static,
+        appended: impl FnOnce() + Send + 'static,
     ) -> Result<(u64, R), E>
     where
         R: Send + 'static,
@@ -273,6 +277,7 @@ impl Volumes {
             let checked = before()?;
             let mut state = this.state();
             let (volume, loc) = this.append_locked(&mut state, &record)?;
+            appended();
             let old = state
                 .keys
                 .entry(bucket.clone())
