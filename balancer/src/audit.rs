@@ -31,7 +31,7 @@ impl Balancer {
         };
         let span = tracing::debug_span!("node_audit", node = node_id, key, len);
         let fetched = async {
-            let _slot = node.load.slots.acquire().await;
+            let _turn = node.load.read_turn(len).await;
             node.client.get(&node.spec.bucket, key, len).await
         }
         .instrument(span)

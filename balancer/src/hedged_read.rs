@@ -193,7 +193,7 @@ async fn read_one<'a>(
     check: Check,
 ) -> (&'a Arc<NodeHandle>, Result<Bytes, NodeFailure>) {
     let span = tracing::debug_span!("node_get", node = node.spec.id, key);
-    let _slot = node.load.slots.acquire().await;
+    let _turn = node.load.read_turn(len).await;
     reading.begin();
     let mut pending = Abandoned {
         node,

@@ -29,6 +29,18 @@ pub const DEMOTED_FOR: Duration = Duration::from_secs(300);
 pub const FULL_FOR: Duration = Duration::from_secs(30);
 /// Requests in flight to one node at most.
 pub const NODE_CONCURRENCY: usize = 16;
+/// Bytes of fragment reads in flight to one node at most (at least one read
+/// is, however large): the rest wait in the gateway, in the order they were
+/// asked. A node shares its uplink among the reads it serves, so with every
+/// read of a large GET in flight at once the segment the client waits for
+/// arrives no sooner than those fetched ahead of it, and the download
+/// proceeds in waves with nodes idle between them. A few MiB keep a
+/// wide-area link busy (its bandwidth times its round trip) while reads are
+/// served nearly first come, first served; small reads hardly count.
+pub const READ_WINDOW_BYTES: u64 = 4 << 20;
+/// The granularity of [`READ_WINDOW_BYTES`].
+const READ_WINDOW_UNIT: u64 = 64 << 10;
+const WINDOW_UNITS: u64 = READ_WINDOW_BYTES / READ_WINDOW_UNIT;
 /// Most bytes of a node's `/health` report read (a report is ~1 KiB).
 pub const HEALTH_BODY_LIMIT: usize = 64 << 10;
 /// Time allowed for a health probe.
@@ -139,6 +151,9 @@ pub(crate) struct NodeLoad {
     /// Bounds the requests in flight to this node, so a burst queues here
     /// instead of timing out at the node and marking it down.
     pub(crate) slots: tokio::sync::Semaphore,
+    /// Bounds the bytes of fragment reads in flight to this node, in
+    /// [`READ_WINDOW_UNIT`]s: see [`READ_WINDOW_BYTES`].
+    read_window: tokio::sync::Semaphore,
     /// Bytes of the fragment reads asked of the node and not finished,
     /// queued ones too.
     reading_bytes: AtomicU64,
@@ -153,10 +168,35 @@ impl NodeLoad {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             slots: tokio::sync::Semaphore::new(NODE_CONCURRENCY),
+            read_window: tokio::sync::Semaphore::new(WINDOW_UNITS as usize),
             reading_bytes: AtomicU64::new(0),
             writing_bytes: AtomicU64::new(0),
             clock: Mutex::new(TransferClock::default()),
         })
+    }
+
+    /// Waits for room in the node's read window for a read of `len` bytes,
+    /// then for a request slot; the read may go once both are held.
+    pub(crate) async fn read_turn(
+        &self,
+        len: u64,
+    ) -> (
+        tokio::sync::SemaphorePermit<'_>,
+        tokio::sync::SemaphorePermit<'_>,
+    ) {
+        #[allow(clippy::cast_possible_truncation)]
+        let units = len.div_ceil(READ_WINDOW_UNIT).clamp(1, WINDOW_UNITS) as u32;
+        let window = self
+            .read_window
+            .acquire_many(units)
+            .await
+            .expect("the read window is never closed");
+        let slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the request slots are never closed");
+        (window, slot)
     }
 
     fn clock(&self) -> std::sync::MutexGuard<'_, TransferClock> {
@@ -863,6 +903,42 @@ mod tests {
         assert!(one.read_rank(800_000) > two.read_rank(800_000));
         drop(reading);
         assert_eq!(one.read_rank(800_000), two.read_rank(800_000));
+    }
+
+    /// Fragment reads take turns within the node's read window, first come
+    /// first served: 1 MiB reads fill it four at a time, a small read asked
+    /// after a waiting one waits behind it, and a read larger than the whole
+    /// window still goes, alone.
+    #[tokio::test]
+    async fn reads_wait_their_turn_in_the_window() {
+        use futures::FutureExt;
+        let load = NodeLoad::new();
+        let mib = 1 << 20;
+        let fits = READ_WINDOW_BYTES / mib;
+        let mut held: Vec<_> = Vec::new();
+        for _ in 0..fits {
+            held.push(
+                load.read_turn(mib)
+                    .now_or_never()
+                    .expect("room in the window"),
+            );
+        }
+        let mut big = Box::pin(load.read_turn(mib));
+        assert!((&mut big).now_or_never().is_none(), "the window is full");
+        let mut small = Box::pin(load.read_turn(4096));
+        assert!(
+            (&mut small).now_or_never().is_none(),
+            "a later small read went before a waiting one"
+        );
+        held.truncate(fits as usize - 2);
+        let big = big.now_or_never().expect("reads ended: the next one goes");
+        let small = small.now_or_never().expect("room for the small one too");
+        drop((held, big, small));
+        let huge = load.read_turn(4 * READ_WINDOW_BYTES).now_or_never();
+        assert!(
+            huge.is_some(),
+            "a read larger than the window waited forever"
+        );
     }
 
     /// Replicas being written count as used: equal nodes, the one with
