@@ -360,30 +360,60 @@ fn repair_figures(rt: &tokio::runtime::Runtime, tmp: &Path, mib: usize) -> serde
     };
     let pid = cluster.gateway.0.id();
     let rss_before = tests::proc_status_mib(pid, "VmRSS:");
+    let repaired_bytes = |now: &serde_json::Value| now["repaired"]["bytes"].as_u64().unwrap_or(0);
+    let bytes_before = repaired_bytes(&status(&cluster));
     tests::reset_peak_rss(pid);
     let killed = Instant::now();
     cluster.node(lost).proc.kill();
-    let mut noticed = None;
+    // The loss is noticed when the registry marks the node lost. The
+    // redundancy figures of `status` are those of the last walk over the
+    // segments, which may have ended before the loss: repair is over once
+    // a walk that began after the loss was noticed (the second to end
+    // after it) finds nothing below target and nothing is queued. Its
+    // time runs to the last copy repair wrote (the `repaired` counter).
+    let mut noticed: Option<(Instant, u128)> = None;
+    let mut walk_after: Option<i64> = None;
+    let (mut bytes, mut last_copy) = (bytes_before, killed);
     let deadline = killed + std::time::Duration::from_secs(3600);
-    let repaired = loop {
+    loop {
         let now = status(&cluster);
-        let state = now["nodes"]
+        let lost_now = now["nodes"]
             .as_array()
             .and_then(|n| n.iter().find(|n| n["id"] == lost))
-            .map(|n| n["state"].clone());
-        let below = now["fragments_below_target"].as_u64().unwrap_or(0);
-        if noticed.is_none() && (below > 0 || state.as_ref().is_some_and(|s| s == "lost")) {
-            noticed = Some(Instant::now());
+            .is_some_and(|n| n["state"] == "lost");
+        if noticed.is_none() && lost_now {
+            let epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            noticed = Some((Instant::now(), epoch.as_millis()));
         }
-        if noticed.is_some() && below == 0 {
-            break Instant::now();
+        if repaired_bytes(&now) > bytes {
+            bytes = repaired_bytes(&now);
+            last_copy = Instant::now();
+        }
+        let as_of = now["redundancy_as_of"].as_i64().unwrap_or(0);
+        if let Some((_, at)) = noticed
+            && u128::try_from(as_of).unwrap_or(0) > at
+        {
+            match walk_after {
+                None => walk_after = Some(as_of),
+                Some(first)
+                    if as_of > first
+                        && now["fragments_below_target"].as_u64() == Some(0)
+                        && now["repair_queue"].as_u64() == Some(0) =>
+                {
+                    break;
+                }
+                Some(_) => {}
+            }
         }
         assert!(Instant::now() < deadline, "repair did not finish: {now}");
         std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    }
+    let repaired_lost = bytes - bytes_before;
     let peak = peak_rss_mib(pid);
-    let noticed = noticed.expect("noticed");
-    let repair_s = (repaired - noticed).as_secs_f64();
+    let noticed = noticed.expect("noticed").0;
+    let repair_s = last_copy.saturating_duration_since(noticed).as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
     let held_mib = held as f64 / f64::from(1 << 20);
 
@@ -441,15 +471,19 @@ fn repair_figures(rt: &tokio::runtime::Runtime, tmp: &Path, mib: usize) -> serde
     });
     #[allow(clippy::cast_precision_loss)]
     let copied_mib = copied as f64 / f64::from(1 << 20);
+    #[allow(clippy::cast_precision_loss)]
+    let repaired_mib = repaired_lost as f64 / f64::from(1 << 20);
     let (repair_mib_s, copy_mib_s) = (held_mib / repair_s, copied_mib / copy_s);
     println!(
-        "repair of a lost node holding {held_mib:.0} MiB: noticed after {:.1} s, repaired in {repair_s:.1} s ({repair_mib_s:.1} MiB/s); node-to-node copy of {copied_mib:.0} MiB: {copy_mib_s:.1} MiB/s (ratio {:.2}); gateway RSS {rss_before:.0} MiB before, peak {peak:.0} MiB",
+        "repair of a lost node holding {held_mib:.0} MiB: noticed after {:.1} s, {:.0} MiB of copies written in {repair_s:.1} s ({repair_mib_s:.1} MiB/s); node-to-node copy of {copied_mib:.0} MiB: {copy_mib_s:.1} MiB/s (ratio {:.2}); gateway RSS {rss_before:.0} MiB before, peak {peak:.0} MiB",
         (noticed - killed).as_secs_f64(),
+        repaired_mib,
         repair_mib_s / copy_mib_s
     );
     serde_json::json!({
         "op": "repair of a lost node", "lost_bytes": held,
         "noticed_s": (noticed - killed).as_secs_f64(), "repair_s": repair_s,
+        "repaired_bytes": repaired_lost,
         "repair_mib_s": repair_mib_s, "node_copy_mib_s": copy_mib_s,
         "ratio": repair_mib_s / copy_mib_s,
         "gateway_rss_before_mib": rss_before, "gateway_peak_rss_mib": peak,
