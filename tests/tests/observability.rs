@@ -217,6 +217,9 @@ fn metrics_parse_and_follow_prometheus_naming() {
     write_file(&file, 10_000, false);
     aws.ok(&["s3", "cp", file.to_str().unwrap(), "s3://named/object"]);
     aws.ok(&["s3", "cp", "s3://named/object", "/dev/null"]);
+    // The redundancy gauges have series once a walk over the segments has
+    // ended (the dashboard plots them): scraped after one.
+    cluster.walked_status();
     let url = format!("{}/metrics", cluster.admin_endpoint);
     assert_eq!(Curl::new().fetch(&url).status, 401);
     assert_eq!(
