@@ -387,8 +387,9 @@ fn repair_figures(rt: &tokio::runtime::Runtime, tmp: &Path, mib: usize) -> serde
                 .unwrap_or_default();
             noticed = Some((Instant::now(), epoch.as_millis()));
         }
-        if repaired_bytes(&now) > bytes {
-            bytes = repaired_bytes(&now);
+        let repaired = repaired_bytes(&now);
+        if repaired > bytes {
+            bytes = repaired;
             last_copy = Instant::now();
         }
         let as_of = now["redundancy_as_of"].as_i64().unwrap_or(0);
