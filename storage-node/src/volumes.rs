@@ -273,7 +273,7 @@ impl Volumes {
     {
         let this = Arc::clone(self);
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        let (volume, loc, old, checked) = blocking(move || {
+        let (loc, old, checked, synced) = blocking(move || {
             let checked = before()?;
             let mut state = this.state();
             let (volume, loc) = this.append_locked(&mut state, &record)?;
@@ -286,11 +286,14 @@ impl Volumes {
             if let Some(old) = old {
                 state.mark_dead(old);
             }
-            Ok::<_, E>((volume, loc, (bucket, key, old), checked))
+            drop(state);
+            // The sync is asked for on the same trip to a blocking thread.
+            let synced = this.sync_on_this_thread(&volume);
+            Ok::<_, E>((loc, (bucket, key, old), checked, synced))
         })
         .await?;
         let (bucket, key, old) = old;
-        if let Err(e) = self.sync(&volume).await {
+        if let Err(e) = synced.await_sync().await {
             // Not durable: the key goes back to what it was, unless a later
             // write replaced it meanwhile.
             // (A write that did counted this record dead already.)
@@ -331,13 +334,14 @@ impl Volumes {
             let (volume, tombstone) = this.append_locked(&mut state, &record)?;
             state.mark_dead(tombstone);
             state.remove_key(&bucket, &key);
-            Ok(Some(volume))
+            drop(state);
+            Ok(Some(this.sync_on_this_thread(&volume)))
         })
         .await?;
-        let Some(volume) = appended else {
+        let Some(synced) = appended else {
             return Ok(false);
         };
-        self.sync(&volume).await?;
+        synced.await_sync().await?;
         Ok(true)
     }
 
@@ -377,25 +381,24 @@ impl Volumes {
         Ok((Arc::clone(&active.volume), loc))
     }
 
-    /// Waits for an `fdatasync` of `volume` that starts after this call:
-    /// the writes waiting together share one.
-    async fn sync(&self, volume: &Arc<Volume>) -> std::io::Result<()> {
+    /// Asks for an `fdatasync` of `volume` that starts after this call
+    /// (the writes waiting together share one), from a blocking thread:
+    /// when no sync round runs, the first runs here, so that a lone
+    /// write's append and sync take one trip off the async threads, not
+    /// two; rounds for those who came meanwhile go on another thread.
+    fn sync_on_this_thread(&self, volume: &Arc<Volume>) -> SyncAnswer {
         let (done, answer) = oneshot::channel();
-        let start = {
+        let lead = {
             let mut syncs = volume.syncs();
             syncs.waiting.push(done);
             !std::mem::replace(&mut syncs.running, true)
         };
-        if start {
+        if lead && volume.sync_round(&self.fsync_seconds) {
             let volume = Arc::clone(volume);
             let histogram = self.fsync_seconds.clone();
-            tokio::task::spawn_blocking(move || volume.sync_rounds(&histogram));
+            tokio::task::spawn_blocking(move || while volume.sync_round(&histogram) {});
         }
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err((kind, msg))) => Err(std::io::Error::new(kind, msg)),
-            Err(_) => Err(std::io::Error::other("volume sync task ended")),
-        }
+        SyncAnswer(answer)
     }
 
     /// The record of `bucket`/`key`, if it has one in a volume. A record
@@ -734,45 +737,58 @@ impl Volume {
         self.syncs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The sync rounds (on a blocking thread): one `fdatasync` for all who
-    /// wait, round after round, until nobody does.
-    fn sync_rounds(&self, histogram: &prometheus::Histogram) {
+    /// One sync round (on a blocking thread that holds the turn): one
+    /// `fdatasync` for all who wait. `true` when others wait for the next
+    /// round (the turn is still held); `false` when nobody does, and the
+    /// turn is handed back.
+    fn sync_round(&self, histogram: &prometheus::Histogram) -> bool {
         let mut turn = SyncTurn {
             volume: self,
-            handed_back: false,
+            finished: false,
         };
-        loop {
-            let round = {
-                let mut syncs = self.syncs();
-                if syncs.waiting.is_empty() {
-                    syncs.running = false;
-                    turn.handed_back = true;
-                    return;
-                }
-                std::mem::take(&mut syncs.waiting)
-            };
-            let started = std::time::Instant::now();
-            let result = self.file.sync_data();
-            histogram.observe(started.elapsed().as_secs_f64());
-            let answer = result.map_err(|e| (e.kind(), e.to_string()));
-            for waiting in round {
-                let _ = waiting.send(answer.clone());
-            }
+        let round = std::mem::take(&mut self.syncs().waiting);
+        let started = std::time::Instant::now();
+        let result = self.file.sync_data();
+        histogram.observe(started.elapsed().as_secs_f64());
+        let answer = result.map_err(|e| (e.kind(), e.to_string()));
+        for waiting in round {
+            let _ = waiting.send(answer.clone());
+        }
+        turn.finished = true;
+        let mut syncs = self.syncs();
+        if syncs.waiting.is_empty() {
+            syncs.running = false;
+            false
+        } else {
+            true
         }
     }
 }
 
-/// Ends a sync thread's turn if it ends other than by finding nobody
-/// waiting (a panic), failing those who wait, so that the next write
-/// starts another rather than waiting on one gone.
+/// The answer to a wait for a volume's sync.
+struct SyncAnswer(oneshot::Receiver<Result<(), (std::io::ErrorKind, String)>>);
+
+impl SyncAnswer {
+    async fn await_sync(self) -> std::io::Result<()> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((kind, msg))) => Err(std::io::Error::new(kind, msg)),
+            Err(_) => Err(std::io::Error::other("volume sync task ended")),
+        }
+    }
+}
+
+/// Ends a sync round's turn if the round ends other than by answering (a
+/// panic), failing those who wait, so that the next write starts another
+/// rather than waiting on one gone.
 struct SyncTurn<'a> {
     volume: &'a Volume,
-    handed_back: bool,
+    finished: bool,
 }
 
 impl Drop for SyncTurn<'_> {
     fn drop(&mut self) {
-        if !self.handed_back {
+        if !self.finished {
             let mut syncs = self.volume.syncs();
             syncs.running = false;
             syncs.waiting.clear();
