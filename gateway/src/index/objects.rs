@@ -68,6 +68,50 @@ impl Index {
         .await
     }
 
+    /// The visible object at `bucket`/`key` and, when it is a single PUT
+    /// held in one segment (any object up to the segment size), that
+    /// segment: a small object's GET reads its row and its layout in one
+    /// query, as one snapshot.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`].
+    pub async fn get_object_with_segment(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectRow, Option<SegmentRow>)>, GatewayError> {
+        self.timed_read("object", async {
+            // Segment 0 of a single PUT holds all of it exactly when its
+            // size is the object's.
+            let row = sqlx::query(
+                "SELECT o.id, o.bucket, o.key, o.size, o.etag, o.content_type, o.metadata, o.headers, \
+                        o.checksums, o.last_modified, o.parts_count, o.tags, \
+                        s.data_id, s.seq, s.plain_offset, s.plain_size, s.frames, s.key_id, s.wrapped, s.fragments \
+                 FROM objects o LEFT JOIN segments s \
+                   ON s.data_id = o.id AND s.seq = 0 AND s.plain_size = o.size AND o.parts_count IS NULL \
+                 WHERE o.bucket = $1 AND o.key = $2",
+            )
+            .bind(bucket)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let object = Self::object_from_row(&row)?;
+            if row.try_get::<Option<Vec<u8>>, _>("data_id")?.is_none() {
+                return Ok(Some((object, None)));
+            }
+            let mut segment = segment_of(&row)?;
+            if packed::has_overflow(&segment.fragments) {
+                let mut conn = self.pool.acquire().await?;
+                Self::fill_cids(&mut conn, &mut segment).await?;
+            }
+            Ok(Some((object, Some(segment))))
+        })
+        .await
+    }
+
     /// Objects of a bucket with keys greater than `after` and at least
     /// `prefix`, in key order, at most `limit`.
     ///

@@ -189,6 +189,18 @@ impl ReadView {
         checksum_mode: Option<&ChecksumMode>,
     ) -> Result<Self, GatewayError> {
         let row = existing(store, bucket, key).await?;
+        Self::of(store, row, conditions, range, part, checksum_mode).await
+    }
+
+    /// The view of `row`, once its conditions held.
+    async fn of(
+        store: &ObjectStore,
+        row: ObjectRow,
+        conditions: Conditions,
+        range: Option<&s3s::dto::Range>,
+        part: Option<i32>,
+        checksum_mode: Option<&ChecksumMode>,
+    ) -> Result<Self, GatewayError> {
         conditions.check(&row.etag, row.last_modified)?;
         let (range, partial) = requested_range(store, &row, range, part).await?;
         let content_range = partial.then(|| {
@@ -241,17 +253,31 @@ pub async fn get(
         if_modified_since: input.if_modified_since,
         if_unmodified_since: input.if_unmodified_since,
     };
-    let view = ReadView::new(
+    let (row, segment) = match store
+        .index
+        .get_object_with_segment(&input.bucket, &input.key)
+        .await?
+    {
+        Some(found) => found,
+        None => {
+            store.index.require_bucket(&input.bucket).await?;
+            return Err(GatewayError::NoSuchKey(input.key));
+        }
+    };
+    let view = ReadView::of(
         store,
-        &input.bucket,
-        &input.key,
+        row,
         conditions,
         input.range.as_ref(),
         input.part_number,
         input.checksum_mode.as_ref(),
     )
     .await?;
-    let segments = store.index.layout(&view.row.id, view.range.clone()).await?;
+    // An object in one segment came with it; any range of it is in it.
+    let segments = match segment {
+        Some(segment) => vec![segment],
+        None => store.index.layout(&view.row.id, view.range.clone()).await?,
+    };
     let body = store.object_stream(segments, view.range.clone());
     let (content_length, content_type, expires) =
         (view.content_length(), view.content_type(), view.expires());
