@@ -25,6 +25,7 @@ pub mod fragment;
 pub mod garbage;
 pub mod index;
 pub mod integrity;
+pub mod known_buckets;
 pub mod metrics;
 pub mod node_lifecycle;
 pub mod object_store;

@@ -12,6 +12,7 @@ use crate::config::{DurabilityPolicy, StoragePolicy};
 use crate::crypto::Keyring;
 use crate::fragment::SegmentCodec;
 use crate::index::Index;
+use crate::known_buckets::KnownBuckets;
 use crate::orphans::OrphanSweep;
 use crate::read_leases::ReadLeases;
 use crate::scrub::Scrub;
@@ -49,6 +50,8 @@ pub struct ObjectStore {
     pub segment_budget: Arc<Semaphore>,
     /// Plaintext bytes being fetched and decoded, across all downloads.
     pub fetch_budget: Arc<Semaphore>,
+    /// Buckets found a moment ago, for a PUT's look before its body.
+    pub known_buckets: KnownBuckets,
 }
 
 /// Plaintext compressed and placed at once across every upload of a
@@ -106,6 +109,7 @@ impl ObjectStore {
             ),
             segment_budget: Arc::new(Semaphore::new(UPLOAD_BUDGET_BYTES / BUDGET_UNIT)),
             fetch_budget: Arc::new(Semaphore::new(DOWNLOAD_BUDGET_BYTES / BUDGET_UNIT)),
+            known_buckets: KnownBuckets::default(),
         }
     }
 

@@ -123,7 +123,13 @@ impl ObjectStore {
         req: PutRequest,
         body: BodyStream,
     ) -> Result<ObjectRow, GatewayError> {
-        self.index.require_bucket(&req.bucket).await?;
+        if !self.known_buckets.contains(&req.bucket) {
+            if let Err(e) = self.index.require_bucket(&req.bucket).await {
+                self.known_buckets.forget(&req.bucket);
+                return Err(e);
+            }
+            self.known_buckets.found(&req.bucket);
+        }
         self.detached(move |store| async move {
             let (data, _writing) = store.ingest(body, req.checks).await?;
             let row = ObjectRow {
@@ -141,12 +147,16 @@ impl ObjectStore {
                 parts_count: None,
                 tags: req.tags,
             };
-            store
+            let committed = store
                 .commit_or_discard(
                     &data,
                     store.index.commit_object(&row, &data, &req.condition),
                 )
-                .await?;
+                .await;
+            if let Err(GatewayError::NoSuchBucket(bucket)) = &committed {
+                store.known_buckets.forget(bucket);
+            }
+            committed?;
             tracing::info!(object = %row.id, size = row.size, "object stored");
             Ok(row)
         })

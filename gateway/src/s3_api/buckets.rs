@@ -120,6 +120,7 @@ pub async fn versioning(
 
 pub async fn delete(store: &ObjectStore, bucket: &str) -> Result<DeleteBucketOutput, GatewayError> {
     store.index.delete_bucket(bucket).await?;
+    store.known_buckets.forget(bucket);
     store.garbage_released();
     Ok(DeleteBucketOutput {})
 }
