@@ -148,6 +148,38 @@ fn two_gateways_share_one_index() {
         .filter_map(|n| n["stored"].as_u64())
         .sum();
     assert!(stored > 0, "{status}");
+
+    // A bucket deleted through one gateway refuses a PUT through the other
+    // at once, though the other found it a moment before (and skips its
+    // look before the body for a while): the commit looks again.
+    let (sa, sb) = (
+        sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY),
+        sdk_client(&second.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let put = |key: &'static str| {
+            sa.put_object()
+                .bucket("brief")
+                .key(key)
+                .body(ByteStream::from(vec![7u8; 100_000]))
+                .send()
+        };
+        sb.create_bucket().bucket("brief").send().await.unwrap();
+        put("first").await.unwrap();
+        sb.delete_object()
+            .bucket("brief")
+            .key("first")
+            .send()
+            .await
+            .unwrap();
+        sb.delete_bucket().bucket("brief").send().await.unwrap();
+        let refused = put("second").await.unwrap_err().into_service_error();
+        assert_eq!(refused.meta().code(), Some("NoSuchBucket"), "{refused:?}");
+        sb.create_bucket().bucket("brief").send().await.unwrap();
+        let listed = sa.list_objects_v2().bucket("brief").send().await.unwrap();
+        assert_eq!(listed.key_count(), Some(0), "{listed:?}");
+    });
     assert!(!second.log().contains("panicked") && !cluster.gateway_log().contains("panicked"));
 }
 
