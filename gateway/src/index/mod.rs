@@ -90,6 +90,11 @@ type Tx = sqlx::Transaction<'static, sqlx::Any>;
 #[derive(Debug, Clone)]
 pub struct Index {
     pool: AnyPool,
+    /// SQLite: one connection that runs every write transaction. Only it
+    /// changes the file, so its page cache stays valid from one commit to
+    /// the next; a write on a pooled connection would first read again
+    /// every page another connection's commit had changed.
+    writer: Option<AnyPool>,
     engine: Engine,
     /// Seals node secrets on the way in and opens them on the way out;
     /// without it node secrets are returned sealed, and nodes cannot be
@@ -117,7 +122,8 @@ pub struct IndexStats {
     /// Objects committed by each group commit's transaction (SQLite).
     pub commit_batch_objects: prometheus::Histogram,
     /// Seconds the reads on the request path took, by query: `object`
-    /// (HEAD, GET), `layout` (where a GET's fragments are), `listing`,
+    /// (HEAD, GET; with the layout of an object in one segment), `layout`
+    /// (where a larger object's fragments are), `listing`,
     /// `bucket`, `nodes` (the registry refresh).
     pub read_seconds: prometheus::HistogramVec,
 }
@@ -177,6 +183,31 @@ impl Index {
             .observe(started.elapsed().as_secs_f64());
         result
     }
+}
+
+/// A pool of at most `max` connections to the SQLite file at `url`.
+async fn sqlite_pool(
+    options: AnyPoolOptions,
+    url: &str,
+    max: u32,
+) -> Result<AnyPool, GatewayError> {
+    Ok(options
+        .max_connections(max)
+        // A ping before each use is a round trip to the connection's
+        // worker thread for an embedded file that cannot have gone away.
+        .test_before_acquire(false)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
+                     PRAGMA busy_timeout = 10000;",
+                )
+                .await
+                .map(|_| ())
+            })
+        })
+        .connect(url)
+        .await?)
 }
 
 /// How often a conflicting write transaction is run again. Of N writers
@@ -370,33 +401,19 @@ impl Index {
         sqlx::any::install_default_drivers();
         let engine = Engine::of_url(url)?;
         let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
-        let pool = match engine {
+        let (pool, writer) = match engine {
             Engine::Sqlite => {
                 // Create the file, and switch it to WAL once (it stays so).
                 let file = SqliteConnectOptions::from_str(url)?
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal);
                 sqlx::Connection::close(sqlx::ConnectOptions::connect(&file).await?).await?;
-                options
-                    .max_connections(8)
-                    // A ping before each use is a round trip to the
-                    // connection's worker thread for an embedded file that
-                    // cannot have gone away.
-                    .test_before_acquire(false)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
-                                 PRAGMA busy_timeout = 10000;",
-                            )
-                            .await
-                            .map(|_| ())
-                        })
-                    })
-                    .connect(url)
-                    .await?
+                (
+                    sqlite_pool(options.clone(), url, 8).await?,
+                    Some(sqlite_pool(options, url, 1).await?),
+                )
             }
-            Engine::Postgres => options.max_connections(16).connect(url).await?,
+            Engine::Postgres => (options.max_connections(16).connect(url).await?, None),
         };
         let mut migrator = match engine {
             Engine::Sqlite => sqlx::migrate!("../migrations/sqlite"),
@@ -418,6 +435,7 @@ impl Index {
         })?;
         Ok(Self {
             pool,
+            writer,
             engine,
             keyring: None,
             stats: IndexStats::new(),
@@ -458,7 +476,10 @@ impl Index {
         Ok(match self.engine {
             // IMMEDIATE takes the write lock up front, so two writers queue
             // on the busy timeout instead of failing to upgrade a read lock.
-            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Sqlite => {
+                let writer = self.writer.as_ref().unwrap_or(&self.pool);
+                writer.begin_with("BEGIN IMMEDIATE").await?
+            }
             // Several gateways write at once: conflicts surface as
             // serialization failures, and `write_tx!` runs the work again.
             Engine::Postgres => {
