@@ -316,6 +316,17 @@ struct Occupant {
     etag: String,
 }
 
+impl Occupant {
+    /// From its stored id, ETag and parts count.
+    fn of(id: Vec<u8>, etag: &[u8], parts_count: Option<i64>) -> Self {
+        let parts = parts_count.and_then(|n| u32::try_from(n).ok());
+        Self {
+            id,
+            etag: packed::etag_text(etag, parts),
+        }
+    }
+}
+
 /// Whether a database error is a conflict with a concurrent writer, after
 /// which the transaction changed nothing: Postgres's serialization failure
 /// (40001), deadlock (40P01) or unique violation (23505, a row another
@@ -343,13 +354,14 @@ impl Index {
         bucket: &str,
         key: &str,
     ) -> Result<Option<Occupant>, GatewayError> {
-        let row: Option<(Vec<u8>, String)> =
-            sqlx::query_as("SELECT id, etag FROM objects WHERE bucket = $1 AND key = $2")
-                .bind(bucket)
-                .bind(key)
-                .fetch_optional(&mut **tx)
-                .await?;
-        Ok(row.map(|(id, etag)| Occupant { id, etag }))
+        let row: Option<(Vec<u8>, Vec<u8>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, etag, parts_count FROM objects WHERE bucket = $1 AND key = $2",
+        )
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(row.map(|(id, etag, parts)| Occupant::of(id, &etag, parts)))
     }
 
     /// [`Index::occupant_in`], after checking in the same query that the
@@ -362,8 +374,10 @@ impl Index {
         bucket: &str,
         key: &str,
     ) -> Result<Option<Occupant>, GatewayError> {
-        let row: Option<(Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
-            "SELECT o.id, o.etag FROM buckets b \
+        // The object's id, ETag and parts count; NULLs when the key is free.
+        type Found = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>);
+        let row: Option<Found> = sqlx::query_as(
+            "SELECT o.id, o.etag, o.parts_count FROM buckets b \
              LEFT JOIN objects o ON o.bucket = b.name AND o.key = $2 WHERE b.name = $1",
         )
         .bind(bucket)
@@ -372,7 +386,9 @@ impl Index {
         .await?;
         match row {
             None => Err(GatewayError::NoSuchBucket(bucket.to_owned())),
-            Some((id, etag)) => Ok(id.zip(etag).map(|(id, etag)| Occupant { id, etag })),
+            Some((id, etag, parts)) => Ok(id
+                .zip(etag)
+                .map(|(id, etag)| Occupant::of(id, &etag, parts))),
         }
     }
 

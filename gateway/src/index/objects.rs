@@ -27,20 +27,21 @@ impl Index {
                 .and_then(|text| serde_json::from_str(&text).ok())
                 .unwrap_or_default())
         }
+        let parts_count = row
+            .try_get::<Option<i64>, _>("parts_count")?
+            .and_then(|n| u32::try_from(n).ok());
         Ok(ObjectRow {
             id: packed::id_text(&row.try_get::<Vec<u8>, _>("id")?),
             bucket: row.try_get("bucket")?,
             key: row.try_get("key")?,
             size: to_u64(row.try_get("size")?),
-            etag: row.try_get("etag")?,
+            etag: packed::etag_text(&row.try_get::<Vec<u8>, _>("etag")?, parts_count),
             content_type: row.try_get("content_type")?,
             metadata: json(row, "metadata")?,
             headers: json(row, "headers")?,
             checksums: json(row, "checksums")?,
             last_modified: row.try_get("last_modified")?,
-            parts_count: row
-                .try_get::<Option<i64>, _>("parts_count")?
-                .and_then(|n| u32::try_from(n).ok()),
+            parts_count,
             tags: json(row, "tags")?,
         })
     }
@@ -447,7 +448,7 @@ impl Index {
         .bind(&object.bucket)
         .bind(&object.key)
         .bind(to_i64(object.size))
-        .bind(&object.etag)
+        .bind(packed::etag_bytes(&object.etag, object.parts_count))
         .bind(&object.content_type)
         .bind(
             (!object.metadata.is_empty())

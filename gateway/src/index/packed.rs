@@ -45,6 +45,45 @@ pub fn id_text(bytes: &[u8]) -> String {
     }
 }
 
+/// An object's ETag as the index stores it: the 16 bytes of its MD5 when
+/// it is 32 hex digits followed, for a multipart object, by `-` and its
+/// `parts_count`, as every ETag Tenfold makes is. Any other ETag is stored
+/// as its text, with a NUL after it when it is 16 bytes long, so that it
+/// cannot read back as an MD5.
+pub fn etag_bytes(etag: &str, parts_count: Option<u32>) -> Vec<u8> {
+    let suffix = parts_count.map(|n| format!("-{n}")).unwrap_or_default();
+    if let Some(digest) = etag.strip_suffix(suffix.as_str())
+        && digest.len() == 32
+        && digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && let Ok(md5) = hex::decode(digest)
+    {
+        return md5;
+    }
+    let mut text = etag.as_bytes().to_vec();
+    if text.len() == 16 {
+        text.push(0);
+    }
+    text
+}
+
+/// A stored ETag back in its text form (see [`etag_bytes`]).
+pub fn etag_text(stored: &[u8], parts_count: Option<u32>) -> String {
+    if stored.len() == 16 {
+        let digest = hex::encode(stored);
+        return match parts_count {
+            Some(n) => format!("{digest}-{n}"),
+            None => digest,
+        };
+    }
+    let text = match stored {
+        [text @ .., 0] if text.len() == 16 => text,
+        text => text,
+    };
+    String::from_utf8_lossy(text).into_owned()
+}
+
 fn copy_code(placement: &Placement) -> u32 {
     match placement {
         Placement::Overflow { .. } => OVERFLOW,
@@ -165,6 +204,27 @@ pub fn has_overflow(fragments: &[FragmentRow]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_are_stored_as_their_md5_and_read_back_as_they_were() {
+        let md5 = "0123456789abcdef0123456789abcdef";
+        for (etag, parts, stored_len) in [
+            (md5.to_owned(), None, 16),
+            (format!("{md5}-3"), Some(3), 16),
+            // Not what its parts count says, upper case, too short, or
+            // 16 bytes of text: kept as text.
+            (format!("{md5}-3"), None, 34),
+            (md5.to_owned(), Some(2), 32),
+            (md5.to_uppercase(), None, 32),
+            ("e".to_owned(), None, 1),
+            ("sixteen-bytes-16".to_owned(), None, 17),
+            (String::new(), None, 0),
+        ] {
+            let stored = etag_bytes(&etag, parts);
+            assert_eq!(stored.len(), stored_len, "{etag}");
+            assert_eq!(etag_text(&stored, parts), etag);
+        }
+    }
 
     fn node(node_id: i64, network: Network) -> Placement {
         Placement::Node { node_id, network }

@@ -261,6 +261,96 @@ async fn test_index_url(dir: &std::path::Path) -> String {
     }
 }
 
+/// An index written before ETags were stored as bytes (migration 24)
+/// moves forward with every ETag as it was: single PUTs' and multipart
+/// objects' as their MD5's 16 bytes, any other as its text.
+#[tokio::test]
+async fn an_index_of_hex_etags_moves_to_etag_bytes() {
+    let dir = std::env::temp_dir().join(format!("tenfold-index-v23-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = test_index_url(&dir).await;
+    let md5 = "0123456789abcdef0123456789abcdef";
+    let objects = [
+        ("single", md5.to_owned(), None),
+        ("multipart", format!("{md5}-12"), Some(12)),
+        ("odd", "e".to_owned(), None),
+        ("sixteen", "sixteen-bytes-16".to_owned(), None),
+        ("mismatched", format!("{md5}-3"), Some(4)),
+    ];
+    {
+        let index = Index::open_at(&url, Some(23)).await.unwrap();
+        sqlx::query("INSERT INTO buckets (name, created_at) VALUES ('b', 0)")
+            .execute(&index.pool)
+            .await
+            .unwrap();
+        for (n, (key, etag, parts)) in objects.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO objects (id, bucket, key, size, etag, checksums, last_modified, parts_count) \
+                 VALUES ($1, 'b', $2, 1, $3, '{}', 0, $4)",
+            )
+            .bind(vec![u8::try_from(n).unwrap(); 16])
+            .bind(*key)
+            .bind(etag)
+            .bind(parts.map(i64::from))
+            .execute(&index.pool)
+            .await
+            .unwrap();
+        }
+        index.pool.close().await;
+    }
+    let index = Index::open(&url).await.unwrap();
+    for (key, etag, _) in &objects {
+        let object = index.get_object("b", key).await.unwrap().unwrap();
+        assert_eq!(&object.etag, etag, "{key}");
+        let stored: Vec<u8> = sqlx::query_scalar("SELECT etag FROM objects WHERE key = $1")
+            .bind(*key)
+            .fetch_one(&index.pool)
+            .await
+            .unwrap();
+        let digest = matches!(*key, "single" | "multipart");
+        assert_eq!(stored.len() == 16, digest, "{key}: {stored:?}");
+    }
+    // Written after, read back alike; a conditional write sees the ETag.
+    let mut row = index.get_object("b", "multipart").await.unwrap().unwrap();
+    row.key = "later".into();
+    row.id = "00112233445566778899aabbccddeeff".into();
+    let data = StoredData {
+        data_id: row.id.clone(),
+        size: 1,
+        md5: [0; 16],
+        checksums: Checksums::default(),
+        key: None,
+        segments: Vec::new(),
+        short: Vec::new(),
+    };
+    index
+        .commit_object(&row, &data, &WriteCondition::Always)
+        .await
+        .unwrap();
+    let later = index.get_object("b", "later").await.unwrap().unwrap();
+    assert_eq!(later.etag, format!("{md5}-12"));
+    let data = StoredData {
+        data_id: "ffeeddccbbaa99887766554433221100".into(),
+        ..data
+    };
+    index
+        .commit_object(
+            &row,
+            &data,
+            &WriteCondition::IfMatch(format!("\"{md5}-12\"")),
+        )
+        .await
+        .unwrap();
+    let refused = index
+        .commit_object(&row, &data, &WriteCondition::IfMatch(format!("\"{md5}\"")))
+        .await;
+    assert!(
+        matches!(refused, Err(GatewayError::PreconditionFailed)),
+        "{refused:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An index written before segments and objects were packed (migrations
 /// 19 and 20) moves
 /// forward whole: layout, keys, overflow pins, the repair queue and
