@@ -896,7 +896,7 @@ now = int(time.time() * 1000)
 for bucket, count in (('million', 1_000_000), ('thousand', 1_000)):
     c.execute('INSERT INTO buckets (name, created_at) VALUES (?, ?)', (bucket, now))
     c.executemany('INSERT INTO objects (bucket, key, id, size, etag, checksums, last_modified) VALUES (?, ?, ?, 1, ?, ?, ?)',
-        ((bucket, 'k/%08d' % i, os.urandom(16), 'e', '{}', now) for i in range(count)))
+        ((bucket, 'k/%08d' % i, os.urandom(16), os.urandom(16), '{}', now) for i in range(count)))
 c.commit()";
 
 /// Index scale: bytes per small object and per segment on both engines
