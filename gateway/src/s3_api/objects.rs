@@ -38,10 +38,16 @@ pub(super) async fn existing(
 ) -> Result<ObjectRow, GatewayError> {
     match store.index.get_object(bucket, key).await? {
         Some(row) => Ok(row),
-        None => {
-            store.index.require_bucket(bucket).await?;
-            Err(GatewayError::NoSuchKey(key.to_owned()))
-        }
+        None => Err(missing(store, bucket, key).await),
+    }
+}
+
+/// Why there is no object at `bucket`/`key`: `NoSuchBucket` or
+/// `NoSuchKey` (or the index's error).
+async fn missing(store: &ObjectStore, bucket: &str, key: &str) -> GatewayError {
+    match store.index.require_bucket(bucket).await {
+        Ok(()) => GatewayError::NoSuchKey(key.to_owned()),
+        Err(e) => e,
     }
 }
 
@@ -259,10 +265,7 @@ pub async fn get(
         .await?
     {
         Some(found) => found,
-        None => {
-            store.index.require_bucket(&input.bucket).await?;
-            return Err(GatewayError::NoSuchKey(input.key));
-        }
+        None => return Err(missing(store, &input.bucket, &input.key).await),
     };
     let view = ReadView::of(
         store,
