@@ -15,7 +15,25 @@ use crate::error::GatewayError;
 use crate::fragment::node_key;
 use crate::integrity::Checksums;
 
+/// An object row's columns, as [`Index::object_from_row`] reads them.
+const OBJECT_COLUMNS: &str = "id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags";
+
+/// A segment row's columns, as [`segment_of`] reads them.
+const SEGMENT_COLUMNS: &str =
+    "data_id, seq, plain_offset, plain_size, frames, key_id, wrapped, fragments";
+
 impl Index {
+    /// The segment in `row`, its overflow pins' content ids looked up (few
+    /// segments have any).
+    async fn segment_read(&self, row: &AnyRow) -> Result<SegmentRow, GatewayError> {
+        let mut segment = segment_of(row)?;
+        if packed::has_overflow(&segment.fragments) {
+            let mut conn = self.pool.acquire().await?;
+            Self::fill_cids(&mut conn, &mut segment).await?;
+        }
+        Ok(segment)
+    }
+
     fn object_from_row(row: &AnyRow) -> Result<ObjectRow, GatewayError> {
         // Empty metadata, headers and tags are stored as NULL.
         fn json<T: serde::de::DeserializeOwned + Default>(
@@ -56,10 +74,9 @@ impl Index {
         key: &str,
     ) -> Result<Option<ObjectRow>, GatewayError> {
         self.timed_read("object", async {
-            let row = sqlx::query(
-                "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags \
-                 FROM objects WHERE bucket = $1 AND key = $2",
-            )
+            let row = sqlx::query(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket = $1 AND key = $2"
+            ))
             .bind(bucket)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -85,12 +102,14 @@ impl Index {
             // Segment 0 of a single PUT holds all of it exactly when its
             // size is the object's.
             let row = sqlx::query(
-                "SELECT o.id, o.bucket, o.key, o.size, o.etag, o.content_type, o.metadata, o.headers, \
-                        o.checksums, o.last_modified, o.parts_count, o.tags, \
-                        s.data_id, s.seq, s.plain_offset, s.plain_size, s.frames, s.key_id, s.wrapped, s.fragments \
-                 FROM objects o LEFT JOIN segments s \
-                   ON s.data_id = o.id AND s.seq = 0 AND s.plain_size = o.size AND o.parts_count IS NULL \
-                 WHERE o.bucket = $1 AND o.key = $2",
+                // (No column name is in both tables.)
+                &format!(
+                    "SELECT {OBJECT_COLUMNS}, {SEGMENT_COLUMNS} \
+                     FROM objects o LEFT JOIN segments s \
+                       ON s.data_id = o.id AND s.seq = 0 AND s.plain_size = o.size \
+                       AND o.parts_count IS NULL \
+                     WHERE o.bucket = $1 AND o.key = $2"
+                ),
             )
             .bind(bucket)
             .bind(key)
@@ -103,12 +122,7 @@ impl Index {
             if row.try_get::<Option<Vec<u8>>, _>("data_id")?.is_none() {
                 return Ok(Some((object, None)));
             }
-            let mut segment = segment_of(&row)?;
-            if packed::has_overflow(&segment.fragments) {
-                let mut conn = self.pool.acquire().await?;
-                Self::fill_cids(&mut conn, &mut segment).await?;
-            }
-            Ok(Some((object, Some(segment))))
+            Ok(Some((object, Some(self.segment_read(&row).await?))))
         })
         .await
     }
@@ -126,10 +140,10 @@ impl Index {
         limit: i64,
     ) -> Result<Vec<ObjectRow>, GatewayError> {
         self.timed_read("listing", async {
-            let rows = sqlx::query(
-                "SELECT id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags \
-                 FROM objects WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT $4",
-            )
+            let rows = sqlx::query(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects \
+                     WHERE bucket = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT $4"
+            ))
             .bind(bucket)
             .bind(after)
             .bind(prefix)
@@ -178,12 +192,7 @@ impl Index {
             .await?;
             let mut segments = Vec::with_capacity(rows.len());
             for row in &rows {
-                let mut segment = segment_of(row)?;
-                if packed::has_overflow(&segment.fragments) {
-                    let mut conn = self.pool.acquire().await?;
-                    Self::fill_cids(&mut conn, &mut segment).await?;
-                }
-                segments.push(segment);
+                segments.push(self.segment_read(row).await?);
             }
             Ok(segments)
         })
