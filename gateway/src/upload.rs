@@ -124,10 +124,7 @@ impl ObjectStore {
         body: BodyStream,
     ) -> Result<ObjectRow, GatewayError> {
         if !self.known_buckets.contains(&req.bucket) {
-            if let Err(e) = self.index.require_bucket(&req.bucket).await {
-                self.known_buckets.forget(&req.bucket);
-                return Err(e);
-            }
+            self.index.require_bucket(&req.bucket).await?;
             self.known_buckets.found(&req.bucket);
         }
         self.detached(move |store| async move {
