@@ -345,13 +345,20 @@ impl Cluster {
 
     /// `tenfold status --json` of this cluster.
     pub fn status(&self) -> serde_json::Value {
+        self.try_status().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `tenfold status --json`, or why it gave none (the command failed,
+    /// or printed something that is not JSON).
+    ///
+    /// # Errors
+    /// The command's error output, or the JSON error.
+    pub fn try_status(&self) -> Result<serde_json::Value, String> {
         let out = self.admin(&["status", "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("status JSON")
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("status JSON: {e}"))
     }
 
     /// `tenfold status --json` once the gateway's walk over the segments
