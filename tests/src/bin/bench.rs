@@ -898,7 +898,8 @@ for bucket, count in (('million', 1_000_000), ('thousand', 1_000)):
 c.commit()";
 
 /// Index scale: bytes per small object and per segment on both engines
-/// (1,000 objects of 4 KiB by the SDK, one of 512 MiB by the aws CLI),
+/// (1,000 objects of 4 KiB by the SDK, one of 2 GiB by the aws CLI: 256
+/// segments, so that 8 KiB pages round off little per segment),
 /// then `tenfold status`, the registry read and the walk with `segments`
 /// more segments (40 placements each), and listing pages at a million keys.
 fn index_scale(
@@ -911,7 +912,7 @@ fn index_scale(
     let small = bytes_of(4 << 10);
     // Fewer and smaller in a smoke run (the harness is checked, not the
     // figures).
-    let (small_objects, big_mib) = if smoke { (50, 16) } else { (1000, 512) };
+    let (small_objects, big_mib) = if smoke { (50, 16) } else { (1000, 2048) };
     let big = tmp.join("index-big");
     write_file(&big, big_mib << 20, false);
     let pg = Postgres::start();
