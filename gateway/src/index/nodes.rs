@@ -106,10 +106,40 @@ impl Index {
         Ok(())
     }
 
-    /// Appends what a transaction changed on nodes to the usage log (an
-    /// append-only log: concurrent commits never wait on a node's row).
+    /// Records what a transaction changed on nodes. On Postgres it goes to
+    /// the usage log (append-only: the commits of several gateways never
+    /// wait on a node's row), folded later; SQLite has one writer, so its
+    /// transaction adds it to the nodes' counters at once, and the index
+    /// holds no log that grows with recent writes.
     pub(super) async fn log_usage_in(tx: &mut Tx, usage: &NodeUsage) -> Result<(), GatewayError> {
         let rows: Vec<_> = usage.0.iter().filter(|(_, c)| **c != (0, 0)).collect();
+        if tx.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let changes = (0..chunk.len())
+                    .map(|i| {
+                        let n = i * 3;
+                        format!(
+                            "SELECT ${} AS node, ${} AS added, ${} AS copies",
+                            n + 1,
+                            n + 2,
+                            n + 3
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
+                let sql = format!(
+                    "UPDATE nodes SET stored = nodes.stored + v.added, \
+                     replicas = nodes.replicas + v.copies \
+                     FROM ({changes}) AS v WHERE nodes.id = v.node"
+                );
+                let mut query = sqlx::query(&sql);
+                for (node_id, (bytes, replicas)) in chunk {
+                    query = query.bind(**node_id).bind(*bytes).bind(*replicas);
+                }
+                query.execute(&mut **tx).await?;
+            }
+            return Ok(());
+        }
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let sql = insert_rows_sql(
                 "node_usage_log",
@@ -149,9 +179,10 @@ impl Index {
                 .execute(&self.pool)
                 .await?;
             }
+            // Only an index written by an older version has a log here.
             // One writer at a time: the transaction sees every row it
-            // deletes. Nothing logged (the common case on an idle
-            // cluster): no write lock taken.
+            // deletes. Nothing logged (the common case): no write lock
+            // taken.
             Engine::Sqlite => {
                 let logged = sqlx::query("SELECT 1 FROM node_usage_log LIMIT 1")
                     .fetch_optional(&self.pool)
