@@ -69,13 +69,23 @@ const ROWS_PER_INSERT: usize = 64;
 /// `INSERT INTO table (columns) VALUES ($1, …), (…)` for `rows` rows, the
 /// placeholders numbered as both engines take them.
 fn insert_rows_sql(table: &str, columns: &[&str], rows: usize) -> String {
+    format!(
+        "INSERT INTO {table} ({}) {}",
+        columns.join(", "),
+        values_sql(columns.len(), rows)
+    )
+}
+
+/// `VALUES ($1, …), (…)`: `rows` rows of `columns` placeholders, numbered
+/// as both engines take them.
+fn values_sql(columns: usize, rows: usize) -> String {
     use std::fmt::Write as _;
-    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    let mut sql = String::from("VALUES ");
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..columns.len() {
+        for column in 0..columns {
             let sep = if column == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}${}", row * columns.len() + column + 1);
+            let _ = write!(sql, "{sep}${}", row * columns + column + 1);
         }
         sql.push(')');
     }
@@ -230,6 +240,15 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// The engine a transaction runs on.
+    fn of_tx(tx: &Tx) -> Self {
+        if tx.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
+            Self::Sqlite
+        } else {
+            Self::Postgres
+        }
+    }
+
     /// The engine an index URL names.
     ///
     /// # Errors

@@ -7,7 +7,9 @@ use sqlx::Row;
 use tenfold_balancer::NodeSpec;
 
 use super::rows::NewNode;
-use super::{Engine, Index, ROWS_PER_INSERT, Tx, insert_rows_sql, now_ms, to_i64, to_u64};
+use super::{
+    Engine, Index, ROWS_PER_INSERT, Tx, insert_rows_sql, now_ms, to_i64, to_u64, values_sql,
+};
 use crate::error::GatewayError;
 
 /// What a transaction changes on nodes: bytes and replicas by node id,
@@ -113,39 +115,22 @@ impl Index {
     /// holds no log that grows with recent writes.
     pub(super) async fn log_usage_in(tx: &mut Tx, usage: &NodeUsage) -> Result<(), GatewayError> {
         let rows: Vec<_> = usage.0.iter().filter(|(_, c)| **c != (0, 0)).collect();
-        if tx.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
-            for chunk in rows.chunks(ROWS_PER_INSERT) {
-                let changes = (0..chunk.len())
-                    .map(|i| {
-                        let n = i * 3;
-                        format!(
-                            "SELECT ${} AS node, ${} AS added, ${} AS copies",
-                            n + 1,
-                            n + 2,
-                            n + 3
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" UNION ALL ");
-                let sql = format!(
-                    "UPDATE nodes SET stored = nodes.stored + v.added, \
-                     replicas = nodes.replicas + v.copies \
-                     FROM ({changes}) AS v WHERE nodes.id = v.node"
-                );
-                let mut query = sqlx::query(&sql);
-                for (node_id, (bytes, replicas)) in chunk {
-                    query = query.bind(**node_id).bind(*bytes).bind(*replicas);
-                }
-                query.execute(&mut **tx).await?;
-            }
-            return Ok(());
-        }
+        let engine = Engine::of_tx(tx);
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let sql = insert_rows_sql(
-                "node_usage_log",
-                &["node_id", "bytes", "replicas"],
-                chunk.len(),
-            );
+            let sql = match engine {
+                // SQLite names a VALUES list's columns column1, column2…
+                Engine::Sqlite => format!(
+                    "UPDATE nodes SET stored = nodes.stored + v.column2, \
+                     replicas = nodes.replicas + v.column3 \
+                     FROM ({}) AS v WHERE nodes.id = v.column1",
+                    values_sql(3, chunk.len())
+                ),
+                Engine::Postgres => insert_rows_sql(
+                    "node_usage_log",
+                    &["node_id", "bytes", "replicas"],
+                    chunk.len(),
+                ),
+            };
             let mut query = sqlx::query(&sql);
             for (node_id, (bytes, replicas)) in chunk {
                 query = query.bind(**node_id).bind(*bytes).bind(*replicas);
