@@ -1,7 +1,9 @@
 //! Group commit (SQLite): single-PUT commits that arrive while another is
 //! being written wait, and are then written together in one transaction,
-//! so a burst of small PUTs pays for one `BEGIN`, one usage-log insert
-//! and one `COMMIT` (one fsync of the WAL) rather than one each. A lone
+//! so a burst of small PUTs pays for one `BEGIN`, one usage update and
+//! one `COMMIT` (one fsync of the WAL) rather than one each; each commit
+//! reads its key, and the rows of all of them go in one query
+//! ([`super::writes`]). A lone
 //! commit goes at once, as before: nothing waits for company.
 //!
 //! Each commit is answered only once its transaction has committed. The
@@ -9,6 +11,7 @@
 //! another's commit short; a commit whose client went away before its
 //! batch started is left out.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
@@ -16,7 +19,8 @@ use tracing::Instrument;
 
 use super::nodes::NodeUsage;
 use super::rows::{ObjectRow, StoredData, WriteCondition};
-use super::{Index, Tx};
+use super::writes::Writes;
+use super::{Engine, Index, Tx};
 use crate::error::GatewayError;
 
 /// At most this many commits share a transaction (bounds how long one
@@ -181,15 +185,30 @@ impl Index {
         batch: &[Waiting],
     ) -> Result<Vec<Result<(), GatewayError>>, GatewayError> {
         write_tx!(self, |tx| {
+            let mut writes = Writes::new(Engine::of_tx(tx));
             let mut usage = NodeUsage::default();
+            let mut keys = HashSet::new();
             let mut answers = Vec::with_capacity(batch.len());
             for w in batch {
+                // A key written twice in one batch: the second commit reads
+                // the first's rows, so they go to the database first.
+                if !keys.insert((w.object.bucket.as_str(), w.object.key.as_str())) {
+                    writes.run(tx).await?;
+                }
                 answers.push(
-                    Self::commit_object_in(tx, &w.object, &w.data, &w.condition, &mut usage)
-                        .await?,
+                    Self::commit_object_in(
+                        tx,
+                        &mut writes,
+                        &w.object,
+                        &w.data,
+                        &w.condition,
+                        &mut usage,
+                    )
+                    .await?,
                 );
             }
-            Self::log_usage_in(tx, &usage).await?;
+            Self::queue_usage(&mut writes, &usage);
+            writes.run(tx).await?;
             Ok(answers)
         })
     }

@@ -69,27 +69,31 @@ const ROWS_PER_INSERT: usize = 64;
 /// `INSERT INTO table (columns) VALUES ($1, …), (…)` for `rows` rows, the
 /// placeholders numbered as both engines take them.
 fn insert_rows_sql(table: &str, columns: &[&str], rows: usize) -> String {
-    format!(
-        "INSERT INTO {table} ({}) {}",
-        columns.join(", "),
-        values_sql(columns.len(), rows)
-    )
+    let mut sql = format!("INSERT INTO {table} ({}) ", columns.join(", "));
+    push_values(&mut sql, columns.len(), rows, true);
+    sql
 }
 
-/// `VALUES ($1, …), (…)`: `rows` rows of `columns` placeholders, numbered
-/// as both engines take them.
-fn values_sql(columns: usize, rows: usize) -> String {
+/// Appends `VALUES (…), (…)`: `rows` rows of `columns` placeholders,
+/// `$1, $2…` when `numbered` (both engines), else `?` (SQLite, which binds
+/// them in order, also across the statements of one query).
+fn push_values(sql: &mut String, columns: usize, rows: usize, numbered: bool) {
     use std::fmt::Write as _;
-    let mut sql = String::from("VALUES ");
+    sql.push_str("VALUES ");
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for column in 0..columns {
-            let sep = if column == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}${}", row * columns + column + 1);
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            if numbered {
+                let _ = write!(sql, "${}", row * columns + column + 1);
+            } else {
+                sql.push('?');
+            }
         }
         sql.push(')');
     }
-    sql
 }
 
 /// The index database.
@@ -313,6 +317,7 @@ mod repair;
 mod rows;
 mod scrub;
 mod shares;
+mod writes;
 
 pub use access_keys::{AccessKeyRow, Owner};
 pub use counters::{Counter, Counters, Repaired};

@@ -7,7 +7,8 @@ use sqlx::any::AnyRow;
 use super::rows::{
     Assembly, ObjectRow, PartRow, StoredData, StoredPart, UploadRow, WriteCondition,
 };
-use super::{Index, Tx, now_ms, packed, part_list_json, to_i64, to_u64};
+use super::writes::Writes;
+use super::{Engine, Index, Tx, now_ms, packed, part_list_json, to_i64, to_u64};
 use crate::error::GatewayError;
 
 impl Index {
@@ -247,7 +248,9 @@ impl Index {
             if let Some(old) = old {
                 Self::discard_object_in(tx, (&upload.bucket, &upload.key), &old.id).await?;
             }
-            Self::insert_object_in(tx, &object).await?;
+            let mut writes = Writes::new(Engine::of_tx(tx));
+            Self::queue_object(&mut writes, &object);
+            writes.run(tx).await?;
             let mut offset = 0;
             for part in &parts {
                 Self::insert_object_part_in(tx, &object.id, offset, part).await?;

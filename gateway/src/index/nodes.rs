@@ -7,9 +7,8 @@ use sqlx::Row;
 use tenfold_balancer::NodeSpec;
 
 use super::rows::NewNode;
-use super::{
-    Engine, Index, ROWS_PER_INSERT, Tx, insert_rows_sql, now_ms, to_i64, to_u64, values_sql,
-};
+use super::writes::Writes;
+use super::{Engine, Index, Tx, now_ms, to_i64, to_u64};
 use crate::error::GatewayError;
 
 /// What a transaction changes on nodes: bytes and replicas by node id,
@@ -114,30 +113,26 @@ impl Index {
     /// transaction adds it to the nodes' counters at once, and the index
     /// holds no log that grows with recent writes.
     pub(super) async fn log_usage_in(tx: &mut Tx, usage: &NodeUsage) -> Result<(), GatewayError> {
+        let mut writes = Writes::new(Engine::of_tx(tx));
+        Self::queue_usage(&mut writes, usage);
+        writes.run(tx).await
+    }
+
+    /// Queues [`Index::log_usage_in`]'s statements.
+    pub(super) fn queue_usage(writes: &mut Writes, usage: &NodeUsage) {
         let rows: Vec<_> = usage.0.iter().filter(|(_, c)| **c != (0, 0)).collect();
-        let engine = Engine::of_tx(tx);
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let sql = match engine {
-                // SQLite names a VALUES list's columns column1, column2…
-                Engine::Sqlite => format!(
-                    "UPDATE nodes SET stored = nodes.stored + v.column2, \
-                     replicas = nodes.replicas + v.column3 \
-                     FROM ({}) AS v WHERE nodes.id = v.column1",
-                    values_sql(3, chunk.len())
-                ),
-                Engine::Postgres => insert_rows_sql(
-                    "node_usage_log",
-                    &["node_id", "bytes", "replicas"],
-                    chunk.len(),
-                ),
-            };
-            let mut query = sqlx::query(&sql);
-            for (node_id, (bytes, replicas)) in chunk {
-                query = query.bind(**node_id).bind(*bytes).bind(*replicas);
-            }
-            query.execute(&mut **tx).await?;
-        }
-        Ok(())
+        let (head, tail) = match writes.engine() {
+            // SQLite names a VALUES list's columns column1, column2…
+            Engine::Sqlite => (
+                "UPDATE nodes SET stored = nodes.stored + v.column2, \
+                 replicas = nodes.replicas + v.column3 FROM (",
+                ") AS v WHERE nodes.id = v.column1",
+            ),
+            Engine::Postgres => ("INSERT INTO node_usage_log (node_id, bytes, replicas)", ""),
+        };
+        writes.rows(head, 3, tail, &rows, |row, (node_id, (bytes, replicas))| {
+            row.bind(**node_id).bind(*bytes).bind(*replicas);
+        });
     }
 
     /// Folds the node usage log (what commits, deletions and repairs

@@ -10,7 +10,8 @@ use super::nodes::NodeUsage;
 use super::rows::{
     ObjectHeaders, ObjectRow, SegmentRow, StoredData, StoredPart, Tags, WriteCondition,
 };
-use super::{Index, ROWS_PER_INSERT, Tx, insert_rows_sql, packed, segment_of, to_i64, to_u64};
+use super::writes::Writes;
+use super::{Engine, Index, Tx, packed, segment_of, to_i64, to_u64};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 use crate::integrity::Checksums;
@@ -267,40 +268,27 @@ impl Index {
     /// wrapped key), its overflow pins, what it adds to each node, and its
     /// fragments placed short of the policy, queued for repair.
     pub(super) async fn insert_data_in(tx: &mut Tx, data: &StoredData) -> Result<(), GatewayError> {
+        let mut writes = Writes::new(Engine::of_tx(tx));
         let mut usage = NodeUsage::default();
-        Self::insert_data_counted_in(tx, data, &mut usage).await?;
-        Self::log_usage_in(tx, &usage).await
+        Self::queue_data(&mut writes, data, &mut usage);
+        Self::queue_usage(&mut writes, &usage);
+        writes.run(tx).await
     }
 
-    /// [`Index::insert_data_in`], adding what it places on nodes to `usage`
-    /// for the caller to log (once for a whole group commit).
-    pub(super) async fn insert_data_counted_in(
-        tx: &mut Tx,
-        data: &StoredData,
-        usage: &mut NodeUsage,
-    ) -> Result<(), GatewayError> {
+    /// Queues [`Index::insert_data_in`]'s statements, adding what the data
+    /// places on nodes to `usage` for the caller to log (once for a whole
+    /// group commit).
+    pub(super) fn queue_data(writes: &mut Writes, data: &StoredData, usage: &mut NodeUsage) {
         let id = packed::id_bytes(&data.data_id);
         // The segments' master key goes into `master_keys_used` by a
         // trigger (migration 23).
-        for chunk in data.segments.chunks(ROWS_PER_INSERT) {
-            let sql = insert_rows_sql(
-                "segments",
-                &[
-                    "data_id",
-                    "seq",
-                    "plain_offset",
-                    "plain_size",
-                    "frames",
-                    "key_id",
-                    "wrapped",
-                    "fragments",
-                ],
-                chunk.len(),
-            );
-            let mut query = sqlx::query(&sql);
-            for s in chunk {
-                query = query
-                    .bind(id.clone())
+        writes.rows(
+            "INSERT INTO segments (data_id, seq, plain_offset, plain_size, frames, key_id, wrapped, fragments)",
+            8,
+            "",
+            &data.segments,
+            |row, s| {
+                row.bind(id.clone())
                     .bind(i64::from(s.seq))
                     .bind(to_i64(s.plain_offset))
                     .bind(to_i64(s.plain_size))
@@ -308,35 +296,44 @@ impl Index {
                     .bind(data.key.as_ref().map(|k| k.key_id.clone()))
                     .bind(data.key.as_ref().map(|k| k.wrapped.clone()))
                     .bind(packed::pack(&s.fragments));
-            }
-            query.execute(&mut **tx).await?;
-        }
+            },
+        );
+        let mut pins = Vec::new();
         for s in &data.segments {
             for f in &s.fragments {
                 for p in &f.placements {
                     match p {
                         Placement::Node { node_id, .. } => usage.add(*node_id, f.size),
-                        Placement::Overflow { cid } => {
-                            Self::insert_pin_in(tx, (&data.data_id, s.seq, f.index), cid, f.size)
-                                .await?;
-                        }
+                        Placement::Overflow { cid } => pins.push((s.seq, f.index, cid, f.size)),
                     }
                 }
             }
         }
-        for chunk in data.short.chunks(ROWS_PER_INSERT) {
-            let sql = insert_rows_sql("repairs", &["data_id", "seq", "idx", "queued"], chunk.len());
-            let mut query = sqlx::query(&sql);
-            for (seq, idx) in chunk {
-                query = query
-                    .bind(id.clone())
+        writes.rows(
+            "INSERT INTO overflow_pins (data_id, seq, idx, cid, size)",
+            5,
+            "ON CONFLICT (data_id, seq, idx) DO UPDATE SET cid = excluded.cid",
+            &pins,
+            |row, (seq, idx, cid, size)| {
+                row.bind(id.clone())
+                    .bind(i64::from(*seq))
+                    .bind(i64::from(*idx))
+                    .bind((*cid).clone())
+                    .bind(to_i64(*size));
+            },
+        );
+        writes.rows(
+            "INSERT INTO repairs (data_id, seq, idx, queued)",
+            4,
+            "",
+            &data.short,
+            |row, (seq, idx)| {
+                row.bind(id.clone())
                     .bind(i64::from(*seq))
                     .bind(i64::from(*idx))
                     .bind(1i64);
-            }
-            query.execute(&mut **tx).await?;
-        }
-        Ok(())
+            },
+        );
     }
 
     /// Records a fragment's overflow pin.
@@ -445,37 +442,36 @@ impl Index {
         }
     }
 
-    pub(super) async fn insert_object_in(
-        tx: &mut Tx,
-        object: &ObjectRow,
-    ) -> Result<(), GatewayError> {
-        sqlx::query(
-            "INSERT INTO objects (id, bucket, key, size, etag, content_type, metadata, headers, checksums, last_modified, parts_count, tags) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(packed::id_bytes(&object.id))
-        .bind(&object.bucket)
-        .bind(&object.key)
-        .bind(to_i64(object.size))
-        .bind(packed::etag_bytes(&object.etag, object.parts_count))
-        .bind(&object.content_type)
-        .bind(
-            (!object.metadata.is_empty())
-                .then(|| serde_json::to_string(&object.metadata).ok())
-                .flatten(),
-        )
-        .bind(
-            (object.headers != ObjectHeaders::default())
-                .then(|| serde_json::to_string(&object.headers).ok())
-                .flatten(),
-        )
-        .bind(serde_json::to_string(&object.checksums).unwrap_or_else(|_| "{}".into()))
-        .bind(object.last_modified)
-        .bind(object.parts_count.map(i64::from))
-        .bind(tags_column(&object.tags))
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+    /// Queues the insertion of `object`'s row.
+    pub(super) fn queue_object(writes: &mut Writes, object: &ObjectRow) {
+        writes.rows(
+            &format!("INSERT INTO objects ({OBJECT_COLUMNS})"),
+            12,
+            "",
+            std::slice::from_ref(object),
+            |row, object| {
+                row.bind(packed::id_bytes(&object.id))
+                    .bind(object.bucket.clone())
+                    .bind(object.key.clone())
+                    .bind(to_i64(object.size))
+                    .bind(packed::etag_bytes(&object.etag, object.parts_count))
+                    .bind(object.content_type.clone())
+                    .bind(
+                        (!object.metadata.is_empty())
+                            .then(|| serde_json::to_string(&object.metadata).ok())
+                            .flatten(),
+                    )
+                    .bind(
+                        (object.headers != ObjectHeaders::default())
+                            .then(|| serde_json::to_string(&object.headers).ok())
+                            .flatten(),
+                    )
+                    .bind(serde_json::to_string(&object.checksums).unwrap_or_else(|_| "{}".into()))
+                    .bind(object.last_modified)
+                    .bind(object.parts_count.map(i64::from))
+                    .bind(tags_column(&object.tags));
+            },
+        );
     }
 
     /// Records `part` of multipart object `object_id`, starting at `offset`
@@ -530,19 +526,23 @@ impl Index {
         condition: &WriteCondition,
     ) -> Result<(), GatewayError> {
         write_tx!(self, |tx| {
+            let mut writes = Writes::new(Engine::of_tx(tx));
             let mut usage = NodeUsage::default();
-            Self::commit_object_in(tx, object, data, condition, &mut usage).await??;
-            Self::log_usage_in(tx, &usage).await?;
-            Ok(())
+            Self::commit_object_in(tx, &mut writes, object, data, condition, &mut usage).await??;
+            Self::queue_usage(&mut writes, &usage);
+            writes.run(tx).await
         })
     }
 
     /// A single-PUT commit inside `tx`, adding what it places on nodes to
     /// `usage`: `Ok(Err(_))` when its bucket or condition refuses it
     /// (nothing of it written; a group commit goes on with the others),
-    /// `Err` when the transaction itself failed.
+    /// `Err` when the transaction itself failed. The object it replaces is
+    /// discarded at once; its own rows are queued in `writes`, so they must
+    /// be run before another commit reads its key.
     pub(super) async fn commit_object_in(
         tx: &mut Tx,
+        writes: &mut Writes,
         object: &ObjectRow,
         data: &StoredData,
         condition: &WriteCondition,
@@ -563,8 +563,8 @@ impl Index {
             id: data.data_id.clone(),
             ..object.clone()
         };
-        Self::insert_object_in(tx, &object).await?;
-        Self::insert_data_counted_in(tx, data, usage).await?;
+        Self::queue_object(writes, &object);
+        Self::queue_data(writes, data, usage);
         Ok(Ok(()))
     }
 
