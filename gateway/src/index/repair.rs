@@ -89,6 +89,9 @@ pub struct CheckedSegments {
 const CANDIDATES: &str = "SELECT data_id, seq, idx FROM overflow_pins \
      UNION SELECT data_id, seq, idx FROM repairs WHERE queued = 1";
 
+/// Node ids in one `IN (…)` list of [`Index::record_seen`].
+const IDS_PER_STATEMENT: usize = 500;
+
 /// The name of the setting holding the replica policy (`"3+1"`).
 const POLICY_SETTING: &str = "replica_policy";
 
@@ -514,23 +517,35 @@ impl Index {
         write_tx!(self, |tx| {
             let now = now_ms();
             let mut back = Vec::new();
-            for id in ids {
-                let was: Option<String> =
-                    sqlx::query_scalar("SELECT state FROM nodes WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                sqlx::query(
-                    "UPDATE nodes SET last_seen = $1, \
-                     state = CASE WHEN state = 'lost' THEN 'active' ELSE state END WHERE id = $2",
-                )
-                .bind(now)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-                if was.as_deref() == Some("lost") {
-                    back.push(*id);
+            // A few statements for any number of nodes: this transaction
+            // holds the write turn, every refresh.
+            for chunk in ids.chunks(IDS_PER_STATEMENT) {
+                let list = |first: usize| {
+                    (first..first + chunk.len())
+                        .map(|n| format!("${n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let lost_sql = format!(
+                    "SELECT id FROM nodes WHERE state = 'lost' AND id IN ({})",
+                    list(1)
+                );
+                let mut lost = sqlx::query_scalar::<_, i64>(&lost_sql);
+                for id in chunk {
+                    lost = lost.bind(id);
                 }
+                back.extend(lost.fetch_all(&mut **tx).await?);
+                let seen_sql = format!(
+                    "UPDATE nodes SET last_seen = $1, \
+                     state = CASE WHEN state = 'lost' THEN 'active' ELSE state END \
+                     WHERE id IN ({})",
+                    list(2)
+                );
+                let mut seen = sqlx::query(&seen_sql).bind(now);
+                for id in chunk {
+                    seen = seen.bind(id);
+                }
+                seen.execute(&mut **tx).await?;
             }
             Ok(back)
         })

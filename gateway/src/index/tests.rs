@@ -69,7 +69,7 @@ async fn short_writes_repairs_and_audit_passes_are_recorded() {
         MasterKey::parse(&MasterKey::generate()).unwrap(),
         Vec::new(),
     );
-    let index = Index::open(&crate::data_dir::DataDir::new(&dir).index_url())
+    let index = Index::open(&test_index_url(&dir).await)
         .await
         .unwrap()
         .with_keyring(keyring);
@@ -142,6 +142,25 @@ async fn short_writes_repairs_and_audit_passes_are_recorded() {
     assert_eq!((after.last_pass_audits, after.last_pass_failures), (6, 2));
     assert!(after.last_pass_end.is_some());
     assert_eq!((after.audits, after.audit_failures), (6, 2));
+    // The commits' and the repair's usage reached the nodes' counters.
+    let records = index.node_records().await.unwrap();
+    assert_eq!((after.replicas, records[&nodes[1]].replicas), (2, 1));
+
+    // A probe round: a lost node that answers is active again, and is
+    // reported once.
+    assert!(index.mark_lost(nodes[1], now_ms() + 1).await.unwrap());
+    assert_eq!(index.record_seen(&nodes).await.unwrap(), vec![nodes[1]]);
+    assert!(index.record_seen(&nodes).await.unwrap().is_empty());
+    let records = index.node_records().await.unwrap();
+    assert!(nodes.iter().all(|n| records[n].last_seen.is_some()));
+    assert!(
+        index
+            .nodes()
+            .await
+            .unwrap()
+            .iter()
+            .all(|n| n.state == tenfold_balancer::NodeState::Active)
+    );
 
     assert!(index.delete_object("b", "x").await.unwrap());
     assert!(index.repair_candidates(10).await.unwrap().is_empty());
