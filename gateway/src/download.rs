@@ -187,7 +187,7 @@ impl ObjectStore {
     /// first byte decoded, and the bytes.
     ///
     /// # Errors
-    /// [`GatewayError::Unavailable`] when a fragment has no readable replica.
+    /// [`GatewayError::Storage`] when a fragment has no readable replica.
     #[tracing::instrument(skip_all, fields(data = %segment.data_id, segment = segment.seq, ?wanted))]
     pub async fn fetch_segment_part(
         &self,
@@ -296,7 +296,7 @@ impl ObjectStore {
     /// Fetches and decodes one whole segment.
     ///
     /// # Errors
-    /// [`GatewayError::Unavailable`] when a fragment has no readable replica.
+    /// [`GatewayError::Storage`] when a fragment has no readable replica.
     #[tracing::instrument(skip_all, fields(data = %segment.data_id, segment = segment.seq))]
     pub async fn fetch_segment(&self, segment: SegmentRow) -> Result<Bytes, GatewayError> {
         let key = self.data_key(&segment)?;

@@ -506,7 +506,7 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9001";
 /// is taken (another gateway or dev cluster on this machine).
 ///
 /// # Errors
-/// [`GatewayError::Config`] when a configured address cannot be bound.
+/// [`GatewayError::Config`](crate::error::GatewayError::Config) when a configured address cannot be bound.
 pub async fn bind_admin(
     configured: Option<&str>,
     metrics_token: Option<String>,

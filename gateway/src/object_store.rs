@@ -139,7 +139,7 @@ const INLINE_CODEC_BYTES: usize = 64 * 1024;
 /// blocking thread otherwise.
 ///
 /// # Errors
-/// [`GatewayError::Internal`] when the blocking task panicked.
+/// [`GatewayError::Internal`](crate::error::GatewayError::Internal) when the blocking task panicked.
 pub async fn run_codec<T: Send + 'static>(
     bytes: usize,
     work: impl FnOnce() -> T + Send + 'static,

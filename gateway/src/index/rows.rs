@@ -63,7 +63,7 @@ pub struct SegmentRow {
     pub data_id: String,
     pub seq: u32,
     /// Offset of the segment's first byte: within its data when stored,
-    /// within the whole object in a [`Index::layout`].
+    /// within the whole object in a [`Index::layout`](super::Index::layout).
     pub plain_offset: u64,
     pub plain_size: u64,
     /// Where its zstd frames are (unknown for segments stored before the
