@@ -6,6 +6,9 @@
 //! an object of up to [`SMALL_MAX`] bytes is one record appended to the
 //! active volume, and a write is answered once an `fdatasync` that began
 //! after it returned: the writes that arrive while one runs share the next.
+//! One blocking thread at a time appends the writes that wait and then
+//! syncs them, taking the next batch while it runs: concurrent writes cost
+//! one trip off the async threads per batch, not one each.
 //!
 //! A record is `TFV1`, the CRC32C of the rest, its kind (put or delete),
 //! the lengths of the bucket, key, metadata (JSON) and body, then those
@@ -94,6 +97,26 @@ struct SyncState {
     running: bool,
 }
 
+/// A put waiting to be appended: runs on the thread writing the batch, and
+/// returns the volume it appended to (its sync awaited there), if any.
+type Append = Box<dyn FnOnce(&Volumes) -> Option<Arc<Volume>> + Send>;
+
+/// The puts waiting for the appending thread, and whether one runs.
+#[derive(Default)]
+struct Appends {
+    waiting: Vec<Append>,
+    running: bool,
+}
+
+impl std::fmt::Debug for Appends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appends")
+            .field("waiting", &self.waiting.len())
+            .field("running", &self.running)
+            .finish()
+    }
+}
+
 /// A volume's bytes: its records (the end of the last), those of live
 /// records, and the file's length (records and the zeros after them).
 #[derive(Debug)]
@@ -135,6 +158,8 @@ pub struct Volumes {
     /// the node's capacity), kept beside the lock for cheap reads.
     bytes: AtomicU64,
     fsync_seconds: prometheus::Histogram,
+    /// Puts waiting for the appending thread.
+    appends: Mutex<Appends>,
 }
 
 impl Volumes {
@@ -229,6 +254,7 @@ impl Volumes {
             merge_queued: AtomicBool::new(false),
             bytes: AtomicU64::new(total),
             fsync_seconds,
+            appends: Mutex::default(),
         })
     }
 
@@ -271,27 +297,40 @@ impl Volumes {
         R: Send + 'static,
         E: From<std::io::Error> + Send + 'static,
     {
-        let this = Arc::clone(self);
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        let (loc, old, checked, synced) = blocking(move || {
-            let checked = before()?;
-            let mut state = this.state();
-            let (volume, loc) = this.append_locked(&mut state, &record)?;
-            appended();
-            let old = state
-                .keys
-                .entry(bucket.clone())
-                .or_default()
-                .insert(key.clone(), loc);
-            if let Some(old) = old {
-                state.mark_dead(old);
+        let (done, answer) = oneshot::channel();
+        self.queue_append(Box::new(move |this: &Volumes| {
+            let appended = (|| {
+                let checked = before()?;
+                let mut state = this.state();
+                let (volume, loc) = this.append_locked(&mut state, &record)?;
+                appended();
+                let old = state
+                    .keys
+                    .entry(bucket.clone())
+                    .or_default()
+                    .insert(key.clone(), loc);
+                if let Some(old) = old {
+                    state.mark_dead(old);
+                }
+                drop(state);
+                Ok::<_, E>((volume, loc, (bucket, key, old), checked))
+            })();
+            match appended {
+                Ok((volume, loc, old, checked)) => {
+                    let synced = volume.wait_for_sync();
+                    let _ = done.send(Ok((loc, old, checked, synced)));
+                    Some(volume)
+                }
+                Err(e) => {
+                    let _ = done.send(Err(e));
+                    None
+                }
             }
-            drop(state);
-            // The sync is asked for on the same trip to a blocking thread.
-            let synced = this.sync_on_this_thread(&volume);
-            Ok::<_, E>((loc, (bucket, key, old), checked, synced))
-        })
-        .await?;
+        }));
+        let (loc, old, checked, synced) = answer
+            .await
+            .map_err(|_| E::from(std::io::Error::other("volume append task ended")))??;
         let (bucket, key, old) = old;
         if let Err(e) = synced.await_sync().await {
             // Not durable: the key goes back to what it was, unless a later
@@ -343,6 +382,68 @@ impl Volumes {
         };
         synced.await_sync().await?;
         Ok(true)
+    }
+
+    /// Queues `append` for the appending thread, starting one when none
+    /// runs.
+    fn queue_append(self: &Arc<Self>, append: Append) {
+        let start = {
+            let mut appends = self.appends();
+            appends.waiting.push(append);
+            !std::mem::replace(&mut appends.running, true)
+        };
+        if start {
+            let this = Arc::clone(self);
+            tokio::task::spawn_blocking(move || this.write_appends());
+        }
+    }
+
+    fn appends(&self) -> MutexGuard<'_, Appends> {
+        self.appends.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The appending thread: appends what waits, syncs the volumes it
+    /// appended to, and goes on with what came meanwhile until nothing
+    /// waits.
+    fn write_appends(&self) {
+        let mut turn = AppendTurn {
+            volumes: self,
+            unsynced: Vec::new(),
+            finished: false,
+        };
+        loop {
+            let batch = {
+                let mut appends = self.appends();
+                if appends.waiting.is_empty() {
+                    appends.running = false;
+                    turn.finished = true;
+                    return;
+                }
+                std::mem::take(&mut appends.waiting)
+            };
+            for append in batch {
+                if let Some(volume) = append(self)
+                    && !turn.unsynced.iter().any(|v| Arc::ptr_eq(v, &volume))
+                {
+                    turn.unsynced.push(volume);
+                }
+            }
+            while let Some(volume) = turn.unsynced.pop() {
+                self.lead_syncs(&volume);
+            }
+        }
+    }
+
+    /// Runs `volume`'s sync rounds on this thread until nobody waits,
+    /// unless a round runs elsewhere already (it serves those who wait).
+    fn lead_syncs(&self, volume: &Volume) {
+        let lead = {
+            let mut syncs = volume.syncs();
+            !syncs.waiting.is_empty() && !std::mem::replace(&mut syncs.running, true)
+        };
+        if lead {
+            while volume.sync_round(&self.fsync_seconds) {}
+        }
     }
 
     /// Writes `record` at the end of the active volume (blocking, under the
@@ -737,6 +838,14 @@ impl Volume {
         self.syncs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Waits for an `fdatasync` that starts after this call, led by
+    /// whoever leads the next round (see [`Volumes::lead_syncs`]).
+    fn wait_for_sync(&self) -> SyncAnswer {
+        let (done, answer) = oneshot::channel();
+        self.syncs().waiting.push(done);
+        SyncAnswer(answer)
+    }
+
     /// One sync round (on a blocking thread that holds the turn): one
     /// `fdatasync` for all who wait. `true` when others wait for the next
     /// round (the turn is still held); `false` when nobody does, and the
@@ -775,6 +884,33 @@ impl SyncAnswer {
             Ok(Err((kind, msg))) => Err(std::io::Error::new(kind, msg)),
             Err(_) => Err(std::io::Error::other("volume sync task ended")),
         }
+    }
+}
+
+/// Ends the appending thread's turn if it ends other than by finding
+/// nothing to append (a panic): the puts waiting to be appended, and those
+/// appended but not yet synced, fail rather than wait on a thread gone, and
+/// the next put starts another.
+struct AppendTurn<'a> {
+    volumes: &'a Volumes,
+    unsynced: Vec<Arc<Volume>>,
+    finished: bool,
+}
+
+impl Drop for AppendTurn<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        for volume in &self.unsynced {
+            let mut syncs = volume.syncs();
+            if !syncs.running {
+                syncs.waiting.clear();
+            }
+        }
+        let mut appends = self.volumes.appends();
+        appends.running = false;
+        appends.waiting.clear();
     }
 }
 
