@@ -304,24 +304,14 @@ impl Index {
                 for p in &f.placements {
                     match p {
                         Placement::Node { node_id, .. } => usage.add(*node_id, f.size),
-                        Placement::Overflow { cid } => pins.push((s.seq, f.index, cid, f.size)),
+                        Placement::Overflow { cid } => {
+                            pins.push((s.seq, f.index, cid.as_str(), f.size));
+                        }
                     }
                 }
             }
         }
-        writes.rows(
-            "INSERT INTO overflow_pins (data_id, seq, idx, cid, size)",
-            5,
-            "ON CONFLICT (data_id, seq, idx) DO UPDATE SET cid = excluded.cid",
-            &pins,
-            |row, (seq, idx, cid, size)| {
-                row.bind(id.clone())
-                    .bind(i64::from(*seq))
-                    .bind(i64::from(*idx))
-                    .bind((*cid).clone())
-                    .bind(to_i64(*size));
-            },
-        );
+        Self::queue_pins(writes, &id, &pins);
         writes.rows(
             "INSERT INTO repairs (data_id, seq, idx, queued)",
             4,
@@ -343,18 +333,31 @@ impl Index {
         cid: &str,
         size: u64,
     ) -> Result<(), GatewayError> {
-        sqlx::query(
-            "INSERT INTO overflow_pins (data_id, seq, idx, cid, size) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (data_id, seq, idx) DO UPDATE SET cid = excluded.cid",
-        )
-        .bind(packed::id_bytes(data_id))
-        .bind(i64::from(seq))
-        .bind(i64::from(idx))
-        .bind(cid)
-        .bind(to_i64(size))
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        let mut writes = Writes::new(Engine::of_tx(tx));
+        Self::queue_pins(
+            &mut writes,
+            &packed::id_bytes(data_id),
+            &[(seq, idx, cid, size)],
+        );
+        writes.run(tx).await
+    }
+
+    /// Queues the overflow pins (segment, fragment, content id, size) of
+    /// the data whose id is `id` (as stored).
+    fn queue_pins(writes: &mut Writes, id: &[u8], pins: &[(u32, u16, &str, u64)]) {
+        writes.rows(
+            "INSERT INTO overflow_pins (data_id, seq, idx, cid, size)",
+            5,
+            "ON CONFLICT (data_id, seq, idx) DO UPDATE SET cid = excluded.cid",
+            pins,
+            |row, (seq, idx, cid, size)| {
+                row.bind(id.to_vec())
+                    .bind(i64::from(*seq))
+                    .bind(i64::from(*idx))
+                    .bind((*cid).to_owned())
+                    .bind(to_i64(*size));
+            },
+        );
     }
 
     /// Moves a piece of data's replicas to the garbage queue and forgets it.

@@ -648,3 +648,32 @@ async fn commits_that_arrive_together_share_a_transaction_and_keep_their_answers
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A queued row that binds fewer or more values than its columns would
+/// shift every later value of the query onto the wrong column: the queue
+/// refuses to run, and nothing of it reaches the database.
+#[tokio::test]
+async fn a_queued_row_short_of_its_columns_is_refused() {
+    let dir = std::env::temp_dir().join(format!("tenfold-index-writes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let index = Index::open(&test_index_url(&dir).await).await.unwrap();
+    index.create_bucket("b", &Owner::Admin).await.unwrap();
+    let mut tx = index.begin_write().await.unwrap();
+    let mut writes = super::writes::Writes::new(index.engine);
+    let (object, _) = one_fragment_object("k", "unused");
+    Index::queue_object(&mut writes, &object);
+    writes.rows("INSERT INTO t (a, b, c)", 3, "", &[1i64], |row, v| {
+        row.bind(*v).bind(*v);
+    });
+    let err = writes.run(&mut tx).await.unwrap_err().to_string();
+    assert!(err.contains("2 values for 3 columns"), "{err}");
+    tx.commit().await.unwrap();
+    assert!(
+        index
+            .list_objects("b", "", "", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -76,9 +76,20 @@ impl Writes {
             let mut row = Row {
                 args: &mut args,
                 error: &mut self.error,
+                bound: 0,
             };
             for value in chunk {
+                row.bound = 0;
                 bind(&mut row, value);
+                // A row short or long of its columns would shift the values
+                // of every statement after it onto the wrong columns.
+                if row.bound != columns {
+                    let wrong = format!(
+                        "{head}: a row bound {} values for {columns} columns",
+                        row.bound
+                    );
+                    row.error.get_or_insert(wrong.into());
+                }
             }
             match self.engine {
                 Engine::Sqlite => {
@@ -120,6 +131,8 @@ impl Writes {
 pub(super) struct Row<'w> {
     args: &'w mut AnyArguments<'static>,
     error: &'w mut Option<sqlx::error::BoxDynError>,
+    /// Values bound to the row so far.
+    bound: usize,
 }
 
 impl Row<'_> {
@@ -131,6 +144,7 @@ impl Row<'_> {
         if let Err(e) = self.args.add(value) {
             self.error.get_or_insert(e);
         }
+        self.bound += 1;
         self
     }
 }
