@@ -19,12 +19,9 @@ use crate::error::GatewayError;
 /// Statements queued for one transaction; [`Writes::run`] sends them.
 pub(super) struct Writes {
     engine: Engine,
-    /// SQLite: the statements, `;`-separated, of the one query. Postgres:
-    /// unused (each statement is pushed to `ready` as it is queued).
-    sql: String,
-    args: AnyArguments<'static>,
-    /// Postgres: each statement with its arguments.
-    ready: Vec<(String, AnyArguments<'static>)>,
+    /// The queries to send, each with its arguments: on SQLite one, its
+    /// statements `;`-separated; on Postgres one per statement.
+    queries: Vec<(String, AnyArguments<'static>)>,
     /// The first value that could not be bound, reported by `run`.
     error: Option<sqlx::error::BoxDynError>,
 }
@@ -34,9 +31,7 @@ impl Writes {
     pub(super) fn new(engine: Engine) -> Self {
         Self {
             engine,
-            sql: String::new(),
-            args: AnyArguments::default(),
-            ready: Vec::new(),
+            queries: Vec::new(),
             error: None,
         }
     }
@@ -69,12 +64,19 @@ impl Writes {
                 sql.push(' ');
                 sql.push_str(tail);
             }
-            let mut args = match self.engine {
-                Engine::Sqlite => std::mem::take(&mut self.args),
-                Engine::Postgres => AnyArguments::default(),
+            // SQLite: the statement joins the query queued so far.
+            match self.queries.last_mut() {
+                Some((query, _)) if self.engine == Engine::Sqlite => {
+                    query.push_str(";\n");
+                    query.push_str(&sql);
+                }
+                _ => self.queries.push((sql, AnyArguments::default())),
+            }
+            let Some((_, args)) = self.queries.last_mut() else {
+                continue;
             };
             let mut row = Row {
-                args: &mut args,
+                args,
                 error: &mut self.error,
                 bound: 0,
             };
@@ -91,16 +93,6 @@ impl Writes {
                     row.error.get_or_insert(wrong.into());
                 }
             }
-            match self.engine {
-                Engine::Sqlite => {
-                    if !self.sql.is_empty() {
-                        self.sql.push_str(";\n");
-                    }
-                    self.sql.push_str(&sql);
-                    self.args = args;
-                }
-                Engine::Postgres => self.ready.push((sql, args)),
-            }
         }
     }
 
@@ -114,12 +106,7 @@ impl Writes {
             *self = Self::new(self.engine);
             return Err(sqlx::Error::Encode(e).into());
         }
-        if !self.sql.is_empty() {
-            let sql = std::mem::take(&mut self.sql);
-            let args = std::mem::take(&mut self.args);
-            sqlx::query_with(&sql, args).execute(&mut **tx).await?;
-        }
-        for (sql, args) in std::mem::take(&mut self.ready) {
+        for (sql, args) in std::mem::take(&mut self.queries) {
             sqlx::query_with(&sql, args).execute(&mut **tx).await?;
         }
         Ok(())
