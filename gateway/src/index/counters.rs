@@ -55,7 +55,7 @@ pub struct Counters {
 impl Index {
     /// Adds `by` to `counter` in a write transaction.
     pub(super) async fn add_to_counter_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         counter: Counter,
         by: i64,
     ) -> Result<(), GatewayError> {

@@ -10,7 +10,7 @@ use crate::error::GatewayError;
 
 impl Index {
     pub(super) async fn add_garbage_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         replicas: &[Replica],
     ) -> Result<(), GatewayError> {
         Self::add_garbage_released_in(tx, replicas, now_ms()).await
@@ -20,7 +20,7 @@ impl Index {
     /// runs from then. 0 makes them due at once, for replicas no reader
     /// needs (other copies of the same fragment remain where readers look).
     pub(super) async fn add_garbage_released_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         replicas: &[Replica],
         released_at: i64,
     ) -> Result<(), GatewayError> {

@@ -9,9 +9,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
 use crate::crypto::{Keyring, WrappedKey};
 use crate::error::GatewayError;
@@ -96,19 +96,18 @@ fn push_values(sql: &mut String, columns: usize, rows: usize, numbered: bool) {
     }
 }
 
-/// The index database.
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// A write transaction: on SQLite it borrows the writing connection of the
+/// [`WriteTurn`] that runs it, on Postgres it holds a pooled connection.
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
 /// The index: every query runs on SQLite or Postgres through sqlx's `Any`
 /// driver, in SQL both understand.
 #[derive(Debug, Clone)]
 pub struct Index {
     pool: AnyPool,
-    /// SQLite: one connection that runs every write transaction. Only it
-    /// changes the file, so its page cache stays valid from one commit to
-    /// the next; a write on a pooled connection would first read again
-    /// every page another connection's commit had changed.
-    writer: Option<AnyPool>,
+    /// SQLite: the one connection that runs every write transaction, its
+    /// writers taking turns (see [`Writer`]).
+    writer: Option<std::sync::Arc<Writer>>,
     engine: Engine,
     /// Seals node secrets on the way in and opens them on the way out;
     /// without it node secrets are returned sealed, and nodes cannot be
@@ -116,10 +115,6 @@ pub struct Index {
     keyring: Option<Keyring>,
     /// How its write transactions fare, for the metrics.
     stats: IndexStats,
-    /// SQLite's writers take turns here, in arrival order, rather than in
-    /// SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries
-    /// and leaves the lock idle meanwhile (see [`Index::write_turn`]).
-    write_turns: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// SQLite's single-PUT commits that arrive together are written
     /// together (see [`group_commit`]).
     group_commits: Option<std::sync::Arc<group_commit::GroupCommits>>,
@@ -199,6 +194,10 @@ impl Index {
     }
 }
 
+/// What every SQLite connection is set to when it opens.
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;";
+
 /// A pool of at most `max` connections to the SQLite file at `url`.
 async fn sqlite_pool(
     options: AnyPoolOptions,
@@ -211,17 +210,77 @@ async fn sqlite_pool(
         // worker thread for an embedded file that cannot have gone away.
         .test_before_acquire(false)
         .after_connect(|conn, _| {
-            Box::pin(async move {
-                conn.execute(
-                    "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
-                     PRAGMA busy_timeout = 10000;",
-                )
-                .await
-                .map(|_| ())
-            })
+            Box::pin(async move { conn.execute(SQLITE_PRAGMAS).await.map(|_| ()) })
         })
         .connect(url)
         .await?)
+}
+
+/// SQLite's one writing connection. Only it changes the file, so its page
+/// cache stays valid from one commit to the next (a write on a pooled
+/// connection would first read again every page another connection's
+/// commit had changed). Writers take turns on it in arrival order, rather
+/// than in SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between
+/// tries and leaves the lock idle meanwhile.
+///
+/// It is held directly rather than in a pool of one: sqlx's pool pings a
+/// connection each time it is given back, one more round trip to SQLite's
+/// thread between two writers.
+struct Writer {
+    /// The connection, lent to one turn at a time; `None` after it broke,
+    /// until the next turn connects again.
+    connection: std::sync::Arc<tokio::sync::Mutex<Option<AnyConnection>>>,
+    /// Where it connects.
+    options: AnyConnectOptions,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    async fn open(url: &str) -> Result<Self, GatewayError> {
+        let options = AnyConnectOptions::from_str(url)?;
+        let connection = Self::connect(&options).await?;
+        Ok(Self {
+            connection: std::sync::Arc::new(tokio::sync::Mutex::new(Some(connection))),
+            options,
+        })
+    }
+
+    async fn connect(options: &AnyConnectOptions) -> Result<AnyConnection, sqlx::Error> {
+        let mut connection = AnyConnection::connect_with(options).await?;
+        connection.execute(SQLITE_PRAGMAS).await?;
+        Ok(connection)
+    }
+}
+
+/// A writer's turn: on SQLite the writing connection, held until its
+/// transaction has ended; on Postgres nothing (writers run at once).
+struct WriteTurn(Option<tokio::sync::OwnedMutexGuard<Option<AnyConnection>>>);
+
+impl WriteTurn {
+    /// Drops SQLite's writing connection when `outcome` says it broke, so
+    /// that the next turn connects again.
+    fn check<T>(&mut self, outcome: &Settled<T>) {
+        let broke = match outcome {
+            Settled::Again(e) | Settled::Done(Err(GatewayError::Index(e))) => is_connection_loss(e),
+            Settled::Done(_) => false,
+        };
+        if broke && let Some(connection) = self.0.as_deref_mut() {
+            *connection = None;
+        }
+    }
+}
+
+/// How a write transaction ended.
+enum Settled<T> {
+    /// Committed, or failed for good.
+    Done(Result<T, GatewayError>),
+    /// Lost a race (nothing changed): to run again.
+    Again(sqlx::Error),
 }
 
 /// How often a conflicting write transaction is run again. Of N writers
@@ -270,7 +329,7 @@ impl Engine {
     }
 }
 
-/// Runs `$body`, a block using `$tx: &mut Tx`, in a write transaction of
+/// Runs `$body`, a block using `$tx: &mut Tx<'_>`, in a write transaction of
 /// `$index` and commits it; runs it again when it lost a race with another
 /// writer (see [`Index::settle`]). `return` and `?` in the body end the
 /// attempt, not the calling function.
@@ -280,18 +339,24 @@ macro_rules! write_tx {
         let mut attempt = 0u32;
         let started = std::time::Instant::now();
         loop {
-            let turn = index.write_turn().await;
-            let mut transaction = index.begin_write().await?;
-            let result = {
-                let $tx: &mut Tx = &mut transaction;
-                async move {
-                    let result: Result<_, GatewayError> = $body;
-                    result
+            let mut turn = index.write_turn().await;
+            let settled = match index.begin_write(&mut turn).await {
+                Ok(mut transaction) => {
+                    let result = {
+                        let $tx: &mut Tx<'_> = &mut transaction;
+                        async move {
+                            let result: Result<_, GatewayError> = $body;
+                            result
+                        }
+                        .await
+                    };
+                    index.settle(transaction, result).await
                 }
-                .await
+                Err(e) => $crate::index::Settled::Done(Err(e)),
             };
-            let settled = index.settle(transaction, result, &mut attempt, turn).await;
-            if let Some(done) = settled {
+            turn.check(&settled);
+            drop(turn);
+            if let Some(done) = index.again(settled, &mut attempt).await {
                 index
                     .stats
                     .write_seconds
@@ -367,14 +432,17 @@ fn is_conflict(e: &sqlx::Error) -> bool {
 
 /// Whether the connection broke (the transaction is rolled back with it).
 fn is_connection_loss(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_))
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed
+    )
 }
 
 impl Index {
     /// The object at `bucket`/`key` now, in `tx`: its id and ETag (for a
     /// conditional write, and to discard it when replaced).
     async fn occupant_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         bucket: &str,
         key: &str,
     ) -> Result<Option<Occupant>, GatewayError> {
@@ -394,7 +462,7 @@ impl Index {
     /// # Errors
     /// [`GatewayError::NoSuchBucket`], [`GatewayError::Index`].
     async fn bucket_occupant_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         bucket: &str,
         key: &str,
     ) -> Result<Option<Occupant>, GatewayError> {
@@ -449,8 +517,8 @@ impl Index {
                     .journal_mode(SqliteJournalMode::Wal);
                 sqlx::Connection::close(sqlx::ConnectOptions::connect(&file).await?).await?;
                 (
-                    sqlite_pool(options.clone(), url, 8).await?,
-                    Some(sqlite_pool(options, url, 1).await?),
+                    sqlite_pool(options, url, 8).await?,
+                    Some(std::sync::Arc::new(Writer::open(url).await?)),
                 )
             }
             Engine::Postgres => (options.max_connections(16).connect(url).await?, None),
@@ -479,8 +547,6 @@ impl Index {
             engine,
             keyring: None,
             stats: IndexStats::new(),
-            write_turns: (engine == Engine::Sqlite)
-                .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(()))),
             group_commits: (engine == Engine::Sqlite).then(Default::default),
         })
     }
@@ -505,58 +571,67 @@ impl Index {
     /// Waits for this gateway's turn to write (SQLite: one writer at a
     /// time, first come first served); hold it until the transaction has
     /// ended. Postgres takes writers at once, and this returns at once.
-    async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        match &self.write_turns {
-            Some(turns) => Some(turns.clone().lock_owned().await),
-            None => None,
+    async fn write_turn(&self) -> WriteTurn {
+        match &self.writer {
+            Some(writer) => WriteTurn(Some(writer.connection.clone().lock_owned().await)),
+            None => WriteTurn(None),
         }
     }
 
-    async fn begin_write(&self) -> Result<Tx, GatewayError> {
-        Ok(match self.engine {
+    /// Begins a write transaction in `turn`.
+    async fn begin_write<'t>(&self, turn: &'t mut WriteTurn) -> Result<Tx<'t>, GatewayError> {
+        match (turn.0.as_deref_mut(), &self.writer) {
             // IMMEDIATE takes the write lock up front, so two writers queue
             // on the busy timeout instead of failing to upgrade a read lock.
-            Engine::Sqlite => {
-                let writer = self.writer.as_ref().unwrap_or(&self.pool);
-                writer.begin_with("BEGIN IMMEDIATE").await?
+            (Some(slot), Some(writer)) => {
+                if slot.is_none() {
+                    *slot = Some(Writer::connect(&writer.options).await?);
+                }
+                let connection = slot.as_mut().ok_or(sqlx::Error::WorkerCrashed)?;
+                Ok(connection.begin_with("BEGIN IMMEDIATE").await?)
             }
             // Several gateways write at once: conflicts surface as
             // serialization failures, and `write_tx!` runs the work again.
-            Engine::Postgres => {
-                self.pool
-                    .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                    .await?
-            }
-        })
+            _ => Ok(self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                .await?),
+        }
     }
 
     /// Ends a write transaction run by [`write_tx!`]: commits it after
-    /// `result` succeeded; `None` when it lost a race (a conflict with
-    /// another writer, or a connection lost before committing: nothing
-    /// changed) and should run again, after a short random pause. The
-    /// write turn is given up before that pause.
-    async fn settle<T>(
-        &self,
-        tx: Tx,
-        result: Result<T, GatewayError>,
-        attempt: &mut u32,
-        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-    ) -> Option<Result<T, GatewayError>> {
-        let retry = match result {
+    /// `result` succeeded. [`Settled::Again`] when it lost a race (a
+    /// conflict with another writer, or a connection lost before
+    /// committing: nothing changed).
+    async fn settle<T>(&self, tx: Tx<'_>, result: Result<T, GatewayError>) -> Settled<T> {
+        match result {
             Ok(value) => match tx.commit().await {
-                Ok(()) => return Some(Ok(value)),
+                Ok(()) => Settled::Done(Ok(value)),
                 // A commit whose answer was lost may have happened: only a
                 // conflict is known to have changed nothing.
-                Err(e) if is_conflict(&e) => e.into(),
-                Err(e) => return Some(Err(e.into())),
+                Err(e) if is_conflict(&e) => Settled::Again(e),
+                Err(e) => Settled::Done(Err(e.into())),
             },
             Err(GatewayError::Index(e)) if is_conflict(&e) || is_connection_loss(&e) => {
                 drop(tx);
-                e.into()
+                Settled::Again(e)
             }
-            Err(e) => return Some(Err(e)),
+            Err(e) => Settled::Done(Err(e)),
+        }
+    }
+
+    /// What a write transaction's `settled` end leaves to do: its result,
+    /// or `None` when it should run again, after a short random pause (its
+    /// turn given up already), unless it has run out of attempts.
+    async fn again<T>(
+        &self,
+        settled: Settled<T>,
+        attempt: &mut u32,
+    ) -> Option<Result<T, GatewayError>> {
+        let retry = match settled {
+            Settled::Done(done) => return Some(done),
+            Settled::Again(e) => GatewayError::from(e),
         };
-        drop(turn);
         if *attempt >= WRITE_RETRIES {
             return Some(Err(retry));
         }

@@ -83,7 +83,7 @@ impl Index {
 
     /// Fails with `NoSuchUpload` unless the upload is still in progress
     /// (it may have been completed or aborted meanwhile).
-    async fn upload_exists_in(tx: &mut Tx, upload_id: &str) -> Result<(), GatewayError> {
+    async fn upload_exists_in(tx: &mut Tx<'_>, upload_id: &str) -> Result<(), GatewayError> {
         let exists = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
             .bind(upload_id)
             .fetch_optional(&mut **tx)
@@ -311,7 +311,7 @@ impl Index {
     }
 
     pub(super) async fn abort_upload_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         upload_id: &str,
     ) -> Result<bool, GatewayError> {
         let parts: Vec<Vec<u8>> =

@@ -112,7 +112,10 @@ impl Index {
     /// wait on a node's row), folded later; SQLite has one writer, so its
     /// transaction adds it to the nodes' counters at once, and the index
     /// holds no log that grows with recent writes.
-    pub(super) async fn log_usage_in(tx: &mut Tx, usage: &NodeUsage) -> Result<(), GatewayError> {
+    pub(super) async fn log_usage_in(
+        tx: &mut Tx<'_>,
+        usage: &NodeUsage,
+    ) -> Result<(), GatewayError> {
         let mut writes = Writes::new(Engine::of_tx(tx));
         Self::queue_usage(&mut writes, usage);
         writes.run(tx).await
@@ -170,22 +173,22 @@ impl Index {
                 if logged.is_none() {
                     return Ok(());
                 }
-                let _turn = self.write_turn().await;
-                let mut tx = self.begin_write().await?;
-                sqlx::query(
-                    "UPDATE nodes SET \
-                       stored = stored + COALESCE((SELECT SUM(l.bytes) FROM node_usage_log l \
-                                                   WHERE l.node_id = nodes.id), 0), \
-                       replicas = replicas + COALESCE((SELECT SUM(l.replicas) FROM node_usage_log l \
-                                                       WHERE l.node_id = nodes.id), 0) \
-                     WHERE id IN (SELECT node_id FROM node_usage_log)",
-                )
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM node_usage_log")
-                    .execute(&mut *tx)
+                write_tx!(self, |tx| {
+                    sqlx::query(
+                        "UPDATE nodes SET \
+                           stored = stored + COALESCE((SELECT SUM(l.bytes) FROM node_usage_log l \
+                                                       WHERE l.node_id = nodes.id), 0), \
+                           replicas = replicas + COALESCE((SELECT SUM(l.replicas) FROM node_usage_log l \
+                                                           WHERE l.node_id = nodes.id), 0) \
+                         WHERE id IN (SELECT node_id FROM node_usage_log)",
+                    )
+                    .execute(&mut **tx)
                     .await?;
-                tx.commit().await?;
+                    sqlx::query("DELETE FROM node_usage_log")
+                        .execute(&mut **tx)
+                        .await?;
+                    Ok(())
+                })?;
             }
         }
         Ok(())

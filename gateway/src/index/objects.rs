@@ -230,7 +230,7 @@ impl Index {
 
     /// Every segment of a piece of data, with its fragments and copies.
     pub(super) async fn data_segments_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         data_id: &str,
     ) -> Result<Vec<SegmentRow>, GatewayError> {
         let rows = sqlx::query(
@@ -251,7 +251,10 @@ impl Index {
         Ok(out)
     }
 
-    pub(super) async fn bucket_exists_in(tx: &mut Tx, bucket: &str) -> Result<(), GatewayError> {
+    pub(super) async fn bucket_exists_in(
+        tx: &mut Tx<'_>,
+        bucket: &str,
+    ) -> Result<(), GatewayError> {
         let exists = sqlx::query("SELECT 1 FROM buckets WHERE name = $1")
             .bind(bucket)
             .fetch_optional(&mut **tx)
@@ -267,7 +270,10 @@ impl Index {
     /// Records placed data: its segments (with their fragments, copies and
     /// wrapped key), its overflow pins, what it adds to each node, and its
     /// fragments placed short of the policy, queued for repair.
-    pub(super) async fn insert_data_in(tx: &mut Tx, data: &StoredData) -> Result<(), GatewayError> {
+    pub(super) async fn insert_data_in(
+        tx: &mut Tx<'_>,
+        data: &StoredData,
+    ) -> Result<(), GatewayError> {
         let mut writes = Writes::new(Engine::of_tx(tx));
         let mut usage = NodeUsage::default();
         Self::queue_data(&mut writes, data, &mut usage);
@@ -328,7 +334,7 @@ impl Index {
 
     /// Records a fragment's overflow pin.
     pub(super) async fn insert_pin_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         (data_id, seq, idx): (&str, u32, u16),
         cid: &str,
         size: u64,
@@ -361,7 +367,10 @@ impl Index {
     }
 
     /// Moves a piece of data's replicas to the garbage queue and forgets it.
-    pub(super) async fn discard_data_in(tx: &mut Tx, data_id: &str) -> Result<(), GatewayError> {
+    pub(super) async fn discard_data_in(
+        tx: &mut Tx<'_>,
+        data_id: &str,
+    ) -> Result<(), GatewayError> {
         let segments = Self::data_segments_in(tx, data_id).await?;
         let mut usage = NodeUsage::default();
         let mut replicas = Vec::new();
@@ -406,7 +415,7 @@ impl Index {
     /// Deletes the object at `bucket`/`key`, whose id is `id`, and
     /// discards its data: a single PUT's (its id's), or its parts'.
     pub(super) async fn discard_object_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         (bucket, key): (&str, &str),
         id: &[u8],
     ) -> Result<(), GatewayError> {
@@ -433,7 +442,7 @@ impl Index {
 
     /// Discards whatever object is at `bucket`/`key`; `false` when none.
     pub(super) async fn replace_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         bucket: &str,
         key: &str,
     ) -> Result<bool, GatewayError> {
@@ -480,7 +489,7 @@ impl Index {
     /// Records `part` of multipart object `object_id`, starting at `offset`
     /// in the object's bytes.
     pub(super) async fn insert_object_part_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         object_id: &str,
         offset: u64,
         part: &StoredPart,
@@ -544,7 +553,7 @@ impl Index {
     /// discarded at once; its own rows are queued in `writes`, so they must
     /// be run before another commit reads its key.
     pub(super) async fn commit_object_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         writes: &mut Writes,
         object: &ObjectRow,
         data: &StoredData,

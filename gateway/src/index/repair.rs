@@ -395,7 +395,7 @@ impl Index {
 
     /// Writes a segment's fragments (their copies changed) back.
     async fn save_fragments_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         segment: &super::SegmentRow,
     ) -> Result<(), GatewayError> {
         sqlx::query("UPDATE segments SET fragments = $1 WHERE data_id = $2 AND seq = $3")
@@ -410,7 +410,7 @@ impl Index {
     /// Takes copy `placement` off fragment `f` (and its pin off
     /// `overflow_pins`), noting what that frees on its node.
     async fn remove_copy_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         (data_id, seq, f): (&str, u32, &mut FragmentRow),
         placement: &Placement,
         usage: &mut NodeUsage,
@@ -441,7 +441,7 @@ impl Index {
     /// Queues fragments for repair (`due_now`: at once, whatever back-off
     /// they were in).
     async fn queue_repairs_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         ids: &[(&str, u32, u16)],
         due_now: bool,
     ) -> Result<(), GatewayError> {
@@ -468,7 +468,7 @@ impl Index {
 
     /// Removes a fragment's repair row (its queue entry, claim and back-off).
     async fn forget_repair_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         (data_id, seq, idx): (&str, u32, u16),
     ) -> Result<(), GatewayError> {
         sqlx::query("DELETE FROM repairs WHERE data_id = $1 AND seq = $2 AND idx = $3")
@@ -483,7 +483,7 @@ impl Index {
     /// Forgets a fragment's copy on node `node_id`, and queues the fragment
     /// for repair.
     pub(super) async fn drop_node_copy_in(
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         (data_id, seq, idx): (&str, u32, u16),
         node_id: i64,
     ) -> Result<(), GatewayError> {

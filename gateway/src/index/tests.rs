@@ -658,7 +658,8 @@ async fn a_queued_row_short_of_its_columns_is_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let index = Index::open(&test_index_url(&dir).await).await.unwrap();
     index.create_bucket("b", &Owner::Admin).await.unwrap();
-    let mut tx = index.begin_write().await.unwrap();
+    let mut turn = index.write_turn().await;
+    let mut tx = index.begin_write(&mut turn).await.unwrap();
     let mut writes = super::writes::Writes::new(index.engine);
     let (object, _) = one_fragment_object("k", "unused");
     Index::queue_object(&mut writes, &object);

@@ -101,7 +101,7 @@ impl Writes {
     /// # Errors
     /// [`GatewayError::Index`]: a statement failed (those before it ran,
     /// in the transaction) or a value could not be bound (none ran).
-    pub(super) async fn run(&mut self, tx: &mut Tx) -> Result<(), GatewayError> {
+    pub(super) async fn run(&mut self, tx: &mut Tx<'_>) -> Result<(), GatewayError> {
         if let Some(e) = self.error.take() {
             *self = Self::new(self.engine);
             return Err(sqlx::Error::Encode(e).into());
