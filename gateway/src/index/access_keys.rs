@@ -95,7 +95,7 @@ impl Index {
         .bind(keyring.seal_secret(&secret))
         .bind(i64::from(admin))
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut self.reader().await?)
         .await?;
         if done.rows_affected() == 0 {
             return Err(GatewayError::InvalidArgument(format!(
@@ -115,7 +115,7 @@ impl Index {
                     (SELECT COUNT(*) FROM buckets b WHERE b.owner = k.access_key) AS buckets \
              FROM access_keys k ORDER BY k.name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.reader().await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -138,7 +138,7 @@ impl Index {
     pub async fn delete_access_key(&self, name_or_id: &str) -> Result<bool, GatewayError> {
         let done = sqlx::query("DELETE FROM access_keys WHERE name = $1 OR access_key = $1")
             .bind(name_or_id)
-            .execute(&self.pool)
+            .execute(&mut self.reader().await?)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -154,7 +154,7 @@ impl Index {
         let Some(sealed) =
             sqlx::query_scalar::<_, String>("SELECT secret FROM access_keys WHERE access_key = $1")
                 .bind(access_key)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut self.reader().await?)
                 .await?
         else {
             return Ok(None);
@@ -177,7 +177,7 @@ impl Index {
         let row: Option<(String, i64)> =
             sqlx::query_as("SELECT name, admin FROM access_keys WHERE access_key = $1")
                 .bind(access_key)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut self.reader().await?)
                 .await?;
         Ok(row.map(|(name, admin)| (name, admin != 0)))
     }
@@ -190,7 +190,7 @@ impl Index {
         let owner: Option<Option<String>> =
             sqlx::query_scalar("SELECT owner FROM buckets WHERE name = $1")
                 .bind(bucket)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut self.reader().await?)
                 .await?;
         Ok(owner.map(Owner::from_column))
     }
@@ -207,7 +207,7 @@ impl Index {
         .bind(name)
         .bind(now_ms())
         .bind(owner.column())
-        .execute(&self.pool)
+        .execute(&mut self.reader().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -228,6 +228,6 @@ impl Index {
             )
             .bind(owner.column().map(str::to_owned)),
         };
-        Ok(query.fetch_all(&self.pool).await?)
+        Ok(query.fetch_all(&mut self.reader().await?).await?)
     }
 }

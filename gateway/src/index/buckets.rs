@@ -14,7 +14,7 @@ impl Index {
         self.timed_read("bucket", async {
             Ok(sqlx::query("SELECT 1 FROM buckets WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut self.reader().await?)
                 .await?
                 .is_some())
         })
@@ -75,7 +75,7 @@ impl Index {
         let cors: Option<Option<String>> =
             sqlx::query_scalar("SELECT cors FROM buckets WHERE name = $1")
                 .bind(bucket)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut self.reader().await?)
                 .await?;
         match cors {
             None => Err(GatewayError::NoSuchBucket(bucket.to_owned())),
@@ -102,7 +102,7 @@ impl Index {
         let done = sqlx::query("UPDATE buckets SET cors = $1 WHERE name = $2")
             .bind(json)
             .bind(bucket)
-            .execute(&self.pool)
+            .execute(&mut self.reader().await?)
             .await?;
         if done.rows_affected() == 0 {
             return Err(GatewayError::NoSuchBucket(bucket.to_owned()));

@@ -87,7 +87,7 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn counters(&self) -> Result<Counters, GatewayError> {
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT name, value FROM counters")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut self.reader().await?)
             .await?;
         let value = |counter: Counter| {
             rows.iter()

@@ -136,7 +136,7 @@ impl Index {
                 .bind(at)
                 .bind(id),
         };
-        query.execute(&self.pool).await?;
+        query.execute(&mut self.reader().await?).await?;
         Ok(())
     }
 
@@ -146,7 +146,7 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn garbage_len(&self) -> Result<i64, GatewayError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM garbage")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut self.reader().await?)
             .await?)
     }
 
@@ -157,7 +157,7 @@ impl Index {
     pub async fn remove_garbage(&self, id: i64) -> Result<(), GatewayError> {
         sqlx::query("DELETE FROM garbage WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut self.reader().await?)
             .await?;
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! when they lose a race with another writer.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -100,14 +101,26 @@ fn push_values(sql: &mut String, columns: usize, rows: usize, numbered: bool) {
 /// [`WriteTurn`] that runs it, on Postgres it holds a pooled connection.
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
+/// The connections an index's queries run on.
+#[derive(Debug, Clone)]
+enum Connections {
+    /// Reads on connections lent one read at a time (see [`Readers`]);
+    /// write transactions on the one writing connection, in turns (see
+    /// [`Writer`]).
+    Sqlite {
+        readers: Arc<Readers>,
+        writer: Arc<Writer>,
+    },
+    /// sqlx's pool, for reads and write transactions alike.
+    Postgres(AnyPool),
+}
+
 /// The index: every query runs on SQLite or Postgres through sqlx's `Any`
 /// driver, in SQL both understand.
 #[derive(Debug, Clone)]
 pub struct Index {
-    pool: AnyPool,
-    /// SQLite: the one connection that runs every write transaction, its
-    /// writers taking turns (see [`Writer`]).
-    writer: Option<std::sync::Arc<Writer>>,
+    /// Where its queries run.
+    connections: Connections,
     engine: Engine,
     /// Seals node secrets on the way in and opens them on the way out;
     /// without it node secrets are returned sealed, and nodes cannot be
@@ -117,7 +130,7 @@ pub struct Index {
     stats: IndexStats,
     /// SQLite's single-PUT commits that arrive together are written
     /// together (see [`group_commit`]).
-    group_commits: Option<std::sync::Arc<group_commit::GroupCommits>>,
+    group_commits: Option<Arc<group_commit::GroupCommits>>,
 }
 
 /// How an index's write transactions fare: the gateway's metrics register
@@ -198,24 +211,6 @@ impl Index {
 const SQLITE_PRAGMAS: &str =
     "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;";
 
-/// A pool of at most `max` connections to the SQLite file at `url`.
-async fn sqlite_pool(
-    options: AnyPoolOptions,
-    url: &str,
-    max: u32,
-) -> Result<AnyPool, GatewayError> {
-    Ok(options
-        .max_connections(max)
-        // A ping before each use is a round trip to the connection's
-        // worker thread for an embedded file that cannot have gone away.
-        .test_before_acquire(false)
-        .after_connect(|conn, _| {
-            Box::pin(async move { conn.execute(SQLITE_PRAGMAS).await.map(|_| ()) })
-        })
-        .connect(url)
-        .await?)
-}
-
 /// SQLite's one writing connection. Only it changes the file, so its page
 /// cache stays valid from one commit to the next (a write on a pooled
 /// connection would first read again every page another connection's
@@ -229,7 +224,7 @@ async fn sqlite_pool(
 struct Writer {
     /// The connection, lent to one turn at a time; `None` after it broke,
     /// until the next turn connects again.
-    connection: std::sync::Arc<tokio::sync::Mutex<Option<AnyConnection>>>,
+    connection: Arc<tokio::sync::Mutex<Option<AnyConnection>>>,
     /// Where it connects.
     options: AnyConnectOptions,
 }
@@ -240,28 +235,45 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-impl Writer {
-    async fn open(url: &str) -> Result<Self, GatewayError> {
-        let options = AnyConnectOptions::from_str(url)?;
-        let connection = Self::connect(&options).await?;
-        Ok(Self {
-            connection: std::sync::Arc::new(tokio::sync::Mutex::new(Some(connection))),
-            options,
-        })
-    }
-
-    async fn connect(options: &AnyConnectOptions) -> Result<AnyConnection, sqlx::Error> {
-        let mut connection = AnyConnection::connect_with(options).await?;
-        connection.execute(SQLITE_PRAGMAS).await?;
-        Ok(connection)
-    }
+/// A connection to the SQLite file of `options`, set up as every one is.
+async fn connect_sqlite(options: &AnyConnectOptions) -> Result<AnyConnection, sqlx::Error> {
+    let mut connection = AnyConnection::connect_with(options).await?;
+    connection.execute(SQLITE_PRAGMAS).await?;
+    Ok(connection)
 }
 
 /// A writer's turn: on SQLite the writing connection, held until its
-/// transaction has ended; on Postgres nothing (writers run at once).
-struct WriteTurn(Option<tokio::sync::OwnedMutexGuard<Option<AnyConnection>>>);
+/// transaction has ended; on Postgres the pool (writers run at once).
+enum WriteTurn {
+    Sqlite {
+        /// Where a broken connection connects again.
+        writer: Arc<Writer>,
+        connection: tokio::sync::OwnedMutexGuard<Option<AnyConnection>>,
+    },
+    Postgres(AnyPool),
+}
 
 impl WriteTurn {
+    /// Begins a write transaction in this turn.
+    async fn begin(&mut self) -> Result<Tx<'_>, GatewayError> {
+        match self {
+            // IMMEDIATE takes the write lock up front, so two writers queue
+            // on the busy timeout instead of failing to upgrade a read lock.
+            WriteTurn::Sqlite { writer, connection } => {
+                let connection = match &mut **connection {
+                    Some(connection) => connection,
+                    slot @ None => slot.insert(connect_sqlite(&writer.options).await?),
+                };
+                Ok(connection.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            // Several gateways write at once: conflicts surface as
+            // serialization failures, and `write_tx!` runs the work again.
+            WriteTurn::Postgres(pool) => Ok(pool
+                .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                .await?),
+        }
+    }
+
     /// Drops SQLite's writing connection when `outcome` says it broke, so
     /// that the next turn connects again.
     fn check<T>(&mut self, outcome: &Settled<T>) {
@@ -269,8 +281,8 @@ impl WriteTurn {
             Settled::Again(e) | Settled::Done(Err(GatewayError::Index(e))) => is_connection_loss(e),
             Settled::Done(_) => false,
         };
-        if broke && let Some(connection) = self.0.as_deref_mut() {
-            *connection = None;
+        if broke && let WriteTurn::Sqlite { connection, .. } = self {
+            **connection = None;
         }
     }
 }
@@ -283,6 +295,29 @@ enum Settled<T> {
     Again(sqlx::Error),
 }
 
+impl<T> Settled<T> {
+    /// Ends a write transaction run by [`write_tx!`]: commits it after
+    /// `result` succeeded. [`Settled::Again`] when it lost a race (a
+    /// conflict with another writer, or a connection lost before
+    /// committing: nothing changed).
+    async fn after(tx: Tx<'_>, result: Result<T, GatewayError>) -> Self {
+        match result {
+            Ok(value) => match tx.commit().await {
+                Ok(()) => Settled::Done(Ok(value)),
+                // A commit whose answer was lost may have happened: only a
+                // conflict is known to have changed nothing.
+                Err(e) if is_conflict(&e) => Settled::Again(e),
+                Err(e) => Settled::Done(Err(e.into())),
+            },
+            Err(GatewayError::Index(e)) if is_conflict(&e) || is_connection_loss(&e) => {
+                drop(tx);
+                Settled::Again(e)
+            }
+            Err(e) => Settled::Done(Err(e)),
+        }
+    }
+}
+
 /// How often a conflicting write transaction is run again. Of N writers
 /// that conflict, at least one commits each round, so the last may need N
 /// attempts: `aws s3 cp` commits ten parts of one upload at once, and
@@ -292,6 +327,8 @@ const WRITE_RETRIES: u32 = 24;
 /// How long a request waits for a database connection before it is
 /// answered 503 (the database is down or overloaded).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many connections SQLite's reads may hold open at once.
+const SQLITE_READERS: usize = 8;
 
 /// The database engine of an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,7 +368,7 @@ impl Engine {
 
 /// Runs `$body`, a block using `$tx: &mut Tx<'_>`, in a write transaction of
 /// `$index` and commits it; runs it again when it lost a race with another
-/// writer (see [`Index::settle`]). `return` and `?` in the body end the
+/// writer (see [`Settled::after`]). `return` and `?` in the body end the
 /// attempt, not the calling function.
 macro_rules! write_tx {
     ($index:expr, |$tx:ident| $body:block) => {{
@@ -340,7 +377,7 @@ macro_rules! write_tx {
         let started = std::time::Instant::now();
         loop {
             let mut turn = index.write_turn().await;
-            let settled = match index.begin_write(&mut turn).await {
+            let settled = match turn.begin().await {
                 Ok(mut transaction) => {
                     let result = {
                         let $tx: &mut Tx<'_> = &mut transaction;
@@ -350,7 +387,7 @@ macro_rules! write_tx {
                         }
                         .await
                     };
-                    index.settle(transaction, result).await
+                    $crate::index::Settled::after(transaction, result).await
                 }
                 Err(e) => $crate::index::Settled::Done(Err(e)),
             };
@@ -378,6 +415,7 @@ mod objects;
 mod orphans;
 mod overflow;
 mod packed;
+mod readers;
 mod repair;
 mod rows;
 mod scrub;
@@ -389,6 +427,7 @@ pub use counters::{Counter, Counters, Repaired};
 pub use nodes::NodeRecord;
 pub use orphans::NamedReplicas;
 pub use overflow::PinUse;
+use readers::{Reader, Readers};
 pub use repair::{CheckedSegments, Redundancy, WalkCursor};
 pub use rows::{
     Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, PartRow, QueuedReplica,
@@ -489,7 +528,9 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn ping(&self) -> Result<(), GatewayError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut self.reader().await?)
+            .await?;
         Ok(())
     }
 
@@ -508,21 +549,6 @@ impl Index {
     async fn open_at(url: &str, last: Option<i64>) -> Result<Self, GatewayError> {
         sqlx::any::install_default_drivers();
         let engine = Engine::of_url(url)?;
-        let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
-        let (pool, writer) = match engine {
-            Engine::Sqlite => {
-                // Create the file, and switch it to WAL once (it stays so).
-                let file = SqliteConnectOptions::from_str(url)?
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal);
-                sqlx::Connection::close(sqlx::ConnectOptions::connect(&file).await?).await?;
-                (
-                    sqlite_pool(options, url, 8).await?,
-                    Some(std::sync::Arc::new(Writer::open(url).await?)),
-                )
-            }
-            Engine::Postgres => (options.max_connections(16).connect(url).await?, None),
-        };
         let mut migrator = match engine {
             Engine::Sqlite => sqlx::migrate!("../migrations/sqlite"),
             Engine::Postgres => sqlx::migrate!("../migrations/postgres"),
@@ -536,14 +562,41 @@ impl Index {
                 .collect();
             migrator.migrations = older.into();
         }
-        migrator.run(&pool).await.map_err(|e| {
+        let refused = |e: sqlx::migrate::MigrateError| {
             GatewayError::Config(format!(
                 "index migration failed (is the index newer than this binary?): {e}"
             ))
-        })?;
+        };
+        let connections = match engine {
+            Engine::Sqlite => {
+                // Create the file, and switch it to WAL once (it stays so).
+                let file = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal);
+                sqlx::Connection::close(sqlx::ConnectOptions::connect(&file).await?).await?;
+                let options = AnyConnectOptions::from_str(url)?;
+                let mut connection = connect_sqlite(&options).await?;
+                migrator.run(&mut connection).await.map_err(refused)?;
+                Connections::Sqlite {
+                    readers: Arc::new(Readers::new(options.clone(), SQLITE_READERS)),
+                    writer: Arc::new(Writer {
+                        connection: Arc::new(tokio::sync::Mutex::new(Some(connection))),
+                        options,
+                    }),
+                }
+            }
+            Engine::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .max_connections(16)
+                    .connect(url)
+                    .await?;
+                migrator.run(&pool).await.map_err(refused)?;
+                Connections::Postgres(pool)
+            }
+        };
         Ok(Self {
-            pool,
-            writer,
+            connections,
             engine,
             keyring: None,
             stats: IndexStats::new(),
@@ -572,52 +625,25 @@ impl Index {
     /// time, first come first served); hold it until the transaction has
     /// ended. Postgres takes writers at once, and this returns at once.
     async fn write_turn(&self) -> WriteTurn {
-        match &self.writer {
-            Some(writer) => WriteTurn(Some(writer.connection.clone().lock_owned().await)),
-            None => WriteTurn(None),
-        }
-    }
-
-    /// Begins a write transaction in `turn`.
-    async fn begin_write<'t>(&self, turn: &'t mut WriteTurn) -> Result<Tx<'t>, GatewayError> {
-        match (turn.0.as_deref_mut(), &self.writer) {
-            // IMMEDIATE takes the write lock up front, so two writers queue
-            // on the busy timeout instead of failing to upgrade a read lock.
-            (Some(slot), Some(writer)) => {
-                if slot.is_none() {
-                    *slot = Some(Writer::connect(&writer.options).await?);
-                }
-                let connection = slot.as_mut().ok_or(sqlx::Error::WorkerCrashed)?;
-                Ok(connection.begin_with("BEGIN IMMEDIATE").await?)
-            }
-            // Several gateways write at once: conflicts surface as
-            // serialization failures, and `write_tx!` runs the work again.
-            _ => Ok(self
-                .pool
-                .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                .await?),
-        }
-    }
-
-    /// Ends a write transaction run by [`write_tx!`]: commits it after
-    /// `result` succeeded. [`Settled::Again`] when it lost a race (a
-    /// conflict with another writer, or a connection lost before
-    /// committing: nothing changed).
-    async fn settle<T>(&self, tx: Tx<'_>, result: Result<T, GatewayError>) -> Settled<T> {
-        match result {
-            Ok(value) => match tx.commit().await {
-                Ok(()) => Settled::Done(Ok(value)),
-                // A commit whose answer was lost may have happened: only a
-                // conflict is known to have changed nothing.
-                Err(e) if is_conflict(&e) => Settled::Again(e),
-                Err(e) => Settled::Done(Err(e.into())),
+        match &self.connections {
+            Connections::Sqlite { writer, .. } => WriteTurn::Sqlite {
+                writer: Arc::clone(writer),
+                connection: Arc::clone(&writer.connection).lock_owned().await,
             },
-            Err(GatewayError::Index(e)) if is_conflict(&e) || is_connection_loss(&e) => {
-                drop(tx);
-                Settled::Again(e)
-            }
-            Err(e) => Settled::Done(Err(e)),
+            Connections::Postgres(pool) => WriteTurn::Postgres(pool.clone()),
         }
+    }
+
+    /// A connection for a read (or a single-statement write outside a
+    /// transaction): run queries on `&mut` it.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`]: no connection within [`ACQUIRE_TIMEOUT`].
+    async fn reader(&self) -> Result<Reader, GatewayError> {
+        Ok(match &self.connections {
+            Connections::Sqlite { readers, .. } => readers.lend().await?,
+            Connections::Postgres(pool) => Reader::Pooled(pool.acquire().await?),
+        })
     }
 
     /// What a write transaction's `settled` end leaves to do: its result,

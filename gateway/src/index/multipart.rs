@@ -73,7 +73,7 @@ impl Index {
         .bind(id)
         .bind(bucket)
         .bind(key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.reader().await?)
         .await?;
         match row {
             Some(row) => Self::upload_from_row(&row),
@@ -160,7 +160,7 @@ impl Index {
         .bind(upload_id)
         .bind(i64::from(after))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.reader().await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -196,7 +196,7 @@ impl Index {
         .bind(key_marker)
         .bind(id_marker)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.reader().await?)
         .await?;
         rows.iter()
             .map(Self::upload_from_row)
@@ -299,7 +299,7 @@ impl Index {
         .bind(upload_id)
         .bind(bucket)
         .bind(key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.reader().await?)
         .await?;
         match done {
             Some((object_id, parts)) if parts == part_list_json(chosen) => Ok(self
@@ -349,14 +349,14 @@ impl Index {
     pub async fn abort_uploads_before(&self, before_ms: i64) -> Result<usize, GatewayError> {
         let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE created_at < $1")
             .bind(before_ms)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut self.reader().await?)
             .await?;
         for id in &ids {
             write_tx!(self, |tx| { Self::abort_upload_in(tx, id).await })?;
         }
         sqlx::query("DELETE FROM completed_uploads WHERE completed_at < $1")
             .bind(before_ms)
-            .execute(&self.pool)
+            .execute(&mut self.reader().await?)
             .await?;
         Ok(ids.len())
     }

@@ -77,7 +77,7 @@ impl Index {
         .bind(keyring.seal_secret(&node.secret_key))
         .bind(&node.bucket)
         .bind(now_ms())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.reader().await?)
         .await?;
         id.ok_or_else(|| {
             GatewayError::InvalidArgument(format!(
@@ -102,7 +102,7 @@ impl Index {
             .bind(endpoint)
             .bind(to_i64(capacity))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut self.reader().await?)
             .await?;
         Ok(())
     }
@@ -159,7 +159,7 @@ impl Index {
                                       replicas = nodes.replicas + sums.replicas \
                      FROM sums WHERE nodes.id = sums.node_id",
                 )
-                .execute(&self.pool)
+                .execute(&mut self.reader().await?)
                 .await?;
             }
             // Only an index written by an older version has a log here.
@@ -168,7 +168,7 @@ impl Index {
             // taken.
             Engine::Sqlite => {
                 let logged = sqlx::query("SELECT 1 FROM node_usage_log LIMIT 1")
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut self.reader().await?)
                     .await?;
                 if logged.is_none() {
                     return Ok(());
@@ -206,7 +206,7 @@ impl Index {
                                   WHERE l.node_id = n.id), 0) AS BIGINT) AS stored \
                  FROM nodes n ORDER BY n.id",
             )
-            .fetch_all(&self.pool)
+            .fetch_all(&mut self.reader().await?)
             .await?;
             rows.iter()
                 .map(|row| {
@@ -253,7 +253,7 @@ impl Index {
                               WHERE l.node_id = n.id), 0) AS BIGINT) AS replicas \
              FROM nodes n LEFT JOIN node_scrubs s ON s.node_id = n.id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.reader().await?)
         .await?;
         rows.iter()
             .map(|row| {

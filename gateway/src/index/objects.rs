@@ -2,8 +2,8 @@
 //! fragments, placements, wrapped data keys), and the transactions that
 //! commit, replace and delete them.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Executor, Row};
 use tenfold_balancer::{Placement, Replica};
 
 use super::nodes::NodeUsage;
@@ -29,7 +29,7 @@ impl Index {
     async fn segment_read(&self, row: &AnyRow) -> Result<SegmentRow, GatewayError> {
         let mut segment = segment_of(row)?;
         if packed::has_overflow(&segment.fragments) {
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = self.reader().await?;
             Self::fill_cids(&mut conn, &mut segment).await?;
         }
         Ok(segment)
@@ -80,7 +80,7 @@ impl Index {
             ))
             .bind(bucket)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut self.reader().await?)
             .await?;
             row.as_ref().map(Self::object_from_row).transpose()
         })
@@ -114,7 +114,7 @@ impl Index {
             )
             .bind(bucket)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut self.reader().await?)
             .await?;
             let Some(row) = row else {
                 return Ok(None);
@@ -149,7 +149,7 @@ impl Index {
             .bind(after)
             .bind(prefix)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut self.reader().await?)
             .await?;
             rows.iter().map(Self::object_from_row).collect()
         })
@@ -189,7 +189,7 @@ impl Index {
             .bind(packed::id_bytes(object_id))
             .bind(to_i64(range.start))
             .bind(to_i64(range.end))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut self.reader().await?)
             .await?;
             let mut segments = Vec::with_capacity(rows.len());
             for row in &rows {
@@ -201,10 +201,14 @@ impl Index {
     }
 
     /// Fills in the content ids of a segment's overflow pins.
-    pub(super) async fn fill_cids(
-        conn: &mut sqlx::AnyConnection,
+    pub(super) async fn fill_cids<C>(
+        conn: &mut C,
         segment: &mut SegmentRow,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<(), GatewayError>
+    where
+        C: Send + ?Sized,
+        for<'e> &'e mut C: Executor<'e, Database = sqlx::Any>,
+    {
         let pins: Vec<(i64, String)> =
             sqlx::query_as("SELECT idx, cid FROM overflow_pins WHERE data_id = $1 AND seq = $2")
                 .bind(packed::id_bytes(&segment.data_id))
@@ -244,7 +248,7 @@ impl Index {
         for row in &rows {
             let mut segment = segment_of(row)?;
             if packed::has_overflow(&segment.fragments) {
-                Self::fill_cids(tx, &mut segment).await?;
+                Self::fill_cids(&mut **tx, &mut segment).await?;
             }
             out.push(segment);
         }
@@ -406,7 +410,7 @@ impl Index {
         Ok(
             sqlx::query("SELECT 1 FROM segments WHERE data_id = $1 LIMIT 1")
                 .bind(packed::id_bytes(data_id))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut self.reader().await?)
                 .await?
                 .is_some(),
         )
@@ -606,7 +610,7 @@ impl Index {
         )
         .bind(packed::id_bytes(object_id))
         .bind(i64::from(number))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.reader().await?)
         .await?;
         Ok(row.map(|(o, s)| (to_u64(o), to_u64(s))))
     }
@@ -626,7 +630,7 @@ impl Index {
             .bind(tags_column(tags))
             .bind(bucket)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut self.reader().await?)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -649,7 +653,7 @@ impl Index {
         .bind(packed::id_bytes(object_id))
         .bind(i64::from(after))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.reader().await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -669,7 +673,7 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn master_key_ids(&self) -> Result<Vec<String>, GatewayError> {
         Ok(sqlx::query_scalar("SELECT key_id FROM master_keys_used")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut self.reader().await?)
             .await?)
     }
 }

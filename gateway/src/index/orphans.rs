@@ -76,7 +76,7 @@ impl Index {
         Ok(
             sqlx::query_scalar("SELECT MAX(period_ms) FROM gateway_heartbeats WHERE until >= $1")
                 .bind(now_ms())
-                .fetch_one(&self.pool)
+                .fetch_one(&mut self.reader().await?)
                 .await?,
         )
     }
@@ -151,7 +151,7 @@ impl Index {
         .bind(from.clone())
         .bind(to.clone())
         .bind(live_since)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.reader().await?)
         .await?
         .iter()
         .map(|id| packed::id_text(id))
@@ -162,7 +162,7 @@ impl Index {
         )
         .bind(from)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.reader().await?)
         .await?;
         for row in &placed {
             let data_id = packed::id_text(&row.try_get::<Vec<u8>, _>("data_id")?);
@@ -183,7 +183,7 @@ impl Index {
         .bind(node_id)
         .bind(format!("{first}/"))
         .bind(format!("{last}/~"))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.reader().await?)
         .await?;
         keys.extend(queued);
         Ok(NamedReplicas { keys, writing })

@@ -26,7 +26,7 @@ impl Index {
         let (count, bytes): (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM overflow_pins",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut self.reader().await?)
         .await?;
         Ok((to_u64(count), to_u64(bytes)))
     }
@@ -40,7 +40,7 @@ impl Index {
         Ok(
             sqlx::query("SELECT 1 FROM overflow_pins WHERE cid = $1 LIMIT 1")
                 .bind(cid)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut self.reader().await?)
                 .await?
                 .is_some(),
         )
@@ -82,7 +82,7 @@ impl Index {
         )
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.reader().await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -107,12 +107,12 @@ impl Index {
             sqlx::query("SELECT 1 FROM writes_in_flight WHERE data_id = $1 AND heartbeat >= $2")
                 .bind(packed::id_bytes(data_id))
                 .bind(live_since)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut self.reader().await?)
                 .await?
                 .is_some();
         let queued = sqlx::query("SELECT 1 FROM garbage WHERE cid = $1 LIMIT 1")
             .bind(cid)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut self.reader().await?)
             .await?
             .is_some();
         Ok(if queued || self.cid_in_use(cid).await? {

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sqlx::Row;
+use sqlx::{Executor, Row};
 use tenfold_balancer::{Network, NodeState, Placement, Replica, ReplicaPolicy};
 
 use super::counters::Counter;
@@ -102,9 +102,11 @@ const REDUNDANCY_SETTING: &str = "redundancy";
 const CANDIDATE_POOL: i64 = 4;
 
 /// Every registered node's lifecycle state.
-async fn node_states(
-    conn: &mut sqlx::AnyConnection,
-) -> Result<HashMap<i64, NodeState>, GatewayError> {
+async fn node_states<C>(conn: &mut C) -> Result<HashMap<i64, NodeState>, GatewayError>
+where
+    C: Send + ?Sized,
+    for<'e> &'e mut C: Executor<'e, Database = sqlx::Any>,
+{
     let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM nodes")
         .fetch_all(conn)
         .await?;
@@ -152,11 +154,11 @@ impl Index {
              WHERE r.not_before IS NULL OR r.not_before <= $1 \
              ORDER BY c.data_id, c.seq, c.idx LIMIT $2"
         );
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.reader().await?;
         let rows = sqlx::query(&sql)
             .bind(now_ms())
             .bind(limit.saturating_mul(CANDIDATE_POOL))
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut conn)
             .await?;
         let states = node_states(&mut conn).await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -191,19 +193,23 @@ impl Index {
         id: (&str, u32, u16),
         attempts: u32,
     ) -> Result<Option<RepairCandidate>, GatewayError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.reader().await?;
         let states = node_states(&mut conn).await?;
         Self::candidate(&mut conn, id, attempts, &states).await
     }
 
     /// A fragment as a repair candidate, its copies with their nodes'
     /// states; `None` when it is gone.
-    async fn candidate(
-        conn: &mut sqlx::AnyConnection,
+    async fn candidate<C>(
+        conn: &mut C,
         (data_id, seq, idx): (&str, u32, u16),
         attempts: u32,
         states: &HashMap<i64, NodeState>,
-    ) -> Result<Option<RepairCandidate>, GatewayError> {
+    ) -> Result<Option<RepairCandidate>, GatewayError>
+    where
+        C: Send + ?Sized,
+        for<'e> &'e mut C: Executor<'e, Database = sqlx::Any>,
+    {
         let Some(fragment) = Self::fragment(conn, (data_id, seq, idx)).await? else {
             return Ok(None);
         };
@@ -224,10 +230,14 @@ impl Index {
 
     /// One fragment with its copies (overflow pins' content ids filled
     /// in); `None` when it is gone.
-    async fn fragment(
-        conn: &mut sqlx::AnyConnection,
+    async fn fragment<C>(
+        conn: &mut C,
         (data_id, seq, idx): (&str, u32, u16),
-    ) -> Result<Option<FragmentRow>, GatewayError> {
+    ) -> Result<Option<FragmentRow>, GatewayError>
+    where
+        C: Send + ?Sized,
+        for<'e> &'e mut C: Executor<'e, Database = sqlx::Any>,
+    {
         Ok(Self::segment_in(conn, (data_id, seq))
             .await?
             .and_then(|s| s.fragments.into_iter().find(|f| f.index == idx)))
@@ -279,7 +289,7 @@ impl Index {
         .bind(packed::id_bytes(data_id))
         .bind(i64::from(seq))
         .bind(i64::from(idx))
-        .execute(&self.pool)
+        .execute(&mut self.reader().await?)
         .await?;
         Ok(())
     }
@@ -304,8 +314,8 @@ impl Index {
         policy: ReplicaPolicy,
     ) -> Result<bool, GatewayError> {
         write_tx!(self, |tx| {
-            let states = node_states(tx).await?;
-            let Some(mut segment) = Self::segment_in(tx, (data_id, seq)).await? else {
+            let states = node_states(&mut **tx).await?;
+            let Some(mut segment) = Self::segment_in(&mut **tx, (data_id, seq)).await? else {
                 Self::forget_repair_in(tx, (data_id, seq, idx)).await?;
                 return Ok(false);
             };
@@ -373,10 +383,14 @@ impl Index {
 
     /// A segment with its fragments and copies (overflow pins' content ids
     /// filled in), on `conn` or in a transaction.
-    async fn segment_in(
-        conn: &mut sqlx::AnyConnection,
+    async fn segment_in<C>(
+        conn: &mut C,
         (data_id, seq): (&str, u32),
-    ) -> Result<Option<super::SegmentRow>, GatewayError> {
+    ) -> Result<Option<super::SegmentRow>, GatewayError>
+    where
+        C: Send + ?Sized,
+        for<'e> &'e mut C: Executor<'e, Database = sqlx::Any>,
+    {
         let row = sqlx::query(
             "SELECT data_id, seq, plain_offset, plain_size, frames, key_id, wrapped, fragments \
              FROM segments WHERE data_id = $1 AND seq = $2",
@@ -487,7 +501,7 @@ impl Index {
         (data_id, seq, idx): (&str, u32, u16),
         node_id: i64,
     ) -> Result<(), GatewayError> {
-        let Some(mut segment) = Self::segment_in(tx, (data_id, seq)).await? else {
+        let Some(mut segment) = Self::segment_in(&mut **tx, (data_id, seq)).await? else {
             return Ok(());
         };
         let Some(f) = segment.fragments.iter_mut().find(|f| f.index == idx) else {
@@ -563,7 +577,7 @@ impl Index {
         )
         .bind(id)
         .bind(unseen_since)
-        .execute(&self.pool)
+        .execute(&mut self.reader().await?)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -576,7 +590,7 @@ impl Index {
         let done = sqlx::query("UPDATE nodes SET state = $1 WHERE id = $2")
             .bind(state.as_str())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut self.reader().await?)
             .await?;
         if done.rows_affected() == 0 {
             return Err(GatewayError::InvalidArgument(format!(
@@ -606,7 +620,7 @@ impl Index {
         )
         .bind(name)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&mut self.reader().await?)
         .await?;
         Ok(())
     }
@@ -616,7 +630,7 @@ impl Index {
         Ok(
             sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut self.reader().await?)
                 .await?,
         )
     }
@@ -649,7 +663,7 @@ impl Index {
             .and_then(|v| serde_json::from_str(&v).ok())
             .unwrap_or_default();
         let queue: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({CANDIDATES}) c"))
-            .fetch_one(&self.pool)
+            .fetch_one(&mut self.reader().await?)
             .await?;
         report.repair_queue = to_u64(queue);
         Ok(report)
@@ -686,7 +700,7 @@ impl Index {
         limit: i64,
         policy: ReplicaPolicy,
     ) -> Result<CheckedSegments, GatewayError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.reader().await?;
         let states = node_states(&mut conn).await?;
         let rows = sqlx::query(
             "SELECT data_id, seq, fragments FROM segments \
@@ -696,7 +710,7 @@ impl Index {
         .bind(packed::id_bytes(&after.data_id))
         .bind(after.seq)
         .bind(limit)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?;
         drop(conn);
         let mut step = CheckedSegments {

@@ -131,7 +131,7 @@ impl Index {
         .bind(packed::id_bytes(&cursor.data_id))
         .bind(cursor.seq)
         .bind(SCAN_SEGMENTS)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut self.reader().await?)
         .await?;
         let mut batch = ScrubBatch {
             items: Vec::new(),
@@ -219,7 +219,7 @@ impl Index {
                 .bind(c.seq)
                 .bind(c.idx)
                 .bind(node_id)
-                .execute(&self.pool)
+                .execute(&mut self.reader().await?)
                 .await?;
             }
             None => {
@@ -229,7 +229,7 @@ impl Index {
                 )
                 .bind(now_ms())
                 .bind(node_id)
-                .execute(&self.pool)
+                .execute(&mut self.reader().await?)
                 .await?;
             }
         }

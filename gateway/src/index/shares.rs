@@ -36,7 +36,7 @@ impl Index {
         .bind(i64::from(upload.is_some()))
         .bind(limit(upload.and_then(|u| u.max_bytes)))
         .bind(limit(upload.and_then(|u| u.max_files)))
-        .execute(&self.pool)
+        .execute(&mut self.reader().await?)
         .await?;
         Ok(())
     }
@@ -64,7 +64,7 @@ impl Index {
         .bind(token_hash)
         .bind(bytes)
         .bind(files)
-        .execute(&self.pool)
+        .execute(&mut self.reader().await?)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -86,7 +86,7 @@ impl Index {
         .bind(token_hash)
         .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
         .bind(i64::try_from(files).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .execute(&mut self.reader().await?)
         .await?;
         Ok(())
     }
@@ -101,7 +101,7 @@ impl Index {
              used_bytes, used_files FROM shares WHERE token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.reader().await?)
         .await?;
         row.map(|row| {
             Ok(ShareRow {
@@ -132,7 +132,7 @@ impl Index {
     pub async fn revoke_share(&self, token_hash: &str) -> Result<bool, GatewayError> {
         let done = sqlx::query("UPDATE shares SET revoked = 1 WHERE token_hash = $1")
             .bind(token_hash)
-            .execute(&self.pool)
+            .execute(&mut self.reader().await?)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -152,7 +152,7 @@ impl Index {
             .bind(upload_id)
             .bind(token_hash)
             .bind(i64::try_from(size).unwrap_or(i64::MAX))
-            .execute(&self.pool)
+            .execute(&mut self.reader().await?)
             .await?;
         Ok(())
     }
@@ -172,7 +172,7 @@ impl Index {
         )
         .bind(upload_id)
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut self.reader().await?)
         .await?;
         Ok(size.map(|s| u64::try_from(s).unwrap_or(0)))
     }

@@ -165,7 +165,7 @@ async fn short_writes_repairs_and_audit_passes_are_recorded() {
     assert!(index.delete_object("b", "x").await.unwrap());
     assert!(index.repair_candidates(10).await.unwrap().is_empty());
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM repairs")
-        .fetch_one(&index.pool)
+        .fetch_one(&mut index.reader().await.unwrap())
         .await
         .unwrap();
     assert_eq!(left, 0);
@@ -299,7 +299,7 @@ async fn an_index_of_hex_etags_moves_to_etag_bytes() {
     {
         let index = Index::open_at(&url, Some(23)).await.unwrap();
         sqlx::query("INSERT INTO buckets (name, created_at) VALUES ('b', 0)")
-            .execute(&index.pool)
+            .execute(&mut index.reader().await.unwrap())
             .await
             .unwrap();
         for (n, (key, etag, parts)) in objects.iter().enumerate() {
@@ -311,11 +311,10 @@ async fn an_index_of_hex_etags_moves_to_etag_bytes() {
             .bind(*key)
             .bind(etag)
             .bind(parts.map(i64::from))
-            .execute(&index.pool)
+            .execute(&mut index.reader().await.unwrap())
             .await
             .unwrap();
         }
-        index.pool.close().await;
     }
     let index = Index::open(&url).await.unwrap();
     for (key, etag, _) in &objects {
@@ -323,7 +322,7 @@ async fn an_index_of_hex_etags_moves_to_etag_bytes() {
         assert_eq!(&object.etag, etag, "{key}");
         let stored: Vec<u8> = sqlx::query_scalar("SELECT etag FROM objects WHERE key = $1")
             .bind(*key)
-            .fetch_one(&index.pool)
+            .fetch_one(&mut index.reader().await.unwrap())
             .await
             .unwrap();
         let digest = matches!(*key, "single" | "multipart");
@@ -425,10 +424,9 @@ async fn an_index_of_placement_rows_moves_to_packed_segments() {
             "INSERT INTO writes_in_flight (data_id, heartbeat) \
              VALUES ('00000000000000000000000000000001', 5)".to_owned(),
         ] {
-            sqlx::query(&sql).execute(&index.pool).await.unwrap();
+            sqlx::query(&sql).execute(&mut index.reader().await.unwrap()).await.unwrap();
         }
         index.fold_node_usage().await.unwrap();
-        index.pool.close().await;
     }
     let index = Index::open(&url).await.unwrap();
     let d = "0123456789abcdef0123456789abcdef";
@@ -566,10 +564,9 @@ async fn an_index_migrated_by_a_newer_binary_is_refused() {
     let url = crate::data_dir::DataDir::new(&dir).index_url();
     let index = Index::open(&url).await.unwrap();
     sqlx::query(NEWER_MIGRATION)
-        .execute(&index.pool)
+        .execute(&mut index.reader().await.unwrap())
         .await
         .unwrap();
-    index.pool.close().await;
     let err = Index::open(&url).await.unwrap_err().to_string();
     assert!(err.contains("newer than this binary"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -659,7 +656,7 @@ async fn a_queued_row_short_of_its_columns_is_refused() {
     let index = Index::open(&test_index_url(&dir).await).await.unwrap();
     index.create_bucket("b", &Owner::Admin).await.unwrap();
     let mut turn = index.write_turn().await;
-    let mut tx = index.begin_write(&mut turn).await.unwrap();
+    let mut tx = turn.begin().await.unwrap();
     let mut writes = super::writes::Writes::new(index.engine);
     let (object, _) = one_fragment_object("k", "unused");
     Index::queue_object(&mut writes, &object);
