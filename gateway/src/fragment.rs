@@ -10,6 +10,7 @@
 //! [`FragmentHeader`], so the format can evolve (codec, cipher) without
 //! migrating old data.
 
+use std::cell::RefCell;
 use std::io::Read;
 use std::ops::Range;
 
@@ -232,6 +233,35 @@ impl FrameIndex {
     }
 }
 
+thread_local! {
+    /// This thread's zstd contexts, kept from one segment to the next:
+    /// making one allocates and zeroes its tables, which costs as much as
+    /// compressing or decompressing a small object.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// Runs `work` with this thread's context in `slot`, made by `make` when
+/// there is none. It is taken out while in use, so that a panic in `work`
+/// leaves none behind in an unknown state; each zstd call begins a new
+/// frame, so one that failed can be used again.
+fn with_kept<C: 'static, T>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<C>>>,
+    make: impl FnOnce() -> std::io::Result<C>,
+    work: impl FnOnce(&mut C) -> Result<T, FragmentError>,
+) -> Result<T, FragmentError> {
+    let kept = slot.with(|slot| slot.borrow_mut().take());
+    let mut context = match kept {
+        Some(context) => context,
+        None => make().map_err(zstd_error)?,
+    };
+    let result = work(&mut context);
+    slot.with(|slot| *slot.borrow_mut() = Some(context));
+    result
+}
+
 /// How segments are cut and compressed.
 #[derive(Debug, Clone, Copy)]
 pub struct SegmentCodec {
@@ -261,7 +291,6 @@ impl SegmentCodec {
         let plain_len = u32::try_from(plain.len())
             .map_err(|_| FragmentError::Zstd("segment over 4 GiB".into()))?;
         let frame_size = self.frame_size.max(1);
-        let mut zstd = zstd::bulk::Compressor::new(self.level).map_err(zstd_error)?;
         // The frames are compressed and sealed one after another into one
         // buffer, which then becomes the fragments in place: no copy of
         // the compressed segment is made.
@@ -275,19 +304,27 @@ impl SegmentCodec {
             plain: frame_size as u64,
             ends: Vec::new(),
         };
-        for (number, frame) in plain.chunks(frame_size).enumerate() {
-            let start = compressed.len();
-            compressed.reserve(zstd::zstd_safe::compress_bound(frame.len()) + TAG_LEN);
-            let mut out = std::io::Cursor::new(&mut compressed);
-            out.set_position(start as u64);
-            zstd.compress_to_buffer(frame, &mut out)
-                .map_err(zstd_error)?;
-            if let Some(key) = key {
-                let number = u32::try_from(number).unwrap_or(u32::MAX);
-                key.seal_frame(segment, number, &mut compressed, start);
-            }
-            frames.ends.push(compressed.len() as u64);
-        }
+        with_kept(
+            &COMPRESSOR,
+            || zstd::bulk::Compressor::new(self.level),
+            |zstd| {
+                zstd.set_compression_level(self.level).map_err(zstd_error)?;
+                for (number, frame) in plain.chunks(frame_size).enumerate() {
+                    let start = compressed.len();
+                    compressed.reserve(zstd::zstd_safe::compress_bound(frame.len()) + TAG_LEN);
+                    let mut out = std::io::Cursor::new(&mut compressed);
+                    out.set_position(start as u64);
+                    zstd.compress_to_buffer(frame, &mut out)
+                        .map_err(zstd_error)?;
+                    if let Some(key) = key {
+                        let number = u32::try_from(number).unwrap_or(u32::MAX);
+                        key.seal_frame(segment, number, &mut compressed, start);
+                    }
+                    frames.ends.push(compressed.len() as u64);
+                }
+                Ok(())
+            },
+        )?;
         let len = compressed.len();
         let count = self.fragment_count(len);
         let piece = len.div_ceil(usize::from(count)).max(1);
@@ -486,12 +523,36 @@ fn open_and_decompress(
         first => *frames.ends.get(first - 1).ok_or(FragmentError::Truncated)?,
     };
     let mut plain = Vec::with_capacity(plan.plain_len);
+    with_kept(&DECOMPRESSOR, zstd::bulk::Decompressor::new, |zstd| {
+        open_frames(
+            segment,
+            &mut span,
+            (base, &frames.ends),
+            plan,
+            key,
+            zstd,
+            &mut plain,
+        )
+    })?;
+    check_len(plain, plan.plain_len)
+}
+
+/// Opens and decompresses the planned frames, read from `span` (which
+/// starts at offset `base` of the frames whose ends are `ends`), onto
+/// `plain`.
+fn open_frames(
+    segment: u32,
+    span: &mut impl Read,
+    (base, ends): (u64, &[u64]),
+    plan: &FramePlan,
+    key: &DataKey,
+    zstd: &mut zstd::bulk::Decompressor<'static>,
+    plain: &mut Vec<u8>,
+) -> Result<(), FragmentError> {
     let mut sealed = Vec::new();
-    let mut zstd = zstd::bulk::Decompressor::new().map_err(zstd_error)?;
     let mut from = 0usize;
     for number in plan.frames.clone() {
-        let end = frames
-            .ends
+        let end = ends
             .get(number)
             .and_then(|e| e.checked_sub(base))
             .and_then(|e| usize::try_from(e).ok())
@@ -509,13 +570,13 @@ fn open_and_decompress(
         // Decompressed after what is already there, never past the
         // capacity reserved for the planned length.
         let filled = plain.len() as u64;
-        let mut out = std::io::Cursor::new(&mut plain);
+        let mut out = std::io::Cursor::new(&mut *plain);
         out.set_position(filled);
         zstd.decompress_to_buffer(&sealed[..len], &mut out)
             .map_err(zstd_error)?;
         from = end;
     }
-    check_len(plain, plan.plain_len)
+    Ok(())
 }
 
 /// A zstd failure, as a fragment error.
