@@ -110,6 +110,9 @@ enum Connections {
     Sqlite {
         readers: Arc<Readers>,
         writer: Arc<Writer>,
+        /// Single-PUT commits that arrive together are written together
+        /// (see [`group_commit`]).
+        group_commits: Arc<group_commit::GroupCommits>,
     },
     /// sqlx's pool, for reads and write transactions alike.
     Postgres(AnyPool),
@@ -121,16 +124,12 @@ enum Connections {
 pub struct Index {
     /// Where its queries run.
     connections: Connections,
-    engine: Engine,
     /// Seals node secrets on the way in and opens them on the way out;
     /// without it node secrets are returned sealed, and nodes cannot be
     /// registered.
     keyring: Option<Keyring>,
     /// How its write transactions fare, for the metrics.
     stats: IndexStats,
-    /// SQLite's single-PUT commits that arrive together are written
-    /// together (see [`group_commit`]).
-    group_commits: Option<Arc<group_commit::GroupCommits>>,
 }
 
 /// How an index's write transactions fare: the gateway's metrics register
@@ -583,6 +582,7 @@ impl Index {
                         connection: Arc::new(tokio::sync::Mutex::new(Some(connection))),
                         options,
                     }),
+                    group_commits: Arc::default(),
                 }
             }
             Engine::Postgres => {
@@ -597,10 +597,8 @@ impl Index {
         };
         Ok(Self {
             connections,
-            engine,
             keyring: None,
             stats: IndexStats::new(),
-            group_commits: (engine == Engine::Sqlite).then(Default::default),
         })
     }
 
@@ -609,6 +607,14 @@ impl Index {
     pub fn with_keyring(mut self, keyring: Keyring) -> Self {
         self.keyring = Some(keyring);
         self
+    }
+
+    /// Its database engine.
+    fn engine(&self) -> Engine {
+        match self.connections {
+            Connections::Sqlite { .. } => Engine::Sqlite,
+            Connections::Postgres(_) => Engine::Postgres,
+        }
     }
 
     /// How its write transactions fare (shared by its clones).

@@ -147,7 +147,7 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn fold_node_usage(&self) -> Result<(), GatewayError> {
-        match self.engine {
+        match self.engine() {
             // One statement: only the rows it deletes are added, and
             // outside SERIALIZABLE, so it never fails a commit.
             Engine::Postgres => {

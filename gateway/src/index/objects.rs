@@ -11,7 +11,7 @@ use super::rows::{
     ObjectHeaders, ObjectRow, SegmentRow, StoredData, StoredPart, Tags, WriteCondition,
 };
 use super::writes::Writes;
-use super::{Engine, Index, Tx, packed, segment_of, to_i64, to_u64};
+use super::{Connections, Engine, Index, Tx, packed, segment_of, to_i64, to_u64};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 use crate::integrity::Checksums;
@@ -528,9 +528,12 @@ impl Index {
         data: &StoredData,
         condition: &WriteCondition,
     ) -> Result<(), GatewayError> {
-        match &self.group_commits {
-            Some(commits) => self.commit_grouped(commits, object, data, condition).await,
-            None => self.commit_object_alone(object, data, condition).await,
+        match &self.connections {
+            Connections::Sqlite { group_commits, .. } => {
+                self.commit_grouped(group_commits, object, data, condition)
+                    .await
+            }
+            Connections::Postgres(_) => self.commit_object_alone(object, data, condition).await,
         }
     }
 

@@ -382,7 +382,7 @@ async fn an_index_of_placement_rows_moves_to_packed_segments() {
     let engine = Engine::of_url(&url).unwrap();
     {
         let index = Index::open_at(&url, Some(18)).await.unwrap();
-        assert_eq!(index.engine, engine);
+        assert_eq!(index.engine(), engine);
         let (d, o) = (
             "0123456789abcdef0123456789abcdef",
             "fedcba9876543210fedcba9876543210",
@@ -632,7 +632,7 @@ async fn commits_that_arrive_together_share_a_transaction_and_keep_their_answers
         segments += index.layout(&object.id, 0..1).await.unwrap().len();
     }
     assert_eq!(segments, 32);
-    if index.engine == Engine::Sqlite {
+    if index.engine() == Engine::Sqlite {
         let batches = index.stats.commit_batch_objects.get_sample_count();
         assert!(
             batches < 72,
@@ -657,7 +657,7 @@ async fn a_queued_row_short_of_its_columns_is_refused() {
     index.create_bucket("b", &Owner::Admin).await.unwrap();
     let mut turn = index.write_turn().await;
     let mut tx = turn.begin().await.unwrap();
-    let mut writes = super::writes::Writes::new(index.engine);
+    let mut writes = super::writes::Writes::new(index.engine());
     let (object, _) = one_fragment_object("k", "unused");
     Index::queue_object(&mut writes, &object);
     writes.rows("INSERT INTO t (a, b, c)", 3, "", &[1i64], |row, v| {
