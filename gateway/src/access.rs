@@ -4,6 +4,14 @@
 //! The configuration's key and the index's admin keys may do everything;
 //! any other key of the index (`tenfold keys create`) sees and touches only
 //! its own buckets, and gets `AccessDenied` on the others.
+//!
+//! What the index says about a key is kept for [`KEY_CACHE_TTL`], so that a
+//! request costs one index read (its bucket's owner) rather than three: a
+//! deleted key stops working within that long on every gateway.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
@@ -11,7 +19,7 @@ use s3s::dto::{CopyObjectInput, CopySource, UploadPartCopyInput};
 use s3s::path::S3Path;
 use s3s::{S3Request, S3Result, s3_error};
 
-use crate::index::{Index, Owner};
+use crate::index::{Index, IndexKey, Owner};
 use crate::metrics::RequestFacts;
 
 /// The key a request was signed with, as the access checks resolved it.
@@ -49,6 +57,14 @@ pub fn caller_of<T>(req: &S3Request<T>) -> S3Result<&Caller> {
         .ok_or_else(|| s3_error!(AccessDenied, "Access Denied"))
 }
 
+/// How long a gateway trusts what it last read of an index key before
+/// reading it again.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// How many index keys a gateway keeps at most; past it, the expired ones
+/// go, and all of them if none has expired.
+const KEY_CACHE_ENTRIES: usize = 4096;
+
 /// Access keys and bucket ownership, for s3s's authentication and access
 /// checks.
 #[derive(Debug, Clone)]
@@ -56,6 +72,9 @@ pub struct Access {
     index: Index,
     admin_key: String,
     admin_secret: SecretKey,
+    /// Index keys by access key id, with when they were read. Unknown keys
+    /// are not kept, so a key made a moment ago works at once.
+    known: Arc<Mutex<HashMap<String, (Instant, IndexKey)>>>,
 }
 
 impl Access {
@@ -66,7 +85,42 @@ impl Access {
             index,
             admin_key,
             admin_secret: admin_secret.into(),
+            known: Arc::default(),
         }
+    }
+
+    /// The index's key `access_key`, from what was read of it in the last
+    /// [`KEY_CACHE_TTL`] or from the index; `None` when there is no such key.
+    async fn index_key(&self, access_key: &str) -> S3Result<Option<IndexKey>> {
+        let now = Instant::now();
+        if let Some((read_at, key)) = self.known_keys().get(access_key)
+            && now.duration_since(*read_at) < KEY_CACHE_TTL
+        {
+            return Ok(Some(key.clone()));
+        }
+        let key = self.index.access_key(access_key).await?;
+        let mut known = self.known_keys();
+        match &key {
+            Some(key) => {
+                if known.len() >= KEY_CACHE_ENTRIES {
+                    known.retain(|_, (read_at, _)| now.duration_since(*read_at) < KEY_CACHE_TTL);
+                    if known.len() >= KEY_CACHE_ENTRIES {
+                        known.clear();
+                    }
+                }
+                known.insert(access_key.to_owned(), (now, key.clone()));
+            }
+            None => {
+                known.remove(access_key);
+            }
+        }
+        Ok(key)
+    }
+
+    fn known_keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, IndexKey)>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Who signed with `access_key` (already authenticated by s3s).
@@ -82,10 +136,9 @@ impl Access {
             });
         }
         let (name, admin) = self
-            .index
-            .access_key_of(access_key)
+            .index_key(access_key)
             .await?
-            .unwrap_or_else(|| (access_key.to_owned(), false));
+            .map_or_else(|| (access_key.to_owned(), false), |k| (k.name, k.admin));
         Ok(Caller {
             owner: Owner::Key(access_key.to_owned()),
             admin,
@@ -142,13 +195,12 @@ impl S3Auth for Access {
         if access_key == self.admin_key {
             return Ok(self.admin_secret.clone());
         }
-        match self.index.access_key_secret(access_key).await {
-            Ok(Some(secret)) => Ok(secret.into()),
-            Ok(None) => Err(s3_error!(
+        match self.index_key(access_key).await? {
+            Some(key) => Ok(key.secret.into()),
+            None => Err(s3_error!(
                 InvalidAccessKeyId,
                 "The AWS Access Key Id you provided does not exist in our records."
             )),
-            Err(e) => Err(e.into()),
         }
     }
 }
@@ -201,5 +253,42 @@ impl S3Access for Access {
 
     async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
         self.require_copy_source(req, &req.input.copy_source).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Keyring, MasterKey};
+
+    /// A key read from the index serves its requests for [`KEY_CACHE_TTL`]
+    /// and no longer: a deleted key is refused once that has passed.
+    #[tokio::test]
+    async fn a_deleted_key_is_refused_once_the_cache_expires() {
+        let dir = std::env::temp_dir().join(format!("tenfold-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keyring = Keyring::new(
+            MasterKey::parse(&MasterKey::generate()).unwrap(),
+            Vec::new(),
+        );
+        let index = Index::open(&crate::data_dir::DataDir::new(&dir).index_url())
+            .await
+            .unwrap()
+            .with_keyring(keyring);
+        let access = Access::new(index.clone(), "admin".into(), "admin-secret".into());
+        assert!(access.get_secret_key("TFNOSUCHKEY").await.is_err());
+
+        let (id, secret) = index.create_access_key("alice", false).await.unwrap();
+        assert_eq!(access.get_secret_key(&id).await.unwrap().expose(), secret);
+        let caller = access.caller(&id).await.unwrap();
+        assert_eq!((caller.name.as_str(), caller.admin), ("alice", false));
+
+        assert!(index.delete_access_key("alice").await.unwrap());
+        let deleted = Instant::now();
+        assert_eq!(access.get_secret_key(&id).await.unwrap().expose(), secret);
+        tokio::time::sleep(KEY_CACHE_TTL.saturating_sub(deleted.elapsed())).await;
+        let err = access.get_secret_key(&id).await.unwrap_err();
+        assert_eq!(*err.code(), s3s::S3ErrorCode::InvalidAccessKeyId);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,6 +17,17 @@ pub struct AccessKeyRow {
     pub buckets: i64,
 }
 
+/// An access key of the index, as requests are checked against it.
+#[derive(Debug, Clone)]
+pub struct IndexKey {
+    /// The secret, opened with the master key.
+    pub secret: String,
+    /// The key's name (`tenfold keys create NAME`).
+    pub name: String,
+    /// Whether it may use every bucket.
+    pub admin: bool,
+}
+
 /// Who owns a bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
@@ -143,43 +154,30 @@ impl Index {
         Ok(done.rows_affected() > 0)
     }
 
-    /// The secret of an access key; `None` for an unknown key.
+    /// An access key of the index with its secret opened; `None` for an
+    /// unknown key.
     ///
     /// # Errors
-    /// [`GatewayError::MasterKey`] when the secret does not open.
-    pub async fn access_key_secret(
-        &self,
-        access_key: &str,
-    ) -> Result<Option<String>, GatewayError> {
-        let Some(sealed) =
-            sqlx::query_scalar::<_, String>("SELECT secret FROM access_keys WHERE access_key = $1")
-                .bind(access_key)
-                .fetch_optional(&mut self.reader().await?)
-                .await?
+    /// [`GatewayError::Index`], or [`GatewayError::MasterKey`] when the
+    /// secret does not open.
+    pub async fn access_key(&self, access_key: &str) -> Result<Option<IndexKey>, GatewayError> {
+        let Some((sealed, name, admin)) = sqlx::query_as::<_, (String, String, i64)>(
+            "SELECT secret, name, admin FROM access_keys WHERE access_key = $1",
+        )
+        .bind(access_key)
+        .fetch_optional(&mut self.reader().await?)
+        .await?
         else {
             return Ok(None);
         };
         let keyring = self.keyring.as_ref().ok_or_else(|| {
             GatewayError::MasterKey("access key secrets need the master key".into())
         })?;
-        keyring.open_secret(&sealed).map(Some)
-    }
-
-    /// The name of `access_key` and whether it is an admin key of the
-    /// index; `None` when the index has no such key.
-    ///
-    /// # Errors
-    /// [`GatewayError::Index`].
-    pub async fn access_key_of(
-        &self,
-        access_key: &str,
-    ) -> Result<Option<(String, bool)>, GatewayError> {
-        let row: Option<(String, i64)> =
-            sqlx::query_as("SELECT name, admin FROM access_keys WHERE access_key = $1")
-                .bind(access_key)
-                .fetch_optional(&mut self.reader().await?)
-                .await?;
-        Ok(row.map(|(name, admin)| (name, admin != 0)))
+        Ok(Some(IndexKey {
+            secret: keyring.open_secret(&sealed)?,
+            name,
+            admin: admin != 0,
+        }))
     }
 
     /// The owner of a bucket; `None` when there is no such bucket.

@@ -421,7 +421,7 @@ mod scrub;
 mod shares;
 mod writes;
 
-pub use access_keys::{AccessKeyRow, Owner};
+pub use access_keys::{AccessKeyRow, IndexKey, Owner};
 pub use counters::{Counter, Counters, Repaired};
 pub use nodes::NodeRecord;
 pub use orphans::NamedReplicas;
