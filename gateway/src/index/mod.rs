@@ -326,6 +326,13 @@ const WRITE_RETRIES: u32 = 24;
 /// How long a request waits for a database connection before it is
 /// answered 503 (the database is down or overloaded).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A PostgreSQL connection idle longer than this is pinged before a
+/// request uses it, so one the server dropped meanwhile (a restart, a
+/// terminated backend) is replaced rather than failing the request. sqlx
+/// pings every connection given back to the pool anyway; those in steady
+/// use skip the second ping and its round trip (HikariCP's "alive bypass
+/// window" makes the same trade).
+const PING_AFTER_IDLE: Duration = Duration::from_millis(250);
 /// How many connections SQLite's reads may hold open at once.
 const SQLITE_READERS: usize = 8;
 
@@ -589,6 +596,15 @@ impl Index {
                 let pool = AnyPoolOptions::new()
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .max_connections(16)
+                    .test_before_acquire(false)
+                    .before_acquire(|connection, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for > PING_AFTER_IDLE {
+                                connection.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect(url)
                     .await?;
                 migrator.run(&pool).await.map_err(refused)?;
