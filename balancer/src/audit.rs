@@ -1,7 +1,6 @@
 //! Audits: one replica read back from its node and checked against the
 //! fragment's MD5, for the scrub that verifies every replica over time.
 
-use md5::{Digest, Md5};
 use tracing::Instrument;
 
 use crate::node_client::NodeFailure;
@@ -37,11 +36,7 @@ impl Balancer {
         .instrument(span)
         .await;
         match fetched {
-            Ok(f)
-                if f.data.len() as u64 == len && <[u8; 16]>::from(Md5::digest(&f.data)) == md5 =>
-            {
-                AuditOutcome::Intact
-            }
+            Ok(f) if f.data.len() as u64 == len && f.data.md5() == md5 => AuditOutcome::Intact,
             Ok(_) | Err(NodeFailure::Corrupt) => {
                 node.record_failure(&NodeFailure::Corrupt);
                 AuditOutcome::Corrupt

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use md5::{Digest, Md5};
 use tracing::Instrument;
 
+use crate::chunks::Chunks;
 use crate::error::BalancerError;
 use crate::node_client::NodeFailure;
 use crate::placement::Placement;
@@ -35,12 +34,10 @@ pub enum Check {
 impl Check {
     /// Whether `data` (which should be `len` bytes) passes, coming from a
     /// source that is `trusted` or not.
-    fn passes(self, data: &[u8], len: u64, trusted: bool) -> bool {
+    fn passes(self, data: &Chunks, len: u64, trusted: bool) -> bool {
         match self {
             Check::Sealed(_) if trusted => data.len() as u64 == len,
-            Check::Md5(md5) | Check::Sealed(md5) => {
-                data.len() as u64 == len && <[u8; 16]>::from(Md5::digest(data)) == md5
-            }
+            Check::Md5(md5) | Check::Sealed(md5) => data.len() as u64 == len && data.md5() == md5,
         }
     }
 }
@@ -61,7 +58,7 @@ impl Balancer {
         len: u64,
         placements: &[Placement],
         check: Check,
-    ) -> Result<Bytes, BalancerError> {
+    ) -> Result<Chunks, BalancerError> {
         let nodes: Vec<i64> = placements.iter().filter_map(Placement::node_id).collect();
         let cid = placements.iter().find_map(Placement::cid);
         let from_nodes = if nodes.is_empty() && cid.is_some() {
@@ -85,7 +82,8 @@ impl Balancer {
             .get(cid, 0..len)
             .instrument(span)
             .await
-            .map_err(|e| unreadable(e.to_string()))?;
+            .map_err(|e| unreadable(e.to_string()))?
+            .into();
         if !check.passes(&data, len, false) {
             return Err(unreadable(format!("{cid}: checksum mismatch")));
         }
@@ -115,7 +113,7 @@ impl Balancer {
         len: u64,
         replicas: &[i64],
         check: Check,
-    ) -> Result<Bytes, BalancerError> {
+    ) -> Result<Chunks, BalancerError> {
         // Whether a node is demoted is decided once, here: a node demoted
         // by this very read is not held back from the rest of it.
         let mut nodes: Vec<_> = replicas
@@ -191,7 +189,7 @@ async fn read_one<'a>(
     key: &str,
     len: u64,
     check: Check,
-) -> (&'a Arc<NodeHandle>, Result<Bytes, NodeFailure>) {
+) -> (&'a Arc<NodeHandle>, Result<Chunks, NodeFailure>) {
     let span = tracing::debug_span!("node_get", node = node.spec.id, key);
     let _turn = node.load.read_turn(len).await;
     reading.begin();
@@ -248,6 +246,8 @@ impl Drop for Abandoned<'_> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use md5::{Digest, Md5};
     use std::time::Duration;
 
     use tenfold_node::{NodeConfig, run_node};
@@ -328,7 +328,7 @@ mod tests {
             .await
             .unwrap();
         let took = started.elapsed();
-        assert_eq!(got, data);
+        assert_eq!(got.into_bytes(), data);
         assert!(
             took < slow_for / 2,
             "the read waited for the slow node: {took:?}"
@@ -371,13 +371,13 @@ mod tests {
             .read_nodes("frag", len, &[1, 2], Check::Sealed(md5))
             .await
             .unwrap();
-        assert_eq!(got, lie);
+        assert_eq!(got.into_bytes(), lie);
         // ... and an MD5-checked read demotes it and reads the other.
         let got = balancer
             .read_nodes("frag", len, &[1, 2], Check::Md5(md5))
             .await
             .unwrap();
-        assert_eq!(got, data);
+        assert_eq!(got.into_bytes(), data);
         assert!(balancer.node(1).unwrap().is_demoted());
         // Demoted, it is not hedged to, even when the honest node is late
         // (as if that were usually fast) and the liar would answer first.
@@ -396,7 +396,7 @@ mod tests {
                 .read_nodes("frag", len, &[1, 2], Check::Sealed(md5))
                 .await
                 .unwrap();
-            assert_eq!(got, data);
+            assert_eq!(got.into_bytes(), data);
         }
         let status = balancer.status();
         assert_eq!(
@@ -429,7 +429,7 @@ mod tests {
             .read_nodes("frag", len, &[3, 1], Check::Sealed(md5))
             .await
             .unwrap();
-        assert_eq!(got, data);
+        assert_eq!(got.into_bytes(), data);
         assert_eq!(balancer.status()[0].last_resort_reads, 2);
         // With no other replica at all, it is asked straight away.
         specs.truncate(1);
@@ -438,7 +438,7 @@ mod tests {
             .read_nodes("frag", len, &[1], Check::Md5(md5))
             .await
             .unwrap();
-        assert_eq!(got, data);
+        assert_eq!(got.into_bytes(), data);
         assert_eq!(balancer.status()[0].last_resort_reads, 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -519,12 +519,12 @@ mod tests {
             .read("frag", len, &[on(1), overflow.clone()], Check::Md5(md5))
             .await
             .unwrap();
-        assert_eq!((got, reads()), (data.clone(), 0));
+        assert_eq!((got.into_bytes(), reads()), (data.clone(), 0));
         let got = balancer
             .read("frag", len, &[on(2), overflow.clone()], Check::Md5(md5))
             .await
             .unwrap();
-        assert_eq!((got, reads()), (data.clone(), 1));
+        assert_eq!((got.into_bytes(), reads()), (data.clone(), 1));
         let got = balancer
             .read(
                 "frag",
@@ -534,7 +534,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!((got, reads()), (data.clone(), 2));
+        assert_eq!((got.into_bytes(), reads()), (data.clone(), 2));
 
         store
             .content

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod choice;
+pub mod chunks;
 pub mod error;
 pub mod hedged_read;
 pub mod node;
@@ -20,6 +21,7 @@ pub mod registry;
 pub mod trust;
 
 pub use audit::AuditOutcome;
+pub use chunks::Chunks;
 pub use error::BalancerError;
 pub use hedged_read::Check;
 pub use node::{Network, NodeSpec, NodeState};

@@ -24,6 +24,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use crate::chunks::Chunks;
 use crate::node::NodeSpec;
 
 /// How long a node may take to accept a connection before it counts as down.
@@ -81,7 +82,8 @@ pub fn crc32c(data: &[u8]) -> u32 {
 /// A fragment read from a node, with how long it took.
 #[derive(Debug)]
 pub struct Fetched {
-    pub data: Bytes,
+    /// The body's chunks as they arrived.
+    pub data: Chunks,
     /// Time until the response headers arrived.
     pub first_byte: Duration,
     /// Time until the whole body arrived.
@@ -198,17 +200,20 @@ impl NodeClient {
                 .await?;
             let answer = success(answer).await?;
             let limit = usize::try_from(max_len).unwrap_or(usize::MAX);
-            let data = Limited::new(answer.body, limit)
-                .collect()
-                .await
-                .map_err(|e| {
+            let mut body = Limited::new(answer.body, limit);
+            let mut data = Chunks::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| {
                     if e.is::<http_body_util::LengthLimitError>() {
                         NodeFailure::Corrupt
                     } else {
                         NodeFailure::Other(format!("reading body: {e}"))
                     }
-                })?
-                .to_bytes();
+                })?;
+                if let Ok(chunk) = frame.into_data() {
+                    data.push(chunk);
+                }
+            }
             Ok(Fetched {
                 data,
                 first_byte: answer.first_byte,

@@ -5,10 +5,10 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use tenfold::crypto::{Keyring, MasterKey};
-use tenfold::fragment::{FragmentHeader, FrameIndex, decode_frames, decode_segment};
+use tenfold::fragment::{Chunks, FragmentHeader, FrameIndex, decode_frames, decode_segment};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = FragmentHeader::decode(data);
+    let _ = FragmentHeader::decode(&Bytes::copy_from_slice(data).into());
     if data.len() < 8 {
         return;
     }
@@ -19,7 +19,18 @@ fuzz_target!(|data: &[u8]| {
     let frame = u64::from(u16::from_le_bytes([control[3], control[4]]));
     let encrypted = control[5] & 1 == 1;
     let piece = rest.len() / count + 1;
-    let stored: Vec<Bytes> = rest.chunks(piece).map(Bytes::copy_from_slice).collect();
+    // Each fragment in chunks of one size, as a node's answer arrives.
+    let cut = usize::from(control[5] >> 1) + 1;
+    let stored: Vec<Chunks> = rest
+        .chunks(piece)
+        .map(|f| {
+            let f = Bytes::copy_from_slice(f);
+            (0..f.len())
+                .step_by(cut)
+                .map(|at| f.slice(at..(at + cut).min(f.len())))
+                .collect()
+        })
+        .collect();
     let ends: Vec<u64> = rest
         .chunks(4)
         .take(usize::from(control[6] % 8))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryFutureExt};
-use tenfold_balancer::Check;
+use tenfold_balancer::{Check, Chunks};
 use tracing::Instrument;
 
 use crate::crypto::DataKey;
@@ -251,7 +251,7 @@ impl ObjectStore {
         decode: D,
     ) -> Result<Vec<u8>, GatewayError>
     where
-        D: Fn(&[Bytes]) -> Result<Vec<u8>, FragmentError> + Send + Sync + 'static,
+        D: Fn(&[Chunks]) -> Result<Vec<u8>, FragmentError> + Send + Sync + 'static,
     {
         let decode = Arc::new(decode);
         if segment.key.is_some() {
@@ -259,7 +259,7 @@ impl ObjectStore {
                 .read_fragments(segment, fragments, Check::Sealed)
                 .await?;
             let first = Arc::clone(&decode);
-            let len = stored.iter().map(Bytes::len).sum();
+            let len = stored.iter().map(Chunks::len).sum();
             match run_codec(len, move || first(&stored)).await? {
                 Ok(plain) => return Ok(plain),
                 Err(e) => tracing::warn!(
@@ -269,7 +269,7 @@ impl ObjectStore {
             }
         }
         let stored = self.read_fragments(segment, fragments, Check::Md5).await?;
-        let len = stored.iter().map(Bytes::len).sum();
+        let len = stored.iter().map(Chunks::len).sum();
         Ok(run_codec(len, move || decode(&stored)).await??)
     }
 
@@ -280,7 +280,7 @@ impl ObjectStore {
         segment: &SegmentRow,
         fragments: &[FragmentRow],
         check: fn([u8; 16]) -> Check,
-    ) -> Result<Vec<Bytes>, GatewayError> {
+    ) -> Result<Vec<Chunks>, GatewayError> {
         let reads = fragments.iter().map(|f| {
             let key = node_key(&segment.data_id, segment.seq, f.index);
             async move {

@@ -17,6 +17,8 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 use md5::{Digest, Md5};
 
+pub use tenfold_balancer::Chunks;
+
 use crate::crypto::{DataKey, TAG_LEN};
 
 /// Magic number opening every fragment.
@@ -28,8 +30,15 @@ pub const HEADER_LEN: usize = 24;
 /// Most bytes reserved up front for a decoded segment (the largest segment
 /// allowed): lengths read back from storage are not trusted further.
 const MAX_RESERVE: usize = 256 << 20;
-/// Codec id of zstd.
+/// Codec id of zstd: every frame is a zstd frame (all unencrypted data,
+/// and encrypted data stored before [`CODEC_ZSTD_OR_RAW`]).
 pub const CODEC_ZSTD: u8 = 1;
+/// Codec id of sealed frames that are zstd frames, except those zstd could
+/// not shrink, which are stored as they are: an opened frame as long as
+/// its plaintext is raw (a zstd frame is always shorter). Incompressible
+/// data is then opened straight into the plaintext, without a copy
+/// through zstd.
+pub const CODEC_ZSTD_OR_RAW: u8 = 2;
 /// Cipher id of "no encryption" (data stored before encryption existed).
 pub const CIPHER_NONE: u8 = 0;
 /// Cipher id of AES-256-GCM per zstd frame, with the data's own key.
@@ -40,6 +49,17 @@ fn cipher_of(key: Option<&DataKey>) -> u8 {
         CIPHER_AES256GCM
     } else {
         CIPHER_NONE
+    }
+}
+
+/// The codec new fragments are written with: raw frames only where each
+/// frame is opened on its own (sealed with a key); unencrypted data keeps
+/// the stream of zstd frames it always had.
+fn codec_of(key: Option<&DataKey>) -> u8 {
+    if key.is_some() {
+        CODEC_ZSTD_OR_RAW
+    } else {
+        CODEC_ZSTD
     }
 }
 
@@ -76,6 +96,8 @@ pub enum FragmentError {
         got: (u32, u16, u16),
         expected: (u32, u16, u16),
     },
+    #[error("unknown fragment codec {0}, or fragments of mixed codecs")]
+    Codec(u8),
     #[error("fragment cipher {got}, expected {expected}")]
     Cipher { got: u8, expected: u8 },
     #[error("an encrypted frame does not authenticate: tampered, or the wrong key")]
@@ -103,13 +125,26 @@ impl FragmentHeader {
         out.put_u32_le(self.payload_len);
     }
 
-    /// Reads a header from the start of a stored fragment and checks that
-    /// the payload that follows has the declared length.
+    /// Reads a header from the start of a stored fragment (in the chunks
+    /// it arrived in) and checks that the payload that follows has the
+    /// declared length.
     ///
     /// # Errors
     /// A [`FragmentError`] for anything that is not a whole fragment.
-    pub fn decode(stored: &[u8]) -> Result<Self, FragmentError> {
-        let h = stored.get(..HEADER_LEN).ok_or(FragmentError::Truncated)?;
+    pub fn decode(stored: &Chunks) -> Result<Self, FragmentError> {
+        let mut h = [0u8; HEADER_LEN];
+        let mut filled = 0;
+        for chunk in stored.chunks() {
+            let take = (HEADER_LEN - filled).min(chunk.len());
+            h[filled..filled + take].copy_from_slice(&chunk[..take]);
+            filled += take;
+            if filled == HEADER_LEN {
+                break;
+            }
+        }
+        if filled < HEADER_LEN {
+            return Err(FragmentError::Truncated);
+        }
         if &h[..4] != MAGIC {
             return Err(FragmentError::BadMagic);
         }
@@ -316,6 +351,11 @@ impl SegmentCodec {
                     out.set_position(start as u64);
                     zstd.compress_to_buffer(frame, &mut out)
                         .map_err(zstd_error)?;
+                    if key.is_some() && compressed.len() - start >= frame.len() {
+                        // zstd could not shrink it: kept raw (CODEC_ZSTD_OR_RAW).
+                        compressed.truncate(start);
+                        compressed.extend_from_slice(frame);
+                    }
                     if let Some(key) = key {
                         let number = u32::try_from(number).unwrap_or(u32::MAX);
                         key.seal_frame(segment, number, &mut compressed, start);
@@ -340,7 +380,7 @@ impl SegmentCodec {
             compressed.copy_within(start..end, at + HEADER_LEN);
             header.clear();
             FragmentHeader {
-                codec: CODEC_ZSTD,
+                codec: codec_of(key),
                 cipher: cipher_of(key),
                 segment,
                 index: u16::try_from(index).unwrap_or(u16::MAX),
@@ -380,34 +420,64 @@ impl SegmentCodec {
     }
 }
 
+/// The payloads of some fragments of a segment, header-less.
+struct Payloads<'a> {
+    /// The fragments' codec, one for all.
+    codec: u8,
+    /// Every payload's bytes, in order, as the slices they arrived in.
+    slices: Vec<&'a [u8]>,
+    /// Each fragment's payload length.
+    sizes: Vec<u64>,
+}
+
 /// The payloads of `stored`, fragments `first..` of segment `segment` cut
-/// into `count`, after checking that each header is the one expected.
+/// into `count`, after checking that each header is the one expected (all
+/// of one codec, one that goes with `cipher`).
 fn checked_payloads(
     segment: u32,
     count: u16,
     first: usize,
-    stored: &[Bytes],
+    stored: &[Chunks],
     cipher: u8,
-) -> Result<Vec<&[u8]>, FragmentError> {
-    stored
-        .iter()
-        .zip(first..)
-        .map(|(frag, i)| {
-            let h = FragmentHeader::decode(frag)?;
-            let expected = (segment, u16::try_from(i).unwrap_or(u16::MAX), count);
-            let got = (h.segment, h.index, h.count);
-            if got != expected || h.codec != CODEC_ZSTD {
-                return Err(FragmentError::Mismatch { got, expected });
+) -> Result<Payloads<'_>, FragmentError> {
+    let mut payloads = Payloads {
+        codec: CODEC_ZSTD,
+        slices: Vec::new(),
+        sizes: Vec::with_capacity(stored.len()),
+    };
+    for (i, frag) in (first..).zip(stored) {
+        let h = FragmentHeader::decode(frag)?;
+        let expected = (segment, u16::try_from(i).unwrap_or(u16::MAX), count);
+        let got = (h.segment, h.index, h.count);
+        if got != expected {
+            return Err(FragmentError::Mismatch { got, expected });
+        }
+        if h.cipher != cipher {
+            return Err(FragmentError::Cipher {
+                got: h.cipher,
+                expected: cipher,
+            });
+        }
+        let known = match h.codec {
+            CODEC_ZSTD => true,
+            CODEC_ZSTD_OR_RAW => cipher != CIPHER_NONE,
+            _ => false,
+        };
+        if !known || (i > first && payloads.codec != h.codec) {
+            return Err(FragmentError::Codec(h.codec));
+        }
+        payloads.codec = h.codec;
+        payloads.sizes.push(u64::from(h.payload_len));
+        let mut header = HEADER_LEN;
+        for chunk in frag.chunks() {
+            let skip = header.min(chunk.len());
+            header -= skip;
+            if skip < chunk.len() {
+                payloads.slices.push(&chunk[skip..]);
             }
-            if h.cipher != cipher {
-                return Err(FragmentError::Cipher {
-                    got: h.cipher,
-                    expected: cipher,
-                });
-            }
-            Ok(&frag[HEADER_LEN..])
-        })
-        .collect()
+        }
+    }
+    Ok(payloads)
 }
 
 /// The payloads read one after the other, without first copying them into
@@ -438,27 +508,26 @@ fn decompress(compressed: impl Read, plain_len: usize) -> Result<Vec<u8>, Fragme
 /// not authenticate, or the plaintext does not have the recorded length.
 pub fn decode_segment(
     segment: u32,
-    stored: &[Bytes],
+    stored: &[Chunks],
     plain_len: usize,
     frames: Option<&FrameIndex>,
     key: Option<&DataKey>,
 ) -> Result<Vec<u8>, FragmentError> {
     let count = u16::try_from(stored.len()).unwrap_or(u16::MAX);
     let payloads = checked_payloads(segment, count, 0, stored, cipher_of(key))?;
-    if payloads.iter().all(|p| p.is_empty()) {
+    if payloads.slices.is_empty() {
         // An empty segment has no zstd frame at all.
         return check_len(Vec::new(), plain_len);
     }
     let Some(key) = key else {
-        return decompress(chained(&payloads), plain_len);
+        return decompress(chained(&payloads.slices), plain_len);
     };
-    let sizes: Vec<u64> = payloads.iter().map(|p| p.len() as u64).collect();
     let plan = frames
-        .and_then(|f| f.plan(0..plain_len as u64, plain_len as u64, &sizes))
+        .and_then(|f| f.plan(0..plain_len as u64, plain_len as u64, &payloads.sizes))
         .ok_or(FragmentError::NoFrameIndex)?;
     open_and_decompress(
-        segment,
-        &payloads,
+        (segment, payloads.codec),
+        &payloads.slices,
         &plan,
         frames.ok_or(FragmentError::NoFrameIndex)?,
         key,
@@ -475,15 +544,16 @@ pub fn decode_segment(
 pub fn decode_frames(
     segment: u32,
     count: u16,
-    stored: &[Bytes],
+    stored: &[Chunks],
     plan: &FramePlan,
     frames: &FrameIndex,
     key: Option<&DataKey>,
 ) -> Result<Vec<u8>, FragmentError> {
     let payloads = checked_payloads(segment, count, plan.fragments.start, stored, cipher_of(key))?;
+    let slices = &payloads.slices;
     match key {
-        Some(key) => open_and_decompress(segment, &payloads, plan, frames, key),
-        None => decompress(planned_span(&payloads, plan)?, plan.plain_len),
+        Some(key) => open_and_decompress((segment, payloads.codec), slices, plan, frames, key),
+        None => decompress(planned_span(slices, plan)?, plan.plain_len),
     }
 }
 
@@ -502,10 +572,11 @@ fn planned_span<'a>(
 }
 
 /// Opens each planned frame with `key` and decompresses it straight into
-/// the plaintext: each frame is copied once out of the fragments (to be
-/// opened in place) and decompressed once, into a buffer reserved up front.
+/// the plaintext, reserved up front: a raw frame is copied once out of the
+/// fragments, into the plaintext, and opened there; a zstd frame is copied
+/// once into a scratch buffer, opened there and decompressed.
 fn open_and_decompress(
-    segment: u32,
+    (segment, codec): (u32, u8),
     payloads: &[&[u8]],
     plan: &FramePlan,
     frames: &FrameIndex,
@@ -517,66 +588,102 @@ fn open_and_decompress(
             expected: plan.plain_len,
         });
     }
-    let mut span = planned_span(payloads, plan)?;
+    let mut span = Span::new(payloads, plan.skip)?;
     let base = match plan.frames.start {
         0 => 0,
         first => *frames.ends.get(first - 1).ok_or(FragmentError::Truncated)?,
     };
-    let mut plain = Vec::with_capacity(plan.plain_len);
-    with_kept(&DECOMPRESSOR, zstd::bulk::Decompressor::new, |zstd| {
-        open_frames(
-            segment,
-            &mut span,
-            (base, &frames.ends),
-            plan,
-            key,
-            zstd,
-            &mut plain,
-        )
-    })?;
-    check_len(plain, plan.plain_len)
-}
-
-/// Opens and decompresses the planned frames, read from `span` (which
-/// starts at offset `base` of the frames whose ends are `ends`), onto
-/// `plain`.
-fn open_frames(
-    segment: u32,
-    span: &mut impl Read,
-    (base, ends): (u64, &[u64]),
-    plan: &FramePlan,
-    key: &DataKey,
-    zstd: &mut zstd::bulk::Decompressor<'static>,
-    plain: &mut Vec<u8>,
-) -> Result<(), FragmentError> {
+    // A raw frame is opened in place, its tag still after it.
+    let mut plain = Vec::with_capacity(plan.plain_len + TAG_LEN);
     let mut sealed = Vec::new();
     let mut from = 0usize;
+    let plain_end = plan.plain_start + plan.plain_len as u64;
     for number in plan.frames.clone() {
-        let end = ends
+        let end = frames
+            .ends
             .get(number)
             .and_then(|e| e.checked_sub(base))
             .and_then(|e| usize::try_from(e).ok())
             .ok_or(FragmentError::Truncated)?;
-        sealed.resize(end.checked_sub(from).ok_or(FragmentError::Truncated)?, 0);
-        span.read_exact(&mut sealed)
-            .map_err(|_| FragmentError::Truncated)?;
-        let len = key
-            .open_frame(
-                segment,
-                u32::try_from(number).unwrap_or(u32::MAX),
-                &mut sealed,
-            )
+        let len = end.checked_sub(from).ok_or(FragmentError::Truncated)?;
+        from = end;
+        let frame = u32::try_from(number).unwrap_or(u32::MAX);
+        // The frame's plaintext length: `frames.plain`, the segment's last
+        // frame (or the range's) fewer.
+        let frame_start = (number as u64).saturating_mul(frames.plain);
+        let frame_plain = frame_start
+            .saturating_add(frames.plain)
+            .min(plain_end)
+            .saturating_sub(frame_start);
+        if codec == CODEC_ZSTD_OR_RAW && len as u64 == frame_plain + TAG_LEN as u64 {
+            let filled = plain.len();
+            span.copy_to(len, &mut plain)?;
+            let opened = key
+                .open_frame(segment, frame, &mut plain[filled..])
+                .ok_or(FragmentError::Tampered)?;
+            plain.truncate(filled + opened);
+            continue;
+        }
+        sealed.clear();
+        span.copy_to(len, &mut sealed)?;
+        let opened = key
+            .open_frame(segment, frame, &mut sealed)
             .ok_or(FragmentError::Tampered)?;
         // Decompressed after what is already there, never past the
         // capacity reserved for the planned length.
         let filled = plain.len() as u64;
-        let mut out = std::io::Cursor::new(&mut *plain);
-        out.set_position(filled);
-        zstd.decompress_to_buffer(&sealed[..len], &mut out)
-            .map_err(zstd_error)?;
-        from = end;
+        with_kept(&DECOMPRESSOR, zstd::bulk::Decompressor::new, |zstd| {
+            let mut out = std::io::Cursor::new(&mut plain);
+            out.set_position(filled);
+            zstd.decompress_to_buffer(&sealed[..opened], &mut out)
+                .map_err(zstd_error)
+        })?;
     }
-    Ok(())
+    check_len(plain, plan.plain_len)
+}
+
+/// The fragments' payloads read in order from an offset, copied out
+/// slice by slice (appended, so the destination is never zeroed first).
+struct Span<'a> {
+    rest: std::slice::Iter<'a, &'a [u8]>,
+    current: &'a [u8],
+}
+
+impl<'a> Span<'a> {
+    /// The payloads from `skip` bytes into them.
+    fn new(payloads: &'a [&'a [u8]], skip: usize) -> Result<Self, FragmentError> {
+        let mut span = Self {
+            rest: payloads.iter(),
+            current: &[],
+        };
+        span.advance(skip, |_| {})?;
+        Ok(span)
+    }
+
+    /// Appends the next `len` bytes to `out`.
+    fn copy_to(&mut self, len: usize, out: &mut Vec<u8>) -> Result<(), FragmentError> {
+        out.reserve(len);
+        self.advance(len, |piece| out.extend_from_slice(piece))
+    }
+
+    /// Passes the next `len` bytes to `visit`, piece by piece.
+    fn advance(
+        &mut self,
+        mut len: usize,
+        mut visit: impl FnMut(&[u8]),
+    ) -> Result<(), FragmentError> {
+        while len > 0 {
+            if self.current.is_empty() {
+                self.current = self.rest.next().ok_or(FragmentError::Truncated)?;
+                continue;
+            }
+            let (piece, rest) = self.current.split_at(len.min(self.current.len()));
+            visit(piece);
+            self.current = rest;
+            len -= piece.len();
+        }
+        Ok(())
+    }
 }
 
 /// A zstd failure, as a fragment error.
@@ -674,6 +781,24 @@ mod tests {
         (0..n).map(|_| rand::random::<u8>()).collect()
     }
 
+    /// The fragments as a node's answers bring them: in chunks cut at odd
+    /// places (the first inside the header), as hyper hands a body over.
+    fn chunked(frags: &[EncodedFragment]) -> Vec<Chunks> {
+        frags.iter().map(|f| cut(&f.bytes)).collect()
+    }
+
+    fn cut(bytes: &Bytes) -> Chunks {
+        let mut chunks = Chunks::new();
+        let (mut at, mut step) = (0, 7);
+        while at < bytes.len() {
+            let end = (at + step).min(bytes.len());
+            chunks.push(bytes.slice(at..end));
+            at = end;
+            step = step * 3 + 1;
+        }
+        chunks
+    }
+
     /// No key (data stored before encryption), and a fresh data key.
     fn keys() -> [Option<DataKey>; 2] {
         let ring = crate::crypto::Keyring::new(
@@ -693,7 +818,7 @@ mod tests {
                 vec![42],
             ] {
                 let (frags, frames) = codec().encode(7, &data, key.as_ref()).unwrap();
-                let stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
+                let stored = chunked(&frags);
                 for f in &frags {
                     assert_eq!(f.md5, <[u8; 16]>::from(Md5::digest(&f.bytes)));
                 }
@@ -728,10 +853,7 @@ mod tests {
                 let plan = frames.plan(range.clone(), len, &payloads).unwrap();
                 assert!(plan.plain_start <= range.start);
                 assert!(plan.plain_start + plan.plain_len as u64 >= range.end);
-                let stored: Vec<Bytes> = frags[plan.fragments.clone()]
-                    .iter()
-                    .map(|f| f.bytes.clone())
-                    .collect();
+                let stored = chunked(&frags[plan.fragments.clone()]);
                 let plain = decode_frames(3, count, &stored, &plan, &frames, key.as_ref()).unwrap();
                 let from = usize::try_from(range.start - plan.plain_start).unwrap();
                 let to = from + usize::try_from(range.end - range.start).unwrap();
@@ -768,7 +890,7 @@ mod tests {
     fn wrong_or_damaged_fragments_are_refused() {
         let data = random(50_000);
         let (frags, _) = codec().encode(1, &data, None).unwrap();
-        let mut stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
+        let mut stored = chunked(&frags);
         stored.swap(0, 1);
         assert!(matches!(
             decode_segment(1, &stored, data.len(), None, None),
@@ -784,15 +906,19 @@ mod tests {
             Err(FragmentError::PlainLength { .. })
         ));
         assert_eq!(
-            FragmentHeader::decode(b"TFF1"),
+            FragmentHeader::decode(&Bytes::from_static(b"TFF1").into()),
             Err(FragmentError::Truncated)
         );
-        let mut bad = stored[0].to_vec();
+        let whole = frags[0].bytes.clone();
+        let mut bad = whole.to_vec();
         bad[0] = b'X';
-        assert_eq!(FragmentHeader::decode(&bad), Err(FragmentError::BadMagic));
-        let short = &stored[0][..stored[0].len() - 1];
+        assert_eq!(
+            FragmentHeader::decode(&cut(&bad.into())),
+            Err(FragmentError::BadMagic)
+        );
+        let short = whole.slice(..whole.len() - 1);
         assert!(matches!(
-            FragmentHeader::decode(short),
+            FragmentHeader::decode(&cut(&short)),
             Err(FragmentError::Length { .. })
         ));
     }
@@ -812,7 +938,7 @@ mod tests {
                 f.index
             );
         }
-        let stored: Vec<Bytes> = frags.iter().map(|f| f.bytes.clone()).collect();
+        let stored = chunked(&frags);
         // Without the key, or with another one: refused, never garbage.
         assert!(matches!(
             decode_segment(4, &stored, data.len(), Some(&frames), None),
@@ -828,13 +954,118 @@ mod tests {
             Err(FragmentError::NoFrameIndex)
         );
         // One flipped payload bit (with a consistent header) is caught.
-        let mut bad: Vec<Bytes> = stored.clone();
-        let mut one = bad[3].to_vec();
+        let mut bad = stored.clone();
+        let mut one = frags[3].bytes.to_vec();
         one[HEADER_LEN + 5] ^= 0x10;
-        bad[3] = Bytes::from(one);
+        bad[3] = cut(&one.into());
         assert_eq!(
             decode_segment(4, &bad, data.len(), Some(&frames), Some(&key)),
             Err(FragmentError::Tampered)
+        );
+    }
+
+    /// Sealed frames zstd cannot shrink are stored raw (codec 2), the others
+    /// as zstd frames; both open back, alone or mixed in one segment, and
+    /// whole or by range. Sealed fragments of codec 1 (every frame zstd, as
+    /// stored before codec 2) still decode; unknown or mixed codecs do not.
+    #[test]
+    fn incompressible_sealed_frames_are_stored_raw() {
+        let [_, key] = keys();
+        let key = key.unwrap();
+        let header = |f: &Chunks| FragmentHeader::decode(f).unwrap();
+        let with_codec = |frags: &[Chunks], codec: u8| -> Vec<Chunks> {
+            frags
+                .iter()
+                .map(|f| {
+                    let mut f = f.clone().into_bytes().to_vec();
+                    f[5] = codec;
+                    cut(&f.into())
+                })
+                .collect()
+        };
+        let noise = random(3 * 64 * 1024 + 100);
+        let (frags, frames) = codec().encode(5, &noise, Some(&key)).unwrap();
+        let stored = chunked(&frags);
+        assert!(stored.iter().all(|f| header(f).codec == CODEC_ZSTD_OR_RAW));
+        let payload: usize = stored.iter().map(|f| f.len() - HEADER_LEN).sum();
+        assert_eq!(payload, noise.len() + 4 * TAG_LEN, "four raw frames");
+        assert_eq!(
+            decode_segment(5, &stored, noise.len(), Some(&frames), Some(&key)).unwrap(),
+            noise
+        );
+        // Read as codec 1, a raw frame is not zstd: refused, never garbage.
+        assert!(matches!(
+            decode_segment(
+                5,
+                &with_codec(&stored, CODEC_ZSTD),
+                noise.len(),
+                Some(&frames),
+                Some(&key)
+            ),
+            Err(FragmentError::Zstd(_))
+        ));
+
+        let mut mixed = b"tenfold ".repeat(2 * 64 * 1024 / 8);
+        mixed.extend(random(64 * 1024));
+        mixed.extend(b"tenfold ".repeat(10_000));
+        let (frags, frames) = codec().encode(6, &mixed, Some(&key)).unwrap();
+        let stored = chunked(&frags);
+        let payload: usize = stored.iter().map(|f| f.len() - HEADER_LEN).sum();
+        assert!(payload < mixed.len() / 2, "the repeated frames compress");
+        assert_eq!(
+            decode_segment(6, &stored, mixed.len(), Some(&frames), Some(&key)).unwrap(),
+            mixed
+        );
+        let len = mixed.len() as u64;
+        let sizes: Vec<u64> = stored
+            .iter()
+            .map(|f| (f.len() - HEADER_LEN) as u64)
+            .collect();
+        for range in [0..10, 130_000..140_000, 140_000..200_000, len - 5..len] {
+            let plan = frames.plan(range.clone(), len, &sizes).unwrap();
+            let count = u16::try_from(stored.len()).unwrap();
+            let plain = decode_frames(
+                6,
+                count,
+                &stored[plan.fragments.clone()],
+                &plan,
+                &frames,
+                Some(&key),
+            )
+            .unwrap();
+            let from = usize::try_from(range.start - plan.plain_start).unwrap();
+            let to = from + usize::try_from(range.end - range.start).unwrap();
+            let at = usize::try_from(range.start).unwrap()..usize::try_from(range.end).unwrap();
+            assert_eq!(plain[from..to], mixed[at]);
+        }
+
+        // Every frame compressible: codec 1's reading gives the same bytes.
+        let text: Vec<u8> = (0..30_000)
+            .flat_map(|i| format!("line {i} of tenfold\n").into_bytes())
+            .collect();
+        let (frags, frames) = codec().encode(7, &text, Some(&key)).unwrap();
+        let stored = chunked(&frags);
+        assert!(stored.len() > 1);
+        let old = with_codec(&stored, CODEC_ZSTD);
+        assert_eq!(
+            decode_segment(7, &old, text.len(), Some(&frames), Some(&key)).unwrap(),
+            text
+        );
+        let mut mixed_codecs = stored.clone();
+        mixed_codecs[0] = old[0].clone();
+        assert_eq!(
+            decode_segment(7, &mixed_codecs, text.len(), Some(&frames), Some(&key)),
+            Err(FragmentError::Codec(CODEC_ZSTD_OR_RAW))
+        );
+        assert_eq!(
+            decode_segment(
+                7,
+                &with_codec(&stored, 9),
+                text.len(),
+                Some(&frames),
+                Some(&key)
+            ),
+            Err(FragmentError::Codec(9))
         );
     }
 

@@ -211,7 +211,8 @@ impl ObjectStore {
                 .balancer
                 .read(&key, c.size, &t.readable, Check::Md5(c.md5))
                 .await
-                .map_err(|e| format!("no copy reads and verifies: {e}"))?;
+                .map_err(|e| format!("no copy reads and verifies: {e}"))?
+                .into_bytes();
             match self
                 .balancer
                 .place_missing(&key, data, c.md5, &t.good)
