@@ -480,16 +480,6 @@ fn checked_payloads(
     Ok(payloads)
 }
 
-/// The payloads read one after the other, without first copying them into
-/// one buffer.
-fn chained<'a>(payloads: &[&'a [u8]]) -> Box<dyn Read + 'a> {
-    payloads
-        .iter()
-        .fold(Box::new(std::io::empty()) as Box<dyn Read>, |r, p| {
-            Box::new(r.chain(*p))
-        })
-}
-
 /// Decompresses `compressed` zstd frames, never past `plain_len` bytes, and
 /// checks that they hold exactly that many.
 fn decompress(compressed: impl Read, plain_len: usize) -> Result<Vec<u8>, FragmentError> {
@@ -520,7 +510,7 @@ pub fn decode_segment(
         return check_len(Vec::new(), plain_len);
     }
     let Some(key) = key else {
-        return decompress(chained(&payloads.slices), plain_len);
+        return decompress(Span::new(&payloads.slices, 0)?, plain_len);
     };
     let plan = frames
         .and_then(|f| f.plan(0..plain_len as u64, plain_len as u64, &payloads.sizes))
@@ -553,22 +543,11 @@ pub fn decode_frames(
     let slices = &payloads.slices;
     match key {
         Some(key) => open_and_decompress((segment, payloads.codec), slices, plan, frames, key),
-        None => decompress(planned_span(slices, plan)?, plan.plain_len),
+        None => decompress(
+            Span::new(slices, plan.skip)?.take(plan.take as u64),
+            plan.plain_len,
+        ),
     }
-}
-
-/// The bytes of the planned frames, read across `payloads` without a copy.
-fn planned_span<'a>(
-    payloads: &[&'a [u8]],
-    plan: &FramePlan,
-) -> Result<impl Read + 'a, FragmentError> {
-    let mut span = chained(payloads).take((plan.skip + plan.take) as u64);
-    std::io::copy(
-        &mut (&mut span).take(plan.skip as u64),
-        &mut std::io::sink(),
-    )
-    .map_err(zstd_error)?;
-    Ok(span)
 }
 
 /// Opens each planned frame with `key` and decompresses it straight into
@@ -642,8 +621,9 @@ fn open_and_decompress(
     check_len(plain, plan.plain_len)
 }
 
-/// The fragments' payloads read in order from an offset, copied out
-/// slice by slice (appended, so the destination is never zeroed first).
+/// The fragments' payloads read in order from an offset, without first
+/// copying them into one buffer: copied out slice by slice (appended, so
+/// the destination is never zeroed first), or read as a stream by zstd.
 struct Span<'a> {
     rest: std::slice::Iter<'a, &'a [u8]>,
     current: &'a [u8],
@@ -683,6 +663,21 @@ impl<'a> Span<'a> {
             len -= piece.len();
         }
         Ok(())
+    }
+}
+
+impl Read for Span<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rest.next() {
+                Some(next) => self.current = next,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = &self.current[n..];
+        Ok(n)
     }
 }
 
