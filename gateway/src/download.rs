@@ -215,11 +215,14 @@ impl ObjectStore {
         let key = self.data_key(&segment)?;
         let seq = segment.seq;
         let plain_start = plan.plain_start;
-        let fragments = plan.fragments.clone();
+        let (fragments, plain_len) = (plan.fragments.clone(), plan.plain_len);
         let plain = self
-            .read_and_decode(&segment, &segment.fragments[fragments], move |stored| {
-                decode_frames(seq, count, stored, &plan, &frames, key.as_ref())
-            })
+            .read_and_decode(
+                &segment,
+                &segment.fragments[fragments],
+                plain_len,
+                move |stored| decode_frames(seq, count, stored, &plan, &frames, key.as_ref()),
+            )
             .await?;
         Ok((plain_start, Bytes::from(plain)))
     }
@@ -234,8 +237,10 @@ impl ObjectStore {
             .transpose()
     }
 
-    /// Reads `fragments` of `segment` and decodes them with `decode` (on a
-    /// blocking thread unless they are small).
+    /// Reads `fragments` of `segment` and decodes them with `decode` into
+    /// `plain_len` bytes (on a blocking thread unless they are few: the
+    /// work is about the plaintext's size, and the stored bytes are that
+    /// or fewer, bar a few bytes of framing per frame).
     ///
     /// The fragments of a sealed segment are read with [`Check::Sealed`]:
     /// opening a frame checks its AEAD tag, so from nodes in good standing
@@ -248,6 +253,7 @@ impl ObjectStore {
         &self,
         segment: &SegmentRow,
         fragments: &[FragmentRow],
+        plain_len: usize,
         decode: D,
     ) -> Result<Vec<u8>, GatewayError>
     where
@@ -259,8 +265,7 @@ impl ObjectStore {
                 .read_fragments(segment, fragments, Check::Sealed)
                 .await?;
             let first = Arc::clone(&decode);
-            let len = stored.iter().map(Chunks::len).sum();
-            match run_codec(len, move || first(&stored)).await? {
+            match run_codec(plain_len, move || first(&stored)).await? {
                 Ok(plain) => return Ok(plain),
                 Err(e) => tracing::warn!(
                     error = %e,
@@ -269,8 +274,7 @@ impl ObjectStore {
             }
         }
         let stored = self.read_fragments(segment, fragments, Check::Md5).await?;
-        let len = stored.iter().map(Chunks::len).sum();
-        Ok(run_codec(len, move || decode(&stored)).await??)
+        Ok(run_codec(plain_len, move || decode(&stored)).await??)
     }
 
     /// Reads fragments of a segment concurrently, each from its best
@@ -304,7 +308,7 @@ impl ObjectStore {
         let plain_len = usize::try_from(segment.plain_size).unwrap_or(usize::MAX);
         let frames = segment.frames.clone();
         let plain = self
-            .read_and_decode(&segment, &segment.fragments, move |stored| {
+            .read_and_decode(&segment, &segment.fragments, plain_len, move |stored| {
                 decode_segment(seq, stored, plain_len, frames.as_ref(), key.as_ref())
             })
             .await?;
