@@ -212,9 +212,8 @@ impl S3 for NodeS3 {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let meta = self
             .store
-            .open_object(&req.input.bucket, &req.input.key)
-            .await?
-            .meta;
+            .head_object(&req.input.bucket, &req.input.key)
+            .await?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(size_i64(meta.size)),
             accept_ranges: Some("bytes".into()),
@@ -273,16 +272,18 @@ impl S3 for NodeS3 {
             }
         }
         // Only the page's objects have their metadata read.
-        let mut contents: Vec<Object> = Vec::with_capacity(listing.objects.len());
-        for (key, ()) in &listing.objects {
-            let meta = match self.store.object_meta(&input.bucket, key).await {
-                Ok(meta) => meta,
-                // Deleted while we listed.
-                Err(StoreError::NoSuchKey { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            };
+        let keys: Vec<String> = listing
+            .objects
+            .iter()
+            .map(|(key, ())| key.clone())
+            .collect();
+        let metas = self.store.object_metas(&input.bucket, &keys).await?;
+        let mut contents: Vec<Object> = Vec::with_capacity(keys.len());
+        // A key without metadata was deleted while we listed.
+        for (key, meta) in keys.into_iter().zip(metas) {
+            let Some(meta) = meta else { continue };
             contents.push(Object {
-                key: Some(key.clone()),
+                key: Some(key),
                 size: Some(size_i64(meta.size)),
                 e_tag: Some(etag(&meta)),
                 last_modified: Some(timestamp(meta.last_modified)),

@@ -542,6 +542,58 @@ impl Volumes {
         Ok(Some(Record { meta, body }))
     }
 
+    /// The metadata of the records of `keys` in `bucket` (`None` for a key
+    /// without one), from one trip to a blocking thread, reading each
+    /// record's head (header, names, metadata) and not its body: a listing
+    /// or a HEAD costs the same whatever the objects' sizes, as a file's
+    /// trailer does. The head is checked against the key's location and
+    /// name; one that does not check is read whole, as by [`Self::get`]
+    /// (a damaged record is forgotten).
+    ///
+    /// # Errors
+    /// A disk error.
+    pub async fn metas(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> std::io::Result<Vec<Option<ObjectMeta>>> {
+        let found: Vec<_> = {
+            let state = self.state();
+            let in_bucket = state.keys.get(bucket);
+            keys.iter()
+                .map(|key| {
+                    let loc = *in_bucket?.get(key)?;
+                    let volume = &state.volumes.get(&loc.volume)?.volume;
+                    Some((Arc::clone(volume), loc))
+                })
+                .collect()
+        };
+        if found.iter().all(Option::is_none) {
+            return Ok(found.into_iter().map(|_| None).collect());
+        }
+        let heads = blocking(move || {
+            found
+                .into_iter()
+                .map(|f| {
+                    f.map(|(volume, loc)| Ok((loc, read_head(&volume.file, loc)?)))
+                        .transpose()
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .await?;
+        let mut metas = Vec::with_capacity(keys.len());
+        for (key, head) in keys.iter().zip(heads) {
+            metas.push(match head {
+                None => None,
+                Some((loc, head)) => match head_meta(&head, loc, bucket, key) {
+                    Some(meta) => Some(meta),
+                    None => self.get(bucket, key).await?.map(|r| r.meta),
+                },
+            });
+        }
+        Ok(metas)
+    }
+
     /// Removes `bucket`/`key` from the map if its record is still the one
     /// at `loc`, counting that record dead.
     fn forget(&self, bucket: &str, key: &str, loc: Loc) {
@@ -1049,6 +1101,45 @@ fn decode(record: &[u8]) -> Option<Decoded<'_>> {
 }
 
 /// The bytes of the record at `loc` (blocking).
+/// Bytes read at once for a record's head: its header, names and
+/// metadata fit in them but for long user metadata (then read again).
+const HEAD_READ: u32 = 4096;
+
+/// The head of the record at `loc`: at least its header, names and
+/// metadata when the header's lengths are sane (see [`head_meta`]).
+fn read_head(file: &File, loc: Loc) -> std::io::Result<Vec<u8>> {
+    let mut head =
+        vec![0u8; usize::try_from(loc.len.min(HEAD_READ)).map_err(std::io::Error::other)?];
+    file.read_exact_at(&mut head, loc.offset)?;
+    if let Some((b, k, m, _)) = header_lengths(&head) {
+        let want = HEADER_LEN + b + k + m;
+        if want > head.len() && want <= usize::try_from(loc.len).unwrap_or(usize::MAX) {
+            head.resize(want, 0);
+            file.read_exact_at(&mut head, loc.offset)?;
+        }
+    }
+    Ok(head)
+}
+
+/// The metadata a record's head gives, if the head is that of a put of
+/// `bucket`/`key` as long as `loc` says, with metadata that parses and
+/// gives the body's length. (The CRC, over the body too, is not checked:
+/// reads check it.)
+fn head_meta(head: &[u8], loc: Loc, bucket: &str, key: &str) -> Option<ObjectMeta> {
+    let (b, k, m, n) = header_lengths(head)?;
+    let names = HEADER_LEN + b + k;
+    if head[8] != PUT
+        || HEADER_LEN + b + k + m + n != usize::try_from(loc.len).ok()?
+        || head.len() < names + m
+        || &head[HEADER_LEN..HEADER_LEN + b] != bucket.as_bytes()
+        || &head[HEADER_LEN + b..names] != key.as_bytes()
+    {
+        return None;
+    }
+    let meta: ObjectMeta = serde_json::from_slice(&head[names..names + m]).ok()?;
+    (meta.size == n as u64).then_some(meta)
+}
+
 fn read_record(file: &File, loc: Loc) -> std::io::Result<Bytes> {
     let mut record = vec![0u8; usize::try_from(loc.len).map_err(std::io::Error::other)?];
     file.read_exact_at(&mut record, loc.offset)?;
