@@ -1100,7 +1100,6 @@ fn decode(record: &[u8]) -> Option<Decoded<'_>> {
     })
 }
 
-/// The bytes of the record at `loc` (blocking).
 /// Bytes read at once for a record's head: its header, names and
 /// metadata fit in them but for long user metadata (then read again).
 const HEAD_READ: u32 = 4096;
@@ -1140,6 +1139,7 @@ fn head_meta(head: &[u8], loc: Loc, bucket: &str, key: &str) -> Option<ObjectMet
     (meta.size == n as u64).then_some(meta)
 }
 
+/// The bytes of the record at `loc` (blocking).
 fn read_record(file: &File, loc: Loc) -> std::io::Result<Bytes> {
     let mut record = vec![0u8; usize::try_from(loc.len).map_err(std::io::Error::other)?];
     file.read_exact_at(&mut record, loc.offset)?;
