@@ -301,6 +301,13 @@ impl Cluster {
         panic!("the gateway neither listens nor exits");
     }
 
+    /// The gateway's and the nodes' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.gateway.0.id())
+            .chain(self.nodes.iter().map(|(_, n, _)| n.proc.0.id()))
+            .collect()
+    }
+
     pub fn aws(&self) -> Aws {
         Aws::new(&self.endpoint, ACCESS_KEY, SECRET_KEY)
     }

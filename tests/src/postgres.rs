@@ -43,6 +43,18 @@ impl Postgres {
         Self::script("resume", &self.dir);
     }
 
+    /// The server's main process (`postmaster.pid`; its backends are its
+    /// children), if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Creates a database and returns its URL.
     pub fn create_database(&self, name: &str) -> String {
         self.sql("postgres", &format!("CREATE DATABASE \"{name}\""));

@@ -72,6 +72,12 @@ impl SeaweedFs {
         weed
     }
 
+    /// The process started (`weed`, or the launcher that runs it: count
+    /// its descendants too).
+    pub fn pid(&self) -> u32 {
+        self._proc.0.id()
+    }
+
     /// The `aws` CLI signed for it.
     pub fn aws(&self) -> Aws {
         Aws::new(&self.endpoint, self.access_key, self.secret_key)

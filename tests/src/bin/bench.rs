@@ -494,8 +494,18 @@ fn peak_rss_mib(pid: u32) -> f64 {
     tests::proc_status_mib(pid, "VmHWM:")
 }
 
-/// CPU seconds (user and system) process `pid` has used so far.
+/// CPU seconds (user and system) process `pid` has used so far (0 when
+/// it is gone).
 fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS_PER_SECOND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let hz = *TICKS_PER_SECOND.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    });
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name (which may hold spaces), from the
     // third on: utime and stime are the 14th and 15th, in clock ticks.
@@ -506,13 +516,30 @@ fn cpu_seconds(pid: u32) -> f64 {
         .take(2)
         .filter_map(|t| t.parse().ok())
         .collect();
-    let hz: f64 = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0);
     ticks.iter().sum::<f64>() / hz.max(1.0)
+}
+
+/// CPU seconds the processes `pids` and their living descendants have used
+/// so far (a launcher such as a `pyenv` shim counts with what it started).
+fn tree_cpu_seconds(pids: &[u32]) -> f64 {
+    let mut todo = pids.to_vec();
+    let mut total = 0.0;
+    while let Some(pid) = todo.pop() {
+        total += cpu_seconds(pid);
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    total
 }
 
 /// A `mib` MiB file sent by `aws s3 cp` and then through an upload link's
@@ -667,19 +694,36 @@ fn zip_memory(cluster: &Cluster, gw: &Aws, tmp: &Path, mib: usize) -> (f64, f64,
     (before, peak_rss_mib(pid), mib as f64 / secs)
 }
 
+/// One phase (PUTs or GETs) of [`small_object_ops`].
+#[derive(Debug, Clone, Copy)]
+struct SmallOps {
+    ops_s: f64,
+    /// CPU time of the servers' processes (and their children) per
+    /// operation, in microseconds: steadier than ops/s on a machine whose
+    /// two cores the servers and the clients share, and what the servers
+    /// would need per operation on a machine of their own.
+    server_cpu_us: f64,
+    /// The same for this process, which runs the clients.
+    client_cpu_us: f64,
+}
+
 /// PUTs then GETs of `ops` objects of `size` bytes by `clients` concurrent
 /// SDK clients, spread over the endpoints of `s3` (each a connection pool),
-/// under keys starting with `prefix`; operations per second of each.
+/// under keys starting with `prefix`: each phase's operations per second,
+/// and CPU time per operation of `servers` (with their children) and of
+/// this process.
 fn small_object_ops(
     rt: &tokio::runtime::Runtime,
     s3: &[aws_sdk_s3::Client],
     (size, prefix): (usize, &str),
     clients: usize,
     ops: usize,
-) -> (f64, f64) {
+    servers: &[u32],
+) -> (SmallOps, SmallOps) {
     let body = bytes_of(size);
     let per_client = ops.div_ceil(clients);
     let run = |put: bool| {
+        let (server, client) = (tree_cpu_seconds(servers), cpu_seconds(std::process::id()));
         let t = Instant::now();
         rt.block_on(async {
             let tasks: Vec<_> = (0..clients)
@@ -717,7 +761,14 @@ fn small_object_ops(
                 task.await.expect("client task");
             }
         });
-        (per_client * clients) as f64 / t.elapsed().as_secs_f64()
+        let secs = t.elapsed().as_secs_f64();
+        #[allow(clippy::cast_precision_loss)]
+        let done = (per_client * clients) as f64;
+        SmallOps {
+            ops_s: done / secs,
+            server_cpu_us: (tree_cpu_seconds(servers) - server) * 1e6 / done,
+            client_cpu_us: (cpu_seconds(std::process::id()) - client) * 1e6 / done,
+        }
     };
     let put = run(true);
     (put, run(false))
@@ -729,7 +780,7 @@ fn small_object_ops(
 /// 64 KiB objects, 1 and 16 clients (`aws-sdk-s3` in process for both).
 fn peer_figures(
     rt: &tokio::runtime::Runtime,
-    gw_sdk: &aws_sdk_s3::Client,
+    (gw_sdk, gw_pids): Side<'_>,
     ops: usize,
 ) -> Vec<serde_json::Value> {
     let weed = tests::SeaweedFs::start();
@@ -740,50 +791,75 @@ fn peer_figures(
     );
     small_objects_side_by_side(
         rt,
-        (gw_sdk, &weed_sdk),
+        ((gw_sdk, gw_pids), (&weed_sdk, &[weed.pid()])),
         ("small objects against SeaweedFS", "seaweedfs", "peer/"),
         ops,
     )
 }
 
+/// A server measured by [`small_objects_side_by_side`]: its client and its
+/// processes.
+type Side<'a> = (&'a aws_sdk_s3::Client, &'a [u32]);
+
 /// Small-object ops/s through the gateway and through `other`, 4 KiB and
 /// 64 KiB objects, 1 and 16 clients, `ops` operations each, keys under
 /// `prefix`: a line each, and JSON rows named `op` with the other side's
-/// figures under `{name}_ops_s`.
+/// figures under `{name}_ops_s`. Each side's server CPU time per operation
+/// (the processes given with its client) and the clients' own are printed
+/// and kept too.
 fn small_objects_side_by_side(
     rt: &tokio::runtime::Runtime,
-    (gateway, other): (&aws_sdk_s3::Client, &aws_sdk_s3::Client),
+    (gateway, other): (Side<'_>, Side<'_>),
     (op, name, prefix): (&str, &str, &str),
     ops: usize,
 ) -> Vec<serde_json::Value> {
     let mut rows = Vec::new();
     for size in [4 << 10, 64 << 10] {
         for clients in [1, 16] {
-            let (gput, gget) = small_object_ops(
-                rt,
-                std::slice::from_ref(gateway),
-                (size, prefix),
-                clients,
-                ops,
-            );
-            let (oput, oget) = small_object_ops(
-                rt,
-                std::slice::from_ref(other),
-                (size, prefix),
-                clients,
-                ops,
+            let side = |(client, pids): Side<'_>| {
+                small_object_ops(
+                    rt,
+                    std::slice::from_ref(client),
+                    (size, prefix),
+                    clients,
+                    ops,
+                    pids,
+                )
+            };
+            let (gput, gget) = side(gateway);
+            let (oput, oget) = side(other);
+            println!(
+                "  {:>3} KiB x {clients:>2} clients: PUT {:>7.0} / {:>7.0} ({:.2})  GET {:>7.0} / {:>7.0} ({:.2})",
+                size >> 10,
+                gput.ops_s,
+                oput.ops_s,
+                gput.ops_s / oput.ops_s,
+                gget.ops_s,
+                oget.ops_s,
+                gget.ops_s / oget.ops_s
             );
             println!(
-                "  {:>3} KiB x {clients:>2} clients: PUT {gput:>7.0} / {oput:>7.0} ({:.2})  GET {gget:>7.0} / {oget:>7.0} ({:.2})",
-                size >> 10,
-                gput / oput,
-                gget / oget
+                "                         server CPU us/op: PUT {:>7.0} / {:>7.0}         GET {:>7.0} / {:>7.0}         (client's: PUT {:.0} / {:.0}, GET {:.0} / {:.0})",
+                gput.server_cpu_us,
+                oput.server_cpu_us,
+                gget.server_cpu_us,
+                oget.server_cpu_us,
+                gput.client_cpu_us,
+                oput.client_cpu_us,
+                gget.client_cpu_us,
+                oget.client_cpu_us
             );
             rows.push(serde_json::json!({
                 "op": op, "size_bytes": size, "clients": clients,
-                "gateway_ops_s": {"put": gput, "get": gget},
-                format!("{name}_ops_s"): {"put": oput, "get": oget},
-                "ratio": {"put": gput / oput, "get": gget / oget},
+                "gateway_ops_s": {"put": gput.ops_s, "get": gget.ops_s},
+                format!("{name}_ops_s"): {"put": oput.ops_s, "get": oget.ops_s},
+                "ratio": {"put": gput.ops_s / oput.ops_s, "get": gget.ops_s / oget.ops_s},
+                "gateway_server_cpu_us_per_op": {"put": gput.server_cpu_us, "get": gget.server_cpu_us},
+                format!("{name}_server_cpu_us_per_op"): {"put": oput.server_cpu_us, "get": oget.server_cpu_us},
+                "client_cpu_us_per_op": {
+                    "gateway": {"put": gput.client_cpu_us, "get": gget.client_cpu_us},
+                    name: {"put": oput.client_cpu_us, "get": oget.client_cpu_us},
+                },
             }));
         }
     }
@@ -1107,20 +1183,18 @@ fn metrics_cost(rt: &tokio::runtime::Runtime, ops: usize, rounds: usize) -> serd
         let text = config.clone();
         cluster.restart_gateway(|_| text).expect("gateway restart");
         let sdk = tests::sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
-        let pid = cluster.gateway.0.id();
-        let cpu = cpu_seconds(pid);
         let (put, get) = small_object_ops(
             rt,
             std::slice::from_ref(&sdk),
             (4 << 10, &format!("{round}/")),
             1,
             ops,
+            &[cluster.gateway.0.id()],
         );
         // The gateway's CPU time per operation, in microseconds: steadier
         // than ops/s on a machine whose two cores the clients share.
-        #[allow(clippy::cast_precision_loss)]
-        let cpu_us = (cpu_seconds(pid) - cpu) * 1e6 / (2 * ops) as f64;
-        if metrics { &mut on } else { &mut off }.push((put, get, cpu_us));
+        let cpu_us = f64::midpoint(put.server_cpu_us, get.server_cpu_us);
+        if metrics { &mut on } else { &mut off }.push((put.ops_s, get.ops_s, cpu_us));
     }
     let median = |v: &[(f64, f64, f64)], field: usize| {
         let mut x: Vec<f64> = v.iter().map(|f| [f.0, f.1, f.2][field]).collect();
@@ -1313,13 +1387,16 @@ fn main() {
         );
         rows.extend(small_objects_side_by_side(
             &rt,
-            (&gw_sdk, &node_sdk),
+            (
+                (&gw_sdk, &cluster.pids()),
+                (&node_sdk, &[direct.proc.0.id()]),
+            ),
             ("small objects", "direct", ""),
             args.small_ops,
         ));
     }
     if args.peer_ops > 0 {
-        rows.extend(peer_figures(&rt, &gw_sdk, args.peer_ops));
+        rows.extend(peer_figures(&rt, (&gw_sdk, &cluster.pids()), args.peer_ops));
     }
     if args.range_mib > 0 {
         let big = tmp.path().join("range-source");
@@ -1417,25 +1494,40 @@ fn main() {
         );
         for clients in [1, 16] {
             let size = 4 << 10;
-            let (pput, pget) = small_object_ops(&rt, &two, (size, ""), clients, args.postgres_ops);
+            let mut pg_pids = on_pg.pids();
+            pg_pids.push(second.proc.0.id());
+            pg_pids.extend(pg.pid());
+            let (pput, pget) =
+                small_object_ops(&rt, &two, (size, ""), clients, args.postgres_ops, &pg_pids);
             let (sput, sget) = small_object_ops(
                 &rt,
                 std::slice::from_ref(&gw_sdk),
                 (size, ""),
                 clients,
                 args.postgres_ops,
+                &cluster.pids(),
             );
             println!(
-                "  {:>3} KiB x {clients:>2} clients: PUT {pput:>7.0} / {sput:>7.0} ({:.2})  GET {pget:>7.0} / {sget:>7.0} ({:.2})",
+                "  {:>3} KiB x {clients:>2} clients: PUT {:>7.0} / {:>7.0} ({:.2})  GET {:>7.0} / {:>7.0} ({:.2}); server CPU us/op PUT {:.0} / {:.0}, GET {:.0} / {:.0}",
                 size >> 10,
-                pput / sput,
-                pget / sget
+                pput.ops_s,
+                sput.ops_s,
+                pput.ops_s / sput.ops_s,
+                pget.ops_s,
+                sget.ops_s,
+                pget.ops_s / sget.ops_s,
+                pput.server_cpu_us,
+                sput.server_cpu_us,
+                pget.server_cpu_us,
+                sget.server_cpu_us
             );
             rows.push(serde_json::json!({
                 "op": "small objects, two gateways on Postgres vs one on SQLite",
                 "size_bytes": size, "clients": clients,
-                "postgres_two_gateways_ops_s": {"put": pput, "get": pget},
-                "sqlite_one_gateway_ops_s": {"put": sput, "get": sget},
+                "postgres_two_gateways_ops_s": {"put": pput.ops_s, "get": pget.ops_s},
+                "sqlite_one_gateway_ops_s": {"put": sput.ops_s, "get": sget.ops_s},
+                "postgres_two_gateways_server_cpu_us_per_op": {"put": pput.server_cpu_us, "get": pget.server_cpu_us},
+                "sqlite_one_gateway_server_cpu_us_per_op": {"put": sput.server_cpu_us, "get": sget.server_cpu_us},
             }));
         }
     }
