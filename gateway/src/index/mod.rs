@@ -8,6 +8,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -99,7 +100,79 @@ fn push_values(sql: &mut String, columns: usize, rows: usize, numbered: bool) {
 
 /// A write transaction: on SQLite it borrows the writing connection of the
 /// [`WriteTurn`] that runs it, on Postgres it holds a pooled connection.
-type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+/// Queries run on `&mut **tx`.
+enum Tx<'c> {
+    Sqlite(SqliteTx<'c>),
+    Postgres(sqlx::Transaction<'c, sqlx::Any>),
+}
+
+/// A transaction on SQLite's writing connection, begun and ended by plain
+/// statements. sqlx's own transactions have SQLite's thread wait for an
+/// acknowledgement of `BEGIN` and of `COMMIT`, one more round trip between
+/// threads each, in every write.
+struct SqliteTx<'c> {
+    connection: &'c mut AnyConnection,
+    /// Set when the transaction is dropped before it ended (its future
+    /// cancelled, or a `COMMIT` or `ROLLBACK` that failed): the next turn
+    /// connects again, and closing this connection rolls it back.
+    abandoned: &'c AtomicBool,
+    ended: bool,
+}
+
+impl Drop for SqliteTx<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.abandoned.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            Tx::Sqlite(tx) => tx.connection,
+            Tx::Postgres(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Tx<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            Tx::Sqlite(tx) => tx.connection,
+            Tx::Postgres(tx) => tx,
+        }
+    }
+}
+
+impl Tx<'_> {
+    /// Commits. On SQLite a `COMMIT` that fails may leave the transaction
+    /// open: the connection is then given up (see [`SqliteTx`]).
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(mut tx) => {
+                tx.connection.execute("COMMIT").await?;
+                tx.ended = true;
+                Ok(())
+            }
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    /// Rolls back (on Postgres as the transaction is dropped).
+    async fn rollback(self) {
+        match self {
+            Tx::Sqlite(mut tx) => {
+                if tx.connection.execute("ROLLBACK").await.is_ok() {
+                    tx.ended = true;
+                }
+            }
+            Tx::Postgres(tx) => drop(tx),
+        }
+    }
+}
 
 /// The connections an index's queries run on.
 #[derive(Debug, Clone)]
@@ -224,6 +297,9 @@ struct Writer {
     /// The connection, lent to one turn at a time; `None` after it broke,
     /// until the next turn connects again.
     connection: Arc<tokio::sync::Mutex<Option<AnyConnection>>>,
+    /// Set when a transaction on it was left open: the next turn connects
+    /// again.
+    abandoned: AtomicBool,
     /// Where it connects.
     options: AnyConnectOptions,
 }
@@ -259,17 +335,32 @@ impl WriteTurn {
             // IMMEDIATE takes the write lock up front, so two writers queue
             // on the busy timeout instead of failing to upgrade a read lock.
             WriteTurn::Sqlite { writer, connection } => {
+                if writer.abandoned.swap(false, Ordering::AcqRel) {
+                    **connection = None;
+                }
                 let connection = match &mut **connection {
                     Some(connection) => connection,
                     slot @ None => slot.insert(connect_sqlite(&writer.options).await?),
                 };
-                Ok(connection.begin_with("BEGIN IMMEDIATE").await?)
+                // Until the transaction is in hand: a `BEGIN` cut short
+                // (its future dropped) may have opened one that nothing
+                // would end.
+                writer.abandoned.store(true, Ordering::Release);
+                let begun = connection.execute("BEGIN IMMEDIATE").await;
+                writer.abandoned.store(false, Ordering::Release);
+                begun?;
+                Ok(Tx::Sqlite(SqliteTx {
+                    connection,
+                    abandoned: &writer.abandoned,
+                    ended: false,
+                }))
             }
             // Several gateways write at once: conflicts surface as
             // serialization failures, and `write_tx!` runs the work again.
-            WriteTurn::Postgres(pool) => Ok(pool
-                .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                .await?),
+            WriteTurn::Postgres(pool) => Ok(Tx::Postgres(
+                pool.begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    .await?,
+            )),
         }
     }
 
@@ -296,9 +387,9 @@ enum Settled<T> {
 
 impl<T> Settled<T> {
     /// Ends a write transaction run by [`write_tx!`]: commits it after
-    /// `result` succeeded. [`Settled::Again`] when it lost a race (a
-    /// conflict with another writer, or a connection lost before
-    /// committing: nothing changed).
+    /// `result` succeeded, rolls it back otherwise. [`Settled::Again`] when
+    /// it lost a race (a conflict with another writer, or a connection lost
+    /// before committing: nothing changed).
     async fn after(tx: Tx<'_>, result: Result<T, GatewayError>) -> Self {
         match result {
             Ok(value) => match tx.commit().await {
@@ -309,10 +400,13 @@ impl<T> Settled<T> {
                 Err(e) => Settled::Done(Err(e.into())),
             },
             Err(GatewayError::Index(e)) if is_conflict(&e) || is_connection_loss(&e) => {
-                drop(tx);
+                tx.rollback().await;
                 Settled::Again(e)
             }
-            Err(e) => Settled::Done(Err(e)),
+            Err(e) => {
+                tx.rollback().await;
+                Settled::Done(Err(e))
+            }
         }
     }
 }
@@ -348,10 +442,9 @@ pub enum Engine {
 impl Engine {
     /// The engine a transaction runs on.
     fn of_tx(tx: &Tx) -> Self {
-        if tx.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
-            Self::Sqlite
-        } else {
-            Self::Postgres
+        match tx {
+            Tx::Sqlite(_) => Self::Sqlite,
+            Tx::Postgres(_) => Self::Postgres,
         }
     }
 
@@ -587,6 +680,7 @@ impl Index {
                     readers: Arc::new(Readers::new(options.clone(), SQLITE_READERS)),
                     writer: Arc::new(Writer {
                         connection: Arc::new(tokio::sync::Mutex::new(Some(connection))),
+                        abandoned: AtomicBool::new(false),
                         options,
                     }),
                     group_commits: Arc::default(),

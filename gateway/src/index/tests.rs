@@ -675,3 +675,39 @@ async fn a_queued_row_short_of_its_columns_is_refused() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A write transaction dropped before it ends (its future cancelled)
+/// leaves nothing behind: its rows are gone, and the next write runs and
+/// commits on its own (on SQLite on a new connection, as closing the old
+/// one rolled the transaction back).
+#[tokio::test]
+async fn a_transaction_dropped_before_it_ends_changes_nothing() {
+    let dir = std::env::temp_dir().join(format!("tenfold-index-dropped-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let index = Index::open(&test_index_url(&dir).await).await.unwrap();
+    index.create_bucket("b", &Owner::Admin).await.unwrap();
+    {
+        let mut turn = index.write_turn().await;
+        let mut tx = turn.begin().await.unwrap();
+        let mut writes = super::writes::Writes::new(index.engine());
+        let (object, data) = one_fragment_object("dropped", "unused");
+        Index::queue_object(&mut writes, &object);
+        Index::queue_data(&mut writes, &data, &mut super::nodes::NodeUsage::default());
+        writes.run(&mut tx).await.unwrap();
+    }
+    let (object, data) = one_fragment_object("kept", "unused");
+    index
+        .commit_object(&object, &data, &WriteCondition::Always)
+        .await
+        .unwrap();
+    index.create_bucket("c", &Owner::Admin).await.unwrap();
+    let keys: Vec<String> = index
+        .list_objects("b", "", "", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["kept"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
