@@ -187,21 +187,38 @@ impl Index {
         write_tx!(self, |tx| {
             let mut writes = Writes::new(Engine::of_tx(tx));
             let mut usage = NodeUsage::default();
+            // The first commit to each key finds what is there in one
+            // query for the batch. A key written twice in one batch: the
+            // second commit reads the first's rows, so they go to the
+            // database first, and it looks its key up then.
             let mut keys = HashSet::new();
+            let firsts: Vec<bool> = batch
+                .iter()
+                .map(|w| keys.insert((w.object.bucket.as_str(), w.object.key.as_str())))
+                .collect();
+            let first_keys: Vec<(&str, &str)> = batch
+                .iter()
+                .zip(&firsts)
+                .filter(|(_, first)| **first)
+                .map(|(w, _)| (w.object.bucket.as_str(), w.object.key.as_str()))
+                .collect();
+            let mut found = Self::bucket_occupants_in(tx, &first_keys)
+                .await?
+                .into_iter();
             let mut answers = Vec::with_capacity(batch.len());
-            for w in batch {
-                // A key written twice in one batch: the second commit reads
-                // the first's rows, so they go to the database first.
-                if !keys.insert((w.object.bucket.as_str(), w.object.key.as_str())) {
+            for (w, first) in batch.iter().zip(firsts) {
+                let found = if first {
+                    found.next()
+                } else {
                     writes.run(tx).await?;
-                }
+                    None
+                };
                 answers.push(
                     Self::commit_object_in(
                         tx,
                         &mut writes,
-                        &w.object,
-                        &w.data,
-                        &w.condition,
+                        (&w.object, &w.data, &w.condition),
+                        found,
                         &mut usage,
                     )
                     .await?,

@@ -594,6 +594,61 @@ impl Index {
         Ok(row.map(|(id, etag, parts)| Occupant::of(id, &etag, parts)))
     }
 
+    /// [`Index::bucket_occupant_in`] for several keys in one query (on
+    /// SQLite, whose group commit looks up a batch's keys so, rather than
+    /// in a round trip to its thread each): each key's answer, in order.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`]: the query failed.
+    async fn bucket_occupants_in(
+        tx: &mut Tx<'_>,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<Result<Option<Occupant>, GatewayError>>, GatewayError> {
+        /// Keys to a query (three values each, far below SQLite's limit).
+        const KEYS_PER_QUERY: usize = 1000;
+        /// The key's place, its bucket if it exists, the object's id, ETag
+        /// and parts count (NULLs when the key is free).
+        type Found = (
+            i64,
+            Option<String>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<i64>,
+        );
+        let mut answers: Vec<_> = keys
+            .iter()
+            .map(|(bucket, _)| Err(GatewayError::NoSuchBucket((*bucket).to_owned())))
+            .collect();
+        for (n, chunk) in keys.chunks(KEYS_PER_QUERY).enumerate() {
+            let mut sql = String::from("WITH k(i, bucket, key) AS (");
+            push_values(&mut sql, 3, chunk.len(), false);
+            sql.push_str(
+                ") SELECT k.i, b.name, o.id, o.etag, o.parts_count FROM k \
+                 LEFT JOIN buckets b ON b.name = k.bucket \
+                 LEFT JOIN objects o ON o.bucket = k.bucket AND o.key = k.key",
+            );
+            let mut query = sqlx::query_as::<_, Found>(&sql);
+            for (i, (bucket, key)) in chunk.iter().enumerate() {
+                let place = n * KEYS_PER_QUERY + i;
+                query = query
+                    .bind(i64::try_from(place).unwrap_or(i64::MAX))
+                    .bind(*bucket)
+                    .bind(*key);
+            }
+            for (place, bucket, id, etag, parts) in query.fetch_all(&mut **tx).await? {
+                if let (Some(_), Some(answer)) = (
+                    bucket,
+                    usize::try_from(place).ok().and_then(|p| answers.get_mut(p)),
+                ) {
+                    *answer = Ok(id
+                        .zip(etag)
+                        .map(|(id, etag)| Occupant::of(id, &etag, parts)));
+                }
+            }
+        }
+        Ok(answers)
+    }
+
     /// [`Index::occupant_in`], after checking in the same query that the
     /// bucket exists.
     ///

@@ -11,7 +11,7 @@ use super::rows::{
     ObjectHeaders, ObjectRow, SegmentRow, StoredData, StoredPart, Tags, WriteCondition,
 };
 use super::writes::Writes;
-use super::{Connections, Engine, Index, Tx, packed, segment_of, to_i64, to_u64};
+use super::{Connections, Engine, Index, Occupant, Tx, packed, segment_of, to_i64, to_u64};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 use crate::integrity::Checksums;
@@ -547,7 +547,8 @@ impl Index {
         write_tx!(self, |tx| {
             let mut writes = Writes::new(Engine::of_tx(tx));
             let mut usage = NodeUsage::default();
-            Self::commit_object_in(tx, &mut writes, object, data, condition, &mut usage).await??;
+            Self::commit_object_in(tx, &mut writes, (object, data, condition), None, &mut usage)
+                .await??;
             Self::queue_usage(&mut writes, &usage);
             writes.run(tx).await
         })
@@ -558,16 +559,21 @@ impl Index {
     /// (nothing of it written; a group commit goes on with the others),
     /// `Err` when the transaction itself failed. The object it replaces is
     /// discarded at once; its own rows are queued in `writes`, so they must
-    /// be run before another commit reads its key.
+    /// be run before another commit reads its key. `found` is what a lookup
+    /// of its key in `tx` found already ([`Index::bucket_occupants_in`]),
+    /// `None` to look it up here.
     pub(super) async fn commit_object_in(
         tx: &mut Tx<'_>,
         writes: &mut Writes,
-        object: &ObjectRow,
-        data: &StoredData,
-        condition: &WriteCondition,
+        (object, data, condition): (&ObjectRow, &StoredData, &WriteCondition),
+        found: Option<Result<Option<Occupant>, GatewayError>>,
         usage: &mut NodeUsage,
     ) -> Result<Result<(), GatewayError>, GatewayError> {
-        let old = match Self::bucket_occupant_in(tx, &object.bucket, &object.key).await {
+        let found = match found {
+            Some(found) => found,
+            None => Self::bucket_occupant_in(tx, &object.bucket, &object.key).await,
+        };
+        let old = match found {
             Ok(old) => old,
             Err(e @ GatewayError::Index(_)) => return Err(e),
             Err(refused) => return Ok(Err(refused)),
