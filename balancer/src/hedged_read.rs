@@ -250,39 +250,11 @@ mod tests {
     use md5::{Digest, Md5};
     use std::time::Duration;
 
-    use tenfold_node::{NodeConfig, run_node};
-
     use super::*;
-    use crate::node::{Network, NodeSpec};
+    use crate::node::Network;
     use crate::node_client::crc32c;
     use crate::placement::ReplicaPolicy;
-
-    async fn start_node(dir: &std::path::Path, id: i64, delay: Duration) -> NodeSpec {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let config = NodeConfig {
-            data: dir.join(format!("node{id}")),
-            capacity: 1 << 30,
-            access_key: "k".into(),
-            secret_key: "s".into(),
-            delay,
-            bandwidth: None,
-            tls: None,
-        };
-        tokio::spawn(run_node(config, listener, std::future::pending()));
-        NodeSpec {
-            id,
-            name: format!("node{id}"),
-            endpoint,
-            network: Network::Mainnet,
-            capacity: 1 << 30,
-            stored_bytes: 0,
-            access_key: "k".into(),
-            secret_key: "s".into(),
-            bucket: "tenfold".into(),
-            state: crate::node::NodeState::Active,
-        }
-    }
+    use crate::testing::start_node;
 
     /// Two real nodes; the one ranked first answers 3 s late. The read
     /// must come back from the other one long before, and the slow node's

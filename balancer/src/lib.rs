@@ -6,7 +6,8 @@
 //! and reads a fragment back from the best replica that verifies
 //! ([`hedged_read`]). It speaks nothing but plain S3 to the nodes
 //! ([`node_client`]), over http or https ([`trust`]), so any S3-compatible
-//! server can be a node. Fragments
+//! server can be a node; small replicas bound for a `tenfold-node` that is
+//! busy go to it in batches (`write_batch`). Fragments
 //! the nodes cannot hold go to an overflow store (IPFS), read last.
 
 pub mod audit;
@@ -18,7 +19,10 @@ pub mod node;
 pub mod node_client;
 pub mod placement;
 pub mod registry;
+#[cfg(test)]
+mod testing;
 pub mod trust;
+mod write_batch;
 
 pub use audit::AuditOutcome;
 pub use chunks::Chunks;

@@ -24,6 +24,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use tenfold_common::replica_batch::{self, Record};
+
 use crate::chunks::Chunks;
 use crate::node::NodeSpec;
 
@@ -48,7 +50,7 @@ const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Why one request to a node failed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum NodeFailure {
     /// The node says it has no room (507, `InsufficientStorage`, MinIO's
     /// `XMinioStorageFull`).
@@ -98,6 +100,19 @@ pub struct KeyPage {
     pub next: Option<String>,
 }
 
+/// What a node answered to a batch of replicas.
+#[derive(Debug)]
+pub enum BatchAnswer {
+    /// Each replica's outcome, in order.
+    Stored(Vec<Result<(), NodeFailure>>),
+    /// The node takes no batches (any S3 server but `tenfold-node`), and
+    /// why it is thought so; it stored none of them.
+    Refused(String),
+}
+
+/// Most bytes of a batch's answer read: a JSON outcome per record.
+const BATCH_ANSWER_LIMIT: usize = 1 << 20;
+
 /// An S3 client for one node. It never retries: the balancer fails over to
 /// another node instead of hammering a failing one.
 #[derive(Clone)]
@@ -119,6 +134,7 @@ impl std::fmt::Debug for NodeClient {
 /// An answer's status and body.
 struct Answer {
     status: StatusCode,
+    headers: http::HeaderMap,
     etag: Option<String>,
     body: hyper::body::Incoming,
     first_byte: Duration,
@@ -183,6 +199,63 @@ impl NodeClient {
                     "node answered ETag {other:?}, expected {expected}"
                 ))),
             }
+        })
+        .await
+    }
+
+    /// Stores several small replicas in one request
+    /// ([`tenfold_common::replica_batch`]), each checked as [`Self::put`]
+    /// checks one: by the node against its CRC32C, here against the MD5
+    /// the node answers.
+    ///
+    /// # Errors
+    /// A [`NodeFailure`] when the node did not answer the batch at all
+    /// (unreachable, out of time, a server error).
+    pub async fn put_batch(
+        &self,
+        bucket: &str,
+        records: &[Record],
+    ) -> Result<BatchAnswer, NodeFailure> {
+        let body = replica_batch::encode(records);
+        let count = records.len().to_string();
+        let path = format!("/{}?{}", urlencoding::encode(bucket), replica_batch::QUERY);
+        within_deadline(async {
+            let answer = self
+                .send(
+                    Method::POST,
+                    &path,
+                    &[(replica_batch::COUNT_HEADER, &count)],
+                    body,
+                )
+                .await?;
+            if !answer.status.is_success() {
+                let (status, code, message) = error_of(answer).await;
+                let failure = classify(status, &code, &message);
+                // A server error or a full node says nothing of batches.
+                if (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+                    || matches!(failure, NodeFailure::Full(_))
+                {
+                    return Err(failure);
+                }
+                return Ok(BatchAnswer::Refused(failure.to_string()));
+            }
+            let counted = answer
+                .headers
+                .get(replica_batch::COUNT_HEADER)
+                .is_some_and(|v| v.as_bytes() == count.as_bytes());
+            if !counted {
+                return Ok(BatchAnswer::Refused(format!(
+                    "HTTP {} without {}",
+                    answer.status,
+                    replica_batch::COUNT_HEADER
+                )));
+            }
+            let body = Limited::new(answer.body, BATCH_ANSWER_LIMIT)
+                .collect()
+                .await
+                .map_err(|e| NodeFailure::Other(format!("reading a batch answer: {e}")))?
+                .to_bytes();
+            batch_outcomes(&body, records).map(BatchAnswer::Stored)
         })
         .await
     }
@@ -303,7 +376,7 @@ impl NodeClient {
     }
 
     /// Signs and sends one request; `path` is already percent-encoded.
-    /// A PUT body is sent as `UNSIGNED-PAYLOAD`, any other request has none.
+    /// A body is sent as `UNSIGNED-PAYLOAD`.
     async fn send(
         &self,
         method: Method,
@@ -325,7 +398,7 @@ impl NodeClient {
             .build()
             .map_err(|e| NodeFailure::Other(format!("signing: {e}")))?
             .into();
-        let payload = if method == Method::PUT && !body.is_empty() {
+        let payload = if !body.is_empty() {
             SignableBody::UnsignedPayload
         } else {
             SignableBody::Precomputed(EMPTY_SHA256.to_owned())
@@ -350,15 +423,17 @@ impl NodeClient {
             .request(request)
             .await
             .map_err(|e| NodeFailure::Other(describe(&e)))?;
-        let etag = response
-            .headers()
+        let (parts, body) = response.into_parts();
+        let etag = parts
+            .headers
             .get(http::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         Ok(Answer {
-            status: response.status(),
+            status: parts.status,
+            headers: parts.headers,
             etag,
-            body: response.into_body(),
+            body,
             first_byte: started.elapsed(),
         })
     }
@@ -373,6 +448,44 @@ fn object_path(bucket: &str, key: &str) -> String {
         path.push_str(&urlencoding::encode(segment));
     }
     path
+}
+
+/// Each record's outcome from a batch's JSON answer: stored when the node
+/// answers the record's own MD5 as its ETag.
+fn batch_outcomes(
+    body: &[u8],
+    records: &[Record],
+) -> Result<Vec<Result<(), NodeFailure>>, NodeFailure> {
+    let malformed =
+        || NodeFailure::Other("a batch answer that is not one outcome per record".into());
+    let outcomes: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|_| malformed())?;
+    if outcomes.len() != records.len() {
+        return Err(malformed());
+    }
+    let field = |o: &serde_json::Value, name: &str| {
+        o.get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    Ok(outcomes
+        .iter()
+        .zip(records)
+        .map(|(outcome, record)| {
+            let expected = hex::encode(record.md5);
+            if let Some(etag) = field(outcome, "etag") {
+                return if etag.eq_ignore_ascii_case(&expected) {
+                    Ok(())
+                } else {
+                    Err(NodeFailure::Other(format!(
+                        "node answered ETag {etag:?}, expected {expected}"
+                    )))
+                };
+            }
+            let code = field(outcome, "code").unwrap_or_default();
+            let message = field(outcome, "message").unwrap_or_default();
+            Err(classify(StatusCode::BAD_REQUEST, &code, &message))
+        })
+        .collect())
 }
 
 /// Runs a request under [`TRANSFER_TIMEOUT`].

@@ -3,11 +3,11 @@
 //! candidate when a node errors, times out or is full.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use tenfold_common::replica_batch::Record;
 use tracing::Instrument;
 
 use crate::choice::Choices;
@@ -15,6 +15,7 @@ use crate::error::BalancerError;
 use crate::node::Network;
 use crate::node_client::{KeyPage, NodeFailure, crc32c};
 use crate::registry::{Balancer, NodeHandle};
+use crate::write_batch;
 
 /// How many replicas each fragment gets on each network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -423,18 +424,19 @@ async fn put_replica(
     let result = async {
         let len = data.len() as u64;
         let _writing = node.start_write(len);
-        let _slot = node
-            .load
-            .slots
-            .acquire()
-            .await
-            .map_err(|e| NodeFailure::Other(e.to_string()))?;
         node.ensure_bucket().await?;
-        let started = Instant::now();
-        node.client
-            .put(&node.spec.bucket, key, data, md5, crc32c)
-            .await?;
-        node.record_success(started);
+        let batchable = write_batch::batchable(data.len());
+        let record = Record {
+            key: key.to_owned(),
+            md5,
+            crc32c,
+            data,
+        };
+        if batchable {
+            write_batch::put_small(&node, record).await?;
+        } else {
+            write_batch::put_one(&node, record).await?;
+        }
         node.record_placed(len);
         Ok(())
     }

@@ -17,6 +17,7 @@ use crate::node::{Network, NodeSpec, NodeState};
 use crate::node_client::{CONNECT_TIMEOUT, HttpClient, NodeClient, NodeFailure};
 use crate::placement::ReplicaPolicy;
 use crate::trust::NodeTrust;
+use crate::write_batch::WriteQueue;
 
 /// How long a node that failed a request is skipped (a successful probe
 /// brings it back sooner).
@@ -162,6 +163,8 @@ pub(crate) struct NodeLoad {
     writing_bytes: AtomicU64,
     /// Time the node spent sending fragments, for its throughput.
     clock: Mutex<TransferClock>,
+    /// Small replicas waiting to go to the node in a batch.
+    pub(crate) writes: WriteQueue,
 }
 
 impl NodeLoad {
@@ -172,6 +175,7 @@ impl NodeLoad {
             reading_bytes: AtomicU64::new(0),
             writing_bytes: AtomicU64::new(0),
             clock: Mutex::new(TransferClock::default()),
+            writes: WriteQueue::default(),
         })
     }
 

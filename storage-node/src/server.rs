@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::StaticKey;
 use crate::bandwidth::Bandwidth;
+use crate::batch::BatchRoute;
 use crate::disk_store::DiskStore;
 use crate::error::StoreError;
 use crate::metrics::NodeMetrics;
@@ -74,6 +75,7 @@ pub async fn run_node(
     tracing::info!(?addr, data = %config.data.display(), capacity = config.capacity, "storage node listening");
     let mut builder = S3ServiceBuilder::new(NodeS3::new(Arc::clone(&store)));
     builder.set_auth(StaticKey::new(config.access_key, config.secret_key));
+    builder.set_route(BatchRoute::new(Arc::clone(&store)));
     let s3 = builder.build();
     let metrics = Arc::new(NodeMetrics::new(&store));
     let paced = config.bandwidth.map(|rate| {

@@ -58,4 +58,41 @@ fn seaweedfs_node_holds_replicas() {
         ]);
         assert_eq!(sha256_file(&src), sha256_file(&dst));
     }
+
+    // Small objects written together meet SeaweedFS busy: the balancer
+    // offers it a batch, which it refuses, and sends each replica alone.
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    for i in 0..24 {
+        write_file(&small.join(format!("s{i:02}")), 2000 + i * 700, false);
+    }
+    aws.ok(&[
+        "s3",
+        "cp",
+        "--recursive",
+        small.to_str().unwrap(),
+        "s3://mixed/small/",
+    ]);
+    let back = tmp.path().join("back");
+    aws.ok(&[
+        "s3",
+        "cp",
+        "--recursive",
+        "s3://mixed/small/",
+        back.to_str().unwrap(),
+    ]);
+    for i in 0..24 {
+        let name = format!("s{i:02}");
+        assert_eq!(
+            sha256_file(&small.join(&name)),
+            sha256_file(&back.join(&name)),
+            "{name}"
+        );
+        let report = cluster.inspect("mixed", &format!("small/{name}"));
+        assert_placements(&report, 3, 1);
+    }
+    assert!(
+        cluster.gateway_log().contains("takes no batches"),
+        "SeaweedFS was never offered a batch"
+    );
 }
