@@ -1,9 +1,9 @@
 //! Plain-S3 access to one node: SigV4-signed requests over the keep-alive
 //! connection pool all nodes share.
 //!
-//! A node is asked six things only (PUT, GET and DELETE of an object,
-//! HEAD and PUT of the fragment bucket, and a page of its keys), so the
-//! requests are built and
+//! A node is asked seven things only (PUT, GET and DELETE of an object,
+//! HEAD and PUT of the fragment bucket, a page of its keys, and a batch of
+//! small replicas when it takes them), so the requests are built and
 //! signed here with `aws-sigv4` rather than through the SDK's generic
 //! orchestrator, whose per-request set-up cost more CPU than the rest of a
 //! small replica write.

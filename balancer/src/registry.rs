@@ -28,6 +28,11 @@ pub const DEMOTED_FOR: Duration = Duration::from_secs(300);
 /// How long a node that said it is full gets no new replicas, unless its
 /// health report shows free space again.
 pub const FULL_FOR: Duration = Duration::from_secs(30);
+/// How long an idle connection to a node is kept for the next request:
+/// less than the 30 s after which a `tenfold-node` closes one, so that a
+/// request is never sent down a connection the node is closing at that
+/// moment (which fails it, and marks the node down).
+const POOL_IDLE: Duration = Duration::from_secs(20);
 /// Requests in flight to one node at most.
 pub const NODE_CONCURRENCY: usize = 16;
 /// Bytes of fragment reads in flight to one node at most (at least one read
@@ -604,7 +609,9 @@ impl Balancer {
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.enforce_http(false);
         Self {
-            http: HyperClient::builder(TokioExecutor::new()).build(trust.connector(connector)),
+            http: HyperClient::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE)
+                .build(trust.connector(connector)),
             nodes: RwLock::new(BTreeMap::new()),
             by_network: RwLock::default(),
             policy,

@@ -186,7 +186,12 @@ fn deletes_unpin_and_freed_room_brings_fragments_back() {
     let filler = tmp.path().join("filler");
     write_file(&filler, 5 << 19, false);
     aws.ok(&["s3", "cp", filler.to_str().unwrap(), "s3://ovf/filler"]);
-    assert!(overflow_cids(&cluster.inspect("ovf", "filler")).is_empty());
+    let report = cluster.inspect("ovf", "filler");
+    assert!(
+        overflow_cids(&report).is_empty(),
+        "the filler overflowed: {report}\nrefusals: {}",
+        refusals(&cluster)
+    );
 
     let x = tmp.path().join("x");
     write_file(&x, 2 << 20, false);
@@ -440,4 +445,15 @@ fn orphan_pins_are_undone_and_foreign_pins_kept() {
         status["swept_pins"].as_u64().unwrap_or(0) >= u64::try_from(orphans).unwrap(),
         "{orphans} orphan pins, status: {status}"
     );
+}
+
+/// The gateway's log lines about replicas nodes refused, for assertion
+/// messages.
+fn refusals(cluster: &Cluster) -> String {
+    cluster
+        .gateway_log()
+        .lines()
+        .filter(|l| l.contains("refused") || l.contains("WARN"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
