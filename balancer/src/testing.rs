@@ -10,11 +10,20 @@ use crate::node::{Network, NodeSpec, NodeState};
 /// Starts a node (answering `delay` late) with its data under `dir`, and
 /// returns its registration as node `id` of the mainnet.
 pub(crate) async fn start_node(dir: &Path, id: i64, delay: Duration) -> NodeSpec {
+    start(dir, id, delay, 1 << 30).await
+}
+
+/// [`start_node`] with room for `capacity` bytes only.
+pub(crate) async fn start_small_node(dir: &Path, id: i64, capacity: u64) -> NodeSpec {
+    start(dir, id, Duration::ZERO, capacity).await
+}
+
+async fn start(dir: &Path, id: i64, delay: Duration, capacity: u64) -> NodeSpec {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let config = NodeConfig {
         data: dir.join(format!("node{id}")),
-        capacity: 1 << 30,
+        capacity,
         access_key: "k".into(),
         secret_key: "s".into(),
         delay,
@@ -27,7 +36,7 @@ pub(crate) async fn start_node(dir: &Path, id: i64, delay: Duration) -> NodeSpec
         name: format!("node{id}"),
         endpoint,
         network: Network::Mainnet,
-        capacity: 1 << 30,
+        capacity,
         stored_bytes: 0,
         access_key: "k".into(),
         secret_key: "s".into(),

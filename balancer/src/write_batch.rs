@@ -262,7 +262,7 @@ mod tests {
     use crate::node_client::crc32c;
     use crate::placement::ReplicaPolicy;
     use crate::registry::Balancer;
-    use crate::testing::start_node;
+    use crate::testing::{start_node, start_small_node};
 
     fn queued(len: usize) -> Queued {
         Queued {
@@ -391,6 +391,44 @@ mod tests {
             node.client.get(bucket, "r1", 1 << 20).await,
             Err(NodeFailure::Missing)
         ));
+    }
+
+    /// A node with room for some records of a batch stores those and
+    /// refuses the others as full, each on its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_that_fills_up_refuses_the_records_it_has_no_room_for() {
+        let dir = std::env::temp_dir().join(format!("tenfold-batch-full-{}", std::process::id()));
+        let balancer = Balancer::new(ReplicaPolicy::default());
+        balancer.set_nodes(vec![start_small_node(&dir, 1, 20_000).await]);
+        let node = balancer.node(1).unwrap();
+        node.ensure_bucket().await.unwrap();
+        let records: Vec<Record> = (0..4u8)
+            .map(|i| record(&format!("f{i}"), 8000, i))
+            .collect();
+        let answer = node
+            .client
+            .put_batch(&node.spec.bucket, &records)
+            .await
+            .unwrap();
+        let BatchAnswer::Stored(outcomes) = answer else {
+            panic!("a tenfold-node refused a batch: {answer:?}");
+        };
+        let stored = outcomes.iter().filter(|o| o.is_ok()).count();
+        let full = outcomes
+            .iter()
+            .filter(|o| matches!(o, Err(NodeFailure::Full(_))))
+            .count();
+        assert!(
+            stored >= 1 && full >= 1 && stored + full == 4,
+            "{outcomes:?}"
+        );
+        for (r, outcome) in records.iter().zip(&outcomes) {
+            let read = node.client.get(&node.spec.bucket, &r.key, 1 << 20).await;
+            match outcome {
+                Ok(()) => assert_eq!(read.unwrap().data.into_bytes(), r.data),
+                Err(_) => assert!(matches!(read, Err(NodeFailure::Missing)), "{}", r.key),
+            }
+        }
     }
 
     /// A batch without a valid signature is refused before its body is read.
