@@ -99,6 +99,9 @@ struct LiveState {
     hedged_reads: u64,
     /// Times it was demoted for returning corrupt bytes.
     demotions: u64,
+    /// Batches of small replicas it answered, and the replicas in them.
+    batches: u64,
+    batched_replicas: u64,
 }
 
 impl LiveState {
@@ -342,6 +345,11 @@ pub struct NodeStatus {
     pub hedged_reads: u64,
     /// Times it was demoted for returning corrupt bytes.
     pub demotions: u64,
+    /// Batches of small replicas it answered since the gateway started
+    /// (none from a node that takes no batches).
+    pub batches: u64,
+    /// The replicas in those batches.
+    pub batched_replicas: u64,
     pub errors: u64,
     pub last_error: Option<String>,
     /// Its place in the node lifecycle, as the index records it.
@@ -487,6 +495,13 @@ impl NodeHandle {
         }
     }
 
+    /// A batch of `replicas` small replicas the node answered.
+    pub(crate) fn record_batch(&self, replicas: usize) {
+        let mut st = self.state();
+        st.batches += 1;
+        st.batched_replicas += replicas as u64;
+    }
+
     /// A fragment read that completed; `reading` is its load guard.
     pub(crate) fn record_read(
         &self,
@@ -569,6 +584,8 @@ impl NodeHandle {
             reads: st.reads,
             hedged_reads: st.hedged_reads,
             demotions: st.demotions,
+            batches: st.batches,
+            batched_replicas: st.batched_replicas,
             errors: st.errors,
             last_error: st.last_error.clone(),
             state: self.spec.state,

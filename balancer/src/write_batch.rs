@@ -225,6 +225,7 @@ async fn send(node: &NodeHandle, mut batch: Vec<Queued>) -> Option<NodeFailure> 
     };
     match answer {
         Ok(BatchAnswer::Stored(outcomes)) => {
+            node.record_batch(outcomes.len());
             for (done, outcome) in waiting.into_iter().zip(outcomes) {
                 let _ = done.send(outcome);
             }
@@ -333,7 +334,7 @@ mod tests {
     /// and every one lands with its own bytes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replicas_that_meet_a_busy_node_go_in_batches_and_all_land() {
-        let (node, _balancer) = one_node("batches").await;
+        let (node, balancer) = one_node("batches").await;
         let records: Vec<Record> = (0..48u8)
             .map(|i| record(&format!("frag/{i}"), 3000 + usize::from(i) * 100, i))
             .collect();
@@ -359,6 +360,9 @@ mod tests {
             puts + posts < 20,
             "{puts} PUTs and {posts} batches for 48 replicas"
         );
+        let status = &balancer.status()[0];
+        assert_eq!(status.batches, posts);
+        assert_eq!(status.batched_replicas + (puts - 1), 48);
         let st = node.load.writes.state();
         assert_eq!((st.in_flight, st.queued.len()), (0, 0));
     }
@@ -455,29 +459,48 @@ mod tests {
     async fn replicas_queued_for_a_dead_node_fail_with_the_first() {
         let dir = std::env::temp_dir().join(format!("tenfold-batch-dead-{}", std::process::id()));
         let mut spec = start_node(&dir, 1, Duration::ZERO).await;
-        // A "node" that hangs up on every connection, counting them.
+        // A "node" that hangs up on every connection once it has read the
+        // request, counting those that carry this test's keys (a client
+        // of another test may still knock on a port this one reuses).
         let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         spec.endpoint = format!("http://{}", dead.local_addr().unwrap());
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = Arc::clone(&accepted);
         tokio::spawn(async move {
-            while let Ok((socket, _)) = dead.accept().await {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                drop(socket);
+            while let Ok((mut socket, _)) = dead.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0; 4096];
+                    while let Ok(Ok(n @ 1..)) =
+                        tokio::time::timeout(Duration::from_millis(200), socket.read(&mut buf))
+                            .await
+                    {
+                        seen.extend_from_slice(&buf[..n]);
+                    }
+                    if seen.windows(6).any(|w| w == b"dead-k") {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
             }
         });
         let balancer = Balancer::new(ReplicaPolicy::default());
         balancer.set_nodes(vec![spec]);
         let node = balancer.node(1).unwrap();
         let written =
-            join_all((0..10u8).map(|i| put_small(&node, record(&format!("d{i}"), 100, i)))).await;
+            join_all((0..10u8).map(|i| put_small(&node, record(&format!("dead-k{i}"), 100, i))))
+                .await;
         assert!(
             written
                 .iter()
                 .all(|r| matches!(r, Err(NodeFailure::Other(_)))),
             "{written:?}"
         );
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{written:?}"
+        );
         let st = node.load.writes.state();
         assert_eq!((st.in_flight, st.queued.len()), (0, 0));
     }

@@ -81,6 +81,8 @@ pub struct Metrics {
     node_throughput: prometheus::GaugeVec,
     node_reads: IntCounterVec,
     node_hedged_reads: IntCounterVec,
+    node_batches: IntCounterVec,
+    node_batched_replicas: IntCounterVec,
     node_errors: IntCounterVec,
     node_demotions: IntCounterVec,
     node_audits: IntCounterVec,
@@ -246,6 +248,18 @@ impl Metrics {
                 &r,
                 "tenfold_storage_node_hedged_reads_total",
                 "Fragment reads asked of the node because another replica was slow.",
+                NODE,
+            ),
+            node_batches: counter_vec(
+                &r,
+                "tenfold_storage_node_write_batches_total",
+                "Batches of small replicas the node answered (a node that takes none shows 0).",
+                NODE,
+            ),
+            node_batched_replicas: counter_vec(
+                &r,
+                "tenfold_storage_node_batched_replicas_total",
+                "Small replicas sent to the node in batches.",
                 NODE,
             ),
             node_errors: counter_vec(
@@ -433,6 +447,13 @@ impl Metrics {
             }
             self.catch_up(&self.node_reads, "reads", labels, node.reads);
             self.catch_up(&self.node_hedged_reads, "hedged", labels, node.hedged_reads);
+            self.catch_up(&self.node_batches, "batches", labels, node.batches);
+            self.catch_up(
+                &self.node_batched_replicas,
+                "batched",
+                labels,
+                node.batched_replicas,
+            );
             self.catch_up(&self.node_errors, "errors", labels, node.errors);
             self.catch_up(&self.node_demotions, "demotions", labels, node.demotions);
         }
