@@ -350,6 +350,25 @@ impl Cluster {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
+    /// The sum of metric `name` over all its labels on the gateway's
+    /// `/metrics` (0 when it has no series).
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let metrics = Curl::new()
+            .fetch(&format!("{}/metrics", self.admin_endpoint))
+            .body;
+        metrics
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.trim().parse::<f64>().ok()
+            })
+            .sum()
+    }
+
     /// `tenfold status --json` of this cluster.
     pub fn status(&self) -> serde_json::Value {
         self.try_status().unwrap_or_else(|e| panic!("{e}"))

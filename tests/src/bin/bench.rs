@@ -780,6 +780,7 @@ fn small_object_ops(
 /// 64 KiB objects, 1 and 16 clients (`aws-sdk-s3` in process for both).
 fn peer_figures(
     rt: &tokio::runtime::Runtime,
+    cluster: &Cluster,
     (gw_sdk, gw_pids): Side<'_>,
     ops: usize,
 ) -> Vec<serde_json::Value> {
@@ -791,6 +792,7 @@ fn peer_figures(
     );
     small_objects_side_by_side(
         rt,
+        cluster,
         ((gw_sdk, gw_pids), (&weed_sdk, &[weed.pid()])),
         ("small objects against SeaweedFS", "seaweedfs", "peer/"),
         ops,
@@ -806,9 +808,11 @@ type Side<'a> = (&'a aws_sdk_s3::Client, &'a [u32]);
 /// `prefix`: a line each, and JSON rows named `op` with the other side's
 /// figures under `{name}_ops_s`. Each side's server CPU time per operation
 /// (the processes given with its client) and the clients' own are printed
-/// and kept too.
+/// and kept too, and how many of the gateway's replica writes went in
+/// batches (its `/metrics`, read around its side).
 fn small_objects_side_by_side(
     rt: &tokio::runtime::Runtime,
+    cluster: &Cluster,
     (gateway, other): (Side<'_>, Side<'_>),
     (op, name, prefix): (&str, &str, &str),
     ops: usize,
@@ -826,8 +830,20 @@ fn small_objects_side_by_side(
                     pids,
                 )
             };
+            let batched = || {
+                (
+                    cluster.metric_sum("tenfold_storage_node_batched_replicas_total"),
+                    cluster.metric_sum("tenfold_storage_node_write_batches_total"),
+                )
+            };
+            let before = batched();
             let (gput, gget) = side(gateway);
+            let after = batched();
             let (oput, oget) = side(other);
+            // Replicas that went in batches, per PUT, and per batch.
+            #[allow(clippy::cast_precision_loss)]
+            let batched_per_put = (after.0 - before.0) / ops as f64;
+            let per_batch = (after.0 - before.0) / (after.1 - before.1).max(1.0);
             println!(
                 "  {:>3} KiB x {clients:>2} clients: PUT {:>7.0} / {:>7.0} ({:.2})  GET {:>7.0} / {:>7.0} ({:.2})",
                 size >> 10,
@@ -849,6 +865,9 @@ fn small_objects_side_by_side(
                 gget.client_cpu_us,
                 oget.client_cpu_us
             );
+            println!(
+                "                         gateway replicas in batches: {batched_per_put:.2} per PUT, {per_batch:.1} per batch"
+            );
             rows.push(serde_json::json!({
                 "op": op, "size_bytes": size, "clients": clients,
                 "gateway_ops_s": {"put": gput.ops_s, "get": gget.ops_s},
@@ -856,6 +875,7 @@ fn small_objects_side_by_side(
                 "ratio": {"put": gput.ops_s / oput.ops_s, "get": gget.ops_s / oget.ops_s},
                 "gateway_server_cpu_us_per_op": {"put": gput.server_cpu_us, "get": gget.server_cpu_us},
                 format!("{name}_server_cpu_us_per_op"): {"put": oput.server_cpu_us, "get": oget.server_cpu_us},
+                "gateway_batched_replicas": {"per_put": batched_per_put, "per_batch": per_batch},
                 "client_cpu_us_per_op": {
                     "gateway": {"put": gput.client_cpu_us, "get": gget.client_cpu_us},
                     name: {"put": oput.client_cpu_us, "get": oget.client_cpu_us},
@@ -1387,6 +1407,7 @@ fn main() {
         );
         rows.extend(small_objects_side_by_side(
             &rt,
+            &cluster,
             (
                 (&gw_sdk, &cluster.pids()),
                 (&node_sdk, &[direct.proc.0.id()]),
@@ -1396,7 +1417,12 @@ fn main() {
         ));
     }
     if args.peer_ops > 0 {
-        rows.extend(peer_figures(&rt, (&gw_sdk, &cluster.pids()), args.peer_ops));
+        rows.extend(peer_figures(
+            &rt,
+            &cluster,
+            (&gw_sdk, &cluster.pids()),
+            args.peer_ops,
+        ));
     }
     if args.range_mib > 0 {
         let big = tmp.path().join("range-source");
