@@ -292,6 +292,20 @@ mod tests {
         (node, balancer)
     }
 
+    /// Sends `records` to `node` in one batch: each record's outcome
+    /// (a `tenfold-node` never refuses a batch).
+    async fn stored_batch(node: &NodeHandle, records: &[Record]) -> Vec<Result<(), NodeFailure>> {
+        let answer = node
+            .client
+            .put_batch(&node.spec.bucket, records)
+            .await
+            .unwrap();
+        let BatchAnswer::Stored(outcomes) = answer else {
+            panic!("a tenfold-node refused a batch: {answer:?}");
+        };
+        outcomes
+    }
+
     /// A plain HTTP/1.0 request to `endpoint`: the status and the body.
     async fn raw(endpoint: &str, request: &str) -> (u16, String) {
         let addr = endpoint.trim_start_matches("http://");
@@ -376,14 +390,7 @@ mod tests {
             .map(|i| record(&format!("r{i}"), 5000, i))
             .collect();
         records[1].crc32c ^= 1;
-        let answer = node
-            .client
-            .put_batch(&node.spec.bucket, &records)
-            .await
-            .unwrap();
-        let BatchAnswer::Stored(outcomes) = answer else {
-            panic!("a tenfold-node refused a batch: {answer:?}");
-        };
+        let outcomes = stored_batch(&node, &records).await;
         assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
         assert!(
             matches!(&outcomes[1], Err(NodeFailure::Other(m)) if m.contains("BadDigest")),
@@ -409,14 +416,7 @@ mod tests {
         let records: Vec<Record> = (0..4u8)
             .map(|i| record(&format!("f{i}"), 8000, i))
             .collect();
-        let answer = node
-            .client
-            .put_batch(&node.spec.bucket, &records)
-            .await
-            .unwrap();
-        let BatchAnswer::Stored(outcomes) = answer else {
-            panic!("a tenfold-node refused a batch: {answer:?}");
-        };
+        let outcomes = stored_batch(&node, &records).await;
         let stored = outcomes.iter().filter(|o| o.is_ok()).count();
         let full = outcomes
             .iter()
