@@ -96,9 +96,7 @@ pub(crate) async fn put_small(node: &Arc<NodeHandle>, record: Record) -> Result<
                 failed: None,
             };
             let result = put_one(node, record).await;
-            if let Err(failure @ NodeFailure::Other(_)) = &result {
-                turn.failed = Some(failure.clone());
-            }
+            turn.failed = unreachable(&result);
             result
         }
         Way::Queued(answer) => answer
@@ -129,6 +127,15 @@ pub(crate) async fn put_one(node: &NodeHandle, record: Record) -> Result<(), Nod
     Ok(())
 }
 
+/// The failure of a write that found the node unreachable (not full, not
+/// refusing one record), which what queued behind it shares.
+fn unreachable(result: &Result<(), NodeFailure>) -> Option<NodeFailure> {
+    match result {
+        Err(failure @ NodeFailure::Other(_)) => Some(failure.clone()),
+        _ => None,
+    }
+}
+
 /// A plain PUT's turn in flight. Ending, it hands what queued meanwhile to
 /// a task that sends it, or fails it at once when the PUT found the node
 /// unreachable.
@@ -140,14 +147,9 @@ struct Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         let mut st = self.node.load.writes.state();
-        if let Some(failure) = &self.failed {
-            fail_all(&mut st.queued, failure);
-        }
-        if st.queued.is_empty() {
-            st.in_flight -= 1;
+        let Some(batch) = next_batch(&mut st, self.failed.as_ref()) else {
             return;
-        }
-        let batch = take_batch(&mut st.queued);
+        };
         drop(st);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(drain(Arc::clone(&self.node), batch));
@@ -165,17 +167,26 @@ async fn drain(node: Arc<NodeHandle>, mut batch: Vec<Queued>) {
     loop {
         let failed = send(&node, batch).await;
         let mut st = node.load.writes.state();
-        if let Some(failure) = failed {
-            // The node did not answer: what queued behind fails with it,
-            // and each replica goes to another node.
-            fail_all(&mut st.queued, &failure);
+        match next_batch(&mut st, failed.as_ref()) {
+            Some(next) => batch = next,
+            None => return,
         }
-        if st.queued.is_empty() {
-            st.in_flight -= 1;
-            return;
-        }
-        batch = take_batch(&mut st.queued);
     }
+}
+
+/// What a write in flight hands on as it ends: the next batch, or `None`
+/// when nothing queued (its turn in flight then ends). When the write
+/// found the node unreachable (`failed`), what queued behind it fails with
+/// it, for each replica to go to another node.
+fn next_batch(st: &mut QueueState, failed: Option<&NodeFailure>) -> Option<Vec<Queued>> {
+    if let Some(failure) = failed {
+        fail_all(&mut st.queued, failure);
+    }
+    if st.queued.is_empty() {
+        st.in_flight -= 1;
+        return None;
+    }
+    Some(take_batch(&mut st.queued))
 }
 
 /// The first queued replicas, up to [`MAX_RECORDS`] and [`MAX_BATCH_BYTES`].
@@ -205,12 +216,9 @@ async fn send(node: &NodeHandle, mut batch: Vec<Queued>) -> Option<NodeFailure> 
     if batch.len() == 1 {
         let Queued { record, done } = batch.pop()?;
         let result = put_one(node, record).await;
-        let unreachable = match &result {
-            Err(failure @ NodeFailure::Other(_)) => Some(failure.clone()),
-            _ => None,
-        };
+        let failed = unreachable(&result);
         let _ = done.send(result);
-        return unreachable;
+        return failed;
     }
     let (records, waiting): (Vec<Record>, Vec<_>) =
         batch.into_iter().map(|q| (q.record, q.done)).unzip();
