@@ -41,7 +41,7 @@ impl Index {
         write_tx!(self, |tx| {
             let has_objects = sqlx::query("SELECT 1 FROM objects WHERE bucket = $1 LIMIT 1")
                 .bind(name)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(tx.conn().await?)
                 .await?
                 .is_some();
             if has_objects {
@@ -51,14 +51,14 @@ impl Index {
             let uploads: Vec<String> =
                 sqlx::query_scalar("SELECT id FROM uploads WHERE bucket = $1")
                     .bind(name)
-                    .fetch_all(&mut **tx)
+                    .fetch_all(tx.conn().await?)
                     .await?;
             for id in uploads {
                 Self::abort_upload_in(tx, &id).await?;
             }
             let done = sqlx::query("DELETE FROM buckets WHERE name = $1")
                 .bind(name)
-                .execute(&mut **tx)
+                .execute(tx.conn().await?)
                 .await?;
             if done.rows_affected() == 0 {
                 return Err(GatewayError::NoSuchBucket(name.to_owned()));

@@ -65,7 +65,7 @@ impl Index {
         )
         .bind(counter.name())
         .bind(by)
-        .execute(&mut **tx)
+        .execute(tx.conn().await?)
         .await?;
         Ok(())
     }

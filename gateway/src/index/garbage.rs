@@ -34,7 +34,7 @@ impl Index {
             .bind(node.map(|_| r.key.as_str()))
             .bind(r.placement.cid())
             .bind(now)
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
         }
         Ok(())
@@ -80,7 +80,7 @@ impl Index {
             .bind(released_before)
             .bind(now)
             .bind(limit)
-            .fetch_all(&mut **tx)
+            .fetch_all(tx.conn().await?)
             .await?)
         })?;
         let mut queued = Vec::with_capacity(rows.len());

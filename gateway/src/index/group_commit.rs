@@ -225,7 +225,7 @@ impl Index {
                 );
             }
             Self::queue_usage(&mut writes, &usage);
-            writes.run(tx).await?;
+            tx.commit_with(writes).await?;
             Ok(answers)
         })
     }

@@ -100,61 +100,135 @@ fn push_values(sql: &mut String, columns: usize, rows: usize, numbered: bool) {
 
 /// A write transaction: on SQLite it borrows the writing connection of the
 /// [`WriteTurn`] that runs it, on Postgres it holds a pooled connection.
-/// Queries run on `&mut **tx`.
+/// Queries run on [`Tx::conn`].
 enum Tx<'c> {
     Sqlite(SqliteTx<'c>),
     Postgres(sqlx::Transaction<'c, sqlx::Any>),
 }
 
 /// A transaction on SQLite's writing connection, begun and ended by plain
-/// statements. sqlx's own transactions have SQLite's thread wait for an
-/// acknowledgement of `BEGIN` and of `COMMIT`, one more round trip between
-/// threads each, in every write.
+/// statements that travel with its first and last queries where they can.
+/// Every statement is a round trip to sqlx's SQLite thread (see
+/// [`writes`]); a `BEGIN` and a `COMMIT` sent alone would be two more in
+/// every write.
 struct SqliteTx<'c> {
     connection: &'c mut AnyConnection,
-    /// Set when the transaction is dropped before it ended (its future
-    /// cancelled, or a `COMMIT` or `ROLLBACK` that failed): the next turn
-    /// connects again, and closing this connection rolls it back.
+    /// Set when the transaction is dropped while it may be open (its
+    /// future cancelled, or a statement, `COMMIT` or `ROLLBACK` that
+    /// failed): the next turn connects again, and closing this connection
+    /// rolls it back.
     abandoned: &'c AtomicBool,
-    ended: bool,
+    state: SqliteTxState,
+    /// Statements to send with the `COMMIT` ([`Tx::commit_with`]).
+    at_commit: Option<Writes>,
 }
+
+/// How far a [`SqliteTx`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SqliteTxState {
+    /// No statement sent yet: `BEGIN` goes with the first.
+    Pending,
+    /// `BEGIN` sent (the transaction may be open).
+    Open,
+    /// Committed or rolled back.
+    Ended,
+}
+
+/// Opens a write transaction; IMMEDIATE takes the write lock up front, so
+/// that two writers queue on the busy timeout instead of failing to
+/// upgrade a read lock.
+const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE;\n";
 
 impl Drop for SqliteTx<'_> {
     fn drop(&mut self) {
-        if !self.ended {
+        if self.state == SqliteTxState::Open {
             self.abandoned.store(true, Ordering::Release);
         }
     }
 }
 
-impl std::ops::Deref for Tx<'_> {
-    type Target = AnyConnection;
-
-    fn deref(&self) -> &AnyConnection {
-        match self {
-            Tx::Sqlite(tx) => tx.connection,
-            Tx::Postgres(tx) => tx,
-        }
-    }
-}
-
-impl std::ops::DerefMut for Tx<'_> {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        match self {
-            Tx::Sqlite(tx) => tx.connection,
-            Tx::Postgres(tx) => tx,
+impl SqliteTx<'_> {
+    /// What a query must start with to be the transaction's first:
+    /// [`SQLITE_BEGIN`] once, then nothing. From here the transaction
+    /// counts as open, whether or not the query then runs.
+    fn opening(&mut self) -> &'static str {
+        if self.state == SqliteTxState::Pending {
+            self.state = SqliteTxState::Open;
+            SQLITE_BEGIN
+        } else {
+            ""
         }
     }
 }
 
 impl Tx<'_> {
-    /// Commits. On SQLite a `COMMIT` that fails may leave the transaction
-    /// open: the connection is then given up (see [`SqliteTx`]).
+    /// The connection to run the transaction's queries on; on SQLite its
+    /// `BEGIN` is sent first if no query has been.
+    async fn conn(&mut self) -> Result<&mut AnyConnection, sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => {
+                debug_assert!(tx.at_commit.is_none(), "a query after commit_with");
+                let opening = tx.opening();
+                if !opening.is_empty() {
+                    tx.connection.execute(opening).await?;
+                }
+                Ok(&mut *tx.connection)
+            }
+            Tx::Postgres(tx) => Ok(&mut **tx),
+        }
+    }
+
+    /// What the next query must start with on SQLite (`BEGIN IMMEDIATE;`
+    /// when it is the first), for a query sent on [`Tx::conn`] right after.
+    fn opening(&mut self) -> &'static str {
+        match self {
+            Tx::Sqlite(tx) => tx.opening(),
+            Tx::Postgres(_) => "",
+        }
+    }
+
+    /// Sends `writes` with the `COMMIT` on SQLite, in one trip; on
+    /// Postgres now. The transaction's last statements: no query may
+    /// follow.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`]: on Postgres a statement failed.
+    async fn commit_with(&mut self, mut writes: Writes) -> Result<(), GatewayError> {
+        match self {
+            Tx::Sqlite(tx) => {
+                tx.at_commit = Some(writes);
+                Ok(())
+            }
+            Tx::Postgres(_) => writes.run(self).await,
+        }
+    }
+
+    /// Commits. On SQLite a `COMMIT` (or a statement sent with it) that
+    /// fails may leave the transaction open: the connection is then given
+    /// up (see [`SqliteTx`]).
     async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Sqlite(mut tx) => {
-                tx.connection.execute("COMMIT").await?;
-                tx.ended = true;
+                let writes = tx.at_commit.take();
+                if tx.state == SqliteTxState::Pending && writes.is_none() {
+                    tx.state = SqliteTxState::Ended;
+                    return Ok(());
+                }
+                let mut sql = tx.opening().to_owned();
+                let args = match writes {
+                    Some(writes) => {
+                        let (statements, args) = writes.into_sqlite_query()?;
+                        sql.push_str(&statements);
+                        sql.push_str(";\n");
+                        args
+                    }
+                    None => sqlx::any::AnyArguments::default(),
+                };
+                sql.push_str("COMMIT");
+                sqlx::query_with(&sql, args)
+                    .execute(&mut *tx.connection)
+                    .await?;
+                tx.state = SqliteTxState::Ended;
                 Ok(())
             }
             Tx::Postgres(tx) => tx.commit().await,
@@ -165,8 +239,11 @@ impl Tx<'_> {
     async fn rollback(self) {
         match self {
             Tx::Sqlite(mut tx) => {
-                if tx.connection.execute("ROLLBACK").await.is_ok() {
-                    tx.ended = true;
+                // Nothing to roll back before `BEGIN` went.
+                if tx.state == SqliteTxState::Pending
+                    || tx.connection.execute("ROLLBACK").await.is_ok()
+                {
+                    tx.state = SqliteTxState::Ended;
                 }
             }
             Tx::Postgres(tx) => drop(tx),
@@ -332,8 +409,7 @@ impl WriteTurn {
     /// Begins a write transaction in this turn.
     async fn begin(&mut self) -> Result<Tx<'_>, GatewayError> {
         match self {
-            // IMMEDIATE takes the write lock up front, so two writers queue
-            // on the busy timeout instead of failing to upgrade a read lock.
+            // `BEGIN` goes with the transaction's first query.
             WriteTurn::Sqlite { writer, connection } => {
                 if writer.abandoned.swap(false, Ordering::AcqRel) {
                     **connection = None;
@@ -342,17 +418,11 @@ impl WriteTurn {
                     Some(connection) => connection,
                     slot @ None => slot.insert(connect_sqlite(&writer.options).await?),
                 };
-                // Until the transaction is in hand: a `BEGIN` cut short
-                // (its future dropped) may have opened one that nothing
-                // would end.
-                writer.abandoned.store(true, Ordering::Release);
-                let begun = connection.execute("BEGIN IMMEDIATE").await;
-                writer.abandoned.store(false, Ordering::Release);
-                begun?;
                 Ok(Tx::Sqlite(SqliteTx {
                     connection,
                     abandoned: &writer.abandoned,
-                    ended: false,
+                    state: SqliteTxState::Pending,
+                    at_commit: None,
                 }))
             }
             // Several gateways write at once: conflicts surface as
@@ -534,6 +604,7 @@ pub use rows::{
     UploadRow, WriteCondition,
 };
 pub use scrub::{AuditPolicy, ScrubBatch, ScrubCursor, ScrubItem};
+use writes::Writes;
 
 /// The object a write finds at its key.
 struct Occupant {
@@ -557,13 +628,14 @@ impl Occupant {
 /// Whether a database error is a conflict with a concurrent writer, after
 /// which the transaction changed nothing: Postgres's serialization failure
 /// (40001), deadlock (40P01) or unique violation (23505, a row another
-/// writer inserted meanwhile), SQLite's busy database.
+/// writer inserted meanwhile). Not SQLite's busy database: its `BEGIN
+/// IMMEDIATE` waited the whole busy timeout for another process's write
+/// lock, and a transaction that holds the lock is never busy after.
 fn is_conflict(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            Some("40001" | "40P01" | "23505" | "5" | "517")
-        ),
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("40001" | "40P01" | "23505"))
+        }
         _ => false,
     }
 }
@@ -589,7 +661,7 @@ impl Index {
         )
         .bind(bucket)
         .bind(key)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx.conn().await?)
         .await?;
         Ok(row.map(|(id, etag, parts)| Occupant::of(id, &etag, parts)))
     }
@@ -620,7 +692,10 @@ impl Index {
             .map(|(bucket, _)| Err(GatewayError::NoSuchBucket((*bucket).to_owned())))
             .collect();
         for (n, chunk) in keys.chunks(KEYS_PER_QUERY).enumerate() {
-            let mut sql = String::from("WITH k(i, bucket, key) AS (");
+            // The batch's first query: on SQLite it also opens the
+            // transaction.
+            let mut sql = String::from(tx.opening());
+            sql.push_str("WITH k(i, bucket, key) AS (");
             push_values(&mut sql, 3, chunk.len(), false);
             sql.push_str(
                 ") SELECT k.i, b.name, o.id, o.etag, o.parts_count FROM k \
@@ -635,7 +710,7 @@ impl Index {
                     .bind(*bucket)
                     .bind(*key);
             }
-            for (place, bucket, id, etag, parts) in query.fetch_all(&mut **tx).await? {
+            for (place, bucket, id, etag, parts) in query.fetch_all(tx.conn().await?).await? {
                 if let (Some(_), Some(answer)) = (
                     bucket,
                     usize::try_from(place).ok().and_then(|p| answers.get_mut(p)),
@@ -661,14 +736,17 @@ impl Index {
     ) -> Result<Option<Occupant>, GatewayError> {
         // The object's id, ETag and parts count; NULLs when the key is free.
         type Found = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>);
-        let row: Option<Found> = sqlx::query_as(
-            "SELECT o.id, o.etag, o.parts_count FROM buckets b \
+        // Often a transaction's first query: on SQLite it then opens it.
+        let sql = format!(
+            "{}SELECT o.id, o.etag, o.parts_count FROM buckets b \
              LEFT JOIN objects o ON o.bucket = b.name AND o.key = $2 WHERE b.name = $1",
-        )
-        .bind(bucket)
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
+            tx.opening()
+        );
+        let row: Option<Found> = sqlx::query_as(&sql)
+            .bind(bucket)
+            .bind(key)
+            .fetch_optional(tx.conn().await?)
+            .await?;
         match row {
             None => Err(GatewayError::NoSuchBucket(bucket.to_owned())),
             Some((id, etag, parts)) => Ok(id

@@ -33,7 +33,7 @@ impl Index {
             .bind(&upload.checksum_algorithm)
             .bind(&upload.checksum_type)
             .bind(serde_json::to_string(&upload.tags).unwrap_or_else(|_| "[]".into()))
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
             Ok(())
         })
@@ -86,7 +86,7 @@ impl Index {
     async fn upload_exists_in(tx: &mut Tx<'_>, upload_id: &str) -> Result<(), GatewayError> {
         let exists = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
             .bind(upload_id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(tx.conn().await?)
             .await?
             .is_some();
         if exists {
@@ -115,14 +115,14 @@ impl Index {
             )
             .bind(upload_id)
             .bind(i64::from(part_number))
-            .fetch_optional(&mut **tx)
+            .fetch_optional(tx.conn().await?)
             .await?;
             if let Some(old) = old {
                 Self::discard_data_in(tx, &packed::id_text(&old)).await?;
                 sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1 AND part_number = $2")
                     .bind(upload_id)
                     .bind(i64::from(part_number))
-                    .execute(&mut **tx)
+                    .execute(tx.conn().await?)
                     .await?;
             }
             Self::insert_data_in(tx, data).await?;
@@ -137,7 +137,7 @@ impl Index {
             .bind(hex::encode(data.md5))
             .bind(now_ms())
             .bind(serde_json::to_string(&data.checksums).unwrap_or_else(|_| "{}".into()))
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
             Ok(())
         })
@@ -232,7 +232,7 @@ impl Index {
                 "SELECT part_number, data_id, size, etag, checksums FROM upload_parts WHERE upload_id = $1 ORDER BY part_number",
             )
             .bind(&upload.id)
-            .fetch_all(&mut **tx)
+            .fetch_all(tx.conn().await?)
             .await?;
             let stored: Vec<StoredPart> = stored
                 .into_iter()
@@ -263,7 +263,7 @@ impl Index {
             }
             sqlx::query("DELETE FROM uploads WHERE id = $1")
                 .bind(&upload.id)
-                .execute(&mut **tx)
+                .execute(tx.conn().await?)
                 .await?;
             sqlx::query(
                 "INSERT INTO completed_uploads (upload_id, bucket, key, object_id, parts, completed_at) \
@@ -275,7 +275,7 @@ impl Index {
             .bind(&object.id)
             .bind(part_list_json(chosen))
             .bind(object.last_modified)
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
             Ok(object)
         })
@@ -317,14 +317,14 @@ impl Index {
         let parts: Vec<Vec<u8>> =
             sqlx::query_scalar("SELECT data_id FROM upload_parts WHERE upload_id = $1")
                 .bind(upload_id)
-                .fetch_all(&mut **tx)
+                .fetch_all(tx.conn().await?)
                 .await?;
         for data_id in parts {
             Self::discard_data_in(tx, &packed::id_text(&data_id)).await?;
         }
         let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(upload_id)
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }

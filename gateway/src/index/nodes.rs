@@ -182,10 +182,10 @@ impl Index {
                                                            WHERE l.node_id = nodes.id), 0) \
                          WHERE id IN (SELECT node_id FROM node_usage_log)",
                     )
-                    .execute(&mut **tx)
+                    .execute(tx.conn().await?)
                     .await?;
                     sqlx::query("DELETE FROM node_usage_log")
-                        .execute(&mut **tx)
+                        .execute(tx.conn().await?)
                         .await?;
                     Ok(())
                 })?;
@@ -289,7 +289,7 @@ impl Index {
                  FROM nodes WHERE id = $1",
             )
             .bind(id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(tx.conn().await?)
             .await?
             .unwrap_or(0);
             if held > 0 {
@@ -300,15 +300,15 @@ impl Index {
             }
             sqlx::query("DELETE FROM node_usage_log WHERE node_id = $1")
                 .bind(id)
-                .execute(&mut **tx)
+                .execute(tx.conn().await?)
                 .await?;
             sqlx::query("DELETE FROM garbage WHERE node_id = $1")
                 .bind(id)
-                .execute(&mut **tx)
+                .execute(tx.conn().await?)
                 .await?;
             let done = sqlx::query("DELETE FROM nodes WHERE id = $1")
                 .bind(id)
-                .execute(&mut **tx)
+                .execute(tx.conn().await?)
                 .await?;
             if done.rows_affected() == 0 {
                 return Err(GatewayError::InvalidArgument(format!(

@@ -242,13 +242,13 @@ impl Index {
              FROM segments WHERE data_id = $1 ORDER BY seq",
         )
         .bind(packed::id_bytes(data_id))
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.conn().await?)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut segment = segment_of(row)?;
             if packed::has_overflow(&segment.fragments) {
-                Self::fill_cids(&mut **tx, &mut segment).await?;
+                Self::fill_cids(tx.conn().await?, &mut segment).await?;
             }
             out.push(segment);
         }
@@ -261,7 +261,7 @@ impl Index {
     ) -> Result<(), GatewayError> {
         let exists = sqlx::query("SELECT 1 FROM buckets WHERE name = $1")
             .bind(bucket)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(tx.conn().await?)
             .await?
             .is_some();
         if exists {
@@ -395,7 +395,7 @@ impl Index {
         for table in ["segments", "overflow_pins", "repairs"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE data_id = $1"))
                 .bind(id.clone())
-                .execute(&mut **tx)
+                .execute(tx.conn().await?)
                 .await?;
         }
         Self::log_usage_in(tx, &usage).await?;
@@ -426,7 +426,7 @@ impl Index {
         let parts: Vec<Vec<u8>> =
             sqlx::query_scalar("SELECT data_id FROM object_parts WHERE object_id = $1")
                 .bind(id.to_vec())
-                .fetch_all(&mut **tx)
+                .fetch_all(tx.conn().await?)
                 .await?;
         Self::discard_data_in(tx, &packed::id_text(id)).await?;
         for data_id in parts {
@@ -434,12 +434,12 @@ impl Index {
         }
         sqlx::query("DELETE FROM object_parts WHERE object_id = $1")
             .bind(id.to_vec())
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
         sqlx::query("DELETE FROM objects WHERE bucket = $1 AND key = $2")
             .bind(bucket)
             .bind(key)
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
         Ok(())
     }
@@ -509,7 +509,7 @@ impl Index {
         .bind(to_i64(part.size))
         .bind(&part.etag)
         .bind(serde_json::to_string(&part.checksums).unwrap_or_else(|_| "{}".into()))
-        .execute(&mut **tx)
+        .execute(tx.conn().await?)
         .await?;
         Ok(())
     }
@@ -550,7 +550,7 @@ impl Index {
             Self::commit_object_in(tx, &mut writes, (object, data, condition), None, &mut usage)
                 .await??;
             Self::queue_usage(&mut writes, &usage);
-            writes.run(tx).await
+            tx.commit_with(writes).await
         })
     }
 

@@ -43,11 +43,11 @@ impl Index {
             .bind(owner)
             .bind(period_ms)
             .bind(now.saturating_add(period_ms.saturating_mul(4)))
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
             sqlx::query("DELETE FROM gateway_heartbeats WHERE until < $1")
                 .bind(now)
-                .execute(&mut **tx)
+                .execute(tx.conn().await?)
                 .await?;
             for chunk in data_ids.chunks(ROWS_PER_INSERT) {
                 let sql =
@@ -57,11 +57,11 @@ impl Index {
                 for id in chunk {
                     query = query.bind(packed::id_bytes(id)).bind(now);
                 }
-                query.execute(&mut **tx).await?;
+                query.execute(tx.conn().await?).await?;
             }
             sqlx::query("DELETE FROM writes_in_flight WHERE heartbeat < $1")
                 .bind(expired_before)
-                .execute(&mut **tx)
+                .execute(tx.conn().await?)
                 .await?;
             Ok(())
         })
@@ -124,7 +124,7 @@ impl Index {
                 .bind(owner)
                 .bind(until)
                 .bind(now_ms())
-                .fetch_optional(&mut **tx)
+                .fetch_optional(tx.conn().await?)
                 .await?)
         })
     }

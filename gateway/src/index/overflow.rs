@@ -61,7 +61,7 @@ impl Index {
             .bind(cid)
             .bind(packed::id_bytes(data_id))
             .bind(now)
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
             Ok(())
         })
@@ -133,7 +133,7 @@ impl Index {
         write_tx!(self, |tx| {
             sqlx::query("DELETE FROM pins_made WHERE cid = $1")
                 .bind(cid)
-                .execute(&mut **tx)
+                .execute(tx.conn().await?)
                 .await?;
             Ok(())
         })

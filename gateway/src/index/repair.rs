@@ -264,7 +264,7 @@ impl Index {
             .bind(i64::from(idx))
             .bind(until)
             .bind(now_ms())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(tx.conn().await?)
             .await?)
         })?;
         Ok(claimed.is_some())
@@ -314,8 +314,9 @@ impl Index {
         policy: ReplicaPolicy,
     ) -> Result<bool, GatewayError> {
         write_tx!(self, |tx| {
-            let states = node_states(&mut **tx).await?;
-            let Some(mut segment) = Self::segment_in(&mut **tx, (data_id, seq)).await? else {
+            let states = node_states(tx.conn().await?).await?;
+            let Some(mut segment) = Self::segment_in(tx.conn().await?, (data_id, seq)).await?
+            else {
                 Self::forget_repair_in(tx, (data_id, seq, idx)).await?;
                 return Ok(false);
             };
@@ -416,7 +417,7 @@ impl Index {
             .bind(packed::pack(&segment.fragments))
             .bind(packed::id_bytes(&segment.data_id))
             .bind(i64::from(segment.seq))
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
         Ok(())
     }
@@ -445,7 +446,7 @@ impl Index {
                 .bind(packed::id_bytes(data_id))
                 .bind(i64::from(seq))
                 .bind(i64::from(f.index))
-                .execute(&mut **tx)
+                .execute(tx.conn().await?)
                 .await?;
             }
         }
@@ -475,7 +476,7 @@ impl Index {
                     .bind(i64::from(*idx))
                     .bind(1i64);
             }
-            query.execute(&mut **tx).await?;
+            query.execute(tx.conn().await?).await?;
         }
         Ok(())
     }
@@ -489,7 +490,7 @@ impl Index {
             .bind(packed::id_bytes(data_id))
             .bind(i64::from(seq))
             .bind(i64::from(idx))
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
         Ok(())
     }
@@ -501,7 +502,7 @@ impl Index {
         (data_id, seq, idx): (&str, u32, u16),
         node_id: i64,
     ) -> Result<(), GatewayError> {
-        let Some(mut segment) = Self::segment_in(&mut **tx, (data_id, seq)).await? else {
+        let Some(mut segment) = Self::segment_in(tx.conn().await?, (data_id, seq)).await? else {
             return Ok(());
         };
         let Some(f) = segment.fragments.iter_mut().find(|f| f.index == idx) else {
@@ -548,7 +549,7 @@ impl Index {
                 for id in chunk {
                     lost = lost.bind(id);
                 }
-                back.extend(lost.fetch_all(&mut **tx).await?);
+                back.extend(lost.fetch_all(tx.conn().await?).await?);
                 let seen_sql = format!(
                     "UPDATE nodes SET last_seen = $1, \
                      state = CASE WHEN state = 'lost' THEN 'active' ELSE state END \
@@ -559,7 +560,7 @@ impl Index {
                 for id in chunk {
                     seen = seen.bind(id);
                 }
-                seen.execute(&mut **tx).await?;
+                seen.execute(tx.conn().await?).await?;
             }
             Ok(back)
         })

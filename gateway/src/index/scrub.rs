@@ -263,7 +263,7 @@ impl Index {
             .bind(passed + failed)
             .bind(failed)
             .bind(node_id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(tx.conn().await?)
             .await?;
             let Some(row) = row else { return Ok(false) };
             let audits: i64 = row.try_get("window_audits")?;
@@ -279,7 +279,7 @@ impl Index {
             )
             .bind(now_ms())
             .bind(node_id)
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
             #[allow(clippy::cast_precision_loss)]
             let share = failures as f64 / audits.max(1) as f64;
@@ -287,7 +287,7 @@ impl Index {
             {
                 sqlx::query("UPDATE nodes SET state = 'disqualified' WHERE id = $1")
                     .bind(node_id)
-                    .execute(&mut **tx)
+                    .execute(tx.conn().await?)
                     .await?;
                 return Ok(true);
             }

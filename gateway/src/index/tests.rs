@@ -711,3 +711,75 @@ async fn a_transaction_dropped_before_it_ends_changes_nothing() {
     assert_eq!(keys, ["kept"]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Statements sent with the `COMMIT` (on SQLite in the same trip as it)
+/// that fail leave nothing of their transaction behind, and the next write
+/// runs and commits.
+#[tokio::test]
+async fn statements_sent_with_the_commit_that_fail_change_nothing() {
+    let dir = std::env::temp_dir().join(format!("tenfold-index-at-commit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let index = Index::open(&test_index_url(&dir).await).await.unwrap();
+    index.create_bucket("b", &Owner::Admin).await.unwrap();
+    {
+        let mut turn = index.write_turn().await;
+        let mut tx = turn.begin().await.unwrap();
+        let mut writes = super::writes::Writes::new(index.engine());
+        let (object, data) = one_fragment_object("failed", "unused");
+        Index::queue_object(&mut writes, &object);
+        Index::queue_data(&mut writes, &data, &mut super::nodes::NodeUsage::default());
+        writes.rows("INSERT INTO no_such_table (a)", 1, "", &[1i64], |row, v| {
+            row.bind(*v);
+        });
+        // Postgres runs them at once, SQLite with the COMMIT.
+        let committed = match tx.commit_with(writes).await {
+            Ok(()) => tx.commit().await.map_err(GatewayError::from),
+            Err(e) => Err(e),
+        };
+        let err = committed.unwrap_err().to_string();
+        assert!(err.contains("no_such_table"), "{err}");
+    }
+    let (object, data) = one_fragment_object("kept", "unused");
+    index
+        .commit_object(&object, &data, &WriteCondition::Always)
+        .await
+        .unwrap();
+    let keys: Vec<String> = index
+        .list_objects("b", "", "", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["kept"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// On SQLite, a write that cannot take the write lock within the busy
+/// timeout (another process holds it) fails once, rather than waiting the
+/// timeout again in each of its retries; once the lock is free, writes go
+/// on.
+#[tokio::test]
+async fn a_write_that_finds_sqlite_locked_past_the_busy_timeout_fails_once() {
+    if std::env::var_os("TENFOLD_TEST_PG").is_some() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tenfold-index-locked-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = test_index_url(&dir).await;
+    let index = Index::open(&url).await.unwrap();
+    let mut other = sqlx::sqlite::SqliteConnection::connect(&url).await.unwrap();
+    other.execute("BEGIN IMMEDIATE").await.unwrap();
+    let started = std::time::Instant::now();
+    let refused = index.create_bucket("b", &Owner::Admin).await;
+    let waited = started.elapsed();
+    assert!(refused.is_err(), "a write went through a held lock");
+    assert!(
+        waited < Duration::from_secs(25),
+        "the write waited {waited:?}: it ran again after the busy timeout"
+    );
+    other.execute("ROLLBACK").await.unwrap();
+    index.create_bucket("b", &Owner::Admin).await.unwrap();
+    assert_eq!(index.stats.write_retries.get(), 0);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -96,6 +96,19 @@ impl Writes {
         }
     }
 
+    /// The SQLite query that sends what is queued (its statements
+    /// `;`-separated, empty when none is), with its arguments.
+    ///
+    /// # Errors
+    /// A value that could not be bound.
+    pub(super) fn into_sqlite_query(self) -> Result<(String, AnyArguments<'static>), sqlx::Error> {
+        if let Some(e) = self.error {
+            return Err(sqlx::Error::Encode(e));
+        }
+        debug_assert!(self.engine == Engine::Sqlite && self.queries.len() <= 1);
+        Ok(self.queries.into_iter().next().unwrap_or_default())
+    }
+
     /// Sends what is queued, in order, in `tx`; the queue is then empty.
     ///
     /// # Errors
@@ -107,7 +120,9 @@ impl Writes {
             return Err(sqlx::Error::Encode(e).into());
         }
         for (sql, args) in std::mem::take(&mut self.queries) {
-            sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+            sqlx::query_with(&sql, args)
+                .execute(tx.conn().await?)
+                .await?;
         }
         Ok(())
     }
