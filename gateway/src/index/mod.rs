@@ -456,7 +456,7 @@ enum Settled<T> {
 }
 
 impl<T> Settled<T> {
-    /// Ends a write transaction run by [`write_tx!`]: commits it after
+    /// Ends a write transaction run by `write_tx!`: commits it after
     /// `result` succeeded, rolls it back otherwise. [`Settled::Again`] when
     /// it lost a race (a conflict with another writer, or a connection lost
     /// before committing: nothing changed).

@@ -1,10 +1,11 @@
 //! Write statements queued in a transaction and sent in as few trips to
 //! the database as it takes. sqlx runs a SQLite connection on a thread of
 //! its own, so every statement is a round trip between threads (two
-//! wake-ups, ~80 µs on a two-core VM where the statement itself takes
-//! ~10 µs; a fifth of a small PUT's context switches): there the queued
-//! statements go as one multi-statement query, with `?` placeholders,
-//! which sqlx binds in order across the statements. Postgres takes one
+//! wake-ups, ~20 µs a trip on a two-core VM at one writer, more under
+//! load): there the queued statements go as one multi-statement query,
+//! with `?` placeholders, which sqlx binds in order across the
+//! statements, and the transaction's `COMMIT` goes with the last of them
+//! ([`super::Tx::commit_with`]). Postgres takes one
 //! statement per query with `$n` placeholders, so there they go one by
 //! one, as before.
 

@@ -150,7 +150,7 @@ pub fn headers(
 }
 
 /// A bucket owner as S3 shows it (ID and display name alike: Tenfold has
-/// no accounts, see [`Owner::id`]).
+/// no accounts, see [`Owner::id`](crate::index::Owner::id)).
 pub fn owner_dto(owner: &crate::index::Owner) -> s3s::dto::Owner {
     s3s::dto::Owner {
         display_name: Some(owner.id().to_owned()),
