@@ -280,6 +280,16 @@ async fn test_index_url(dir: &std::path::Path) -> String {
     }
 }
 
+/// A fresh test index (see [`test_index_url`]) in a folder named after
+/// `tag`, with bucket `b`; the folder is the caller's to remove.
+async fn index_with_bucket_b(tag: &str) -> (std::path::PathBuf, Index) {
+    let dir = std::env::temp_dir().join(format!("tenfold-index-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let index = Index::open(&test_index_url(&dir).await).await.unwrap();
+    index.create_bucket("b", &Owner::Admin).await.unwrap();
+    (dir, index)
+}
+
 /// An index written before ETags were stored as bytes (migration 24)
 /// moves forward with every ETag as it was: single PUTs' and multipart
 /// objects' as their MD5's 16 bytes, any other as its text.
@@ -583,10 +593,7 @@ const NEWER_MIGRATION: &str = "INSERT INTO _sqlx_migrations \
 /// nothing, and a commit to a missing bucket fails alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_that_arrive_together_share_a_transaction_and_keep_their_answers() {
-    let dir = std::env::temp_dir().join(format!("tenfold-index-group-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let index = Index::open(&test_index_url(&dir).await).await.unwrap();
-    index.create_bucket("b", &Owner::Admin).await.unwrap();
+    let (dir, index) = index_with_bucket_b("group").await;
     let commits = (0..72).map(|i| {
         let index = index.clone();
         async move {
@@ -651,10 +658,7 @@ async fn commits_that_arrive_together_share_a_transaction_and_keep_their_answers
 /// refuses to run, and nothing of it reaches the database.
 #[tokio::test]
 async fn a_queued_row_short_of_its_columns_is_refused() {
-    let dir = std::env::temp_dir().join(format!("tenfold-index-writes-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let index = Index::open(&test_index_url(&dir).await).await.unwrap();
-    index.create_bucket("b", &Owner::Admin).await.unwrap();
+    let (dir, index) = index_with_bucket_b("writes").await;
     let mut turn = index.write_turn().await;
     let mut tx = turn.begin().await.unwrap();
     let mut writes = super::writes::Writes::new(index.engine());
@@ -676,31 +680,23 @@ async fn a_queued_row_short_of_its_columns_is_refused() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A write transaction dropped before it ends (its future cancelled)
-/// leaves nothing behind: its rows are gone, and the next write runs and
-/// commits on its own (on SQLite on a new connection, as closing the old
-/// one rolled the transaction back).
-#[tokio::test]
-async fn a_transaction_dropped_before_it_ends_changes_nothing() {
-    let dir = std::env::temp_dir().join(format!("tenfold-index-dropped-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let index = Index::open(&test_index_url(&dir).await).await.unwrap();
-    index.create_bucket("b", &Owner::Admin).await.unwrap();
-    {
-        let mut turn = index.write_turn().await;
-        let mut tx = turn.begin().await.unwrap();
-        let mut writes = super::writes::Writes::new(index.engine());
-        let (object, data) = one_fragment_object("dropped", "unused");
-        Index::queue_object(&mut writes, &object);
-        Index::queue_data(&mut writes, &data, &mut super::nodes::NodeUsage::default());
-        writes.run(&mut tx).await.unwrap();
-    }
+/// The rows of object `key` in bucket `b`, queued for a transaction.
+fn queued_object(index: &Index, key: &str) -> super::writes::Writes {
+    let mut writes = super::writes::Writes::new(index.engine());
+    let (object, data) = one_fragment_object(key, "unused");
+    Index::queue_object(&mut writes, &object);
+    Index::queue_data(&mut writes, &data, &mut super::nodes::NodeUsage::default());
+    writes
+}
+
+/// Commits object `kept` in bucket `b`, and checks that it is the only
+/// object there: what a transaction that did not end left nothing behind.
+async fn assert_next_write_commits_alone(index: &Index) {
     let (object, data) = one_fragment_object("kept", "unused");
     index
         .commit_object(&object, &data, &WriteCondition::Always)
         .await
         .unwrap();
-    index.create_bucket("c", &Owner::Admin).await.unwrap();
     let keys: Vec<String> = index
         .list_objects("b", "", "", 10)
         .await
@@ -709,6 +705,22 @@ async fn a_transaction_dropped_before_it_ends_changes_nothing() {
         .map(|o| o.key)
         .collect();
     assert_eq!(keys, ["kept"]);
+}
+
+/// A write transaction dropped before it ends (its future cancelled)
+/// leaves nothing behind: its rows are gone, and the next write runs and
+/// commits on its own (on SQLite on a new connection, as closing the old
+/// one rolled the transaction back).
+#[tokio::test]
+async fn a_transaction_dropped_before_it_ends_changes_nothing() {
+    let (dir, index) = index_with_bucket_b("dropped").await;
+    {
+        let mut turn = index.write_turn().await;
+        let mut tx = turn.begin().await.unwrap();
+        queued_object(&index, "dropped").run(&mut tx).await.unwrap();
+    }
+    assert_next_write_commits_alone(&index).await;
+    index.create_bucket("c", &Owner::Admin).await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -717,17 +729,11 @@ async fn a_transaction_dropped_before_it_ends_changes_nothing() {
 /// runs and commits.
 #[tokio::test]
 async fn statements_sent_with_the_commit_that_fail_change_nothing() {
-    let dir = std::env::temp_dir().join(format!("tenfold-index-at-commit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let index = Index::open(&test_index_url(&dir).await).await.unwrap();
-    index.create_bucket("b", &Owner::Admin).await.unwrap();
+    let (dir, index) = index_with_bucket_b("at-commit").await;
     {
         let mut turn = index.write_turn().await;
         let mut tx = turn.begin().await.unwrap();
-        let mut writes = super::writes::Writes::new(index.engine());
-        let (object, data) = one_fragment_object("failed", "unused");
-        Index::queue_object(&mut writes, &object);
-        Index::queue_data(&mut writes, &data, &mut super::nodes::NodeUsage::default());
+        let mut writes = queued_object(&index, "failed");
         writes.rows("INSERT INTO no_such_table (a)", 1, "", &[1i64], |row, v| {
             row.bind(*v);
         });
@@ -739,19 +745,7 @@ async fn statements_sent_with_the_commit_that_fail_change_nothing() {
         let err = committed.unwrap_err().to_string();
         assert!(err.contains("no_such_table"), "{err}");
     }
-    let (object, data) = one_fragment_object("kept", "unused");
-    index
-        .commit_object(&object, &data, &WriteCondition::Always)
-        .await
-        .unwrap();
-    let keys: Vec<String> = index
-        .list_objects("b", "", "", 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    assert_eq!(keys, ["kept"]);
+    assert_next_write_commits_alone(&index).await;
     std::fs::remove_dir_all(&dir).ok();
 }
 
