@@ -109,8 +109,11 @@ pub(super) async fn run(command: NodesCommand) -> Result<(), GatewayError> {
                 "NAME"
             );
             for n in nodes {
-                let seen = n.last_seen.map_or_else(|| "never".to_owned(), seen_ago);
-                let audits = format!("{}/{}", n.audit_failures, n.audits);
+                let seen = n
+                    .record
+                    .last_seen
+                    .map_or_else(|| "never".to_owned(), seen_ago);
+                let audits = format!("{}/{}", n.record.audit_failures, n.record.audits);
                 println!(
                     "{:>4}  {:<8}  {:<12}  {:>14}  {:>14}  {:>9}  {:<20}  {:>13}  {:<24}  {}",
                     n.id,
@@ -119,7 +122,7 @@ pub(super) async fn run(command: NodesCommand) -> Result<(), GatewayError> {
                     n.state.to_string(),
                     bytesize::ByteSize(n.capacity).to_string(),
                     bytesize::ByteSize(n.stored).to_string(),
-                    n.replicas,
+                    n.record.replicas,
                     seen,
                     audits,
                     n.name,

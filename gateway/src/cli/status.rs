@@ -32,7 +32,9 @@ pub(super) struct InspectArgs {
     index: IndexArgs,
 }
 
-/// A registered node as `status` and `nodes list` show it.
+/// A registered node as `status` and `nodes list` show it: its
+/// registration, and what the index records of it (its fields inline in
+/// the JSON).
 #[derive(Debug, Serialize)]
 pub(super) struct NodeReport {
     pub id: i64,
@@ -44,24 +46,8 @@ pub(super) struct NodeReport {
     pub stored: u64,
     /// Its place in the node lifecycle.
     pub state: NodeState,
-    /// Replicas the index records on it.
-    pub replicas: u64,
-    /// When a gateway's probe last reached it (ms since the epoch).
-    pub last_seen: Option<i64>,
-    /// Replicas the scrub audited on it, and how many of those failed.
-    pub audits: u64,
-    pub audit_failures: u64,
-    /// Scrub passes over it completed.
-    pub scrub_passes: u64,
-    /// Audits in its current scrub pass (spot audits included), and how
-    /// many failed.
-    pub pass_audits: u64,
-    pub pass_failures: u64,
-    /// Its last complete pass: audits, failures, and when it ended (ms
-    /// since the epoch).
-    pub last_pass_audits: u64,
-    pub last_pass_failures: u64,
-    pub last_pass_end: Option<i64>,
+    #[serde(flatten)]
+    pub record: NodeRecord,
 }
 
 impl NodeReport {
@@ -75,16 +61,7 @@ impl NodeReport {
             capacity: n.capacity,
             stored: n.stored_bytes,
             state: n.state,
-            replicas: record.replicas,
-            last_seen: record.last_seen,
-            audits: record.audits,
-            audit_failures: record.audit_failures,
-            scrub_passes: record.scrub_passes,
-            pass_audits: record.pass_audits,
-            pass_failures: record.pass_failures,
-            last_pass_audits: record.last_pass_audits,
-            last_pass_failures: record.last_pass_failures,
-            last_pass_end: record.last_pass_end,
+            record,
         }
     }
 }
@@ -127,6 +104,7 @@ struct ScrubReport {
 impl ScrubReport {
     fn of(nodes: &[NodeReport]) -> Self {
         nodes.iter().fold(Self::default(), |mut r, n| {
+            let n = &n.record;
             r.pass_audits += n.pass_audits;
             r.replicas += n.replicas;
             r.pass_failures += n.pass_failures;

@@ -33,7 +33,7 @@ impl NodeUsage {
 }
 
 /// What the index records of a node besides its registration.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NodeRecord {
     /// Replicas placed on it.
     pub replicas: u64,
