@@ -1,10 +1,59 @@
 //! Multipart uploads through the `aws` CLI: `s3 cp` of large files, and
 //! every multipart call by hand, with the errors S3 gives.
 
+use std::path::Path;
 use std::time::Duration;
 
 use md5_digest::{Digest, Md5};
 use tests::{Cluster, TempDir, assert_placements, eventually, sha256_file, write_file};
+
+/// The arguments of `s3api op` on upload `id` of `bucket`/`key`, then
+/// `rest`.
+fn on_upload<'a>(
+    op: &'a str,
+    (bucket, key, id): (&'a str, &'a str, &'a str),
+    rest: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "s3api",
+        op,
+        "--bucket",
+        bucket,
+        "--key",
+        key,
+        "--upload-id",
+        id,
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
+/// The arguments of `s3api upload-part` sending `body` as part `number` of
+/// upload `id`.
+fn upload_part<'a>(
+    bucket: &'a str,
+    key: &'a str,
+    id: &'a str,
+    number: &'a str,
+    body: &'a Path,
+) -> Vec<&'a str> {
+    let body = body.to_str().expect("a UTF-8 path");
+    on_upload(
+        "upload-part",
+        (bucket, key, id),
+        &["--part-number", number, "--body", body],
+    )
+}
+
+/// The arguments of `s3api complete-multipart-upload` of upload `id` with
+/// `parts` (its `--multipart-upload` JSON).
+fn complete<'a>(bucket: &'a str, key: &'a str, id: &'a str, parts: &'a str) -> Vec<&'a str> {
+    on_upload(
+        "complete-multipart-upload",
+        (bucket, key, id),
+        &["--multipart-upload", parts],
+    )
+}
 
 fn etag_of(v: &serde_json::Value) -> String {
     v["ETag"]
@@ -106,62 +155,14 @@ fn multipart_calls_by_hand() {
     let p2 = tmp.path().join("p2");
     write_file(&p1, 5 << 20, true);
     write_file(&p2, 1 << 20, false);
-    let e1 = etag_of(&aws.json(&[
-        "s3api",
-        "upload-part",
-        "--bucket",
-        "hand",
-        "--key",
-        "obj",
-        "--upload-id",
-        &id,
-        "--part-number",
-        "1",
-        "--body",
-        p1.to_str().unwrap(),
-    ]));
+    let e1 = etag_of(&aws.json(&upload_part("hand", "obj", &id, "1", &p1)));
     // Re-uploading a part replaces it.
-    let e2_first = etag_of(&aws.json(&[
-        "s3api",
-        "upload-part",
-        "--bucket",
-        "hand",
-        "--key",
-        "obj",
-        "--upload-id",
-        &id,
-        "--part-number",
-        "2",
-        "--body",
-        p1.to_str().unwrap(),
-    ]));
-    let e2 = etag_of(&aws.json(&[
-        "s3api",
-        "upload-part",
-        "--bucket",
-        "hand",
-        "--key",
-        "obj",
-        "--upload-id",
-        &id,
-        "--part-number",
-        "2",
-        "--body",
-        p2.to_str().unwrap(),
-    ]));
+    let e2_first = etag_of(&aws.json(&upload_part("hand", "obj", &id, "2", &p1)));
+    let e2 = etag_of(&aws.json(&upload_part("hand", "obj", &id, "2", &p2)));
     assert_eq!(e1, e2_first);
     assert_eq!(e1, hex::encode(Md5::digest(std::fs::read(&p1).unwrap())));
 
-    let parts = aws.json(&[
-        "s3api",
-        "list-parts",
-        "--bucket",
-        "hand",
-        "--key",
-        "obj",
-        "--upload-id",
-        &id,
-    ]);
+    let parts = aws.json(&on_upload("list-parts", ("hand", "obj", &id), &[]));
     let listed: Vec<(u64, u64)> = parts["Parts"]
         .as_array()
         .unwrap()
@@ -186,78 +187,23 @@ fn multipart_calls_by_hand() {
     let wrong = format!(
         r#"{{"Parts":[{{"PartNumber":1,"ETag":"{e1}"}},{{"PartNumber":2,"ETag":"{e1}"}}]}}"#
     );
-    let err = aws.fails(&[
-        "s3api",
-        "complete-multipart-upload",
-        "--bucket",
-        "hand",
-        "--key",
-        "obj",
-        "--upload-id",
-        &id,
-        "--multipart-upload",
-        &wrong,
-    ]);
+    let err = aws.fails(&complete("hand", "obj", &id, &wrong));
     assert!(err.contains("InvalidPart"), "{err}");
     let disordered = format!(
         r#"{{"Parts":[{{"PartNumber":2,"ETag":"{e2}"}},{{"PartNumber":1,"ETag":"{e1}"}}]}}"#
     );
-    let err = aws.fails(&[
-        "s3api",
-        "complete-multipart-upload",
-        "--bucket",
-        "hand",
-        "--key",
-        "obj",
-        "--upload-id",
-        &id,
-        "--multipart-upload",
-        &disordered,
-    ]);
+    let err = aws.fails(&complete("hand", "obj", &id, &disordered));
     assert!(err.contains("InvalidPartOrder"), "{err}");
     let good = format!(
         r#"{{"Parts":[{{"PartNumber":1,"ETag":"{e1}"}},{{"PartNumber":2,"ETag":"{e2}"}}]}}"#
     );
-    let done = aws.json(&[
-        "s3api",
-        "complete-multipart-upload",
-        "--bucket",
-        "hand",
-        "--key",
-        "obj",
-        "--upload-id",
-        &id,
-        "--multipart-upload",
-        &good,
-    ]);
+    let done = aws.json(&complete("hand", "obj", &id, &good));
     // Completing again with the same list answers the same object; another
     // list does not.
-    let again = aws.json(&[
-        "s3api",
-        "complete-multipart-upload",
-        "--bucket",
-        "hand",
-        "--key",
-        "obj",
-        "--upload-id",
-        &id,
-        "--multipart-upload",
-        &good,
-    ]);
+    let again = aws.json(&complete("hand", "obj", &id, &good));
     assert_eq!(etag_of(&again), etag_of(&done));
     let other = format!(r#"{{"Parts":[{{"PartNumber":1,"ETag":"{e1}"}}]}}"#);
-    let err = aws.fails(&[
-        "s3api",
-        "complete-multipart-upload",
-        "--bucket",
-        "hand",
-        "--key",
-        "obj",
-        "--upload-id",
-        &id,
-        "--multipart-upload",
-        &other,
-    ]);
+    let err = aws.fails(&complete("hand", "obj", &id, &other));
     assert!(err.contains("NoSuchUpload"), "{err}");
     let mut md5s = Vec::new();
     md5s.extend(hex::decode(&e1).unwrap());
@@ -289,20 +235,7 @@ fn multipart_calls_by_hand() {
             .is_none_or(|u| u.as_array().unwrap().is_empty()),
         "{uploads}"
     );
-    let err = aws.fails(&[
-        "s3api",
-        "upload-part",
-        "--bucket",
-        "hand",
-        "--key",
-        "obj",
-        "--upload-id",
-        &id,
-        "--part-number",
-        "3",
-        "--body",
-        p2.to_str().unwrap(),
-    ]);
+    let err = aws.fails(&upload_part("hand", "obj", &id, "3", &p2));
     assert!(err.contains("NoSuchUpload"), "{err}");
 
     // Small parts but the last are refused.
@@ -315,93 +248,29 @@ fn multipart_calls_by_hand() {
         "small",
     ]);
     let sid = small["UploadId"].as_str().unwrap().to_owned();
-    let s1 = etag_of(&aws.json(&[
-        "s3api",
-        "upload-part",
-        "--bucket",
-        "hand",
-        "--key",
-        "small",
-        "--upload-id",
-        &sid,
-        "--part-number",
-        "1",
-        "--body",
-        p2.to_str().unwrap(),
-    ]));
-    let s2 = etag_of(&aws.json(&[
-        "s3api",
-        "upload-part",
-        "--bucket",
-        "hand",
-        "--key",
-        "small",
-        "--upload-id",
-        &sid,
-        "--part-number",
-        "2",
-        "--body",
-        p2.to_str().unwrap(),
-    ]));
+    let s1 = etag_of(&aws.json(&upload_part("hand", "small", &sid, "1", &p2)));
+    let s2 = etag_of(&aws.json(&upload_part("hand", "small", &sid, "2", &p2)));
     let list = format!(
         r#"{{"Parts":[{{"PartNumber":1,"ETag":"{s1}"}},{{"PartNumber":2,"ETag":"{s2}"}}]}}"#
     );
-    let err = aws.fails(&[
-        "s3api",
-        "complete-multipart-upload",
-        "--bucket",
-        "hand",
-        "--key",
-        "small",
-        "--upload-id",
-        &sid,
-        "--multipart-upload",
-        &list,
-    ]);
+    let err = aws.fails(&complete("hand", "small", &sid, &list));
     assert!(err.contains("EntityTooSmall"), "{err}");
-    let err = aws.fails(&[
-        "s3api",
-        "upload-part",
-        "--bucket",
-        "hand",
-        "--key",
-        "small",
-        "--upload-id",
-        &sid,
-        "--part-number",
-        "0",
-        "--body",
-        p2.to_str().unwrap(),
-    ]);
+    let err = aws.fails(&upload_part("hand", "small", &sid, "0", &p2));
     assert!(err.contains("InvalidArgument"), "{err}");
 
     // Abort frees every fragment the upload placed.
     let before_abort = cluster.stored_replicas();
-    aws.ok(&[
-        "s3api",
+    aws.ok(&on_upload(
         "abort-multipart-upload",
-        "--bucket",
-        "hand",
-        "--key",
-        "small",
-        "--upload-id",
-        &sid,
-    ]);
+        ("hand", "small", &sid),
+        &[],
+    ));
     assert!(
         eventually(Duration::from_secs(60), || cluster.stored_replicas()
             < before_abort),
         "aborted parts stay on the nodes"
     );
-    let err = aws.fails(&[
-        "s3api",
-        "list-parts",
-        "--bucket",
-        "hand",
-        "--key",
-        "small",
-        "--upload-id",
-        &sid,
-    ]);
+    let err = aws.fails(&on_upload("list-parts", ("hand", "small", &sid), &[]));
     assert!(err.contains("NoSuchUpload"), "{err}");
     aws.ok(&["s3", "rm", "s3://hand/obj"]);
     assert!(
@@ -431,20 +300,7 @@ fn abandoned_uploads_are_cleaned_up() {
     let id = create["UploadId"].as_str().unwrap().to_owned();
     let p = tmp.path().join("p");
     write_file(&p, 1 << 20, false);
-    aws.ok(&[
-        "s3api",
-        "upload-part",
-        "--bucket",
-        "gone",
-        "--key",
-        "k",
-        "--upload-id",
-        &id,
-        "--part-number",
-        "1",
-        "--body",
-        p.to_str().unwrap(),
-    ]);
+    aws.ok(&upload_part("gone", "k", &id, "1", &p));
     // 20 s of age: room for a slow machine to get here first.
     assert!(cluster.stored_replicas() > 0);
     assert!(
