@@ -44,7 +44,8 @@ pub struct NodeRecord {
     pub audit_failures: u64,
     /// Scrub passes over it completed.
     pub scrub_passes: u64,
-    /// Audits in the current pass, and how many failed.
+    /// Audits in the current pass (spot audits included), and how many
+    /// failed.
     pub pass_audits: u64,
     pub pass_failures: u64,
     /// Audits in the last complete pass, how many failed, and when it
