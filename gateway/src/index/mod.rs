@@ -737,17 +737,20 @@ impl Index {
         // The object's id, ETag and parts count; NULLs when the key is free.
         type Found = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>);
         // Often a transaction's first query: on SQLite it then opens it.
+        // All its rows are fetched (one at most): sqlx's SQLite
+        // `fetch_optional` stops at the first result, which the `BEGIN`
+        // before the `SELECT` would be.
         let sql = format!(
             "{}SELECT o.id, o.etag, o.parts_count FROM buckets b \
              LEFT JOIN objects o ON o.bucket = b.name AND o.key = $2 WHERE b.name = $1",
             tx.opening()
         );
-        let row: Option<Found> = sqlx::query_as(&sql)
+        let rows: Vec<Found> = sqlx::query_as(&sql)
             .bind(bucket)
             .bind(key)
-            .fetch_optional(tx.conn().await?)
+            .fetch_all(tx.conn().await?)
             .await?;
-        match row {
+        match rows.into_iter().next() {
             None => Err(GatewayError::NoSuchBucket(bucket.to_owned())),
             Some((id, etag, parts)) => Ok(id
                 .zip(etag)

@@ -749,6 +749,63 @@ async fn statements_sent_with_the_commit_that_fail_change_nothing() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A commit in a transaction of its own, as a failed group commit falls
+/// back to, finds its bucket and the object at its key. On SQLite its key
+/// lookup is the query that opens the transaction.
+#[tokio::test]
+async fn a_commit_alone_finds_its_bucket_and_the_object_at_its_key() {
+    let (dir, index) = index_with_bucket_b("alone").await;
+    let (object, data) = one_fragment_object("k", "first");
+    index
+        .commit_object_alone(&object, &data, &WriteCondition::Always)
+        .await
+        .unwrap();
+    let (again, again_data) = one_fragment_object("k2", "second");
+    let again = ObjectRow {
+        key: "k".into(),
+        ..again
+    };
+    let refused = index
+        .commit_object_alone(&again, &again_data, &WriteCondition::IfAbsent)
+        .await;
+    assert!(
+        matches!(refused, Err(GatewayError::PreconditionFailed)),
+        "{refused:?}"
+    );
+    let elsewhere = ObjectRow {
+        bucket: "missing".into(),
+        ..again
+    };
+    let refused = index
+        .commit_object_alone(&elsewhere, &again_data, &WriteCondition::Always)
+        .await;
+    assert!(
+        matches!(refused, Err(GatewayError::NoSuchBucket(ref b)) if b == "missing"),
+        "{refused:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A transaction whose last statements turn out to be none commits, both
+/// when a query has opened it and when none has.
+#[tokio::test]
+async fn a_commit_with_nothing_queued_commits() {
+    let (dir, index) = index_with_bucket_b("empty-commit").await;
+    for opened in [true, false] {
+        let mut turn = index.write_turn().await;
+        let mut tx = turn.begin().await.unwrap();
+        if opened {
+            Index::bucket_occupant_in(&mut tx, "b", "k").await.unwrap();
+        }
+        tx.commit_with(super::writes::Writes::new(index.engine()))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_next_write_commits_alone(&index).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// On SQLite, a write that cannot take the write lock within the busy
 /// timeout (another process holds it) fails once, rather than waiting the
 /// timeout again in each of its retries; once the lock is free, writes go
