@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tenfold_overflow::OverflowStore;
 
 use crate::node::{Network, NodeSpec, NodeState};
@@ -31,7 +31,9 @@ pub const FULL_FOR: Duration = Duration::from_secs(30);
 /// How long an idle connection to a node is kept for the next request:
 /// less than the 30 s after which a `tenfold-node` closes one, so that a
 /// request is never sent down a connection the node is closing at that
-/// moment (which fails it, and marks the node down).
+/// moment (which fails it, and marks the node down). The pool's timer
+/// closes a connection once it has been idle this long, so a burst of
+/// requests leaves no descriptors behind.
 const POOL_IDLE: Duration = Duration::from_secs(20);
 /// Requests in flight to one node at most.
 pub const NODE_CONCURRENCY: usize = 16;
@@ -628,6 +630,7 @@ impl Balancer {
         Self {
             http: HyperClient::builder(TokioExecutor::new())
                 .pool_idle_timeout(POOL_IDLE)
+                .pool_timer(TokioTimer::new())
                 .build(trust.connector(connector)),
             nodes: RwLock::new(BTreeMap::new()),
             by_network: RwLock::default(),
