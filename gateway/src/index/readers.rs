@@ -16,7 +16,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Describe, Either, Execute, Executor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{ACQUIRE_TIMEOUT, connect_sqlite, is_connection_loss};
+use super::transaction::is_connection_loss;
+use super::{ACQUIRE_TIMEOUT, connect_sqlite};
 
 /// SQLite's reading connections: at most `max` open, each lent to one read
 /// at a time.
