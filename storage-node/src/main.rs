@@ -49,11 +49,32 @@ struct Args {
     /// level).
     #[arg(long, value_enum, default_value = "text")]
     log_format: tenfold_common::logging::LogFormat,
+    /// Threads that run requests: HTTP, signatures, checksums, TLS. Disk
+    /// work runs on threads of its own whatever this says. One spares the
+    /// wake-ups between request threads (a quarter of the node's CPU per
+    /// 4 KiB PUT, see BENCHMARKS.md); more suit a node that serves HTTPS
+    /// at several hundred MiB/s.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: u16,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.worker_threads))
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(serve(args)),
+        Err(e) => {
+            eprintln!("tenfold-node: cannot start its runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Listens and serves until terminated.
+async fn serve(args: Args) -> std::process::ExitCode {
     tenfold_common::logging::init(args.log_format);
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         tracing::warn!(error = %e, "jemalloc background thread not started");

@@ -268,6 +268,76 @@ fn a_crash_mid_write_leaves_no_half_object() {
     assert_eq!(health(&node.addr)["used"], 0);
 }
 
+/// `--worker-threads` takes a count of one or more: zero is refused before
+/// the node starts, and a node given several request threads serves
+/// concurrent small and large writes that all read back.
+#[test]
+fn worker_threads_are_one_or_more() {
+    let tmp = TempDir::new("node-workers");
+    let refused = Command::new(bin("tenfold-node"))
+        .args(["--data", tmp.path().join("zero").to_str().unwrap()])
+        .args([
+            "--capacity",
+            "1GiB",
+            "--access-key",
+            "k",
+            "--secret-key",
+            "s",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--worker-threads", "0"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("--worker-threads"), "{said}");
+    assert!(
+        !tmp.path().join("zero").exists(),
+        "a refused node made its folder"
+    );
+
+    let node = Node::start_with(
+        tmp.path(),
+        "n",
+        "1GiB",
+        &["--worker-threads".into(), "3".into()],
+    );
+    let aws = Aws::new(&node.endpoint(), &node.access_key, &node.secret_key);
+    aws.ok(&["s3", "mb", "s3://workers"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = tests::sdk_client(&node.endpoint(), &node.access_key, &node.secret_key);
+    let bodies: Vec<Vec<u8>> = (0..12)
+        .map(|i| small_body(&format!("w{i}")).repeat(if i % 4 == 0 { 300 } else { 1 }))
+        .collect();
+    rt.block_on(async {
+        let puts: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let put = client
+                    .put_object()
+                    .bucket("workers")
+                    .key(format!("w{i}"))
+                    .body(body.clone().into());
+                tokio::spawn(put.send())
+            })
+            .collect();
+        for put in puts {
+            put.await.unwrap().expect("PUT");
+        }
+        for (i, body) in bodies.iter().enumerate() {
+            let got = client
+                .get_object()
+                .bucket("workers")
+                .key(format!("w{i}"))
+                .send()
+                .await
+                .expect("GET");
+            let bytes = got.body.collect().await.unwrap().into_bytes();
+            assert!(bytes[..] == body[..], "w{i} read back other bytes");
+        }
+    });
+}
+
 /// The bytes the crash test stores at `key`: different for every key.
 fn small_body(key: &str) -> Vec<u8> {
     let seed = sha2::Sha256::digest(key.as_bytes());
