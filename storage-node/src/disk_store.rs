@@ -1352,6 +1352,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A small object reads back whole whether its record is in the page
+    /// cache (read on the calling thread) or only on disk (read on a
+    /// blocking thread), and the first read fetches what the second finds.
+    #[tokio::test]
+    async fn small_objects_read_from_the_page_cache_or_the_disk() {
+        let dir = temp_dir();
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        store.create_bucket("b").await.unwrap();
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        put_sized(&store, "k", &data).await.unwrap();
+        assert_eq!(read(&store, "k", None).await.1, data);
+        // Evict the volume's (clean, synced) pages: the next read finds
+        // nothing cached and goes to the disk.
+        for volume in volume_files(&dir) {
+            let file = std::fs::File::open(volume).unwrap();
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
+        assert_eq!(read(&store, "k", None).await.1, data);
+        assert_eq!(
+            read(&store, "k", Some(69_990..70_000)).await.1,
+            &data[69_990..]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn walk(dir: &Path) -> Vec<String> {
         let mut keys = Vec::new();
         walk_keys(dir, String::new(), &mut keys).unwrap();
