@@ -1354,7 +1354,7 @@ mod tests {
 
     /// A small object reads back whole whether its record is in the page
     /// cache (read on the calling thread) or only on disk (read on a
-    /// blocking thread), and the first read fetches what the second finds.
+    /// blocking thread).
     #[tokio::test]
     async fn small_objects_read_from_the_page_cache_or_the_disk() {
         let dir = temp_dir();
