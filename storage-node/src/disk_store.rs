@@ -23,6 +23,7 @@ use tenfold_common::http_server::BodyError;
 use tokio::fs;
 
 use crate::error::StoreError;
+use crate::file_reads::{BufferPool, read_exact_at};
 use crate::volumes::{self, SMALL_MAX, Volumes};
 
 /// Hex characters per path component: well under the 255-byte file name limit.
@@ -35,6 +36,9 @@ const MAGIC: &[u8; 4] = b"TFN1";
 const WRITE_BATCH: usize = 1 << 20;
 /// Most bytes of a read done in one blocking call (and sent as one piece).
 const READ_CHUNK: u64 = 256 * 1024;
+/// Idle read buffers a node keeps for reuse (4 MiB): enough for the
+/// chunks of a few streams in flight at once.
+const IDLE_READ_BUFFERS: usize = 16;
 /// Longest S3 object key, in bytes.
 const MAX_KEY_LEN: usize = 1024;
 /// Dead volume bytes below which no merge starts on its own (a full node
@@ -145,16 +149,17 @@ pub struct OpenObject {
 /// Where an open object's bytes are.
 #[derive(Debug)]
 enum Source {
-    /// Its own file (the data first).
-    File(std::fs::File),
+    /// Its own file (the data first), and the node's read buffers.
+    File(std::fs::File, Arc<BufferPool>),
     /// A volume record, already read and checked.
     Volume(Bytes),
 }
 
 impl OpenObject {
     /// The metadata, and the bytes of `range` (within the data) as a
-    /// stream of [`READ_CHUNK`] pieces, each read by one blocking `pread`
-    /// straight into the buffer that is sent. The first piece is read
+    /// stream of [`READ_CHUNK`] pieces, each read by one `pread` straight
+    /// into the buffer that is sent (on a blocking thread only when the
+    /// page cache does not hold it). The first piece is read
     /// before this returns, so a small read is done (or has failed) before
     /// any answer goes out.
     ///
@@ -170,7 +175,7 @@ impl OpenObject {
         ),
         StoreError,
     > {
-        let file = match self.source {
+        let (file, buffers) = match self.source {
             Source::Volume(body) => {
                 let len = body.len() as u64;
                 let (start, end) = (range.start.min(len), range.end.min(len));
@@ -178,19 +183,22 @@ impl OpenObject {
                 let once = futures::stream::once(futures::future::ready(Ok(piece)));
                 return Ok((self.meta, futures::future::Either::Left(once)));
             }
-            Source::File(file) => Arc::new(file),
+            Source::File(file, buffers) => (Arc::new(file), buffers),
         };
         let end = range.end;
-        let first = read_chunk(Arc::clone(&file), range.start, end).await?;
+        let first = read_chunk(&file, &buffers, range.start, end).await?;
         let next = range.start + first.len() as u64;
-        let rest = futures::stream::try_unfold((file, next), move |(file, at)| async move {
-            if at >= end {
-                return Ok(None);
-            }
-            let chunk = read_chunk(Arc::clone(&file), at, end).await?;
-            let at = at + chunk.len() as u64;
-            Ok(Some((chunk, (file, at))))
-        });
+        let rest = futures::stream::try_unfold(
+            (file, buffers, next),
+            move |(file, buffers, at)| async move {
+                if at >= end {
+                    return Ok(None);
+                }
+                let chunk = read_chunk(&file, &buffers, at, end).await?;
+                let at = at + chunk.len() as u64;
+                Ok(Some((chunk, (file, buffers, at))))
+            },
+        );
         let body = futures::stream::once(futures::future::ready(Ok(first))).chain(rest);
         Ok((self.meta, futures::future::Either::Right(body)))
     }
@@ -200,26 +208,18 @@ fn to_usize(n: u64) -> std::io::Result<usize> {
     usize::try_from(n).map_err(std::io::Error::other)
 }
 
-/// Bytes `at..end` of `file`, at most [`READ_CHUNK`] of them, in one
-/// blocking call. They are read into the buffer's spare capacity, never
-/// zeroed first (the zeroing was ~10 % of a node's CPU serving a GET); the
-/// file's position moves, so the chunks of one file are read one at a
-/// time.
-async fn read_chunk(file: Arc<std::fs::File>, at: u64, end: u64) -> std::io::Result<Bytes> {
-    blocking(move || {
-        use std::io::{Read as _, Seek as _};
-        let len = end.saturating_sub(at).min(READ_CHUNK);
-        let want = usize::try_from(len).map_err(std::io::Error::other)?;
-        let mut data = Vec::with_capacity(want);
-        let mut file = &*file;
-        file.seek(std::io::SeekFrom::Start(at))?;
-        file.take(len).read_to_end(&mut data)?;
-        if data.len() != want {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(Bytes::from(data))
-    })
-    .await
+/// Bytes `at..end` of `file`, at most [`READ_CHUNK`] of them, read into a
+/// buffer of `buffers` (on this thread when the page cache holds them; see
+/// [`crate::file_reads`]).
+async fn read_chunk(
+    file: &Arc<std::fs::File>,
+    buffers: &Arc<BufferPool>,
+    at: u64,
+    end: u64,
+) -> std::io::Result<Bytes> {
+    let len = to_usize(end.saturating_sub(at).min(READ_CHUNK))?;
+    let buf = read_exact_at(Arc::clone(file), buffers.take(len), at).await?;
+    Ok(buf.into_bytes())
 }
 
 /// A node's object store on local disk, with a capacity limit.
@@ -234,6 +234,8 @@ pub struct DiskStore {
     volumes: Arc<Volumes>,
     /// How long each write's fsyncs take.
     fsync_seconds: prometheus::Histogram,
+    /// Buffers that object files are read into, [`READ_CHUNK`] each.
+    read_buffers: Arc<BufferPool>,
 }
 
 /// Room held in a [`DiskStore`]'s count of bytes in files, given back
@@ -285,6 +287,7 @@ impl DiskStore {
             reads: AtomicU64::new(0),
             volumes: Arc::new(volumes),
             fsync_seconds,
+            read_buffers: BufferPool::new(to_usize(READ_CHUNK)?, IDLE_READ_BUFFERS),
         };
         store.merge_if_due();
         Ok(store)
@@ -742,12 +745,13 @@ impl DiskStore {
     /// Opens an object stored as a file, its metadata read from the trailer.
     async fn open_file(&self, bucket: &str, key: &str) -> Result<OpenObject, StoreError> {
         let path = self.object_path(bucket, key)?;
+        let buffers = Arc::clone(&self.read_buffers);
         let opened = blocking(move || {
             let file = std::fs::File::open(&path)?;
             let meta = read_trailer(&file, &path)?;
             Ok::<_, StoreError>(OpenObject {
                 meta,
-                source: Source::File(file),
+                source: Source::File(file, buffers),
             })
         })
         .await;
@@ -1285,6 +1289,20 @@ mod tests {
         files
     }
 
+    /// Files named `*suffix` anywhere under `dir`.
+    fn files_under(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(files_under(&path, suffix));
+            } else if path.to_string_lossy().ends_with(suffix) {
+                files.push(path);
+            }
+        }
+        files
+    }
+
     fn volume_files(dir: &Path) -> Vec<PathBuf> {
         files_ending(dir, ".vol")
     }
@@ -1352,28 +1370,50 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A small object reads back whole whether its record is in the page
-    /// cache (read on the calling thread) or only on disk (read on a
-    /// blocking thread).
+    /// Objects read back whole whether their bytes are in the page cache
+    /// (read on the calling thread) or only on disk (read on a blocking
+    /// thread): a small one from its volume record, large ones from their
+    /// files in chunks whose buffers are used again, so a chunk must never
+    /// show what an earlier read left in its buffer.
     #[tokio::test]
-    async fn small_objects_read_from_the_page_cache_or_the_disk() {
+    async fn objects_read_from_the_page_cache_or_the_disk() {
         let dir = temp_dir();
         let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
         store.create_bucket("b").await.unwrap();
         let data: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
         put_sized(&store, "k", &data).await.unwrap();
-        assert_eq!(read(&store, "k", None).await.1, data);
-        // Evict the volume's (clean, synced) pages: the next read finds
-        // nothing cached and goes to the disk.
-        for volume in volume_files(&dir) {
-            let file = std::fs::File::open(volume).unwrap();
+        let big: Vec<u8> = (0..700_000u32).map(|i| (i % 241) as u8).collect();
+        put_sized(&store, "big", &big).await.unwrap();
+        let other: Vec<u8> = (0..600_000u32).map(|i| (i % 239) as u8 ^ 0x55).collect();
+        put_sized(&store, "other", &other).await.unwrap();
+        let check = async || {
+            assert_eq!(read(&store, "k", None).await.1, data);
+            assert_eq!(
+                read(&store, "k", Some(69_990..70_000)).await.1,
+                &data[69_990..]
+            );
+            assert_eq!(read(&store, "big", None).await.1, big);
+            assert_eq!(read(&store, "other", None).await.1, other);
+            let across = (READ_CHUNK as usize - 3)..(2 * READ_CHUNK as usize + 5);
+            let range = across.start as u64..across.end as u64;
+            assert_eq!(read(&store, "other", Some(range)).await.1, &other[across]);
+        };
+        check().await;
+        // Evict the (clean, synced) pages of the volumes and the object
+        // files: the next reads find nothing cached and go to the disk.
+        let objects = files_under(&dir.join("buckets"), OBJECT_SUFFIX);
+        assert_eq!(objects.len(), 2, "the large objects have files");
+        for path in volume_files(&dir).into_iter().chain(objects) {
+            let file = std::fs::File::open(path).unwrap();
             rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+            let mut head = [0u8; 4096];
+            assert_eq!(
+                crate::file_reads::read_cached(&file, &mut head, 0),
+                0,
+                "still cached"
+            );
         }
-        assert_eq!(read(&store, "k", None).await.1, data);
-        assert_eq!(
-            read(&store, "k", Some(69_990..70_000)).await.1,
-            &data[69_990..]
-        );
+        check().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 

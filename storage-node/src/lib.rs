@@ -14,6 +14,7 @@ pub mod bandwidth;
 pub mod batch;
 pub mod disk_store;
 pub mod error;
+mod file_reads;
 pub mod metrics;
 pub mod s3_api;
 pub mod server;

@@ -39,6 +39,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, Read as _};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +49,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::disk_store::{ObjectMeta, blocking};
+use crate::file_reads::read_exact_at;
 
 /// Largest body stored in a volume; larger objects get a file each.
 pub const SMALL_MAX: u64 = 128 * 1024;
@@ -92,6 +94,12 @@ struct Volume {
     id: u64,
     file: File,
     syncs: Mutex<SyncState>,
+}
+
+impl AsFd for Volume {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -536,10 +544,8 @@ impl Volumes {
         let Some((volume, loc)) = found else {
             return Ok(None);
         };
-        let record = match read_cached(&volume.file, loc) {
-            Some(record) => record,
-            None => blocking(move || read_record(&volume.file, loc)).await?,
-        };
+        let len = usize::try_from(loc.len).map_err(std::io::Error::other)?;
+        let record = Bytes::from(read_exact_at(volume, vec![0; len], loc.offset).await?);
         let checked = decode(&record).filter(|d| d.kind == PUT).and_then(|d| {
             let meta: ObjectMeta = serde_json::from_slice(d.meta).ok()?;
             Some((meta, record.slice_ref(d.body)))
@@ -1154,20 +1160,6 @@ fn head_meta(head: &[u8], loc: Loc, bucket: &str, key: &str) -> Option<ObjectMet
     (meta.size == n as u64).then_some(meta)
 }
 
-/// The bytes of the record at `loc` if the page cache holds them all
-/// (`RWF_NOWAIT`: never waits for the disk), read on the calling thread.
-fn read_cached(file: &File, loc: Loc) -> Option<Bytes> {
-    let mut record = vec![0u8; usize::try_from(loc.len).ok()?];
-    let read = rustix::io::preadv2(
-        file,
-        &mut [std::io::IoSliceMut::new(&mut record)],
-        loc.offset,
-        rustix::io::ReadWriteFlags::NOWAIT,
-    )
-    .ok()?;
-    (read == record.len()).then(|| Bytes::from(record))
-}
-
 /// The bytes of the record at `loc` (blocking).
 fn read_record(file: &File, loc: Loc) -> std::io::Result<Bytes> {
     let mut record = vec![0u8; usize::try_from(loc.len).map_err(std::io::Error::other)?];
@@ -1358,37 +1350,4 @@ fn write_hint(dir: &Path, id: u64, end: u64, entries: &[Entry]) -> std::io::Resu
     file.sync_all()?;
     std::fs::rename(&tmp, hint_path(dir, id))?;
     crate::disk_store::sync_dir(dir)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What was just written is read from the page cache; a range the
-    /// cache no longer holds (evicted) is not, and the caller goes to the
-    /// disk instead.
-    #[test]
-    fn cached_reads_never_wait_for_the_disk() {
-        let path = std::env::temp_dir().join(format!("tfvol-{:x}", rand::random::<u64>()));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
-        file.write_all_at(&bytes, 0).unwrap();
-        file.sync_data().unwrap();
-        let loc = Loc {
-            volume: 0,
-            offset: 4096,
-            len: 50_000,
-        };
-        let cached = read_cached(&file, loc).expect("just written, so cached");
-        assert_eq!(cached[..], bytes[4096..54_096]);
-        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-        assert!(read_cached(&file, loc).is_none(), "evicted, yet read");
-        assert_eq!(read_record(&file, loc).unwrap()[..], bytes[4096..54_096]);
-        std::fs::remove_file(&path).unwrap();
-    }
 }
