@@ -23,7 +23,7 @@ use tenfold_common::http_server::BodyError;
 use tokio::fs;
 
 use crate::error::StoreError;
-use crate::file_reads::{BufferPool, read_exact_at};
+use crate::file_reads::{BufferPool, open_cached, read_cached, read_exact_at};
 use crate::volumes::{self, SMALL_MAX, Volumes};
 
 /// Hex characters per path component: well under the 255-byte file name limit.
@@ -742,20 +742,31 @@ impl DiskStore {
         self.open_file(bucket, key).await
     }
 
-    /// Opens an object stored as a file, its metadata read from the trailer.
+    /// Opens an object stored as a file, its metadata read from the trailer:
+    /// on this thread when the kernel's caches hold its path and trailer,
+    /// on a blocking thread otherwise ([`crate::file_reads`]).
     async fn open_file(&self, bucket: &str, key: &str) -> Result<OpenObject, StoreError> {
         let path = self.object_path(bucket, key)?;
-        let buffers = Arc::clone(&self.read_buffers);
-        let opened = blocking(move || {
-            let file = std::fs::File::open(&path)?;
-            let meta = read_trailer(&file, &path)?;
-            Ok::<_, StoreError>(OpenObject {
-                meta,
-                source: Source::File(file, buffers),
-            })
-        })
-        .await;
+        let opened = match open_cached(&path) {
+            Ok(Some(file)) => match cached_trailer(&file, &path) {
+                Ok(Some(meta)) => Ok((file, meta)),
+                Ok(None) => blocking(move || read_trailer(&file, &path).map(|m| (file, m))).await,
+                Err(e) => Err(e),
+            },
+            Ok(None) => {
+                blocking(move || {
+                    let file = std::fs::File::open(&path)?;
+                    read_trailer(&file, &path).map(|m| (file, m))
+                })
+                .await
+            }
+            Err(e) => Err(e.into()),
+        };
         match opened {
+            Ok((file, meta)) => Ok(OpenObject {
+                meta,
+                source: Source::File(file, Arc::clone(&self.read_buffers)),
+            }),
             Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.existing_bucket_dir(bucket).await?;
                 Err(StoreError::NoSuchKey {
@@ -763,7 +774,7 @@ impl DiskStore {
                     key: key.to_owned(),
                 })
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
@@ -971,15 +982,41 @@ fn append(
     Ok(file)
 }
 
+/// The metadata in an object file's trailer (blocking).
 fn read_trailer(file: &std::fs::File, path: &Path) -> Result<ObjectMeta, StoreError> {
     use std::os::unix::fs::FileExt as _;
+    trailer_from(file, path, |buf, at| file.read_exact_at(buf, at))
+}
+
+/// [`read_trailer`] from the page cache alone, on this thread: `None` when
+/// the cache does not hold the trailer.
+fn cached_trailer(file: &std::fs::File, path: &Path) -> Result<Option<ObjectMeta>, StoreError> {
+    let cached = trailer_from(file, path, |buf, at| {
+        if read_cached(file, buf, at) == buf.len() {
+            Ok(())
+        } else {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        }
+    });
+    match cached {
+        Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        other => other.map(Some),
+    }
+}
+
+/// The metadata in the trailer of `file`, whose bytes `read_at` reads.
+fn trailer_from(
+    file: &std::fs::File,
+    path: &Path,
+    mut read_at: impl FnMut(&mut [u8], u64) -> std::io::Result<()>,
+) -> Result<ObjectMeta, StoreError> {
     let corrupt = || StoreError::Corrupt(path.display().to_string());
     let len = file.metadata()?.len();
     if len < 8 {
         return Err(corrupt());
     }
     let mut tail = [0u8; 8];
-    file.read_exact_at(&mut tail, len - 8)?;
+    read_at(&mut tail, len - 8)?;
     if &tail[4..] != MAGIC {
         return Err(corrupt());
     }
@@ -988,7 +1025,7 @@ fn read_trailer(file: &std::fs::File, path: &Path) -> Result<ObjectMeta, StoreEr
         return Err(corrupt());
     }
     let mut trailer = vec![0u8; usize::try_from(trailer_len).map_err(|_| corrupt())?];
-    file.read_exact_at(&mut trailer, len - 8 - trailer_len)?;
+    read_at(&mut trailer, len - 8 - trailer_len)?;
     let meta: ObjectMeta = serde_json::from_slice(&trailer).map_err(|_| corrupt())?;
     if meta.size + trailer_len + 8 != len {
         return Err(corrupt());

@@ -1,6 +1,8 @@
 //! Reads of stored bytes that leave the blocking pool out when they can.
 //!
-//! A read whose pages the page cache holds is done on the calling thread:
+//! A file whose path the kernel's caches hold is opened on the calling
+//! thread (`openat2` with `RESOLVE_CACHED` never waits for the disk). A
+//! read whose pages the page cache holds is done on the calling thread:
 //! `preadv2` with `RWF_NOWAIT` copies what is cached and never waits for the
 //! disk. Only what it leaves goes to a blocking thread, whose two wake-ups
 //! (there and back) cost more than copying a cached chunk. `RWF_NOWAIT`
@@ -8,11 +10,14 @@
 //! are read into buffers of a [`BufferPool`], each used again once the
 //! bytes sent from it are dropped: no chunk is allocated or zeroed per read.
 
+use std::fs::File;
 use std::io::IoSliceMut;
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::{Errno, ReadWriteFlags};
 
 use crate::disk_store::blocking;
@@ -56,6 +61,27 @@ pub(crate) fn read_cached(file: impl AsFd, buf: &mut [u8], offset: u64) -> usize
         }
     }
     done
+}
+
+/// Opens `path` read-only on this thread if the kernel's caches hold every
+/// component of it: `Ok(None)` when they do not (or the kernel cannot say,
+/// before Linux 5.12), and the caller opens it on a blocking thread.
+///
+/// # Errors
+/// [`std::io::ErrorKind::NotFound`] when the cache knows the file is not
+/// there.
+pub(crate) fn open_cached(path: &Path) -> std::io::Result<Option<File>> {
+    match rustix::fs::openat2(
+        rustix::fs::CWD,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::CACHED,
+    ) {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        Err(Errno::NOENT) => Err(std::io::ErrorKind::NotFound.into()),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Fills `buf` with the bytes of `file` from `offset` (blocking).
@@ -199,6 +225,24 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn files_the_cache_knows_open_on_this_thread() {
+        let (path, _) = temp_file(b"hello");
+        let mut file = open_cached(&path).unwrap().expect("just made, so cached");
+        let mut back = String::new();
+        std::io::Read::read_to_string(&mut file, &mut back).unwrap();
+        assert_eq!(back, "hello");
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
+        // Gone: the cache says so, or cannot, and the caller looks on a
+        // blocking thread; never a file.
+        match open_cached(&path) {
+            Ok(None) => {}
+            Ok(Some(_)) => panic!("a removed file opened"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+        }
     }
 
     #[test]
