@@ -160,8 +160,8 @@ fn wide_area(tmp: &Path, mib: usize, runs: usize) -> Vec<serde_json::Value> {
     node.ok(&["s3", "mb", "s3://wan"]);
     let (gput, _) = measure(&gw, "wan", &file, mib << 20, runs);
     let (dput, _) = measure(&node, "wan", &file, mib << 20, runs);
-    let gget = curl_get(&gw, "wan", mib, runs);
-    let dget = curl_get(&node, "wan", mib, runs);
+    let (gget, _) = curl_get(&gw, "wan", mib, runs, &[]);
+    let (dget, _) = curl_get(&node, "wan", mib, runs, &[]);
     println!(
         "{mib} MiB random, nodes capped at 50 MiB/s, MiB/s medians (gateway on 4 + 2 / one node): PUT {:.1} / {:.1} ({:.2}x, aws s3api), GET {:.1} / {:.1} ({:.2}x, curl)",
         gput.median,
@@ -185,7 +185,7 @@ fn wide_area(tmp: &Path, mib: usize, runs: usize) -> Vec<serde_json::Value> {
     let aws = mixed.aws();
     aws.ok(&["s3", "mb", "s3://wan"]);
     measure(&aws, "wan", &file, mib << 20, 1);
-    let get = curl_get(&aws, "wan", mib, runs);
+    let (get, _) = curl_get(&aws, "wan", mib, runs, &[]);
     let rate_of = |id: i64| {
         let at = mixed
             .nodes
@@ -210,9 +210,12 @@ fn wide_area(tmp: &Path, mib: usize, runs: usize) -> Vec<serde_json::Value> {
 }
 
 /// MiB/s of `runs` GETs of `bucket/bench` (`mib` MiB) with curl through a
-/// presigned URL: the aws CLI alone tops out below what many nodes serve.
-fn curl_get(aws: &Aws, bucket: &str, mib: usize, runs: usize) -> Stats {
+/// presigned URL (the aws CLI alone tops out below what many nodes serve),
+/// and the CPU milliseconds the processes `servers` (with their children)
+/// spent per GET.
+fn curl_get(aws: &Aws, bucket: &str, mib: usize, runs: usize, servers: &[u32]) -> (Stats, f64) {
     let url = aws.ok(&["s3", "presign", &format!("s3://{bucket}/bench")]);
+    let cpu = tree_cpu_seconds(servers);
     let speeds = (0..runs)
         .map(|_| {
             let started = Instant::now();
@@ -224,7 +227,8 @@ fn curl_get(aws: &Aws, bucket: &str, mib: usize, runs: usize) -> Stats {
             mib as f64 / started.elapsed().as_secs_f64()
         })
         .collect();
-    stats(speeds)
+    let cpu_ms = (tree_cpu_seconds(servers) - cpu) * 1e3 / runs.max(1) as f64;
+    (stats(speeds), cpu_ms)
 }
 
 /// The fastest the object `report` (`tenfold inspect --json`) could be
@@ -1340,12 +1344,12 @@ fn main() {
         let (dput, dget) = measure(&node, "bench", &file, args.size, args.runs);
         // One stream read as fast as the client can: curl, presigned.
         let mib = args.size >> 20;
-        let (gcurl, dcurl) = (
-            curl_get(&gw, "bench", mib, args.runs),
-            curl_get(&node, "bench", mib, args.runs),
+        let ((gcurl, gcpu), (dcurl, dcpu)) = (
+            curl_get(&gw, "bench", mib, args.runs, &cluster.pids()),
+            curl_get(&node, "bench", mib, args.runs, &[direct.proc.0.id()]),
         );
         println!(
-            "{label:<14} GET with curl (presigned), MiB/s medians: gateway {:.1}, direct node {:.1}, ratio {:.2}",
+            "{label:<14} GET with curl (presigned), MiB/s medians: gateway {:.1}, direct node {:.1}, ratio {:.2}; server CPU per GET: gateway and nodes {gcpu:.0} ms, direct node {dcpu:.0} ms",
             gcurl.median,
             dcurl.median,
             gcurl.median / dcurl.median
@@ -1354,6 +1358,7 @@ fn main() {
             "data": label, "op": "GET with curl", "size_bytes": args.size, "runs": args.runs,
             "gateway_mib_s": gcurl.median, "direct_mib_s": dcurl.median,
             "ratio": gcurl.median / dcurl.median,
+            "server_cpu_ms_per_get": {"gateway": gcpu, "direct_node": dcpu},
         }));
         for (op, g, d) in [("PUT", gput, dput), ("GET", gget, dget)] {
             let ratio = g.median / d.median;
