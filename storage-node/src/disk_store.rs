@@ -34,7 +34,7 @@ const OBJECT_SUFFIX: &str = ".obj";
 const MAGIC: &[u8; 4] = b"TFN1";
 /// Body bytes gathered before they are written out (one blocking call).
 const WRITE_BATCH: usize = 1 << 20;
-/// Most bytes of a read done in one blocking call (and sent as one piece).
+/// Most bytes of a file read in one call (and sent as one piece).
 const READ_CHUNK: u64 = 256 * 1024;
 /// Idle read buffers a node keeps for reuse (4 MiB): enough for the
 /// chunks of a few streams in flight at once.
