@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::IoSliceMut;
-use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -28,9 +28,8 @@ use crate::disk_store::blocking;
 /// # Errors
 /// A disk error, or [`std::io::ErrorKind::UnexpectedEof`] when the file
 /// ends first.
-pub(crate) async fn read_exact_at<F, B>(file: F, mut buf: B, offset: u64) -> std::io::Result<B>
+pub(crate) async fn read_exact_at<B>(file: Arc<File>, mut buf: B, offset: u64) -> std::io::Result<B>
 where
-    F: AsFd + Send + 'static,
     B: AsMut<[u8]> + Send + 'static,
 {
     let done = read_cached(&file, buf.as_mut(), offset);
@@ -38,7 +37,7 @@ where
         return Ok(buf);
     }
     blocking(move || {
-        pread_exact(&file, &mut buf.as_mut()[done..], offset + done as u64)?;
+        file.read_exact_at(&mut buf.as_mut()[done..], offset + done as u64)?;
         Ok(buf)
     })
     .await
@@ -47,11 +46,11 @@ where
 /// How many bytes of `buf`, from its start, `file` gave from `offset`
 /// without waiting for the disk (all of them when the page cache holds
 /// them; fewer at the first page it does not, or at the file's end).
-pub(crate) fn read_cached(file: impl AsFd, buf: &mut [u8], offset: u64) -> usize {
+pub(crate) fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> usize {
     let mut done = 0;
     while done < buf.len() {
         match rustix::io::preadv2(
-            &file,
+            file,
             &mut [IoSliceMut::new(&mut buf[done..])],
             offset + done as u64,
             ReadWriteFlags::NOWAIT,
@@ -82,26 +81,6 @@ pub(crate) fn open_cached(path: &Path) -> std::io::Result<Option<File>> {
         Err(Errno::NOENT) => Err(std::io::ErrorKind::NotFound.into()),
         Err(_) => Ok(None),
     }
-}
-
-/// Fills `buf` with the bytes of `file` from `offset` (blocking).
-///
-/// # Errors
-/// A disk error, or [`std::io::ErrorKind::UnexpectedEof`] when the file
-/// ends first.
-fn pread_exact(file: impl AsFd, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match rustix::io::pread(&file, &mut *buf, offset) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// Read buffers of one size, kept for reuse once sent; at most `keep` of

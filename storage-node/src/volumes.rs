@@ -39,7 +39,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, Read as _};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,14 +91,9 @@ struct Loc {
 #[derive(Debug)]
 struct Volume {
     id: u64,
-    file: File,
+    /// Shared with reads that finish on a blocking thread.
+    file: Arc<File>,
     syncs: Mutex<SyncState>,
-}
-
-impl AsFd for Volume {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
-    }
 }
 
 #[derive(Debug, Default)]
@@ -545,7 +539,8 @@ impl Volumes {
             return Ok(None);
         };
         let len = usize::try_from(loc.len).map_err(std::io::Error::other)?;
-        let record = Bytes::from(read_exact_at(volume, vec![0; len], loc.offset).await?);
+        let record =
+            Bytes::from(read_exact_at(Arc::clone(&volume.file), vec![0; len], loc.offset).await?);
         let checked = decode(&record).filter(|d| d.kind == PUT).and_then(|d| {
             let meta: ObjectMeta = serde_json::from_slice(d.meta).ok()?;
             Some((meta, record.slice_ref(d.body)))
@@ -902,7 +897,7 @@ impl Volume {
     fn new(id: u64, file: File) -> Self {
         Self {
             id,
-            file,
+            file: Arc::new(file),
             syncs: Mutex::default(),
         }
     }
