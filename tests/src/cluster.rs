@@ -353,18 +353,24 @@ impl Cluster {
     /// The sum of metric `name` over all its labels on the gateway's
     /// `/metrics` (0 when it has no series).
     pub fn metric_sum(&self, name: &str) -> f64 {
-        let metrics = Curl::new()
-            .fetch(&format!("{}/metrics", self.admin_endpoint))
-            .body;
-        metrics
-            .lines()
-            .filter_map(|l| {
-                let rest = l.strip_prefix(name)?;
-                let value = match rest.strip_prefix('{') {
-                    Some(labelled) => labelled.split_once("} ")?.1,
-                    None => rest.strip_prefix(' ')?,
-                };
-                value.trim().parse::<f64>().ok()
+        metric_sum(
+            Curl::new(),
+            &format!("{}/metrics", self.admin_endpoint),
+            name,
+        )
+    }
+
+    /// The sum of metric `name` over all its labels on every node's
+    /// `/metrics` (their certificates are not checked here).
+    pub fn nodes_metric_sum(&self, name: &str) -> f64 {
+        self.nodes
+            .iter()
+            .map(|(_, node, _)| {
+                metric_sum(
+                    Curl::new().args(&["-k"]),
+                    &format!("{}/metrics", node.endpoint()),
+                    name,
+                )
             })
             .sum()
     }
@@ -492,6 +498,23 @@ impl Gateway {
     pub fn wait_for_node(&self, id: i64) {
         wait_for_registry(id, || self.log());
     }
+}
+
+/// The sum of metric `name` over all its labels at `url` (a Prometheus
+/// text page, fetched with `curl`; 0 when it has no series).
+fn metric_sum(curl: Curl, url: &str, name: &str) -> f64 {
+    curl.fetch(url)
+        .body
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
 }
 
 /// The index of a new test cluster: a fresh database on the Postgres

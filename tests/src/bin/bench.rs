@@ -813,7 +813,8 @@ type Side<'a> = (&'a aws_sdk_s3::Client, &'a [u32]);
 /// figures under `{name}_ops_s`. Each side's server CPU time per operation
 /// (the processes given with its client) and the clients' own are printed
 /// and kept too, and how many of the gateway's replica writes went in
-/// batches (its `/metrics`, read around its side).
+/// batches and how many disk flushes each PUT took (the gateway's and the
+/// nodes' `/metrics`, read around its side).
 fn small_objects_side_by_side(
     rt: &tokio::runtime::Runtime,
     cluster: &Cluster,
@@ -834,20 +835,28 @@ fn small_objects_side_by_side(
                     pids,
                 )
             };
-            let batched = || {
-                (
+            let counts = || {
+                [
                     cluster.metric_sum("tenfold_storage_node_batched_replicas_total"),
                     cluster.metric_sum("tenfold_storage_node_write_batches_total"),
-                )
+                    cluster.nodes_metric_sum("tenfold_node_fsync_duration_seconds_count"),
+                    cluster.metric_sum("tenfold_index_write_duration_seconds_count"),
+                ]
             };
-            let before = batched();
+            let before = counts();
             let (gput, gget) = side(gateway);
-            let after = batched();
+            let after = counts();
             let (oput, oget) = side(other);
-            // Replicas that went in batches, per PUT, and per batch.
             #[allow(clippy::cast_precision_loss)]
-            let batched_per_put = (after.0 - before.0) / ops as f64;
-            let per_batch = (after.0 - before.0) / (after.1 - before.1).max(1.0);
+            let per_put = |i: usize| (after[i] - before[i]) / ops as f64;
+            // Replicas that went in batches, per PUT, and per batch.
+            let batched_per_put = per_put(0);
+            let per_batch = (after[0] - before[0]) / (after[1] - before[1]).max(1.0);
+            // The disk flushes behind each PUT: the nodes' fsyncs (one
+            // shared by the volume records waiting together) and the
+            // index's write transactions (one WAL fsync each, a group
+            // commit's shared by its PUTs).
+            let (node_fsyncs, index_commits) = (per_put(2), per_put(3));
             println!(
                 "  {:>3} KiB x {clients:>2} clients: PUT {:>7.0} / {:>7.0} ({:.2})  GET {:>7.0} / {:>7.0} ({:.2})",
                 size >> 10,
@@ -870,7 +879,7 @@ fn small_objects_side_by_side(
                 oget.client_cpu_us
             );
             println!(
-                "                         gateway replicas in batches: {batched_per_put:.2} per PUT, {per_batch:.1} per batch"
+                "                         gateway replicas in batches: {batched_per_put:.2} per PUT, {per_batch:.1} per batch; flushes per PUT: nodes' fsyncs {node_fsyncs:.2}, index commits {index_commits:.2}"
             );
             rows.push(serde_json::json!({
                 "op": op, "size_bytes": size, "clients": clients,
@@ -880,6 +889,7 @@ fn small_objects_side_by_side(
                 "gateway_server_cpu_us_per_op": {"put": gput.server_cpu_us, "get": gget.server_cpu_us},
                 format!("{name}_server_cpu_us_per_op"): {"put": oput.server_cpu_us, "get": oget.server_cpu_us},
                 "gateway_batched_replicas": {"per_put": batched_per_put, "per_batch": per_batch},
+                "gateway_flushes_per_put": {"node_fsyncs": node_fsyncs, "index_commits": index_commits},
                 "client_cpu_us_per_op": {
                     "gateway": {"put": gput.client_cpu_us, "get": gget.client_cpu_us},
                     name: {"put": oput.client_cpu_us, "get": oget.client_cpu_us},
