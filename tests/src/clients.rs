@@ -70,6 +70,8 @@ pub struct Aws {
     endpoint: String,
     access_key: String,
     secret_key: String,
+    /// Environment variables set for every run, beside the credentials.
+    env: Vec<(String, String)>,
 }
 
 impl Aws {
@@ -79,7 +81,15 @@ impl Aws {
             endpoint: endpoint.into(),
             access_key: access_key.into(),
             secret_key: secret_key.into(),
+            env: Vec::new(),
         }
+    }
+
+    /// The same, with `key=value` in the environment of every run.
+    #[must_use]
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     /// The same, with another `aws` executable (Debian's v2 is `/usr/bin/aws`).
@@ -102,6 +112,7 @@ impl Aws {
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .env("AWS_MAX_ATTEMPTS", "1")
             .env("AWS_PAGER", "")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             // Plain-http endpoints: some clients choke on a CA bundle here.
             .env_remove("AWS_CA_BUNDLE")
             .env_remove("SSL_CERT_FILE"))
