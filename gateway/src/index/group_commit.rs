@@ -4,7 +4,9 @@
 //! one `COMMIT` (one fsync of the WAL) rather than one each; each commit
 //! reads its key, and the rows of all of them go in one query
 //! ([`super::writes`]). A lone
-//! commit goes at once, as before: nothing waits for company.
+//! commit goes at once, as before: nothing waits for company; it is sent
+//! in one trip on the guess that its key is free, and looked up first
+//! only when the guess was wrong.
 //!
 //! Each commit is answered only once its transaction has committed. The
 //! batch runs in its own task, so a client that goes away cannot cut
@@ -19,6 +21,7 @@ use tracing::Instrument;
 
 use super::nodes::NodeUsage;
 use super::rows::{ObjectRow, StoredData, WriteCondition};
+use super::transaction::is_connection_loss;
 use super::writes::Writes;
 use super::{Engine, Index, Tx};
 use crate::error::GatewayError;
@@ -70,6 +73,15 @@ impl GroupCommits {
         }
         state.waiting.drain(..n).collect()
     }
+}
+
+/// Whether a commit sent on the guess that its key is free found it taken
+/// or its bucket gone.
+fn guessed_wrong(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(
+        db.kind(),
+        sqlx::error::ErrorKind::UniqueViolation | sqlx::error::ErrorKind::ForeignKeyViolation
+    ))
 }
 
 /// The answer of a commit whose batch task ended without answering it.
@@ -150,6 +162,17 @@ impl Index {
     /// transaction fails as a whole, writes each commit alone instead, so
     /// that one cannot fail the others.
     async fn write_batch(&self, batch: Vec<Waiting>) {
+        if let [lone] = batch.as_slice()
+            && let Some(answer) = self
+                .write_to_free_key(&lone.object, &lone.data, &lone.condition)
+                .await
+        {
+            self.stats.commit_batch_objects.observe(1.0);
+            if let Some(w) = batch.into_iter().next() {
+                let _ = w.done.send(answer);
+            }
+            return;
+        }
         let written = self.write_batch_tx(&batch).await;
         if written.is_ok() {
             #[allow(clippy::cast_precision_loss)]
@@ -175,6 +198,52 @@ impl Index {
                     let _ = w.done.send(answer);
                 }
             }
+        }
+    }
+
+    /// A lone commit in one trip to SQLite's thread, on the guess that its
+    /// key is free (most PUTs make a new key): its rows go with the
+    /// transaction's `BEGIN` and `COMMIT`, without the lookup that
+    /// [`Self::write_batch_tx`] sends first. The object's row is a plain
+    /// `INSERT`, which the key's primary key refuses when the key is taken
+    /// and the bucket's foreign key when the bucket is gone; the
+    /// transaction is then rolled back, and `None` says to write the commit
+    /// the usual way, which finds what is there. `None` also when the
+    /// commit's condition needs the key's object (`If-Match`).
+    pub(super) async fn write_to_free_key(
+        &self,
+        object: &ObjectRow,
+        data: &StoredData,
+        condition: &WriteCondition,
+    ) -> Option<Result<(), GatewayError>> {
+        if condition.check(&object.key, None).is_err() {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let mut turn = self.write_turn().await;
+        let mut tx = turn.begin().await.ok()?;
+        let mut writes = Writes::new(Engine::of_tx(&tx));
+        let mut usage = NodeUsage::default();
+        let object = ObjectRow {
+            id: data.data_id.clone(),
+            ..object.clone()
+        };
+        Self::queue_object(&mut writes, &object);
+        Self::queue_data(&mut writes, data, &mut usage);
+        Self::queue_usage(&mut writes, &usage);
+        tx.commit_with(writes).await.ok()?;
+        match tx.commit().await {
+            Ok(()) => {
+                self.stats
+                    .write_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                Some(Ok(()))
+            }
+            Err(e) if guessed_wrong(&e) || is_connection_loss(&e) => {
+                tracing::debug!(error = %e, "index commit in one trip refused: looking its key up");
+                None
+            }
+            Err(e) => Some(Err(e.into())),
         }
     }
 
@@ -228,5 +297,84 @@ impl Index {
             tx.commit_with(writes).await?;
             Ok(answers)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{index_with_bucket_b, one_fragment_object};
+    use super::*;
+
+    /// A lone commit goes in one trip on the guess that its key is free. A
+    /// wrong guess (the key taken, the bucket gone) changes nothing and keeps
+    /// SQLite's writing connection, whose transaction is rolled back; the
+    /// commit then goes the usual way, which finds what is there. A commit
+    /// that needs the key's object (`If-Match`) does not guess.
+    #[tokio::test]
+    async fn a_lone_commit_guesses_its_key_is_free_and_a_wrong_guess_changes_nothing() {
+        let (dir, index) = index_with_bucket_b("guess").await;
+        if index.engine() == Engine::Sqlite {
+            // A temporary table lives as long as the connection that made it.
+            let mut turn = index.write_turn().await;
+            let mut tx = turn.begin().await.unwrap();
+            sqlx::query("CREATE TEMP TABLE kept_connection (x)")
+                .execute(tx.conn().await.unwrap())
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            drop(turn);
+
+            let (object, data) = one_fragment_object("k", "first");
+            let free = index
+                .write_to_free_key(&object, &data, &WriteCondition::Always)
+                .await;
+            assert!(matches!(free, Some(Ok(()))), "{free:?}");
+            let (again, again_data) = one_fragment_object("k2", "second");
+            let again = ObjectRow {
+                key: "k".into(),
+                ..again
+            };
+            let elsewhere = ObjectRow {
+                bucket: "missing".into(),
+                ..again.clone()
+            };
+            for (object, condition) in [
+                (&again, WriteCondition::Always),
+                (&elsewhere, WriteCondition::Always),
+                (&again, WriteCondition::IfMatch("\"x\"".into())),
+            ] {
+                let guessed = index
+                    .write_to_free_key(object, &again_data, &condition)
+                    .await;
+                assert!(
+                    guessed.is_none(),
+                    "{} {condition:?}: {guessed:?}",
+                    object.bucket
+                );
+            }
+            let objects = index.list_objects("b", "", "", 10).await.unwrap();
+            assert_eq!(objects.len(), 1);
+            assert_eq!(objects[0].id, data.data_id);
+            let layout = index.layout(&again_data.data_id, 0..1).await.unwrap();
+            assert!(layout.is_empty(), "{layout:?}");
+
+            let mut turn = index.write_turn().await;
+            let mut tx = turn.begin().await.unwrap();
+            sqlx::query("SELECT x FROM temp.kept_connection")
+                .execute(tx.conn().await.unwrap())
+                .await
+                .expect("the writing connection was given up");
+            tx.commit().await.unwrap();
+            drop(turn);
+
+            index
+                .commit_object(&again, &again_data, &WriteCondition::Always)
+                .await
+                .unwrap();
+            let objects = index.list_objects("b", "", "", 10).await.unwrap();
+            assert_eq!(objects.len(), 1);
+            assert_eq!(objects[0].id, again_data.data_id);
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -13,7 +13,7 @@ fn data_id_of(key: &str) -> String {
     format!("{:0>32}", hex::encode(key))
 }
 
-fn one_fragment_object(key: &str, cid: &str) -> (ObjectRow, StoredData) {
+pub(super) fn one_fragment_object(key: &str, cid: &str) -> (ObjectRow, StoredData) {
     let data_id = data_id_of(key);
     let data = StoredData {
         data_id: data_id.clone(),
@@ -282,7 +282,7 @@ async fn test_index_url(dir: &std::path::Path) -> String {
 
 /// A fresh test index (see [`test_index_url`]) in a folder named after
 /// `tag`, with bucket `b`; the folder is the caller's to remove.
-async fn index_with_bucket_b(tag: &str) -> (std::path::PathBuf, Index) {
+pub(super) async fn index_with_bucket_b(tag: &str) -> (std::path::PathBuf, Index) {
     let dir = std::env::temp_dir().join(format!("tenfold-index-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let index = Index::open(&test_index_url(&dir).await).await.unwrap();

@@ -118,9 +118,10 @@ impl Tx<'_> {
         }
     }
 
-    /// Commits. On SQLite a `COMMIT` (or a statement sent with it) that
-    /// fails may leave the transaction open: the connection is then given
-    /// up (see [`SqliteTx`]).
+    /// Commits. On SQLite, when a statement sent with the `COMMIT` (or the
+    /// `COMMIT` itself) fails, the transaction is rolled back in one more
+    /// trip; should that fail too, the connection is given up (see
+    /// [`SqliteTx`]).
     pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Sqlite(mut tx) => {
@@ -140,9 +141,19 @@ impl Tx<'_> {
                     None => sqlx::any::AnyArguments::default(),
                 };
                 sql.push_str("COMMIT");
-                sqlx::query_with(&sql, args)
+                let committed = sqlx::query_with(&sql, args)
                     .execute(&mut *tx.connection)
-                    .await?;
+                    .await;
+                if let Err(e) = committed {
+                    // SQLite refused a statement (a constraint, say): the
+                    // transaction is still open on a sound connection.
+                    if matches!(e, sqlx::Error::Database(_))
+                        && tx.connection.execute("ROLLBACK").await.is_ok()
+                    {
+                        tx.state = SqliteTxState::Ended;
+                    }
+                    return Err(e);
+                }
                 tx.state = SqliteTxState::Ended;
                 Ok(())
             }
