@@ -21,7 +21,6 @@ use tracing::Instrument;
 
 use super::nodes::NodeUsage;
 use super::rows::{ObjectRow, StoredData, WriteCondition};
-use super::transaction::is_connection_loss;
 use super::writes::Writes;
 use super::{Engine, Index, Tx};
 use crate::error::GatewayError;
@@ -239,7 +238,11 @@ impl Index {
                     .observe(started.elapsed().as_secs_f64());
                 Some(Ok(()))
             }
-            Err(e) if guessed_wrong(&e) || is_connection_loss(&e) => {
+            // Refused before its `COMMIT` ran: nothing of it was written.
+            // Any other failure may have come after the `COMMIT` took
+            // effect (a connection lost with its answer): looking the key
+            // up would find this commit's own object, so it fails here.
+            Err(e) if guessed_wrong(&e) => {
                 tracing::debug!(error = %e, "index commit in one trip refused: looking its key up");
                 None
             }
