@@ -5,7 +5,8 @@ use sqlx::Row;
 use tenfold_balancer::{Network, Placement, Replica};
 
 use super::rows::QueuedReplica;
-use super::{Index, Tx, now_ms};
+use super::writes::Writes;
+use super::{Engine, Index, Tx, now_ms};
 use crate::error::GatewayError;
 
 impl Index {
@@ -24,20 +25,28 @@ impl Index {
         replicas: &[Replica],
         released_at: i64,
     ) -> Result<(), GatewayError> {
-        let now = released_at;
-        for r in replicas {
-            let node = r.placement.node_id();
-            sqlx::query(
-                "INSERT INTO garbage (node_id, node_key, cid, created_at) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(node)
-            .bind(node.map(|_| r.key.as_str()))
-            .bind(r.placement.cid())
-            .bind(now)
-            .execute(tx.conn().await?)
-            .await?;
-        }
-        Ok(())
+        let mut writes = Writes::new(Engine::of_tx(tx));
+        Self::queue_garbage(&mut writes, replicas, released_at);
+        writes.run(tx).await
+    }
+
+    /// Queues [`Self::add_garbage_released_in`]'s rows: many to a
+    /// statement, so that discarding a large object's thousands of replicas
+    /// takes a few trips to the database rather than one each.
+    pub(super) fn queue_garbage(writes: &mut Writes, replicas: &[Replica], released_at: i64) {
+        writes.rows(
+            "INSERT INTO garbage (node_id, node_key, cid, created_at)",
+            4,
+            "",
+            replicas,
+            |row, r| {
+                let node = r.placement.node_id();
+                row.bind(node)
+                    .bind(node.map(|_| r.key.clone()))
+                    .bind(r.placement.cid().map(str::to_owned))
+                    .bind(released_at);
+            },
+        );
     }
 
     /// Queues replicas for deletion from their nodes (and content ids to

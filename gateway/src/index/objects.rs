@@ -11,7 +11,7 @@ use super::rows::{
     ObjectHeaders, ObjectRow, SegmentRow, StoredData, StoredPart, Tags, WriteCondition,
 };
 use super::writes::Writes;
-use super::{Connections, Engine, Index, Occupant, Tx, packed, segment_of, to_i64, to_u64};
+use super::{Connections, Engine, Index, Occupant, Tx, now_ms, packed, segment_of, to_i64, to_u64};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 use crate::integrity::Checksums;
@@ -398,8 +398,10 @@ impl Index {
                 .execute(tx.conn().await?)
                 .await?;
         }
-        Self::log_usage_in(tx, &usage).await?;
-        Self::add_garbage_in(tx, &replicas).await
+        let mut writes = Writes::new(Engine::of_tx(tx));
+        Self::queue_usage(&mut writes, &usage);
+        Self::queue_garbage(&mut writes, &replicas, now_ms());
+        writes.run(tx).await
     }
 
     /// Whether a piece of data was committed (an object or a part has it).

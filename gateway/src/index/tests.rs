@@ -254,6 +254,34 @@ async fn garbage_is_claimed_when_due_and_retried_on_its_own() {
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].attempts), (first[1].id, 1));
     assert_eq!(index.garbage_len().await.unwrap(), 3);
+    // Many replicas at once (more than one statement's rows), nodes' and
+    // overflow's, each queued whole.
+    let many: Vec<Replica> = (0..150)
+        .map(|i| match i % 3 {
+            0 => Replica {
+                key: format!("m{i}"),
+                placement: Placement::Overflow {
+                    cid: format!("cid{i}"),
+                },
+            },
+            _ => replica(1 + i % 2, &format!("m{i}")),
+        })
+        .collect();
+    index.add_garbage(&many).await.unwrap();
+    let claimed = index.claim_garbage(now_ms(), 60_000, 1000).await.unwrap();
+    let queued = |r: &Replica| {
+        let node = r.placement.node_id();
+        (
+            node,
+            node.map(|_| r.key.clone()),
+            r.placement.cid().map(str::to_owned),
+        )
+    };
+    let mut got: Vec<_> = claimed.iter().map(|q| queued(&q.replica)).collect();
+    let mut want: Vec<_> = many.iter().map(queued).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
