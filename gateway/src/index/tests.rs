@@ -212,9 +212,7 @@ async fn a_content_id_is_in_use_while_any_fragment_has_it() {
 async fn garbage_is_claimed_when_due_and_retried_on_its_own() {
     let dir = std::env::temp_dir().join(format!("tenfold-index-gc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let index = Index::open(&crate::data_dir::DataDir::new(&dir).index_url())
-        .await
-        .unwrap();
+    let index = Index::open(&test_index_url(&dir).await).await.unwrap();
     let replica = |node_id, key: &str| Replica {
         key: key.to_owned(),
         placement: Placement::Node {
