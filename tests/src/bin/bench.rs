@@ -292,20 +292,24 @@ fn unchecked_gets(aws: &Aws, bucket: &str, size: usize, runs: usize) -> Stats {
     let mib = size as f64 / f64::from(1 << 20);
     stats(
         (0..runs)
-            .map(|_| {
-                let args = [
-                    "s3api",
-                    "get-object",
-                    "--bucket",
-                    bucket,
-                    "--key",
-                    "bench",
-                    "/dev/null",
-                ];
-                mib / timed(&aws, &args)
-            })
+            .map(|_| get_mib_per_s(&aws, bucket, mib))
             .collect(),
     )
+}
+
+/// MiB/s of one `aws s3api get-object` of the `mib` MiB object `bench` in
+/// `bucket`, to `/dev/null`.
+fn get_mib_per_s(aws: &Aws, bucket: &str, mib: f64) -> f64 {
+    let args = [
+        "s3api",
+        "get-object",
+        "--bucket",
+        bucket,
+        "--key",
+        "bench",
+        "/dev/null",
+    ];
+    mib / timed(aws, &args)
 }
 
 struct Stats {
@@ -341,19 +345,7 @@ fn measure(aws: &Aws, bucket: &str, file: &Path, size: usize, runs: usize) -> (S
             ],
         );
         put.push(mib / secs);
-        let secs = timed(
-            aws,
-            &[
-                "s3api",
-                "get-object",
-                "--bucket",
-                bucket,
-                "--key",
-                "bench",
-                "/dev/null",
-            ],
-        );
-        get.push(mib / secs);
+        get.push(get_mib_per_s(aws, bucket, mib));
     }
     (stats(put), stats(get))
 }
