@@ -223,12 +223,7 @@ impl Index {
         let mut tx = turn.begin().await.ok()?;
         let mut writes = Writes::new(Engine::of_tx(&tx));
         let mut usage = NodeUsage::default();
-        let object = ObjectRow {
-            id: data.data_id.clone(),
-            ..object.clone()
-        };
-        Self::queue_object(&mut writes, &object);
-        Self::queue_data(&mut writes, data, &mut usage);
+        Self::queue_single_put(&mut writes, object, data, &mut usage);
         Self::queue_usage(&mut writes, &usage);
         tx.commit_with(writes).await.ok()?;
         match tx.commit().await {

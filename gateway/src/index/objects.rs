@@ -586,13 +586,24 @@ impl Index {
         if let Some(old) = old {
             Self::discard_object_in(tx, (&object.bucket, &object.key), &old.id).await?;
         }
+        Self::queue_single_put(writes, object, data, usage);
+        Ok(Ok(()))
+    }
+
+    /// Queues the rows of a single PUT: `object`, under its data's id, and
+    /// `data`, adding what it places on nodes to `usage`.
+    pub(super) fn queue_single_put(
+        writes: &mut Writes,
+        object: &ObjectRow,
+        data: &StoredData,
+        usage: &mut NodeUsage,
+    ) {
         let object = ObjectRow {
             id: data.data_id.clone(),
             ..object.clone()
         };
         Self::queue_object(writes, &object);
         Self::queue_data(writes, data, usage);
-        Ok(Ok(()))
     }
 
     /// Deletes the object at `bucket`/`key`; its replicas go to the garbage
