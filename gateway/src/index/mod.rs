@@ -360,14 +360,20 @@ impl Index {
         bucket: &str,
         key: &str,
     ) -> Result<Option<Occupant>, GatewayError> {
-        let row: Option<(Vec<u8>, Vec<u8>, Option<i64>)> = sqlx::query_as(
-            "SELECT id, etag, parts_count FROM objects WHERE bucket = $1 AND key = $2",
-        )
-        .bind(bucket)
-        .bind(key)
-        .fetch_optional(tx.conn().await?)
-        .await?;
-        Ok(row.map(|(id, etag, parts)| Occupant::of(id, &etag, parts)))
+        // On SQLite it may open the transaction: see `bucket_occupant_in`.
+        let sql = format!(
+            "{}SELECT id, etag, parts_count FROM objects WHERE bucket = $1 AND key = $2",
+            tx.opening()
+        );
+        let rows: Vec<(Vec<u8>, Vec<u8>, Option<i64>)> = sqlx::query_as(&sql)
+            .bind(bucket)
+            .bind(key)
+            .fetch_all(tx.conn().await?)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|(id, etag, parts)| Occupant::of(id, &etag, parts)))
     }
 
     /// [`Index::bucket_occupant_in`] for several keys in one query (on

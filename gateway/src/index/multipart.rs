@@ -245,10 +245,11 @@ impl Index {
                 })
                 .collect();
             let Assembly { object, parts } = assemble(&stored)?;
-            if let Some(old) = old {
-                Self::discard_object_in(tx, (&upload.bucket, &upload.key), &old.id).await?;
-            }
             let mut writes = Writes::new(Engine::of_tx(tx));
+            if let Some(old) = old {
+                Self::discard_object_in(tx, &mut writes, (&upload.bucket, &upload.key), &old.id)
+                    .await?;
+            }
             Self::queue_object(&mut writes, &object);
             writes.run(tx).await?;
             let mut offset = 0;

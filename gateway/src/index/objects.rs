@@ -10,7 +10,7 @@ use super::nodes::NodeUsage;
 use super::rows::{
     ObjectHeaders, ObjectRow, SegmentRow, StoredData, StoredPart, Tags, WriteCondition,
 };
-use super::writes::Writes;
+use super::writes::{Writes, numbered};
 use super::{Connections, Engine, Index, Occupant, Tx, now_ms, packed, segment_of, to_i64, to_u64};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
@@ -232,29 +232,6 @@ impl Index {
         Ok(())
     }
 
-    /// Every segment of a piece of data, with its fragments and copies.
-    pub(super) async fn data_segments_in(
-        tx: &mut Tx<'_>,
-        data_id: &str,
-    ) -> Result<Vec<SegmentRow>, GatewayError> {
-        let rows = sqlx::query(
-            "SELECT data_id, seq, plain_offset, plain_size, frames, key_id, wrapped, fragments \
-             FROM segments WHERE data_id = $1 ORDER BY seq",
-        )
-        .bind(packed::id_bytes(data_id))
-        .fetch_all(tx.conn().await?)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut segment = segment_of(row)?;
-            if packed::has_overflow(&segment.fragments) {
-                Self::fill_cids(tx.conn().await?, &mut segment).await?;
-            }
-            out.push(segment);
-        }
-        Ok(out)
-    }
-
     pub(super) async fn bucket_exists_in(
         tx: &mut Tx<'_>,
         bucket: &str,
@@ -375,33 +352,59 @@ impl Index {
         tx: &mut Tx<'_>,
         data_id: &str,
     ) -> Result<(), GatewayError> {
-        let segments = Self::data_segments_in(tx, data_id).await?;
+        let mut writes = Writes::new(Engine::of_tx(tx));
+        Self::queue_discard(tx, &mut writes, Discarded::Data(&packed::id_bytes(data_id))).await?;
+        writes.run(tx).await
+    }
+
+    /// Reads the segments of the data `which` names, in one query, and
+    /// queues what discards them: their rows' deletion, their replicas to
+    /// the garbage queue, and what they held off their nodes' usage.
+    async fn queue_discard(
+        tx: &mut Tx<'_>,
+        writes: &mut Writes,
+        which: Discarded<'_>,
+    ) -> Result<(), GatewayError> {
+        let (set, values) = which.set();
+        let sql = format!(
+            "{}SELECT {SEGMENT_COLUMNS} FROM segments WHERE data_id {} ORDER BY data_id, seq",
+            tx.opening(),
+            numbered(set)
+        );
+        let mut read = sqlx::query(&sql);
+        for v in &values {
+            read = read.bind(v.to_vec());
+        }
+        let rows = read.fetch_all(tx.conn().await?).await?;
         let mut usage = NodeUsage::default();
         let mut replicas = Vec::new();
-        for s in &segments {
+        for row in &rows {
+            let mut s = segment_of(row)?;
+            if packed::has_overflow(&s.fragments) {
+                Self::fill_cids(tx.conn().await?, &mut s).await?;
+            }
             for f in &s.fragments {
                 for p in &f.placements {
                     if let Some(node_id) = p.node_id() {
                         usage.remove(node_id, f.size);
                     }
                     replicas.push(Replica {
-                        key: node_key(data_id, s.seq, f.index),
+                        key: node_key(&s.data_id, s.seq, f.index),
                         placement: p.clone(),
                     });
                 }
             }
         }
-        let id = packed::id_bytes(data_id);
         for table in ["segments", "overflow_pins", "repairs"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE data_id = $1"))
-                .bind(id.clone())
-                .execute(tx.conn().await?)
-                .await?;
+            writes.statement(&format!("DELETE FROM {table} WHERE data_id {set}"), |row| {
+                for v in &values {
+                    row.bind(v.to_vec());
+                }
+            });
         }
-        let mut writes = Writes::new(Engine::of_tx(tx));
-        Self::queue_usage(&mut writes, &usage);
-        Self::queue_garbage(&mut writes, &replicas, now_ms());
-        writes.run(tx).await
+        Self::queue_usage(writes, &usage);
+        Self::queue_garbage(writes, &replicas, now_ms());
+        Ok(())
     }
 
     /// Whether a piece of data was committed (an object or a part has it).
@@ -418,42 +421,35 @@ impl Index {
         )
     }
 
-    /// Deletes the object at `bucket`/`key`, whose id is `id`, and
-    /// discards its data: a single PUT's (its id's), or its parts'.
+    /// Queues the deletion of the object at `bucket`/`key`, whose id is
+    /// `id`, and the discarding of its data: a single PUT's (its id's), or
+    /// its parts'. One read (the data's segments); the rest goes with
+    /// `writes`.
     pub(super) async fn discard_object_in(
         tx: &mut Tx<'_>,
+        writes: &mut Writes,
         (bucket, key): (&str, &str),
         id: &[u8],
     ) -> Result<(), GatewayError> {
-        let parts: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT data_id FROM object_parts WHERE object_id = $1")
-                .bind(id.to_vec())
-                .fetch_all(tx.conn().await?)
-                .await?;
-        Self::discard_data_in(tx, &packed::id_text(id)).await?;
-        for data_id in parts {
-            Self::discard_data_in(tx, &packed::id_text(&data_id)).await?;
-        }
-        sqlx::query("DELETE FROM object_parts WHERE object_id = $1")
-            .bind(id.to_vec())
-            .execute(tx.conn().await?)
-            .await?;
-        sqlx::query("DELETE FROM objects WHERE bucket = $1 AND key = $2")
-            .bind(bucket)
-            .bind(key)
-            .execute(tx.conn().await?)
-            .await?;
+        Self::queue_discard(tx, writes, Discarded::Object(id)).await?;
+        writes.statement("DELETE FROM object_parts WHERE object_id = ?", |row| {
+            row.bind(id.to_vec());
+        });
+        writes.statement("DELETE FROM objects WHERE bucket = ? AND key = ?", |row| {
+            row.bind(bucket.to_owned()).bind(key.to_owned());
+        });
         Ok(())
     }
 
     /// Discards whatever object is at `bucket`/`key`; `false` when none.
     pub(super) async fn replace_in(
         tx: &mut Tx<'_>,
+        writes: &mut Writes,
         bucket: &str,
         key: &str,
     ) -> Result<bool, GatewayError> {
         match Self::occupant_in(tx, bucket, key).await? {
-            Some(old) => Self::discard_object_in(tx, (bucket, key), &old.id)
+            Some(old) => Self::discard_object_in(tx, writes, (bucket, key), &old.id)
                 .await
                 .map(|()| true),
             None => Ok(false),
@@ -584,7 +580,7 @@ impl Index {
             return Ok(Err(refused));
         }
         if let Some(old) = old {
-            Self::discard_object_in(tx, (&object.bucket, &object.key), &old.id).await?;
+            Self::discard_object_in(tx, writes, (&object.bucket, &object.key), &old.id).await?;
         }
         Self::queue_single_put(writes, object, data, usage);
         Ok(Ok(()))
@@ -613,7 +609,9 @@ impl Index {
     /// [`GatewayError::Index`].
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, GatewayError> {
         write_tx!(self, |tx| {
-            let deleted = Self::replace_in(tx, bucket, key).await?;
+            let mut writes = Writes::new(Engine::of_tx(tx));
+            let deleted = Self::replace_in(tx, &mut writes, bucket, key).await?;
+            tx.commit_with(writes).await?;
             Ok(deleted)
         })
     }
@@ -705,4 +703,125 @@ fn tags_column(tags: &Tags) -> Option<String> {
     (!tags.is_empty())
         .then(|| serde_json::to_string(tags).ok())
         .flatten()
+}
+
+/// The stored data a discard is of.
+#[derive(Clone, Copy)]
+enum Discarded<'a> {
+    /// One piece of data, by its id (as stored).
+    Data(&'a [u8]),
+    /// An object's: its own id's data and its parts', by the object's id.
+    Object(&'a [u8]),
+}
+
+impl<'a> Discarded<'a> {
+    /// The condition on a `data_id` column that selects the data, with
+    /// `?` placeholders, and their values.
+    fn set(self) -> (&'static str, Vec<&'a [u8]>) {
+        match self {
+            Self::Data(id) => ("= ?", vec![id]),
+            Self::Object(id) => (
+                "IN (SELECT ? UNION ALL SELECT data_id FROM object_parts WHERE object_id = ?)",
+                vec![id, id],
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap};
+
+    use super::super::tests::{index_with_bucket_b, one_fragment_object};
+    use super::*;
+    use crate::index::rows::{Assembly, UploadRow};
+    use crate::object_store::new_object_id;
+
+    /// Completes an upload to `b`/`mp` of one part per content id, each
+    /// part one fragment in overflow; the parts' data ids.
+    async fn complete_multipart(index: &Index, cids: &[&str]) -> Vec<String> {
+        let upload = UploadRow {
+            id: new_object_id(),
+            bucket: "b".into(),
+            key: "mp".into(),
+            content_type: None,
+            metadata: HashMap::new(),
+            headers: ObjectHeaders::default(),
+            created_at: 0,
+            checksum_algorithm: None,
+            checksum_type: None,
+            tags: Vec::new(),
+        };
+        index.create_upload(&upload).await.unwrap();
+        let mut data_ids = Vec::new();
+        let mut chosen = Vec::new();
+        for (n, cid) in (1..).zip(cids) {
+            let (_, mut data) = one_fragment_object(&format!("part-{cid}"), cid);
+            data.md5 = [u8::try_from(n).unwrap(); 16];
+            index.commit_part(&upload.id, n, &data).await.unwrap();
+            chosen.push((n, hex::encode(data.md5)));
+            data_ids.push(data.data_id);
+        }
+        index
+            .complete_upload(&upload, &chosen, &WriteCondition::Always, |stored| {
+                let (mut object, _) = one_fragment_object("mp", "unused");
+                object.id = new_object_id();
+                object.parts_count = u32::try_from(stored.len()).ok();
+                Ok(Assembly {
+                    object,
+                    parts: stored.to_vec(),
+                })
+            })
+            .await
+            .unwrap();
+        data_ids
+    }
+
+    /// The content ids the garbage queue holds, taken out of it.
+    async fn garbage_cids(index: &Index) -> BTreeSet<String> {
+        let mut cids = BTreeSet::new();
+        for q in index.claim_garbage(now_ms(), 60_000, 1000).await.unwrap() {
+            index.remove_garbage(q.id).await.unwrap();
+            match q.replica.placement {
+                Placement::Overflow { cid } => assert!(cids.insert(cid)),
+                other => panic!("{other:?} in the garbage queue"),
+            }
+        }
+        cids
+    }
+
+    /// Whatever replaces or deletes an object (a completed upload, a single
+    /// PUT, a deletion) discards every piece of its data, a multipart
+    /// object's parts' as well: their rows go, and each replica, its
+    /// content id read back, goes to the garbage queue once.
+    #[tokio::test]
+    async fn replacing_or_deleting_an_object_discards_all_its_data() {
+        let (dir, index) = index_with_bucket_b("discard").await;
+        let first = complete_multipart(&index, &["cid-p1", "cid-p2"]).await;
+        let second = complete_multipart(&index, &["cid-p3"]).await;
+        let set = |cids: &[&str]| cids.iter().map(|c| (*c).to_owned()).collect();
+        assert_eq!(garbage_cids(&index).await, set(&["cid-p1", "cid-p2"]));
+        let mp = index.get_object("b", "mp").await.unwrap().unwrap();
+        assert_eq!(index.object_parts(&mp.id, 0, 10).await.unwrap().len(), 1);
+
+        let (object, data) = one_fragment_object("mp", "cid-single");
+        index
+            .commit_object(&object, &data, &WriteCondition::Always)
+            .await
+            .unwrap();
+        assert_eq!(garbage_cids(&index).await, set(&["cid-p3"]));
+        assert!(index.object_parts(&mp.id, 0, 10).await.unwrap().is_empty());
+        for data_id in first.iter().chain(&second) {
+            assert!(!index.data_committed(data_id).await.unwrap(), "{data_id}");
+        }
+        assert!(index.data_committed(&data.data_id).await.unwrap());
+
+        assert!(index.delete_object("b", "mp").await.unwrap());
+        assert_eq!(garbage_cids(&index).await, set(&["cid-single"]));
+        assert!(!index.data_committed(&data.data_id).await.unwrap());
+        assert!(index.get_object("b", "mp").await.unwrap().is_none());
+        assert!(!index.delete_object("b", "mp").await.unwrap());
+        assert_eq!(index.garbage_len().await.unwrap(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -65,22 +65,7 @@ impl Writes {
                 sql.push(' ');
                 sql.push_str(tail);
             }
-            // SQLite: the statement joins the query queued so far.
-            match self.queries.last_mut() {
-                Some((query, _)) if self.engine == Engine::Sqlite => {
-                    query.push_str(";\n");
-                    query.push_str(&sql);
-                }
-                _ => self.queries.push((sql, AnyArguments::default())),
-            }
-            let Some((_, args)) = self.queries.last_mut() else {
-                continue;
-            };
-            let mut row = Row {
-                args,
-                error: &mut self.error,
-                bound: 0,
-            };
+            let mut row = self.push(sql);
             for value in chunk {
                 row.bound = 0;
                 bind(&mut row, value);
@@ -94,6 +79,40 @@ impl Writes {
                     row.error.get_or_insert(wrong.into());
                 }
             }
+        }
+    }
+
+    /// Queues `sql`, a statement whose values are `?` placeholders (made
+    /// `$1`, `$2`… on Postgres), bound by `bind` in order.
+    pub(super) fn statement(&mut self, sql: &str, bind: impl FnOnce(&mut Row<'_>)) {
+        let values = sql.matches('?').count();
+        let statement = match self.engine {
+            Engine::Sqlite => sql.to_owned(),
+            Engine::Postgres => numbered(sql),
+        };
+        let mut row = self.push(statement);
+        bind(&mut row);
+        if row.bound != values {
+            let wrong = format!("{sql}: bound {} values for {values}", row.bound);
+            row.error.get_or_insert(wrong.into());
+        }
+    }
+
+    /// Queues `sql` after the statements queued so far (on SQLite in the
+    /// same query), for its values to be bound to the row it answers.
+    fn push(&mut self, sql: String) -> Row<'_> {
+        match self.queries.last_mut() {
+            Some((query, _)) if self.engine == Engine::Sqlite => {
+                query.push_str(";\n");
+                query.push_str(&sql);
+            }
+            _ => self.queries.push((sql, AnyArguments::default())),
+        }
+        let args = &mut self.queries.last_mut().expect("a query was just queued").1;
+        Row {
+            args,
+            error: &mut self.error,
+            bound: 0,
         }
     }
 
@@ -149,5 +168,61 @@ impl Row<'_> {
         }
         self.bound += 1;
         self
+    }
+}
+
+/// `sql` with its `?` placeholders numbered `$1`, `$2`… in order (for
+/// Postgres; SQLite takes either, but in a query of several statements
+/// binds `$n` to the query's `n`th value, not the statement's).
+pub(super) fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_in_order() {
+        assert_eq!(
+            numbered(
+                "DELETE FROM t WHERE a = ? AND b IN (SELECT ? UNION ALL SELECT c FROM u WHERE d = ?)"
+            ),
+            "DELETE FROM t WHERE a = $1 AND b IN (SELECT $2 UNION ALL SELECT c FROM u WHERE d = $3)"
+        );
+    }
+
+    /// Statements join one query on SQLite; one bound short of its
+    /// placeholders makes the whole queue refuse to run.
+    #[test]
+    fn statements_go_in_one_query_and_one_short_of_its_values_is_refused() {
+        let mut writes = Writes::new(Engine::Sqlite);
+        writes.statement("DELETE FROM t WHERE a = ?", |row| {
+            row.bind(1i64);
+        });
+        writes.statement("DELETE FROM u WHERE b = ?", |row| {
+            row.bind(2i64);
+        });
+        let (sql, _) = writes.into_sqlite_query().unwrap();
+        assert_eq!(sql, "DELETE FROM t WHERE a = ?;\nDELETE FROM u WHERE b = ?");
+
+        let mut writes = Writes::new(Engine::Sqlite);
+        writes.statement("DELETE FROM t WHERE a = ? AND b = ?", |row| {
+            row.bind(1i64);
+        });
+        let Err(err) = writes.into_sqlite_query() else {
+            panic!("a statement short of its values was queued");
+        };
+        assert!(err.to_string().contains("bound 1 values for 2"), "{err}");
     }
 }
