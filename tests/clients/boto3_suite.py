@@ -108,12 +108,17 @@ def copy_and_batch_delete():
     check(error_code(s3.copy_object, Bucket="copy-dst", Key="z", CopySource={"Bucket": "copy-src", "Key": "nope"})[0]
           == "NoSuchKey", "copying a missing object is NoSuchKey")
 
-    keys = [f"d/{i}" for i in range(20)]
-    for k in keys:
-        s3.put_object(Bucket="copy-dst", Key=k, Body=b"x")
-    out = s3.delete_objects(Bucket="copy-dst", Delete={"Objects": [{"Key": k} for k in keys[:10]] + [{"Key": "missing"}]})
-    check(len(out["Deleted"]) == 11, "DeleteObjects reports every key, missing ones included")
-    out = s3.delete_objects(Bucket="copy-dst", Delete={"Objects": [{"Key": k} for k in keys[10:]], "Quiet": True})
+    # Past 100 keys, which the gateway deletes in one index transaction.
+    keys = [f"d/{i}" for i in range(250)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket="copy-dst", Key=k, Body=b"x"), keys))
+    named = keys[:210] + ["missing", keys[5]]
+    out = s3.delete_objects(Bucket="copy-dst", Delete={"Objects": [{"Key": k} for k in named]})
+    check(sorted(d["Key"] for d in out["Deleted"]) == sorted(named) and not out.get("Errors"),
+          "DeleteObjects reports every key, missing and repeated ones included")
+    left = s3.list_objects_v2(Bucket="copy-dst", Prefix="d/")
+    check(sorted(o["Key"] for o in left.get("Contents", [])) == sorted(keys[210:]), "DeleteObjects deleted the keys it named")
+    out = s3.delete_objects(Bucket="copy-dst", Delete={"Objects": [{"Key": k} for k in keys[210:]], "Quiet": True})
     check(not out.get("Deleted"), "quiet DeleteObjects reports nothing on success")
     left = s3.list_objects_v2(Bucket="copy-dst", Prefix="d/")
     check(left["KeyCount"] == 0, "DeleteObjects deleted every key")

@@ -376,9 +376,11 @@ impl Index {
             .map(|(id, etag, parts)| Occupant::of(id, &etag, parts)))
     }
 
-    /// [`Index::bucket_occupant_in`] for several keys in one query (on
-    /// SQLite, whose group commit looks up a batch's keys so, rather than
-    /// in a round trip to its thread each): each key's answer, in order.
+    /// [`Index::bucket_occupant_in`] for several keys in one query (a
+    /// group commit's batch on SQLite, a DeleteObjects' keys), rather than
+    /// a round trip each: each key's answer, in order. Its placeholders
+    /// are numbered, which both engines take (on SQLite `$n` is the
+    /// query's `n`th value, and the `BEGIN` before it has none).
     ///
     /// # Errors
     /// [`GatewayError::Index`]: the query failed.
@@ -406,7 +408,7 @@ impl Index {
             // transaction.
             let mut sql = String::from(tx.opening());
             sql.push_str("WITH k(i, bucket, key) AS (");
-            push_values(&mut sql, 3, chunk.len(), false);
+            push_values(&mut sql, 3, chunk.len(), true);
             sql.push_str(
                 ") SELECT k.i, b.name, o.id, o.etag, o.parts_count FROM k \
                  LEFT JOIN buckets b ON b.name = k.bucket \

@@ -616,6 +616,41 @@ impl Index {
         })
     }
 
+    /// Deletes the objects at `keys` in `bucket` in one transaction (what a
+    /// DeleteObjects names, a chunk at a time): whether each was there.
+    /// Their replicas go to the garbage queue.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`]: then none of them was deleted.
+    pub async fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: &[&str],
+    ) -> Result<Vec<bool>, GatewayError> {
+        let pairs: Vec<(&str, &str)> = keys.iter().map(|key| (bucket, *key)).collect();
+        let pairs = &pairs;
+        write_tx!(self, |tx| {
+            let found = Self::bucket_occupants_in(tx, pairs).await?;
+            let mut writes = Writes::new(Engine::of_tx(tx));
+            let mut deleted = Vec::with_capacity(keys.len());
+            let mut seen = std::collections::HashSet::new();
+            for (key, found) in keys.iter().zip(found) {
+                // A bucket gone meanwhile holds no objects; a key named
+                // twice was deleted the first time.
+                match found {
+                    Ok(Some(old)) if seen.insert(*key) => {
+                        Self::discard_object_in(tx, &mut writes, (bucket, key), &old.id).await?;
+                        deleted.push(true);
+                    }
+                    Ok(_) | Err(GatewayError::NoSuchBucket(_)) => deleted.push(false),
+                    Err(e) => return Err(e),
+                }
+            }
+            tx.commit_with(writes).await?;
+            Ok(deleted)
+        })
+    }
+
     /// Offset and size of part `number` of an object.
     ///
     /// # Errors
@@ -822,6 +857,49 @@ mod tests {
         assert!(index.get_object("b", "mp").await.unwrap().is_none());
         assert!(!index.delete_object("b", "mp").await.unwrap());
         assert_eq!(index.garbage_len().await.unwrap(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The keys of a DeleteObjects go in one transaction: each object
+    /// there is deleted and its data discarded once, even when its key is
+    /// named twice; a key with no object, or in no bucket, deletes nothing.
+    #[tokio::test]
+    async fn objects_deleted_together_are_each_discarded_once() {
+        let (dir, index) = index_with_bucket_b("delete-many").await;
+        let mut cids = BTreeSet::new();
+        for key in ["one", "two"] {
+            let (object, data) = one_fragment_object(key, &format!("cid-{key}"));
+            index
+                .commit_object(&object, &data, &WriteCondition::Always)
+                .await
+                .unwrap();
+            cids.insert(format!("cid-{key}"));
+        }
+        complete_multipart(&index, &["cid-p1", "cid-p2"]).await;
+        cids.extend(["cid-p1".to_owned(), "cid-p2".to_owned()]);
+        let deleted = index
+            .delete_objects("b", &["one", "mp", "none", "one", "two"])
+            .await
+            .unwrap();
+        assert_eq!(deleted, [true, true, false, false, true]);
+        assert_eq!(garbage_cids(&index).await, cids);
+        assert!(
+            index
+                .list_objects("b", "", "", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            !index
+                .data_committed(&one_fragment_object("two", "").1.data_id)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            index.delete_objects("gone", &["one"]).await.unwrap(),
+            [false]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

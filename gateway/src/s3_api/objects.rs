@@ -28,6 +28,11 @@ use crate::object_store::ObjectStore;
 use crate::preconditions::Conditions;
 use crate::upload::{BodyChecks, PutRequest};
 
+/// Keys of a DeleteObjects deleted in one index transaction: one commit
+/// (one flush) for them all, while the index's write lock is held a few
+/// milliseconds at most.
+const DELETE_KEYS_PER_TRANSACTION: usize = 100;
+
 /// Most keys one DeleteObjects may name, as in S3.
 const MAX_DELETE_KEYS: usize = 1000;
 
@@ -591,19 +596,35 @@ pub async fn delete_many(
     let quiet = input.delete.quiet.unwrap_or(false);
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
-    for object in objects {
-        match store.index.delete_object(&input.bucket, &object.key).await {
-            Ok(_) if quiet => {}
-            Ok(_) => deleted.push(DeletedObject {
-                key: Some(object.key),
-                ..Default::default()
-            }),
-            Err(e) => errors.push(s3s::dto::Error {
-                code: Some("InternalError".into()),
-                message: Some(e.to_string()),
-                key: Some(object.key),
-                version_id: None,
-            }),
+    for chunk in objects.chunks(DELETE_KEYS_PER_TRANSACTION) {
+        let keys: Vec<&str> = chunk.iter().map(|o| o.key.as_str()).collect();
+        // A chunk whose transaction fails is deleted key by key, so that
+        // each key gets its own answer.
+        let answers = match store.index.delete_objects(&input.bucket, &keys).await {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, keys = keys.len(), "DeleteObjects chunk failed: deleting key by key");
+                let mut answers = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    answers.push(store.index.delete_object(&input.bucket, key).await);
+                }
+                answers
+            }
+        };
+        for (key, answer) in keys.into_iter().zip(answers) {
+            match answer {
+                Ok(_) if quiet => {}
+                Ok(_) => deleted.push(DeletedObject {
+                    key: Some(key.to_owned()),
+                    ..Default::default()
+                }),
+                Err(e) => errors.push(s3s::dto::Error {
+                    code: Some("InternalError".into()),
+                    message: Some(e.to_string()),
+                    key: Some(key.to_owned()),
+                    version_id: None,
+                }),
+            }
         }
     }
     store.garbage_released();
