@@ -302,6 +302,7 @@ macro_rules! write_tx {
 mod access_keys;
 mod buckets;
 mod counters;
+mod discard;
 mod garbage;
 mod group_commit;
 mod multipart;
