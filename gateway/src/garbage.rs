@@ -17,13 +17,17 @@ use tenfold_balancer::{BalancerError, Placement, Replica};
 
 use crate::error::GatewayError;
 use crate::fragment::data_id_of;
-use crate::index::{QueuedReplica, now_ms};
+use crate::index::{GarbageRetry, QueuedReplica, now_ms};
 use crate::object_store::ObjectStore;
 
 /// Node deletions in flight at once.
 const DELETE_CONCURRENCY: usize = 16;
 /// Queue entries claimed per pass.
 const BATCH: i64 = 512;
+/// Outcomes recorded in one index transaction, at most: those ready
+/// together go together (one commit, one flush of the index, for many
+/// replicas), and none waits for the rest of the pass.
+const RECORD_EVERY: usize = 64;
 /// How long a claimed entry is kept from other gateways: far longer than a
 /// pass takes, short enough that a gateway that stopped half-way delays
 /// little.
@@ -156,32 +160,42 @@ impl ObjectStore {
             }
         };
         let claimed = batch.len();
-        let removed = futures::stream::iter(batch)
+        let mut outcomes = futures::stream::iter(batch)
             .map(|queued| async move {
                 let outcome = self.remove_queued(&queued).await;
-                let now = now_ms();
-                let recorded = match &outcome {
-                    Outcome::Removed => self.index.remove_garbage(queued.id).await,
-                    Outcome::Held => {
-                        let at = now.saturating_add(millis(LEASED_WAIT));
-                        self.index.retry_garbage(queued.id, at, None).await
-                    }
-                    Outcome::Failed(error) => {
-                        tracing::debug!(replica = ?queued.replica, attempts = queued.attempts + 1, %error, "garbage not removed yet");
-                        let at = retry_at(now, queued.attempts);
-                        self.index.retry_garbage(queued.id, at, Some(error)).await
-                    }
-                };
-                if let Err(e) = &recorded {
-                    // The claim lapses and the entry comes back later.
-                    tracing::warn!(error = %e, "recording a garbage removal");
-                }
-                matches!(outcome, Outcome::Removed) && recorded.is_ok()
+                (queued, outcome)
             })
             .buffer_unordered(DELETE_CONCURRENCY)
-            .filter(|done| futures::future::ready(*done))
-            .count()
-            .await;
+            .ready_chunks(RECORD_EVERY);
+        let mut removed = 0;
+        while let Some(chunk) = outcomes.next().await {
+            let now = now_ms();
+            let mut gone = Vec::new();
+            let mut later = Vec::new();
+            for (queued, outcome) in chunk {
+                match outcome {
+                    Outcome::Removed => gone.push(queued.id),
+                    Outcome::Held => later.push(GarbageRetry {
+                        id: queued.id,
+                        at: now.saturating_add(millis(LEASED_WAIT)),
+                        failure: None,
+                    }),
+                    Outcome::Failed(error) => {
+                        tracing::debug!(replica = ?queued.replica, attempts = queued.attempts + 1, %error, "garbage not removed yet");
+                        later.push(GarbageRetry {
+                            id: queued.id,
+                            at: retry_at(now, queued.attempts),
+                            failure: Some(error),
+                        });
+                    }
+                }
+            }
+            match self.index.settle_garbage(&gone, &later).await {
+                Ok(()) => removed += gone.len(),
+                // The claims lapse and the entries come back later.
+                Err(e) => tracing::warn!(error = %e, "recording garbage removals"),
+            }
+        }
         (claimed, removed)
     }
 

@@ -237,8 +237,10 @@ mod tests {
     /// The content ids the garbage queue holds, taken out of it.
     async fn garbage_cids(index: &Index) -> BTreeSet<String> {
         let mut cids = BTreeSet::new();
-        for q in index.claim_garbage(now_ms(), 60_000, 1000).await.unwrap() {
-            index.remove_garbage(q.id).await.unwrap();
+        let claimed = index.claim_garbage(now_ms(), 60_000, 1000).await.unwrap();
+        let ids: Vec<i64> = claimed.iter().map(|q| q.id).collect();
+        index.settle_garbage(&ids, &[]).await.unwrap();
+        for q in claimed {
             match q.replica.placement {
                 Placement::Overflow { cid } => assert!(cids.insert(cid)),
                 other => panic!("{other:?} in the garbage queue"),

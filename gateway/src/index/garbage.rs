@@ -4,7 +4,7 @@
 use sqlx::Row;
 use tenfold_balancer::{Network, Placement, Replica};
 
-use super::rows::QueuedReplica;
+use super::rows::{GarbageRetry, QueuedReplica};
 use super::writes::Writes;
 use super::{Engine, Index, Tx, now_ms};
 use crate::error::GatewayError;
@@ -65,9 +65,9 @@ impl Index {
     /// before `released_before` (ms; the grace period is the caller's) and
     /// not held back (by a back-off or another gateway's claim). They are
     /// held back for `claim_ms` from now, so no other gateway takes them
-    /// meanwhile; the caller then removes each ([`Self::remove_garbage`])
-    /// or puts it back ([`Self::retry_garbage`]). A gateway that stops
-    /// half-way leaves its claims to lapse.
+    /// meanwhile; the caller then records which were removed and which go
+    /// back ([`Self::settle_garbage`]). A gateway that stops half-way
+    /// leaves its claims to lapse.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
@@ -122,33 +122,6 @@ impl Index {
         Ok(queued)
     }
 
-    /// Puts a claimed replica back in the queue until `at` (ms). With
-    /// `failure`, it counts as a failed attempt, and the failure is kept
-    /// for operators.
-    ///
-    /// # Errors
-    /// [`GatewayError::Index`].
-    pub async fn retry_garbage(
-        &self,
-        id: i64,
-        at: i64,
-        failure: Option<&str>,
-    ) -> Result<(), GatewayError> {
-        let query = match failure {
-            Some(error) => sqlx::query(
-                "UPDATE garbage SET not_before = $1, attempts = attempts + 1, last_error = $2 WHERE id = $3",
-            )
-            .bind(at)
-            .bind(error)
-            .bind(id),
-            None => sqlx::query("UPDATE garbage SET not_before = $1 WHERE id = $2")
-                .bind(at)
-                .bind(id),
-        };
-        query.execute(&mut self.reader().await?).await?;
-        Ok(())
-    }
-
     /// Number of replicas waiting for deletion.
     ///
     /// # Errors
@@ -159,15 +132,52 @@ impl Index {
             .await?)
     }
 
-    /// Forgets a queued replica once its node confirmed the deletion.
+    /// Records what became of claimed replicas, in one transaction:
+    /// `removed` (their nodes confirmed the deletion) leave the queue,
+    /// `later` are put back until their time, a failure counted and kept
+    /// for operators.
     ///
     /// # Errors
-    /// [`GatewayError::Index`].
-    pub async fn remove_garbage(&self, id: i64) -> Result<(), GatewayError> {
-        sqlx::query("DELETE FROM garbage WHERE id = $1")
-            .bind(id)
-            .execute(&mut self.reader().await?)
-            .await?;
-        Ok(())
+    /// [`GatewayError::Index`]: nothing was recorded; the claims lapse
+    /// and the replicas come back.
+    pub async fn settle_garbage(
+        &self,
+        removed: &[i64],
+        later: &[GarbageRetry],
+    ) -> Result<(), GatewayError> {
+        /// Ids to one `DELETE`.
+        const IDS_PER_DELETE: usize = 256;
+        if removed.is_empty() && later.is_empty() {
+            return Ok(());
+        }
+        write_tx!(self, |tx| {
+            let mut writes = Writes::new(Engine::of_tx(tx));
+            for ids in removed.chunks(IDS_PER_DELETE) {
+                let marks = vec!["?"; ids.len()].join(", ");
+                writes.statement(
+                    &format!("DELETE FROM garbage WHERE id IN ({marks})"),
+                    |row| {
+                        for id in ids {
+                            row.bind(*id);
+                        }
+                    },
+                );
+            }
+            for retry in later {
+                match &retry.failure {
+                    Some(error) => writes.statement(
+                        "UPDATE garbage SET not_before = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
+                        |row| {
+                            row.bind(retry.at).bind(error.clone()).bind(retry.id);
+                        },
+                    ),
+                    None => writes.statement("UPDATE garbage SET not_before = ? WHERE id = ?", |row| {
+                        row.bind(retry.at).bind(retry.id);
+                    }),
+                }
+            }
+            tx.commit_with(writes).await?;
+            Ok(())
+        })
     }
 }

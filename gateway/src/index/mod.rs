@@ -327,7 +327,7 @@ pub use overflow::PinUse;
 use readers::{Reader, Readers};
 pub use repair::{CheckedSegments, Redundancy, WalkCursor};
 pub use rows::{
-    Assembly, FragmentRow, NewNode, ObjectHeaders, ObjectRow, PartRow, QueuedReplica,
+    Assembly, FragmentRow, GarbageRetry, NewNode, ObjectHeaders, ObjectRow, PartRow, QueuedReplica,
     RepairCandidate, SegmentRow, ShareRow, StoredData, StoredPart, Tags, UploadAllowance,
     UploadRow, WriteCondition,
 };

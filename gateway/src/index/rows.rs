@@ -215,6 +215,19 @@ pub struct QueuedReplica {
     pub replica: Replica,
 }
 
+/// A claimed replica put back in the garbage queue
+/// ([`Index::settle_garbage`](super::Index::settle_garbage)).
+#[derive(Debug, Clone)]
+pub struct GarbageRetry {
+    /// Its place in the queue.
+    pub id: i64,
+    /// When it is due again (ms since the Unix epoch).
+    pub at: i64,
+    /// Why its removal failed; `None` when it was held back for another
+    /// reason (a read still going), which is not a failed attempt.
+    pub failure: Option<String>,
+}
+
 /// A part of a multipart upload as the index keeps it.
 #[derive(Debug, Clone)]
 pub struct StoredPart {
