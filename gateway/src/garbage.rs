@@ -24,10 +24,9 @@ use crate::object_store::ObjectStore;
 const DELETE_CONCURRENCY: usize = 16;
 /// Queue entries claimed per pass.
 const BATCH: i64 = 512;
-/// Outcomes recorded in one index transaction, at most: those ready
-/// together go together (one commit, one flush of the index, for many
-/// replicas), and none waits for the rest of the pass.
-const RECORD_EVERY: usize = 64;
+/// Outcomes of a pass recorded in one index transaction, at most (one
+/// commit, one flush of the index, for many replicas).
+const RECORD_EVERY: usize = 128;
 /// How long a claimed entry is kept from other gateways: far longer than a
 /// pass takes, short enough that a gateway that stopped half-way delays
 /// little.
@@ -160,15 +159,21 @@ impl ObjectStore {
             }
         };
         let claimed = batch.len();
-        let mut outcomes = futures::stream::iter(batch)
+        // Every removal ends before any is recorded. A removal may write
+        // the index itself (an overflow pin's release), and the writer is
+        // handed out in turn: a recording that waited for it while a
+        // removal in the buffer, queued for it too, went unpolled would
+        // wait for ever, and every write behind it.
+        let outcomes: Vec<(QueuedReplica, Outcome)> = futures::stream::iter(batch)
             .map(|queued| async move {
                 let outcome = self.remove_queued(&queued).await;
                 (queued, outcome)
             })
             .buffer_unordered(DELETE_CONCURRENCY)
-            .ready_chunks(RECORD_EVERY);
+            .collect()
+            .await;
         let mut removed = 0;
-        while let Some(chunk) = outcomes.next().await {
+        for chunk in outcomes.chunks(RECORD_EVERY) {
             let now = now_ms();
             let mut gone = Vec::new();
             let mut later = Vec::new();
@@ -185,7 +190,7 @@ impl ObjectStore {
                         later.push(GarbageRetry {
                             id: queued.id,
                             at: retry_at(now, queued.attempts),
-                            failure: Some(error),
+                            failure: Some(error.clone()),
                         });
                     }
                 }
