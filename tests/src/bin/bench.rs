@@ -731,22 +731,30 @@ struct SmallOps {
     client_cpu_us: f64,
 }
 
-/// PUTs then GETs of `ops` objects of `size` bytes by `clients` concurrent
-/// SDK clients, spread over the endpoints of `s3` (each a connection pool),
-/// under keys starting with `prefix`: each phase's operations per second,
-/// and CPU time per operation of `servers` (with their children) and of
-/// this process.
-fn small_object_ops(
+/// What a phase of [`small_object_ops`] does to each object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Put,
+    Get,
+    Delete,
+}
+
+/// `phases` in turn (PUTs, GETs, DeleteObjects, one object each) over `ops`
+/// objects of `size` bytes by `clients` concurrent SDK clients, spread over
+/// the endpoints of `s3` (each a connection pool), under keys starting
+/// with `prefix`: each phase's operations per second, and CPU time per
+/// operation of `servers` (with their children) and of this process.
+fn small_object_ops<const N: usize>(
     rt: &tokio::runtime::Runtime,
     s3: &[aws_sdk_s3::Client],
     (size, prefix): (usize, &str),
-    clients: usize,
-    ops: usize,
+    (clients, ops): (usize, usize),
     servers: &[u32],
-) -> (SmallOps, SmallOps) {
+    phases: [Phase; N],
+) -> [SmallOps; N] {
     let body = bytes_of(size);
     let per_client = ops.div_ceil(clients);
-    let run = |put: bool| {
+    let run = |phase: Phase| {
         let (server, client) = (tree_cpu_seconds(servers), cpu_seconds(std::process::id()));
         let t = Instant::now();
         rt.block_on(async {
@@ -758,24 +766,35 @@ fn small_object_ops(
                     tokio::spawn(async move {
                         for i in 0..per_client {
                             let key = format!("{prefix}small/{size}/{c}/{i}");
-                            if put {
-                                s3.put_object()
-                                    .bucket("bench")
-                                    .key(key)
-                                    .body(body.clone().into())
-                                    .send()
-                                    .await
-                                    .expect("small PUT");
-                            } else {
-                                let got = s3
-                                    .get_object()
-                                    .bucket("bench")
-                                    .key(key)
-                                    .send()
-                                    .await
-                                    .expect("small GET");
-                                let data = got.body.collect().await.expect("small GET body");
-                                assert_eq!(data.into_bytes().len(), size);
+                            match phase {
+                                Phase::Put => {
+                                    s3.put_object()
+                                        .bucket("bench")
+                                        .key(key)
+                                        .body(body.clone().into())
+                                        .send()
+                                        .await
+                                        .expect("small PUT");
+                                }
+                                Phase::Get => {
+                                    let got = s3
+                                        .get_object()
+                                        .bucket("bench")
+                                        .key(key)
+                                        .send()
+                                        .await
+                                        .expect("small GET");
+                                    let data = got.body.collect().await.expect("small GET body");
+                                    assert_eq!(data.into_bytes().len(), size);
+                                }
+                                Phase::Delete => {
+                                    s3.delete_object()
+                                        .bucket("bench")
+                                        .key(key)
+                                        .send()
+                                        .await
+                                        .expect("small DELETE");
+                                }
                             }
                         }
                     })
@@ -794,8 +813,7 @@ fn small_object_ops(
             client_cpu_us: (cpu_seconds(std::process::id()) - client) * 1e6 / done,
         }
     };
-    let put = run(true);
-    (put, run(false))
+    phases.map(run)
 }
 
 /// Small objects through the gateway against SeaweedFS (`weed mini`, one
@@ -828,13 +846,14 @@ fn peer_figures(
 type Side<'a> = (&'a aws_sdk_s3::Client, &'a [u32]);
 
 /// Small-object ops/s through the gateway and through `other`, 4 KiB and
-/// 64 KiB objects, 1 and 16 clients, `ops` operations each, keys under
-/// `prefix`: a line each, and JSON rows named `op` with the other side's
-/// figures under `{name}_ops_s`. Each side's server CPU time per operation
-/// (the processes given with its client) and the clients' own are printed
-/// and kept too, and how many of the gateway's replica writes went in
-/// batches and how many disk flushes each PUT took (the gateway's and the
-/// nodes' `/metrics`, read around its side).
+/// 64 KiB objects, 1 and 16 clients, `ops` PUTs, GETs and DeleteObjects
+/// each, keys under `prefix`: a line each, and JSON rows named `op` with
+/// the other side's figures under `{name}_ops_s`. Each side's server CPU
+/// time per operation (the processes given with its client) and the
+/// clients' own are printed and kept too, and how many of the gateway's
+/// replica writes went in batches and how many disk flushes each PUT took
+/// (the gateway's and the nodes' `/metrics`, read around its PUTs and
+/// GETs).
 fn small_objects_side_by_side(
     rt: &tokio::runtime::Runtime,
     cluster: &Cluster,
@@ -845,15 +864,16 @@ fn small_objects_side_by_side(
     let mut rows = Vec::new();
     for size in [4 << 10, 64 << 10] {
         for clients in [1, 16] {
-            let side = |(client, pids): Side<'_>| {
-                small_object_ops(
+            let side = |(client, pids): Side<'_>, phase| {
+                let [figures] = small_object_ops(
                     rt,
                     std::slice::from_ref(client),
                     (size, prefix),
-                    clients,
-                    ops,
+                    (clients, ops),
                     pids,
-                )
+                    [phase],
+                );
+                figures
             };
             let counts = || {
                 [
@@ -864,9 +884,26 @@ fn small_objects_side_by_side(
                 ]
             };
             let before = counts();
-            let (gput, gget) = side(gateway);
+            let (gput, gget) = (side(gateway, Phase::Put), side(gateway, Phase::Get));
             let after = counts();
-            let (oput, oget) = side(other);
+            let gdel = side(gateway, Phase::Delete);
+            // The deletions leave the replicas to the gateway's collector
+            // (after `gc_delay`, on its next pass): the next figures start
+            // once it removed them all, so that its work does not fall in
+            // them.
+            let collecting = Instant::now();
+            while cluster.status()["garbage"].as_i64() != Some(0) {
+                assert!(
+                    collecting.elapsed() < std::time::Duration::from_secs(300),
+                    "the garbage queue did not empty"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            let (oput, oget, odel) = (
+                side(other, Phase::Put),
+                side(other, Phase::Get),
+                side(other, Phase::Delete),
+            );
             #[allow(clippy::cast_precision_loss)]
             let per_put = |i: usize| (after[i] - before[i]) / ops as f64;
             // Replicas that went in batches, per PUT, and per batch.
@@ -878,21 +915,26 @@ fn small_objects_side_by_side(
             // commit's shared by its PUTs).
             let (node_fsyncs, index_commits) = (per_put(2), per_put(3));
             println!(
-                "  {:>3} KiB x {clients:>2} clients: PUT {:>7.0} / {:>7.0} ({:.2})  GET {:>7.0} / {:>7.0} ({:.2})",
+                "  {:>3} KiB x {clients:>2} clients: PUT {:>7.0} / {:>7.0} ({:.2})  GET {:>7.0} / {:>7.0} ({:.2})  DELETE {:>7.0} / {:>7.0} ({:.2})",
                 size >> 10,
                 gput.ops_s,
                 oput.ops_s,
                 gput.ops_s / oput.ops_s,
                 gget.ops_s,
                 oget.ops_s,
-                gget.ops_s / oget.ops_s
+                gget.ops_s / oget.ops_s,
+                gdel.ops_s,
+                odel.ops_s,
+                gdel.ops_s / odel.ops_s
             );
             println!(
-                "                         server CPU us/op: PUT {:>7.0} / {:>7.0}         GET {:>7.0} / {:>7.0}         (client's: PUT {:.0} / {:.0}, GET {:.0} / {:.0})",
+                "                         server CPU us/op: PUT {:>7.0} / {:>7.0}         GET {:>7.0} / {:>7.0}         DELETE {:>7.0} / {:>7.0}   (client's: PUT {:.0} / {:.0}, GET {:.0} / {:.0})",
                 gput.server_cpu_us,
                 oput.server_cpu_us,
                 gget.server_cpu_us,
                 oget.server_cpu_us,
+                gdel.server_cpu_us,
+                odel.server_cpu_us,
                 gput.client_cpu_us,
                 oput.client_cpu_us,
                 gget.client_cpu_us,
@@ -903,11 +945,11 @@ fn small_objects_side_by_side(
             );
             rows.push(serde_json::json!({
                 "op": op, "size_bytes": size, "clients": clients,
-                "gateway_ops_s": {"put": gput.ops_s, "get": gget.ops_s},
-                format!("{name}_ops_s"): {"put": oput.ops_s, "get": oget.ops_s},
-                "ratio": {"put": gput.ops_s / oput.ops_s, "get": gget.ops_s / oget.ops_s},
-                "gateway_server_cpu_us_per_op": {"put": gput.server_cpu_us, "get": gget.server_cpu_us},
-                format!("{name}_server_cpu_us_per_op"): {"put": oput.server_cpu_us, "get": oget.server_cpu_us},
+                "gateway_ops_s": {"put": gput.ops_s, "get": gget.ops_s, "delete": gdel.ops_s},
+                format!("{name}_ops_s"): {"put": oput.ops_s, "get": oget.ops_s, "delete": odel.ops_s},
+                "ratio": {"put": gput.ops_s / oput.ops_s, "get": gget.ops_s / oget.ops_s, "delete": gdel.ops_s / odel.ops_s},
+                "gateway_server_cpu_us_per_op": {"put": gput.server_cpu_us, "get": gget.server_cpu_us, "delete": gdel.server_cpu_us},
+                format!("{name}_server_cpu_us_per_op"): {"put": oput.server_cpu_us, "get": oget.server_cpu_us, "delete": odel.server_cpu_us},
                 "gateway_batched_replicas": {"per_put": batched_per_put, "per_batch": per_batch},
                 "gateway_flushes_per_put": {"node_fsyncs": node_fsyncs, "index_commits": index_commits},
                 "client_cpu_us_per_op": {
@@ -1237,13 +1279,13 @@ fn metrics_cost(rt: &tokio::runtime::Runtime, ops: usize, rounds: usize) -> serd
         let text = config.clone();
         cluster.restart_gateway(|_| text).expect("gateway restart");
         let sdk = tests::sdk_client(&cluster.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
-        let (put, get) = small_object_ops(
+        let [put, get] = small_object_ops(
             rt,
             std::slice::from_ref(&sdk),
             (4 << 10, &format!("{round}/")),
-            1,
-            ops,
+            (1, ops),
             &[cluster.gateway.0.id()],
+            [Phase::Put, Phase::Get],
         );
         // The gateway's CPU time per operation, in microseconds: steadier
         // than ops/s on a machine whose two cores the clients share.
@@ -1566,15 +1608,22 @@ fn main() {
             let mut pg_pids = on_pg.pids();
             pg_pids.push(second.proc.0.id());
             pg_pids.extend(pg.pid());
-            let (pput, pget) =
-                small_object_ops(&rt, &two, (size, ""), clients, args.postgres_ops, &pg_pids);
-            let (sput, sget) = small_object_ops(
+            let both = [Phase::Put, Phase::Get];
+            let [pput, pget] = small_object_ops(
+                &rt,
+                &two,
+                (size, ""),
+                (clients, args.postgres_ops),
+                &pg_pids,
+                both,
+            );
+            let [sput, sget] = small_object_ops(
                 &rt,
                 std::slice::from_ref(&gw_sdk),
                 (size, ""),
-                clients,
-                args.postgres_ops,
+                (clients, args.postgres_ops),
                 &cluster.pids(),
+                both,
             );
             println!(
                 "  {:>3} KiB x {clients:>2} clients: PUT {:>7.0} / {:>7.0} ({:.2})  GET {:>7.0} / {:>7.0} ({:.2}); server CPU us/op PUT {:.0} / {:.0}, GET {:.0} / {:.0}",
