@@ -95,33 +95,13 @@ impl Index {
         Ok(())
     }
 
-    /// Discards whatever object is at `bucket`/`key`; `false` when none.
-    pub(super) async fn replace_in(
-        tx: &mut Tx<'_>,
-        writes: &mut Writes,
-        bucket: &str,
-        key: &str,
-    ) -> Result<bool, GatewayError> {
-        match Self::occupant_in(tx, bucket, key).await? {
-            Some(old) => Self::discard_object_in(tx, writes, (bucket, key), &old.id)
-                .await
-                .map(|()| true),
-            None => Ok(false),
-        }
-    }
-
     /// Deletes the object at `bucket`/`key`; its replicas go to the garbage
     /// queue. `false` when there was none.
     ///
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, GatewayError> {
-        write_tx!(self, |tx| {
-            let mut writes = Writes::new(Engine::of_tx(tx));
-            let deleted = Self::replace_in(tx, &mut writes, bucket, key).await?;
-            tx.commit_with(writes).await?;
-            Ok(deleted)
-        })
+        Ok(self.delete_objects(bucket, &[key]).await? == [true])
     }
 
     /// Deletes the objects at `keys` in `bucket` in one transaction (what a
