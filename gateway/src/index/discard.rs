@@ -7,10 +7,11 @@
 
 use tenfold_balancer::Replica;
 
+use super::group_commit::Change;
 use super::nodes::NodeUsage;
 use super::objects::SEGMENT_COLUMNS;
 use super::writes::{Writes, numbered};
-use super::{Engine, Index, Tx, now_ms, packed, segment_of};
+use super::{Connections, Engine, Index, Occupant, Tx, now_ms, packed, segment_of};
 use crate::error::GatewayError;
 use crate::fragment::node_key;
 
@@ -101,7 +102,38 @@ impl Index {
     /// # Errors
     /// [`GatewayError::Index`].
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, GatewayError> {
-        Ok(self.delete_objects(bucket, &[key]).await? == [true])
+        match &self.connections {
+            Connections::Sqlite { group_commits, .. } => {
+                let change = Change::Delete {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                };
+                self.change_grouped(group_commits, change).await
+            }
+            Connections::Postgres(_) => Ok(self.delete_objects(bucket, &[key]).await? == [true]),
+        }
+    }
+
+    /// Deletes, in `tx`, the object a lookup of `bucket`/`key` `found`
+    /// there, queuing what discards it in `writes`: whether there was one.
+    /// A bucket gone meanwhile holds no objects.
+    ///
+    /// # Errors
+    /// [`GatewayError::Index`]: the transaction failed.
+    pub(super) async fn delete_found_in(
+        tx: &mut Tx<'_>,
+        writes: &mut Writes,
+        (bucket, key): (&str, &str),
+        found: Result<Option<Occupant>, GatewayError>,
+    ) -> Result<bool, GatewayError> {
+        match found {
+            Ok(Some(old)) => {
+                Self::discard_object_in(tx, writes, (bucket, key), &old.id).await?;
+                Ok(true)
+            }
+            Ok(None) | Err(GatewayError::NoSuchBucket(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes the objects at `keys` in `bucket` in one transaction (what a
@@ -123,16 +155,9 @@ impl Index {
             let mut deleted = Vec::with_capacity(keys.len());
             let mut seen = std::collections::HashSet::new();
             for (key, found) in keys.iter().zip(found) {
-                // A bucket gone meanwhile holds no objects; a key named
-                // twice was deleted the first time.
-                match found {
-                    Ok(Some(old)) if seen.insert(*key) => {
-                        Self::discard_object_in(tx, &mut writes, (bucket, key), &old.id).await?;
-                        deleted.push(true);
-                    }
-                    Ok(_) | Err(GatewayError::NoSuchBucket(_)) => deleted.push(false),
-                    Err(e) => return Err(e),
-                }
+                // A key named twice was deleted the first time.
+                let found = if seen.insert(*key) { found } else { Ok(None) };
+                deleted.push(Self::delete_found_in(tx, &mut writes, (bucket, key), found).await?);
             }
             tx.commit_with(writes).await?;
             Ok(deleted)

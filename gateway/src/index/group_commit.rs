@@ -1,12 +1,11 @@
-//! Group commit (SQLite): single-PUT commits that arrive while another is
-//! being written wait, and are then written together in one transaction,
-//! so a burst of small PUTs pays for one `BEGIN`, one usage update and
-//! one `COMMIT` (one fsync of the WAL) rather than one each; each commit
-//! reads its key, and the rows of all of them go in one query
-//! ([`super::writes`]). A lone
-//! commit goes at once, as before: nothing waits for company; it is sent
-//! in one trip on the guess that its key is free, and looked up first
-//! only when the guess was wrong.
+//! Group commit (SQLite): single-PUT commits and single-object deletions
+//! that arrive while another is being written wait, and are then written
+//! together in one transaction, so a burst of small PUTs and DELETEs pays
+//! for one `BEGIN` and one `COMMIT` (one fsync of the WAL) rather than one
+//! each; one query looks up the keys of all of them, and their rows go in
+//! one more ([`super::writes`]). A lone change goes at once: nothing waits
+//! for company; a lone PUT is sent in one trip on the guess that its key
+//! is free, and looked up first only when the guess was wrong.
 //!
 //! Each commit is answered only once its transaction has committed. The
 //! batch runs in its own task, so a client that goes away cannot cut
@@ -25,17 +24,39 @@ use super::writes::Writes;
 use super::{Engine, Index, Tx};
 use crate::error::GatewayError;
 
-/// At most this many commits share a transaction (bounds how long one
+/// At most this many changes share a transaction (bounds how long one
 /// holds SQLite's write lock).
 const MAX_BATCH: usize = 128;
 
-/// A commit waiting for its batch.
+/// A change to one key that a group commit writes.
+#[derive(Debug)]
+pub(super) enum Change {
+    /// A single PUT's commit ([`Index::commit_object`]).
+    Put {
+        object: Box<ObjectRow>,
+        data: Box<StoredData>,
+        condition: WriteCondition,
+    },
+    /// An object's deletion ([`Index::delete_object`]).
+    Delete { bucket: String, key: String },
+}
+
+impl Change {
+    /// The bucket and key it changes.
+    fn key(&self) -> (&str, &str) {
+        match self {
+            Self::Put { object, .. } => (&object.bucket, &object.key),
+            Self::Delete { bucket, key } => (bucket, key),
+        }
+    }
+}
+
+/// A change waiting for its batch, and where its answer goes: `Ok(true)`
+/// when written, a deletion's `Ok(false)` when there was no object.
 #[derive(Debug)]
 struct Waiting {
-    object: ObjectRow,
-    data: StoredData,
-    condition: WriteCondition,
-    done: oneshot::Sender<Result<(), GatewayError>>,
+    change: Change,
+    done: oneshot::Sender<Result<bool, GatewayError>>,
 }
 
 #[derive(Debug, Default)]
@@ -46,7 +67,7 @@ struct State {
     committing: bool,
 }
 
-/// The commits waiting for a batch, shared by an index's clones.
+/// The changes waiting for a batch, shared by an index's clones.
 #[derive(Debug, Default)]
 pub(super) struct GroupCommits(Mutex<State>);
 
@@ -83,14 +104,14 @@ fn guessed_wrong(e: &sqlx::Error) -> bool {
     ))
 }
 
-/// The answer of a commit whose batch task ended without answering it.
+/// The answer of a change whose batch task ended without answering it.
 fn task_ended() -> GatewayError {
     GatewayError::Internal("index commit task ended".into())
 }
 
 /// Ends the batch task's turn if it ends other than by finding nothing to
 /// write (a panic, or its runtime shutting down), so that the next commit
-/// starts another and no commit waits on a task that is gone.
+/// starts another and no change waits on a task that is gone.
 struct Committing<'a> {
     commits: &'a GroupCommits,
     /// Set when `next_batch` found nothing and handed the turn back.
@@ -111,23 +132,15 @@ impl Drop for Committing<'_> {
 }
 
 impl Index {
-    /// Commits through the group commit: queues the commit, starts the
+    /// Writes `change` through the group commit: queues it, starts the
     /// batch task when none runs, and waits for the answer.
-    pub(super) async fn commit_grouped(
+    pub(super) async fn change_grouped(
         &self,
         commits: &Arc<GroupCommits>,
-        object: &ObjectRow,
-        data: &StoredData,
-        condition: &WriteCondition,
-    ) -> Result<(), GatewayError> {
+        change: Change,
+    ) -> Result<bool, GatewayError> {
         let (done, answer) = oneshot::channel();
-        let start = commits.queue(Waiting {
-            object: object.clone(),
-            data: data.clone(),
-            condition: condition.clone(),
-            done,
-        });
-        if start {
+        if commits.queue(Waiting { change, done }) {
             let index = self.clone();
             let commits = Arc::clone(commits);
             tokio::spawn(async move { index.write_batches(&commits).await });
@@ -152,23 +165,26 @@ impl Index {
             if batch.is_empty() {
                 continue;
             }
-            let span = tracing::debug_span!("index_group_commit", objects = batch.len());
+            let span = tracing::debug_span!("index_group_commit", changes = batch.len());
             self.write_batch(batch).instrument(span).await;
         }
     }
 
-    /// Writes `batch` in one transaction and answers each commit; when the
-    /// transaction fails as a whole, writes each commit alone instead, so
+    /// Writes `batch` in one transaction and answers each change; when the
+    /// transaction fails as a whole, writes each change alone instead, so
     /// that one cannot fail the others.
     async fn write_batch(&self, batch: Vec<Waiting>) {
         if let [lone] = batch.as_slice()
-            && let Some(answer) = self
-                .write_to_free_key(&lone.object, &lone.data, &lone.condition)
-                .await
+            && let Change::Put {
+                object,
+                data,
+                condition,
+            } = &lone.change
+            && let Some(answer) = self.write_to_free_key(object, data, condition).await
         {
             self.stats.commit_batch_objects.observe(1.0);
             if let Some(w) = batch.into_iter().next() {
-                let _ = w.done.send(answer);
+                let _ = w.done.send(answer.map(|()| true));
             }
             return;
         }
@@ -189,13 +205,28 @@ impl Index {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, objects = batch.len(), "index group commit failed: committing one by one");
+                tracing::warn!(error = %e, changes = batch.len(), "index group commit failed: writing one by one");
                 for w in batch {
-                    let answer = self
-                        .commit_object_alone(&w.object, &w.data, &w.condition)
-                        .await;
+                    let answer = self.change_alone(&w.change).await;
                     let _ = w.done.send(answer);
                 }
+            }
+        }
+    }
+
+    /// `change` in a transaction of its own, outside the group commit.
+    async fn change_alone(&self, change: &Change) -> Result<bool, GatewayError> {
+        match change {
+            Change::Put {
+                object,
+                data,
+                condition,
+            } => self
+                .commit_object_alone(object, data, condition)
+                .await
+                .map(|()| true),
+            Change::Delete { bucket, key } => {
+                Ok(self.delete_objects(bucket, &[key]).await? == [true])
             }
         }
     }
@@ -245,29 +276,26 @@ impl Index {
         }
     }
 
-    /// The transaction of a batch: each commit's answer, `Err` when the
+    /// The transaction of a batch: each change's answer, `Err` when the
     /// transaction failed.
     async fn write_batch_tx(
         &self,
         batch: &[Waiting],
-    ) -> Result<Vec<Result<(), GatewayError>>, GatewayError> {
+    ) -> Result<Vec<Result<bool, GatewayError>>, GatewayError> {
         write_tx!(self, |tx| {
             let mut writes = Writes::new(Engine::of_tx(tx));
             let mut usage = NodeUsage::default();
-            // The first commit to each key finds what is there in one
-            // query for the batch. A key written twice in one batch: the
-            // second commit reads the first's rows, so they go to the
+            // The first change to each key finds what is there in one
+            // query for the batch. A key changed twice in one batch: the
+            // second change reads the first's rows, so they go to the
             // database first, and it looks its key up then.
             let mut keys = HashSet::new();
-            let firsts: Vec<bool> = batch
-                .iter()
-                .map(|w| keys.insert((w.object.bucket.as_str(), w.object.key.as_str())))
-                .collect();
+            let firsts: Vec<bool> = batch.iter().map(|w| keys.insert(w.change.key())).collect();
             let first_keys: Vec<(&str, &str)> = batch
                 .iter()
                 .zip(&firsts)
                 .filter(|(_, first)| **first)
-                .map(|(w, _)| (w.object.bucket.as_str(), w.object.key.as_str()))
+                .map(|(w, _)| w.change.key())
                 .collect();
             let mut found = Self::bucket_occupants_in(tx, &first_keys)
                 .await?
@@ -280,16 +308,29 @@ impl Index {
                     writes.run(tx).await?;
                     None
                 };
-                answers.push(
-                    Self::commit_object_in(
+                let answer = match &w.change {
+                    Change::Put {
+                        object,
+                        data,
+                        condition,
+                    } => Self::commit_object_in(
                         tx,
                         &mut writes,
-                        (&w.object, &w.data, &w.condition),
+                        (object, data, condition),
                         found,
                         &mut usage,
                     )
-                    .await?,
-                );
+                    .await?
+                    .map(|()| true),
+                    Change::Delete { bucket, key } => {
+                        let found = match found {
+                            Some(found) => found,
+                            None => Self::bucket_occupant_in(tx, bucket, key).await,
+                        };
+                        Ok(Self::delete_found_in(tx, &mut writes, (bucket, key), found).await?)
+                    }
+                };
+                answers.push(answer);
             }
             Self::queue_usage(&mut writes, &usage);
             tx.commit_with(writes).await?;
@@ -302,6 +343,69 @@ impl Index {
 mod tests {
     use super::super::tests::{index_with_bucket_b, one_fragment_object};
     use super::*;
+
+    /// PUTs and deletions share a batch's transaction, in the order they
+    /// came: a deletion after a PUT to its key deletes what that PUT wrote,
+    /// a PUT after a deletion writes anew, and a deletion of a key with no
+    /// object, or in no bucket, answers `false` and changes nothing else.
+    #[tokio::test]
+    async fn puts_and_deletions_share_a_batch_in_their_order() {
+        let (dir, index) = index_with_bucket_b("batch-mixed").await;
+        let put = |key: &str, data_key: &str| {
+            let (object, data) = one_fragment_object(data_key, &format!("cid-{data_key}"));
+            Change::Put {
+                object: Box::new(ObjectRow {
+                    key: key.into(),
+                    ..object
+                }),
+                data: Box::new(data),
+                condition: WriteCondition::Always,
+            }
+        };
+        let delete = |bucket: &str, key: &str| Change::Delete {
+            bucket: bucket.into(),
+            key: key.into(),
+        };
+        for change in [put("kept", "kept-1"), put("gone", "gone-1")] {
+            assert!(index.change_alone(&change).await.unwrap());
+        }
+        let changes = [
+            put("new", "new-1"),
+            delete("b", "new"),
+            delete("b", "kept"),
+            put("kept", "kept-2"),
+            delete("b", "gone"),
+            delete("b", "gone"),
+            delete("b", "never"),
+            delete("missing", "kept"),
+        ];
+        let mut answers = Vec::new();
+        let batch = changes
+            .into_iter()
+            .map(|change| {
+                let (done, answer) = oneshot::channel();
+                answers.push(answer);
+                Waiting { change, done }
+            })
+            .collect();
+        index.write_batch(batch).await;
+        let mut got = Vec::new();
+        for answer in answers {
+            got.push(answer.await.unwrap().unwrap());
+        }
+        assert_eq!(got, [true, true, true, true, true, false, false, false]);
+        let objects = index.list_objects("b", "", "", 10).await.unwrap();
+        let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["kept"]);
+        assert_eq!(objects[0].id, one_fragment_object("kept-2", "").1.data_id);
+        for gone in ["new-1", "kept-1", "gone-1"] {
+            let data_id = one_fragment_object(gone, "").1.data_id;
+            assert!(!index.data_committed(&data_id).await.unwrap(), "{gone}");
+        }
+        // new-1's, kept-1's and gone-1's replicas, each once.
+        assert_eq!(index.garbage_len().await.unwrap(), 3);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     /// A lone commit goes in one trip on the guess that its key is free. A
     /// wrong guess (the key taken, the bucket gone) changes nothing and keeps

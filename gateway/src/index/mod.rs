@@ -136,7 +136,8 @@ pub struct IndexStats {
     pub write_seconds: prometheus::Histogram,
     /// Write transactions run again after a conflict or a lost connection.
     pub write_retries: prometheus::IntCounter,
-    /// Objects committed by each group commit's transaction (SQLite).
+    /// Objects written or deleted by each group commit's transaction
+    /// (SQLite): single PUTs and DeleteObjects.
     pub commit_batch_objects: prometheus::Histogram,
     /// Seconds the reads on the request path took, by query: `object`
     /// (HEAD, GET; with the layout of an object in one segment), `layout`
@@ -176,7 +177,7 @@ impl IndexStats {
             commit_batch_objects: prometheus::Histogram::with_opts(
                 prometheus::HistogramOpts::new(
                     "tenfold_index_commit_batch_objects",
-                    "Objects committed together by each group commit's transaction (SQLite).",
+                    "Objects written or deleted together by each group commit's transaction (SQLite): single PUTs and DeleteObjects.",
                 )
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             )

@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Executor, Row};
 use tenfold_balancer::Placement;
 
+use super::group_commit::Change;
 use super::nodes::NodeUsage;
 use super::rows::{
     ObjectHeaders, ObjectRow, SegmentRow, StoredData, StoredPart, Tags, WriteCondition,
@@ -432,8 +433,13 @@ impl Index {
     ) -> Result<(), GatewayError> {
         match &self.connections {
             Connections::Sqlite { group_commits, .. } => {
-                self.commit_grouped(group_commits, object, data, condition)
-                    .await
+                let change = Change::Put {
+                    object: Box::new(object.clone()),
+                    data: Box::new(data.clone()),
+                    condition: condition.clone(),
+                };
+                self.change_grouped(group_commits, change).await?;
+                Ok(())
             }
             Connections::Postgres(_) => self.commit_object_alone(object, data, condition).await,
         }
