@@ -15,3 +15,7 @@ pub mod replica_batch;
 pub mod s3_errors;
 pub mod tls;
 pub mod units;
+
+/// Most keys one DeleteObjects may name, as in S3 (the gateway's clients'
+/// and the balancer's to a node).
+pub const MAX_DELETE_KEYS: usize = 1000;

@@ -783,12 +783,44 @@ impl DiskStore {
     /// # Errors
     /// [`StoreError::NoSuchBucket`] or a disk error.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        let mut answers = self.delete_objects(bucket, &[key.to_owned()]).await?;
+        answers.pop().unwrap_or(Ok(()))
+    }
+
+    /// Deletes the objects at `keys` (what a DeleteObjects names): the
+    /// records of those in volumes in one append and one sync, then the
+    /// files of the others. Each key's answer; deleting a missing key
+    /// succeeds, as in S3.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchBucket`], or a disk error that failed them all.
+    pub async fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let bucket_dir = self.existing_bucket_dir(bucket).await?;
-        let path = self.object_path(bucket, key)?;
-        let had_record = self.volumes.delete(bucket, key).await?;
-        if had_record {
+        let had = self.volumes.delete_many(bucket, keys).await?;
+        if had.contains(&true) {
             self.merge_if_due();
         }
+        let mut answers = Vec::with_capacity(keys.len());
+        for (key, had_record) in keys.iter().zip(had) {
+            answers.push(self.delete_file(&bucket_dir, bucket, key, had_record).await);
+        }
+        Ok(answers)
+    }
+
+    /// Deletes the file of `bucket`/`key`, if it has one; `had_record`
+    /// says whether a record of the key was just deleted.
+    async fn delete_file(
+        &self,
+        bucket_dir: &Path,
+        bucket: &str,
+        key: &str,
+        had_record: bool,
+    ) -> Result<(), StoreError> {
+        let path = self.object_path(bucket, key)?;
         let len = match fs::metadata(&path).await {
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -1458,6 +1490,45 @@ mod tests {
         let mut keys = Vec::new();
         walk_keys(dir, String::new(), &mut keys).unwrap();
         keys
+    }
+
+    /// A DeleteObjects deletes records and files alike, a missing or
+    /// repeated key without error, and what it deleted stays deleted when
+    /// the node starts again (its records' deletions were synced).
+    #[tokio::test]
+    async fn objects_deleted_together_stay_deleted_after_a_restart() {
+        let dir = temp_dir();
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        store.create_bucket("b").await.unwrap();
+        let big = vec![3u8; SMALL_MAX as usize + 1];
+        for (key, data) in [("a", &b"small a"[..]), ("kept", b"kept"), ("big", &big)] {
+            put_sized(&store, key, data).await.unwrap();
+        }
+        let before = store.used();
+        let keys = ["a", "big", "missing", "a"].map(String::from);
+        let answers = store.delete_objects("b", &keys).await.unwrap();
+        assert_eq!(answers.len(), 4);
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert!(
+            store.used() <= before - big.len() as u64,
+            "big's file was freed"
+        );
+        drop(store);
+        let store = DiskStore::open(&dir, 1 << 30).await.unwrap();
+        for key in ["a", "big", "missing"] {
+            let gone = store.open_object("b", key).await;
+            assert!(
+                matches!(gone, Err(StoreError::NoSuchKey { .. })),
+                "{key}: {:?}",
+                gone.map(|o| o.meta)
+            );
+        }
+        assert_eq!(read(&store, "kept", None).await.1, b"kept");
+        assert!(matches!(
+            store.delete_objects("none", &keys).await,
+            Err(StoreError::NoSuchBucket(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -5,16 +5,18 @@ use std::sync::Arc;
 
 use s3s::dto::{
     Bucket, CommonPrefix, CreateBucketInput, CreateBucketOutput, DeleteBucketInput,
-    DeleteBucketOutput, DeleteObjectInput, DeleteObjectOutput, ETag, GetObjectInput,
-    GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
-    ListBucketsInput, ListBucketsOutput, ListObjectsV2Input, ListObjectsV2Output, Object,
-    PutObjectInput, PutObjectOutput, StreamingBlob, Timestamp,
+    DeleteBucketOutput, DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput,
+    DeleteObjectsOutput, DeletedObject, ETag, GetObjectInput, GetObjectOutput, HeadBucketInput,
+    HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput,
+    ListObjectsV2Input, ListObjectsV2Output, Object, PutObjectInput, PutObjectOutput,
+    StreamingBlob, Timestamp,
 };
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use crate::disk_store::{DiskStore, ObjectMeta, PutAttributes};
 use crate::error::StoreError;
 use futures::StreamExt;
+use tenfold_common::MAX_DELETE_KEYS;
 use tenfold_common::http_server::BodyWatch;
 use tenfold_common::listing::{Listing, Step, decode_token, encode_token};
 
@@ -234,6 +236,47 @@ impl S3 for NodeS3 {
             .delete_object(&req.input.bucket, &req.input.key)
             .await?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    #[tracing::instrument(skip_all, fields(bucket = %req.input.bucket, keys = req.input.delete.objects.len()))]
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let DeleteObjectsInput { bucket, delete, .. } = req.input;
+        if delete.objects.is_empty() || delete.objects.len() > MAX_DELETE_KEYS {
+            return Err(s3_error!(
+                MalformedXML,
+                "a delete names 1 to {MAX_DELETE_KEYS} keys"
+            ));
+        }
+        let quiet = delete.quiet.unwrap_or(false);
+        let keys: Vec<String> = delete.objects.into_iter().map(|o| o.key).collect();
+        let answers = self.store.delete_objects(&bucket, &keys).await?;
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for (key, answer) in keys.into_iter().zip(answers) {
+            match answer {
+                Ok(()) if quiet => {}
+                Ok(()) => deleted.push(DeletedObject {
+                    key: Some(key),
+                    ..Default::default()
+                }),
+                Err(e) => {
+                    let e = S3Error::from(e);
+                    errors.push(s3s::dto::Error {
+                        code: Some(e.code().as_str().to_owned()),
+                        message: e.message().map(str::to_owned),
+                        key: Some(key),
+                        version_id: None,
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        }))
     }
 
     async fn list_objects_v2(

@@ -363,30 +363,75 @@ impl Volumes {
     /// # Errors
     /// A disk error.
     pub async fn delete(self: &Arc<Self>, bucket: &str, key: &str) -> std::io::Result<bool> {
-        let record = encode(DELETE, bucket, key, &[], &[])?;
+        let had = self.delete_many(bucket, &[key.to_owned()]).await?;
+        Ok(had.first().copied().unwrap_or(false))
+    }
+
+    /// Appends a delete record for each of `keys` in `bucket` that has a
+    /// record, all under one hold of the lock, and waits until they are
+    /// durable: one sync of each volume they went to. Whether each key
+    /// had a record.
+    ///
+    /// # Errors
+    /// A disk error. The records appended before it are synced first; the
+    /// keys they deleted then have no record, so deleting them again finds
+    /// nothing to do.
+    pub async fn delete_many(
+        self: &Arc<Self>,
+        bucket: &str,
+        keys: &[String],
+    ) -> std::io::Result<Vec<bool>> {
+        // A key too long for a record has none.
+        let records: Vec<Option<Vec<u8>>> = keys
+            .iter()
+            .map(|key| encode(DELETE, bucket, key, &[], &[]).ok())
+            .collect();
         let this = Arc::clone(self);
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        let appended = blocking(move || {
+        let (bucket, keys) = (bucket.to_owned(), keys.to_vec());
+        let (had, syncs, failed) = blocking(move || {
             let mut state = this.state();
-            if state
-                .keys
-                .get(&bucket)
-                .is_none_or(|k| !k.contains_key(&key))
-            {
-                return Ok::<_, std::io::Error>(None);
+            let mut had = Vec::with_capacity(keys.len());
+            let mut appended: Vec<Arc<Volume>> = Vec::new();
+            let mut failed = None;
+            for (key, record) in keys.iter().zip(&records) {
+                let Some(record) = record else {
+                    had.push(false);
+                    continue;
+                };
+                if state.keys.get(&bucket).is_none_or(|k| !k.contains_key(key)) {
+                    had.push(false);
+                    continue;
+                }
+                match this.append_locked(&mut state, record) {
+                    Ok((volume, tombstone)) => {
+                        state.mark_dead(tombstone);
+                        state.remove_key(&bucket, key);
+                        if !appended.iter().any(|v| v.id == volume.id) {
+                            appended.push(volume);
+                        }
+                        had.push(true);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
             }
-            let (volume, tombstone) = this.append_locked(&mut state, &record)?;
-            state.mark_dead(tombstone);
-            state.remove_key(&bucket, &key);
             drop(state);
-            Ok(Some(this.sync_on_this_thread(&volume)))
+            let syncs: Vec<SyncAnswer> = appended
+                .iter()
+                .map(|volume| this.sync_on_this_thread(volume))
+                .collect();
+            Ok::<_, std::io::Error>((had, syncs, failed))
         })
         .await?;
-        let Some(synced) = appended else {
-            return Ok(false);
-        };
-        synced.await_sync().await?;
-        Ok(true)
+        for synced in syncs {
+            synced.await_sync().await?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(had),
+        }
     }
 
     /// Queues `append` for the appending thread, starting one when none

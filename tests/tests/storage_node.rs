@@ -131,6 +131,43 @@ fn s3_operations_ranges_and_health() {
     }
     aws.ok(&["s3", "rm", "s3://frag/crc"]);
 
+    // A recursive rm sends DeleteObjects: small records and a file alike
+    // go, a key the request names twice or that is missing is no error.
+    let many = tmp.path().join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    write_file(&many.join("a"), 1000, false);
+    write_file(&many.join("b"), 2000, false);
+    write_file(&many.join("big"), 300 << 10, false);
+    aws.ok(&[
+        "s3",
+        "cp",
+        "--recursive",
+        many.to_str().unwrap(),
+        "s3://frag/many/",
+    ]);
+    let deleted = aws.json(&[
+        "s3api",
+        "delete-objects",
+        "--bucket",
+        "frag",
+        "--delete",
+        r#"{"Objects":[{"Key":"many/a"},{"Key":"many/a"},{"Key":"many/none"}]}"#,
+    ]);
+    assert_eq!(
+        deleted["Deleted"].as_array().map(Vec::len),
+        Some(3),
+        "{deleted}"
+    );
+    assert!(
+        deleted
+            .get("Errors")
+            .is_none_or(|e| e.as_array().is_some_and(Vec::is_empty)),
+        "{deleted}"
+    );
+    aws.ok(&["s3", "rm", "--recursive", "s3://frag/many/"]);
+    let left = aws.ok(&["s3", "ls", "--recursive", "s3://frag/"]);
+    assert!(!left.contains("many/"), "{left}");
+
     let h = health(&node.addr);
     assert_eq!(h["capacity"], 50 << 20);
     let used = h["used"].as_u64().unwrap();

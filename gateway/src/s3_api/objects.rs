@@ -14,6 +14,7 @@ use s3s::dto::{
 };
 
 use s3s::TrailingHeaders;
+use tenfold_common::MAX_DELETE_KEYS;
 use tenfold_common::http_server::BodyWatch;
 
 use super::convert::{
@@ -32,9 +33,6 @@ use crate::upload::{BodyChecks, PutRequest};
 /// (one flush) for them all, while the index's write lock is held a few
 /// milliseconds at most.
 const DELETE_KEYS_PER_TRANSACTION: usize = 100;
-
-/// Most keys one DeleteObjects may name, as in S3.
-const MAX_DELETE_KEYS: usize = 1000;
 
 pub(super) async fn existing(
     store: &ObjectStore,
