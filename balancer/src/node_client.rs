@@ -23,6 +23,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use md5::{Digest, Md5};
 
 use tenfold_common::replica_batch::{self, Record};
 
@@ -309,6 +310,48 @@ impl NodeClient {
                 Ok(_) | Err(NodeFailure::Missing) => Ok(()),
                 Err(e) => Err(e),
             }
+        })
+        .await
+    }
+
+    /// Deletes `keys` (at most [`tenfold_common::MAX_DELETE_KEYS`]) from a
+    /// node in one DeleteObjects: each key's outcome, in order. A key
+    /// counts as deleted only when the answer names it deleted (or
+    /// missing). `None` when the node does not take DeleteObjects.
+    ///
+    /// # Errors
+    /// A [`NodeFailure`] when the node did not answer the request at all
+    /// (unreachable, out of time, refused, an answer that is not one).
+    pub async fn delete_many(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Option<Vec<Result<(), NodeFailure>>>, NodeFailure> {
+        let body = delete_document(keys);
+        let md5 = base64_simd::STANDARD.encode_to_string(<[u8; 16]>::from(Md5::digest(&body)));
+        let path = format!("/{}?delete", urlencoding::encode(bucket));
+        within_deadline(async {
+            let answer = self
+                .send(
+                    Method::POST,
+                    &path,
+                    &[("content-md5", &md5)],
+                    Bytes::from(body),
+                )
+                .await?;
+            if !answer.status.is_success() {
+                let (status, code, message) = error_of(answer).await;
+                if status == StatusCode::NOT_IMPLEMENTED || code == "NotImplemented" {
+                    return Ok(None);
+                }
+                return Err(classify(status, &code, &message));
+            }
+            let body = Limited::new(answer.body, LIST_BODY_LIMIT)
+                .collect()
+                .await
+                .map_err(|e| NodeFailure::Other(format!("reading a delete answer: {e}")))?
+                .to_bytes();
+            delete_outcomes(&body, keys).map(Some)
         })
         .await
     }
@@ -615,6 +658,62 @@ fn key_page(body: &[u8]) -> Result<KeyPage, NodeFailure> {
     Ok(KeyPage { keys, next })
 }
 
+/// A DeleteObjects request's body naming `keys`.
+fn delete_document(keys: &[String]) -> Vec<u8> {
+    let mut doc = String::from("<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+    for key in keys {
+        doc.push_str("<Object><Key>");
+        doc.push_str(&quick_xml::escape::escape(key.as_str()));
+        doc.push_str("</Key></Object>");
+    }
+    doc.push_str("</Delete>");
+    doc.into_bytes()
+}
+
+/// Each of `keys`' outcome from a DeleteObjects answer: deleted when the
+/// answer names it deleted, or fails it as missing; failed when it fails
+/// it otherwise or does not name it.
+fn delete_outcomes(
+    body: &[u8],
+    keys: &[String],
+) -> Result<Vec<Result<(), NodeFailure>>, NodeFailure> {
+    let mut deleted = std::collections::HashSet::new();
+    let mut failed = std::collections::HashMap::new();
+    let (mut key, mut code, mut message) = (String::new(), String::new(), String::new());
+    let (mut done_key, mut done_code, mut done_message) = (None, None, None);
+    for_each_text(body, |field, text| match (field, text) {
+        (b"Key", Some(text)) => key.push_str(text),
+        (b"Code", Some(text)) => code.push_str(text),
+        (b"Message", Some(text)) => message.push_str(text),
+        (b"Key", None) => done_key = Some(std::mem::take(&mut key)),
+        (b"Code", None) => done_code = Some(std::mem::take(&mut code)),
+        (b"Message", None) => done_message = Some(std::mem::take(&mut message)),
+        (b"Deleted", None) => {
+            deleted.extend(done_key.take());
+        }
+        (b"Error", None) => {
+            if let Some(key) = done_key.take() {
+                let code = done_code.take().unwrap_or_default();
+                let message = done_message.take().unwrap_or_default();
+                failed.insert(key, classify(StatusCode::OK, &code, &message));
+            }
+        }
+        _ => {}
+    })
+    .map_err(|e| NodeFailure::Other(format!("a delete answer that is not XML: {e}")))?;
+    Ok(keys
+        .iter()
+        .map(|key| match failed.remove(key) {
+            Some(NodeFailure::Missing) => Ok(()),
+            Some(failure) => Err(failure),
+            None if deleted.contains(key) => Ok(()),
+            None => Err(NodeFailure::Other(format!(
+                "the delete answer does not name {key}"
+            ))),
+        })
+        .collect())
+}
+
 /// A transport error with its causes (hyper's own message is terse).
 fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -630,6 +729,34 @@ fn describe(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A DeleteObjects answer counts a key as deleted only when it names
+    /// it deleted or missing; a key it fails otherwise, or leaves out,
+    /// fails. Keys are escaped in the request and unescaped in the answer.
+    #[test]
+    fn delete_answers_count_only_the_keys_they_name_deleted() {
+        let keys = ["a&b", "missing", "refused", "left-out"].map(String::from);
+        let doc = String::from_utf8(delete_document(&keys)).unwrap();
+        assert!(doc.contains("<Object><Key>a&amp;b</Key></Object>"), "{doc}");
+        let answer = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DeleteResult>\
+            <Deleted><Key>a&amp;b</Key></Deleted>\
+            <Error><Key>missing</Key><Code>NoSuchKey</Code><Message>gone</Message></Error>\
+            <Error><Key>refused</Key><Code>AccessDenied</Code><Message>no</Message></Error>\
+            </DeleteResult>";
+        let outcomes = delete_outcomes(answer.as_bytes(), &keys).unwrap();
+        assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
+        assert!(
+            matches!(&outcomes[2], Err(NodeFailure::Other(m)) if m == "AccessDenied no"),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(&outcomes[3], Err(NodeFailure::Other(m)) if m.contains("left-out")),
+            "{outcomes:?}"
+        );
+        // An answer cut short names nothing deleted.
+        let cut = delete_outcomes(b"<DeleteResult><Deleted><Key>a&amp;b</Key>", &keys).unwrap();
+        assert!(cut.iter().all(Result::is_err), "{cut:?}");
+    }
 
     #[test]
     fn error_documents_map_onto_failures() {

@@ -94,6 +94,9 @@ impl Placement {
 /// The index's name for the overflow tier's placements.
 pub const OVERFLOW: &str = "overflow";
 
+/// DELETEs in flight at once to a node that does not take DeleteObjects.
+const DELETES_ONE_BY_ONE: usize = 4;
+
 impl serde::Serialize for Placement {
     /// `{"network": …, "node": id or null, "cid": content id or null}`.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -367,6 +370,49 @@ impl Balancer {
             })
     }
 
+    /// Removes several replicas from one node in one DeleteObjects (at
+    /// most [`tenfold_common::MAX_DELETE_KEYS`]): each one's outcome, in
+    /// order. A node that does not take DeleteObjects gets a DELETE for
+    /// each.
+    ///
+    /// # Errors
+    /// [`BalancerError::Node`] when the node did not answer the request,
+    /// or [`BalancerError::UnknownNode`].
+    pub async fn delete_many(
+        &self,
+        node_id: i64,
+        keys: &[String],
+    ) -> Result<Vec<Result<(), BalancerError>>, BalancerError> {
+        let node = self.node(node_id)?;
+        let failed = |f: NodeFailure| BalancerError::Node {
+            node: node_id,
+            message: f.to_string(),
+        };
+        let span = tracing::debug_span!("node_delete_many", node = node_id, keys = keys.len());
+        let answers = {
+            let _slot = node.load.slots.acquire().await;
+            node.client
+                .delete_many(&node.spec.bucket, keys)
+                .instrument(span)
+                .await
+                .map_err(failed)?
+        };
+        Ok(match answers {
+            Some(answers) => answers.into_iter().map(|a| a.map_err(failed)).collect(),
+            None => {
+                tracing::debug!(
+                    node = node_id,
+                    "the node takes no DeleteObjects: a DELETE for each replica"
+                );
+                let deletes: Vec<_> = keys.iter().map(|key| self.delete(node_id, key)).collect();
+                futures::stream::iter(deletes)
+                    .buffered(DELETES_ONE_BY_ONE)
+                    .collect()
+                    .await
+            }
+        })
+    }
+
     /// One page of the keys stored in a node's fragment bucket, from the
     /// continuation token `after`.
     ///
@@ -448,6 +494,129 @@ async fn put_replica(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::start_node;
+    use std::time::Duration;
+
+    /// Replicas on a real node go in one DeleteObjects: the node takes it,
+    /// each key's answer comes back in order, and the keys are gone.
+    #[tokio::test]
+    async fn a_nodes_replicas_are_deleted_in_one_request() {
+        let dir = std::env::temp_dir().join(format!("tenfold-delete-many-{}", std::process::id()));
+        let balancer = Balancer::new(ReplicaPolicy::default());
+        balancer.set_nodes(vec![start_node(&dir, 1, Duration::ZERO).await]);
+        let node = balancer.node(1).unwrap();
+        node.ensure_bucket().await.unwrap();
+        let small = Bytes::from_static(b"small");
+        let big = Bytes::from(vec![5u8; 300_000]);
+        for (key, data) in [("s", &small), ("b", &big), ("kept", &small)] {
+            let md5: [u8; 16] = <md5::Md5 as md5::Digest>::digest(data).into();
+            node.client
+                .put(&node.spec.bucket, key, data.clone(), md5, crc32c(data))
+                .await
+                .unwrap();
+        }
+        let keys = ["s", "b", "never"].map(String::from);
+        let answers = node
+            .client
+            .delete_many(&node.spec.bucket, &keys)
+            .await
+            .unwrap()
+            .expect("tenfold-node takes DeleteObjects");
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        for key in ["s", "b"] {
+            let gone = node.client.get(&node.spec.bucket, key, 1 << 20).await;
+            assert!(matches!(gone, Err(NodeFailure::Missing)), "{key}");
+        }
+        assert!(node.client.get(&node.spec.bucket, "kept", 10).await.is_ok());
+        let again = balancer.delete_many(1, &keys).await.unwrap();
+        assert!(again.iter().all(Result::is_ok), "{again:?}");
+        assert!(matches!(
+            balancer.delete_many(9, &keys).await,
+            Err(BalancerError::UnknownNode(9))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A server that answers DeleteObjects `501 Not Implemented` gets a
+    /// DELETE for each key instead, and each key's answer is that DELETE's.
+    #[tokio::test]
+    async fn a_node_without_delete_objects_gets_a_delete_per_key() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    let mut have = 0;
+                    loop {
+                        let Ok(n) = conn.read(&mut buf[have..]).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        have += n;
+                        let text = String::from_utf8_lossy(&buf[..have]).into_owned();
+                        let Some(head_end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let length: usize = text[..head_end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if have < head_end + 4 + length {
+                            continue;
+                        }
+                        let line = text.lines().next().unwrap_or_default().to_owned();
+                        let (status, body) = if line.starts_with("POST") {
+                            (
+                                "501 Not Implemented",
+                                "<Error><Code>NotImplemented</Code></Error>",
+                            )
+                        } else if line.contains("/tenfold/bad ") {
+                            ("403 Forbidden", "<Error><Code>AccessDenied</Code></Error>")
+                        } else {
+                            ("204 No Content", "")
+                        };
+                        let answer = format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        log.lock().unwrap().push(line);
+                        conn.write_all(answer.as_bytes()).await.unwrap();
+                        buf.copy_within(head_end + 4 + length..have, 0);
+                        have -= head_end + 4 + length;
+                    }
+                });
+            }
+        });
+        let dir =
+            std::env::temp_dir().join(format!("tenfold-no-delete-many-{}", std::process::id()));
+        let mut spec = start_node(&dir, 1, Duration::ZERO).await;
+        spec.endpoint = endpoint;
+        let balancer = Balancer::new(ReplicaPolicy::default());
+        balancer.set_nodes(vec![spec]);
+        let keys = ["one", "bad", "two"].map(String::from);
+        let answers = balancer.delete_many(1, &keys).await.unwrap();
+        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+        assert!(
+            matches!(answers[1], Err(BalancerError::Node { node: 1, .. })),
+            "{answers:?}"
+        );
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        let methods: Vec<&str> = seen.iter().map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(methods, ["DELETE", "DELETE", "DELETE", "POST"], "{seen:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_policy_is_met_by_node_copies_on_each_network_only() {

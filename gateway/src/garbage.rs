@@ -9,18 +9,20 @@
 //! back the others. Replicas of uploads that failed were never visible:
 //! they go at once, and only those that cannot are queued.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tenfold_balancer::{BalancerError, Placement, Replica};
+use tenfold_common::MAX_DELETE_KEYS;
 
 use crate::error::GatewayError;
 use crate::fragment::data_id_of;
 use crate::index::{GarbageRetry, QueuedReplica, now_ms};
 use crate::object_store::ObjectStore;
 
-/// Node deletions in flight at once.
+/// Removal requests in flight at once (a node's replicas go in one).
 const DELETE_CONCURRENCY: usize = 16;
 /// Queue entries claimed per pass.
 const BATCH: i64 = 512;
@@ -52,6 +54,22 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// One request of a removal: a replica alone, or several on one node (by
+/// their places in the list removed).
+enum Removal {
+    Alone(usize),
+    OnNode(i64, Vec<usize>),
+}
+
+/// A node's answer for one replica: removed, or gone with its node (a node
+/// that was unregistered has nothing left to delete).
+fn node_removal(answer: Result<(), BalancerError>) -> Result<(), GatewayError> {
+    match answer {
+        Ok(()) | Err(BalancerError::UnknownNode(_)) => Ok(()),
+        Err(e) => Err(GatewayError::Storage(e)),
+    }
+}
+
 /// What became of a claimed replica.
 enum Outcome {
     Removed,
@@ -69,10 +87,7 @@ impl ObjectStore {
     async fn remove_replica(&self, replica: &Replica) -> Result<(), GatewayError> {
         match &replica.placement {
             Placement::Node { node_id, .. } => {
-                match self.balancer.delete(*node_id, &replica.key).await {
-                    Ok(()) | Err(BalancerError::UnknownNode(_)) => Ok(()),
-                    Err(e) => Err(GatewayError::Storage(e)),
-                }
+                node_removal(self.balancer.delete(*node_id, &replica.key).await)
             }
             Placement::Overflow { cid } => self.release_pin(cid).await.map(drop),
         }
@@ -104,22 +119,94 @@ impl ObjectStore {
         Ok(true)
     }
 
-    /// Removes copies now; those that could not be removed are queued.
-    pub async fn discard_replicas(&self, replicas: Vec<Replica>) {
-        let failed: Vec<Replica> = futures::stream::iter(replicas)
-            .map(|replica| async move {
-                match self.remove_replica(&replica).await {
-                    Ok(()) => None,
-                    Err(e) => {
-                        tracing::warn!(?replica, error = %e, "replica not removed, queueing it");
-                        Some(replica)
-                    }
-                }
-            })
+    /// Removes `replicas`: those on one node in one DeleteObjects (up to
+    /// [`MAX_DELETE_KEYS`]), an overflow pin each on its own,
+    /// [`DELETE_CONCURRENCY`] requests at a time, so that a slow node holds
+    /// back only its own. Each one's outcome, in order.
+    async fn remove_replicas(&self, replicas: &[Replica]) -> Vec<Result<(), GatewayError>> {
+        let mut on_nodes: HashMap<i64, Vec<usize>> = HashMap::new();
+        let mut jobs = Vec::new();
+        for (i, replica) in replicas.iter().enumerate() {
+            match replica.placement {
+                Placement::Node { node_id, .. } => on_nodes.entry(node_id).or_default().push(i),
+                Placement::Overflow { .. } => jobs.push(Removal::Alone(i)),
+            }
+        }
+        for (node_id, on_node) in on_nodes {
+            for chunk in on_node.chunks(MAX_DELETE_KEYS) {
+                jobs.push(match chunk {
+                    [i] => Removal::Alone(*i),
+                    many => Removal::OnNode(node_id, many.to_vec()),
+                });
+            }
+        }
+        let removals: Vec<_> = jobs
+            .into_iter()
+            .map(|job| self.remove_together(replicas, job))
+            .collect();
+        let done: Vec<Vec<(usize, Result<(), GatewayError>)>> = futures::stream::iter(removals)
             .buffer_unordered(DELETE_CONCURRENCY)
-            .filter_map(futures::future::ready)
             .collect()
             .await;
+        let mut outcomes: Vec<Option<Result<(), GatewayError>>> = std::iter::repeat_with(|| None)
+            .take(replicas.len())
+            .collect();
+        for (i, outcome) in done.into_iter().flatten() {
+            outcomes[i] = Some(outcome);
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(GatewayError::Internal("replica not tried".into()))))
+            .collect()
+    }
+
+    /// Runs one removal of [`Self::remove_replicas`]: the outcome of each
+    /// replica it removes, by its place in `replicas`.
+    async fn remove_together(
+        &self,
+        replicas: &[Replica],
+        job: Removal,
+    ) -> Vec<(usize, Result<(), GatewayError>)> {
+        let (node_id, at) = match job {
+            Removal::Alone(i) => return vec![(i, self.remove_replica(&replicas[i]).await)],
+            Removal::OnNode(node_id, at) => (node_id, at),
+        };
+        let keys: Vec<String> = at.iter().map(|&i| replicas[i].key.clone()).collect();
+        match self.balancer.delete_many(node_id, &keys).await {
+            Ok(answers) => at
+                .into_iter()
+                .zip(answers.into_iter().map(node_removal))
+                .collect(),
+            Err(BalancerError::UnknownNode(_)) => at.into_iter().map(|i| (i, Ok(()))).collect(),
+            Err(e) => {
+                let message = e.to_string();
+                at.into_iter()
+                    .map(|i| {
+                        (
+                            i,
+                            Err(GatewayError::Storage(BalancerError::Node {
+                                node: node_id,
+                                message: message.clone(),
+                            })),
+                        )
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Removes copies now; those that could not be removed are queued.
+    pub async fn discard_replicas(&self, replicas: Vec<Replica>) {
+        let outcomes = self.remove_replicas(&replicas).await;
+        let failed: Vec<Replica> = replicas
+            .into_iter()
+            .zip(outcomes)
+            .filter_map(|(replica, outcome)| {
+                let e = outcome.err()?;
+                tracing::warn!(?replica, error = %e, "replica not removed, queueing it");
+                Some(replica)
+            })
+            .collect();
         if !failed.is_empty()
             && let Err(e) = self.index.add_garbage(&failed).await
         {
@@ -127,20 +214,19 @@ impl ObjectStore {
         }
     }
 
-    /// Tries to remove one claimed replica.
-    async fn remove_queued(&self, queued: &QueuedReplica) -> Outcome {
-        if let Placement::Node { node_id, .. } = queued.replica.placement {
-            if self.read_leases.is_read(data_id_of(&queued.replica.key)) {
-                return Outcome::Held;
-            }
-            if self.balancer.is_down(node_id) {
-                return Outcome::Failed(format!("node {node_id} is down"));
-            }
+    /// Whether a claimed replica is kept for now without being tried: one
+    /// this gateway is reading, or one on a node that is down.
+    fn not_yet(&self, queued: &QueuedReplica) -> Option<Outcome> {
+        let Placement::Node { node_id, .. } = queued.replica.placement else {
+            return None;
+        };
+        if self.read_leases.is_read(data_id_of(&queued.replica.key)) {
+            return Some(Outcome::Held);
         }
-        match self.remove_replica(&queued.replica).await {
-            Ok(()) => Outcome::Removed,
-            Err(e) => Outcome::Failed(e.to_string()),
+        if self.balancer.is_down(node_id) {
+            return Some(Outcome::Failed(format!("node {node_id} is down")));
         }
+        None
     }
 
     /// One pass over the replicas that are due; returns how many were
@@ -159,19 +245,33 @@ impl ObjectStore {
             }
         };
         let claimed = batch.len();
+        let mut outcomes: Vec<(QueuedReplica, Outcome)> = Vec::with_capacity(claimed);
+        let mut tried = Vec::new();
+        for queued in batch {
+            match self.not_yet(&queued) {
+                Some(outcome) => outcomes.push((queued, outcome)),
+                None => tried.push(queued),
+            }
+        }
         // Every removal ends before any is recorded. A removal may write
         // the index itself (an overflow pin's release), and the writer is
         // handed out in turn: a recording that waited for it while a
         // removal in the buffer, queued for it too, went unpolled would
         // wait for ever, and every write behind it.
-        let outcomes: Vec<(QueuedReplica, Outcome)> = futures::stream::iter(batch)
-            .map(|queued| async move {
-                let outcome = self.remove_queued(&queued).await;
-                (queued, outcome)
-            })
-            .buffer_unordered(DELETE_CONCURRENCY)
-            .collect()
-            .await;
+        let replicas: Vec<Replica> = tried.iter().map(|q| q.replica.clone()).collect();
+        let removed_or_not = self.remove_replicas(&replicas).await;
+        outcomes.extend(
+            tried
+                .into_iter()
+                .zip(removed_or_not)
+                .map(|(queued, outcome)| {
+                    let outcome = match outcome {
+                        Ok(()) => Outcome::Removed,
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    };
+                    (queued, outcome)
+                }),
+        );
         let mut removed = 0;
         for chunk in outcomes.chunks(RECORD_EVERY) {
             let now = now_ms();

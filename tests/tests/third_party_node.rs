@@ -2,7 +2,9 @@
 //! `tenfold nodes add` beside `tenfold-node`s. The balancer relies on plain
 //! S3 only, so objects round-trip with replicas on it.
 
-use tests::{Cluster, SeaweedFs, TempDir, assert_placements, sha256_file, write_file};
+use std::time::Duration;
+
+use tests::{Cluster, SeaweedFs, TempDir, assert_placements, eventually, sha256_file, write_file};
 
 #[test]
 fn seaweedfs_node_holds_replicas() {
@@ -94,5 +96,40 @@ fn seaweedfs_node_holds_replicas() {
     assert!(
         cluster.gateway_log().contains("takes no batches"),
         "SeaweedFS was never offered a batch"
+    );
+
+    // Deleted objects leave SeaweedFS too: the collector sends it each
+    // pass's replicas in one DeleteObjects, and empties its queue.
+    let on_weed = || {
+        weed.aws()
+            .ok(&[
+                "s3api",
+                "list-objects-v2",
+                "--bucket",
+                "tenfold",
+                "--query",
+                "length(Contents || `[]`)",
+                "--output",
+                "text",
+            ])
+            .trim()
+            .to_owned()
+    };
+    assert_ne!(
+        on_weed(),
+        "0",
+        "SeaweedFS holds replicas before the deletes"
+    );
+    aws.ok(&["s3", "rm", "--recursive", "s3://mixed/"]);
+    assert!(
+        eventually(Duration::from_secs(60), || cluster.status()["garbage"] == 0
+            && on_weed() == "0"),
+        "replicas left: {} on SeaweedFS, {} queued",
+        on_weed(),
+        cluster.status()["garbage"]
+    );
+    assert!(
+        !cluster.gateway_log().contains("takes no DeleteObjects"),
+        "SeaweedFS answers DeleteObjects"
     );
 }
