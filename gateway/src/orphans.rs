@@ -1,8 +1,8 @@
 //! The orphan sweep: replicas on a node that nothing in the index names —
 //! left by a gateway killed mid-upload, by a node write that timed out but
 //! completed, by a removal that could not be queued — are found by listing
-//! each node and removed, so that nodes do not keep (and report as used)
-//! bytes nobody can read.
+//! each node and removed (those of a listing's page in one DeleteObjects),
+//! so that nodes do not keep (and report as used) bytes nobody can read.
 //!
 //! A replica is removed only when it has been seen unnamed, and not being
 //! written, for the whole grace period (`orphan_grace`), by two listings of
@@ -28,15 +28,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use tenfold_common::MAX_DELETE_KEYS;
 
 use crate::error::GatewayError;
 use crate::fragment::parse_node_key;
 use crate::index::{Counter, PinUse, now_ms};
 use crate::object_store::{ObjectStore, new_object_id};
 
-/// Node deletions in flight at once.
-const DELETE_CONCURRENCY: usize = 16;
 /// Unnamed replicas tracked per node at most; a node with more is swept
 /// on from the start once these are gone.
 const MAX_TRACKED: usize = 100_000;
@@ -280,16 +278,20 @@ impl ObjectStore {
                         seen.insert(key.to_owned(), first_seen);
                     }
                 }
-                let results: Vec<_> = futures::stream::iter(due)
-                    .map(|(key, first_seen)| async move {
-                        let result = self.balancer.delete(node_id, &key).await;
-                        (key, first_seen, result)
-                    })
-                    .buffer_unordered(DELETE_CONCURRENCY)
-                    .collect()
-                    .await;
+                // The page's orphans go in one DeleteObjects.
+                let mut results = Vec::with_capacity(due.len());
+                for chunk in due.chunks(MAX_DELETE_KEYS) {
+                    let keys: Vec<String> = chunk.iter().map(|(key, _)| key.clone()).collect();
+                    match self.balancer.delete_many(node_id, &keys).await {
+                        Ok(answers) => {
+                            results
+                                .extend(answers.into_iter().map(|a| a.map_err(|e| e.to_string())));
+                        }
+                        Err(e) => results.extend(keys.iter().map(|_| Err(e.to_string()))),
+                    }
+                }
                 drop(hold);
-                for (key, first_seen, result) in results {
+                for ((key, first_seen), result) in due.into_iter().zip(results) {
                     match result {
                         Ok(()) => {
                             tracing::debug!(key, "orphan replica removed");
