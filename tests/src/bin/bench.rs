@@ -899,6 +899,7 @@ fn small_objects_side_by_side(
                 );
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
+            let drained_s = collecting.elapsed().as_secs_f64();
             let (oput, oget, odel) = (
                 side(other, Phase::Put),
                 side(other, Phase::Get),
@@ -941,7 +942,7 @@ fn small_objects_side_by_side(
                 oget.client_cpu_us
             );
             println!(
-                "                         gateway replicas in batches: {batched_per_put:.2} per PUT, {per_batch:.1} per batch; flushes per PUT: nodes' fsyncs {node_fsyncs:.2}, index commits {index_commits:.2}"
+                "                         gateway replicas in batches: {batched_per_put:.2} per PUT, {per_batch:.1} per batch; flushes per PUT: nodes' fsyncs {node_fsyncs:.2}, index commits {index_commits:.2}; garbage queue empty {drained_s:.1} s after the DELETEs (gc_delay 1 s)"
             );
             rows.push(serde_json::json!({
                 "op": op, "size_bytes": size, "clients": clients,
@@ -952,6 +953,7 @@ fn small_objects_side_by_side(
                 format!("{name}_server_cpu_us_per_op"): {"put": oput.server_cpu_us, "get": oget.server_cpu_us, "delete": odel.server_cpu_us},
                 "gateway_batched_replicas": {"per_put": batched_per_put, "per_batch": per_batch},
                 "gateway_flushes_per_put": {"node_fsyncs": node_fsyncs, "index_commits": index_commits},
+                "gateway_garbage_drain_s": drained_s,
                 "client_cpu_us_per_op": {
                     "gateway": {"put": gput.client_cpu_us, "get": gget.client_cpu_us},
                     name: {"put": oput.client_cpu_us, "get": oget.client_cpu_us},
