@@ -304,6 +304,19 @@ impl ObjectStore {
         (claimed, removed)
     }
 
+    /// Wakes the garbage collector for replicas a commit or deletion just
+    /// released, when they fall due sooner than its idle pass would come
+    /// (`gc_delay` under [`IDLE`]): it then waits `gc_delay` and removes
+    /// them, rather than up to [`IDLE`] later. With a longer `gc_delay` the
+    /// idle passes find them: waking the collector on every write would
+    /// only run an empty pass, an index transaction, against the writes
+    /// that follow.
+    pub fn garbage_released(&self) {
+        if self.gc_delay < IDLE {
+            self.garbage_ready.notify_one();
+        }
+    }
+
     /// Aborts multipart uploads older than the configured age.
     pub async fn abort_abandoned_uploads(&self) {
         let age_ms = i64::try_from(self.abandoned_after.as_millis()).unwrap_or(i64::MAX);
@@ -334,7 +347,16 @@ impl ObjectStore {
                 if claimed == usize::try_from(BATCH).unwrap_or(usize::MAX) {
                     continue;
                 }
-                let _ = tokio::time::timeout(IDLE, store.garbage_ready.notified()).await;
+                let released = tokio::time::timeout(IDLE, store.garbage_ready.notified())
+                    .await
+                    .is_ok();
+                if released && store.gc_delay < IDLE {
+                    // What a commit just released falls due `gc_delay` from
+                    // now (what repair and audits release is due at once);
+                    // releases meanwhile leave one wake-up for the pass
+                    // after, so a stream of them runs a pass per `gc_delay`.
+                    tokio::time::sleep(store.gc_delay).await;
+                }
             }
         })
     }

@@ -112,17 +112,6 @@ impl ObjectStore {
             known_buckets: KnownBuckets::default(),
         }
     }
-
-    /// Wakes the garbage collector for replicas a commit or deletion just
-    /// released, when they are due at once (no `gc_delay`). Otherwise they
-    /// fall due `gc_delay` later and the collector's idle pass finds them
-    /// then: waking it on every write would only run an empty pass, two
-    /// index transactions, against the writes that follow.
-    pub fn garbage_released(&self) {
-        if self.gc_delay.is_zero() {
-            self.garbage_ready.notify_one();
-        }
-    }
 }
 
 /// A fresh, unguessable object id: names the object's fragments on the nodes.
