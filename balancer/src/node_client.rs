@@ -251,11 +251,7 @@ impl NodeClient {
                     replica_batch::COUNT_HEADER
                 )));
             }
-            let body = Limited::new(answer.body, BATCH_ANSWER_LIMIT)
-                .collect()
-                .await
-                .map_err(|e| NodeFailure::Other(format!("reading a batch answer: {e}")))?
-                .to_bytes();
+            let body = whole_body(answer, BATCH_ANSWER_LIMIT, "a batch answer").await?;
             batch_outcomes(&body, records).map(BatchAnswer::Stored)
         })
         .await
@@ -346,11 +342,7 @@ impl NodeClient {
                 }
                 return Err(classify(status, &code, &message));
             }
-            let body = Limited::new(answer.body, LIST_BODY_LIMIT)
-                .collect()
-                .await
-                .map_err(|e| NodeFailure::Other(format!("reading a delete answer: {e}")))?
-                .to_bytes();
+            let body = whole_body(answer, LIST_BODY_LIMIT, "a delete answer").await?;
             delete_outcomes(&body, keys).map(Some)
         })
         .await
@@ -381,11 +373,7 @@ impl NodeClient {
                 }
                 return Err(classify(status, &code, &message));
             }
-            let body = Limited::new(answer.body, LIST_BODY_LIMIT)
-                .collect()
-                .await
-                .map_err(|e| NodeFailure::Other(format!("reading a listing: {e}")))?
-                .to_bytes();
+            let body = whole_body(answer, LIST_BODY_LIMIT, "a listing").await?;
             key_page(&body)
         })
         .await
@@ -552,6 +540,16 @@ async fn success(answer: Answer) -> Result<Answer, NodeFailure> {
     }
     let (status, code, message) = error_of(answer).await;
     Err(classify(status, &code, &message))
+}
+
+/// An answer's whole body, refused past `limit` bytes; `what` names it in
+/// the failure.
+async fn whole_body(answer: Answer, limit: usize, what: &str) -> Result<Bytes, NodeFailure> {
+    Limited::new(answer.body, limit)
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .map_err(|e| NodeFailure::Other(format!("reading {what}: {e}")))
 }
 
 /// An error answer's status, and the S3 error code and message of its body
