@@ -914,10 +914,7 @@ fn small_objects_side_by_side(
                 rows.push(row);
             }
             if rounds > 1 {
-                let [put, get, delete] = ratios.map(|mut r| {
-                    r.sort_by(f64::total_cmp);
-                    r[r.len() / 2]
-                });
+                let [put, get, delete] = ratios.map(|r| stats(r).median);
                 println!(
                     "  {:>3} KiB x {clients:>2} clients, median of {rounds} rounds: PUT {put:.2}  GET {get:.2}  DELETE {delete:.2}",
                     size >> 10
