@@ -885,8 +885,7 @@ fn peer_figures(
         (ops, rounds),
     );
     if one_copy {
-        let single = Cluster::build(4, 2, "100GiB")
-            .durability("orphan_grace", "1h")
+        let single = measured_cluster()
             .storage("mainnet_replicas", "1")
             .storage("testnet_replicas", "0")
             .start();
@@ -908,6 +907,14 @@ fn peer_figures(
         ));
     }
     rows
+}
+
+/// The cluster most figures are measured on: 4 mainnet and 2 testnet
+/// nodes. The test clusters' orphan grace (10 s) has the gateway list
+/// every node in full every 5 s, so that orphan tests end soon; measured
+/// here is what a deployment runs, the default grace (an hour).
+fn measured_cluster() -> tests::ClusterBuilder<'static> {
+    Cluster::build(4, 2, "100GiB").durability("orphan_grace", "1h")
 }
 
 /// A server measured by [`small_objects_side_by_side`]: its client and its
@@ -1506,12 +1513,7 @@ fn stored_ratio(cluster: &Cluster, key: &str) -> f64 {
 
 fn main() {
     let args = parse_args();
-    // The test clusters' orphan grace (10 s) has the gateway list every
-    // node in full every 5 s, so that orphan tests end soon; measured
-    // here is what a deployment runs, the default grace (an hour).
-    let cluster = Cluster::build(4, 2, "100GiB")
-        .durability("orphan_grace", "1h")
-        .start();
+    let cluster = measured_cluster().start();
     let direct = Node::start(cluster.dir.path(), "direct", "100GiB");
     let gw = cluster.aws();
     let node = Aws::new(&direct.endpoint(), &direct.access_key, &direct.secret_key);
