@@ -34,6 +34,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -67,6 +68,19 @@ def pick(d, files, folder):
 def progress(d):
     text = d.find_element("id", "total-text").text.strip().rstrip("%").strip()
     return int(text or 0)
+
+
+def reload(d):
+    """Reloads the page and waits for the new document: chromedriver may
+    answer a refresh while the page with uploads in flight is still being
+    left (a command sent then fails with "aborted by navigation"), so
+    commands are retried until the new page answers, with no progress."""
+    d.refresh()
+    WebDriverWait(d, 60, poll_frequency=0.2, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+        and d.find_element("css selector", "input#pick")
+        and progress(d) == 0
+    )
 
 
 # Two files built in the page and dropped on the drop zone: what a drag and
@@ -161,7 +175,7 @@ def main():
         if reload_at is not None:
             WebDriverWait(d, 300, poll_frequency=0.2).until(lambda d: progress(d) >= reload_at)
             shot(f"at-{reload_at}-percent")
-            d.refresh()
+            reload(d)
             shot("reloaded")
             pick(d, files, folder)
             shot("resuming")

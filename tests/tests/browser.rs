@@ -487,7 +487,7 @@ fn a_large_browser_upload_resumes_after_a_gateway_restart_and_a_reload() {
     // gateway is restarted once a few parts are stored.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/upload_page.py");
     let shots = shots_folder("resume", &url);
-    let browser = Command::new("python3")
+    let mut browser = Command::new("python3")
         .arg(script)
         .args(["upload", &url, &shots, "--reload-at", "60"])
         .arg(&file)
@@ -496,11 +496,17 @@ fn a_large_browser_upload_resumes_after_a_gateway_restart_and_a_reload() {
         .spawn()
         .unwrap();
     let stored = |log: &str| log.matches("part stored").count();
-    assert!(
-        tests::eventually(Duration::from_secs(120), || stored(&cluster.gateway_log())
-            >= 3),
-        "no part stored"
-    );
+    if !tests::eventually(Duration::from_secs(120), || {
+        stored(&cluster.gateway_log()) >= 3 || browser.try_wait().is_ok_and(|s| s.is_some())
+    }) || stored(&cluster.gateway_log()) < 3
+    {
+        let _ = browser.kill();
+        let out = browser.wait_with_output().unwrap();
+        panic!(
+            "no part stored (screenshots in {shots}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let before = stored(&cluster.gateway_log());
     cluster.restart_gateway(|c| c).unwrap();
     let out = browser.wait_with_output().unwrap();
