@@ -496,10 +496,11 @@ fn a_large_browser_upload_resumes_after_a_gateway_restart_and_a_reload() {
         .spawn()
         .unwrap();
     let stored = |log: &str| log.matches("part stored").count();
-    if !tests::eventually(Duration::from_secs(120), || {
+    // Until three parts are stored, or the page has already given up.
+    tests::eventually(Duration::from_secs(120), || {
         stored(&cluster.gateway_log()) >= 3 || browser.try_wait().is_ok_and(|s| s.is_some())
-    }) || stored(&cluster.gateway_log()) < 3
-    {
+    });
+    if stored(&cluster.gateway_log()) < 3 {
         let _ = browser.kill();
         let out = browser.wait_with_output().unwrap();
         panic!(
