@@ -70,17 +70,25 @@ def progress(d):
     return int(text or 0)
 
 
-def reload(d):
-    """Reloads the page and waits for the new document: chromedriver may
-    answer a refresh while the page with uploads in flight is still being
-    left (a command sent then fails with "aborted by navigation"), so
-    commands are retried until the new page answers, with no progress."""
-    d.refresh()
+def settled(d, new_page=lambda d: True):
+    """Waits until the document a navigation loads answers: chromedriver may
+    answer a navigation (a first load, or a refresh of a page with uploads
+    in flight) before the page is attached, and a command sent then fails
+    with "aborted by navigation", so commands are retried until it does."""
     WebDriverWait(d, 60, poll_frequency=0.2, ignored_exceptions=(WebDriverException,)).until(
-        lambda d: d.execute_script("return document.readyState") == "complete"
-        and d.find_element("css selector", "input#pick")
-        and progress(d) == 0
+        lambda d: d.execute_script("return document.readyState") == "complete" and new_page(d)
     )
+
+
+def open_page(d, url):
+    d.get(url)
+    settled(d)
+
+
+def reload(d):
+    """Reloads the page and waits for the new one: no progress shown."""
+    d.refresh()
+    settled(d, lambda d: d.find_element("css selector", "input#pick") and progress(d) == 0)
 
 
 # Two files built in the page and dropped on the drop zone: what a drag and
@@ -109,7 +117,7 @@ def tab_to(d, element_id, limit=40):
 
 def phone(d, url, shot):
     d.set_window_size(390, 844)
-    d.get(url)
+    open_page(d, url)
     shot("opened")
     wide = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
     assert wide[0] <= wide[1], f"the page scrolls sideways on a phone: {wide}"
@@ -154,7 +162,7 @@ def main():
         if mode == "phone":
             phone(d, url, shot)
             return
-        d.get(url)
+        open_page(d, url)
         shot("opened")
         if mode == "message":
             if files:
